@@ -1,0 +1,104 @@
+"""Checkpoints of trainable tensors only: ``trainable.safetensors`` + ``method.json``.
+
+The frozen backbone is never saved; it is rebuilt from its spec. ``method.json`` also
+records the backbone's shapes so loading onto a different backbone fails clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .backbones import Backbone
+from .methods import MultimodalClassifier, build_model, config_from_dict
+
+WEIGHTS_NAME = "trainable.safetensors"
+CONFIG_NAME = "method.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed or does not fit the backbone."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same directory, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: MultimodalClassifier, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state_dict().items()}
+    meta = {"method": model.config.to_dict(), "backbone": {"spec": model.backbone.spec, **model.backbone.shapes()}}
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return directory
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_checkpoint(directory: str | Path, backbone: Backbone) -> MultimodalClassifier:
+    """Rebuild the method on ``backbone`` and load its trainable tensors."""
+    directory = Path(directory)
+    meta = read_checkpoint_meta(directory)
+    saved = meta.get("backbone", {})
+    current = backbone.shapes()
+    differs = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v}
+    if differs:
+        raise CheckpointError(
+            f"{directory}: checkpoint was trained on backbone {saved.get('spec')!r} ({_shapes(saved)}) but this "
+            f"backbone {backbone.spec!r} has {_shapes(current)}; differing: "
+            + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
+    model = build_model(config_from_dict(meta["method"]), backbone)
+    load_trainable(model, directory / WEIGHTS_NAME, saved_backbone=meta.get("backbone", {}))
+    return model
+
+
+def load_trainable(model: MultimodalClassifier, path: str | Path, saved_backbone: dict | None = None) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    tensors = load_file(str(path))
+    expected = model.trainable_state_dict()
+    shape_note = ""
+    if saved_backbone:
+        shape_note = (f" (checkpoint backbone {saved_backbone.get('spec')!r} {_shapes(saved_backbone)}; "
+                      f"this backbone {model.backbone.spec!r} {_shapes(model.backbone.shapes())})")
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match the model: missing {missing}, unexpected {unexpected}"
+                              + shape_note)
+    for name, param in expected.items():
+        saved = tensors[name]
+        if saved.shape != param.shape:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(saved.shape)} in the checkpoint but "
+                                  f"{tuple(param.shape)} in the model" + shape_note)
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(tensors[name])
+
+
+def _shapes(shapes: dict) -> str:
+    return (f"text {shapes.get('text_layers')}x{shapes.get('text_width')}, "
+            f"vision {shapes.get('vision_layers')}x{shapes.get('vision_width')}")

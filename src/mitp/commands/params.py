@@ -1,0 +1,39 @@
+"""``mitp params``: trainable and total parameter counts of a method on a backbone."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("params", help="count trainable and total parameters, by component")
+    p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
+    p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")
+    p.add_argument("--num-classes", type=int, default=2, help="number of classes of the head")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method config key, e.g. --set prompt_length=16 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..backbones import BUILTIN_SPECS, build_backbone
+    from ..methods import build_model, make_config, parse_overrides
+    from ..params import parameter_breakdown, render_breakdown
+
+    values = {"num_classes": args.num_classes, **parse_overrides(args.overrides)}
+    config = make_config(args.method, **values)
+    # Built-in shapes are counted on the meta device: no weights are allocated.
+    device = "meta" if args.backbone in BUILTIN_SPECS else None
+    model = build_model(config, build_backbone(args.backbone, device=device))
+    breakdown = parameter_breakdown(model)
+    if args.json:
+        print(json.dumps({"method": config.method, "backbone": args.backbone, **breakdown, "config": config.to_dict()}))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    console.print(render_breakdown(breakdown, title=f"{config.method} on {args.backbone}"))
+    console.print(f"trainable: {breakdown['trainable_params']:,} of {breakdown['total_params']:,} "
+                  f"({breakdown['trainable_percent']:.3f}%)")
+    return 0
