@@ -19,7 +19,8 @@ from torch import nn
 from .specs import BUILTIN_SPECS, SHAPE_CLIP, TINY_BERT, TINY_CLIP, TINY_VIT
 from .towers import BertTextTower, CLIPTextTower, CLIPVisionTower, Tower, TowerState, ViTImageTower
 
-__all__ = ["Backbone", "BackboneError", "Tower", "TowerState", "build_backbone", "BUILTIN_SPECS"]
+__all__ = ["Backbone", "BackboneError", "BUILTIN_SPECS", "Tower", "TowerState", "build_backbone", "from_clip_model",
+           "from_encoders"]
 
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 VIT_LIKE = {"vit", "dinov2"}
@@ -91,11 +92,17 @@ class Backbone(nn.Module):
         return {"input_ids": ids, "attention_mask": mask.long(), "pixel_values": pixels}
 
 
-def _meta_or_null(device):
-    return torch.device(device) if device is not None else contextlib.nullcontext()
+@contextlib.contextmanager
+def _random_init(device):
+    """Build in-process models on ``device`` with a fixed seed, so a spec always means the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            yield
 
 
-def _clip_backbone(spec: str, clip_model, source: str | None) -> Backbone:
+def from_clip_model(spec: str, clip_model, source: str | None = None) -> Backbone:
+    """Wrap a Hugging Face ``CLIPModel`` (its towers and projections) as a frozen backbone."""
     text_cfg = clip_model.config.text_config
     text = CLIPTextTower(clip_model.text_model, clip_model.text_projection)
     vision = CLIPVisionTower(clip_model.vision_model, clip_model.visual_projection)
@@ -113,9 +120,9 @@ def _clip_from_config(spec: str, shapes: dict, device) -> Backbone:
 
     config = CLIPConfig(text_config=shapes["text_config"], vision_config=shapes["vision_config"],
                         projection_dim=shapes["projection_dim"])
-    with _meta_or_null(device):
+    with _random_init(device):
         model = CLIPModel(config)
-    return _clip_backbone(spec, model, None)
+    return from_clip_model(spec, model, None)
 
 
 def _bert_format(config) -> TextFormat:
@@ -123,8 +130,9 @@ def _bert_format(config) -> TextFormat:
                       getattr(config, "sep_token_id", None), config.pad_token_id or 0)
 
 
-def _pair(spec: str, text_model, vision_model, text_source=None, vision_source=None,
+def from_encoders(spec: str, text_model, vision_model, text_source=None, vision_source=None,
           text_pooling: str = "mean") -> Backbone:
+    """Wrap a BERT-family text model and a ViT/DINOv2 image model as a frozen backbone."""
     text = BertTextTower(text_model, pooling=text_pooling)
     vision = ViTImageTower(vision_model)
     size = vision_model.config.image_size
@@ -134,10 +142,10 @@ def _pair(spec: str, text_model, vision_model, text_source=None, vision_source=N
 def _tiny_pair(device) -> Backbone:
     from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
-    with _meta_or_null(device):
+    with _random_init(device):
         text_model = BertModel(BertConfig(**TINY_BERT))
         vision_model = ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False)
-    return _pair("tiny-pair", text_model, vision_model)
+    return from_encoders("tiny-pair", text_model, vision_model)
 
 
 def _load(source: str, what: str):
@@ -155,7 +163,7 @@ def _pretrained_clip(spec: str) -> Backbone:
     if getattr(model.config, "model_type", None) != "clip":
         raise BackboneError(f"{spec!r} is a {model.config.model_type!r} model, not a CLIPModel checkpoint; "
                             "use 'pair:<text>+<vision>' for separate encoders")
-    return _clip_backbone(spec, model, spec)
+    return from_clip_model(spec, model, spec)
 
 
 def _pretrained_pair(spec: str) -> Backbone:
@@ -171,7 +179,7 @@ def _pretrained_pair(spec: str) -> Backbone:
     if vision_model.config.model_type not in VIT_LIKE:
         raise BackboneError(f"image encoder {vision_source!r} is {vision_model.config.model_type!r}; "
                             f"expected one of {', '.join(sorted(VIT_LIKE))}")
-    return _pair(spec, text_model, vision_model, text_source, vision_source)
+    return from_encoders(spec, text_model, vision_model, text_source, vision_source)
 
 
 def build_backbone(spec: str, device: str | torch.device | None = None) -> Backbone:

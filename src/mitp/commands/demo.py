@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..params import parameter_breakdown, render_breakdown
     from ..synthetic import NUM_CLASSES, toy_batch
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole (logs, grep)
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.backbone)
     model = build_model(make_config("mitp", num_classes=NUM_CLASSES), backbone)

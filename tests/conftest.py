@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
+
+import pytest
+import torch
+
+from mitp.backbones import build_backbone
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    return build_backbone("tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+    return build_backbone("tiny-pair")
+
+
+@pytest.fixture(params=["tiny-clip", "tiny-pair"])
+def tiny_backbone(request, tiny_clip, tiny_pair):
+    return {"tiny-clip": tiny_clip, "tiny-pair": tiny_pair}[request.param]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

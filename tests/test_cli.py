@@ -1,0 +1,62 @@
+"""The mitp command line: params and demo."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mitp.cli import main
+
+
+def params_json(capsys, *args):
+    assert main(["params", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_params_json_for_clip_vit_large_matches_the_paper_budget(capsys):
+    out = params_json(capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101")
+    assert 1_700_000 <= out["trainable_params"] <= 2_100_000
+    assert out["total_params"] == 427_616_512 + out["trainable_params"]
+    components = {row["component"]: row for row in out["components"]}
+    assert components["backbone.vision"]["trainable"] == 0 and components["backbone.text"]["trainable"] == 0
+    assert sum(row["trainable"] for row in out["components"]) == out["trainable_params"]
+
+
+def test_params_set_overrides_change_the_count(capsys):
+    base = params_json(capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101")
+    longer = params_json(capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101",
+                         "--set", "prompt_length=16")
+    assert longer["trainable_params"] - base["trainable_params"] == 8 * 768  # 8 more text prompt tokens
+    assert longer["config"]["prompt_length"] == 16
+
+
+def test_params_table(capsys):
+    assert main(["params", "--backbone", "tiny-clip"]) == 0
+    out = capsys.readouterr().out
+    assert "hub.vision_proj" in out and "trainable:" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "prompt_lenght=4"], "prompt_lenght: unknown key"),
+    (["--set", "hub=attention"], "hub: 'attention' is not one of"),
+    (["--backbone", "shape:nope"], "unknown shape spec"),
+    (["--method", "nope"], "unknown method 'nope'"),
+])
+def test_params_errors_name_the_problem(capsys, args, message):
+    assert main(["params", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_trains_and_reports(capsys):
+    assert main(["demo", "--steps", "4", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "step    1  loss" in out and "step    4  loss" in out
+    assert "held-out accuracy" in out and "backbone stayed frozen" in out
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "mitp"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("mitp ")

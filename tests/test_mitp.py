@@ -1,0 +1,187 @@
+"""MITP: exactly the documented parameters train, the hub matches its formula, switches work."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mitp.methods import ConfigError, build_model, make_config
+from mitp.methods.mitp import MemoryHub, interaction_layers
+from mitp.synthetic import NUM_CLASSES, toy_batch
+
+DEFAULT_TRAINABLE = {
+    "text_prompt", "text_to_vision.weight", "text_to_vision.bias",
+    "hub.vision_proj.weight", "hub.vision_proj.bias",
+    "hub.text_norm.weight", "hub.text_norm.bias", "hub.vision_norm.weight", "hub.vision_norm.bias",
+    "head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
+}
+HUB = {n for n in DEFAULT_TRAINABLE if n.startswith("hub.")}
+
+
+def expected_trainable(overrides, steps):
+    names = set(DEFAULT_TRAINABLE)
+    if overrides.get("vision_init") == "independent":
+        names.add("vision_prompt")
+    if overrides.get("tied_generators") is False:
+        names |= {f"generators.{i}.{p}" for i in range(steps - 1) for p in ("weight", "bias")}
+        if overrides.get("vision_init") == "independent":
+            names -= {"text_to_vision.weight", "text_to_vision.bias"}
+    if overrides.get("hub_norm") is False:
+        names -= {n for n in HUB if "norm" in n}
+    return names
+
+
+VARIANTS = [
+    {},
+    {"hub": "mean"},
+    {"hub": "none", "hub_norm": False},
+    {"vision_init": "independent"},
+    {"tied_generators": False},
+    {"vision_init": "independent", "tied_generators": False},
+    {"head_input": "pooled+memory", "prompt_length": 2},
+    {"num_steps": 2, "text_layers": [3, 5], "vision_layers": [1, 6]},
+]
+
+
+def batch_and_labels(backbone, task, num_classes=NUM_CLASSES):
+    batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
+    if task == "multi_label":
+        batch["labels"] = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]]).float()
+    else:
+        batch["labels"] = torch.tensor([0, 1, 2, 3])
+    return batch
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("task", ["single_label", "multi_label"])
+def test_exactly_the_documented_parameters_train_and_get_gradient(tiny_backbone, overrides, task):
+    config = make_config("mitp", num_classes=NUM_CLASSES, task=task, **overrides)
+    model = build_model(config, tiny_backbone)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == expected_trainable(overrides, len(model.text_layers))
+
+    model.train()
+    model(**batch_and_labels(tiny_backbone, task)).loss.backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, f"{name} got no gradient"
+        else:
+            assert param.grad is None, f"frozen {name} got a gradient"
+    assert not tiny_backbone.training
+
+
+def test_layers_below_the_first_interaction_layer_run_without_grad(tiny_clip):
+    model = build_model(make_config("mitp", num_classes=2, num_steps=2, text_layers=[3, 4],
+                                    vision_layers=[5, 7]), tiny_clip)
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, i, o, key=(tower, idx): seen.__setitem__(key, torch.is_grad_enabled()))
+             for tower in ("text", "vision") for idx, layer in enumerate(getattr(tiny_clip, tower).layers)]
+    try:
+        model(**tiny_clip.random_batch(2, 8))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [seen[("text", i)] for i in range(6)] == [False] * 3 + [True] * 3
+    assert [seen[("vision", i)] for i in range(8)] == [False] * 5 + [True] * 3
+
+
+def text_tower_output(model, batch):
+    captured = []
+    hook = model.backbone.text.layers[-1].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+@pytest.mark.parametrize("hub, independent", [("none", True), ("similarity", False), ("mean", False)])
+def test_hub_none_makes_towers_independent(tiny_backbone, hub, independent):
+    model = build_model(make_config("mitp", num_classes=2, hub=hub), tiny_backbone).eval()
+    batch = tiny_backbone.random_batch(2, 8, torch.Generator().manual_seed(1))
+    other = dict(batch, pixel_values=torch.randn_like(batch["pixel_values"]))
+    same = torch.allclose(text_tower_output(model, batch), text_tower_output(model, other), atol=1e-6)
+    assert same == independent
+
+
+def test_similarity_hub_matches_reference_formula():
+    torch.manual_seed(0)
+    hub = MemoryHub(text_width=6, vision_width=5, mode="similarity", tau=0.1, norm=True)
+    p_t, p_v = torch.randn(2, 4, 6), torch.randn(2, 4, 5)
+    m_t, m_v = hub(p_t, p_v)
+    q = p_v @ hub.vision_proj.weight.T + hub.vision_proj.bias
+    for b in range(2):
+        cos = torch.tensor([[F.cosine_similarity(p_t[b, i], q[b, j], dim=0).item() for j in range(4)]
+                            for i in range(4)])
+        s = torch.softmax(cos / 0.1, dim=1)
+        ref_t = F.layer_norm(p_t[b] + s @ q[b], (6,), hub.text_norm.weight, hub.text_norm.bias)
+        ref_v = F.layer_norm(q[b] + s.T @ p_t[b], (6,), hub.vision_norm.weight, hub.vision_norm.bias)
+        assert torch.allclose(m_t[b], ref_t, atol=1e-5)
+        assert torch.allclose(m_v[b], ref_v, atol=1e-5)
+
+
+def test_mean_and_none_hubs_match_reference():
+    p_t, p_v = torch.randn(2, 3, 4), torch.randn(2, 3, 5)
+    mean = MemoryHub(4, 5, mode="mean", norm=False)
+    q = mean.vision_proj(p_v)
+    m_t, m_v = mean(p_t, p_v)
+    assert torch.allclose(m_t, p_t + q.mean(1, keepdim=True))
+    assert torch.allclose(m_v, q + p_t.mean(1, keepdim=True))
+    none = MemoryHub(4, 5, mode="none", norm=False)
+    m_t, m_v = none(p_t, p_v)
+    assert torch.equal(m_t, p_t) and torch.allclose(m_v, none.vision_proj(p_v))
+
+
+def test_first_vision_prompt_is_a_linear_map_of_the_text_prompt(tiny_clip):
+    model = build_model(make_config("mitp", num_classes=2), tiny_clip)
+    p_t, p_v = model.initial_prompts(3)
+    expected = model.text_prompt @ model.text_to_vision.weight.T + model.text_to_vision.bias
+    assert p_t.shape == (3, 8, 32) and p_v.shape == (3, 8, 48)
+    assert torch.allclose(p_v[2], expected)
+
+
+def test_default_pairing_uses_same_relative_depth():
+    config = make_config("mitp", num_classes=2)
+    assert interaction_layers(config, 12, 24) == ([6, 7, 8, 9, 10, 11], [13, 15, 17, 19, 21, 23])
+    assert interaction_layers(config, 12, 12) == ([6, 7, 8, 9, 10, 11], [6, 7, 8, 9, 10, 11])
+
+
+def test_explicit_and_impossible_layer_lists():
+    explicit = make_config("mitp", num_classes=2, num_steps=2, text_layers=[0, 4], vision_layers=[2, 3])
+    assert interaction_layers(explicit, 6, 8) == ([0, 4], [2, 3])
+    with pytest.raises(ConfigError) as err:
+        interaction_layers(explicit, 6, 3)
+    assert err.value.key == "vision_layers"
+    with pytest.raises(ConfigError) as err:
+        interaction_layers(make_config("mitp", num_classes=2, num_steps=13), 12, 24)
+    assert err.value.key == "num_steps"
+    with pytest.raises(ConfigError) as err:  # 12 text steps cannot map onto 6 distinct vision layers
+        interaction_layers(make_config("mitp", num_classes=2, num_steps=12), 12, 6)
+    assert err.value.key == "num_steps"
+
+
+def test_losses_are_cross_entropy_and_bce(tiny_clip):
+    for task, criterion in (("single_label", F.cross_entropy), ("multi_label", F.binary_cross_entropy_with_logits)):
+        model = build_model(make_config("mitp", num_classes=NUM_CLASSES, task=task), tiny_clip)
+        batch = batch_and_labels(tiny_clip, task)
+        out = model(**batch)
+        assert out.logits.shape == (4, NUM_CLASSES)
+        assert torch.allclose(out.loss, criterion(out.logits, batch["labels"]))
+        assert model(**{k: v for k, v in batch.items() if k != "labels"}).loss is None
+
+
+def test_loss_falls_on_a_task_that_needs_both_modalities(tiny_backbone):
+    model = build_model(make_config("mitp", num_classes=NUM_CLASSES), tiny_backbone).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        loss = model(**toy_batch(tiny_backbone, 32, generator=generator)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > math.log(NUM_CLASSES) - 0.3
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5

@@ -1,0 +1,33 @@
+"""Every registered method builds on every tiny backbone through the one model API."""
+
+import pytest
+import torch
+
+from mitp.methods import (MethodConfig, MultimodalClassifier, available_methods, build_model, get_method,
+                          make_config, register_method)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_registered_method_builds_and_classifies(name, tiny_backbone):
+    entry = get_method(name)
+    assert issubclass(entry.config_class, MethodConfig) and issubclass(entry.model_class, MultimodalClassifier)
+    model = build_model(make_config(name, num_classes=5), tiny_backbone)
+    assert isinstance(model, entry.model_class)
+    batch = tiny_backbone.random_batch(3, 9)
+    out = model(**batch, labels=torch.tensor([0, 4, 2]))
+    assert out.logits.shape == (3, 5) and out.loss.ndim == 0
+    assert model.num_parameters(trainable_only=True) > 0
+
+
+def test_mitp_is_registered():
+    assert "mitp" in available_methods()
+
+
+def test_registering_a_taken_name_fails():
+    entry = get_method("mitp")
+
+    class Other(MultimodalClassifier):
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(entry.config_class, Other)
