@@ -62,5 +62,9 @@ class MultimodalClassifier(nn.Module):
         """Exactly the tensors a checkpoint needs: every parameter that trains."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups; methods with per-part learning rates override this."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
