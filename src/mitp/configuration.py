@@ -1,0 +1,120 @@
+"""Validated config dataclasses shared by method, training and evaluation settings.
+
+A :class:`ValidatedConfig` checks field types (coercing int -> float and JSON lists
+losslessly) and allowed choices on construction; ``from_dict`` rejects unknown keys.
+Every error is a :class:`ConfigError` whose message starts with the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key that is unknown or holds an invalid value."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set key=value`` value with YAML rules (numbers, booleans, lists, null)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ``["a=1", "b.c=[2,3]"]`` into ``{"a": 1, "b.c": [2, 3]}`` (keys stay dotted)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(pair, "expected key=value")
+        overrides[key.strip()] = parse_value(value)
+    return overrides
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` coerced to ``annotation`` where lossless; raise ConfigError otherwise."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return check_type(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(key, f"{value!r} is not a valid {annotation}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(key, f"expected null, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        return [check_type(key, v, item_type) for v in value]
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, bool):
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ConfigError(key, f"expected {_type_name(annotation)}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class ValidatedConfig:
+    """Base dataclass: typed fields, ``choices`` and ``check()`` run on construction."""
+
+    # field name -> allowed values
+    choices: ClassVar[dict[str, tuple]] = {}
+    # prefix for error keys, e.g. "train." so errors name "train.lr"
+    key_prefix: ClassVar[str] = ""
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            key = self.key_prefix + f.name
+            value = check_type(key, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+            allowed = self.choices.get(f.name)
+            if allowed is not None and value not in allowed:
+                raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks; raise ConfigError naming the key."""
+
+    def require(self, condition: bool, name: str, message: str) -> None:
+        if not condition:
+            raise ConfigError(self.key_prefix + name, message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None):
+        data = dict(data or {})
+        known = cls.field_names()
+        for key in data:
+            if key not in known:
+                raise ConfigError(cls.key_prefix + key, f"unknown key; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
