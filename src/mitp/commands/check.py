@@ -1,0 +1,64 @@
+"""``mitp check DATA_DIR``: validate a prepared dataset without training (see docs/data.md)."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check", help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
+        description="Validate a prepared dataset. Prints one line per problem (file:line), a summary, and "
+                    "exits 1 if anything is wrong.")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="directory with train/val/test.jsonl and labels.json")
+    p.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding images (default 4)")
+    p.add_argument("--max-problems", type=int, default=0,
+                   help="print at most this many problem lines (default 0: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..cli import UserError
+    from ..data.check import check_dataset
+    from ..data.progress import rich_tracker
+
+    if not os.path.isdir(args.data_dir):
+        raise UserError(f"{args.data_dir} is not a directory")
+    if args.workers < 1:
+        raise UserError("--workers must be >= 1")
+    console = Console(soft_wrap=True)
+    with rich_tracker(enabled=not args.no_progress) as track:
+        report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track)
+
+    shown = report.problems if args.max_problems <= 0 else report.problems[:args.max_problems]
+    for problem in shown:
+        # Plain text: one problem per line, file:line first, easy to grep and click.
+        console.print(f"{problem.location}: [{problem.kind}] {problem.message}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if len(shown) < len(report.problems):
+        console.print(f"... {len(report.problems) - len(shown)} more problems not shown", markup=False)
+
+    table = Table(title=f"mitp check {args.data_dir}")
+    table.add_column("split")
+    table.add_column("lines", justify="right")
+    table.add_column("valid samples", justify="right")
+    for split in report.lines:
+        table.add_row(split, f"{report.lines[split]:,}", f"{report.valid.get(split, 0):,}")
+    console.print(table)
+    if report.labels is not None:
+        console.print(f"task: {report.labels.task}, {report.labels.num_classes} labels; "
+                      f"{report.images_checked:,} distinct images {'checked' if args.no_decode else 'decoded'}",
+                      highlight=False)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
+    if report.ok:
+        console.print("[green]OK[/green]: no problems found")
+        return 0
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.problems_by_kind().items()))
+    console.print(f"[red]FAILED[/red]: {len(report.problems)} problem(s): {kinds}", highlight=False)
+    return 1

@@ -1,0 +1,133 @@
+"""Validate a prepared dataset without training (``mitp check DATA_DIR``).
+
+Checks that ``labels.json`` is well formed; that every split file exists and every line
+parses as JSON with the required fields; that texts are non-empty strings; that every
+label is in ``labels.json``; that ids are unique across all splits; and that every image
+exists and decodes completely. Every problem is a named
+:class:`~mitp.data.errors.ManifestError` located by manifest file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CorruptImage, DuplicateId, ManifestError, MissingFile, MissingImage
+from .images import open_rgb
+from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_labels, split_path
+
+
+@dataclass
+class CheckReport:
+    data_dir: str
+    labels: LabelSpace | None = None
+    lines: dict[str, int] = field(default_factory=dict)   # non-blank lines per split
+    valid: dict[str, int] = field(default_factory=dict)   # samples without any problem per split
+    problems: list[ManifestError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    images_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problems_by_kind(self) -> Counter:
+        return Counter(p.kind for p in self.problems)
+
+
+def _probe(path: str) -> tuple[str, str] | None:
+    """None if the image decodes, else (kind, reason)."""
+    try:
+        open_rgb(path, path, None)
+    except (MissingImage, CorruptImage) as err:
+        return err.kind, str(err.__cause__ or "")
+    return None
+
+
+def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, workers: int = 4,
+                  track=None) -> CheckReport:
+    """Check everything about a prepared dataset; never raises for problems in the data.
+
+    ``decode_images=False`` only checks that image files exist. ``track(iterable,
+    description=..., total=...)`` wraps the image loop (a progress bar).
+    """
+    track = track or (lambda it, description="", total=None: it)
+    report = CheckReport(str(data_dir))
+    if not Path(data_dir).is_dir():
+        report.problems.append(MissingFile(data_dir, None, "dataset directory does not exist"))
+        return report
+    try:
+        report.labels = read_labels(data_dir)
+    except ManifestError as err:
+        report.problems.append(err)  # keep going: everything but label membership can still be checked
+    space = report.labels
+
+    owner: dict[str, str] = {}
+    samples: list[Sample] = []
+    bad_lines: set[tuple[str, int]] = set()
+    for split in SPLITS:
+        report.lines[split] = 0
+        try:
+            items = list(iter_split(data_dir, split, space))
+        except ManifestError as err:  # missing split file
+            report.problems.append(err)
+            continue
+        report.lines[split] = len(items)
+        for item in items:
+            if isinstance(item, ManifestError):
+                report.problems.append(item)
+                bad_lines.add((item.path, item.line))
+                continue
+            if item.id in owner:
+                report.problems.append(DuplicateId(item.path, item.line, f"id {item.id!r} already used at "
+                                                                         f"{owner[item.id]}"))
+                bad_lines.add((item.path, item.line))
+            else:
+                owner[item.id] = item.location
+            samples.append(item)
+        if report.lines[split] == 0:
+            report.warnings.append(f"{split_path(data_dir, split)} has no samples")
+
+    by_image: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_image.setdefault(os.path.normpath(s.image_path()), []).append(s)
+    paths = sorted(by_image)
+    report.images_checked = len(paths)
+    if decode_images:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = list(track(pool.map(_probe, paths), description="decoding images", total=len(paths)))
+    else:
+        results = [None if os.path.isfile(p) else ("missing_image", "") for p in
+                   track(paths, description="checking images", total=len(paths))]
+    for path, result in zip(paths, results, strict=True):
+        if result is None:
+            continue
+        kind, message = result
+        for s in by_image[path]:
+            if kind == "missing_image":
+                err = MissingImage(s.path, s.line, f"image {s.image_path()} not found (id {s.id!r})")
+            else:
+                err = CorruptImage(s.path, s.line, f"image {s.image_path()} cannot be decoded (id {s.id!r}): "
+                                                   f"{message}")
+            report.problems.append(err)
+            bad_lines.add((s.path, s.line))
+
+    for split in SPLITS:
+        path = str(split_path(data_dir, split))
+        report.valid[split] = sum(1 for s in samples if s.path == path and (s.path, s.line) not in bad_lines)
+    if space is not None:
+        used = {n for s in samples if s.path == str(split_path(data_dir, "train"))
+                for n in (s.label if isinstance(s.label, tuple) else (s.label,))}
+        unused = [n for n in space.labels if n not in used]
+        if unused and report.lines.get("train"):
+            report.warnings.append(f"labels with no training sample: {', '.join(unused)}")
+
+    rank = {str(split_path(data_dir, s)): i for i, s in enumerate(SPLITS)}
+    report.problems.sort(key=lambda p: (rank.get(p.path, -1), p.line or 0))
+    return report
+
+
+__all__ = ["CheckReport", "check_dataset"]

@@ -1,0 +1,278 @@
+"""The manifest format every dataset is converted to, and its reader and writer.
+
+A prepared dataset is a directory holding ``train.jsonl``, ``val.jsonl``, ``test.jsonl``
+and ``labels.json``. Each JSONL line is one sample::
+
+    {"id": "...", "image": "images/x.jpg", "text": "...", "label": "cat"}        # single-label
+    {"id": "...", "image": "/abs/y.jpg",   "text": "...", "label": ["a", "b"]}    # multi-label
+
+``image`` is relative to the manifest directory (absolute paths are allowed).
+``labels.json`` is ``{"task": "single_label" | "multi_label", "labels": [names in fixed order]}``;
+the order of ``labels`` is the order of the class indices / multi-hot columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import (
+    BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ManifestError, MissingFile, MissingSplitFile,
+    UnknownLabel,
+)
+
+SPLITS = ("train", "val", "test")
+TASKS = ("single_label", "multi_label")
+LABELS_FILE = "labels.json"
+REQUIRED_FIELDS = ("id", "image", "text", "label")
+
+
+def split_path(data_dir: str | os.PathLike, split: str) -> Path:
+    return Path(data_dir) / f"{split}.jsonl"
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The task and the ordered label names of a dataset (``labels.json``)."""
+
+    task: str
+    labels: tuple[str, ...]
+    index: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "index", {name: i for i, name in enumerate(self.labels)})
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.task, "labels": list(self.labels)}, ensure_ascii=False, indent=2) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One sample to write into a manifest."""
+
+    id: str
+    image: str
+    text: str
+    label: str | tuple[str, ...]
+
+    def to_line(self) -> str:
+        label = list(self.label) if isinstance(self.label, (tuple, list)) else self.label
+        obj = {"id": self.id, "image": self.image, "text": self.text, "label": label}
+        return json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One parsed manifest line, with where it came from."""
+
+    id: str
+    image: str
+    text: str
+    label: str | tuple[str, ...]
+    path: str  # the manifest file
+    line: int  # 1-based
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def image_path(self) -> str:
+        """The image's path: ``image`` itself if absolute, else relative to the manifest's directory."""
+        path = self.image if os.path.isabs(self.image) else os.path.join(os.path.dirname(self.path), self.image)
+        return os.path.normpath(path)
+
+
+# --- labels.json ------------------------------------------------------------------------------
+
+def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
+    """Read and validate ``labels.json``; raises MissingFile / BadJson / BadLabels."""
+    path = Path(data_dir) / LABELS_FILE
+    if not Path(data_dir).is_dir():
+        raise MissingFile(data_dir, None, "dataset directory does not exist")
+    if not path.is_file():
+        raise MissingFile(path, None, f"{LABELS_FILE} not found; a prepared dataset needs "
+                                      f"{', '.join(s + '.jsonl' for s in SPLITS)} and {LABELS_FILE}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadJson(path, None, f"not valid UTF-8: {err}") from err
+    except json.JSONDecodeError as err:
+        raise BadJson(path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})") from err
+    if not isinstance(data, dict):
+        raise BadLabels(path, None, 'must be an object {"task": ..., "labels": [...]}')
+    task, labels = data.get("task"), data.get("labels")
+    if task not in TASKS:
+        raise BadLabels(path, None, f"'task' must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise BadLabels(path, None, "'labels' must be a non-empty list of non-empty strings")
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise BadLabels(path, None, f"duplicate label names: {', '.join(map(repr, dupes))}")
+    if task == "single_label" and len(labels) < 2:
+        raise BadLabels(path, None, "a single-label dataset needs at least 2 labels")
+    extra = sorted(set(data) - {"task", "labels"})
+    if extra:
+        raise BadLabels(path, None, f"unknown keys {', '.join(map(repr, extra))}; expected 'task' and 'labels'")
+    return LabelSpace(task, tuple(labels))
+
+
+# --- JSONL lines --------------------------------------------------------------------------------
+
+def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | None) -> Sample:
+    """Parse and validate one manifest line; raises the named error for the first problem found.
+
+    With ``space=None`` (no usable labels.json) label names are not checked against a label list.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise BadJson(path, line_no, f"line is not valid UTF-8: {err}") from err
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as err:
+        snippet = raw.strip()[:60]
+        raise BadJson(path, line_no, f"not valid JSON ({err.msg}, column {err.colno}): {snippet!r}") from err
+    if not isinstance(obj, dict):
+        raise BadJson(path, line_no, f"each line must be a JSON object, got {type(obj).__name__}")
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise BadRecord(path, line_no, f"missing field(s) {', '.join(map(repr, missing))}; "
+                                       f"every line needs {', '.join(REQUIRED_FIELDS)}")
+    sample_id, image, text, label = (obj[k] for k in REQUIRED_FIELDS)
+    if not isinstance(sample_id, str) or not sample_id:
+        raise BadRecord(path, line_no, f"'id' must be a non-empty string, got {sample_id!r}")
+    if not isinstance(image, str) or not image:
+        raise BadRecord(path, line_no, f"'image' must be a non-empty path string, got {image!r} (id {sample_id!r})")
+    if not isinstance(text, str):
+        raise BadRecord(path, line_no, f"'text' must be a string, got {type(text).__name__} (id {sample_id!r})")
+    if not text.strip():
+        raise EmptyText(path, line_no, f"empty text (id {sample_id!r})")
+    label = _check_label(path, line_no, sample_id, label, space)
+    return Sample(sample_id, image, text, label, str(path), line_no)
+
+
+def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
+    if space is None:  # labels.json unusable: only check the shape of the label
+        names = label if isinstance(label, list) else [label]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise BadRecord(path, line_no, f"'label' must be a name or a non-empty list of names, got {label!r} "
+                                           f"(id {sample_id!r})")
+        return tuple(label) if isinstance(label, list) else label
+    if space.multi_label:
+        if not isinstance(label, list):
+            raise BadRecord(path, line_no, f"labels.json says multi_label, so 'label' must be a list of names, "
+                                           f"got {label!r} (id {sample_id!r})")
+        if not label:
+            raise BadRecord(path, line_no, f"empty label list (id {sample_id!r})")
+        for name in label:
+            if not isinstance(name, str):
+                raise BadRecord(path, line_no, f"label names must be strings, got {name!r} (id {sample_id!r})")
+            if name not in space.index:
+                raise UnknownLabel(path, line_no, f"label {name!r} is not in labels.json (id {sample_id!r})")
+        return tuple(label)
+    if isinstance(label, list):
+        raise BadRecord(path, line_no, f"labels.json says single_label, but 'label' is a list {label!r} "
+                                       f"(id {sample_id!r})")
+    if not isinstance(label, str):
+        raise BadRecord(path, line_no, f"'label' must be a string, got {label!r} (id {sample_id!r})")
+    if label not in space.index:
+        raise UnknownLabel(path, line_no, f"label {label!r} is not in labels.json (id {sample_id!r})")
+    return label
+
+
+def iter_split(data_dir: str | os.PathLike, split: str,
+               space: LabelSpace | None) -> Iterator[Sample | ManifestError]:
+    """Yield each line of ``<split>.jsonl`` as a Sample, or as the error that line has.
+
+    Blank lines are ignored. Raises MissingSplitFile if the file does not exist.
+    """
+    path = split_path(data_dir, split)
+    if not path.is_file():
+        raise MissingSplitFile(path, None, f"{split}.jsonl not found in {data_dir}")
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield parse_line(str(path), line_no, raw, space)
+            except ManifestError as err:
+                yield err
+
+
+def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None = None,
+               on_error: str = "raise") -> tuple[list[Sample], list[ManifestError]]:
+    """All valid samples of a split and the errors of invalid lines.
+
+    ``on_error="raise"`` raises the first error (also duplicate ids within the split);
+    ``"collect"`` returns invalid lines and later duplicates in the error list instead.
+    """
+    if on_error not in ("raise", "collect"):
+        raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
+    space = read_labels(data_dir) if space is None else space
+    samples, errors, seen = [], [], {}
+    for item in iter_split(data_dir, split, space):
+        if isinstance(item, Sample):
+            if item.id in seen:
+                item = DuplicateId(item.path, item.line, f"id {item.id!r} already used at line {seen[item.id]}")
+            else:
+                seen[item.id] = item.line
+                samples.append(item)
+                continue
+        if on_error == "raise":
+            raise item
+        errors.append(item)
+    return samples, errors
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def write_manifest(out_dir: str | os.PathLike, splits: dict[str, list[Record]], space: LabelSpace) -> dict[str, Path]:
+    """Write the four manifest files; records are sorted by id so the bytes depend only on content.
+
+    Ids must be unique across splits and labels must be in ``space`` (a converter bug otherwise).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    owner: dict[str, str] = {}
+    for split in SPLITS:
+        for rec in splits.get(split, []):
+            if rec.id in owner:
+                raise DuplicateId(split_path(out, split), None, f"id {rec.id!r} is also in {owner[rec.id]}")
+            owner[rec.id] = split
+            names = rec.label if isinstance(rec.label, (tuple, list)) else (rec.label,)
+            for name in names:
+                if name not in space.index:
+                    raise UnknownLabel(split_path(out, split), None, f"label {name!r} of {rec.id!r} not in labels")
+    written = {}
+    for split in SPLITS:
+        records = sorted(splits.get(split, []), key=lambda r: r.id)
+        written[split] = _write_atomic(split_path(out, split), "".join(r.to_line() for r in records))
+    written["labels"] = _write_atomic(out / LABELS_FILE, space.to_json())
+    return written
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = [
+    "LABELS_FILE", "LabelSpace", "Record", "SPLITS", "Sample", "TASKS", "iter_split", "parse_line",
+    "read_labels", "read_split", "split_path", "write_manifest",
+]

@@ -1,0 +1,111 @@
+"""MM-IMDB -> manifest (multi-label, 23 genres).
+
+Raw layout (as distributed)::
+
+    RAW/split.json                 {"train": [ids], "dev": [ids], "test": [ids]}
+    RAW/dataset/<id>.jpeg          poster
+    RAW/dataset/<id>.json          {"plot": [str, ...], "genres": [str, ...], ...}
+
+``dev`` becomes ``val``. The text is the longest plot. Genres outside the 23 standard ones
+(News, Reality-TV, Talk-Show, and anything else) are removed; a movie left with no genre
+is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from ..errors import BadJson, BadRecord, DuplicateId, MissingFile, MissingSplitFile
+from ..manifest import LabelSpace, Record
+from .common import Conversion, image_ref, no_progress
+
+# The standard 23-genre order used by the field (Arevalo et al., 2017).
+MMIMDB_GENRES = (
+    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
+    "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Music", "Animation",
+    "Musical", "Western", "Sport", "Short", "Film-Noir",
+)
+MMIMDB_DROPPED_GENRES = ("News", "Reality-TV", "Talk-Show")
+SPLIT_KEYS = {"train": "train", "dev": "val", "test": "test"}
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadJson(path, None, f"not valid UTF-8: {err}") from err
+    except json.JSONDecodeError as err:
+        raise BadJson(path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})") from err
+
+
+def _plot(meta) -> str:
+    plot = meta.get("plot")
+    if isinstance(plot, str):
+        plot = [plot]
+    if not isinstance(plot, list):
+        return ""
+    texts = [p.strip() for p in plot if isinstance(p, str) and p.strip()]
+    return max(texts, key=len) if texts else ""  # max keeps the first of equally long plots
+
+
+def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conversion:
+    raw, out = Path(raw), Path(out)
+    conv = Conversion("mmimdb", space=LabelSpace("multi_label", MMIMDB_GENRES))
+    split_file = raw / "split.json"
+    if not split_file.is_file():
+        raise MissingSplitFile(split_file, None, "MM-IMDB split.json not found; expected "
+                                                 '{"train": [ids], "dev": [ids], "test": [ids]} in the raw directory')
+    split_ids = _load_json(split_file)
+    if not isinstance(split_ids, dict):
+        raise BadRecord(split_file, None, 'must be an object {"train": [...], "dev": [...], "test": [...]}')
+    for key in SPLIT_KEYS:
+        if not isinstance(split_ids.get(key), list):
+            raise BadRecord(split_file, None, f"no {key!r} list of movie ids")
+    dataset = raw / "dataset"
+    if not dataset.is_dir():
+        raise MissingFile(dataset, None, "MM-IMDB dataset directory not found; expected RAW/dataset/<id>.{json,jpeg}")
+
+    order = {g: i for i, g in enumerate(MMIMDB_GENRES)}
+    removed: Counter = Counter()
+    owner: dict[str, str] = {}
+    for key, split in SPLIT_KEYS.items():
+        records = []
+        for movie in track(split_ids[key], description=f"reading {key} movies"):
+            movie = str(movie)
+            if movie in owner:
+                raise DuplicateId(split_file, None, f"movie {movie!r} is listed in both {owner[movie]!r} and {key!r}")
+            owner[movie] = key
+            where = f"{split_file} [{key}] {movie}"
+            meta_path, image = dataset / f"{movie}.json", dataset / f"{movie}.jpeg"
+            if not meta_path.is_file():
+                conv.drop("metadata <id>.json not found", where)
+                continue
+            meta = _load_json(meta_path)
+            if not isinstance(meta, dict):
+                raise BadRecord(meta_path, None, "movie metadata must be a JSON object")
+            raw_genres = meta.get("genres") or []
+            if not isinstance(raw_genres, list):
+                raise BadRecord(meta_path, None, f"'genres' must be a list, got {raw_genres!r}")
+            genres = sorted({g.strip() for g in raw_genres if isinstance(g, str) and g.strip() in order},
+                            key=order.__getitem__)
+            removed.update({g.strip() for g in raw_genres if isinstance(g, str) and g.strip() not in order})
+            if not genres:
+                conv.drop("no genre left after removing non-standard genres" if raw_genres else "no genres",
+                          str(meta_path))
+                continue
+            text = _plot(meta)
+            if not text:
+                conv.drop("no plot text", str(meta_path))
+                continue
+            if not image.is_file():
+                conv.drop("poster <id>.jpeg not found", str(meta_path))
+                continue
+            records.append(Record(movie, image_ref(image, out), text, tuple(genres)))
+        conv.splits[split] = records
+    if removed:
+        conv.notes.append("genres removed: " + ", ".join(f"{g} ({n})" for g, n in sorted(removed.items())))
+    conv.notes.append("text: the longest plot of each movie; split.json 'dev' -> val")
+    conv.write(out)
+    return conv

@@ -1,0 +1,85 @@
+"""Per-backbone preprocessing: the backbone's tokenizer and image processor settings.
+
+For a backbone loaded from a checkpoint (``backbone.text_source`` / ``vision_source``
+set) this uses ``AutoTokenizer.from_pretrained(text_source)`` and the size, crop,
+resample, mean and std of ``AutoImageProcessor.from_pretrained(vision_source)``,
+applied by :class:`~mitp.data.images.ImageTransform` (PIL + NumPy; no torchvision).
+
+For the in-process random backbones (``tiny-clip``, ``tiny-pair``: sources are None)
+it falls back to :class:`~mitp.data.text.HashTokenizer` and a CLIP-style transform at
+``backbone.image_size`` -- for tests and tiny models only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageTransform
+from .text import HashTokenizer, HFTokenizer
+
+
+@dataclass
+class Preprocessor:
+    """Turns one (text, image) pair into model inputs. Picklable, so it works in DataLoader workers."""
+
+    tokenize: Callable[[str], list[int]]
+    image_transform: ImageTransform
+    pad_token_id: int
+    max_length: int
+    description: str = ""
+
+    def text(self, text: str) -> list[int]:
+        return self.tokenize(text)
+
+    def image(self, img: Image.Image) -> np.ndarray:
+        return self.image_transform(img)
+
+    @classmethod
+    def for_backbone(cls, backbone, max_length: int | None = None) -> "Preprocessor":
+        """The preprocessing ``backbone`` expects; texts are truncated to ``max_length`` tokens.
+
+        ``max_length`` defaults to the text tower's limit and may not exceed it.
+        """
+        fmt = backbone.text_format
+        if max_length is None:
+            max_length = fmt.max_length
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        if max_length > fmt.max_length:
+            raise ValueError(f"max_length {max_length} exceeds the text tower's limit of {fmt.max_length} "
+                             f"positions for backbone {backbone.spec!r}")
+        if backbone.text_source is None:
+            tokenize = HashTokenizer(fmt.vocab_size, max_length, fmt.bos_token_id, fmt.eos_token_id,
+                                     fmt.pad_token_id)
+            pad, text_desc = fmt.pad_token_id, "hash tokenizer (tiny/random backbones only)"
+        else:
+            tokenize = HFTokenizer(backbone.text_source, max_length, fmt.pad_token_id)
+            pad, text_desc = tokenize.pad_token_id, f"tokenizer of {backbone.text_source}"
+        if backbone.vision_source is None:
+            transform = ImageTransform.clip_like(backbone.image_size)
+            image_desc = f"CLIP-style {backbone.image_size}px transform"
+        else:
+            transform = image_transform_from_pretrained(backbone.vision_source)
+            image_desc = f"image processor of {backbone.vision_source}"
+        return cls(tokenize, transform, int(pad), max_length, f"{text_desc}; {image_desc}")
+
+
+def image_transform_from_pretrained(source: str) -> ImageTransform:
+    """The :class:`ImageTransform` matching the image processor saved with ``source``."""
+    from transformers import AutoImageProcessor
+
+    try:
+        # The PIL backend needs no torchvision; only its settings are used.
+        processor = AutoImageProcessor.from_pretrained(source, backend="pil")
+    except Exception as err:
+        hint = "" if os.path.isdir(source) else " (no hub access? pass a local checkpoint directory)"
+        raise ValueError(f"could not load the image processor of {source!r}{hint}: {err}") from err
+    return ImageTransform.from_hf_processor(processor)
+
+
+__all__ = ["Preprocessor", "image_transform_from_pretrained"]

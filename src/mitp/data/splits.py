@@ -1,0 +1,60 @@
+"""Seeded, stratified carving of held-out splits."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def stratified_split(items: Sequence[T], key: Callable[[T], str], id_of: Callable[[T], str],
+                     fractions: Sequence[tuple[str, float]], seed: int, rest: str = "train") -> dict[str, list[T]]:
+    """Split ``items`` by group ``key`` so every group is spread over the splits in proportion.
+
+    For each group (in sorted key order) the members are sorted by id, shuffled with one
+    ``random.Random(seed)``, and for each ``(name, fraction)`` in turn the next
+    ``ceil(fraction * group size)`` members go to ``name`` -- but at least one member of
+    every group stays in ``rest`` (so a class of one sample is never held out). The result
+    depends only on the items, the seed and the fractions, never on input order.
+    """
+    for name, fraction in fractions:
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {fraction}")
+    if sum(f for _, f in fractions) >= 1:
+        raise ValueError(f"held-out fractions sum to {sum(f for _, f in fractions)}; nothing left for {rest}")
+    groups: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    out: dict[str, list[T]] = {name: [] for name, _ in fractions}
+    out[rest] = []
+    rng = random.Random(seed)
+    for k in sorted(groups):
+        members = sorted(groups[k], key=id_of)
+        rng.shuffle(members)
+        pos = 0
+        for name, fraction in fractions:
+            take = math.ceil(fraction * len(members) - 1e-9)
+            take = max(0, min(take, len(members) - pos - 1))
+            out[name].extend(members[pos:pos + take])
+            pos += take
+        out[rest].extend(members[pos:])
+    return out
+
+
+def rarest_label_key(label_lists: Sequence[Sequence[str]]) -> Callable[[Sequence[str]], str]:
+    """Stratification key for multi-label data: the sample's rarest label (ties by name)."""
+    counts: dict[str, int] = defaultdict(int)
+    for labels in label_lists:
+        for name in set(labels):
+            counts[name] += 1
+
+    def key(labels: Sequence[str]) -> str:
+        return min(labels, key=lambda name: (counts[name], name)) if labels else ""
+
+    return key
+
+
+__all__ = ["rarest_label_key", "stratified_split"]
