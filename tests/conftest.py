@@ -1,11 +1,16 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
+# Tiny models gain nothing from threads, and two cores shared with subprocesses
+# (torchrun tests) slow down badly when every process spins two OpenMP threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-from mitp.backbones import build_backbone
+from mitp.backbones import build_backbone  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

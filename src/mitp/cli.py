@@ -31,12 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .backbones import BackboneError
+    from .checkpoint import CheckpointError
+    from .data.errors import ManifestError
     from .methods import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, BackboneError) as err:
+    except (UserError, ConfigError, BackboneError, ManifestError, CheckpointError) as err:
         print(f"mitp {args.command}: error: {err}", file=sys.stderr)
         return 2
 

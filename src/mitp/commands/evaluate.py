@@ -1,0 +1,43 @@
+"""``mitp evaluate``: re-evaluate a run's best checkpoint on a split."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a run's best checkpoint")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data", help="prepared dataset to evaluate on (default: the run's own)")
+    p.add_argument("--batch-size", type=int, help="default: the run's eval batch size")
+    p.add_argument("--json", action="store_true", help="print only the metrics object as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from accelerate import Accelerator
+
+    from ..data.dataset import ManifestDataset, make_dataloader
+    from ..train.inference import load_run
+    from ..train.loop import evaluate
+
+    loaded = load_run(args.run_dir, args.data)
+    config = loaded.config
+    dataset = ManifestDataset(config.data, args.split, backbone=loaded.backbone,
+                              max_length=config.train.max_text_length, on_bad_sample=config.train.on_bad_sample)
+    if dataset.labels != loaded.labels.labels:
+        from ..cli import UserError
+
+        raise UserError(f"{config.data}: labels differ from the run's labels.json; cannot evaluate")
+    accelerator = Accelerator(cpu=False)
+    loader = make_dataloader(dataset, args.batch_size or config.eval_batch_size(), shuffle=False)
+    model, loader = accelerator.prepare(loaded.model, loader)
+    result = evaluate(model, loader, accelerator, dataset.task, config.eval.threshold)
+    if args.json:
+        print(json.dumps(result["metrics"]))
+        return 0
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+    print(f"{config.method} on {config.backbone}, {args.split} ({result['samples']} samples): {metrics}  "
+          f"loss {result['loss']:.4f}")
+    return 0

@@ -1,0 +1,96 @@
+"""``mitp predict``: label names and scores for one pair or a whole manifest, as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint (JSON lines)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--image", help="image file (with --text)")
+    p.add_argument("--text", help="text (with --image)")
+    p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional)")
+    p.add_argument("--out", help="write JSON lines here instead of stdout")
+    p.add_argument("--top-k", type=int, default=1, help="labels to report per sample (single-label)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=run)
+
+
+def _pairs(args):
+    """(id, image_path, text, manifest, line) for every requested prediction."""
+    from ..cli import UserError
+    from ..data.errors import BadJson, BadRecord, EmptyText
+
+    if args.manifest:
+        if args.image or args.text:
+            raise UserError("give either --manifest or --image with --text, not both")
+        base = os.path.dirname(args.manifest)
+        if not os.path.isfile(args.manifest):
+            raise UserError(f"{args.manifest}: no such file")
+        with open(args.manifest, encoding="utf-8") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise BadJson(args.manifest, line_no, f"not valid JSON ({err.msg})") from err
+                if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("image", "text")):
+                    raise BadRecord(args.manifest, line_no, "each line needs string fields 'image' and 'text'")
+                if not obj["text"].strip():
+                    raise EmptyText(args.manifest, line_no, "empty text")
+                image = obj["image"] if os.path.isabs(obj["image"]) else os.path.join(base, obj["image"])
+                yield str(obj.get("id", line_no)), image, obj["text"], args.manifest, line_no
+    elif args.image and args.text is not None:
+        if not args.text.strip():
+            raise UserError("--text is empty")
+        yield "0", args.image, args.text, "<command line>", None
+    else:
+        raise UserError("give --image PATH --text STR, or --manifest FILE")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data.images import open_rgb
+    from ..data.preprocess import Preprocessor
+    from ..train.inference import load_run, scores_to_predictions
+
+    loaded = load_run(args.run_dir)
+    config, model = loaded.config, loaded.model
+    pre = Preprocessor.for_backbone(loaded.backbone, config.train.max_text_length)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+
+    def flush(chunk):
+        ids = [pre.text(text) for _, _, text, _, _ in chunk]
+        length = max(map(len, ids))
+        input_ids = torch.full((len(ids), length), pre.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, tokens in enumerate(ids):
+            input_ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+        pixels = torch.stack([torch.from_numpy(pre.image(open_rgb(image, manifest, line, sample_id)))
+                              for sample_id, image, _, manifest, line in chunk])
+        with torch.no_grad():
+            logits = model(pixel_values=pixels, input_ids=input_ids, attention_mask=mask).logits
+        rows = scores_to_predictions(logits, loaded.labels.labels, model.config.task, args.top_k,
+                                     config.eval.threshold)
+        for (sample_id, *_), predictions in zip(chunk, rows):
+            out.write(json.dumps({"id": sample_id, "predictions": predictions}) + "\n")
+
+    try:
+        chunk = []
+        for pair in _pairs(args):
+            chunk.append(pair)
+            if len(chunk) == args.batch_size:
+                flush(chunk)
+                chunk = []
+        if chunk:
+            flush(chunk)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0

@@ -1,0 +1,169 @@
+"""Run configs: one YAML file with ``data``, ``backbone``, ``method`` and optional sections.
+
+    data: path/to/prepared/dataset      # a manifest directory (see docs/data.md)
+    backbone: openai/clip-vit-large-patch14
+    method: mitp
+    seed: 0
+    model: {prompt_length: 8}           # the method's config (num_classes/task come from the data)
+    train: {epochs: 10, lr: 1.0e-3}
+    eval: {every_epochs: 1}
+
+``--set a.b=value`` overrides any key; unknown keys are errors naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+
+from ..configuration import ConfigError, ValidatedConfig, parse_overrides
+
+
+@dataclass
+class TrainConfig(ValidatedConfig):
+    key_prefix: ClassVar[str] = "train."
+    choices: ClassVar[dict] = {"mixed_precision": ("no", "bf16", "fp16"), "on_bad_sample": ("error", "skip"),
+                               "scheduler": ("cosine", "constant")}
+
+    epochs: int = 10
+    batch_size: int = 32            # global batch (split across processes)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"       # linear warmup, then cosine decay to min_lr_ratio * lr
+    warmup_ratio: float = 0.1       # fraction of all optimizer steps spent warming up
+    min_lr_ratio: float = 0.0
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"     # bf16 / fp16 where the device supports it
+    num_workers: int = 0
+    max_text_length: int | None = None
+    on_bad_sample: str = "error"
+    checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
+    log_every_steps: int = 10
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
+            self.require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        self.require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        self.require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        self.require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        self.require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        self.require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
+        self.require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        self.require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
+
+
+@dataclass
+class EvalConfig(ValidatedConfig):
+    key_prefix: ClassVar[str] = "eval."
+
+    every_epochs: int = 1           # validation cadence; the last epoch is always evaluated
+    batch_size: int | None = None   # default: the training batch size
+    threshold: float = 0.5          # multi-label decision threshold on sigmoid probabilities
+
+    def check(self) -> None:
+        self.require(self.every_epochs >= 1, "every_epochs", "must be >= 1")
+        self.require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1")
+        self.require(0 < self.threshold < 1, "threshold", "must be in (0, 1)")
+
+
+@dataclass
+class RunConfig:
+    data: str
+    backbone: str
+    method: str
+    seed: int = 0
+    model: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    SCALARS: ClassVar[dict] = {"data": str, "backbone": str, "method": str, "seed": int}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        known = set(cls.SCALARS) | {"model", "train", "eval"}
+        for key in raw:
+            if key not in known:
+                raise ConfigError(key, f"unknown top-level key; known keys: {', '.join(sorted(known))}")
+        for key in ("data", "backbone", "method"):
+            if raw.get(key) in (None, ""):
+                raise ConfigError(key, "is required")
+        for key, kind in cls.SCALARS.items():
+            value = raw.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ConfigError(key, f"expected {kind.__name__}, got {value!r}")
+        for section in ("model", "train", "eval"):
+            if raw.get(section) is not None and not isinstance(raw[section], dict):
+                raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
+        return cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
+                   model=dict(raw.get("model") or {}), train=TrainConfig.from_dict(raw.get("train")),
+                   eval=EvalConfig.from_dict(raw.get("eval")))
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "backbone": self.backbone, "method": self.method, "seed": self.seed,
+                "model": dict(self.model), "train": self.train.to_dict(), "eval": self.eval.to_dict()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def eval_batch_size(self) -> int:
+        return self.eval.batch_size or self.train.batch_size
+
+
+def apply_overrides(raw: dict, overrides: dict) -> dict:
+    """Set dotted keys (``train.lr``) in a nested dict; sections are created as needed."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for i, part in enumerate(parents):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parents[:i + 1]), f"is not a section, cannot set {dotted!r}")
+            node = child
+        node[leaf] = value
+    return raw
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML run config and apply ``key=value`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("--config", f"{path}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("--config", f"{path}: not valid YAML ({err})") from err
+        if not isinstance(raw, dict):
+            raise ConfigError("--config", f"{path}: top level must be a mapping")
+    return RunConfig.from_dict(apply_overrides(raw, parse_overrides(list(overrides))))
+
+
+def resolve_method_config(config: RunConfig, num_classes: int, task: str):
+    """The method's validated config, with the head size and task taken from the dataset."""
+    from ..methods import get_method
+
+    model = dict(config.model)
+    for key, value in (("num_classes", num_classes), ("task", task)):
+        if key in model and model[key] != value:
+            raise ConfigError(f"model.{key}", f"is {model[key]!r} but the dataset has {value!r}")
+        model[key] = value
+    try:
+        return get_method(config.method).config_class.from_dict(model)
+    except ConfigError as err:
+        key = err.key if err.key == "method" else f"model.{err.key}"
+        raise ConfigError(key, str(err).split(": ", 1)[1]) from err
+
+
+def resolved(config: RunConfig, method_config) -> RunConfig:
+    """``config`` with the method section replaced by the full validated method config."""
+    model = {k: v for k, v in method_config.to_dict().items() if k != "method"}
+    return dataclasses.replace(config, model=model)

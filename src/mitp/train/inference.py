@@ -1,0 +1,60 @@
+"""Loading a finished run's best checkpoint for evaluation and prediction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..backbones import build_backbone
+from ..checkpoint import load_checkpoint
+from ..configuration import ConfigError
+from .config import RunConfig, load_run_config
+from .rundir import checkpoint_dir
+
+
+@dataclass
+class LoadedRun:
+    config: RunConfig
+    backbone: object
+    model: torch.nn.Module
+    labels: object  # LabelSpace
+
+
+def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
+    """The run's resolved config and its best checkpoint on a freshly built backbone."""
+    from ..data.manifest import read_labels
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no config.yaml)")
+    config = load_run_config(run_dir / "config.yaml")
+    if data is not None:
+        config = replace(config, data=str(data))
+    best = checkpoint_dir(run_dir, "best")
+    if not (best / "trainable.safetensors").is_file():
+        raise ConfigError("RUN_DIR", f"{run_dir}: no best checkpoint yet (training has not evaluated)")
+    backbone = build_backbone(config.backbone)
+    model = load_checkpoint(best, backbone).eval()
+    labels = read_labels(run_dir if (run_dir / "labels.json").is_file() else config.data)
+    if labels.num_classes != model.config.num_classes:
+        raise ConfigError("data", f"labels.json has {labels.num_classes} labels but the model has "
+                                  f"{model.config.num_classes} outputs")
+    return LoadedRun(config, backbone, model, labels)
+
+
+def scores_to_predictions(logits: torch.Tensor, labels, task: str, top_k: int = 1, threshold: float = 0.5):
+    """One list of {label, score} per row: top-k softmax (single-label) or all above threshold (multi-label)."""
+    rows = []
+    if task == "multi_label":
+        probs = torch.sigmoid(logits.float())
+        for row in probs:
+            picked = [(labels[i], p) for i, p in enumerate(row.tolist()) if p > threshold]
+            rows.append([{"label": name, "score": round(p, 6)} for name, p in sorted(picked, key=lambda x: -x[1])])
+    else:
+        probs = torch.softmax(logits.float(), dim=-1)
+        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        for v, i in zip(values.tolist(), indices.tolist()):
+            rows.append([{"label": labels[j], "score": round(p, 6)} for p, j in zip(v, i)])
+    return rows

@@ -1,0 +1,301 @@
+"""Training on Hugging Face Accelerate: one CPU, one GPU, or many processes.
+
+The global batch is split across processes (``split_batches``), so a run gives the same
+updates whatever the number of processes. Checkpoints hold trainable tensors only, plus
+optimizer, scheduler, RNG and loop position, so ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+
+from ..backbones import build_backbone
+from ..checkpoint import load_trainable
+from ..configuration import ConfigError
+from ..data.dataset import SkipCounter, build_datasets, make_dataloader, model_inputs
+from ..methods import build_model
+from ..metrics import SELECTION_METRIC, compute_metrics
+from ..params import parameter_breakdown
+from .config import RunConfig, resolve_method_config, resolved
+from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkpoint_dir
+
+
+def make_accelerator(config: RunConfig) -> Accelerator:
+    precision = config.train.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.mixed_precision", "fp16 needs a CUDA device; use bf16 or no on CPU")
+    # Accelerate only runs multi-process CPU training (gloo) when told it is on the CPU.
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=on_cpu, mixed_precision=precision, gradient_accumulation_steps=config.train.grad_accum_steps,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str):
+    warmup = int(round(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory, backbone included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunParts:
+    """Everything a run builds from its config (shared by train, evaluate and predict)."""
+
+    config: RunConfig          # resolved: the method section is complete
+    backbone: object
+    datasets: dict
+    model: torch.nn.Module
+
+
+def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
+    data_dir = Path(config.data)
+    if not (data_dir / "labels.json").is_file():
+        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
+    backbone = build_backbone(config.backbone)
+    datasets = build_datasets(data_dir, backbone, max_length=config.train.max_text_length,
+                              on_bad_sample=config.train.on_bad_sample, splits=splits)
+    any_split = next(iter(datasets.values()))
+    method_config = resolve_method_config(config, any_split.num_classes, any_split.task)
+    set_seed(config.seed)  # model init is part of the seeded run
+    model = build_model(method_config, backbone)
+    return RunParts(resolved(config, method_config), backbone, datasets, model)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5) -> dict:
+    """Metrics and mean loss over a loader; samples are gathered across processes without duplicates."""
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    all_logits, all_labels = [], []
+    for batch in loader:
+        if len(batch["ids"]) == 0:
+            continue
+        inputs = model_inputs(batch)
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits
+        logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    metrics = compute_metrics(logits, labels, task, threshold)
+    return {"metrics": metrics, "loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, console=None):
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.accelerator = make_accelerator(config)
+        self.parts = build_run(config)
+        self.config = self.parts.config
+        self.console = console
+        self.main = self.accelerator.is_main_process
+        self.task = self.parts.model.config.task
+        self.selection = SELECTION_METRIC[self.task]
+        n = self.accelerator.num_processes
+        for key, size in (("train.batch_size", self.config.train.batch_size),
+                          ("eval.batch_size", self.config.eval_batch_size())):
+            if size % n:
+                raise ConfigError(key, f"{size} is not divisible by the {n} processes")
+
+    # --- setup -------------------------------------------------------------------------------
+    def _loaders(self):
+        t, seed = self.config.train, self.config.seed
+        ds = self.parts.datasets
+        train = make_dataloader(ds["train"], t.batch_size, shuffle=True, seed=seed, num_workers=t.num_workers)
+        val = make_dataloader(ds["val"], self.config.eval_batch_size(), shuffle=False, num_workers=t.num_workers)
+        test = make_dataloader(ds["test"], self.config.eval_batch_size(), shuffle=False, num_workers=t.num_workers)
+        return train, val, test
+
+    def _log(self, message: str) -> None:
+        if self.main and self.console is not None:
+            self.console.print(message)
+
+    def fit(self) -> dict:
+        acc, t = self.accelerator, self.config.train
+        model = self.parts.model
+        optimizer = torch.optim.AdamW(model.param_groups(t.lr), lr=t.lr, weight_decay=t.weight_decay)
+        train_loader, val_loader, test_loader = self._loaders()
+        steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum_steps)
+        total_steps = steps_per_epoch * t.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(total_steps, t.warmup_ratio, t.min_lr_ratio, t.scheduler))
+        model, optimizer, train_loader, val_loader, test_loader, scheduler = acc.prepare(
+            model, optimizer, train_loader, val_loader, test_loader, scheduler)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        unwrapped = acc.unwrap_model(model)
+
+        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        pos = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "samples": 0, "skipped": 0,
+               "best": None, "best_epoch": None, "train_seconds": 0.0}
+        if self.resume:
+            directory, state = load_training_state(self.run_dir)
+            load_trainable(unwrapped, directory / "trainable.safetensors")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            pos.update(state["position"])
+            if self.main:
+                log.truncate_after(pos["epoch"])
+            self._log(f"resumed from {directory} at epoch {pos['epoch'] + 1}, batch {pos['batch']}, "
+                      f"step {pos['step']}")
+        acc.wait_for_everyone()
+
+        writer = self._tensorboard()
+        skips = SkipCounter()
+        started = time.perf_counter() - pos["train_seconds"]
+        params = [p for p in model.parameters() if p.requires_grad]
+        for epoch in range(pos["epoch"], t.epochs):
+            model.train()
+            train_loader.set_epoch(epoch)
+            loader = acc.skip_first_batches(train_loader, pos["batch"]) if pos["batch"] else train_loader
+            with self._progress(len(train_loader), pos["batch"], epoch) as advance:
+                for batch in loader:
+                    pos["batch"] += 1
+                    pos["skipped"] += skips.update(batch)
+                    if len(batch["ids"]) == 0:
+                        continue
+                    with acc.accumulate(model):
+                        loss = model(**model_inputs(batch)).loss
+                        acc.backward(loss)
+                        if acc.sync_gradients and t.max_grad_norm is not None:
+                            acc.clip_grad_norm_(params, t.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    pos["loss_sum"] += loss.item() * len(batch["ids"])
+                    pos["samples"] += len(batch["ids"])
+                    advance(loss.item(), len(batch["ids"]) * acc.num_processes)
+                    if acc.sync_gradients:
+                        pos["step"] += 1
+                        if writer and pos["step"] % t.log_every_steps == 0:
+                            writer.add_scalar("train/loss", loss.item(), pos["step"])
+                            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], pos["step"])
+                        if t.checkpoint_every_steps and pos["step"] % t.checkpoint_every_steps == 0:
+                            pos["train_seconds"] = time.perf_counter() - started
+                            self._save_last(unwrapped, pos)
+            if pos["skipped"]:
+                self._log(skips.report())
+            self._end_epoch(epoch, pos, val_loader, log, writer, unwrapped, started, final=epoch == t.epochs - 1)
+            skips.reset()
+
+        results = self._final(unwrapped, val_loader, test_loader, pos, time.perf_counter() - started)
+        if writer:
+            writer.close()
+        return results
+
+    def _end_epoch(self, epoch, pos, val_loader, log, writer, unwrapped, started, final: bool) -> None:
+        acc, t = self.accelerator, self.config.train
+        totals = acc.reduce(torch.tensor([pos["loss_sum"], float(pos["samples"])]), reduction="sum")
+        train_loss = (totals[0] / totals[1].clamp_min(1)).item()
+        lr = self.scheduler.get_last_lr()[0]
+        records = [{"epoch": epoch + 1, "step": pos["step"], "split": "train", "metrics": {}, "loss": train_loss,
+                    "lr": lr}]
+        improved = False
+        if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
+            val = evaluate(self.model, val_loader, acc, self.task, self.config.eval.threshold)
+            records.append({"epoch": epoch + 1, "step": pos["step"], "split": "val", "metrics": val["metrics"],
+                            "loss": val["loss"], "lr": lr})
+            score = val["metrics"][self.selection]
+            improved = pos["best"] is None or score > pos["best"]
+            if improved:
+                pos["best"], pos["best_epoch"] = score, epoch + 1
+            self._log(f"epoch {epoch + 1}/{t.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
+                      f"val {self.selection} {score:.4f}" + ("  (best)" if improved else ""))
+        if self.main:
+            for record in records:
+                log.append(record)
+                if writer:
+                    for name, value in record["metrics"].items():
+                        writer.add_scalar(f"{record['split']}/{name}", value, epoch + 1)
+                    writer.add_scalar(f"{record['split']}/epoch_loss", record["loss"], epoch + 1)
+        if improved:
+            self._save(unwrapped, "best")
+        pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, samples=0, skipped=0,
+                   train_seconds=time.perf_counter() - started)
+        self._save_last(unwrapped, pos)
+
+    def _save(self, unwrapped, name: str, state: dict | None = None) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            save_checkpoint_dir(self.run_dir, name, unwrapped, state)
+        self.accelerator.wait_for_everyone()
+
+    def _save_last(self, unwrapped, pos) -> None:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": rng_state(), "position": dict(pos)}
+        self._save(unwrapped, "last", state)
+
+    def _final(self, unwrapped, val_loader, test_loader, pos, train_seconds) -> dict:
+        acc = self.accelerator
+        best_dir = checkpoint_dir(self.run_dir, "best")
+        load_trainable(unwrapped, best_dir / "trainable.safetensors")
+        val = evaluate(self.model, val_loader, acc, self.task, self.config.eval.threshold)
+        test = evaluate(self.model, test_loader, acc, self.task, self.config.eval.threshold)
+        breakdown = parameter_breakdown(unwrapped)
+        memory, memory_kind = peak_memory_mb(acc.device)
+        return {
+            "method": self.config.method, "backbone": self.config.backbone, "data": self.config.data,
+            "task": self.task, "selection_metric": self.selection,
+            "trainable_params": breakdown["trainable_params"], "total_params": breakdown["total_params"],
+            "best_epoch": pos["best_epoch"], "val": val["metrics"], "test": test["metrics"],
+            "val_loss": val["loss"], "test_loss": test["loss"], "test_samples": test["samples"],
+            "peak_memory_mb": round(memory, 1), "peak_memory_kind": memory_kind,
+            "train_seconds": round(train_seconds, 2), "epochs": self.config.train.epochs,
+            "seed": self.config.seed, "num_processes": acc.num_processes,
+        }
+
+    def _tensorboard(self):
+        if not self.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+            self._log("tensorboard not importable: no TensorBoard logs for this run")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _progress(self, total: int, done: int, epoch: int):
+        from .progress import epoch_progress
+
+        return epoch_progress(total, done, f"epoch {epoch + 1}/{self.config.train.epochs}",
+                              enabled=self.main and self.console is not None, console=self.console)

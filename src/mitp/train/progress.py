@@ -1,0 +1,30 @@
+"""A per-epoch progress bar showing loss and throughput (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@contextlib.contextmanager
+def epoch_progress(total: int, done: int, description: str, enabled: bool = True, console=None):
+    """Yield ``advance(loss, samples)``; draws nothing when ``enabled`` is False (other ranks, tests)."""
+    if not enabled:
+        yield lambda loss, samples: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, completed=done, loss="-", rate="-")
+        started, seen = time.perf_counter(), 0
+
+        def advance(loss: float, samples: int) -> None:
+            nonlocal seen
+            seen += samples
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, loss=f"{loss:.4f}", rate=f"{rate:.1f}")
+
+        yield advance

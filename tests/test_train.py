@@ -1,0 +1,218 @@
+"""Training, evaluation and prediction end to end on the tiny backbone and generated data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mitp.cli import main
+from mitp.configuration import ConfigError
+from mitp.synthetic import write_toy_dataset
+from mitp.train.config import load_run_config, resolve_method_config
+from mitp.train.rundir import MetricsLog
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(64, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def toy_multi(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy_multi"), sizes=(32, 16, 16), task="multi_label")
+
+
+def train_args(data, out, *extra):
+    return ["train", "--config", str(CONFIG), "--set", f"data={data}", "--out", str(out), *extra]
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+# --- config -------------------------------------------------------------------------------------
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    config = load_run_config(CONFIG, ["train.lr=0.01", "model.prompt_length=2", "eval.threshold=0.4"])
+    assert config.train.lr == 0.01 and config.model["prompt_length"] == 2 and config.eval.threshold == 0.4
+    for override, key in (("train.lrr=1", "train.lrr"), ("evaluation.x=1", "evaluation"),
+                          ("train.epochs=0", "train.epochs"), ("train.mixed_precision=fp8", "train.mixed_precision"),
+                          ("seed=abc", "seed")):
+        with pytest.raises(ConfigError) as err:
+            load_run_config(CONFIG, [override])
+        assert err.value.key == key
+    bad_model = load_run_config(CONFIG, ["model.prompt_lenght=2"])
+    with pytest.raises(ConfigError) as err:
+        resolve_method_config(bad_model, 4, "single_label")
+    assert err.value.key == "model.prompt_lenght"
+    with pytest.raises(ConfigError) as err:
+        resolve_method_config(load_run_config(CONFIG, ["model.num_classes=7"]), 4, "single_label")
+    assert err.value.key == "model.num_classes"
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\n")
+    assert load_run_config(minimal).train.epochs == 10
+    minimal.write_text("backbone: tiny-clip\nmethod: mitp\n")
+    with pytest.raises(ConfigError, match="data: is required"):
+        load_run_config(minimal)
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(toy, run, "--set", "train.epochs=2")) == 0
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "curves.png", "labels.json",
+                 "checkpoint/best/trainable.safetensors", "checkpoint/last/training_state.pt"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["num_classes"] == 4 and resolved["model"]["hub"] == "similarity"
+    assert resolved["train"]["epochs"] == 2
+
+    results = read_json(run / "results.json")
+    for key in ("method", "backbone", "trainable_params", "total_params", "best_epoch", "val", "test",
+                "peak_memory_mb", "train_seconds"):
+        assert key in results, key
+    assert results["method"] == "mitp" and 0 <= results["test"]["accuracy"] <= 1
+    records = MetricsLog(run / "metrics.jsonl").records()
+    assert [(r["epoch"], r["split"]) for r in records] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    best_val = max(r["metrics"]["accuracy"] for r in records if r["split"] == "val")
+    assert results["val"]["accuracy"] == pytest.approx(best_val)
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(results["test"])
+
+    assert main(["predict", str(run), "--image", str(toy / "images" / "test-0000.png"),
+                 "--text", "apple amber", "--top-k", "3"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert len(line["predictions"]) == 3
+    assert {p["label"] for p in line["predictions"]} <= {"green-alpha", "green-beta", "red-alpha", "red-beta"}
+    scores = [p["score"] for p in line["predictions"]]
+    assert scores == sorted(scores, reverse=True)
+
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(run), "--manifest", str(toy / "test.jsonl"), "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 32 and lines[0]["id"] == "test-0000"
+
+    # predictions agree with evaluate's accuracy
+    truth = [json.loads(x)["label"] for x in (toy / "test.jsonl").read_text().splitlines()]
+    accuracy = sum(p["predictions"][0]["label"] == t for p, t in zip(lines, truth)) / len(truth)
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+    assert main(train_args(toy, run)) == 2, "an existing run directory is never overwritten"
+
+
+def test_multi_label_run_reports_f1(toy_multi, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(toy_multi, run, "--set", "train.epochs=1", "--set", "train.batch_size=8")) == 0
+    results = read_json(run / "results.json")
+    assert set(results["test"]) == {"f1_micro", "f1_macro", "f1_samples", "f1_weighted"}
+    assert results["selection_metric"] == "f1_micro"
+    capsys.readouterr()
+    assert main(["predict", str(run), "--image", str(toy_multi / "images" / "test-0001.png"), "--text", "berry"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert all(p["score"] > 0.5 for p in predictions)
+
+
+def test_same_seed_same_run_and_loss_goes_down(toy, tmp_path):
+    for name in ("a", "b"):
+        assert main(train_args(toy, tmp_path / name, "--set", "train.epochs=3")) == 0
+    a = MetricsLog(tmp_path / "a" / "metrics.jsonl").records()
+    b = MetricsLog(tmp_path / "b" / "metrics.jsonl").records()
+    assert a == b
+    train_losses = [r["loss"] for r in a if r["split"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+
+
+def test_errors_name_the_problem(toy, tmp_path, capsys):
+    assert main(train_args(toy, tmp_path / "r", "--set", "train.lrr=1")) == 2
+    assert "train.lrr: unknown key" in capsys.readouterr().err
+    assert main(train_args(tmp_path / "nowhere", tmp_path / "r2")) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+# --- crash safety ---------------------------------------------------------------------------------
+
+def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
+    settings = ["--set", "train.epochs=6", "--set", "train.batch_size=8", "--set", "train.checkpoint_every_steps=1"]
+    reference = tmp_path / "reference"
+    assert main(train_args(toy, reference, *settings)) == 0
+
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen([sys.executable, "-m", "mitp", *train_args(toy, crashed, *settings)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = crashed / "metrics.jsonl"
+    # kill -9 somewhere inside the second epoch, once the first has been logged and checkpointed
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            time.sleep(0.3)
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (crashed / "results.json").exists()
+
+    assert main(["train", "--resume", str(crashed)]) == 0
+    want, got = read_json(reference / "results.json"), read_json(crashed / "results.json")
+    assert got["best_epoch"] == want["best_epoch"]
+    for split in ("val", "test"):
+        for key, value in want[split].items():
+            assert got[split][key] == pytest.approx(value, abs=1e-4)
+    assert got["test_loss"] == pytest.approx(want["test_loss"], abs=1e-4)
+    want_log, got_log = (MetricsLog(d / "metrics.jsonl").records() for d in (reference, crashed))
+    assert [(r["epoch"], r["split"]) for r in got_log] == [(r["epoch"], r["split"]) for r in want_log]
+    for w, g in zip(want_log, got_log):
+        assert g["loss"] == pytest.approx(w["loss"], abs=1e-4)
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+def test_two_processes_under_torchrun_match_one_process(toy, tmp_path):
+    settings = ["--set", "train.epochs=2"]
+    assert main(train_args(toy, tmp_path / "one", *settings)) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "mitp", *train_args(toy, tmp_path / "two", *settings)]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = read_json(tmp_path / "one" / "results.json"), read_json(tmp_path / "two" / "results.json")
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    assert two["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=1e-4)
+    assert two["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=1e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    assert two["test_samples"] == one["test_samples"] == 32  # sharded evaluation, no duplicates
+    one_log = MetricsLog(tmp_path / "one" / "metrics.jsonl").records()
+    two_log = MetricsLog(tmp_path / "two" / "metrics.jsonl").records()
+    assert len(one_log) == len(two_log)
+    for a, b in zip(one_log, two_log):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+
+
+def test_metrics_log_drops_lines_of_unfinished_epochs(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for epoch in (1, 2):
+        for split in ("train", "val"):
+            log.append({"epoch": epoch, "step": 4 * epoch, "split": split, "metrics": {}, "loss": 1.0, "lr": 0.1})
+    with log.path.open("a") as f:
+        f.write('{"epoch": 3, "st')  # a line cut short by kill -9
+    assert len(log.records()) == 4
+    # killed after logging epoch 2 but before its end-of-epoch checkpoint: resume redoes epoch 2
+    log.truncate_after(completed_epochs=1)
+    assert [(r["epoch"], r["split"]) for r in log.records()] == [(1, "train"), (1, "val")]
