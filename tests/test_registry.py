@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mitp.backbones import build_backbone
 from mitp.methods import (MethodConfig, MultimodalClassifier, available_methods, build_model, get_method,
                           make_config, register_method)
 
@@ -11,9 +12,11 @@ from mitp.methods import (MethodConfig, MultimodalClassifier, available_methods,
 def test_registered_method_builds_and_classifies(name, tiny_backbone):
     entry = get_method(name)
     assert issubclass(entry.config_class, MethodConfig) and issubclass(entry.model_class, MultimodalClassifier)
-    model = build_model(make_config(name, num_classes=5), tiny_backbone)
+    # a method that trains the backbone gets its own, so shared fixtures stay frozen
+    backbone = build_backbone(tiny_backbone.spec) if entry.model_class.trains_backbone else tiny_backbone
+    model = build_model(make_config(name, num_classes=5), backbone)
     assert isinstance(model, entry.model_class)
-    batch = tiny_backbone.random_batch(3, 9)
+    batch = backbone.random_batch(3, 9)
     out = model(**batch, labels=torch.tensor([0, 4, 2]))
     assert out.logits.shape == (3, 5) and out.loss.ndim == 0
     assert model.num_parameters(trainable_only=True) > 0

@@ -37,6 +37,8 @@ class MultimodalClassifier(nn.Module):
         self.config = config
         self.backbone = backbone
         backbone.requires_grad_(self.trains_backbone)
+        if not self.trains_backbone:
+            backbone.zero_grad(set_to_none=True)  # a frozen backbone never holds gradients
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -12,6 +12,27 @@ VISION_INITS = ("linear", "independent")
 HEAD_INPUTS = ("pooled", "pooled+memory")
 
 
+def check_prompt_layers(config) -> None:
+    """Checks of the prompt keys shared by MITP and deep prompt tuning (layers, length, init)."""
+    if config.num_steps < 1:
+        raise ConfigError("num_steps", f"must be >= 1, got {config.num_steps}")
+    if config.prompt_length < 1:
+        raise ConfigError("prompt_length", f"must be >= 1, got {config.prompt_length}")
+    if config.prompt_init_std <= 0:
+        raise ConfigError("prompt_init_std", f"must be > 0, got {config.prompt_init_std}")
+    if (config.text_layers is None) != (config.vision_layers is None):
+        missing = "vision_layers" if config.vision_layers is None else "text_layers"
+        raise ConfigError(missing, "text_layers and vision_layers must be given together")
+    for key in ("text_layers", "vision_layers"):
+        layers = getattr(config, key)
+        if layers is None:
+            continue
+        if len(layers) != config.num_steps:
+            raise ConfigError(key, f"has {len(layers)} layers but num_steps is {config.num_steps}")
+        if any(layer < 0 for layer in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ConfigError(key, f"must be non-negative and strictly increasing, got {layers}")
+
+
 @dataclass
 class MITPConfig(MethodConfig):
     method: ClassVar[str] = "mitp"
@@ -38,22 +59,6 @@ class MITPConfig(MethodConfig):
     prompt_init_std: float = 0.02
 
     def check(self) -> None:
-        if self.num_steps < 1:
-            raise ConfigError("num_steps", f"must be >= 1, got {self.num_steps}")
-        if self.prompt_length < 1:
-            raise ConfigError("prompt_length", f"must be >= 1, got {self.prompt_length}")
+        check_prompt_layers(self)
         if self.tau <= 0:
             raise ConfigError("tau", f"must be > 0, got {self.tau}")
-        if self.prompt_init_std <= 0:
-            raise ConfigError("prompt_init_std", f"must be > 0, got {self.prompt_init_std}")
-        if (self.text_layers is None) != (self.vision_layers is None):
-            missing = "vision_layers" if self.vision_layers is None else "text_layers"
-            raise ConfigError(missing, "text_layers and vision_layers must be given together")
-        for key in ("text_layers", "vision_layers"):
-            layers = getattr(self, key)
-            if layers is None:
-                continue
-            if len(layers) != self.num_steps:
-                raise ConfigError(key, f"has {len(layers)} layers but num_steps is {self.num_steps}")
-            if any(layer < 0 for layer in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
-                raise ConfigError(key, f"must be non-negative and strictly increasing, got {layers}")

@@ -1,0 +1,7 @@
+from .. import register_method
+from .config import FullFinetuneConfig
+from .model import FullFinetune
+
+register_method(FullFinetuneConfig, FullFinetune)
+
+__all__ = ["FullFinetune", "FullFinetuneConfig"]

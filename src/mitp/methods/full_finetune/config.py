@@ -1,0 +1,23 @@
+"""Full fine-tuning settings: the late-fusion head plus a lower learning rate for the backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import ConfigError
+from ..late_fusion.config import LateFusionConfig
+
+
+@dataclass
+class FullFinetuneConfig(LateFusionConfig):
+    method: ClassVar[str] = "full_finetune"
+
+    # Backbone lr = lr * backbone_lr_scale; the head gets lr. A scale rather than an absolute
+    # rate, so a learning-rate sweep moves both groups together.
+    backbone_lr_scale: float = 0.1
+
+    def check(self) -> None:
+        super().check()
+        if self.backbone_lr_scale <= 0:
+            raise ConfigError("backbone_lr_scale", f"must be > 0, got {self.backbone_lr_scale}")

@@ -1,0 +1,57 @@
+"""Late fusion: a head on CLIP's frozen, pooled and projected image and text embeddings.
+
+The floor every method must beat. Also home of the pieces other baselines share:
+:func:`fusion_head` (MITP's LayerNorm + Linear head, optionally with a hidden layer)
+and :func:`embed_pair` (both towers end to end, as CLIP embeds a pair).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ...backbones import Backbone, Tower, TowerState
+from ..base import MultimodalClassifier
+from .config import LateFusionConfig
+
+
+def fusion_head(in_features: int, num_classes: int, hidden_dim: int | None = None,
+                dropout: float = 0.0) -> nn.Sequential:
+    """LayerNorm + Linear, the head MITP uses; with ``hidden_dim`` a GELU hidden layer in between."""
+    if hidden_dim is None:
+        return nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, num_classes))
+    return nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, hidden_dim), nn.GELU(),
+                         nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
+
+
+def embedding(tower: Tower, state: TowerState) -> torch.Tensor:
+    """The tower's joint-space embedding of the states after its last layer."""
+    return tower.project(tower.pool(state))
+
+
+def embed_pair(backbone: Backbone, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
+    """[image embed; text embed] (B, d_v' + d_t'), every layer run without extra tokens."""
+    image = backbone.vision(pixel_values=pixel_values)
+    text = backbone.text(input_ids=input_ids, attention_mask=attention_mask, **text_kwargs)
+    return torch.cat([image, text], dim=-1)
+
+
+class LateFusion(MultimodalClassifier):
+    """Frozen towers, trainable head on the concatenated embeddings."""
+
+    config: LateFusionConfig
+
+    def __init__(self, config: LateFusionConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        in_features = backbone.vision.embed_dim + backbone.text.embed_dim
+        self.head = fusion_head(in_features, config.num_classes, config.hidden_dim, config.dropout)
+
+    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
+        # Nothing below the head trains, so the towers run without building a graph
+        # (full fine-tuning reuses this class with the backbone trainable).
+        grad = contextlib.nullcontext() if self.trains_backbone else torch.no_grad()
+        with grad:
+            features = embed_pair(self.backbone, pixel_values, input_ids, attention_mask, **text_kwargs)
+        return self.head(features)

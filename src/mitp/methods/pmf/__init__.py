@@ -1,0 +1,7 @@
+from .. import register_method
+from .config import PMFConfig
+from .model import PMF, FusionPrompts, translator
+
+register_method(PMFConfig, PMF)
+
+__all__ = ["PMF", "PMFConfig", "FusionPrompts", "translator"]

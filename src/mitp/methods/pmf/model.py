@@ -1,0 +1,108 @@
+"""PMF: interactive prompting at the top layers of the two frozen towers (Li et al., CVPR 2023).
+
+Layers below the first fusion layer run once, without gradient. The last
+``n_fusion_layers`` layers of each tower are fusion layers; fusion step k pairs
+text layer L_t - n + k with vision layer L_v - n + k, and each tower has its own
+M-token query prompt Q, query-context prompt C and fusion-context prompt F there.
+Every fusion step runs each frozen layer twice, always through ``Tower.run_layer``:
+
+1. Query pass, both towers: layer l runs on [tokens_A; Q_A; C_A]. Only the outputs
+   at Q_A's positions are kept (the query q_A); the sequence outputs and C_A's
+   outputs are discarded. The queries attend to the whole (unmasked) sequence, C_A
+   gives them extra room to read it.
+2. Fusion pass, both towers, after both query passes (the translation crosses
+   towers): the same layer l runs again on the same input tokens_A, now with
+   [MLP_{B->A}(q_B); F_A] appended, where MLP_{B->A} is Linear(d_B, h) -> ReLU ->
+   Linear(h, d_A), one per fusion layer and direction. Only the sequence outputs are
+   kept and go on to the next layer; the prompt outputs are discarded.
+
+C_A takes no part in the fusion pass, as in the public PMF code: its role is the query
+pass. Each tower's pooled, projected embedding feeds its own Linear head and the
+logits are the mean of the two. All three prompt types, both translators and both
+heads train; the towers stay frozen. (The public PMF file never sets requires_grad on
+its fusion-context prompts; here they are ordinary parameters and get gradient.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...backbones import Backbone
+from ..base import MultimodalClassifier
+from ..config import ConfigError
+from ..late_fusion.model import embedding
+from ..mitp.model import run_layers
+from .config import PMFConfig
+
+
+class FusionPrompts(nn.Module):
+    """One tower's three prompts at one fusion layer, each (M, width), N(0, std) init."""
+
+    def __init__(self, length: int, width: int, std: float):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(length, width) * std)
+        self.query_context = nn.Parameter(torch.randn(length, width) * std)
+        self.fusion_context = nn.Parameter(torch.randn(length, width) * std)
+
+
+def translator(source: int, target: int, hidden: int) -> nn.Sequential:
+    """The non-linear query mapper from one tower's width to the other's."""
+    return nn.Sequential(nn.Linear(source, hidden), nn.ReLU(), nn.Linear(hidden, target))
+
+
+def batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:
+    return prompt.expand(batch, -1, -1)
+
+
+class PMF(MultimodalClassifier):
+    """Prompt-based Multimodal Fusion on a frozen two-tower backbone."""
+
+    config: PMFConfig
+
+    def __init__(self, config: PMFConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        text, vision = backbone.text, backbone.vision
+        n = config.n_fusion_layers
+        if n > min(text.num_layers, vision.num_layers):
+            raise ConfigError("n_fusion_layers", f"{n} fusion layers but the towers have {text.num_layers} "
+                                                 f"(text) and {vision.num_layers} (vision) layers")
+        self.text_layers = list(range(text.num_layers - n, text.num_layers))
+        self.vision_layers = list(range(vision.num_layers - n, vision.num_layers))
+        d_t, d_v, length, std = text.width, vision.width, config.prompt_length, config.prompt_init_std
+        self.text_prompts = nn.ModuleList(FusionPrompts(length, d_t, std) for _ in range(n))
+        self.vision_prompts = nn.ModuleList(FusionPrompts(length, d_v, std) for _ in range(n))
+        hidden_t2v = config.mapper_hidden or max(1, d_t // 2)
+        hidden_v2t = config.mapper_hidden or max(1, d_v // 2)
+        self.text_to_vision = nn.ModuleList(translator(d_t, d_v, hidden_t2v) for _ in range(n))
+        self.vision_to_text = nn.ModuleList(translator(d_v, d_t, hidden_v2t) for _ in range(n))
+        self.text_head = nn.Linear(text.embed_dim, config.num_classes)
+        self.vision_head = nn.Linear(vision.embed_dim, config.num_classes)
+
+    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
+        text, vision = self.backbone.text, self.backbone.vision
+        batch, length = input_ids.shape[0], self.config.prompt_length
+        # Frozen layers below the first fusion layer never need gradients.
+        with torch.no_grad():
+            t_state = run_layers(text, text.embed(input_ids=input_ids, attention_mask=attention_mask,
+                                                  **text_kwargs), 0, self.text_layers[0])
+            v_state = run_layers(vision, vision.embed(pixel_values=pixel_values), 0, self.vision_layers[0])
+
+        for k, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):
+            t_prompts, v_prompts = self.text_prompts[k], self.vision_prompts[k]
+            # Pass 1 (query): keep only the query prompts' outputs.
+            _, t_out = text.run_layer(t_layer, t_state, batched(
+                torch.cat([t_prompts.query, t_prompts.query_context]), batch))
+            _, v_out = vision.run_layer(v_layer, v_state, batched(
+                torch.cat([v_prompts.query, v_prompts.query_context]), batch))
+            q_t, q_v = t_out[:, :length], v_out[:, :length]
+            # Pass 2 (fusion): same layer, same input tokens, translated queries + fusion context;
+            # keep only the sequence outputs.
+            t_extra = torch.cat([self.vision_to_text[k](q_v), batched(t_prompts.fusion_context, batch)], dim=1)
+            v_extra = torch.cat([self.text_to_vision[k](q_t), batched(v_prompts.fusion_context, batch)], dim=1)
+            t_state, _ = text.run_layer(t_layer, t_state, t_extra)
+            v_state, _ = vision.run_layer(v_layer, v_state, v_extra)
+
+        text_logits = self.text_head(embedding(text, t_state))
+        vision_logits = self.vision_head(embedding(vision, v_state))
+        return (text_logits + vision_logits) / 2
