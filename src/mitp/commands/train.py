@@ -28,15 +28,11 @@ def _run_dir(args, config) -> Path:
 
 
 def run(args) -> int:
-    import shutil
-
     from rich.console import Console
 
     from ..cli import UserError
     from ..train.config import load_run_config
-    from ..train.loop import Trainer
-    from ..train.reports import plot_curves, summary_table, write_json_atomic
-    from ..train.rundir import MetricsLog
+    from ..train.runner import run_training
 
     if args.resume:
         if args.config or args.overrides:
@@ -52,20 +48,5 @@ def run(args) -> int:
         run_dir = _run_dir(args, config)
         if (run_dir / "config.yaml").exists():
             raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-
-    console = Console(soft_wrap=True)
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), console=console)
-    if trainer.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(trainer.config.to_yaml())
-        shutil.copyfile(Path(trainer.config.data) / "labels.json", run_dir / "labels.json")
-        console.print(f"run directory: {run_dir}")
-    trainer.accelerator.wait_for_everyone()
-    results = trainer.fit()
-    if trainer.main:
-        write_json_atomic(run_dir / "results.json", results)
-        plot_curves(MetricsLog(run_dir / "metrics.jsonl").records(), results["selection_metric"],
-                    run_dir / "curves.png")
-        console.print(summary_table(results))
-        console.print(f"results: {run_dir / 'results.json'}")
+    run_training(config, run_dir, resume=bool(args.resume), console=Console(soft_wrap=True))
     return 0

@@ -29,8 +29,11 @@ def plot_curves(records: list[dict], selection: str, path: Path) -> Path:
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     ax_metric.set(xlabel="epoch", ylabel=selection, title=f"validation {selection}")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

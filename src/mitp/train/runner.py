@@ -1,0 +1,33 @@
+"""One training run from a config to a finished run directory (used by train and compare)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .config import RunConfig
+from .loop import Trainer
+from .reports import plot_curves, summary_table, write_json_atomic
+from .rundir import MetricsLog
+
+
+def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None) -> dict:
+    """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png."""
+    run_dir = Path(run_dir)
+    trainer = Trainer(config, run_dir, resume=resume, console=console)
+    if trainer.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(trainer.config.to_yaml())
+        shutil.copyfile(Path(trainer.config.data) / "labels.json", run_dir / "labels.json")
+        if console is not None:
+            console.print(f"run directory: {run_dir}")
+    trainer.accelerator.wait_for_everyone()
+    results = trainer.fit()
+    if trainer.main:
+        write_json_atomic(run_dir / "results.json", results)
+        plot_curves(MetricsLog(run_dir / "metrics.jsonl").records(), results["selection_metric"],
+                    run_dir / "curves.png")
+        if console is not None:
+            console.print(summary_table(results))
+            console.print(f"results: {run_dir / 'results.json'}")
+    return results
