@@ -111,6 +111,13 @@ class Tower(nn.Module):
         return self.project(self.pool(state))
 
 
+def run_layers(tower: Tower, state: TowerState, start: int, stop: int) -> TowerState:
+    """Layers ``start`` to ``stop - 1`` on the plain sequence (no extra tokens)."""
+    for i in range(start, stop):
+        state, _ = tower.run_layer(i, state)
+    return state
+
+
 def _all_valid(hidden: torch.Tensor) -> torch.Tensor:
     return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
 

@@ -3,6 +3,11 @@
 ``model(pixel_values=..., input_ids=..., attention_mask=..., labels=None)`` returns a
 :class:`ClassifierOutput`; the backbone stays frozen and in eval mode; the trainable
 parameters are exactly those outside ``model.backbone`` (unless a method says otherwise).
+
+Most methods split into a *frozen prefix* (embeddings and the bottom layers of each
+tower, which depend only on the inputs) and the rest. Such a method returns the prefix
+depth from :meth:`frozen_prefix` and implements :meth:`classify_prefix`; the prefix
+states can then be computed once and cached across epochs (``model(prefix=...)``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone
+from ..backbones import Backbone, TowerState
+from ..backbones.towers import run_layers
 from .config import MethodConfig
 
 
@@ -51,13 +57,39 @@ class MultimodalClassifier(nn.Module):
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return F.cross_entropy(logits, labels)
 
-    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
-        """Return logits (B, num_classes). Implemented by each method."""
+    # --- the frozen prefix -----------------------------------------------------------------
+    def frozen_prefix(self) -> tuple[int, int] | None:
+        """How many bottom (text, vision) layers run frozen on the inputs alone; None if not separable."""
+        return None
+
+    def encode_prefix(self, pixel_values, input_ids, attention_mask=None, **text_kwargs
+                      ) -> tuple[TowerState, TowerState]:
+        """States of both towers at the input of the first layer that is not frozen prefix."""
+        text_depth, vision_depth = self.frozen_prefix()
+        text, vision = self.backbone.text, self.backbone.vision
+        with torch.no_grad():  # nothing below needs gradients
+            t_state = text.embed(input_ids=input_ids, attention_mask=attention_mask, **text_kwargs)
+            v_state = vision.embed(pixel_values=pixel_values)
+            return run_layers(text, t_state, 0, text_depth), run_layers(vision, v_state, 0, vision_depth)
+
+    def classify_prefix(self, text_state: TowerState, vision_state: TowerState) -> torch.Tensor:
+        """Logits from prefix states. Implemented by methods that define :meth:`frozen_prefix`."""
         raise NotImplementedError
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask=None,
-                labels: torch.Tensor | None = None, **text_kwargs) -> ClassifierOutput:
-        logits = self.classify(pixel_values, input_ids, attention_mask, **text_kwargs)
+    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
+        """Return logits (B, num_classes); methods without a frozen prefix override this."""
+        if self.frozen_prefix() is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement classify or frozen_prefix")
+        return self.classify_prefix(*self.encode_prefix(pixel_values, input_ids, attention_mask, **text_kwargs))
+
+    def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                attention_mask=None, labels: torch.Tensor | None = None,
+                prefix: tuple[TowerState, TowerState] | None = None, **text_kwargs) -> ClassifierOutput:
+        """Logits (and loss with ``labels``) from raw inputs, or from cached ``prefix`` states."""
+        if prefix is not None:
+            logits = self.classify_prefix(*prefix)
+        else:
+            logits = self.classify(pixel_values, input_ids, attention_mask, **text_kwargs)
         return ClassifierOutput(logits, None if labels is None else self.loss(logits, labels))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -15,7 +15,8 @@ from torch import nn
 from ...backbones import Backbone, Tower, TowerState
 from ..base import MultimodalClassifier
 from ..late_fusion.model import embedding, fusion_head
-from ..mitp.model import interaction_layers, run_layers
+from ...backbones.towers import run_layers
+from ..mitp.model import interaction_layers
 from .config import DeepPromptsConfig
 
 
@@ -48,13 +49,12 @@ class DeepPrompts(MultimodalClassifier):
         self.vision_prompts = prompt_list(steps, length, vision.width, std)
         self.head = fusion_head(vision.embed_dim + text.embed_dim, config.num_classes)
 
-    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
+    def frozen_prefix(self) -> tuple[int, int]:
+        # Frozen layers below each tower's first prompted layer.
+        return self.text_layers[0], self.vision_layers[0]
+
+    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
         text, vision = self.backbone.text, self.backbone.vision
-        # Frozen layers below each tower's first prompted layer never need gradients.
-        with torch.no_grad():
-            t_state = run_layers(text, text.embed(input_ids=input_ids, attention_mask=attention_mask,
-                                                  **text_kwargs), 0, self.text_layers[0])
-            v_state = run_layers(vision, vision.embed(pixel_values=pixel_values), 0, self.vision_layers[0])
         t_state = run_prompted(text, t_state, self.text_layers, self.text_prompts)
         v_state = run_prompted(vision, v_state, self.vision_layers, self.vision_prompts)
         return self.head(torch.cat([embedding(vision, v_state), embedding(text, t_state)], dim=-1))

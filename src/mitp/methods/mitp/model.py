@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...backbones import Backbone, Tower, TowerState
+from ...backbones import Backbone, TowerState
+from ...backbones.towers import run_layers
 from ..base import MultimodalClassifier
 from ..config import ConfigError
 from .config import MITPConfig
@@ -73,12 +74,6 @@ class MemoryHub(nn.Module):
         return self.text_norm(m_t), self.vision_norm(m_v)
 
 
-def run_layers(tower: Tower, state: TowerState, start: int, stop: int) -> TowerState:
-    for i in range(start, stop):
-        state, _ = tower.run_layer(i, state)
-    return state
-
-
 class MITP(MultimodalClassifier):
     """Memory-Inspired Temporal Prompt Interaction on a frozen two-tower backbone."""
 
@@ -119,16 +114,14 @@ class MITP(MultimodalClassifier):
         """Map from the hub's vision memory to the vision prompts of step ``step + 1``."""
         return self.text_to_vision if self.generators is None else self.generators[step]
 
-    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
-        text, vision = self.backbone.text, self.backbone.vision
-        t_pos, v_pos = self.text_layers[0], self.vision_layers[0]
-        # Frozen layers below the first interaction layer never need gradients.
-        with torch.no_grad():
-            t_state = run_layers(text, text.embed(input_ids=input_ids, attention_mask=attention_mask,
-                                                  **text_kwargs), 0, t_pos)
-            v_state = run_layers(vision, vision.embed(pixel_values=pixel_values), 0, v_pos)
+    def frozen_prefix(self) -> tuple[int, int]:
+        # Layers below the first interaction layer see no prompts: frozen, input-only.
+        return self.text_layers[0], self.vision_layers[0]
 
-        p_t, p_v = self.initial_prompts(input_ids.shape[0])
+    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
+        text, vision = self.backbone.text, self.backbone.vision
+        t_pos, v_pos = self.frozen_prefix()
+        p_t, p_v = self.initial_prompts(t_state.hidden.shape[0])
         memory = None
         last = len(self.text_layers) - 1
         for step, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):

@@ -28,11 +28,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...backbones import Backbone
+from ...backbones import Backbone, TowerState
+from ...backbones.towers import run_layers
 from ..base import MultimodalClassifier
 from ..config import ConfigError
 from ..late_fusion.model import embedding
-from ..mitp.model import run_layers
 from .config import PMFConfig
 
 
@@ -79,15 +79,13 @@ class PMF(MultimodalClassifier):
         self.text_head = nn.Linear(text.embed_dim, config.num_classes)
         self.vision_head = nn.Linear(vision.embed_dim, config.num_classes)
 
-    def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
-        text, vision = self.backbone.text, self.backbone.vision
-        batch, length = input_ids.shape[0], self.config.prompt_length
-        # Frozen layers below the first fusion layer never need gradients.
-        with torch.no_grad():
-            t_state = run_layers(text, text.embed(input_ids=input_ids, attention_mask=attention_mask,
-                                                  **text_kwargs), 0, self.text_layers[0])
-            v_state = run_layers(vision, vision.embed(pixel_values=pixel_values), 0, self.vision_layers[0])
+    def frozen_prefix(self) -> tuple[int, int]:
+        # Layers below the first fusion layer run once, frozen, on the inputs alone.
+        return self.text_layers[0], self.vision_layers[0]
 
+    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
+        text, vision = self.backbone.text, self.backbone.vision
+        batch, length = t_state.hidden.shape[0], self.config.prompt_length
         for k, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):
             t_prompts, v_prompts = self.text_prompts[k], self.vision_prompts[k]
             # Pass 1 (query): keep only the query prompts' outputs.
