@@ -43,6 +43,8 @@ class TrainConfig(ValidatedConfig):
     max_text_length: int | None = None
     on_bad_sample: str = "error"
     checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
+    cache_prefix: bool = False      # cache the frozen prefix's states on disk after the first pass
+    cache_dir: str | None = None    # default: $MITP_CACHE/prefix (~/.cache/mitp/prefix)
     log_every_steps: int = 10
 
     def check(self) -> None:

@@ -100,18 +100,28 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     return RunParts(resolved(config, method_config), backbone, datasets, model)
 
 
+def plain_forward(model, batch: dict, labels: bool = True):
+    inputs = model_inputs(batch)
+    if not labels:
+        inputs.pop("labels", None)
+    return model(**inputs)
+
+
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5) -> dict:
-    """Metrics and mean loss over a loader; samples are gathered across processes without duplicates."""
+def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5, forward=None) -> dict:
+    """Metrics and mean loss over a loader; samples are gathered across processes without duplicates.
+
+    ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs).
+    """
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
+    forward = forward or (lambda batch: plain_forward(model, batch, labels=False))
     all_logits, all_labels = [], []
     for batch in loader:
         if len(batch["ids"]) == 0:
             continue
-        inputs = model_inputs(batch)
-        labels = inputs.pop("labels")
-        logits = model(**inputs).logits
+        labels = batch["labels"]
+        logits = forward(batch).logits
         logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
@@ -132,12 +142,34 @@ class Trainer:
         self.task = self.parts.model.config.task
         self.selection = SELECTION_METRIC[self.task]
         n = self.accelerator.num_processes
+        self.stores = self._open_stores(n)
         for key, size in (("train.batch_size", self.config.train.batch_size),
                           ("eval.batch_size", self.config.eval_batch_size())):
             if size % n:
                 raise ConfigError(key, f"{size} is not divisible by the {n} processes")
 
     # --- setup -------------------------------------------------------------------------------
+    def _open_stores(self, num_processes: int) -> dict:
+        """Prefix caches per split when ``train.cache_prefix`` is on and the method has a frozen prefix."""
+        if not self.config.train.cache_prefix:
+            return {}
+        model = self.parts.model
+        depths = model.frozen_prefix()
+        if depths is None:
+            self._log(f"train.cache_prefix: {self.config.method} trains its whole backbone; nothing to cache")
+            return {}
+        if num_processes > 1:
+            raise ConfigError("train.cache_prefix", "is supported in single-process runs only")
+        from ..prefix_cache import default_root, open_store
+
+        root = Path(self.config.train.cache_dir) if self.config.train.cache_dir else default_root()
+        stores = {split: open_store(root, ds, self.parts.backbone, depths)
+                  for split, ds in self.parts.datasets.items()}
+        size = sum(store.disk_bytes() for store in stores.values()) / 2**20
+        self._log(f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB "
+                  f"when full, under {root}; safe to delete at any time")
+        return stores
+
     def _loaders(self):
         t, seed = self.config.train, self.config.seed
         ds = self.parts.datasets
@@ -145,6 +177,33 @@ class Trainer:
         val = make_dataloader(ds["val"], self.config.eval_batch_size(), shuffle=False, num_workers=t.num_workers)
         test = make_dataloader(ds["test"], self.config.eval_batch_size(), shuffle=False, num_workers=t.num_workers)
         return train, val, test
+
+    def _cached_loader(self, split: str, loader):
+        """Once a split's prefix cache is full, a loader of ids and labels only (same order)."""
+        store = self.stores.get(split)
+        if store is None or not store.complete:
+            return loader
+        from ..prefix_cache import CachedSplit
+
+        t = self.config.train
+        size = t.batch_size if split == "train" else self.config.eval_batch_size()
+        cached = make_dataloader(CachedSplit(self.parts.datasets[split]), size, shuffle=split == "train",
+                                 seed=self.config.seed)
+        return self.accelerator.prepare(cached)
+
+    def _forward(self, batch: dict, split: str, labels: bool = True):
+        """The model on a batch, through the split's prefix cache when there is one."""
+        store = self.stores.get(split)
+        if store is None:
+            return plain_forward(self.model, batch, labels)
+        ids = batch["ids"]
+        if "pixel_values" in batch or not store.has(ids):
+            inputs = model_inputs(batch)
+            inputs.pop("labels", None)
+            prefix = self.accelerator.unwrap_model(self.model).encode_prefix(**inputs)
+            store.put(ids, *prefix)
+        prefix = store.get(ids, device=self.accelerator.device)  # fp16-rounded, as every later epoch sees it
+        return self.model(prefix=prefix, labels=batch["labels"] if labels else None)
 
     def _log(self, message: str) -> None:
         if self.main and self.console is not None:
@@ -186,8 +245,9 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         for epoch in range(pos["epoch"], t.epochs):
             model.train()
-            train_loader.set_epoch(epoch)
-            loader = acc.skip_first_batches(train_loader, pos["batch"]) if pos["batch"] else train_loader
+            epoch_loader = self._cached_loader("train", train_loader)
+            epoch_loader.set_epoch(epoch)
+            loader = acc.skip_first_batches(epoch_loader, pos["batch"]) if pos["batch"] else epoch_loader
             with self._progress(len(train_loader), pos["batch"], epoch) as advance:
                 for batch in loader:
                     pos["batch"] += 1
@@ -195,7 +255,7 @@ class Trainer:
                     if len(batch["ids"]) == 0:
                         continue
                     with acc.accumulate(model):
-                        loss = model(**model_inputs(batch)).loss
+                        loss = self._forward(batch, "train").loss
                         acc.backward(loss)
                         if acc.sync_gradients and t.max_grad_norm is not None:
                             acc.clip_grad_norm_(params, t.max_grad_norm)
@@ -232,7 +292,7 @@ class Trainer:
                     "lr": lr}]
         improved = False
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
-            val = evaluate(self.model, val_loader, acc, self.task, self.config.eval.threshold)
+            val = self._evaluate("val", val_loader)
             records.append({"epoch": epoch + 1, "step": pos["step"], "split": "val", "metrics": val["metrics"],
                             "loss": val["loss"], "lr": lr})
             score = val["metrics"][self.selection]
@@ -254,7 +314,13 @@ class Trainer:
                    train_seconds=time.perf_counter() - started)
         self._save_last(unwrapped, pos)
 
+    def _evaluate(self, split: str, loader) -> dict:
+        return evaluate(self.model, self._cached_loader(split, loader), self.accelerator, self.task,
+                        self.config.eval.threshold, forward=lambda batch: self._forward(batch, split, labels=False))
+
     def _save(self, unwrapped, name: str, state: dict | None = None) -> None:
+        for store in self.stores.values():
+            store.flush()
         self.accelerator.wait_for_everyone()
         if self.main:
             save_checkpoint_dir(self.run_dir, name, unwrapped, state)
@@ -269,8 +335,8 @@ class Trainer:
         acc = self.accelerator
         best_dir = checkpoint_dir(self.run_dir, "best")
         load_trainable(unwrapped, best_dir / "trainable.safetensors")
-        val = evaluate(self.model, val_loader, acc, self.task, self.config.eval.threshold)
-        test = evaluate(self.model, test_loader, acc, self.task, self.config.eval.threshold)
+        val = self._evaluate("val", val_loader)
+        test = self._evaluate("test", test_loader)
         breakdown = parameter_breakdown(unwrapped)
         memory, memory_kind = peak_memory_mb(acc.device)
         return {

@@ -1,0 +1,158 @@
+"""Frozen-prefix activation cache: the towers' states below the first trainable layer, on disk.
+
+A method's frozen prefix (embeddings plus the bottom layers of each tower) depends only on
+its inputs, which are deterministic here (no augmentation). The first pass over a split
+stores, per sample, both towers' hidden states at the first non-prefix layer (fp16,
+memory-mapped) plus the text mask and pooling position; later passes read them and run
+only the upper layers.
+
+The store lives in ``<root>/<key>/``; the key hashes the manifest split's bytes, the
+backbone (spec, shapes, a fingerprint of its weights), the prefix depths and the
+preprocessing, so any change selects a different store. A row counts only once its
+``filled`` flag is set, after its data were written: deleting the directory at any time,
+or killing a run mid-write, costs recomputation and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import TowerState
+
+FORMAT_VERSION = 1
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("MITP_CACHE", Path.home() / ".cache" / "mitp")) / "prefix"
+
+
+def backbone_fingerprint(backbone) -> str:
+    """A cheap hash of the backbone's identity: spec, shapes and a sample of every weight tensor."""
+    digest = hashlib.sha256(json.dumps([backbone.spec, backbone.shapes()], sort_keys=True).encode())
+    for name, param in backbone.state_dict().items():
+        flat = param.detach().reshape(-1)
+        digest.update(name.encode())
+        digest.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: str, max_length: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(Path(manifest).read_bytes())
+    meta = {"version": FORMAT_VERSION, "backbone": backbone_fingerprint(backbone), "depths": list(depths),
+            "preprocessing": preprocessing, "max_length": max_length}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+class PrefixStore:
+    """Per-sample prefix states of one split, memory-mapped from ``directory``."""
+
+    FILES = ("text_hidden", "text_valid", "text_pool", "vision_hidden", "filled")
+
+    def __init__(self, directory: Path, ids: list[str], text_shape: tuple[int, int], vision_shape: tuple[int, int]):
+        self.directory = Path(directory)
+        self.index = {sample_id: i for i, sample_id in enumerate(ids)}
+        n, (length, d_t), (tokens, d_v) = len(ids), text_shape, vision_shape
+        shapes = {"text_hidden": ((n, length, d_t), np.float16), "text_valid": ((n, length), np.bool_),
+                  "text_pool": ((n,), np.int64), "vision_hidden": ((n, tokens, d_v), np.float16),
+                  "filled": ((n,), np.bool_)}
+        meta = {"samples": n, "text_shape": [length, d_t], "vision_shape": [tokens, d_v], "ids_sha":
+                hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+        meta_path = self.directory / "meta.json"
+        if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+            shutil.rmtree(self.directory)  # same key, other layout: an older format; rebuild
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.arrays = {}
+        for name, (shape, dtype) in shapes.items():
+            path = self.directory / f"{name}.npy"
+            if not path.exists():
+                np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+            self.arrays[name] = np.load(path, mmap_mode="r+")
+        meta_path.write_text(json.dumps(meta))
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.arrays["filled"].all())
+
+    def rows(self, ids: list[str]) -> np.ndarray:
+        return np.array([self.index[i] for i in ids], dtype=np.int64)
+
+    def has(self, ids: list[str]) -> bool:
+        return bool(self.arrays["filled"][self.rows(ids)].all())
+
+    def put(self, ids: list[str], text: TowerState, vision: TowerState) -> None:
+        rows = self.rows(ids)
+        length = text.hidden.shape[1]
+        a = self.arrays
+        a["text_hidden"][rows] = 0
+        a["text_hidden"][rows, :length] = text.hidden.detach().to(torch.float16).cpu().numpy()
+        a["text_valid"][rows] = False
+        a["text_valid"][rows, :length] = text.valid.cpu().numpy()
+        a["text_pool"][rows] = text.pool_index.cpu().numpy()
+        a["vision_hidden"][rows] = vision.hidden.detach().to(torch.float16).cpu().numpy()
+        a["filled"][rows] = True  # last: a row is valid only once its data are in
+
+    def get(self, ids: list[str], dtype=torch.float32, device="cpu") -> tuple[TowerState, TowerState]:
+        rows = self.rows(ids)
+        a = self.arrays
+        valid = torch.from_numpy(a["text_valid"][rows])
+        length = max(1, int(valid.sum(1).max()))  # trim to the longest text, as batching would
+        text = TowerState(torch.from_numpy(a["text_hidden"][rows, :length]).to(device, dtype),
+                          valid[:, :length].to(device), torch.from_numpy(a["text_pool"][rows]).to(device))
+        vision_hidden = torch.from_numpy(a["vision_hidden"][rows]).to(device, dtype)
+        vision = TowerState(vision_hidden, torch.ones(vision_hidden.shape[:2], dtype=torch.bool, device=device),
+                            torch.zeros(len(rows), dtype=torch.long, device=device))
+        return text, vision
+
+    def flush(self) -> None:
+        for array in self.arrays.values():
+            array.flush()
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
+
+
+def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
+    """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
+    manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
+    pre = dataset.preprocessor
+    key = cache_key(manifest, backbone, depths, pre.description + repr(pre.image_transform), pre.max_length)
+    tokens = _vision_tokens(backbone)
+    return PrefixStore(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
+                       (tokens, backbone.vision.width))
+
+
+def _vision_tokens(backbone) -> int:
+    """Sequence length of the vision tower for its own image size (one dummy image, no grad)."""
+    size = backbone.image_size
+    param = next(backbone.vision.parameters())
+    with torch.no_grad():
+        state = backbone.vision.embed(pixel_values=torch.zeros(1, 3, size, size, dtype=param.dtype,
+                                                               device=param.device))
+    return state.hidden.shape[1]
+
+
+class CachedSplit(torch.utils.data.Dataset):
+    """A split whose prefix states are all cached: items are ids and labels, no image decoding."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.dataset.samples[i]
+        return {"id": sample.id, "label": self.dataset.encode_label(sample)}
+
+    @staticmethod
+    def collate(items: list[dict]) -> dict:
+        return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]), "skipped": []}

@@ -1,0 +1,104 @@
+"""Frozen-prefix cache: same logits to fp16 tolerance, invalidation, no re-decoding, safe to delete."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
+from mitp.methods import build_model, make_config
+from mitp.prefix_cache import cache_key, open_store
+from mitp.synthetic import write_toy_dataset
+from mitp.train.config import load_run_config
+from mitp.train.loop import Trainer
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+CACHED_METHODS = {"mitp": {"num_steps": 2}, "deep_prompts": {"num_steps": 2}, "pmf": {}}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+
+
+def first_batch(dataset, size=8):
+    return next(iter(make_dataloader(dataset, size, shuffle=False)))
+
+
+@pytest.mark.parametrize("method", CACHED_METHODS)
+def test_cached_prefix_gives_the_same_logits_to_fp16_tolerance(method, toy, tiny_backbone, tmp_path):
+    model = build_model(make_config(method, num_classes=4, **CACHED_METHODS[method]), tiny_backbone).eval()
+    dataset = build_datasets(toy, tiny_backbone, splits=("train",))["train"]
+    store = open_store(tmp_path, dataset, tiny_backbone, model.frozen_prefix())
+    batch = first_batch(dataset)
+    inputs = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+    with torch.no_grad():
+        direct = model(**inputs).logits
+        store.put(batch["ids"], *model.encode_prefix(**inputs))
+        cached = model(prefix=store.get(batch["ids"])).logits
+    assert store.has(batch["ids"]) and not store.complete
+    assert torch.allclose(cached, direct, atol=2e-3, rtol=1e-2)
+    assert not torch.equal(cached, direct), "cached states are fp16: not bit-identical"
+
+
+def test_cache_key_changes_with_manifest_backbone_and_layers(toy, tiny_clip, tiny_pair, tmp_path):
+    dataset = build_datasets(toy, tiny_clip, splits=("train",))["train"]
+    manifest = Path(toy) / "train.jsonl"
+    key = cache_key(manifest, tiny_clip, (3, 4), "pre", 32)
+    assert key == cache_key(manifest, tiny_clip, (3, 4), "pre", 32)
+    assert key != cache_key(manifest, tiny_clip, (2, 4), "pre", 32)
+    assert key != cache_key(manifest, tiny_pair, (3, 4), "pre", 32)
+    assert key != cache_key(manifest, tiny_clip, (3, 4), "other preprocessing", 32)
+    changed = tmp_path / "train.jsonl"
+    changed.write_text(manifest.read_text().replace("apple", "amber", 1))
+    assert key != cache_key(changed, tiny_clip, (3, 4), "pre", 32)
+    # other weights under the same spec: a different backbone
+    from mitp.backbones import build_backbone
+
+    other = build_backbone("tiny-clip")
+    with torch.no_grad():
+        other.text.layers[0].mlp.fc1.weight.mul_(1.5)
+    assert key != cache_key(manifest, other, (3, 4), "pre", 32)
+    assert open_store(tmp_path / "c", dataset, tiny_clip, (3, 4)).directory != \
+        open_store(tmp_path / "c", dataset, tiny_clip, (2, 4)).directory
+
+
+def run_trainer(toy, tmp_path, name, cache_dir=None, epochs=3):
+    overrides = [f"data={toy}", f"train.epochs={epochs}"]
+    if cache_dir is not None:
+        overrides += ["train.cache_prefix=true", f"train.cache_dir={cache_dir}"]
+    trainer = Trainer(load_run_config(CONFIG, overrides), tmp_path / name)
+    (tmp_path / name).mkdir()
+    return trainer.fit()
+
+
+def test_training_with_the_cache_decodes_each_image_once_and_matches(toy, tmp_path, monkeypatch):
+    plain = run_trainer(toy, tmp_path, "plain")
+    loads = []
+    original = ManifestDataset.load
+    monkeypatch.setattr(ManifestDataset, "load", lambda self, i: loads.append((self.split, i)) or original(self, i))
+    cached = run_trainer(toy, tmp_path, "cached", cache_dir=tmp_path / "cache")
+    # 3 epochs, validation every epoch and a final val+test pass: every sample decoded exactly once
+    assert sorted(loads) == sorted(set(loads)) and len(loads) == 32 + 16 + 16
+    for split in ("val", "test"):
+        assert cached[split]["accuracy"] == pytest.approx(plain[split]["accuracy"], abs=1 / 16 + 1e-9)
+    assert cached["test_loss"] == pytest.approx(plain["test_loss"], abs=1e-2)
+
+    # safe to delete: a fresh run rebuilds the store from scratch and gets the same results
+    shutil.rmtree(tmp_path / "cache")
+    again = run_trainer(toy, tmp_path, "again", cache_dir=tmp_path / "cache")
+    assert again["test"] == cached["test"] and again["test_loss"] == pytest.approx(cached["test_loss"], abs=1e-6)
+
+
+def test_partially_filled_store_recomputes_missing_rows(toy, tiny_clip, tmp_path):
+    model = build_model(make_config("mitp", num_classes=4, num_steps=2), tiny_clip).eval()
+    dataset = build_datasets(toy, tiny_clip, splits=("val",))["val"]
+    store = open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix())
+    batch = first_batch(dataset, 4)
+    store.put(batch["ids"], *model.encode_prefix(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}))
+    store.flush()
+    reopened = open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix())
+    assert reopened.has(batch["ids"]) and not reopened.complete
+    assert json.loads((reopened.directory / "meta.json").read_text())["samples"] == 16
