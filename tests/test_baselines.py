@@ -5,16 +5,16 @@ full_finetune flips requires_grad on the backbone it is given, so its tests buil
 backbone with build_backbone(spec) instead of using the session-scoped fixtures.
 """
 
-import math
 
 import pytest
+from toy_training import assert_loss_falls, toy_losses
 import torch
 from safetensors.torch import load_file
 
 from mitp.backbones import build_backbone
 from mitp.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from mitp.methods import ConfigError, build_model, make_config
-from mitp.synthetic import NUM_CLASSES, toy_batch
+from mitp.synthetic import NUM_CLASSES
 
 SPECS = ["tiny-clip", "tiny-pair"]
 METHODS = ["late_fusion", "deep_prompts", "pmf", "full_finetune"]
@@ -133,16 +133,7 @@ def test_loss_falls_on_a_task_that_needs_both_modalities(method, spec, shared):
     model = build_model(make_config(method, num_classes=NUM_CLASSES), backbone).train()
     # Full fine-tuning moves the towers too (at lr * backbone_lr_scale), so its head lr is lower.
     optimizer = torch.optim.AdamW(model.param_groups(3e-3 if method == "full_finetune" else 1e-2))
-    generator = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(30):
-        loss = model(**toy_batch(backbone, 32, generator=generator)).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[0] > math.log(NUM_CLASSES) - 0.3
-    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
+    assert_loss_falls(toy_losses(model, backbone, optimizer, steps=30))
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -42,11 +42,12 @@ class Tower(nn.Module):
     modality: str = ""
     causal: bool = False
 
-    def __init__(self, layers: nn.ModuleList, width: int, embed_dim: int):
+    def __init__(self, layers: nn.ModuleList, width: int, projection: nn.Module | None = None):
         super().__init__()
         self.layers = layers
         self.width = width
-        self.embed_dim = embed_dim
+        self.projection = projection
+        self.embed_dim = projection.out_features if projection is not None else width
 
     @property
     def num_layers(self) -> int:
@@ -65,8 +66,8 @@ class Tower(nn.Module):
         raise NotImplementedError
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Map the pooled vector into the joint embedding space (identity if none)."""
-        return pooled
+        """Map the pooled vector into the joint embedding space (identity if the model has none)."""
+        return pooled if self.projection is None else self.projection(pooled)
 
     # --- shared ------------------------------------------------------------------
     def attention_mask(self, state: TowerState, num_extra: int) -> torch.Tensor | None:
@@ -133,12 +134,9 @@ class CLIPTextTower(Tower):
     causal = True
 
     def __init__(self, text_model: nn.Module, projection: nn.Module | None):
-        width = text_model.config.hidden_size
-        embed_dim = projection.out_features if projection is not None else width
-        super().__init__(text_model.encoder.layers, width, embed_dim)
+        super().__init__(text_model.encoder.layers, text_model.config.hidden_size, projection)
         self.embeddings = text_model.embeddings
         self.final_layer_norm = text_model.final_layer_norm
-        self.projection = projection
         self.eos_token_id = text_model.config.eos_token_id
 
     def eos_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -159,9 +157,6 @@ class CLIPTextTower(Tower):
         hidden = self.final_states(state.hidden)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), state.pool_index]
 
-    def project(self, pooled):
-        return pooled if self.projection is None else self.projection(pooled)
-
 
 class CLIPVisionTower(Tower):
     """CLIP vision transformer: pre-norm embeddings, pools the class token, then projects."""
@@ -169,13 +164,10 @@ class CLIPVisionTower(Tower):
     modality = "image"
 
     def __init__(self, vision_model: nn.Module, projection: nn.Module | None):
-        width = vision_model.config.hidden_size
-        embed_dim = projection.out_features if projection is not None else width
-        super().__init__(vision_model.encoder.layers, width, embed_dim)
+        super().__init__(vision_model.encoder.layers, vision_model.config.hidden_size, projection)
         self.embeddings = vision_model.embeddings
         self.pre_layrnorm = vision_model.pre_layrnorm
         self.post_layernorm = vision_model.post_layernorm
-        self.projection = projection
 
     def embed(self, pixel_values: torch.Tensor, **_) -> TowerState:
         hidden = self.pre_layrnorm(self.embeddings(pixel_values))
@@ -183,9 +175,6 @@ class CLIPVisionTower(Tower):
 
     def pool(self, state):
         return self.post_layernorm(state.hidden[:, 0])
-
-    def project(self, pooled):
-        return pooled if self.projection is None else self.projection(pooled)
 
 
 class BertTextTower(Tower):
@@ -202,8 +191,7 @@ class BertTextTower(Tower):
             raise ValueError(f"BERT pooling must be 'mean' or 'cls', got {pooling!r}")
         if pooling == "cls" and getattr(bert_model, "pooler", None) is None:
             raise ValueError("BERT pooling 'cls' needs a model with a pooler layer")
-        width = bert_model.config.hidden_size
-        super().__init__(bert_model.encoder.layer, width, width)
+        super().__init__(bert_model.encoder.layer, bert_model.config.hidden_size)
         self.embeddings = bert_model.embeddings
         self.pooler = bert_model.pooler if pooling == "cls" else None
         self.pooling = pooling
@@ -227,8 +215,7 @@ class ViTImageTower(Tower):
 
     def __init__(self, vit_model: nn.Module):
         layers = vit_model.encoder.layer if hasattr(vit_model, "encoder") else vit_model.layers
-        width = vit_model.config.hidden_size
-        super().__init__(layers, width, width)
+        super().__init__(layers, vit_model.config.hidden_size)
         self.embeddings = vit_model.embeddings
         self.layernorm = vit_model.layernorm
 

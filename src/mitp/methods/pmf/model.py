@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from ...backbones import Backbone, TowerState
-from ...backbones.towers import run_layers
 from ..base import MultimodalClassifier
 from ..config import ConfigError
 from ..late_fusion.model import embedding

@@ -1,0 +1,25 @@
+"""A few optimizer steps on the generated two-modality task (shared by method tests)."""
+
+import math
+
+import torch
+
+from mitp.synthetic import NUM_CLASSES, toy_batch
+
+
+def toy_losses(model, backbone, optimizer, steps: int = 30, batch_size: int = 32) -> list[float]:
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        loss = model(**toy_batch(backbone, batch_size, generator=generator)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def assert_loss_falls(losses: list[float]) -> None:
+    assert losses[0] > math.log(NUM_CLASSES) - 0.3, "starts near chance"
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, "falls by a quarter"
