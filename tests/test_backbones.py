@@ -177,3 +177,12 @@ def test_pair_spec_rejects_wrong_model_types(tmp_path):
 def test_bad_specs_raise_named_errors(spec, message):
     with pytest.raises(BackboneError, match=message):
         build_backbone(spec)
+
+
+@pytest.mark.parametrize("spec", ["tiny-clip", "tiny-pair"])
+def test_vision_towers_accept_other_image_sizes(spec):
+    backbone = build_backbone(spec)
+    with torch.no_grad():
+        same = backbone.vision.embed(pixel_values=torch.randn(2, 3, 32, 32)).hidden
+        smaller = backbone.vision.embed(pixel_values=torch.randn(2, 3, 16, 16)).hidden
+    assert same.shape[1] == 1 + 16 and smaller.shape[1] == 1 + 4  # class token + (size / 8) ** 2 patches

@@ -215,3 +215,14 @@ def test_metrics_log_drops_lines_of_unfinished_epochs(tmp_path):
     # killed after logging epoch 2 but before its end-of-epoch checkpoint: resume redoes epoch 2
     log.truncate_after(completed_epochs=1)
     assert [(r["epoch"], r["split"]) for r in log.records()] == [(1, "train"), (1, "val")]
+
+
+def test_image_size_override_trains_and_predicts(toy, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(toy, run, "--set", "train.epochs=1", "--set", "train.image_size=16")) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["image_size"] == 16
+    capsys.readouterr()
+    assert main(["predict", str(run), "--image", str(toy / "images" / "test-0000.png"), "--text", "apple"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"]
+    assert main(train_args(toy, tmp_path / "bad", "--set", "train.image_size=4")) == 2
+    assert "image_size must be >= 14" in capsys.readouterr().err

@@ -125,17 +125,18 @@ def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> Prefix
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
     key = cache_key(manifest, backbone, depths, pre.description + repr(pre.image_transform), pre.max_length)
-    tokens = _vision_tokens(backbone)
+    t = pre.image_transform
+    height, width = t.crop or t.resize_to or (backbone.image_size, backbone.image_size)
+    tokens = _vision_tokens(backbone, height, width)
     return PrefixStore(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
                        (tokens, backbone.vision.width))
 
 
-def _vision_tokens(backbone) -> int:
-    """Sequence length of the vision tower for its own image size (one dummy image, no grad)."""
-    size = backbone.image_size
+def _vision_tokens(backbone, height: int, width: int) -> int:
+    """Sequence length of the vision tower for images of this size (one dummy image, no grad)."""
     param = next(backbone.vision.parameters())
     with torch.no_grad():
-        state = backbone.vision.embed(pixel_values=torch.zeros(1, 3, size, size, dtype=param.dtype,
+        state = backbone.vision.embed(pixel_values=torch.zeros(1, 3, height, width, dtype=param.dtype,
                                                                device=param.device))
     return state.hidden.shape[1]
 

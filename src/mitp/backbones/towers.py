@@ -170,7 +170,9 @@ class CLIPVisionTower(Tower):
         self.post_layernorm = vision_model.post_layernorm
 
     def embed(self, pixel_values: torch.Tensor, **_) -> TowerState:
-        hidden = self.pre_layrnorm(self.embeddings(pixel_values))
+        size = self.embeddings.image_size
+        other_size = tuple(pixel_values.shape[-2:]) != (size, size)  # then interpolate position embeddings
+        hidden = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding=other_size))
         return TowerState(hidden, _all_valid(hidden), _zeros_index(hidden))
 
     def pool(self, state):
@@ -218,10 +220,16 @@ class ViTImageTower(Tower):
         super().__init__(layers, vit_model.config.hidden_size)
         self.embeddings = vit_model.embeddings
         self.layernorm = vit_model.layernorm
+        self.image_size = vit_model.config.image_size
+        self.needs_interpolate_flag = vit_model.config.model_type == "vit"
 
     def embed(self, pixel_values: torch.Tensor, **_) -> TowerState:
         pixel_values = pixel_values.to(next(self.embeddings.parameters()).dtype)
-        hidden = self.embeddings(pixel_values)
+        # ViT must be told to interpolate position embeddings for other sizes; DINOv2 always does.
+        if self.needs_interpolate_flag and tuple(pixel_values.shape[-2:]) != (self.image_size, self.image_size):
+            hidden = self.embeddings(pixel_values, interpolate_pos_encoding=True)
+        else:
+            hidden = self.embeddings(pixel_values)
         return TowerState(hidden, _all_valid(hidden), _zeros_index(hidden))
 
     def final_states(self, hidden):

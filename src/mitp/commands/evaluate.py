@@ -24,8 +24,8 @@ def run(args) -> int:
 
     loaded = load_run(args.run_dir, args.data)
     config = loaded.config
-    dataset = ManifestDataset(config.data, args.split, backbone=loaded.backbone,
-                              max_length=config.train.max_text_length, on_bad_sample=config.train.on_bad_sample)
+    dataset = ManifestDataset(config.data, args.split, config.preprocessor(loaded.backbone),
+                              on_bad_sample=config.train.on_bad_sample)
     if dataset.labels != loaded.labels.labels:
         from ..cli import UserError
 

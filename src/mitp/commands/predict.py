@@ -56,12 +56,11 @@ def run(args) -> int:
     import torch
 
     from ..data.images import open_rgb
-    from ..data.preprocess import Preprocessor
     from ..train.inference import load_run, scores_to_predictions
 
     loaded = load_run(args.run_dir)
     config, model = loaded.config, loaded.model
-    pre = Preprocessor.for_backbone(loaded.backbone, config.train.max_text_length)
+    pre = config.preprocessor(loaded.backbone)
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
 
     def flush(chunk):

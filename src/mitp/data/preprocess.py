@@ -13,7 +13,7 @@ it falls back to :class:`~mitp.data.text.HashTokenizer` and a CLIP-style transfo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -40,10 +40,12 @@ class Preprocessor:
         return self.image_transform(img)
 
     @classmethod
-    def for_backbone(cls, backbone, max_length: int | None = None) -> "Preprocessor":
+    def for_backbone(cls, backbone, max_length: int | None = None, image_size: int | None = None) -> "Preprocessor":
         """The preprocessing ``backbone`` expects; texts are truncated to ``max_length`` tokens.
 
-        ``max_length`` defaults to the text tower's limit and may not exceed it.
+        ``max_length`` defaults to the text tower's limit and may not exceed it. ``image_size``
+        replaces the processor's resize and crop by a square ``image_size`` (mean, std and
+        resampling kept): smaller images for speed; the towers interpolate position embeddings.
         """
         fmt = backbone.text_format
         if max_length is None:
@@ -66,6 +68,11 @@ class Preprocessor:
         else:
             transform = image_transform_from_pretrained(backbone.vision_source)
             image_desc = f"image processor of {backbone.vision_source}"
+        if image_size is not None:
+            if image_size < 14:
+                raise ValueError(f"image_size must be >= 14 pixels, got {image_size}")
+            transform = replace(transform, shortest_edge=None, resize_to=(image_size, image_size), crop=None)
+            image_desc += f", resized to {image_size}x{image_size}"
         return cls(tokenize, transform, int(pad), max_length, f"{text_desc}; {image_desc}")
 
 

@@ -41,6 +41,7 @@ class TrainConfig(ValidatedConfig):
     mixed_precision: str = "no"     # bf16 / fp16 where the device supports it
     num_workers: int = 0
     max_text_length: int | None = None
+    image_size: int | None = None   # override the image processor's size (e.g. smaller on a CPU)
     on_bad_sample: str = "error"
     checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
     cache_prefix: bool = False      # cache the frozen prefix's states on disk after the first pass
@@ -114,6 +115,15 @@ class RunConfig:
 
     def eval_batch_size(self) -> int:
         return self.eval.batch_size or self.train.batch_size
+
+    def preprocessor(self, backbone):
+        """The run's preprocessing: the backbone's own, with the text length and image size set here."""
+        from ..data.preprocess import Preprocessor
+
+        try:
+            return Preprocessor.for_backbone(backbone, self.train.max_text_length, self.train.image_size)
+        except ValueError as err:
+            raise ConfigError("train", str(err)) from err
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

@@ -91,7 +91,7 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     if not (data_dir / "labels.json").is_file():
         raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
-    datasets = build_datasets(data_dir, backbone, max_length=config.train.max_text_length,
+    datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
                               on_bad_sample=config.train.on_bad_sample, splits=splits)
     any_split = next(iter(datasets.values()))
     method_config = resolve_method_config(config, any_split.num_classes, any_split.task)
