@@ -78,8 +78,8 @@ class Tower(nn.Module):
         """
         hidden = state.hidden
         batch, length = state.valid.shape
-        if not self.causal and num_extra == 0 and bool(state.valid.all()):
-            return None  # nothing to mask: lets SDPA pick its fastest kernel
+        if not self.causal and bool(state.valid.all()):
+            return None  # everything sees everything: no mask lets SDPA pick its fastest kernel
         device = hidden.device
         keys_valid = torch.cat([state.valid, state.valid.new_ones(batch, num_extra)], dim=1)
         allowed = keys_valid[:, None, :].expand(batch, length + num_extra, length + num_extra).clone()

@@ -54,6 +54,14 @@ def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str
     return factor
 
 
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over the method's parameter groups; the fused kernel where torch has one (much faster)."""
+    groups = model.param_groups(lr)
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
@@ -212,7 +220,7 @@ class Trainer:
     def fit(self) -> dict:
         acc, t = self.accelerator, self.config.train
         model = self.parts.model
-        optimizer = torch.optim.AdamW(model.param_groups(t.lr), lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = make_optimizer(model, t.lr, t.weight_decay)
         train_loader, val_loader, test_loader = self._loaders()
         steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum_steps)
         total_steps = steps_per_epoch * t.epochs

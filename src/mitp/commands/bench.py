@@ -1,0 +1,78 @@
+"""``mitp bench``: training-step time, peak memory and inference speed of every method, side by side."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    from ..bench import DEFAULT_METHODS
+
+    p = subparsers.add_parser(
+        "bench", help="time training steps and inference, and measure training memory, for several methods",
+        description="One fresh worker process per method, all on the same backbone (random weights); the "
+                    "methods are asked in turn, round after round, so machine drift hits all of them alike.")
+    p.add_argument("--backbone", default="shape:clip-vit-base-patch16",
+                   help="backbone spec (default: shape:clip-vit-base-patch16)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated method names (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
+    p.add_argument("--steps", type=int, default=3,
+                   help="timed training steps and inference passes per method per round (default: 3)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all methods (default: 3)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed training steps and inference passes per method first (default: 2)")
+    p.add_argument("--seq-len", type=int, default=32, help="text length in tokens (default: 32)")
+    p.add_argument("--num-classes", type=int, default=101, help="classes of the head (default: 101)")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: every available core)")
+    p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
+    p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
+    p.set_defaults(func=run)
+
+
+def command_line(args) -> str:
+    """The command that reproduces this run, every setting spelled out."""
+    parts = ["mitp", "bench", "--backbone", args.backbone, "--methods", args.methods, "--batch-size",
+             str(args.batch_size), "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup",
+             str(args.warmup), "--seq-len", str(args.seq_len), "--num-classes", str(args.num_classes)]
+    for flag, value in (("--device", args.device), ("--threads", args.threads), ("--json", args.json),
+                        ("--markdown", args.markdown)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from ..bench import BenchError, BenchSettings, render_table, run_benchmark, to_markdown
+    from ..cli import UserError
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
+                             steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
+                             device=args.device, threads=args.threads, num_classes=args.num_classes)
+    # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
+    log = Console(stderr=True, soft_wrap=True)
+    try:
+        result = run_benchmark(settings, progress=lambda message: log.print(message, highlight=False))
+    except BenchError as err:
+        if err.user:
+            raise UserError(str(err)) from None
+        raise
+    console.print(render_table(result))
+    for line in result.notes + result.checks():
+        console.print(line, highlight=False)
+    console.print(f"wall time {result.wall_seconds:.0f} s", highlight=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.rows, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(to_markdown(result, command=command_line(args),
+                                                   date=time.strftime("%Y-%m-%d %H:%M %Z")))
+    return 0

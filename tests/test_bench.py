@@ -1,0 +1,96 @@
+"""``mitp bench``: rows, ratios, round order and reports (no assertion on timing values)."""
+
+import json
+
+import pytest
+
+from mitp.backbones import build_backbone
+from mitp.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, run_benchmark, target_checks
+from mitp.cli import main
+from mitp.methods import build_model, make_config
+
+FAST = ["--backbone", "tiny-clip", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--seq-len", "8",
+        "--num-classes", "3", "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One fast CLI run shared by the tests: tiny-clip, mitp and full_finetune, one round."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", *FAST, "--methods", "mitp,full_finetune", "--rounds", "1",
+            "--json", str(out / "rows.json"), "--markdown", str(out / "table.md")]
+    assert main(argv) == 0
+    return out
+
+
+def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
+    rows = json.loads((bench_run / "rows.json").read_text())
+    assert [row["method"] for row in rows] == ["mitp", "full_finetune"]
+    for row in rows:
+        assert set(REQUIRED_KEYS) <= set(row) and set(row) == set(ROW_KEYS)
+        assert row["backbone"] == "tiny-clip" and row["batch_size"] == 2
+        assert isinstance(row["trainable_params"], int) and row["trainable_params"] > 0
+        for key in ("peak_memory_mb", "train_step_ms", "infer_samples_per_s", "ratio_step_vs_full"):
+            assert isinstance(row[key], (int, float)), key
+        assert row["train_step_ms"] > 0 and row["infer_samples_per_s"] > 0 and row["peak_memory_mb"] >= 0
+        assert row["device"] == "cpu" and row["threads"] == 1 and row["memory_kind"].startswith("cpu_peak_rss")
+        assert row["timed_train_steps"] == 1 and row["timed_infer_passes"] == 1
+
+
+def test_trainable_params_match_the_built_model(bench_run):
+    rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
+    backbone = build_backbone("tiny-clip")
+    for method in ("mitp", "full_finetune"):
+        expected = build_model(make_config(method, num_classes=3), backbone).num_parameters(True)
+        assert rows[method]["trainable_params"] == expected
+
+
+def test_full_finetune_is_the_reference(bench_run):
+    rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
+    full, mitp = rows["full_finetune"], rows["mitp"]
+    assert full["ratio_step_vs_full"] == 1.0
+    assert full["peak_memory_mb"] > 0 and full["ratio_memory_vs_full"] == 1.0  # gradients and AdamW state
+    assert mitp["ratio_step_vs_full"] == pytest.approx(mitp["train_step_ms"] / full["train_step_ms"], abs=1e-3)
+
+
+def test_markdown_table_is_written(bench_run):
+    text = (bench_run / "table.md").read_text()
+    assert "| method | trainable params |" in text
+    assert "| mitp |" in text and "| full_finetune |" in text
+    assert "growth of peak RSS in a fresh process per method" in text
+    assert "mitp bench --backbone tiny-clip --methods mitp,full_finetune" in text  # the reproducing command
+    assert "mitp step / full_finetune step =" in text
+
+
+def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
+    settings = BenchSettings(backbone="tiny-clip", methods=("late_fusion", "mitp"), batch_size=2, steps=1,
+                             rounds=2, warmup=1, seq_len=8, num_classes=3, device="cpu", threads=1)
+    result = run_benchmark(settings)
+    assert result.schedule == [(0, "late_fusion"), (0, "mitp"), (1, "late_fusion"), (1, "mitp"),
+                               (2, "late_fusion"), (2, "mitp")]
+    assert [m for r, m in result.schedule if r > 0] == ["late_fusion", "mitp", "late_fusion", "mitp"]
+    assert all(row["timed_train_steps"] == 2 for row in result.rows)
+    assert all(row["ratio_step_vs_full"] is None and row["ratio_memory_vs_full"] is None for row in result.rows)
+    assert any("full_finetune was not measured" in note for note in result.notes)
+
+
+def test_target_checks_are_stated_as_facts():
+    rows = [{"method": "mitp", "train_step_ms": 30.0, "peak_memory_mb": 50.0},
+            {"method": "pmf", "train_step_ms": 20.0, "peak_memory_mb": 40.0},
+            {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0}]
+    assert target_checks(rows) == [
+        "mitp step / full_finetune step = 0.30 (target <= 0.4: met)",
+        "mitp peak memory / full_finetune peak memory = 0.50 (target <= 0.3: NOT met)",
+        "mitp step / pmf step = 1.50 (target <= 1.3: NOT met)",
+    ]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "mitp,nope"], "unknown method 'nope'"),
+    (["--methods", "mitp,mitp"], "'mitp' is listed twice"),
+    (["--backbone", "shape:nope"], "unknown shape spec"),
+    (["--steps", "0"], "steps: must be >= 1"),
+])
+def test_errors_exit_2_and_name_the_problem(capsys, args, message):
+    assert main(["bench", *FAST, *args]) == 2
+    assert message in capsys.readouterr().err
