@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num-classes", type=int, default=101, help="classes of the head (default: 101)")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: every available core)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="instead: epoch time with and without the frozen-prefix cache, N epochs, for each method")
+    p.add_argument("--samples", type=int, default=64, help="with --epochs: generated training samples (default: 64)")
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)
@@ -54,6 +57,8 @@ def run(args) -> int:
     from ..cli import UserError
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.epochs is not None:
+        return run_epochs(args, methods)
     settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
                              steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
                              device=args.device, threads=args.threads, num_classes=args.num_classes)
@@ -75,4 +80,25 @@ def run(args) -> int:
     if args.markdown:
         Path(args.markdown).write_text(to_markdown(result, command=command_line(args),
                                                    date=time.strftime("%Y-%m-%d %H:%M %Z")))
+    return 0
+
+
+def run_epochs(args, methods) -> int:
+    """``--epochs``: the frozen-prefix cache's effect on epoch time, one method after another."""
+    from ..bench_cache import cache_epoch_benchmark, render
+    from ..cli import UserError
+    from ..methods import get_method
+
+    for method in methods:
+        get_method(method)
+    if args.epochs < 2:
+        raise UserError("--epochs must be >= 2: the first cached epoch only fills the cache")
+    results = []
+    for method in methods:
+        result = cache_epoch_benchmark(args.backbone, method, samples=args.samples, batch_size=args.batch_size,
+                                       epochs=args.epochs)
+        results.append(result)
+        print(render(result), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

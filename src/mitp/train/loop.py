@@ -252,6 +252,7 @@ class Trainer:
         started = time.perf_counter() - pos["train_seconds"]
         params = [p for p in model.parameters() if p.requires_grad]
         for epoch in range(pos["epoch"], t.epochs):
+            epoch_started = time.perf_counter()
             model.train()
             epoch_loader = self._cached_loader("train", train_loader)
             epoch_loader.set_epoch(epoch)
@@ -283,6 +284,7 @@ class Trainer:
                             self._save_last(unwrapped, pos)
             if pos["skipped"]:
                 self._log(skips.report())
+            pos["epoch_seconds"] = time.perf_counter() - epoch_started
             self._end_epoch(epoch, pos, val_loader, log, writer, unwrapped, started, final=epoch == t.epochs - 1)
             skips.reset()
 
@@ -296,8 +298,9 @@ class Trainer:
         totals = acc.reduce(torch.tensor([pos["loss_sum"], float(pos["samples"])]), reduction="sum")
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         lr = self.scheduler.get_last_lr()[0]
+        # epoch_seconds: the training pass alone (a resumed epoch counts from the resume)
         records = [{"epoch": epoch + 1, "step": pos["step"], "split": "train", "metrics": {}, "loss": train_loss,
-                    "lr": lr}]
+                    "lr": lr, "epoch_seconds": round(pos.pop("epoch_seconds", 0.0), 3)}]
         improved = False
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
             val = self._evaluate("val", val_loader)
