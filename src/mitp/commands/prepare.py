@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-KINDS = ("food101", "mmimdb", "snli-ve", "jsonl", "csv")
+KINDS = ("food101", "mmimdb", "snli-ve", "fashion-ve", "jsonl", "csv")
+FASHION_VE_FLAGS = ("train_size", "val_size", "test_size", "image_size")
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "prepare", help="convert a raw dataset (food101, mmimdb, snli-ve, jsonl, csv) into a manifest directory",
+        "prepare",
+        help="convert a raw dataset (food101, mmimdb, snli-ve, fashion-ve, jsonl, csv) into a manifest directory",
         description="Convert a raw dataset into train/val/test.jsonl + labels.json. See docs/data.md for the "
                     "raw layouts each KIND expects.")
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of: {', '.join(KINDS)}")
     p.add_argument("--raw", metavar="RAW_DIR", help="raw dataset directory (jsonl/csv: where image paths are "
-                                                    "relative to; default: the --input file's directory)")
+                                                    "relative to; default: the --input file's directory; "
+                                                    "fashion-ve: the Fashion-MNIST idx files, default "
+                                                    "/usr/share/datasets/fashion-mnist)")
     p.add_argument("--out", required=True, metavar="DATA_DIR", help="output manifest directory")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction carved for val where there is no official val split (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the carved splits, or of everything fashion-ve samples (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("snli-ve")
     g.add_argument("--images", metavar="DIR", help="Flickr30k images (default RAW_DIR/flickr30k_images)")
+    g = p.add_argument_group("fashion-ve (built from Fashion-MNIST; see docs/fashion-ve.md)")
+    g.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="training samples, a multiple of 3 (6 for exact balance); default 1500")
+    g.add_argument("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300")
+    g.add_argument("--test-size", type=int, default=None, metavar="N", help="test samples; default 600")
+    g.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="side of the square composite images in pixels; default 224")
     g = p.add_argument_group("jsonl / csv")
     g.add_argument("--input", metavar="FILE", help="the JSONL or CSV file (CSV needs a header row)")
     g.add_argument("--image-column", default="image", help="column with the image path (default: image)")
@@ -43,6 +55,17 @@ def _options(args) -> dict:
 
     kind = args.kind
     val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+    given = [f"--{name.replace('_', '-')}" for name in FASHION_VE_FLAGS if getattr(args, name, None) is not None]
+    if kind == "fashion-ve":
+        if args.input:
+            raise UserError("--input is for jsonl/csv; fashion-ve reads the Fashion-MNIST idx files (--raw)")
+        if args.val_fraction is not None:
+            raise UserError("fashion-ve sets its split sizes with --train-size/--val-size/--test-size; "
+                            "--val-fraction does not apply")
+        options = {name: getattr(args, name) for name in FASHION_VE_FLAGS if getattr(args, name) is not None}
+        return dict(options, seed=args.seed)
+    if given:
+        raise UserError(f"{', '.join(given)} only apply to fashion-ve")
     if kind in ("jsonl", "csv"):
         if not args.input:
             raise UserError(f"KIND {kind} needs --input FILE")
@@ -78,7 +101,12 @@ def run(args) -> int:
     console = Console(soft_wrap=True)
     try:
         with rich_tracker(enabled=not args.no_progress) as track:
-            conv = prepare(args.kind, args.raw, args.out, track=track, **options)
+            if args.kind == "fashion-ve":
+                from ..data.prepare.fashion_ve import convert_fashion_ve
+
+                conv = convert_fashion_ve(args.raw, args.out, track=track, **options)
+            else:
+                conv = prepare(args.kind, args.raw, args.out, track=track, **options)
     except ManifestError as err:
         raise UserError(f"[{err.kind}] {err}") from err
     except ValueError as err:

@@ -7,16 +7,22 @@ from typing import ClassVar
 
 from ..config import TASKS, ConfigError, MethodConfig
 
+INPUTS = ("both", "image", "text")
+
 
 @dataclass
 class LateFusionConfig(MethodConfig):
     method: ClassVar[str] = "late_fusion"
-    choices: ClassVar[dict] = {"task": TASKS}
+    choices: ClassVar[dict] = {"task": TASKS, "inputs": INPUTS}
 
     # null: LayerNorm + Linear (a linear probe); an int: one hidden layer of that size with GELU.
     hidden_dim: int | None = None
     # Dropout after the hidden layer's GELU; only meaningful with hidden_dim.
     dropout: float = 0.0
+    # Which embeddings the head sees: both (concatenated), or one modality alone. The unimodal
+    # settings are the controls that show a dataset needs both modalities (docs/fashion-ve.md);
+    # the unused tower is not run at all (and, under full_finetune, does not train).
+    inputs: str = "both"
 
     def check(self) -> None:
         if self.hidden_dim is not None and self.hidden_dim < 1:

@@ -39,13 +39,22 @@ def embed_pair(backbone: Backbone, pixel_values, input_ids, attention_mask=None,
 
 
 class LateFusion(MultimodalClassifier):
-    """Frozen towers, trainable head on the concatenated embeddings."""
+    """Frozen towers, trainable head on the concatenated embeddings.
+
+    With ``inputs="image"`` or ``"text"`` the head sees that tower's embedding alone and the
+    other tower is never run: the unimodal controls of a dataset that should need both.
+    """
 
     config: LateFusionConfig
 
     def __init__(self, config: LateFusionConfig, backbone: Backbone):
         super().__init__(config, backbone)
-        in_features = backbone.vision.embed_dim + backbone.text.embed_dim
+        inputs = config.inputs
+        in_features = ((backbone.vision.embed_dim if inputs in ("both", "image") else 0)
+                       + (backbone.text.embed_dim if inputs in ("both", "text") else 0))
+        if self.trains_backbone and inputs != "both":
+            # full_finetune: a tower that is never run gets no gradient, so it does not train either.
+            (backbone.text if inputs == "image" else backbone.vision).requires_grad_(False)
         self.head = fusion_head(in_features, config.num_classes, config.hidden_dim, config.dropout)
 
     def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
@@ -53,5 +62,10 @@ class LateFusion(MultimodalClassifier):
         # (full fine-tuning reuses this class with the backbone trainable).
         grad = contextlib.nullcontext() if self.trains_backbone else torch.no_grad()
         with grad:
-            features = embed_pair(self.backbone, pixel_values, input_ids, attention_mask, **text_kwargs)
+            if self.config.inputs == "image":
+                features = self.backbone.vision(pixel_values=pixel_values)
+            elif self.config.inputs == "text":
+                features = self.backbone.text(input_ids=input_ids, attention_mask=attention_mask, **text_kwargs)
+            else:
+                features = embed_pair(self.backbone, pixel_values, input_ids, attention_mask, **text_kwargs)
         return self.head(features)
