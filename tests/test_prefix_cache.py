@@ -15,7 +15,7 @@ from mitp.train.config import load_run_config
 from mitp.train.loop import Trainer
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-CACHED_METHODS = {"mitp": {"num_steps": 2}, "deep_prompts": {"num_steps": 2}, "pmf": {}}
+CACHED_METHODS = {"mitp": {"num_steps": 2}, "deep_prompts": {"num_steps": 2}, "pmf": {}, "late_fusion": {}}
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ and :func:`embed_pair` (both towers end to end, as CLIP embeds a pair).
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
@@ -57,15 +55,27 @@ class LateFusion(MultimodalClassifier):
             (backbone.text if inputs == "image" else backbone.vision).requires_grad_(False)
         self.head = fusion_head(in_features, config.num_classes, config.hidden_dim, config.dropout)
 
+    def frozen_prefix(self) -> tuple[int, int] | None:
+        # Frozen towers are all prefix: cached, training is the head on stored final states.
+        if self.trains_backbone:
+            return None
+        return self.backbone.text.num_layers, self.backbone.vision.num_layers
+
+    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
+        text, vision = self.backbone.text, self.backbone.vision
+        with torch.no_grad():  # pooling and projection are frozen too
+            image, words = embedding(vision, v_state), embedding(text, t_state)
+        features = {"image": image, "text": words}.get(self.config.inputs)
+        return self.head(torch.cat([image, words], dim=-1) if features is None else features)
+
     def classify(self, pixel_values, input_ids, attention_mask=None, **text_kwargs) -> torch.Tensor:
-        # Nothing below the head trains, so the towers run without building a graph
-        # (full fine-tuning reuses this class with the backbone trainable).
-        grad = contextlib.nullcontext() if self.trains_backbone else torch.no_grad()
-        with grad:
-            if self.config.inputs == "image":
-                features = self.backbone.vision(pixel_values=pixel_values)
-            elif self.config.inputs == "text":
-                features = self.backbone.text(input_ids=input_ids, attention_mask=attention_mask, **text_kwargs)
-            else:
-                features = embed_pair(self.backbone, pixel_values, input_ids, attention_mask, **text_kwargs)
+        if not self.trains_backbone:
+            return super().classify(pixel_values, input_ids, attention_mask, **text_kwargs)
+        # full fine-tuning: the towers train, so they run with a graph
+        if self.config.inputs == "image":
+            features = self.backbone.vision(pixel_values=pixel_values)
+        elif self.config.inputs == "text":
+            features = self.backbone.text(input_ids=input_ids, attention_mask=attention_mask, **text_kwargs)
+        else:
+            features = embed_pair(self.backbone, pixel_values, input_ids, attention_mask, **text_kwargs)
         return self.head(features)
