@@ -151,6 +151,7 @@ class Trainer:
         self.selection = SELECTION_METRIC[self.task]
         n = self.accelerator.num_processes
         self.stores = self._open_stores(n)
+        self.cached_loaders = {}
         for key, size in (("train.batch_size", self.config.train.batch_size),
                           ("eval.batch_size", self.config.eval_batch_size())):
             if size % n:
@@ -187,17 +188,18 @@ class Trainer:
         return train, val, test
 
     def _cached_loader(self, split: str, loader):
-        """Once a split's prefix cache is full, a loader of ids and labels only (same order)."""
+        """Once a split's prefix cache is full, a loader of ids and labels only (same order), built once."""
         store = self.stores.get(split)
         if store is None or not store.complete:
             return loader
-        from ..prefix_cache import CachedSplit
+        if split not in self.cached_loaders:
+            from ..prefix_cache import CachedSplit
 
-        t = self.config.train
-        size = t.batch_size if split == "train" else self.config.eval_batch_size()
-        cached = make_dataloader(CachedSplit(self.parts.datasets[split]), size, shuffle=split == "train",
-                                 seed=self.config.seed)
-        return self.accelerator.prepare(cached)
+            size = self.config.train.batch_size if split == "train" else self.config.eval_batch_size()
+            cached = make_dataloader(CachedSplit(self.parts.datasets[split]), size, shuffle=split == "train",
+                                     seed=self.config.seed)
+            self.cached_loaders[split] = self.accelerator.prepare(cached)
+        return self.cached_loaders[split]
 
     def _forward(self, batch: dict, split: str, labels: bool = True):
         """The model on a batch, through the split's prefix cache when there is one."""
@@ -205,7 +207,7 @@ class Trainer:
         if store is None:
             return plain_forward(self.model, batch, labels)
         ids = batch["ids"]
-        if "pixel_values" in batch or not store.has(ids):
+        if not store.has(ids):  # only batches that still miss rows run the frozen prefix
             inputs = model_inputs(batch)
             inputs.pop("labels", None)
             prefix = self.accelerator.unwrap_model(self.model).encode_prefix(**inputs)
