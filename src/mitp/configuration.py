@@ -103,6 +103,20 @@ class ValidatedConfig:
         if not condition:
             raise ConfigError(self.key_prefix + name, message)
 
+    def require_at_least(self, name: str, minimum, allow_null: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and allow_null:
+            return
+        null = " or null" if allow_null else ""
+        self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {value}")
+
+    def require_positive(self, name: str, allow_null: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and allow_null:
+            return
+        null = " or null" if allow_null else ""
+        self.require(value > 0, name, f"must be > 0{null}, got {value}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -31,10 +31,9 @@ class MethodConfig(ValidatedConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.num_classes < 1:
-            raise ConfigError("num_classes", f"must be >= 1, got {self.num_classes}")
-        if self.task == "single_label" and self.num_classes < 2:
-            raise ConfigError("num_classes", "a single-label task needs at least 2 classes")
+        self.require_at_least("num_classes", 1)
+        self.require(self.task != "single_label" or self.num_classes >= 2, "num_classes",
+                     "a single-label task needs at least 2 classes")
 
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}

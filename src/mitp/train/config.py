@@ -50,14 +50,14 @@ class TrainConfig(ValidatedConfig):
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
-            self.require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        self.require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        self.require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+            self.require_at_least(name, 1)
+        self.require_positive("lr")
+        self.require_at_least("weight_decay", 0)
         self.require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         self.require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        self.require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
-        self.require(self.num_workers >= 0, "num_workers", "must be >= 0")
-        self.require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
+        self.require_positive("max_grad_norm", allow_null=True)
+        self.require_at_least("num_workers", 0)
+        self.require_at_least("checkpoint_every_steps", 0)
 
 
 @dataclass
@@ -69,8 +69,8 @@ class EvalConfig(ValidatedConfig):
     threshold: float = 0.5          # multi-label decision threshold on sigmoid probabilities
 
     def check(self) -> None:
-        self.require(self.every_epochs >= 1, "every_epochs", "must be >= 1")
-        self.require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1")
+        self.require_at_least("every_epochs", 1)
+        self.require_at_least("batch_size", 1, allow_null=True)
         self.require(0 < self.threshold < 1, "threshold", "must be in (0, 1)")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import ConfigError
 from ..late_fusion.config import LateFusionConfig
 
 
@@ -19,5 +18,4 @@ class FullFinetuneConfig(LateFusionConfig):
 
     def check(self) -> None:
         super().check()
-        if self.backbone_lr_scale <= 0:
-            raise ConfigError("backbone_lr_scale", f"must be > 0, got {self.backbone_lr_scale}")
+        self.require_positive("backbone_lr_scale")

@@ -21,12 +21,11 @@ class LateFusionConfig(MethodConfig):
     dropout: float = 0.0
     # Which embeddings the head sees: both (concatenated), or one modality alone. The unimodal
     # settings are the controls that show a dataset needs both modalities (docs/fashion-ve.md);
-    # the unused tower is not run at all (and, under full_finetune, does not train).
+    # under full_finetune the unused tower is not run and does not train.
     inputs: str = "both"
 
     def check(self) -> None:
-        if self.hidden_dim is not None and self.hidden_dim < 1:
-            raise ConfigError("hidden_dim", f"must be >= 1 or null, got {self.hidden_dim}")
+        self.require_at_least("hidden_dim", 1, allow_null=True)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.dropout > 0 and self.hidden_dim is None:

@@ -14,12 +14,9 @@ HEAD_INPUTS = ("pooled", "pooled+memory")
 
 def check_prompt_layers(config) -> None:
     """Checks of the prompt keys shared by MITP and deep prompt tuning (layers, length, init)."""
-    if config.num_steps < 1:
-        raise ConfigError("num_steps", f"must be >= 1, got {config.num_steps}")
-    if config.prompt_length < 1:
-        raise ConfigError("prompt_length", f"must be >= 1, got {config.prompt_length}")
-    if config.prompt_init_std <= 0:
-        raise ConfigError("prompt_init_std", f"must be > 0, got {config.prompt_init_std}")
+    config.require_at_least("num_steps", 1)
+    config.require_at_least("prompt_length", 1)
+    config.require_positive("prompt_init_std")
     if (config.text_layers is None) != (config.vision_layers is None):
         missing = "vision_layers" if config.vision_layers is None else "text_layers"
         raise ConfigError(missing, "text_layers and vision_layers must be given together")
@@ -60,5 +57,4 @@ class MITPConfig(MethodConfig):
 
     def check(self) -> None:
         check_prompt_layers(self)
-        if self.tau <= 0:
-            raise ConfigError("tau", f"must be > 0, got {self.tau}")
+        self.require_positive("tau")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import TASKS, ConfigError, MethodConfig
+from ..config import TASKS, MethodConfig
 
 
 @dataclass
@@ -22,11 +22,7 @@ class PMFConfig(MethodConfig):
     mapper_hidden: int | None = None
 
     def check(self) -> None:
-        if self.n_fusion_layers < 1:
-            raise ConfigError("n_fusion_layers", f"must be >= 1, got {self.n_fusion_layers}")
-        if self.prompt_length < 1:
-            raise ConfigError("prompt_length", f"must be >= 1, got {self.prompt_length}")
-        if self.prompt_init_std <= 0:
-            raise ConfigError("prompt_init_std", f"must be > 0, got {self.prompt_init_std}")
-        if self.mapper_hidden is not None and self.mapper_hidden < 1:
-            raise ConfigError("mapper_hidden", f"must be >= 1 or null, got {self.mapper_hidden}")
+        self.require_at_least("n_fusion_layers", 1)
+        self.require_at_least("prompt_length", 1)
+        self.require_positive("prompt_init_std")
+        self.require_at_least("mapper_hidden", 1, allow_null=True)
