@@ -55,6 +55,7 @@ def _pairs(args):
 def run(args) -> int:
     import torch
 
+    from ..data.dataset import pad_token_ids
     from ..data.images import open_rgb
     from ..train.inference import load_run, scores_to_predictions
 
@@ -64,13 +65,7 @@ def run(args) -> int:
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
 
     def flush(chunk):
-        ids = [pre.text(text) for _, _, text, _, _ in chunk]
-        length = max(map(len, ids))
-        input_ids = torch.full((len(ids), length), pre.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, tokens in enumerate(ids):
-            input_ids[row, :len(tokens)] = torch.tensor(tokens)
-            mask[row, :len(tokens)] = 1
+        input_ids, mask = pad_token_ids([pre.text(text) for _, _, text, _, _ in chunk], pre.pad_token_id)
         pixels = torch.stack([torch.from_numpy(pre.image(open_rgb(image, manifest, line, sample_id)))
                               for sample_id, image, _, manifest, line in chunk])
         with torch.no_grad():

@@ -56,6 +56,17 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_KEYS if k in batch}
 
 
+def pad_token_ids(sequences: list, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to one length: ``(input_ids, attention_mask)``, both (B, L) long."""
+    length = max(len(x) for x in sequences)
+    ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        ids[row, :len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        mask[row, :len(tokens)] = 1
+    return ids, mask
+
+
 @dataclass
 class Collator:
     """Stacks samples into a batch, right-padding token ids; drops :class:`BadSample` entries."""
@@ -78,13 +89,7 @@ class Collator:
         if len(shapes) > 1:
             raise ValueError(f"images of one batch have different shapes {sorted(shapes)}; the image "
                              "processor must crop or resize to a fixed size")
-        length = max(len(x["input_ids"]) for x in good)
-        ids = torch.full((len(good), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(good), length), dtype=torch.long)
-        for row, x in enumerate(good):
-            n = len(x["input_ids"])
-            ids[row, :n] = torch.as_tensor(x["input_ids"], dtype=torch.long)
-            mask[row, :n] = 1
+        ids, mask = pad_token_ids([x["input_ids"] for x in good], self.pad_token_id)
         return {
             "pixel_values": torch.stack([x["pixel_values"] for x in good]),
             "input_ids": ids,
@@ -281,5 +286,5 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int 
 
 __all__ = [
     "BadSample", "Collator", "MODEL_KEYS", "ManifestDataset", "ON_BAD_SAMPLE", "SeededSampler", "SkipCounter",
-    "build_datasets", "make_dataloader", "model_inputs", "seed_worker",
+    "build_datasets", "make_dataloader", "model_inputs", "pad_token_ids", "seed_worker",
 ]
