@@ -75,16 +75,24 @@ def run(args) -> int:
         for (sample_id, *_), predictions in zip(chunk, rows):
             out.write(json.dumps({"id": sample_id, "predictions": predictions}) + "\n")
 
-    try:
-        chunk = []
-        for pair in _pairs(args):
-            chunk.append(pair)
-            if len(chunk) == args.batch_size:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    # A progress bar on stderr for manifests written to a file (stdout stays pure JSON lines).
+    with Progress(console=Console(stderr=True), disable=not (args.manifest and args.out)) as progress:
+        task = progress.add_task("predicting", total=None)
+        try:
+            chunk = []
+            for pair in _pairs(args):
+                chunk.append(pair)
+                if len(chunk) == args.batch_size:
+                    flush(chunk)
+                    progress.advance(task, len(chunk))
+                    chunk = []
+            if chunk:
                 flush(chunk)
-                chunk = []
-        if chunk:
-            flush(chunk)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+                progress.advance(task, len(chunk))
+        finally:
+            if out is not sys.stdout:
+                out.close()
     return 0
