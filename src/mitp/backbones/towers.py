@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from . import prompt_attention
+from .prompt_attention import PromptAttentionRecord
+
 
 @dataclass
 class TowerState:
@@ -42,12 +45,15 @@ class Tower(nn.Module):
     modality: str = ""
     causal: bool = False
 
-    def __init__(self, layers: nn.ModuleList, width: int, projection: nn.Module | None = None):
+    def __init__(self, layers: nn.ModuleList, config, projection: nn.Module | None = None):
         super().__init__()
         self.layers = layers
-        self.width = width
+        self.width = config.hidden_size
+        self.num_heads = config.num_attention_heads
         self.projection = projection
-        self.embed_dim = projection.out_features if projection is not None else width
+        self.embed_dim = projection.out_features if projection is not None else self.width
+        # Attention learns about appended prompts (and their gates); plain calls are unchanged.
+        prompt_attention.install(config)
 
     @property
     def num_layers(self) -> int:
@@ -91,16 +97,24 @@ class Tower(nn.Module):
         return mask[:, None]
 
     def run_layer(
-        self, index: int, state: TowerState, extra: torch.Tensor | None = None
+        self, index: int, state: TowerState, extra: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+        record: PromptAttentionRecord | None = None,
     ) -> tuple[TowerState, torch.Tensor | None]:
         """Run layer ``index`` on the sequence with ``extra`` tokens (B, M, width) appended.
 
-        Returns the new state (extra tokens removed again) and the extra tokens' outputs.
+        ``gate`` (num_heads,): what the sequence reads from the extra tokens is a separate
+        softmax scaled by tanh(gate), so a zero gate leaves the sequence's output exactly as
+        without them (see :mod:`.prompt_attention`). ``record`` collects how much the sequence
+        attends to the extra tokens. Returns the new state (extra tokens removed again) and
+        the extra tokens' outputs.
         """
         num_extra = 0 if extra is None else extra.shape[1]
         hidden = state.hidden if extra is None else torch.cat([state.hidden, extra.to(state.hidden.dtype)], dim=1)
         mask = self.attention_mask(state, num_extra)
-        out = _layer_output(self.layers[index](hidden, mask))
+        prompt_args = {}
+        if num_extra and (gate is not None or record is not None):
+            prompt_args = {"num_prompts": num_extra, "prompt_gate": gate, "prompt_record": record}
+        out = _layer_output(self.layers[index](hidden, mask, **prompt_args))
         length = state.hidden.shape[1]
         return state.with_hidden(out[:, :length]), (out[:, length:] if num_extra else None)
 
@@ -134,7 +148,7 @@ class CLIPTextTower(Tower):
     causal = True
 
     def __init__(self, text_model: nn.Module, projection: nn.Module | None):
-        super().__init__(text_model.encoder.layers, text_model.config.hidden_size, projection)
+        super().__init__(text_model.encoder.layers, text_model.config, projection)
         self.embeddings = text_model.embeddings
         self.final_layer_norm = text_model.final_layer_norm
         self.eos_token_id = text_model.config.eos_token_id
@@ -164,7 +178,7 @@ class CLIPVisionTower(Tower):
     modality = "image"
 
     def __init__(self, vision_model: nn.Module, projection: nn.Module | None):
-        super().__init__(vision_model.encoder.layers, vision_model.config.hidden_size, projection)
+        super().__init__(vision_model.encoder.layers, vision_model.config, projection)
         self.embeddings = vision_model.embeddings
         self.pre_layrnorm = vision_model.pre_layrnorm
         self.post_layernorm = vision_model.post_layernorm
@@ -193,7 +207,7 @@ class BertTextTower(Tower):
             raise ValueError(f"BERT pooling must be 'mean' or 'cls', got {pooling!r}")
         if pooling == "cls" and getattr(bert_model, "pooler", None) is None:
             raise ValueError("BERT pooling 'cls' needs a model with a pooler layer")
-        super().__init__(bert_model.encoder.layer, bert_model.config.hidden_size)
+        super().__init__(bert_model.encoder.layer, bert_model.config)
         self.embeddings = bert_model.embeddings
         self.pooler = bert_model.pooler if pooling == "cls" else None
         self.pooling = pooling
@@ -217,7 +231,7 @@ class ViTImageTower(Tower):
 
     def __init__(self, vit_model: nn.Module):
         layers = vit_model.encoder.layer if hasattr(vit_model, "encoder") else vit_model.layers
-        super().__init__(layers, vit_model.config.hidden_size)
+        super().__init__(layers, vit_model.config)
         self.embeddings = vit_model.embeddings
         self.layernorm = vit_model.layernorm
         self.image_size = vit_model.config.image_size
