@@ -20,16 +20,18 @@ SPECS = ["tiny-clip", "tiny-pair"]
 METHODS = ["late_fusion", "deep_prompts", "pmf", "full_finetune"]
 
 # --- expected trainable parameter names, written out --------------------------------------
-HEAD = {"head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias"}
-HIDDEN_HEAD = HEAD | {"head.4.weight", "head.4.bias"}
+NORMS = {f"head.norms.{part}.{p}" for part in ("image", "text") for p in ("weight", "bias")}
+HEAD = NORMS | {"head.classifier.weight", "head.classifier.bias"}
+HIDDEN_HEAD = NORMS | {f"head.classifier.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")}
+GATES = {"text_gates", "vision_gates"}
 # Default deep_prompts: 6 interaction steps (MITP's default) on both tiny backbones.
-DEEP_PROMPTS = {f"{tower}_prompts.{k}" for tower in ("text", "vision") for k in range(6)} | HEAD
+DEEP_PROMPTS = {f"{tower}_prompts.{k}" for tower in ("text", "vision") for k in range(6)} | HEAD | GATES
 # Default pmf: 2 fusion layers, three prompt kinds per tower, one two-layer translator per layer and direction.
 PMF = ({f"{tower}_prompts.{k}.{kind}" for tower in ("text", "vision") for k in (0, 1)
         for kind in ("query", "query_context", "fusion_context")}
        | {f"{direction}.{k}.{linear}.{p}" for direction in ("text_to_vision", "vision_to_text") for k in (0, 1)
           for linear in (0, 2) for p in ("weight", "bias")}
-       | {"text_head.weight", "text_head.bias", "vision_head.weight", "vision_head.bias"})
+       | HEAD | GATES)
 
 # Full fine-tuning trains every tower tensor; tiny-clip has 6 text / 8 vision layers, tiny-pair too.
 CLIP_LAYER = [f"self_attn.{proj}_proj.{p}" for proj in ("q", "k", "v", "out") for p in ("weight", "bias")] + [
@@ -71,7 +73,7 @@ def backbone_names(spec):
 
 def expected_trainable(method, spec, overrides=None):
     if method == "late_fusion":
-        return HIDDEN_HEAD if (overrides or {}).get("hidden_dim") else HEAD
+        return HIDDEN_HEAD if (overrides or {}).get("head", {}).get("hidden_dim") else HEAD
     if method == "deep_prompts":
         return DEEP_PROMPTS
     if method == "pmf":
@@ -100,8 +102,17 @@ def is_key_bias(name, spec):
 
 
 # --- trainable parameters and gradients ----------------------------------------------------
-CASES = [("late_fusion", {}), ("late_fusion", {"hidden_dim": 16, "dropout": 0.1}), ("deep_prompts", {}),
+CASES = [("late_fusion", {}), ("late_fusion", {"head": {"hidden_dim": 16, "dropout": 0.1}}), ("deep_prompts", {}),
          ("pmf", {}), ("full_finetune", {})]
+
+
+def open_gates(model):
+    """Prompt methods start with closed gates (tests/test_start_at_frozen.py); open them so that
+    every prompt is on the path to the loss."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in GATES:
+                param.fill_(0.5)
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -114,6 +125,7 @@ def test_exactly_the_expected_parameters_train_and_get_gradient(method, override
     assert trainable == expected_trainable(method, spec, overrides)
     assert set(model.trainable_state_dict()) == trainable
 
+    open_gates(model)
     model.train()
     model(**labelled_batch(backbone)).loss.backward()
     for name, param in model.named_parameters():
@@ -161,13 +173,19 @@ def test_checkpoint_round_trip_is_bit_exact_on_a_fresh_backbone(method, spec, sh
 
 # --- config validation -----------------------------------------------------------------------
 @pytest.mark.parametrize("method, values, key", [
-    ("late_fusion", {"hidden_dim": 0}, "hidden_dim"),
-    ("late_fusion", {"hidden_dim": 8, "dropout": 1.0}, "dropout"),
-    ("late_fusion", {"dropout": 0.2}, "dropout"),
+    ("late_fusion", {"head": {"hidden_dim": 0}}, "head.hidden_dim"),
+    ("late_fusion", {"head": {"hidden_dim": 8, "dropout": 1.0}}, "head.dropout"),
+    ("late_fusion", {"head": {"dropout": 0.2}}, "head.dropout"),
+    ("late_fusion", {"head": {"norm": "batch"}}, "head.norm"),
+    ("late_fusion", {"head": {"fusion": "mean_of_linear", "hidden_dim": 4}}, "head.hidden_dim"),
+    ("late_fusion", {"head": {"fusion": "mean_of_linear", "norm": "joint"}}, "head.norm"),
+    ("late_fusion", {"head": {"width": 3}}, "head.width"),
+    ("late_fusion", {"hidden_dim": 512}, "hidden_dim"),  # moved to the head section
     ("late_fusion", {"hub": "none"}, "hub"),
     ("full_finetune", {"backbone_lr_scale": 0}, "backbone_lr_scale"),
     ("full_finetune", {"backbone_lr_scale": "fast"}, "backbone_lr_scale"),
-    ("full_finetune", {"hidden_dim": -1}, "hidden_dim"),
+    ("full_finetune", {"head": {"hidden_dim": -1}}, "head.hidden_dim"),
+    ("deep_prompts", {"prompt_gate": "yes"}, "prompt_gate"),
     ("deep_prompts", {"num_steps": 0}, "num_steps"),
     ("deep_prompts", {"prompt_length": 0}, "prompt_length"),
     ("deep_prompts", {"prompt_init_std": 0.0}, "prompt_init_std"),
@@ -222,7 +240,7 @@ def test_late_fusion_is_a_head_on_clips_own_embeddings(tiny_backbone):
     with torch.no_grad():
         image = tiny_backbone.vision(pixel_values=batch["pixel_values"])
         text = tiny_backbone.text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        expected = model.head(torch.cat([image, text], dim=-1))
+        expected = model.head({"image": image, "text": text})
         assert torch.equal(model(**batch).logits, expected)
 
 

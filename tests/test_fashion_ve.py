@@ -249,7 +249,11 @@ def test_cli_end_to_end(raw, tmp_path, capsys):
 
 # --- late fusion: one modality only ------------------------------------------------------------------
 
-HEAD = {"head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias"}
+CLASSIFIER = {"head.classifier.weight", "head.classifier.bias"}
+
+
+def head_names(*parts):
+    return CLASSIFIER | {f"head.norms.{part}.{p}" for part in parts for p in ("weight", "bias")}
 
 
 def _logits(model, batch):
@@ -261,9 +265,9 @@ def _logits(model, batch):
 @pytest.mark.parametrize("inputs", ["image", "text"])
 def test_late_fusion_unimodal_ignores_the_other_modality(inputs, tiny_backbone):
     model = build_model(make_config("late_fusion", num_classes=3, inputs=inputs), tiny_backbone)
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == HEAD
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == head_names(inputs)
     width = (tiny_backbone.vision if inputs == "image" else tiny_backbone.text).embed_dim
-    assert model.head[1].in_features == width
+    assert model.head.classifier.in_features == width
     a = tiny_backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
     b = tiny_backbone.random_batch(4, 10, torch.Generator().manual_seed(1))
     other_text = dict(a, input_ids=b["input_ids"], attention_mask=b["attention_mask"])
@@ -277,7 +281,7 @@ def test_late_fusion_unimodal_ignores_the_other_modality(inputs, tiny_backbone):
 def test_late_fusion_both_uses_both_and_bad_inputs_rejected(tiny_clip):
     model = build_model(make_config("late_fusion", num_classes=3), tiny_clip)
     assert model.config.inputs == "both"
-    assert model.head[1].in_features == tiny_clip.vision.embed_dim + tiny_clip.text.embed_dim
+    assert model.head.classifier.in_features == tiny_clip.vision.embed_dim + tiny_clip.text.embed_dim
     a = tiny_clip.random_batch(4, 10, torch.Generator().manual_seed(0))
     b = tiny_clip.random_batch(4, 10, torch.Generator().manual_seed(1))
     base = _logits(model, a)
@@ -292,8 +296,8 @@ def test_full_finetune_unimodal_trains_only_the_used_tower():
     backbone = build_backbone("tiny-clip")  # full_finetune flips requires_grad: a fresh backbone
     model = build_model(make_config("full_finetune", num_classes=3, inputs="image"), backbone)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert HEAD < trainable
-    assert all(n in HEAD or n.startswith("backbone.vision.") for n in trainable)
+    assert head_names("image") < trainable
+    assert all(n in head_names("image") or n.startswith("backbone.vision.") for n in trainable)
     assert {n for n in trainable if n.startswith("backbone.vision.")} == {
         f"backbone.{n}" for n, _ in backbone.named_parameters() if n.startswith("vision.")}
     batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))

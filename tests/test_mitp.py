@@ -7,20 +7,27 @@ import torch
 import torch.nn.functional as F
 
 from mitp.methods import ConfigError, build_model, make_config
-from mitp.methods.mitp import MemoryHub, interaction_layers
+from mitp.methods.layers import interaction_layers
+from mitp.methods.mitp import MemoryHub
 from mitp.synthetic import NUM_CLASSES
 
+HEAD = {"head.norms.image.weight", "head.norms.image.bias", "head.norms.text.weight", "head.norms.text.bias",
+        "head.classifier.weight", "head.classifier.bias"}
+GATES = {"text_gates", "vision_gates"}
 DEFAULT_TRAINABLE = {
     "text_prompt", "text_to_vision.weight", "text_to_vision.bias",
     "hub.vision_proj.weight", "hub.vision_proj.bias",
     "hub.text_norm.weight", "hub.text_norm.bias", "hub.vision_norm.weight", "hub.vision_norm.bias",
-    "head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
-}
+} | HEAD | GATES
 HUB = {n for n in DEFAULT_TRAINABLE if n.startswith("hub.")}
 
 
 def expected_trainable(overrides, steps):
     names = set(DEFAULT_TRAINABLE)
+    if overrides.get("prompt_gate") is False:
+        names -= GATES
+    if overrides.get("head_input") == "pooled+memory":
+        names |= {"head.norms.memory.weight", "head.norms.memory.bias"}
     if overrides.get("vision_init") == "independent":
         names.add("vision_prompt")
     if overrides.get("tied_generators") is False:
@@ -41,6 +48,7 @@ VARIANTS = [
     {"vision_init": "independent", "tied_generators": False},
     {"head_input": "pooled+memory", "prompt_length": 2},
     {"num_steps": 2, "text_layers": [3, 5], "vision_layers": [1, 6]},
+    {"prompt_gate": False},
 ]
 
 
@@ -61,6 +69,10 @@ def test_exactly_the_documented_parameters_train_and_get_gradient(tiny_backbone,
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == expected_trainable(overrides, len(model.text_layers))
 
+    if overrides.get("prompt_gate") is not False:
+        with torch.no_grad():  # open the gates (they start at 0, see the next test)
+            model.text_gates.fill_(0.5)
+            model.vision_gates.fill_(0.5)
     model.train()
     model(**batch_and_labels(tiny_backbone, task)).loss.backward()
     for name, param in model.named_parameters():
@@ -69,6 +81,20 @@ def test_exactly_the_documented_parameters_train_and_get_gradient(tiny_backbone,
         else:
             assert param.grad is None, f"frozen {name} got a gradient"
     assert not tiny_backbone.training
+
+
+@pytest.mark.parametrize("head_input", ["pooled", "pooled+memory"])
+def test_closed_gates_pass_gradient_to_gates_and_head_only(tiny_backbone, head_input):
+    """At init nothing the prompts do reaches the pooled embeddings: only the gates and the head
+    learn from the first step (and the memory fed to the head, when it is). Then the gates open."""
+    model = build_model(make_config("mitp", num_classes=NUM_CLASSES, head_input=head_input), tiny_backbone)
+    model.train()
+    model(**batch_and_labels(tiny_backbone, "single_label")).loss.backward()
+    nonzero = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    if head_input == "pooled":
+        assert nonzero == HEAD | GATES
+    else:  # the last step's memory reaches the head directly, through the hub and the prompts
+        assert HEAD | GATES | {"text_prompt", "hub.vision_proj.weight"} <= nonzero
 
 
 def test_layers_below_the_first_interaction_layer_run_without_grad(tiny_clip):

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..configuration import ConfigError, ValidatedConfig, parse_overrides, parse_value
+from .head import HeadConfig
 
 TASKS = ("single_label", "multi_label")
+# Keys of round-1 configs that now belong to the shared head section.
+MOVED_TO_HEAD = {"hidden_dim": "hidden_dim", "dropout": "dropout"}
 
 
 @dataclasses.dataclass
@@ -25,11 +28,15 @@ class MethodConfig(ValidatedConfig):
 
     num_classes: int = 2
     task: str = "single_label"
+    # The classification head, the same for every method (a run config's `head:` section).
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
 
     def check(self) -> None:
         """Method-specific checks; subclasses extend and raise ConfigError naming the key."""
 
     def __post_init__(self):
+        if isinstance(self.head, dict):
+            self.head = HeadConfig.from_dict(self.head)
         super().__post_init__()
         self.require_at_least("num_classes", 1)
         self.require(self.task != "single_label" or self.num_classes >= 2, "num_classes",
@@ -52,7 +59,9 @@ class MethodConfig(ValidatedConfig):
             raise ConfigError("method", f"config is for method {name!r}, not {cls.method!r}")
         for key in data:
             if key not in cls.field_names():
-                raise ConfigError(key, f"unknown key for method {cls.method!r}; known keys: "
+                hint = (f"; the head is configured for every method under `head:` (head.{MOVED_TO_HEAD[key]})"
+                        if key in MOVED_TO_HEAD else "")
+                raise ConfigError(key, f"unknown key for method {cls.method!r}{hint}; known keys: "
                                        f"{', '.join(sorted(cls.field_names()))}")
         return cls(**data)
 
@@ -65,4 +74,39 @@ class MethodConfig(ValidatedConfig):
         return type(self).from_dict({**self.to_dict(), **overrides})
 
 
-__all__ = ["ConfigError", "MethodConfig", "TASKS", "parse_overrides", "parse_value"]
+@dataclasses.dataclass
+class PromptLayersConfig(MethodConfig):
+    """The keys every prompt method shares: where prompts go, how long, how they start."""
+
+    # Interaction steps; ignored when text_layers/vision_layers are given (their length must match).
+    num_steps: int = 6
+    # Prompt tokens per tower and step.
+    prompt_length: int = 8
+    # Explicit 0-based prompted layers, one per step, strictly increasing; null = the last num_steps
+    # text layers paired with vision layers at the same relative depth.
+    text_layers: list[int] | None = None
+    vision_layers: list[int] | None = None
+    prompt_init_std: float = 0.02
+    # Zero-initialised gate (per head) on what the tokens read from the prompts: the method starts
+    # exactly at the frozen towers. false: prompts join the tokens' softmax from the first step.
+    prompt_gate: bool = True
+
+    def check(self) -> None:
+        self.require_at_least("num_steps", 1)
+        self.require_at_least("prompt_length", 1)
+        self.require_positive("prompt_init_std")
+        if (self.text_layers is None) != (self.vision_layers is None):
+            missing = "vision_layers" if self.vision_layers is None else "text_layers"
+            raise ConfigError(missing, "text_layers and vision_layers must be given together")
+        for key in ("text_layers", "vision_layers"):
+            layers = getattr(self, key)
+            if layers is None:
+                continue
+            if len(layers) != self.num_steps:
+                raise ConfigError(key, f"has {len(layers)} layers but num_steps is {self.num_steps}")
+            if any(layer < 0 for layer in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
+                raise ConfigError(key, f"must be non-negative and strictly increasing, got {layers}")
+
+
+__all__ = ["ConfigError", "HeadConfig", "MethodConfig", "PromptLayersConfig", "TASKS", "parse_overrides",
+           "parse_value"]

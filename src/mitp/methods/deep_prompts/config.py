@@ -1,25 +1,16 @@
-"""Deep prompt tuning settings: MITP's layer and prompt keys, without the hub."""
+"""Deep prompt tuning settings: the prompt keys MITP has, without the hub."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import TASKS, MethodConfig
-from ..mitp.config import check_prompt_layers
+from ..config import TASKS, PromptLayersConfig
 
 
 @dataclass
-class DeepPromptsConfig(MethodConfig):
+class DeepPromptsConfig(PromptLayersConfig):
+    # Same keys and defaults as MITP's prompt layers, so both methods prompt the same layers
+    # with as many tokens; only the hub differs.
     method: ClassVar[str] = "deep_prompts"
     choices: ClassVar[dict] = {"task": TASKS}
-
-    # Same keys and defaults as MITP, so both methods prompt the same layers with as many tokens.
-    num_steps: int = 6
-    prompt_length: int = 8
-    text_layers: list[int] | None = None
-    vision_layers: list[int] | None = None
-    prompt_init_std: float = 0.02
-
-    def check(self) -> None:
-        check_prompt_layers(self)

@@ -1,4 +1,4 @@
-"""Full fine-tuning settings: the late-fusion head plus a lower learning rate for the backbone."""
+"""Full fine-tuning settings: late fusion's inputs plus a lower learning rate for the backbone."""
 
 from __future__ import annotations
 

@@ -18,9 +18,8 @@ class FullFinetune(LateFusion):
     config: FullFinetuneConfig
     trains_backbone = True  # the base class sets requires_grad on the backbone from this
 
-    def param_groups(self, lr: float) -> list[dict]:
-        backbone = {id(p) for p in self.backbone.parameters()}
+    def param_groups(self, lr: float, method_lr_scale: float = 1.0) -> list[dict]:
+        # No prompts or hub here: the towers are the method's parameters, at their own scale.
         tower_params = [p for p in self.backbone.parameters() if p.requires_grad]
-        head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone]
         return [{"params": tower_params, "lr": lr * self.config.backbone_lr_scale, "name": "backbone"},
-                {"params": head_params, "lr": lr, "name": "head"}]
+                {"params": list(self.head.parameters()), "lr": lr, "name": "head"}]

@@ -1,7 +1,7 @@
 from .. import register_method
 from .config import LateFusionConfig
-from .model import LateFusion, embed_pair, embedding, fusion_head
+from .model import LateFusion
 
 register_method(LateFusionConfig, LateFusion)
 
-__all__ = ["LateFusion", "LateFusionConfig", "embed_pair", "embedding", "fusion_head"]
+__all__ = ["LateFusion", "LateFusionConfig"]

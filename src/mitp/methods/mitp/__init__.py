@@ -1,7 +1,7 @@
 from .. import register_method
 from .config import MITPConfig
-from .model import MITP, MemoryHub, interaction_layers
+from .model import MITP, MemoryHub
 
 register_method(MITPConfig, MITP)
 
-__all__ = ["MITP", "MITPConfig", "MemoryHub", "interaction_layers"]
+__all__ = ["MITP", "MITPConfig", "MemoryHub"]

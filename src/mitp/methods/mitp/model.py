@@ -15,29 +15,10 @@ from torch import nn
 
 from ...backbones import Backbone, TowerState
 from ...backbones.towers import run_layers
-from ..base import MultimodalClassifier
-from ..config import ConfigError
+from ..base import Features, MultimodalClassifier
+from ..layers import (batched, embedding, gate_diagnostics, gaussian_prompt, interaction_layers, prompt_gates,
+                      step_gate, step_record)
 from .config import MITPConfig
-
-
-def interaction_layers(config: MITPConfig, text_layers: int, vision_layers: int) -> tuple[list[int], list[int]]:
-    """The (text, vision) layer index of every interaction step, checked against the towers."""
-    if config.text_layers is not None:
-        text, vision = list(config.text_layers), list(config.vision_layers)
-    else:
-        n = config.num_steps
-        if n > text_layers:
-            raise ConfigError("num_steps", f"{n} steps but the text tower has only {text_layers} layers")
-        text = list(range(text_layers - n, text_layers))
-        # Same relative depth: text layer i ends at fraction (i+1)/L_t of the tower.
-        vision = [math.floor((i + 1) * vision_layers / text_layers + 0.5) - 1 for i in text]
-        if any(b <= a for a, b in zip(vision, vision[1:])):
-            raise ConfigError("num_steps", f"{n} steps do not map onto distinct layers of a {vision_layers}-layer "
-                                           "vision tower; give text_layers and vision_layers explicitly")
-    for key, layers, depth in (("text_layers", text, text_layers), ("vision_layers", vision, vision_layers)):
-        if layers[-1] >= depth:
-            raise ConfigError(key, f"layer {layers[-1]} is out of range for a {depth}-layer tower")
-    return text, vision
 
 
 class MemoryHub(nn.Module):
@@ -57,6 +38,7 @@ class MemoryHub(nn.Module):
         self.vision_proj = nn.Linear(vision_width, text_width)
         self.text_norm = nn.LayerNorm(text_width) if norm else nn.Identity()
         self.vision_norm = nn.LayerNorm(text_width) if norm else nn.Identity()
+        self.last_similarity: torch.Tensor | None = None  # detached, for diagnostics and `mitp explain`
 
     def similarity(self, p_t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         cos = F.normalize(p_t, dim=-1) @ F.normalize(q, dim=-1).transpose(1, 2)
@@ -66,6 +48,7 @@ class MemoryHub(nn.Module):
         q = self.vision_proj(p_v)
         if self.mode == "similarity":
             s = self.similarity(p_t, q)
+            self.last_similarity = s.detach()
             m_t, m_v = p_t + s @ q, q + s.transpose(1, 2) @ p_t
         elif self.mode == "mean":
             m_t, m_v = p_t + q.mean(1, keepdim=True), q + p_t.mean(1, keepdim=True)
@@ -81,16 +64,14 @@ class MITP(MultimodalClassifier):
 
     def __init__(self, config: MITPConfig, backbone: Backbone):
         super().__init__(config, backbone)
-        d_t, d_v = backbone.text.width, backbone.vision.width
-        self.text_layers, self.vision_layers = interaction_layers(
-            config, backbone.text.num_layers, backbone.vision.num_layers)
+        text, vision = backbone.text, backbone.vision
+        d_t, d_v = text.width, vision.width
+        self.text_layers, self.vision_layers = interaction_layers(config, text.num_layers, vision.num_layers)
         steps, length, std = len(self.text_layers), config.prompt_length, config.prompt_init_std
         uses_memory = config.head_input == "pooled+memory"
 
-        self.text_prompt = nn.Parameter(torch.randn(length, d_t) * std)
-        self.vision_prompt = None
-        if config.vision_init == "independent":
-            self.vision_prompt = nn.Parameter(torch.randn(length, d_v) * std)
+        self.text_prompt = gaussian_prompt(length, d_t, std)
+        self.vision_prompt = gaussian_prompt(length, d_v, std) if config.vision_init == "independent" else None
         # W, b: text-to-vision map for the first vision prompt and, when tied, every later one.
         needs_shared_map = config.vision_init == "linear" or (config.tied_generators and steps > 1)
         self.text_to_vision = nn.Linear(d_t, d_v) if needs_shared_map else None
@@ -101,14 +82,19 @@ class MITP(MultimodalClassifier):
         self.hub = None
         if steps > 1 or uses_memory:
             self.hub = MemoryHub(d_t, d_v, config.hub, config.tau, config.hub_norm)
+        self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
+        self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
+        self.last_similarities: list[torch.Tensor] = []  # per hub step of the last forward, detached
 
-        head_in = backbone.text.embed_dim + backbone.vision.embed_dim + (d_t if uses_memory else 0)
-        self.head = nn.Sequential(nn.LayerNorm(head_in), nn.Linear(head_in, config.num_classes))
+        parts = {"image": vision.embed_dim, "text": text.embed_dim}
+        if uses_memory:
+            parts["memory"] = d_t
+        self.head = self.build_head(parts)
 
     def initial_prompts(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         p_t = self.text_prompt
         p_v = self.text_to_vision(p_t) if self.vision_prompt is None else self.vision_prompt
-        return p_t.expand(batch, -1, -1), p_v.expand(batch, -1, -1)
+        return batched(p_t, batch), batched(p_v, batch)
 
     def vision_generator(self, step: int) -> nn.Module:
         """Map from the hub's vision memory to the vision prompts of step ``step + 1``."""
@@ -118,29 +104,56 @@ class MITP(MultimodalClassifier):
         # Layers below the first interaction layer see no prompts: frozen, input-only.
         return self.text_layers[0], self.vision_layers[0]
 
-    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
+    def prefix_features(self, t_state: TowerState, v_state: TowerState) -> Features:
         text, vision = self.backbone.text, self.backbone.vision
         t_pos, v_pos = self.frozen_prefix()
         p_t, p_v = self.initial_prompts(t_state.hidden.shape[0])
         memory = None
-        last = len(self.text_layers) - 1
+        steps = len(self.text_layers)
+        self.last_similarities = []
+        t_records, v_records = self.trace_records("text", steps), self.trace_records("vision", steps)
         for step, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):
             t_state = run_layers(text, t_state, t_pos, t_layer)
             v_state = run_layers(vision, v_state, v_pos, v_layer)
-            t_state, out_t = text.run_layer(t_layer, t_state, p_t)   # acquiring
-            v_state, out_v = vision.run_layer(v_layer, v_state, p_v)
+            # acquiring: the prompts read the tokens; the tokens read the prompts through the gates
+            t_state, out_t = text.run_layer(t_layer, t_state, p_t, step_gate(self.text_gates, step),
+                                            step_record(t_records, step))
+            v_state, out_v = vision.run_layer(v_layer, v_state, p_v, step_gate(self.vision_gates, step),
+                                              step_record(v_records, step))
             t_pos, v_pos = t_layer + 1, v_layer + 1
-            if self.hub is None or (step == last and self.config.head_input == "pooled"):
+            if self.hub is None or (step == steps - 1 and self.config.head_input == "pooled"):
                 continue
             m_t, m_v = self.hub(out_t, out_v)                          # consolidation
-            if step < last:
+            if self.hub.mode == "similarity":
+                self.last_similarities.append(self.hub.last_similarity)
+                if self.trace is not None:
+                    self.trace.similarity.append(self.hub.last_similarity)
+            if step < steps - 1:
                 p_t, p_v = m_t, self.vision_generator(step)(m_v)       # activation
             else:  # last step, reached only when the head reads the memory
                 memory = torch.cat([m_t, m_v], dim=1).mean(1)
 
         t_state = run_layers(text, t_state, t_pos, text.num_layers)
         v_state = run_layers(vision, v_state, v_pos, vision.num_layers)
-        features = [vision.project(vision.pool(v_state)), text.project(text.pool(t_state))]
+        features = {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
         if memory is not None:
-            features.append(memory)
-        return self.head(torch.cat(features, dim=-1))
+            features["memory"] = memory
+        return features
+
+    def diagnostics(self) -> dict[str, float]:
+        stats = {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates),
+                 "prompt_norm/text": self.text_prompt.detach().norm(dim=-1).mean().item()}
+        if self.vision_prompt is not None:
+            stats["prompt_norm/vision"] = self.vision_prompt.detach().norm(dim=-1).mean().item()
+        for step, similarity in enumerate(self.last_similarities):
+            stats[f"hub/similarity_entropy/step{step}"] = similarity_entropy(similarity)
+        return stats
+
+
+def similarity_entropy(similarity: torch.Tensor) -> float:
+    """Mean entropy of the rows of a hub similarity matrix over log M: 1 = uniform, 0 = one-hot."""
+    size = similarity.shape[-1]
+    if size < 2:
+        return 0.0
+    entropy = -(similarity * similarity.clamp_min(1e-12).log()).sum(-1).mean()
+    return entropy.item() / math.log(size)

@@ -17,10 +17,13 @@ Every fusion step runs each frozen layer twice, always through ``Tower.run_layer
    kept and go on to the next layer; the prompt outputs are discarded.
 
 C_A takes no part in the fusion pass, as in the public PMF code: its role is the query
-pass. Each tower's pooled, projected embedding feeds its own Linear head and the
-logits are the mean of the two. All three prompt types, both translators and both
-heads train; the towers stay frozen. (The public PMF file never sets requires_grad on
-its fusion-context prompts; here they are ordinary parameters and get gradient.)
+pass. With ``prompt_gate`` (default) what the tokens read from the fusion pass's prompts
+is gated from zero, one gate per fusion layer and head, so PMF starts at the frozen
+towers. The pooled, projected embeddings of both towers go to the shared head (the
+paper's mean of two linear heads is ``head.fusion: mean_of_linear``). All three prompt
+types, both translators, the gates and the head train; the towers stay frozen. (The
+public PMF file never sets requires_grad on its fusion-context prompts; here they are
+ordinary parameters and get gradient.)
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import torch
 from torch import nn
 
 from ...backbones import Backbone, TowerState
-from ..base import MultimodalClassifier
+from ..base import Features, MultimodalClassifier
 from ..config import ConfigError
-from ..late_fusion.model import embedding
+from ..layers import batched, embedding, gate_diagnostics, prompt_gates, step_gate, step_record
 from .config import PMFConfig
 
 
@@ -48,10 +51,6 @@ class FusionPrompts(nn.Module):
 def translator(source: int, target: int, hidden: int) -> nn.Sequential:
     """The non-linear query mapper from one tower's width to the other's."""
     return nn.Sequential(nn.Linear(source, hidden), nn.ReLU(), nn.Linear(hidden, target))
-
-
-def batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:
-    return prompt.expand(batch, -1, -1)
 
 
 class PMF(MultimodalClassifier):
@@ -75,16 +74,18 @@ class PMF(MultimodalClassifier):
         hidden_v2t = config.mapper_hidden or max(1, d_v // 2)
         self.text_to_vision = nn.ModuleList(translator(d_t, d_v, hidden_t2v) for _ in range(n))
         self.vision_to_text = nn.ModuleList(translator(d_v, d_t, hidden_v2t) for _ in range(n))
-        self.text_head = nn.Linear(text.embed_dim, config.num_classes)
-        self.vision_head = nn.Linear(vision.embed_dim, config.num_classes)
+        self.text_gates = prompt_gates(n, text.num_heads, config.prompt_gate)
+        self.vision_gates = prompt_gates(n, vision.num_heads, config.prompt_gate)
+        self.head = self.build_head({"image": vision.embed_dim, "text": text.embed_dim})
 
     def frozen_prefix(self) -> tuple[int, int]:
         # Layers below the first fusion layer run once, frozen, on the inputs alone.
         return self.text_layers[0], self.vision_layers[0]
 
-    def classify_prefix(self, t_state: TowerState, v_state: TowerState) -> torch.Tensor:
+    def prefix_features(self, t_state: TowerState, v_state: TowerState) -> Features:
         text, vision = self.backbone.text, self.backbone.vision
-        batch, length = t_state.hidden.shape[0], self.config.prompt_length
+        batch, length, steps = t_state.hidden.shape[0], self.config.prompt_length, len(self.text_layers)
+        t_records, v_records = self.trace_records("text", steps), self.trace_records("vision", steps)
         for k, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):
             t_prompts, v_prompts = self.text_prompts[k], self.vision_prompts[k]
             # Pass 1 (query): keep only the query prompts' outputs.
@@ -97,9 +98,11 @@ class PMF(MultimodalClassifier):
             # keep only the sequence outputs.
             t_extra = torch.cat([self.vision_to_text[k](q_v), batched(t_prompts.fusion_context, batch)], dim=1)
             v_extra = torch.cat([self.text_to_vision[k](q_t), batched(v_prompts.fusion_context, batch)], dim=1)
-            t_state, _ = text.run_layer(t_layer, t_state, t_extra)
-            v_state, _ = vision.run_layer(v_layer, v_state, v_extra)
+            t_state, _ = text.run_layer(t_layer, t_state, t_extra, step_gate(self.text_gates, k),
+                                        step_record(t_records, k))
+            v_state, _ = vision.run_layer(v_layer, v_state, v_extra, step_gate(self.vision_gates, k),
+                                          step_record(v_records, k))
+        return {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
 
-        text_logits = self.text_head(embedding(text, t_state))
-        vision_logits = self.vision_head(embedding(vision, v_state))
-        return (text_logits + vision_logits) / 2
+    def diagnostics(self) -> dict[str, float]:
+        return {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates)}

@@ -1,0 +1,90 @@
+"""Building blocks the prompt methods share: which layers to prompt, prompts, gates, embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..backbones import Tower, TowerState
+from ..backbones.prompt_attention import PromptAttentionRecord
+from ..backbones.towers import run_layers
+from .config import ConfigError, PromptLayersConfig
+
+
+def interaction_layers(config: PromptLayersConfig, text_layers: int, vision_layers: int
+                       ) -> tuple[list[int], list[int]]:
+    """The (text, vision) layer index of every prompted step, checked against the towers."""
+    if config.text_layers is not None:
+        text, vision = list(config.text_layers), list(config.vision_layers)
+    else:
+        n = config.num_steps
+        if n > text_layers:
+            raise ConfigError("num_steps", f"{n} steps but the text tower has only {text_layers} layers")
+        text = list(range(text_layers - n, text_layers))
+        # Same relative depth: text layer i ends at fraction (i+1)/L_t of the tower.
+        vision = [math.floor((i + 1) * vision_layers / text_layers + 0.5) - 1 for i in text]
+        if any(b <= a for a, b in zip(vision, vision[1:])):
+            raise ConfigError("num_steps", f"{n} steps do not map onto distinct layers of a {vision_layers}-layer "
+                                           "vision tower; give text_layers and vision_layers explicitly")
+    for key, layers, depth in (("text_layers", text, text_layers), ("vision_layers", vision, vision_layers)):
+        if layers[-1] >= depth:
+            raise ConfigError(key, f"layer {layers[-1]} is out of range for a {depth}-layer tower")
+    return text, vision
+
+
+def gaussian_prompt(length: int, width: int, std: float) -> nn.Parameter:
+    return nn.Parameter(torch.randn(length, width) * std)
+
+
+def prompt_list(steps: int, length: int, width: int, std: float) -> nn.ParameterList:
+    return nn.ParameterList(gaussian_prompt(length, width, std) for _ in range(steps))
+
+
+def prompt_gates(steps: int, heads: int, enabled: bool) -> nn.Parameter | None:
+    """One gate per prompted layer and attention head, all starting at 0 (None when gating is off)."""
+    return nn.Parameter(torch.zeros(steps, heads)) if enabled else None
+
+
+def batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:
+    return prompt.expand(batch, -1, -1)
+
+
+def embedding(tower: Tower, state: TowerState) -> torch.Tensor:
+    """The tower's joint-space embedding of the states after its last layer."""
+    return tower.project(tower.pool(state))
+
+
+def run_prompted(tower: Tower, state: TowerState, layers: list[int], prompts: nn.ParameterList,
+                 gates: torch.Tensor | None, records: list | None = None) -> TowerState:
+    """From the first prompted layer to the top; ``prompts[k]`` joins layer ``layers[k]``, outputs dropped."""
+    batch = state.hidden.shape[0]
+    position = layers[0]
+    for k, (layer, prompt) in enumerate(zip(layers, prompts)):
+        state = run_layers(tower, state, position, layer)
+        state, _ = tower.run_layer(layer, state, batched(prompt, batch), gate=step_gate(gates, k),
+                                   record=step_record(records, k))
+        position = layer + 1
+    return run_layers(tower, state, position, tower.num_layers)
+
+
+def step_gate(gates: torch.Tensor | None, step: int) -> torch.Tensor | None:
+    return None if gates is None else gates[step]
+
+
+def step_record(records: list | None, step: int) -> PromptAttentionRecord | None:
+    return None if records is None else records[step]
+
+
+def gate_diagnostics(prefix: str, gates: torch.Tensor | None) -> dict[str, float]:
+    """Mean |tanh(g)| per prompted step: how far each gate has opened (0 = frozen model)."""
+    if gates is None:
+        return {}
+    opened = torch.tanh(gates.detach()).abs().mean(1)
+    return {f"{prefix}/step{k}": value for k, value in enumerate(opened.tolist())}
+
+
+def prompt_norm_diagnostics(prefix: str, prompts) -> dict[str, float]:
+    """Mean L2 norm of a prompt's tokens, per prompt tensor."""
+    return {f"{prefix}/{k}": p.detach().norm(dim=-1).mean().item() for k, p in enumerate(prompts)}
