@@ -186,7 +186,6 @@ class _Worker:
         labels = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=generator)
         self.inputs = {key: value.to(self.device) for key, value in batch.items()}
         self.labels = labels.to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)  # as mitp train does
         self._baseline = None  # memory before the first training step, and whether the peak was reset
         self.memory = None     # peak growth, base, peak total and kind, after the latest training call
@@ -207,8 +206,9 @@ class _Worker:
         start, cpu_start = time.perf_counter(), time.process_time()
         loss = model(**self.inputs, labels=self.labels).loss
         loss.backward()
-        if self.settings.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm)
+        if self.settings.max_grad_norm is not None:  # per group, mitp train's default clip_scope
+            for group in self.optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], self.settings.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
         loss.item()  # the training loop reads the loss every step

@@ -5,10 +5,14 @@
     method: mitp
     seed: 0
     model: {prompt_length: 8}           # the method's config (num_classes/task come from the data)
+    methods: {mitp: {num_steps: 4}}     # per-method model keys (for `mitp compare`)
+    head: {hidden_dim: 512}             # the classification head, the same for every method
     train: {epochs: 10, lr: 1.0e-3}
     eval: {every_epochs: 1}
 
 ``--set a.b=value`` overrides any key; unknown keys are errors naming the dotted key.
+A run's config.yaml holds the resolved config: ``model`` complete for its method, no
+``methods`` section.
 """
 
 from __future__ import annotations
@@ -21,23 +25,29 @@ from typing import ClassVar
 import yaml
 
 from ..configuration import ConfigError, ValidatedConfig, parse_overrides
+from ..methods.head import HeadConfig
 
 
 @dataclass
 class TrainConfig(ValidatedConfig):
     key_prefix: ClassVar[str] = "train."
     choices: ClassVar[dict] = {"mixed_precision": ("no", "bf16", "fp16"), "on_bad_sample": ("error", "skip"),
-                               "scheduler": ("cosine", "constant")}
+                               "scheduler": ("cosine", "constant"), "clip_scope": ("global", "per_group")}
 
     epochs: int = 10
     batch_size: int = 32            # global batch (split across processes)
-    lr: float = 1e-3
+    lr: float = 1e-3                # the head's learning rate, and the base of every other group's
+    # The method's own parameters (prompts, gates, hub, translators) train at lr * method_lr_scale.
+    method_lr_scale: float = 1.0
     weight_decay: float = 0.01
     scheduler: str = "cosine"       # linear warmup, then cosine decay to min_lr_ratio * lr
     warmup_ratio: float = 0.1       # fraction of all optimizer steps spent warming up
     min_lr_ratio: float = 0.0
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0
+    # global: one norm over every trainable tensor; per_group: each optimizer group (head, method,
+    # backbone) clipped on its own, so large prompt gradients cannot shrink the head's step.
+    clip_scope: str = "per_group"
     mixed_precision: str = "no"     # bf16 / fp16 where the device supports it
     num_workers: int = 0
     max_text_length: int | None = None
@@ -52,6 +62,7 @@ class TrainConfig(ValidatedConfig):
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
             self.require_at_least(name, 1)
         self.require_positive("lr")
+        self.require_positive("method_lr_scale")
         self.require_at_least("weight_decay", 0)
         self.require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         self.require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
@@ -81,14 +92,17 @@ class RunConfig:
     method: str
     seed: int = 0
     model: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)   # method name -> model keys for that method only
+    head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     SCALARS: ClassVar[dict] = {"data": str, "backbone": str, "method": str, "seed": int}
+    SECTIONS: ClassVar[tuple] = ("model", "methods", "head", "train", "eval")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
-        known = set(cls.SCALARS) | {"model", "train", "eval"}
+        known = set(cls.SCALARS) | set(cls.SECTIONS)
         for key in raw:
             if key not in known:
                 raise ConfigError(key, f"unknown top-level key; known keys: {', '.join(sorted(known))}")
@@ -99,16 +113,45 @@ class RunConfig:
             value = raw.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise ConfigError(key, f"expected {kind.__name__}, got {value!r}")
-        for section in ("model", "train", "eval"):
+        for section in cls.SECTIONS:
             if raw.get(section) is not None and not isinstance(raw[section], dict):
                 raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
-        return cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
-                   model=dict(raw.get("model") or {}), train=TrainConfig.from_dict(raw.get("train")),
-                   eval=EvalConfig.from_dict(raw.get("eval")))
+        methods = {name: dict(keys or {}) for name, keys in (raw.get("methods") or {}).items()}
+        for name, keys in (raw.get("methods") or {}).items():
+            if keys is not None and not isinstance(keys, dict):
+                raise ConfigError(f"methods.{name}", f"must be a mapping of model keys, got {keys!r}")
+        config = cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
+                     model=dict(raw.get("model") or {}), methods=methods, head=HeadConfig.from_dict(raw.get("head")),
+                     train=TrainConfig.from_dict(raw.get("train")), eval=EvalConfig.from_dict(raw.get("eval")))
+        config.check_model_keys()
+        return config
+
+    def check_model_keys(self) -> None:
+        """``methods.<name>`` names a registered method and only keys it knows; the head has its own section."""
+        from ..methods import get_method
+
+        if "head" in self.model:
+            raise ConfigError("model.head", "the head is configured for every method under `head:`")
+        for name, keys in self.methods.items():
+            try:
+                known = get_method(name).config_class.field_names() - {"head"}
+            except ConfigError as err:
+                raise ConfigError(f"methods.{name}", str(err).split(": ", 1)[1]) from err
+            for key in keys:
+                if key not in known:
+                    raise ConfigError(f"methods.{name}.{key}", f"unknown key for method {name!r}; known keys: "
+                                                                f"{', '.join(sorted(known))}")
+
+    def model_keys(self, method: str | None = None) -> dict:
+        """The model keys for ``method`` (default: this run's): ``model`` with ``methods.<method>`` on top."""
+        return {**self.model, **self.methods.get(method or self.method, {})}
 
     def to_dict(self) -> dict:
-        return {"data": self.data, "backbone": self.backbone, "method": self.method, "seed": self.seed,
-                "model": dict(self.model), "train": self.train.to_dict(), "eval": self.eval.to_dict()}
+        data = {"data": self.data, "backbone": self.backbone, "method": self.method, "seed": self.seed,
+                "model": dict(self.model)}
+        if self.methods:
+            data["methods"] = {name: dict(keys) for name, keys in self.methods.items()}
+        return {**data, "head": self.head.to_dict(), "train": self.train.to_dict(), "eval": self.eval.to_dict()}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -163,19 +206,20 @@ def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     """The method's validated config, with the head size and task taken from the dataset."""
     from ..methods import get_method
 
-    model = dict(config.model)
+    model = config.model_keys()
     for key, value in (("num_classes", num_classes), ("task", task)):
         if key in model and model[key] != value:
             raise ConfigError(f"model.{key}", f"is {model[key]!r} but the dataset has {value!r}")
         model[key] = value
     try:
-        return get_method(config.method).config_class.from_dict(model)
+        return get_method(config.method).config_class.from_dict({**model, "head": config.head})
     except ConfigError as err:
-        key = err.key if err.key == "method" else f"model.{err.key}"
+        section = "methods." + config.method if err.key in config.methods.get(config.method, {}) else "model"
+        key = err.key if err.key == "method" else f"{section}.{err.key}"
         raise ConfigError(key, str(err).split(": ", 1)[1]) from err
 
 
 def resolved(config: RunConfig, method_config) -> RunConfig:
-    """``config`` with the method section replaced by the full validated method config."""
-    model = {k: v for k, v in method_config.to_dict().items() if k != "method"}
-    return dataclasses.replace(config, model=model)
+    """``config`` with the method section replaced by the full validated method config (head apart)."""
+    model = {k: v for k, v in method_config.to_dict().items() if k not in ("method", "head")}
+    return dataclasses.replace(config, model=model, methods={}, head=method_config.head)

@@ -25,7 +25,7 @@ from ..configuration import ConfigError
 from ..data.dataset import SkipCounter, build_datasets, make_dataloader, model_inputs
 from ..methods import build_model
 from ..metrics import SELECTION_METRIC, compute_metrics
-from ..params import parameter_breakdown
+from ..params import component_of, parameter_breakdown
 from .config import RunConfig, resolve_method_config, resolved
 from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkpoint_dir
 
@@ -54,12 +54,29 @@ def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str
     return factor
 
 
-def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model, lr: float, weight_decay: float, method_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """AdamW over the method's parameter groups; the fused kernel where torch has one (much faster)."""
-    groups = model.param_groups(lr)
+    groups = model.param_groups(lr, method_lr_scale)
     params = [p for group in groups for p in group["params"]]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def clip_gradients(accelerator: Accelerator, optimizer, max_norm: float, scope: str) -> None:
+    """Clip to ``max_norm`` over all trainable tensors (global) or per optimizer group (per_group)."""
+    groups = [group["params"] for group in optimizer.param_groups]
+    for params in ([p for group in groups for p in group],) if scope == "global" else groups:
+        accelerator.clip_grad_norm_(params, max_norm)
+
+
+def gradient_norms(model) -> dict[str, float]:
+    """L2 norm of the gradient per component (``text_prompt``, ``hub.vision_proj``, ``head.classifier``, ...)."""
+    squares: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            key = f"grad_norm/{component_of(name)}"
+            squares[key] = squares.get(key, 0.0) + param.grad.detach().float().pow(2).sum()
+    return {key: value.sqrt().item() for key, value in squares.items()}
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -222,7 +239,7 @@ class Trainer:
     def fit(self) -> dict:
         acc, t = self.accelerator, self.config.train
         model = self.parts.model
-        optimizer = make_optimizer(model, t.lr, t.weight_decay)
+        optimizer = make_optimizer(model, t.lr, t.weight_decay, t.method_lr_scale)
         train_loader, val_loader, test_loader = self._loaders()
         steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum_steps)
         total_steps = steps_per_epoch * t.epochs
@@ -244,7 +261,7 @@ class Trainer:
             set_rng_state(state["rng"])
             pos.update(state["position"])
             if self.main:
-                log.truncate_after(pos["epoch"])
+                log.truncate_after(pos["epoch"], pos["step"])
             self._log(f"resumed from {directory} at epoch {pos['epoch'] + 1}, batch {pos['batch']}, "
                       f"step {pos['step']}")
         acc.wait_for_everyone()
@@ -252,7 +269,6 @@ class Trainer:
         writer = self._tensorboard()
         skips = SkipCounter()
         started = time.perf_counter() - pos["train_seconds"]
-        params = [p for p in model.parameters() if p.requires_grad]
         for epoch in range(pos["epoch"], t.epochs):
             epoch_started = time.perf_counter()
             model.train()
@@ -268,8 +284,10 @@ class Trainer:
                     with acc.accumulate(model):
                         loss = self._forward(batch, "train").loss
                         acc.backward(loss)
+                        diagnose = self.main and acc.sync_gradients and (pos["step"] + 1) % t.log_every_steps == 0
+                        grad_norms = gradient_norms(unwrapped) if diagnose else {}  # before clipping
                         if acc.sync_gradients and t.max_grad_norm is not None:
-                            acc.clip_grad_norm_(params, t.max_grad_norm)
+                            clip_gradients(acc, optimizer, t.max_grad_norm, t.clip_scope)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
@@ -278,9 +296,9 @@ class Trainer:
                     advance(loss.item(), len(batch["ids"]) * acc.num_processes)
                     if acc.sync_gradients:
                         pos["step"] += 1
-                        if writer and pos["step"] % t.log_every_steps == 0:
-                            writer.add_scalar("train/loss", loss.item(), pos["step"])
-                            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], pos["step"])
+                        if diagnose:
+                            self._log_diagnostics(log, writer, epoch, pos["step"], loss.item(),
+                                                  {**grad_norms, **unwrapped.diagnostics()})
                         if t.checkpoint_every_steps and pos["step"] % t.checkpoint_every_steps == 0:
                             pos["train_seconds"] = time.perf_counter() - started
                             self._save_last(unwrapped, pos)
@@ -326,6 +344,17 @@ class Trainer:
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, samples=0, skipped=0,
                    train_seconds=time.perf_counter() - started)
         self._save_last(unwrapped, pos)
+
+    def _log_diagnostics(self, log, writer, epoch: int, step: int, loss: float, values: dict) -> None:
+        """Per-part gradient norms and the method's own scalars, to metrics.jsonl and TensorBoard."""
+        lr = self.scheduler.get_last_lr()[0]
+        log.append({"epoch": epoch + 1, "step": step, "split": "diagnostics", "metrics": values, "loss": loss,
+                    "lr": lr})
+        if writer:
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", lr, step)
+            for name, value in values.items():
+                writer.add_scalar(f"diagnostics/{name}", value, step)
 
     def _evaluate(self, split: str, loader) -> dict:
         return evaluate(self.model, self._cached_loader(split, loader), self.accelerator, self.task,

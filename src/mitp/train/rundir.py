@@ -1,7 +1,8 @@
 """The run directory: crash-safe checkpoints and the metrics log.
 
     RUN_DIR/config.yaml            fully resolved config
-    RUN_DIR/metrics.jsonl          one line per evaluation (and one per epoch of training loss)
+    RUN_DIR/metrics.jsonl          one line per evaluation, one per epoch of training loss, and
+                                   diagnostics every train.log_every_steps steps
     RUN_DIR/checkpoint/last/       trainable tensors + method.json + training_state.pt (resume)
     RUN_DIR/checkpoint/best/       trainable tensors + method.json (best on validation)
     RUN_DIR/results.json, curves.png, tensorboard/
@@ -101,9 +102,15 @@ class MetricsLog:
                 raise
         return records
 
-    def truncate_after(self, completed_epochs: int) -> None:
-        """Keep the lines of epochs the checkpoint had completed; later ones will be logged again."""
-        kept = [r for r in self.records() if r["epoch"] <= completed_epochs]
+    def truncate_after(self, completed_epochs: int, completed_steps: int | None = None) -> None:
+        """Keep the lines the checkpoint had completed (epochs, and per-step diagnostics up to its
+        step); later ones will be logged again."""
+        def done(r: dict) -> bool:
+            if r["split"] == "diagnostics" and completed_steps is not None:
+                return r["step"] <= completed_steps
+            return r["epoch"] <= completed_epochs
+
+        kept = [r for r in self.records() if done(r)]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         os.replace(tmp, self.path)
