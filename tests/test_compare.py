@@ -1,17 +1,19 @@
-"""mitp compare: methods side by side, failures reported, finished runs reused."""
+"""mitp compare: methods side by side, strict keys, reuse only of identical runs, grid chosen on val."""
 
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mitp.cli import main
-from mitp.compare import method_config_for
+from mitp.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
+from mitp.configuration import ConfigError
 from mitp.synthetic import write_toy_dataset
 from mitp.train.config import load_run_config
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-ROW_KEYS = {"method", "trainable_params", "test", "val", "peak_memory_mb", "train_seconds", "seeds"}
+ROW_KEYS = {"method", "trainable_params", "test", "val", "peak_memory_mb", "train_seconds", "seeds", "selected"}
 
 
 @pytest.fixture(scope="module")
@@ -19,17 +21,43 @@ def toy(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
 
 
-def test_model_keys_follow_the_methods_that_know_them():
-    config = load_run_config(CONFIG)
-    assert method_config_for(config, "deep_prompts", 3).model == {"num_steps": 3, "prompt_length": 4}
-    assert method_config_for(config, "late_fusion", 1).model == {}
-    assert method_config_for(config, "late_fusion", 1).seed == 1
+def compare_args(toy, out, *extra):
+    return ["compare", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
+            "--out", str(out), *extra]
 
 
-def test_compare_two_methods_end_to_end(toy, tmp_path, capsys):
+def test_model_keys_go_to_every_method_and_methods_keys_to_one():
+    config = load_run_config(CONFIG, ["model.prompt_init_std=0.01"])
+    assert config_for_method(config, "deep_prompts", 3).model == {"prompt_init_std": 0.01, "num_steps": 3,
+                                                                  "prompt_length": 4}
+    assert config_for_method(config, "pmf", 1).model == {"prompt_init_std": 0.01}
+    late = load_run_config(CONFIG)
+    assert config_for_method(late, "late_fusion", 1).model == {} and config_for_method(late, "late_fusion", 1).seed == 1
+    with pytest.raises(ConfigError, match="unknown to method 'late_fusion'") as err:
+        config_for_method(config, "late_fusion", 0)
+    assert err.value.key == "model.prompt_init_std"
+
+
+def test_a_model_key_a_compared_method_does_not_know_fails_before_training(toy, tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = ["compare", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-            "--methods", "mitp,late_fusion", "--seeds", "0", "--out", str(out)]
+    assert main(compare_args(toy, out, "--set", "model.num_steps=2", "--methods", "mitp,late_fusion")) == 2
+    err = capsys.readouterr().err
+    assert "model.num_steps" in err and "'late_fusion'" in err and "methods:" in err
+    assert not (out / "mitp").exists(), "nothing trained"
+
+
+def test_a_methods_key_the_method_does_not_know_is_named():
+    with pytest.raises(ConfigError) as err:
+        load_run_config(CONFIG, ["methods.late_fusion.num_steps=2"])
+    assert err.value.key == "methods.late_fusion.num_steps"
+    with pytest.raises(ConfigError) as err:
+        load_run_config(CONFIG, ["methods.nope.num_steps=2"])
+    assert err.value.key == "methods.nope"
+
+
+def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = compare_args(toy, out, "--methods", "mitp,late_fusion", "--seeds", "0")
     assert main(args) == 0
     rows = json.loads((out / "compare.json").read_text())
     assert [r["method"] for r in rows] == ["mitp", "late_fusion"]
@@ -38,6 +66,8 @@ def test_compare_two_methods_end_to_end(toy, tmp_path, capsys):
         results = json.loads((out / row["method"] / "seed-0" / "results.json").read_text())
         assert row["test"]["accuracy"] == {"mean": results["test"]["accuracy"], "std": 0.0}
         assert row["trainable_params"] == results["trainable_params"]
+    run_config = yaml.safe_load((out / "mitp" / "seed-0" / "config.yaml").read_text())
+    assert run_config["model"]["num_steps"] == 3 and "methods" not in run_config  # methods.mitp applied
     assert rows[0]["trainable_params"] > rows[1]["trainable_params"]
     table = (out / "compare.md").read_text()
     assert "| mitp |" in table and "| late_fusion |" in table
@@ -45,17 +75,26 @@ def test_compare_two_methods_end_to_end(toy, tmp_path, capsys):
 
     capsys.readouterr()
     assert main(args) == 0, "a finished comparison is reused, not retrained"
-    assert "finished earlier, reusing its results" in capsys.readouterr().out
+    assert "finished earlier with the same config, reusing its results" in capsys.readouterr().out
+
+    # Other settings into the same --out: refused, naming the run and the key, nothing retrained ...
+    before = (out / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns
+    assert main([*args, "--set", "train.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.003 in the run, 0.01 asked" in err and str(out / "mitp" / "seed-0") in err
+    assert (out / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns == before
+    # ... unless --force, which trains them again with the new settings.
+    assert main([*args, "--set", "train.lr=0.01", "--force"]) == 0
+    assert load_run_config(out / "mitp" / "seed-0" / "config.yaml").train.lr == 0.01
 
 
-def test_a_failing_method_is_reported_and_the_others_run(toy, tmp_path):
+def test_a_failing_run_is_reported_the_others_run_and_the_exit_status_says_so(toy, tmp_path):
     out = tmp_path / "cmp"
-    # prompt_length=0 is invalid for mitp only; late_fusion has no such key and trains
-    args = ["compare", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-            "--set", "model.prompt_length=0", "--methods", "mitp,late_fusion", "--out", str(out)]
-    assert main(args) == 0
+    # 50 steps is a valid config but does not fit the 6-layer tiny text tower: the run itself fails.
+    args = compare_args(toy, out, "--set", "methods.mitp.num_steps=50", "--methods", "mitp,late_fusion")
+    assert main(args) == 1
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
-    assert rows["mitp"]["status"] == "failed" and "prompt_length" in rows["mitp"]["errors"]["0"]
+    assert rows["mitp"]["status"] == "failed" and "num_steps" in json.dumps(rows["mitp"]["errors"])
     assert rows["late_fusion"]["status"] == "ok"
     assert "failed:" in (out / "compare.md").read_text()
 
@@ -63,3 +102,59 @@ def test_a_failing_method_is_reported_and_the_others_run(toy, tmp_path):
 def test_unknown_method_fails_before_training(tmp_path, capsys):
     assert main(["compare", "--config", str(CONFIG), "--methods", "mitp,nope", "--out", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+# --- the grid --------------------------------------------------------------------------------
+def test_grid_is_the_cartesian_product_in_order():
+    grid = parse_grid(["train.lr=1e-4,1e-3", "head.dropout=0,0.1"])
+    assert [p.as_dict() for p in grid] == [
+        {"train.lr": 1e-4, "head.dropout": 0}, {"train.lr": 1e-4, "head.dropout": 0.1},
+        {"train.lr": 1e-3, "head.dropout": 0}, {"train.lr": 1e-3, "head.dropout": 0.1}]
+    assert parse_grid([]) == [GridPoint()]
+    for bad in (["train.lr"], ["train.lr=1,1"], ["seed=0,1"], ["train.lr=1", "train.lr=2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+
+
+def fake_run(method, lr, seed, val, test):
+    results = {"selection_metric": "accuracy", "val": {"accuracy": val}, "test": {"accuracy": test},
+               "trainable_params": 10, "total_params": 100, "peak_memory_mb": 1.0, "peak_memory_kind": "x",
+               "train_seconds": 1.0}
+    return {"method": method, "setting": {"train.lr": lr}, "seed": seed, "results": results}
+
+
+def test_selection_uses_validation_never_test():
+    runs = [fake_run("m", 0.1, s, val=0.6, test=0.9) for s in (0, 1)]      # best on test
+    runs += [fake_run("m", 0.01, s, val=0.7 + s / 100, test=0.5) for s in (0, 1)]  # best on val
+    (row,) = aggregate(runs, ["m"])
+    assert row["selected"] == {"train.lr": 0.01}
+    assert row["test"]["accuracy"]["mean"] == pytest.approx(0.5)
+    assert row["val"]["accuracy"]["mean"] == pytest.approx(0.705)
+    assert [g["selected"] for g in row["grid"]] == [False, True]
+
+
+def test_a_setting_with_a_failed_seed_cannot_be_chosen():
+    runs = [fake_run("m", 0.1, 0, val=0.99, test=0.9),
+            {"method": "m", "setting": {"train.lr": 0.1}, "seed": 1, "error": "RunFailed: boom"},
+            fake_run("m", 0.01, 0, val=0.5, test=0.5), fake_run("m", 0.01, 1, val=0.5, test=0.5)]
+    (row,) = aggregate(runs, ["m"])
+    assert row["selected"] == {"train.lr": 0.01} and row["status"] == "partial"
+    table = markdown_table([row], load_run_config(CONFIG), [0, 1], parse_grid(["train.lr=0.1,0.01"]))
+    assert "(incomplete)" in table and "train.lr=0.01 |" in table
+
+
+def test_grid_end_to_end_chooses_the_best_validation_setting(toy, tmp_path):
+    out = tmp_path / "grid"
+    args = compare_args(toy, out, "--methods", "late_fusion", "--seeds", "0,1", "--grid", "train.lr=1e-4,3e-2")
+    assert main(args) == 0
+    (row,) = json.loads((out / "compare.json").read_text())
+    val = {}
+    for lr in ("0.0001", "0.03"):
+        runs = [json.loads((out / "late_fusion" / f"train.lr={lr}" / f"seed-{s}" / "results.json").read_text())
+                for s in (0, 1)]
+        assert {r["seed"] for r in runs} == {0, 1}
+        val[float(lr)] = sum(r["val"]["accuracy"] for r in runs) / 2
+    assert row["selected"] == {"train.lr": max(val, key=val.get)}
+    assert load_run_config(out / "late_fusion" / "train.lr=0.03" / "seed-1" / "config.yaml").train.lr == 0.03
+    table = (out / "compare.md").read_text()
+    assert "setting chosen on val" in table and "per grid point" in table

@@ -76,5 +76,8 @@ def test_ints_are_accepted_for_floats_and_method_must_match():
 def test_overrides_parse_yaml_values():
     assert parse_overrides(["tau=0.2", "text_layers=[1, 2]", "hub_norm=false", "hub=none"]) == {
         "tau": 0.2, "text_layers": [1, 2], "hub_norm": False, "hub": "none"}
+    # YAML 1.1 would keep these as strings; on a command line they are numbers.
+    assert parse_overrides(["lr=1e-4", "x=3E+2", "y=.5e1", "name=1e-4x"]) == {
+        "lr": 1e-4, "x": 300.0, "y": 5.0, "name": "1e-4x"}
     with pytest.raises(ConfigError):
         parse_overrides(["tau"])

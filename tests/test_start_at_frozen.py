@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mitp.backbones.prompt_attention import PromptAttentionRecord
-from mitp.methods import available_methods, build_model, make_config
+from mitp.methods import available_methods, build_model, get_method, make_config
 
 # Every registered method that inserts prompts, with the settings that change its prompt path.
 PROMPT_METHODS = [
@@ -20,8 +20,8 @@ PROMPT_METHODS = [
 
 
 def test_the_table_covers_every_method_with_prompts():
-    prompt_free = {"late_fusion", "full_finetune"}
-    assert {m for m, _ in PROMPT_METHODS} == set(available_methods()) - prompt_free
+    inserting = {m for m in available_methods() if get_method(m).model_class.inserts_prompts}
+    assert {m for m, _ in PROMPT_METHODS} == inserting == {"mitp", "deep_prompts", "pmf"}
 
 
 def frozen_features(backbone, batch):

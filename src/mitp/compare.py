@@ -1,53 +1,175 @@
-"""Train several methods (and seeds) under one config and report them side by side.
+"""Train several methods (over seeds and a grid of settings) under one config; report them side by side.
 
-Every run gets the same data, backbone, schedule and evaluation; only ``method`` and
-``seed`` change. The config's ``model:`` keys go to every method whose config has them,
-so ``deep_prompts`` prompts the same layers with as many tokens as MITP. Each run is a
-``mitp train`` subprocess: its peak memory is its own and a crash cannot take the others
-down. Runs that finished are reused and interrupted ones resumed, so a comparison can be
-restarted.
+Every run gets the same data, backbone, head, schedule and evaluation; only ``method``,
+``seed`` and the grid's keys change. The config's ``model:`` keys go to every method (a key
+a method does not know is an error naming both); keys for one method go under
+``methods.<name>``. With a grid, each method's setting is chosen on the validation split
+(mean over seeds of the selection metric) and the test split is reported for that setting
+only. Each run is a ``mitp train`` subprocess: its peak memory is its own and a crash cannot
+take the others down. Finished runs are reused and interrupted ones resumed, but only when
+their resolved config is the one asked for.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import json
 import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from .configuration import ConfigError, parse_value
 from .methods import get_method
-from .train.config import RunConfig
+from .train.config import RunConfig, apply_overrides, load_run_config, resolve
 from .train.reports import write_json_atomic
-
-
-def method_config_for(config: RunConfig, method: str, seed: int) -> RunConfig:
-    """``config`` retargeted at ``method``/``seed``, keeping the model keys that method understands."""
-    known = get_method(method).config_class.field_names()
-    model = {k: v for k, v in config.model.items() if k in known}
-    return dataclasses.replace(config, method=method, seed=seed, model=model)
 
 
 class RunFailed(RuntimeError):
     pass
 
 
-def run_one(config: RunConfig, run_dir: Path, config_path: Path, console=None) -> dict:
-    """Finish ``run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there)."""
+class RunConflict(ConfigError):
+    """Run directories that hold runs of other settings than the ones asked for."""
+
+
+# --- what to run -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    """One setting of the grid's keys, e.g. ``(("train.lr", 0.001),)``; empty without a grid."""
+
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def label(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.values) or "as configured"
+
+    def slug(self) -> str:
+        return ",".join(f"{key}={value}" for key, value in self.values)
+
+    def as_dict(self) -> dict:
+        return dict(self.values)
+
+
+def parse_grid(specs: list[str]) -> list[GridPoint]:
+    """``["train.lr=1e-4,1e-3", "head.dropout=0,0.1"]`` -> the cartesian product, in the order given."""
+    axes = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError("--grid", f"expected KEY=V1,V2,..., got {spec!r}")
+        key = key.strip()
+        if key in (k for k, _ in axes):
+            raise ConfigError("--grid", f"{key} is given twice")
+        if key in ("method", "seed"):
+            raise ConfigError("--grid", f"{key} is set by --methods/--seeds, not the grid")
+        parsed = [parse_value(v.strip()) for v in values.split(",")]
+        if len(set(map(repr, parsed))) != len(parsed):
+            raise ConfigError("--grid", f"{key} lists a value twice")
+        axes.append((key, parsed))
+    if not axes:
+        return [GridPoint()]
+    return [GridPoint(tuple(zip([k for k, _ in axes], combo))) for combo in itertools.product(*(v for _, v in axes))]
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    method: str
+    point: GridPoint
+    seed: int
+    config: RunConfig  # resolved, as the run's config.yaml will hold it
+    run_dir: Path
+    config_path: Path
+
+
+def config_for_method(config: RunConfig, method: str, seed: int) -> RunConfig:
+    """``config`` retargeted at ``method``/``seed``: ``model`` keys (all known to it) plus ``methods.<method>``."""
+    known = get_method(method).config_class.field_names()
+    for key in config.model:
+        if key not in known:
+            raise ConfigError(f"model.{key}", f"unknown to method {method!r}; keys for one method go under "
+                                              f"`methods: {{{method}: {{...}}}}`")
+    return dataclasses.replace(config, method=method, seed=seed, model=config.model_keys(method), methods={})
+
+
+def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[GridPoint], out: Path
+         ) -> list[PlannedRun]:
+    """Every (method, grid point, seed) run, resolved and validated before anything trains."""
+    for method in methods:
+        get_method(method)  # unknown names fail before any training starts
+    runs = []
+    for method in methods:
+        for point in grid:
+            base = RunConfig.from_dict(apply_overrides(config.to_dict(), point.as_dict())) if point.values else config
+            for seed in seeds:
+                try:
+                    run_config = resolve(config_for_method(base, method, seed))
+                except ConfigError as err:  # name the method as well as the key
+                    raise ConfigError(err.key, f"{str(err).split(': ', 1)[1]} (method {method})") from err
+                where = Path(out) / method / point.slug() if point.values else Path(out) / method
+                name = "-".join(filter(None, [method, point.slug(), f"seed-{seed}"]))
+                runs.append(PlannedRun(method, point, seed, run_config, where / f"seed-{seed}",
+                                       Path(out) / "configs" / f"{name}.yaml"))
+    return runs
+
+
+# --- finished runs: reuse only what matches --------------------------------------------------
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(existing: RunConfig, wanted: RunConfig) -> list[str]:
+    """``["train.lr: 0.001 in the run, 0.003 asked", ...]`` for every key whose value differs."""
+    have, want = _flatten(existing.to_dict()), _flatten(wanted.to_dict())
+    return [f"{key}: {have.get(key, '(unset)')!r} in the run, {want.get(key, '(unset)')!r} asked"
+            for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
+
+
+def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
+    """Refuse (or with ``force`` clear) run directories that hold a run of other settings."""
+    conflicts = []
+    for run in runs:
+        saved = run.run_dir / "config.yaml"
+        if not saved.is_file():
+            continue
+        differences = config_differences(load_run_config(saved), run.config)
+        if not differences:
+            continue
+        if force:
+            if console is not None:
+                console.print(f"[yellow]{run.run_dir}: other settings ({'; '.join(differences)}); --force: "
+                              "training it again[/yellow]")
+            shutil.rmtree(run.run_dir)
+        else:
+            conflicts.append(f"{run.run_dir} ({'; '.join(differences)})")
+    if conflicts:
+        raise RunConflict("--out", "these run directories hold runs of other settings than asked: "
+                                   + " | ".join(conflicts) + "; use another --out, or --force to train them again")
+
+
+def run_one(run: PlannedRun, console=None) -> dict:
+    """Finish ``run.run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there)."""
+    run_dir = run.run_dir
     if (run_dir / "results.json").is_file():
         if console is not None:
-            console.print(f"[dim]{run_dir}: finished earlier, reusing its results[/dim]")
+            console.print(f"[dim]{run_dir}: finished earlier with the same config, reusing its results[/dim]")
         return json.loads((run_dir / "results.json").read_text())
     if (run_dir / "checkpoint" / "last").exists():
         args = ["--resume", str(run_dir)]
     else:
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(config.to_yaml())
+        run.config_path.parent.mkdir(parents=True, exist_ok=True)
+        run.config_path.write_text(run.config.to_yaml())
         shutil.rmtree(run_dir, ignore_errors=True)  # a run that died before its first checkpoint starts over
-        args = ["--config", str(config_path), "--out", str(run_dir)]
+        args = ["--config", str(run.config_path), "--out", str(run_dir)]
     process = subprocess.Popen([sys.executable, "-m", "mitp", "train", *args], stderr=subprocess.PIPE, text=True)
     tail = collections.deque(maxlen=20)
     for line in process.stderr:  # pass stderr through, keeping its end for the report
@@ -58,49 +180,75 @@ def run_one(config: RunConfig, run_dir: Path, config_path: Path, console=None) -
     return json.loads((run_dir / "results.json").read_text())
 
 
-def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, console=None) -> list[dict]:
-    """Train every (method, seed); a failing run is recorded with its error and the others go on."""
-    for method in methods:
-        get_method(method)  # unknown names fail before any training starts
-    runs = []
-    for method in methods:
-        for seed in seeds:
-            run_dir = Path(out) / method / f"seed-{seed}"
+def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, grid=None,
+                   force: bool = False, console=None) -> list[dict]:
+    """Train every planned run; a failing run is recorded with its error and the others go on."""
+    runs = plan(config, methods, seeds, grid or [GridPoint()], out)
+    check_existing(runs, force, console)
+    records = []
+    for i, run in enumerate(runs, 1):
+        record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
+        if console is not None:
+            setting = f", {run.point.label()}" if run.point.values else ""
+            console.rule(f"[{i}/{len(runs)}] {run.method}{setting}, seed {run.seed}")
+        try:
+            record["results"] = run_one(run, console)
+        except Exception as err:  # one broken run must not stop the comparison
             if console is not None:
-                console.rule(f"{method}, seed {seed}")
-            try:
-                config_path = Path(out) / "configs" / f"{method}-seed-{seed}.yaml"
-                results = run_one(method_config_for(config, method, seed), run_dir, config_path, console)
-                runs.append({"method": method, "seed": seed, "run_dir": str(run_dir), "results": results})
-            except Exception as err:  # one broken method must not stop the comparison
-                if console is not None:
-                    console.print(f"[red]{method} seed {seed} failed: {err}[/red]")
-                runs.append({"method": method, "seed": seed, "run_dir": str(run_dir),
-                             "error": f"{type(err).__name__}: {err}"})
-    return runs
+                console.print(f"[red]{run.method} ({run.point.label()}) seed {run.seed} failed: {err}[/red]")
+            record["error"] = f"{type(err).__name__}: {err}"
+        records.append(record)
+    return records
 
 
+# --- selection and reports -----------------------------------------------------------------------
 def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def _setting_key(setting: dict) -> str:
+    return json.dumps(setting, sort_keys=True)
+
+
 def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
-    """One row per method: metric mean and std over seeds, cost figures, or the error."""
+    """One row per method: its setting chosen on validation, then val and test of that setting.
+
+    A setting competes only if all its seeds finished; the best mean validation selection
+    metric wins (the first in grid order on a tie). Test never takes part in the choice.
+    """
     rows = []
     for method in methods:
-        done = [r for r in runs if r["method"] == method and "results" in r]
-        failed = [r for r in runs if r["method"] == method and "error" in r]
-        row = {"method": method, "seeds": [r["seed"] for r in done]}
+        mine = [r for r in runs if r["method"] == method]
+        failed = [r for r in mine if "error" in r]
+        settings: dict[str, list[dict]] = {}
+        for r in mine:
+            settings.setdefault(_setting_key(r["setting"]), []).append(r)
+        grid = []
+        for runs_of_setting in settings.values():
+            done = [r["results"] for r in runs_of_setting if "results" in r]
+            entry = {"setting": runs_of_setting[0]["setting"], "complete": len(done) == len(runs_of_setting),
+                     "seeds": [r["seed"] for r in runs_of_setting if "results" in r]}
+            if done:
+                metric = done[0]["selection_metric"]
+                entry["val"] = _mean_std([d["val"][metric] for d in done])
+            grid.append(entry)
+        row = {"method": method, "grid": grid}
         if failed:
-            row["errors"] = {str(r["seed"]): r["error"] for r in failed}
-        if not done:
-            rows.append({**row, "status": "failed", "trainable_params": None, "val": None, "test": None,
-                         "peak_memory_mb": None, "train_seconds": None})
+            row["errors"] = {f"{_label(r['setting'])} seed {r['seed']}": r["error"] for r in failed}
+        eligible = [g for g in grid if g["complete"] and g["seeds"]]
+        if not eligible:
+            rows.append({**row, "status": "failed", "selected": None, "seeds": [], "trainable_params": None,
+                         "val": None, "test": None, "peak_memory_mb": None, "train_seconds": None})
             continue
-        results = [r["results"] for r in done]
+        best = max(eligible, key=lambda g: g["val"]["mean"])  # max keeps the first of equals
+        for g in grid:
+            g["selected"] = g is best
+        results = [r["results"] for r in mine if "results" in r and r["setting"] == best["setting"]]
         first = results[0]
         row.update({
             "status": "ok" if not failed else "partial",
+            "selected": best["setting"],
+            "seeds": best["seeds"],
             "trainable_params": first["trainable_params"],
             "total_params": first["total_params"],
             "selection_metric": first["selection_metric"],
@@ -114,32 +262,58 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
     return rows
 
 
+def _label(setting: dict) -> str:
+    return GridPoint(tuple(setting.items())).label()
+
+
 def _pm(stat: dict | None, key: str) -> str:
     if not stat or key not in stat:
         return "-"
     return f"{stat[key]['mean']:.4f} ± {stat[key]['std']:.4f}"
 
 
-def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int]) -> str:
+def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: list[GridPoint] | None = None) -> str:
     metric = next((r["selection_metric"] for r in rows if r.get("selection_metric")), "metric")
+    searched = grid is not None and any(p.values for p in grid)
+    head = config.head
     lines = [
         f"# Comparison on `{config.data}` with `{config.backbone}`",
         "",
         f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; {config.train.epochs} epochs, batch "
-        f"{config.train.batch_size}, lr {config.train.lr}. Test metrics come from each run's best "
-        f"validation checkpoint.",
+        f"{config.train.batch_size}, lr {config.train.lr}; the same head for every method (hidden_dim "
+        f"{head.hidden_dim}, norm {head.norm}, fusion {head.fusion}). Test metrics come from each run's best "
+        "validation checkpoint."
+        + (f" Each method's setting was chosen on validation (mean {metric} over seeds) among "
+           f"{len(grid)} grid points; test is reported for that setting only." if searched else ""),
         "",
-        f"| method | trainable params | val {metric} | test {metric} | peak memory (MB) | train time (s) | status |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        f"| method | {'setting chosen on val | ' if searched else ''}trainable params | val {metric} | "
+        f"test {metric} | peak memory (MB) | train time (s) | status |",
+        "|---|" + ("---|" if searched else "") + "---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        chosen = f"{_label(r['selected']) if r['selected'] is not None else '-'} | " if searched else ""
         if r["status"] == "failed":
             error = "; ".join(r.get("errors", {}).values()).replace("|", "/").replace("\n", " ")
-            lines.append(f"| {r['method']} | - | - | - | - | - | failed: {error[:200]} |")
+            lines.append(f"| {r['method']} | {chosen}- | - | - | - | - | failed: {error[:200]} |")
             continue
-        status = r["status"] if r["status"] == "ok" else f"partial: {len(r.get('errors', {}))} seed(s) failed"
-        lines.append(f"| {r['method']} | {r['trainable_params']:,} | {_pm(r['val'], metric)} | "
+        status = r["status"] if r["status"] == "ok" else f"partial: {len(r.get('errors', {}))} run(s) failed"
+        lines.append(f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric)} | "
                      f"{_pm(r['test'], metric)} | {r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
+    if searched:
+        lines += ["", f"## Validation {metric} per grid point (mean ± std over seeds; * = chosen)", "",
+                  "| method | " + " | ".join(p.label() for p in grid) + " |",
+                  "|---|" + "---:|" * len(grid)]
+        for r in rows:
+            by_setting = {_setting_key(g["setting"]): g for g in r["grid"]}
+            cells = []
+            for point in grid:
+                g = by_setting.get(_setting_key(point.as_dict()))
+                if g is None or "val" not in g:
+                    cells.append("failed")
+                else:
+                    cell = f"{g['val']['mean']:.4f} ± {g['val']['std']:.4f}" + ("*" if g.get("selected") else "")
+                    cells.append(cell if g["complete"] else f"{cell} (incomplete)")
+            lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -167,10 +341,11 @@ def bar_chart(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: list[int], out: Path) -> None:
+def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: list[int], out: Path,
+                  grid: list[GridPoint] | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "compare.json", rows)
     write_json_atomic(out / "runs.json", [{k: v for k, v in r.items() if k != "results"} for r in runs])
-    (out / "compare.md").write_text(markdown_table(rows, config, seeds))
+    (out / "compare.md").write_text(markdown_table(rows, config, seeds, grid))
     bar_chart(rows, out / "compare.png")

@@ -8,6 +8,7 @@ Every error is a :class:`ConfigError` whose message starts with the offending ke
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, ClassVar
@@ -23,8 +24,14 @@ class ConfigError(ValueError):
         self.key = key
 
 
+# YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_value(text: str) -> Any:
-    """Parse a ``--set key=value`` value with YAML rules (numbers, booleans, lists, null)."""
+    """Parse a ``--set key=value`` value with YAML rules (numbers, booleans, lists, null; 1e-4 too)."""
+    if _EXPONENT.fullmatch(text.strip()):
+        return float(text)
     return yaml.safe_load(text) if text != "" else ""
 
 

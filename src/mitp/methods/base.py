@@ -57,6 +57,8 @@ class MultimodalClassifier(nn.Module):
     config_class: type[MethodConfig] = MethodConfig
     # Methods that train the backbone (full fine-tuning) set this to True.
     trains_backbone: bool = False
+    # Methods that append prompts to the towers' layers (and can be traced by `mitp explain`).
+    inserts_prompts: bool = False
 
     def __init__(self, config: MethodConfig, backbone: Backbone):
         super().__init__()

@@ -223,3 +223,15 @@ def resolved(config: RunConfig, method_config) -> RunConfig:
     """``config`` with the method section replaced by the full validated method config (head apart)."""
     model = {k: v for k, v in method_config.to_dict().items() if k not in ("method", "head")}
     return dataclasses.replace(config, model=model, methods={}, head=method_config.head)
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """The fully resolved config, as a run's config.yaml holds it (classes and task from labels.json)."""
+    from ..data.errors import ManifestError
+    from ..data.manifest import read_labels
+
+    try:
+        labels = read_labels(config.data)
+    except ManifestError as err:
+        raise ConfigError("data", str(err)) from err
+    return resolved(config, resolve_method_config(config, labels.num_classes, labels.task))

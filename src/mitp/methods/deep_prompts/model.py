@@ -21,6 +21,7 @@ class DeepPrompts(MultimodalClassifier):
     """Independent deep prompts per tower at MITP's interaction layers, the shared head."""
 
     config: DeepPromptsConfig
+    inserts_prompts = True
 
     def __init__(self, config: DeepPromptsConfig, backbone: Backbone):
         super().__init__(config, backbone)

@@ -61,6 +61,7 @@ class MITP(MultimodalClassifier):
     """Memory-Inspired Temporal Prompt Interaction on a frozen two-tower backbone."""
 
     config: MITPConfig
+    inserts_prompts = True
 
     def __init__(self, config: MITPConfig, backbone: Backbone):
         super().__init__(config, backbone)

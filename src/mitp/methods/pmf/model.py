@@ -57,6 +57,7 @@ class PMF(MultimodalClassifier):
     """Prompt-based Multimodal Fusion on a frozen two-tower backbone."""
 
     config: PMFConfig
+    inserts_prompts = True
 
     def __init__(self, config: PMFConfig, backbone: Backbone):
         super().__init__(config, backbone)

@@ -1,0 +1,116 @@
+"""``mitp explain``: what a trained prompt method does with one image-text pair.
+
+Saves a figure (and JSON) with, per interaction step, the memory hub's similarity matrix
+(text prompts x vision prompts) and how much of the tokens' attention goes to the prompts
+in each tower, plus how far the method moved the pooled embeddings from the frozen ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("explain", help="hub similarity and attention on prompts for one pair (figure + JSON)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--text", required=True, help="text")
+    p.add_argument("--out", help="figure path (default: RUN_DIR/explain.png; the JSON goes next to it)")
+    p.set_defaults(func=run)
+
+
+def explain(loaded, image_path: str, text: str) -> dict:
+    """Run one pair through the run's model with tracing on; everything as plain lists."""
+    import torch
+
+    from ..data.dataset import pad_token_ids
+    from ..data.images import open_rgb
+    from ..methods import build_model, make_config
+    from ..methods.base import Trace
+    from ..train.inference import scores_to_predictions
+
+    model, config = loaded.model, loaded.config
+    pre = config.preprocessor(loaded.backbone)
+    input_ids, mask = pad_token_ids([pre.text(text)], pre.pad_token_id)
+    pixels = torch.from_numpy(pre.image(open_rgb(image_path, "<command line>", None, "explain")))[None]
+    inputs = {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": mask}
+    model.trace = Trace()
+    try:
+        with torch.no_grad():
+            features = model.forward_features(**inputs)
+            logits = model.forward_head(features)
+    finally:
+        trace, model.trace = model.trace, None
+    frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), loaded.backbone)
+    with torch.no_grad():
+        reference = frozen.forward_features(**inputs)
+    cosine = {part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
+              for part in ("image", "text") if part in features}
+    attention = {key: [round(v, 6) for v in record.prompt_share[0].tolist()]
+                 for key, record in trace.prompt_attention.items() if record.prompt_share}
+    return {
+        "method": config.method, "image": image_path, "text": text,
+        "predictions": scores_to_predictions(logits, loaded.labels.labels, model.config.task, 3,
+                                             config.eval.threshold)[0],
+        "cosine_to_frozen": cosine,
+        "prompt_attention_share": attention,
+        "hub_similarity": [s[0].tolist() for s in trace.similarity],
+        "diagnostics": model.diagnostics(),
+    }
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    similarity = report["hub_similarity"]
+    attention = report["prompt_attention_share"]
+    columns = max(1, len(similarity)) + 1
+    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.4), squeeze=False)
+    for step, matrix in enumerate(similarity):
+        ax = axes[0, step]
+        image = ax.imshow(np.array(matrix), vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=f"hub similarity, step {step}", xlabel="vision prompt", ylabel="text prompt")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    if not similarity:
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, "no similarity hub\nin this method", ha="center", va="center")
+    ax = axes[0, -1]
+    keys = sorted(attention)
+    means = [float(np.mean(attention[k])) for k in keys]
+    ax.bar(range(len(keys)), means, color=["tab:blue" if k.startswith("text") else "tab:orange" for k in keys])
+    for i, key in enumerate(keys):  # one dot per head
+        ax.plot([i] * len(attention[key]), attention[key], "k.", markersize=3)
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
+    ax.set(title="attention share on prompts", ylim=(0, 1))
+    best = report["predictions"][0] if report["predictions"] else {"label": "-", "score": 0.0}
+    fig.suptitle(f"{report['method']}: {report['text']!r} -> {best['label']} ({best['score']:.2f})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(args) -> int:
+    from ..cli import UserError
+    from ..train.inference import load_run
+
+    if not args.text.strip():
+        raise UserError("--text is empty")
+    loaded = load_run(args.run_dir)
+    if not loaded.model.inserts_prompts:
+        raise UserError(f"{args.run_dir}: method {loaded.config.method!r} inserts no prompts; nothing to explain")
+    report = explain(loaded, args.image, args.text)
+    figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    plot(report, figure)
+    figure.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    best = report["predictions"][0]
+    print(f"{best['label']} ({best['score']:.3f}); cosine to the frozen embeddings: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in report["cosine_to_frozen"].items()))
+    print(f"wrote {figure} and {figure.with_suffix('.json')}")
+    return 0

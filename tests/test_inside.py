@@ -1,0 +1,81 @@
+"""Seeing inside a prompt method: per-step diagnostics while training, and `mitp explain` afterwards."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mitp.cli import main
+from mitp.methods import build_model, make_config
+from mitp.synthetic import write_toy_dataset
+from mitp.train.loop import gradient_norms
+from mitp.train.rundir import MetricsLog
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def mitp_run(toy, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "mitp"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(run),
+                 "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2"]) == 0
+    return run
+
+
+def test_gradient_norms_per_component_match_a_reference(tiny_clip):
+    model = build_model(make_config("mitp", num_classes=3), tiny_clip)
+    with torch.no_grad():
+        model.text_gates.fill_(0.3)
+    batch = tiny_clip.random_batch(3, 8, torch.Generator().manual_seed(0))
+    model(**batch, labels=torch.tensor([0, 1, 2])).loss.backward()
+    norms = gradient_norms(model)
+    expected = torch.cat([model.hub.vision_proj.weight.grad.flatten(), model.hub.vision_proj.bias.grad.flatten()])
+    assert norms["grad_norm/hub.vision_proj"] == pytest.approx(expected.norm().item(), rel=1e-5)
+    assert norms["grad_norm/text_prompt"] == pytest.approx(model.text_prompt.grad.norm().item(), rel=1e-5)
+    assert not any(key.startswith("grad_norm/backbone") for key in norms), "the frozen towers hold no gradient"
+
+
+def test_training_logs_gradients_gates_prompts_and_hub_entropy(mitp_run):
+    records = [r for r in MetricsLog(mitp_run / "metrics.jsonl").records() if r["split"] == "diagnostics"]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]  # 4 steps per epoch, every 2 steps
+    last = records[-1]["metrics"]
+    for key in ("grad_norm/head.classifier", "grad_norm/text_gates", "grad_norm/text_prompt",
+                "gate/text/step0", "gate/vision/step2", "prompt_norm/text",
+                "hub/similarity_entropy/step0", "hub/similarity_entropy/step1"):
+        assert key in last, key
+    assert 0 < last["gate/text/step0"] < 1, "the gates opened from 0"
+    assert 0 <= last["hub/similarity_entropy/step0"] <= 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(mitp_run / "tensorboard")).Reload()
+    assert "diagnostics/gate/text/step0" in events.Tags()["scalars"]
+
+
+def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy, capsys):
+    figure = mitp_run / "why" / "pair.png"
+    assert main(["explain", str(mitp_run), "--image", str(toy / "images" / "test-0000.png"),
+                 "--text", "apple amber", "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 0
+    report = json.loads(figure.with_suffix(".json").read_text())
+    prompt_length = 4  # configs/tiny.yaml: 3 steps, so the hub runs twice (the last memory is unused)
+    assert len(report["hub_similarity"]) == 2
+    for matrix in report["hub_similarity"]:
+        assert len(matrix) == prompt_length and all(sum(row) == pytest.approx(1, abs=1e-5) for row in matrix)
+    assert set(report["prompt_attention_share"]) == {f"{t}/step{k}" for t in ("text", "vision") for k in range(3)}
+    assert all(0 < v < 1 for shares in report["prompt_attention_share"].values() for v in shares)
+    assert -1 <= report["cosine_to_frozen"]["image"] <= 1 and len(report["predictions"]) == 3
+    assert "cosine to the frozen embeddings" in capsys.readouterr().out
+
+
+def test_explain_refuses_a_method_without_prompts(toy, tmp_path, capsys):
+    run = tmp_path / "late"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "method=late_fusion",
+                 "--out", str(run), "--set", "train.epochs=1"]) == 0
+    assert main(["explain", str(run), "--image", str(toy / "images" / "test-0000.png"), "--text", "x"]) == 2
+    assert "inserts no prompts" in capsys.readouterr().err
