@@ -76,8 +76,20 @@ def test_ints_are_accepted_for_floats_and_method_must_match():
 def test_overrides_parse_yaml_values():
     assert parse_overrides(["tau=0.2", "text_layers=[1, 2]", "hub_norm=false", "hub=none"]) == {
         "tau": 0.2, "text_layers": [1, 2], "hub_norm": False, "hub": "none"}
-    # YAML 1.1 would keep these as strings; on a command line they are numbers.
+    # YAML 1.1 would keep these as strings; on a command line and in a config file they are numbers.
+    assert make_config("mitp", num_classes=2, tau="5e-2").tau == 0.05
+    with pytest.raises(ConfigError):
+        make_config("mitp", num_classes=2, tau="fast")
     assert parse_overrides(["lr=1e-4", "x=3E+2", "y=.5e1", "name=1e-4x"]) == {
         "lr": 1e-4, "x": 300.0, "y": 5.0, "name": "1e-4x"}
     with pytest.raises(ConfigError):
         parse_overrides(["tau"])
+
+
+def test_scientific_notation_in_a_config_file_is_a_float(tmp_path):
+    from mitp.train.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\ntrain: {lr: 1e-4, weight_decay: 5E-2}\n")
+    config = load_run_config(path)
+    assert config.train.lr == 1e-4 and config.train.weight_decay == 0.05

@@ -73,6 +73,8 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads it as text)
     if annotation is int and isinstance(value, bool):
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if isinstance(annotation, type) and not isinstance(value, annotation):
