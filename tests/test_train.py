@@ -71,7 +71,8 @@ def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(train_args(toy, run, "--set", "train.epochs=2")) == 0
     for name in ("config.yaml", "metrics.jsonl", "results.json", "curves.png", "labels.json",
-                 "checkpoint/best/trainable.safetensors", "checkpoint/last/training_state.pt"):
+                 "checkpoint/best/trainable.safetensors", "checkpoint/last/training_state.json",
+                 "checkpoint/last/training_state.safetensors"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
 

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone
@@ -69,16 +70,29 @@ def load_checkpoint(directory: str | Path, backbone: Backbone) -> MultimodalClas
             f"{directory}: checkpoint was trained on backbone {saved.get('spec')!r} ({_shapes(saved)}) but this "
             f"backbone {backbone.spec!r} has {_shapes(current)}; differing: "
             + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), dict):
+        raise CheckpointError(f"{directory / CONFIG_NAME}: missing the 'method' section")
     model = build_model(config_from_dict(meta["method"]), backbone)
     load_trainable(model, directory / WEIGHTS_NAME, saved_backbone=meta.get("backbone", {}))
     return model
 
 
-def load_trainable(model: MultimodalClassifier, path: str | Path, saved_backbone: dict | None = None) -> None:
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file, or a CheckpointError naming it (missing, empty, truncated, not safetensors)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    tensors = load_file(str(path))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (a crash while it was written?)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({err})") from err
+
+
+def load_trainable(model: MultimodalClassifier, path: str | Path, saved_backbone: dict | None = None) -> None:
+    path = Path(path)
+    tensors = load_tensors(path)
     expected = model.trainable_state_dict()
     shape_note = ""
     if saved_backbone:

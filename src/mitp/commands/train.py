@@ -13,7 +13,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (from the beginning if it has none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds an earlier run: delete its results and train again from the beginning")
     p.set_defaults(func=run)
 
 
@@ -32,13 +35,17 @@ def run(args) -> int:
 
     from ..cli import UserError
     from ..train.config import load_run_config
+    from ..train.rundir import RunDirError, check_new_run_dir, clear_outputs, has_checkpoint, is_run_dir, run_lock
     from ..train.runner import run_training
 
+    console = Console(soft_wrap=True)
+    # Under torchrun every process runs this; only the first checks, clears and locks the directory.
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if args.resume:
-        if args.config or args.overrides:
-            raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set")
+        if args.config or args.overrides or args.overwrite:
+            raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
+        if not is_run_dir(run_dir):
             raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
         config = load_run_config(run_dir / "config.yaml")
     else:
@@ -46,7 +53,20 @@ def run(args) -> int:
             raise UserError("give --config FILE (and/or --set data=... --set backbone=... --set method=...)")
         config = load_run_config(args.config, args.overrides)
         run_dir = _run_dir(args, config)
-        if (run_dir / "config.yaml").exists():
-            raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-    run_training(config, run_dir, resume=bool(args.resume), console=Console(soft_wrap=True))
+    try:
+        if main_process and not args.resume:
+            check_new_run_dir(run_dir, args.overwrite)  # before the lock file is created in it
+        with run_lock(run_dir, main_process):
+            resume = bool(args.resume) and has_checkpoint(run_dir)
+            if main_process:
+                if not args.resume:
+                    check_new_run_dir(run_dir, args.overwrite)  # again, now that no one else can start
+                    clear_outputs(run_dir)
+                elif not resume:
+                    console.print(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
+                                  "starting it from the beginning")
+                    clear_outputs(run_dir)
+            run_training(config, run_dir, resume=resume, console=console)
+    except RunDirError as err:
+        raise UserError(str(err)) from err
     return 0

@@ -3,7 +3,8 @@
     RUN_DIR/config.yaml            fully resolved config
     RUN_DIR/metrics.jsonl          one line per evaluation, one per epoch of training loss, and
                                    diagnostics every train.log_every_steps steps
-    RUN_DIR/checkpoint/last/       trainable tensors + method.json + training_state.pt (resume)
+    RUN_DIR/checkpoint/last/       trainable tensors + method.json + training_state.{safetensors,json}
+                                   (optimizer, scheduler, RNG, loop position: resume; no pickle)
     RUN_DIR/checkpoint/best/       trainable tensors + method.json (best on validation)
     RUN_DIR/results.json, curves.png, tensorboard/
 
@@ -13,17 +14,90 @@ swapped in with renames, so a crash at any moment leaves either the old or the n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
+from filelock import FileLock, Timeout
 
 from ..checkpoint import CheckpointError, save_checkpoint
+from .state import load_state, save_state
 
-STATE_NAME = "training_state.pt"
+STATE_NAME = "training_state"
+STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
+# Round 1 stored the training state as a pickle; it is never loaded (unpickling can run code).
+LEGACY_PICKLE = "training_state.pt"
+
+
+LOCK_NAME = ".lock"
+# What a run writes besides config.yaml and labels.json; cleared when a run starts over.
+OUTPUTS = ("metrics.jsonl", "results.json", "curves.png", "tensorboard", "checkpoint")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (named in the message)."""
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "config.yaml").is_file()
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (checkpoint_dir(run_dir, "last") / "trainable.safetensors").is_file()
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A new run may go into a missing or empty directory, or over a run with ``overwrite``; never
+    into a directory of other files (a dataset, a home directory)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: exists and is not a directory")
+    if is_run_dir(run_dir):
+        if not overwrite:
+            raise RunDirError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or "
+                              "--overwrite to train it again from the beginning")
+        return
+    if any(entry.name != LOCK_NAME for entry in run_dir.iterdir()):
+        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no config.yaml); refusing to "
+                          "write a run into it, choose another --out")
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """Remove what an earlier attempt of a run wrote, so it starts over cleanly."""
+    for name in OUTPUTS:  # config.yaml and labels.json are written again when the run starts
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, main_process: bool = True):
+    """Hold ``RUN_DIR/.lock`` while training, so two `mitp train` cannot share a run directory.
+
+    The lock is an OS file lock: it is released when the process ends, crash or kill -9 included.
+    Only the main process of a multi-process run takes it.
+    """
+    if not main_process:
+        yield
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(Path(run_dir) / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunDirError(f"{run_dir}: another `mitp train` is using this run directory "
+                          f"(lock {Path(run_dir) / LOCK_NAME}); wait for it to finish or use another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def checkpoint_dir(run_dir: Path, name: str) -> Path:
@@ -43,7 +117,7 @@ def save_checkpoint_dir(run_dir: Path, name: str, model, training_state: dict | 
     try:
         save_checkpoint(model, staging)
         if training_state is not None:
-            torch.save(training_state, staging / STATE_NAME)
+            save_state(training_state, staging, STATE_NAME)
         for child in staging.iterdir():
             _fsync(child)
         _fsync(staging)
@@ -70,10 +144,13 @@ def _fsync(path: Path) -> None:
 
 def load_training_state(run_dir: Path) -> tuple[Path, dict]:
     directory = checkpoint_dir(run_dir, "last")
-    path = directory / STATE_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no resumable checkpoint in {run_dir}")
-    return directory, torch.load(path, map_location="cpu", weights_only=False)
+    if (directory / LEGACY_PICKLE).exists() and not (directory / f"{STATE_NAME}.json").exists():
+        raise CheckpointError(f"{directory / LEGACY_PICKLE}: a pickled training state (older mitp, or not "
+                              "written by mitp); it is not loaded, since unpickling can run code. Start the run "
+                              "again with --overwrite")
+    if not (directory / f"{STATE_NAME}.json").is_file():
+        raise CheckpointError(f"{directory / (STATE_NAME + '.json')}: no resumable checkpoint in {run_dir}")
+    return directory, load_state(directory, STATE_NAME, required=STATE_KEYS)
 
 
 class MetricsLog:

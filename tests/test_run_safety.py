@@ -1,0 +1,180 @@
+"""Run directories are safe to use carelessly: no pickle is ever loaded, nothing foreign is
+overwritten, two trainings cannot share a directory, and a run that died early can be rerun."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from filelock import FileLock
+
+from mitp.checkpoint import CheckpointError
+from mitp.cli import main
+from mitp.synthetic import write_toy_dataset
+from mitp.train.rundir import LOCK_NAME
+from mitp.train.state import load_state, save_state
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+
+
+def train(toy, out, *extra):
+    return main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
+                 "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(toy, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "done"
+    assert train(toy, run) == 0
+    return run
+
+
+# --- no pickle ---------------------------------------------------------------------------------
+def test_training_state_round_trips_without_pickle(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    state = {"optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state(),
+                                                        "numpy": np.random.get_state(), "python": (3, (1, 2), None)},
+             "position": {"epoch": 2, "best": None, "loss": 0.5}}
+    paths = save_state(state, tmp_path, "state")
+    assert sorted(p.name for p in paths) == ["state.json", "state.safetensors"]
+    back = load_state(tmp_path, "state", required=("optimizer", "rng"))
+    assert back["position"] == state["position"] and back["rng"]["python"] == (3, (1, 2), None)
+    assert torch.equal(back["rng"]["torch"], state["rng"]["torch"])
+    numpy_state = back["rng"]["numpy"]
+    assert numpy_state[0] == "MT19937" and numpy_state[1].dtype == np.uint32
+    assert np.array_equal(numpy_state[1], state["rng"]["numpy"][1])
+    assert back["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert set(back["optimizer"]["state"]) == {0, 1}  # integer keys survive
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    np.random.set_state(numpy_state)  # what resume does with it
+    with pytest.raises(CheckpointError, match=r"state.json: missing scheduler"):
+        load_state(tmp_path, "state", required=("scheduler",))
+
+
+def test_a_pickle_in_a_run_is_never_loaded(finished_run, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    last = finished_run / "checkpoint" / "last"
+    for name in ("training_state.json", "training_state.safetensors"):
+        (last / name).rename(tmp_path / name)
+    (last / "training_state.pt").write_bytes(pickle.dumps(Payload()))
+    try:
+        assert main(["train", "--resume", str(finished_run)]) == 2
+        err = capsys.readouterr().err
+        assert str(last / "training_state.pt") in err and "not loaded" in err
+        assert not marker.exists(), "the pickle ran"
+    finally:
+        (last / "training_state.pt").unlink()
+        for name in ("training_state.json", "training_state.safetensors"):
+            (tmp_path / name).rename(last / name)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_checkpoint_files_are_named_errors(finished_run, damage, capsys):
+    weights = finished_run / "checkpoint" / "best" / "trainable.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes({"empty": b"", "truncated": original[: len(original) // 2], "garbage": b"\x00" * 64}[damage])
+    try:
+        assert main(["evaluate", str(finished_run)]) == 2
+        err = capsys.readouterr().err
+        assert str(weights) in err and "Traceback" not in err
+    finally:
+        weights.write_bytes(original)
+
+
+def test_a_state_file_missing_a_key_is_named(finished_run, tmp_path, capsys):
+    import json
+
+    structure = finished_run / "checkpoint" / "last" / "training_state.json"
+    original = structure.read_text()
+    data = json.loads(original)
+    data["state"]["__dict__"] = [pair for pair in data["state"]["__dict__"] if pair[0] != "scheduler"]
+    structure.write_text(json.dumps(data))
+    (finished_run / "results.json").rename(tmp_path / "results.json")
+    try:
+        assert main(["train", "--resume", str(finished_run)]) == 2
+        assert "training_state.json: missing scheduler" in capsys.readouterr().err
+    finally:
+        structure.write_text(original)
+        (tmp_path / "results.json").rename(finished_run / "results.json")
+
+
+# --- where a run may be written ------------------------------------------------------------------
+def test_a_run_never_goes_into_a_directory_of_other_files(toy, tmp_path, capsys):
+    labels = (toy / "labels.json").read_text()
+    assert train(toy, toy) == 2
+    assert "not empty and not a mitp run directory" in capsys.readouterr().err
+    assert (toy / "labels.json").read_text() == labels and not (toy / LOCK_NAME).exists()
+
+
+def test_an_existing_run_needs_resume_or_overwrite(toy, finished_run, tmp_path, capsys):
+    run = tmp_path / "again"
+    assert train(toy, run) == 0
+    assert train(toy, run) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    first = (run / "results.json").stat().st_mtime_ns
+    assert train(toy, run, "--overwrite") == 0
+    assert (run / "results.json").stat().st_mtime_ns != first
+
+
+def test_a_second_training_on_the_same_directory_is_refused(toy, tmp_path, capsys):
+    run = tmp_path / "busy"
+    run.mkdir()
+    with FileLock(str(run / LOCK_NAME), timeout=0):  # as a running `mitp train` holds it
+        assert train(toy, run) == 2
+    assert "another `mitp train` is using this run directory" in capsys.readouterr().err
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    run = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import time
+        from mitp.train.rundir import run_lock
+        with run_lock({str(run)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(Exception):
+        FileLock(str(run / LOCK_NAME), timeout=0).acquire()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with FileLock(str(run / LOCK_NAME), timeout=0):
+        pass  # released by the kernel with the killed process
+
+
+def test_a_run_that_died_in_its_first_epoch_can_be_resumed_from_the_start(toy, tmp_path, capsys):
+    image = toy / "images" / "train-0003.png"
+    original = image.read_bytes()
+    run = tmp_path / "early"
+    image.write_bytes(b"not a png")
+    try:
+        assert train(toy, run) == 2  # the bad image stops the first epoch
+    finally:
+        image.write_bytes(original)
+    assert (run / "config.yaml").is_file() and not (run / "checkpoint").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "starting it from the beginning" in capsys.readouterr().out
+    assert (run / "results.json").is_file()
