@@ -30,8 +30,12 @@ def _pairs(args):
         base = os.path.dirname(args.manifest)
         if not os.path.isfile(args.manifest):
             raise UserError(f"{args.manifest}: no such file")
-        with open(args.manifest, encoding="utf-8") as f:
-            for line_no, raw in enumerate(f, 1):
+        with open(args.manifest, "rb") as f:
+            for line_no, raw_bytes in enumerate(f, 1):
+                try:
+                    raw = raw_bytes.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise BadJson(args.manifest, line_no, f"not valid UTF-8 ({err.reason} at byte {err.start})") from err
                 if not raw.strip():
                     continue
                 try:
@@ -52,17 +56,51 @@ def _pairs(args):
         raise UserError("give --image PATH --text STR, or --manifest FILE")
 
 
+def _output_path(args):
+    """Where predictions go: never onto an input, the parent directory created if missing."""
+    from ..cli import UserError
+
+    if not args.out:
+        return None
+    out = os.path.realpath(args.out)
+    inputs = [p for p in (args.manifest, args.image) if p]
+    if any(os.path.exists(p) and os.path.realpath(p) == out for p in inputs):
+        raise UserError(f"--out {args.out} is also an input; predictions would overwrite it")
+    if os.path.isdir(out):
+        raise UserError(f"--out {args.out} is a directory; give a file path")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    return out
+
+
 def run(args) -> int:
+    import tempfile
+
     import torch
 
     from ..data.dataset import pad_token_ids
     from ..data.images import open_rgb
     from ..train.inference import load_run, scores_to_predictions
 
+    from ..cli import UserError
+
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out_path = _output_path(args)
     loaded = load_run(args.run_dir)
     config, model = loaded.config, loaded.model
+    if args.top_k > loaded.labels.num_classes and model.config.task == "single_label":
+        print(f"note: --top-k {args.top_k} is more than the {loaded.labels.num_classes} classes; showing all",
+              file=sys.stderr)
     pre = config.preprocessor(loaded.backbone)
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    # Written to a temporary file next to the target and renamed at the end: a failed predict
+    # leaves an existing output untouched.
+    if out_path:
+        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(out_path), prefix=".predict.", suffix=".tmp")
+        out = os.fdopen(fd, "w", encoding="utf-8")
+    else:
+        out = sys.stdout
 
     def flush(chunk):
         input_ids, mask = pad_token_ids([pre.text(text) for _, _, text, _, _ in chunk], pre.pad_token_id)
@@ -92,7 +130,12 @@ def run(args) -> int:
             if chunk:
                 flush(chunk)
                 progress.advance(task, len(chunk))
-        finally:
+        except BaseException:
             if out is not sys.stdout:
                 out.close()
+                os.unlink(tmp_path)
+            raise
+    if out is not sys.stdout:
+        out.close()
+        os.replace(tmp_path, out_path)
     return 0
