@@ -355,3 +355,22 @@ def test_manifest_error_from_one_string_keeps_class():
     err = MissingImage("Caught MissingImage in DataLoader worker process 0.\nOriginal: d/train.jsonl:3: gone")
     assert isinstance(err, ManifestError) and "d/train.jsonl:3" in str(err) and err.location is None
     assert json.dumps(str(err))
+
+
+@pytest.mark.parametrize("depth", ["16-bit", "32-bit"])
+def test_high_bit_depth_images_are_scaled_to_8_bits_not_clipped(tmp_path, depth):
+    """A 16-bit PNG gradient must read as the same gradient, not as all white."""
+    from mitp.data.images import open_rgb
+
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    path = tmp_path / "gradient.png"
+    if depth == "16-bit":
+        Image.fromarray(gradient).save(path)  # mode I;16
+    else:
+        Image.fromarray(gradient.astype(np.int32)).save(tmp_path / "gradient.tif")  # mode I
+        path = tmp_path / "gradient.tif"
+    rgb = np.asarray(open_rgb(str(path), "m.jsonl", 1))
+    assert rgb.shape == (8, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    expected = np.rint(gradient / 257.0)
+    assert np.abs(rgb[..., 0].astype(int) - expected).max() <= 1
+    assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255 and len(np.unique(rgb)) > 50

@@ -45,9 +45,15 @@ def verify_image(image_path: str, manifest: str, line: int | None, sample_id: st
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB copy of ``img``; transparency is composited on white (as Hugging Face does)."""
+    """RGB copy of ``img``; transparency is composited on white (as Hugging Face does); 16-bit and
+    32-bit integer images are scaled to 8 bits (PIL's own conversion clips them to white)."""
     if img.mode == "RGB":
         return img
+    if img.mode.startswith("I"):  # I;16, I;16B, I;16L (16-bit PNG/TIFF), I (32-bit)
+        values = np.asarray(img, dtype=np.float64)
+        full_scale = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        scaled = np.clip(np.rint(values * 255.0 / full_scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
     if "A" in img.getbands() or img.info.get("transparency") is not None:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
