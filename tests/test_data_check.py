@@ -162,3 +162,22 @@ def test_check_progress_bar_on_a_terminal(data):
 def test_cli_check_missing_dir(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_multi_label_rows_with_no_label_are_valid_and_counted(tmp_path, capsys):
+    data = make_manifest(tmp_path / "multi", task="multi_label")
+    for line in (2, 5):
+        set_line(data / "train.jsonl", line, {**get_line(data / "train.jsonl", line), "label": []})
+    report = check_dataset(data)
+    assert report.ok and report.no_label == {"train": 2, "val": 0, "test": 0}
+    assert main(["check", str(data), "--no-progress"]) == 0
+    assert "no label (all negative)" in capsys.readouterr().out
+
+
+def test_a_multi_label_row_with_no_label_trains_as_all_negative(tmp_path, tiny_clip):
+    from mitp.data.dataset import ManifestDataset
+
+    data = make_manifest(tmp_path / "multi", task="multi_label")
+    set_line(data / "train.jsonl", 1, {**get_line(data / "train.jsonl", 1), "label": []})
+    item = ManifestDataset(data, "train", backbone=tiny_clip)[0]
+    assert item["label"].tolist() == [0.0, 0.0, 0.0]

@@ -47,8 +47,11 @@ def run(args) -> int:
     table.add_column("split")
     table.add_column("lines", justify="right")
     table.add_column("valid samples", justify="right")
+    if report.no_label:
+        table.add_column("no label (all negative)", justify="right")
     for split in report.lines:
-        table.add_row(split, f"{report.lines[split]:,}", f"{report.valid.get(split, 0):,}")
+        extra = [f"{report.no_label.get(split, 0):,}"] if report.no_label else []
+        table.add_row(split, f"{report.lines[split]:,}", f"{report.valid.get(split, 0):,}", *extra)
     console.print(table)
     if report.labels is not None:
         console.print(f"task: {report.labels.task}, {report.labels.num_classes} labels; "

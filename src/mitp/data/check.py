@@ -29,6 +29,7 @@ class CheckReport:
     problems: list[ManifestError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     images_checked: int = 0
+    no_label: dict[str, int] = field(default_factory=dict)  # multi-label rows where no class applies
 
     @property
     def ok(self) -> bool:
@@ -118,6 +119,10 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         path = str(split_path(data_dir, split))
         report.valid[split] = sum(1 for s in samples if s.path == path and (s.path, s.line) not in bad_lines)
+    if space is not None and space.multi_label:
+        for split in SPLITS:
+            path = str(split_path(data_dir, split))
+            report.no_label[split] = sum(1 for s in samples if s.path == path and not s.label)
     if space is not None:
         used = {n for s in samples if s.path == str(split_path(data_dir, "train"))
                 for n in (s.label if isinstance(s.label, tuple) else (s.label,))}

@@ -167,16 +167,15 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
 def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
     if space is None:  # labels.json unusable: only check the shape of the label
         names = label if isinstance(label, list) else [label]
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise BadRecord(path, line_no, f"'label' must be a name or a non-empty list of names, got {label!r} "
+        if not all(isinstance(n, str) and n for n in names):
+            raise BadRecord(path, line_no, f"'label' must be a name or a list of names, got {label!r} "
                                            f"(id {sample_id!r})")
         return tuple(label) if isinstance(label, list) else label
     if space.multi_label:
         if not isinstance(label, list):
             raise BadRecord(path, line_no, f"labels.json says multi_label, so 'label' must be a list of names, "
                                            f"got {label!r} (id {sample_id!r})")
-        if not label:
-            raise BadRecord(path, line_no, f"empty label list (id {sample_id!r})")
+        # An empty list is valid multi-label data: no class applies (an all-negative target).
         for name in label:
             if not isinstance(name, str):
                 raise BadRecord(path, line_no, f"label names must be strings, got {name!r} (id {sample_id!r})")
