@@ -55,7 +55,7 @@ def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: 
 class PrefixStore:
     """Per-sample prefix states of one split, memory-mapped from ``directory``."""
 
-    FILES = ("text_hidden", "text_valid", "text_pool", "vision_hidden", "filled")
+    FILES = ("text_hidden", "text_valid", "text_pool", "vision_hidden", "filled", "skipped")
 
     def __init__(self, directory: Path, ids: list[str], text_shape: tuple[int, int], vision_shape: tuple[int, int]):
         self.directory = Path(directory)
@@ -63,7 +63,9 @@ class PrefixStore:
         n, (length, d_t), (tokens, d_v) = len(ids), text_shape, vision_shape
         shapes = {"text_hidden": ((n, length, d_t), np.float16), "text_valid": ((n, length), np.bool_),
                   "text_pool": ((n,), np.int64), "vision_hidden": ((n, tokens, d_v), np.float16),
-                  "filled": ((n,), np.bool_)}
+                  "filled": ((n,), np.bool_),
+                  # rows whose sample could not be loaded (on_bad_sample: skip): done, never read
+                  "skipped": ((n,), np.bool_)}
         meta = {"samples": n, "text_shape": [length, d_t], "vision_shape": [tokens, d_v], "ids_sha":
                 hashlib.sha256("\n".join(ids).encode()).hexdigest()}
         meta_path = self.directory / "meta.json"
@@ -80,7 +82,14 @@ class PrefixStore:
 
     @property
     def complete(self) -> bool:
-        return bool(self.arrays["filled"].all())
+        return bool((self.arrays["filled"] | self.arrays["skipped"]).all())
+
+    def mark_skipped(self, ids: list[str]) -> None:
+        self.arrays["skipped"][self.rows(ids)] = True
+
+    def usable_rows(self) -> np.ndarray:
+        """Indices of the rows that hold states (every row but the skipped ones)."""
+        return np.flatnonzero(~self.arrays["skipped"][:])
 
     def rows(self, ids: list[str]) -> np.ndarray:
         return np.array([self.index[i] for i in ids], dtype=np.int64)
@@ -142,16 +151,18 @@ def _vision_tokens(backbone, height: int, width: int) -> int:
 
 
 class CachedSplit(torch.utils.data.Dataset):
-    """A split whose prefix states are all cached: items are ids and labels, no image decoding."""
+    """A split whose prefix states are all cached: items are ids and labels, no image decoding.
+    Samples skipped as bad when the cache was filled are left out."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, store: PrefixStore):
         self.dataset = dataset
+        self.rows = store.usable_rows().tolist()
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        sample = self.dataset.samples[i]
+        sample = self.dataset.samples[self.rows[i]]
         return {"id": sample.id, "label": self.dataset.encode_label(sample)}
 
     @staticmethod

@@ -35,7 +35,8 @@ def _pairs(args):
                 try:
                     raw = raw_bytes.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise BadJson(args.manifest, line_no, f"not valid UTF-8 ({err.reason} at byte {err.start})") from err
+                    raise BadJson(args.manifest, line_no,
+                                  f"not valid UTF-8 ({err.reason} at byte {err.start})") from err
                 if not raw.strip():
                     continue
                 try:

@@ -9,7 +9,7 @@ pads token ids on the right and returns a batch dict::
     attention_mask  (B, L) long
     labels          (B,) long class indices (single-label) or (B, K) float multi-hot (multi-label)
     ids             list[str]  -- the sample ids, NOT a model input
-    skipped         list[str]  -- one error message per sample dropped from this batch
+    skipped         list[dict] -- {"id", "kind", "message"} per sample dropped from this batch
 
 Pass only :func:`model_inputs` of a batch to a model (it drops ``ids`` and ``skipped``).
 
@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import CorruptImage, MissingImage
+from .errors import CorruptImage, DuplicateId, EmptySplit, MissingImage
 from .images import open_rgb
 from .manifest import SPLITS, LabelSpace, Sample, read_labels, read_split
 from .preprocess import Preprocessor
@@ -78,7 +80,7 @@ class Collator:
 
     def __call__(self, items: list) -> dict:
         good = [x for x in items if not isinstance(x, BadSample)]
-        skipped = [x.message for x in items if isinstance(x, BadSample)]
+        skipped = [{"id": x.id, "kind": x.kind, "message": x.message} for x in items if isinstance(x, BadSample)]
         if not good:
             h, w = self.image_size or (0, 0)
             labels = torch.zeros(0, self.num_classes) if self.multi_label else torch.zeros(0, dtype=torch.long)
@@ -194,29 +196,65 @@ def build_datasets(data_dir: str | os.PathLike, backbone=None, *, preprocessor: 
             for s in splits}
 
 
+def check_splits(datasets: dict[str, ManifestDataset]) -> None:
+    """Refuse what would train or evaluate on nothing, or leak: an empty split, and an id in two splits."""
+    owner: dict[str, tuple[str, Sample]] = {}
+    for split, ds in datasets.items():
+        if len(ds) == 0:
+            dropped = f" after leaving out {len(ds.invalid_lines)} invalid line(s)" if ds.invalid_lines else ""
+            raise EmptySplit(Path(ds.data_dir) / f"{split}.jsonl", None, f"no samples{dropped}; every split "
+                                                                          "needs at least one")
+        for sample in ds.samples:
+            if sample.id in owner:
+                other_split, other = owner[sample.id]
+                raise DuplicateId(sample.path, sample.line, f"id {sample.id!r} is also in {other_split} "
+                                                            f"({other.location}): a sample in two splits leaks")
+            owner[sample.id] = (split, sample)
+
+
+def invalid_line_counts(datasets: dict[str, ManifestDataset]) -> dict[str, dict[str, int]]:
+    """Manifest lines left out in skip mode, per split and kind (``{"train": {"empty_text": 2}}``)."""
+    return {split: dict(Counter(err.kind for err in ds.invalid_lines)) for split, ds in datasets.items()
+            if ds.invalid_lines}
+
+
 @dataclass
 class SkipCounter:
-    """Sums ``batch["skipped"]`` over an epoch: ``update`` per batch, ``report`` and ``reset`` at the end."""
+    """Sums ``batch["skipped"]`` over an epoch: ``update`` per batch, ``report`` and ``reset`` at the end.
+
+    ``ids`` keeps, per kind, every distinct sample id skipped since construction (not reset), for
+    the run's totals."""
 
     count: int = 0
     examples: list[str] = field(default_factory=list)
+    kinds: Counter = field(default_factory=Counter)
+    ids: dict[str, set] = field(default_factory=dict)
     max_examples: int = 5
 
     def update(self, batch: dict) -> int:
         skipped = batch.get("skipped", [])
         self.count += len(skipped)
         room = self.max_examples - len(self.examples)
-        self.examples.extend(skipped[:max(0, room)])
+        self.examples.extend(x["message"] for x in skipped[:max(0, room)])
+        for x in skipped:
+            self.kinds[x["kind"]] += 1
+            self.ids.setdefault(x["kind"], set()).add(x["id"])
         return len(skipped)
 
     def reset(self) -> None:
         self.count = 0
         self.examples = []
+        self.kinds = Counter()
 
-    def report(self) -> str:
+    def totals(self) -> dict[str, int]:
+        """Distinct samples skipped since construction, per kind."""
+        return {kind: len(ids) for kind, ids in sorted(self.ids.items())}
+
+    def report(self, what: str = "this epoch") -> str:
         if not self.count:
             return "no bad samples skipped"
-        lines = [f"skipped {self.count} bad sample(s) this epoch (on_bad_sample: skip)"]
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.kinds.items()))
+        lines = [f"skipped {self.count} bad sample(s) {what} ({kinds}; on_bad_sample: skip)"]
         lines += [f"  {m}" for m in self.examples]
         if self.count > len(self.examples):
             lines.append(f"  ... and {self.count - len(self.examples)} more")
@@ -286,5 +324,6 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int 
 
 __all__ = [
     "BadSample", "Collator", "MODEL_KEYS", "ManifestDataset", "ON_BAD_SAMPLE", "SeededSampler", "SkipCounter",
-    "build_datasets", "make_dataloader", "model_inputs", "pad_token_ids", "seed_worker",
+    "build_datasets", "check_splits", "invalid_line_counts", "make_dataloader", "model_inputs", "pad_token_ids",
+    "seed_worker",
 ]

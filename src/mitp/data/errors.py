@@ -105,12 +105,18 @@ class BadLabels(ManifestError):
     kind = "bad_labels"
 
 
+class EmptySplit(ManifestError):
+    """A split with no sample to train or evaluate on (empty, or emptied by skipping bad samples)."""
+
+    kind = "empty_split"
+
+
 ERROR_KINDS = {cls.kind: cls for cls in (
     MissingImage, CorruptImage, EmptyText, UnknownLabel, BadJson, BadRecord, DuplicateId,
-    MissingFile, MissingSplitFile, MissingColumn, BadLabels,
+    MissingFile, MissingSplitFile, MissingColumn, BadLabels, EmptySplit,
 )}
 
 __all__ = [
-    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptyText",
+    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText",
     "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
 ]

@@ -22,7 +22,9 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from ..backbones import build_backbone
 from ..checkpoint import load_trainable
 from ..configuration import ConfigError
-from ..data.dataset import SkipCounter, build_datasets, make_dataloader, model_inputs
+from ..data.dataset import (SkipCounter, build_datasets, check_splits, invalid_line_counts, make_dataloader,
+                            model_inputs)
+from ..data.errors import EmptySplit
 from ..methods import build_model
 from ..metrics import SELECTION_METRIC, compute_metrics
 from ..params import component_of, parameter_breakdown
@@ -118,6 +120,7 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     backbone = build_backbone(config.backbone)
     datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
                               on_bad_sample=config.train.on_bad_sample, splits=splits)
+    check_splits(datasets)  # before anything trains: no empty split, no id in two splits
     any_split = next(iter(datasets.values()))
     method_config = resolve_method_config(config, any_split.num_classes, any_split.task)
     set_seed(config.seed)  # model init is part of the seeded run
@@ -133,16 +136,20 @@ def plain_forward(model, batch: dict, labels: bool = True):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5, forward=None) -> dict:
+def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5, forward=None,
+             skips: SkipCounter | None = None, split: str = "split") -> dict:
     """Metrics and mean loss over a loader; samples are gathered across processes without duplicates.
 
-    ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs).
+    ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs);
+    ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
     """
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
     forward = forward or (lambda batch: plain_forward(model, batch, labels=False))
     all_logits, all_labels = [], []
     for batch in loader:
+        if skips is not None:
+            skips.update(batch)
         if len(batch["ids"]) == 0:
             continue
         labels = batch["labels"]
@@ -150,6 +157,9 @@ def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: floa
         logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
+    if not all_logits:
+        raise EmptySplit(None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); "
+                                     "nothing to evaluate")
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
     metrics = compute_metrics(logits, labels, task, threshold)
     return {"metrics": metrics, "loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
@@ -167,6 +177,12 @@ class Trainer:
         self.task = self.parts.model.config.task
         self.selection = SELECTION_METRIC[self.task]
         n = self.accelerator.num_processes
+        dropped = invalid_line_counts(self.parts.datasets)
+        if dropped:
+            self._log("left out invalid manifest lines (on_bad_sample: skip): " + "; ".join(
+                f"{split}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+                for split, kinds in dropped.items()))
+        self.skips = {split: SkipCounter() for split in self.parts.datasets}  # bad images, per split
         self.stores = self._open_stores(n)
         self.cached_loaders = {}
         for key, size in (("train.batch_size", self.config.train.batch_size),
@@ -213,10 +229,19 @@ class Trainer:
             from ..prefix_cache import CachedSplit
 
             size = self.config.train.batch_size if split == "train" else self.config.eval_batch_size()
-            cached = make_dataloader(CachedSplit(self.parts.datasets[split]), size, shuffle=split == "train",
-                                     seed=self.config.seed)
+            cached = make_dataloader(CachedSplit(self.parts.datasets[split], store), size,
+                                     shuffle=split == "train", seed=self.config.seed)
             self.cached_loaders[split] = self.accelerator.prepare(cached)
         return self.cached_loaders[split]
+
+    def _batches(self, split: str, loader):
+        """The loader's batches; samples skipped as bad are marked done in the split's prefix cache,
+        so the cache completes and later epochs never decode them again."""
+        store = self.stores.get(split)
+        for batch in loader:
+            if store is not None and batch.get("skipped"):
+                store.mark_skipped([x["id"] for x in batch["skipped"]])
+            yield batch
 
     def _forward(self, batch: dict, split: str, labels: bool = True):
         """The model on a batch, through the split's prefix cache when there is one."""
@@ -252,7 +277,7 @@ class Trainer:
 
         log = MetricsLog(self.run_dir / "metrics.jsonl")
         pos = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "samples": 0, "skipped": 0,
-               "best": None, "best_epoch": None, "train_seconds": 0.0}
+               "best": None, "best_epoch": None, "train_seconds": 0.0, "skipped_ids": {}}
         if self.resume:
             directory, state = load_training_state(self.run_dir)
             load_trainable(unwrapped, directory / "trainable.safetensors")
@@ -260,6 +285,8 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             pos.update(state["position"])
+            for split, kinds in pos["skipped_ids"].items():
+                self.skips[split].ids = {kind: set(ids) for kind, ids in kinds.items()}
             if self.main:
                 log.truncate_after(pos["epoch"], pos["step"])
             self._log(f"resumed from {directory} at epoch {pos['epoch'] + 1}, batch {pos['batch']}, "
@@ -267,7 +294,7 @@ class Trainer:
         acc.wait_for_everyone()
 
         writer = self._tensorboard()
-        skips = SkipCounter()
+        skips = self.skips["train"]
         started = time.perf_counter() - pos["train_seconds"]
         for epoch in range(pos["epoch"], t.epochs):
             epoch_started = time.perf_counter()
@@ -275,8 +302,8 @@ class Trainer:
             epoch_loader = self._cached_loader("train", train_loader)
             epoch_loader.set_epoch(epoch)
             loader = acc.skip_first_batches(epoch_loader, pos["batch"]) if pos["batch"] else epoch_loader
-            with self._progress(len(train_loader), pos["batch"], epoch) as advance:
-                for batch in loader:
+            with self._progress(len(epoch_loader), pos["batch"], epoch) as advance:
+                for batch in self._batches("train", loader):
                     pos["batch"] += 1
                     pos["skipped"] += skips.update(batch)
                     if len(batch["ids"]) == 0:
@@ -304,6 +331,9 @@ class Trainer:
                             self._save_last(unwrapped, pos)
             if pos["skipped"]:
                 self._log(skips.report())
+            if not acc.reduce(torch.tensor(float(pos["samples"])), reduction="sum").item() and not pos["step"]:
+                raise EmptySplit(None, None, "train: every sample of the first epoch was skipped as bad "
+                                             "(on_bad_sample: skip); nothing to train on")
             pos["epoch_seconds"] = time.perf_counter() - epoch_started
             self._end_epoch(epoch, pos, val_loader, log, writer, unwrapped, started, final=epoch == t.epochs - 1)
             skips.reset()
@@ -357,8 +387,10 @@ class Trainer:
                 writer.add_scalar(f"diagnostics/{name}", value, step)
 
     def _evaluate(self, split: str, loader) -> dict:
-        return evaluate(self.model, self._cached_loader(split, loader), self.accelerator, self.task,
-                        self.config.eval.threshold, forward=lambda batch: self._forward(batch, split, labels=False))
+        batches = self._batches(split, self._cached_loader(split, loader))
+        return evaluate(self.model, batches, self.accelerator, self.task, self.config.eval.threshold,
+                        forward=lambda batch: self._forward(batch, split, labels=False),
+                        skips=self.skips[split], split=split)
 
     def _save(self, unwrapped, name: str, state: dict | None = None) -> None:
         for store in self.stores.values():
@@ -369,6 +401,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _save_last(self, unwrapped, pos) -> None:
+        pos["skipped_ids"] = {split: {kind: sorted(ids) for kind, ids in counter.ids.items()}
+                              for split, counter in self.skips.items() if counter.ids}
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(), "position": dict(pos)}
         self._save(unwrapped, "last", state)
@@ -390,6 +424,10 @@ class Trainer:
             "peak_memory_mb": round(memory, 1), "peak_memory_kind": memory_kind,
             "train_seconds": round(train_seconds, 2), "epochs": self.config.train.epochs,
             "seed": self.config.seed, "num_processes": acc.num_processes,
+            # what on_bad_sample: skip left out: invalid manifest lines, and distinct samples whose
+            # image could not be loaded, per split and kind
+            "skipped": {"manifest_lines": invalid_line_counts(self.parts.datasets),
+                        "images": {split: c.totals() for split, c in self.skips.items() if c.ids}},
         }
 
     def _tensorboard(self):

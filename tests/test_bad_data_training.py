@@ -1,0 +1,80 @@
+"""Training on imperfect data: empty splits and leaks are refused before training, and what
+`on_bad_sample: skip` leaves out is counted by reason and split, printed and recorded."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mitp.cli import main
+from mitp.synthetic import write_toy_dataset
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_toy_dataset(tmp_path / "toy", sizes=(24, 12, 12))
+
+
+def train(data, out, *extra):
+    return main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--set", "train.epochs=2",
+                 "--set", "train.batch_size=8", "--out", str(out), *extra])
+
+
+def lines(path):
+    return path.read_text().splitlines()
+
+
+def test_an_empty_split_is_refused_before_training(toy, tmp_path, capsys):
+    (toy / "test.jsonl").write_text("")
+    assert train(toy, tmp_path / "run") == 2
+    assert f"{toy / 'test.jsonl'}: no samples" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_a_split_emptied_by_skipping_is_refused_before_training(toy, tmp_path, capsys):
+    (toy / "val.jsonl").write_text("not json\n" * 3)
+    assert train(toy, tmp_path / "run", "--set", "train.on_bad_sample=skip") == 2
+    assert "no samples after leaving out 3 invalid line(s)" in capsys.readouterr().err
+
+
+def test_a_split_whose_images_are_all_bad_is_a_named_error(toy, tmp_path, capsys):
+    for line in lines(toy / "val.jsonl"):
+        (toy / json.loads(line)["image"]).unlink()
+    assert train(toy, tmp_path / "run", "--set", "train.on_bad_sample=skip") == 2
+    assert "val: every sample was skipped as bad" in capsys.readouterr().err
+
+
+def test_an_id_in_two_splits_is_refused(toy, tmp_path, capsys):
+    first_train = json.loads(lines(toy / "train.jsonl")[0])
+    val = lines(toy / "val.jsonl")
+    val[2] = json.dumps({**json.loads(val[2]), "id": first_train["id"]})
+    (toy / "val.jsonl").write_text("\n".join(val) + "\n")
+    assert train(toy, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"{toy / 'val.jsonl'}:3: id {first_train['id']!r} is also in train ({toy / 'train.jsonl'}:1)" in err
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, cache):
+    train_lines = lines(toy / "train.jsonl")
+    train_lines[1] = json.dumps({**json.loads(train_lines[1]), "text": "  "})          # empty_text
+    (toy / json.loads(train_lines[4])["image"]).unlink()                               # missing_image
+    (toy / "train.jsonl").write_text("\n".join(train_lines) + "\n")
+    (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")    # corrupt_image
+    run = tmp_path / "run"
+    assert train(toy, run, "--set", "train.on_bad_sample=skip", "--set", f"train.cache_prefix={cache}",
+                 "--set", f"train.cache_dir={tmp_path / 'cache'}") == 0
+    out = capsys.readouterr().out
+    assert "left out invalid manifest lines (on_bad_sample: skip): train: 1 empty_text" in out
+    assert "1 missing_image" in out
+    skipped = json.loads((run / "results.json").read_text())["skipped"]
+    assert skipped == {"manifest_lines": {"train": {"empty_text": 1}},
+                       "images": {"train": {"missing_image": 1}, "val": {"corrupt_image": 1}}}
+    if cache:  # the bad rows count as done: the cache completes and later epochs read it alone
+        stores = [d for d in (tmp_path / "cache").iterdir() if (d / "skipped.npy").exists()]
+        marks = {d: np.load(d / "skipped.npy") for d in stores}
+        assert sorted(int(m.sum()) for m in marks.values()) == [0, 1, 1]  # train, val (test has none)
+        assert all((np.load(d / "filled.npy") | marks[d]).all() for d in stores)
