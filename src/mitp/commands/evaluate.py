@@ -26,10 +26,19 @@ def run(args) -> int:
     config = loaded.config
     dataset = ManifestDataset(config.data, args.split, config.preprocessor(loaded.backbone),
                               on_bad_sample=config.train.on_bad_sample)
-    if dataset.labels != loaded.labels.labels:
+    ours, theirs = loaded.labels, dataset.label_space
+    if (theirs.task, theirs.labels) != (ours.task, ours.labels):
         from ..cli import UserError
 
-        raise UserError(f"{config.data}: labels differ from the run's labels.json; cannot evaluate")
+        if theirs.task != ours.task:
+            what = f"task {theirs.task} but the run was trained for {ours.task}"
+        elif set(theirs.labels) == set(ours.labels):
+            what = "the same labels in another order (class indices would be scrambled)"
+        else:
+            missing = sorted(set(ours.labels) - set(theirs.labels))
+            extra = sorted(set(theirs.labels) - set(ours.labels))
+            what = f"other labels (missing {missing}, extra {extra})"
+        raise UserError(f"{config.data}/labels.json: {what}; cannot evaluate this run on it")
     accelerator = Accelerator(cpu=False)
     loader = make_dataloader(dataset, args.batch_size or config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)
