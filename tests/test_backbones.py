@@ -172,11 +172,25 @@ def test_pair_spec_rejects_wrong_model_types(tmp_path):
 @pytest.mark.parametrize("spec, message", [
     ("shape:clip-vit-huge", "unknown shape spec"),
     ("pair:only-one", "pair:<text>\\+<vision>"),
-    ("/nonexistent/clip-dir", "could not load CLIP checkpoint"),
+    ("/nonexistent/clip-dir", "not a local directory"),
 ])
 def test_bad_specs_raise_named_errors(spec, message):
     with pytest.raises(BackboneError, match=message):
         build_backbone(spec)
+
+
+@pytest.mark.parametrize("spec, suggestion", [("tiny-clipp", "tiny-clip"), ("shape:clip-vit-base-patch61", None),
+                                              ("pair:bert-nope+vit-nope", None)])
+def test_a_typo_fails_fast_offline_with_the_known_specs(spec, suggestion, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(BackboneError) as err:
+        build_backbone(spec)
+    assert time.perf_counter() - started < 5, "no retrying of an unreachable hub"
+    if suggestion:
+        assert f"did you mean {suggestion!r}" in str(err.value) and "Built-in specs: " in str(err.value)
 
 
 @pytest.mark.parametrize("spec", ["tiny-clip", "tiny-pair"])

@@ -11,7 +11,9 @@ Specs:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -149,9 +151,42 @@ def _tiny_pair(device) -> Backbone:
     return from_encoders("tiny-pair", text_model, vision_model)
 
 
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or huggingface.co cannot be reached within ``timeout``."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(source: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(source, "config.json"), str)
+    except Exception:  # not a valid repo id, or no huggingface_hub: not cached
+        return False
+
+
+def _check_resolvable(source: str, what: str) -> None:
+    """Fail in seconds, naming the known specs, where the hub would otherwise be retried for long."""
+    if os.path.isdir(source) or _in_hub_cache(source) or _hub_reachable():
+        return
+    known = sorted(BUILTIN_SPECS) + ["offline:dinov2s-minilm"]
+    close = difflib.get_close_matches(source, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise BackboneError(f"{what} {source!r} is not a local directory, not in the Hugging Face cache, and the hub "
+                        f"cannot be reached (offline){hint} Built-in specs: {', '.join(known)}; or pass a local "
+                        "checkpoint directory")
+
+
 def _load(source: str, what: str):
     from transformers import AutoModel
 
+    _check_resolvable(source, what)
     try:
         return AutoModel.from_pretrained(source)
     except Exception as err:  # network, missing files, unknown architecture
