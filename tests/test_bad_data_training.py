@@ -78,3 +78,24 @@ def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, 
         marks = {d: np.load(d / "skipped.npy") for d in stores}
         assert sorted(int(m.sum()) for m in marks.values()) == [0, 1, 1]  # train, val (test has none)
         assert all((np.load(d / "filled.npy") | marks[d]).all() for d in stores)
+
+
+def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, capsys):
+    import shutil
+    import yaml
+
+    val = lines(toy / "val.jsonl")
+    first = json.loads(val[0])
+    outside = tmp_path / "elsewhere.png"
+    shutil.copy(toy / first["image"], outside)
+    val[0] = json.dumps({**first, "image": str(outside)})
+    (toy / "val.jsonl").write_text("\n".join(val) + "\n")
+    assert train(toy, tmp_path / "refused") == 2
+    err = capsys.readouterr().err
+    assert f"{toy / 'val.jsonl'}:1: image" in err and f"resolves to {outside}" in err
+    run = tmp_path / "allowed"
+    assert train(toy, run, "--set", "data.allow_external_paths=true") == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"] == {"path": str(toy), "allow_external_paths": True}
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "val", "--json"]) == 0

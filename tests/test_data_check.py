@@ -13,7 +13,7 @@ from mitp.cli import main
 from mitp.data.check import check_dataset
 from mitp.data.progress import rich_tracker
 from mitp.data.errors import (
-    BadJson, BadLabels, BadRecord, CorruptImage, DuplicateId, EmptyText, MissingFile, MissingImage,
+    BadJson, BadLabels, BadRecord, CorruptImage, DuplicateId, EmptyText, ExternalPath, MissingFile, MissingImage,
     MissingSplitFile, UnknownLabel,
 )
 
@@ -129,10 +129,29 @@ def test_no_decode_only_checks_existence(data):
     assert not check_dataset(data, decode_images=True).ok
 
 
-def test_grayscale_png_and_absolute_paths_are_fine(data, tmp_path):
-    img = write_image(tmp_path / "elsewhere" / "g.png", (9, 40), mode="L")
-    set_line(data / "val.jsonl", 2, {**get_line(data / "val.jsonl", 2), "image": str(img)})
+def test_grayscale_png_and_absolute_paths_inside_the_dataset_are_fine(data):
+    img = write_image(data / "images" / "g.png", (9, 40), mode="L")
+    set_line(data / "val.jsonl", 2, {**get_line(data / "val.jsonl", 2), "image": str(img.resolve())})
     assert check_dataset(data).ok
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_paths_that_escape_the_dataset_are_refused_unless_allowed(data, tmp_path, how, capsys):
+    outside = write_image(tmp_path / "elsewhere" / "secret.png", (9, 9))
+    if how == "absolute":
+        ref = str(outside)
+    elif how == "dotdot":
+        ref = "../elsewhere/secret.png"
+    else:
+        (data / "images" / "link.png").symlink_to(outside)
+        ref = "images/link.png"
+    set_line(data / "val.jsonl", 2, {**get_line(data / "val.jsonl", 2), "image": ref})
+    problem = only_problem(check_dataset(data), ExternalPath)
+    assert problem.line == 2 and str(outside.resolve()) in problem.message
+    assert check_dataset(data, allow_external_paths=True).ok
+    assert main(["check", str(data), "--no-progress"]) == 1
+    assert f"val.jsonl:2: [external_path]" in capsys.readouterr().out
+    assert main(["check", str(data), "--no-progress", "--allow-external-paths"]) == 0
 
 
 def test_cli_check_ok_and_failure_output(data, capsys):

@@ -18,18 +18,23 @@ from mitp.data.prepare import MMIMDB_GENRES, PUBLISHED, prepare
 FILES = [f"{s}.jsonl" for s in SPLITS] + ["labels.json"]
 
 
+def read_in_place(out, split):
+    """Converters reference raw images where they are, outside the output directory."""
+    return read_split(out, split, allow_external_paths=True)
+
+
 def manifest_bytes(out: Path) -> dict:
     return {name: (out / name).read_bytes() for name in FILES}
 
 
 def labels_of(out: Path, split: str) -> Counter:
-    samples, _ = read_split(out, split)
+    samples, _ = read_in_place(out, split)
     return Counter(s.label for s in samples)
 
 
 def assert_images_resolve(out: Path):
     for split in SPLITS:
-        for s in read_split(out, split)[0]:
+        for s in read_in_place(out, split)[0]:
             assert Path(s.image_path()).is_file(), s
             assert not Path(s.image).is_absolute()  # relative to the manifest directory
 
@@ -49,12 +54,12 @@ def test_food101_converts_with_stratified_val_and_drops(tmp_path):
     assert read_labels(tmp_path / "out").labels == ("apple_pie", "ramen", "sushi")
     # Tiny data never matches the published counts: one warning per split names both numbers.
     assert len(conv.warnings) == 3 and "61,142" in conv.warnings[0] and "22,716" in conv.warnings[2]
-    sample = read_split(tmp_path / "out", "test")[0][0]
+    sample = read_in_place(tmp_path / "out", "test")[0][0]
     assert sample.id == "test/apple_pie/apple_pie_test0"
     assert sample.text == "Recipe 0 for apple pie, with a comma"  # quoted comma kept
     assert_images_resolve(tmp_path / "out")
     # val ids come from train only
-    assert all(s.id.startswith("train/") for s in read_split(tmp_path / "out", "val")[0])
+    assert all(s.id.startswith("train/") for s in read_in_place(tmp_path / "out", "val")[0])
 
 
 def test_food101_twice_is_byte_identical_and_seed_matters(tmp_path):
@@ -78,7 +83,7 @@ def test_food101_unquoted_commas_and_header_are_tolerated(tmp_path):
         "filename,text,class\na0.jpg,one, two, three,a\na1.jpg,x,a\nb0.jpg,y,b\nb1.jpg,z,b\n")
     (raw / "texts" / "test_titles.csv").write_text("a0.jpg,t,a\nb0.jpg,t,b\n")
     prepare("food101", raw, tmp_path / "out", val_fraction=0.0)
-    texts = {s.id: s.text for s in read_split(tmp_path / "out", "train")[0]}
+    texts = {s.id: s.text for s in read_in_place(tmp_path / "out", "train")[0]}
     assert texts["train/a/a0"] == "one, two, three" and len(texts) == 4
 
 
@@ -109,12 +114,12 @@ def test_mmimdb_converts_genres_plots_and_dev_split(tmp_path):
     space = read_labels(tmp_path / "out")
     assert space.task == "multi_label" and space.labels == MMIMDB_GENRES and len(space.labels) == 23
     assert not {"News", "Reality-TV", "Talk-Show"} & set(space.labels)
-    samples = {s.id: s for split in SPLITS for s in read_split(tmp_path / "out", split)[0]}
+    samples = {s.id: s for split in SPLITS for s in read_in_place(tmp_path / "out", split)[0]}
     for movie, genres in expected["labels"].items():
         assert list(samples[movie].label) == genres  # News removed, order = the 23-genre order
     for movie, text in expected["texts"].items():
         assert samples[movie].text == text  # the longest plot
-    assert {s.id for s in read_split(tmp_path / "out", "val")[0]} == {"0000007", "0000008", "0000009"}
+    assert {s.id for s in read_in_place(tmp_path / "out", "val")[0]} == {"0000007", "0000008", "0000009"}
     assert "News (1)" in conv.notes[0] and "Talk-Show (1)" in conv.notes[0]
     assert any("15,552" in w for w in conv.warnings)
     assert_images_resolve(tmp_path / "out")
@@ -155,7 +160,7 @@ def test_snli_ve_converts_both_id_spellings_and_drops(tmp_path):
     assert conv.counts == expected["counts"]
     assert dict(conv.dropped) == expected["dropped"]
     assert read_labels(tmp_path / "out").labels == ("entailment", "neutral", "contradiction")
-    train = read_split(tmp_path / "out", "train")[0]
+    train = read_in_place(tmp_path / "out", "train")[0]
     assert Counter(s.label for s in train) == {"entailment": 2, "neutral": 2, "contradiction": 2}
     by_id = {s.id: s for s in train}
     assert by_id["1000.jpg#1"].image.endswith("flickr30k_images/1000.jpg")  # Flikr30kID with .jpg
@@ -250,8 +255,8 @@ def test_jsonl_multi_label_lists_and_split_column(tmp_path):
     assert read_labels(tmp_path / "out").task == "multi_label"
     assert conv.counts == {"train": 4, "val": 2, "test": 1} and dict(conv.dropped) == {"empty text": 1}
     assert read_labels(tmp_path / "out").labels == ("a", "b", "c")
-    assert [s.label for s in read_split(tmp_path / "out", "val")[0]] == [("a",), ("b",)]
-    assert {s.id: s.label for s in read_split(tmp_path / "out", "train")[0]}["b-1"] == ("b", "c")
+    assert [s.label for s in read_in_place(tmp_path / "out", "val")[0]] == [("a",), ("b",)]
+    assert {s.id: s.label for s in read_in_place(tmp_path / "out", "train")[0]}["b-1"] == ("b", "c")
 
 
 def test_jsonl_errors_bad_json_missing_field_duplicate_id_unknown_label(tmp_path):
@@ -289,7 +294,7 @@ def test_csv_with_header_multilabel_and_generated_ids(tmp_path):
     space = read_labels(tmp_path / "out")
     assert space.task == "multi_label" and space.labels == ("x", "y", "z")
     assert sum(conv.counts.values()) == 10
-    ids = {s.id for split in SPLITS for s in read_split(tmp_path / "out", split)[0]}
+    ids = {s.id for split in SPLITS for s in read_in_place(tmp_path / "out", split)[0]}
     assert ids == {f"line{n:07d}" for n in range(2, 12)}  # header is line 1
 
 
@@ -369,8 +374,8 @@ def test_cli_prepare_csv_and_snli_ve_flags(tmp_path, capsys):
                  "--label-separator", ";", "--labels", "z,y,x", "--no-progress"])
     assert code == 0, capsys.readouterr()
     assert read_labels(tmp_path / "out").labels == ("z", "y", "x")
-    assert {s.id: s.label for s in read_split(tmp_path / "out", "train")[0]}["x-1"] == ("z", "x")
-    assert [len(read_split(tmp_path / "out", s)[0]) for s in SPLITS] == [4, 2, 2]
+    assert {s.id: s.label for s in read_in_place(tmp_path / "out", "train")[0]}["x-1"] == ("z", "x")
+    assert [len(read_in_place(tmp_path / "out", s)[0]) for s in SPLITS] == [4, 2, 2]
     make_snli_ve(tmp_path / "sv", images=tmp_path / "flickr")
     assert main(["prepare", "snli-ve", "--raw", str(tmp_path / "sv"), "--out", str(tmp_path / "sv_out"),
                  "--images", str(tmp_path / "flickr"), "--no-progress"]) == 0

@@ -14,6 +14,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-problems", type=int, default=0,
                    help="print at most this many problem lines (default 0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-external-paths", action="store_true",
+                   help="accept images outside DATA_DIR (absolute paths, .., symlinks), as converters write for "
+                        "raw data kept in place")
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,8 @@ def run(args) -> int:
         raise UserError("--workers must be >= 1")
     console = Console(soft_wrap=True)
     with rich_tracker(enabled=not args.no_progress) as track:
-        report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track)
+        report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track,
+                               allow_external_paths=args.allow_external_paths)
 
     shown = report.problems if args.max_problems <= 0 else report.problems[:args.max_problems]
     for problem in shown:

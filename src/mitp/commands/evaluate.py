@@ -25,7 +25,8 @@ def run(args) -> int:
     loaded = load_run(args.run_dir, args.data)
     config = loaded.config
     dataset = ManifestDataset(config.data, args.split, config.preprocessor(loaded.backbone),
-                              on_bad_sample=config.train.on_bad_sample)
+                              on_bad_sample=config.train.on_bad_sample,
+                              allow_external_paths=config.allow_external_paths)
     ours, theirs = loaded.labels, dataset.label_space
     if (theirs.task, theirs.labels) != (ours.task, ours.labels):
         from ..cli import UserError

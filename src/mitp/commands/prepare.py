@@ -135,6 +135,13 @@ def run(args) -> int:
         console.print(f"note: {note}", markup=False, highlight=False)
     for warning in conv.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    external = conv.external_images
+    if external:  # images referenced in place, outside --out: runs must allow that explicitly
+        console.print(f"note: {external:,} images are referenced where they are, outside {args.out}; runs on "
+                      f"this dataset need `data: {{path: {args.out}, allow_external_paths: true}}` in their "
+                      "config (or --set data.allow_external_paths=true), checks --allow-external-paths",
+                      highlight=False, markup=False)
+    flag = " --allow-external-paths" if external else ""
     console.print(f"wrote {args.out}/{{train,val,test}}.jsonl and labels.json; "
-                  f"run `mitp check {args.out}` to validate images", highlight=False, markup=False)
+                  f"run `mitp check {args.out}{flag}` to validate images", highlight=False, markup=False)
     return 0

@@ -49,7 +49,7 @@ def _probe(path: str) -> tuple[str, str] | None:
 
 
 def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, workers: int = 4,
-                  track=None) -> CheckReport:
+                  track=None, allow_external_paths: bool = False) -> CheckReport:
     """Check everything about a prepared dataset; never raises for problems in the data.
 
     ``decode_images=False`` only checks that image files exist. ``track(iterable,
@@ -72,7 +72,7 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         report.lines[split] = 0
         try:
-            items = list(iter_split(data_dir, split, space))
+            items = list(iter_split(data_dir, split, space, allow_external_paths))
         except ManifestError as err:  # missing split file
             report.problems.append(err)
             continue

@@ -111,7 +111,7 @@ class ManifestDataset(Dataset):
 
     def __init__(self, data_dir: str | os.PathLike, split: str, preprocessor: Preprocessor | None = None, *,
                  backbone=None, max_length: int | None = None, on_bad_sample: str = "error",
-                 labels: LabelSpace | None = None):
+                 labels: LabelSpace | None = None, allow_external_paths: bool = False):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"on_bad_sample must be one of {', '.join(map(repr, ON_BAD_SAMPLE))}, "
                              f"got {on_bad_sample!r}")
@@ -127,7 +127,8 @@ class ManifestDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.label_space = read_labels(data_dir) if labels is None else labels
         mode = "raise" if on_bad_sample == "error" else "collect"
-        self.samples, self.invalid_lines = read_split(data_dir, split, self.label_space, on_error=mode)
+        self.samples, self.invalid_lines = read_split(data_dir, split, self.label_space, on_error=mode,
+                                                      allow_external_paths=allow_external_paths)
         t = preprocessor.image_transform
         size = t.crop or t.resize_to
         self.collate = Collator(preprocessor.pad_token_id, self.label_space.multi_label,
@@ -185,15 +186,15 @@ class ManifestDataset(Dataset):
 
 def build_datasets(data_dir: str | os.PathLike, backbone=None, *, preprocessor: Preprocessor | None = None,
                    max_length: int | None = None, on_bad_sample: str = "error",
-                   splits=SPLITS) -> dict[str, ManifestDataset]:
+                   splits=SPLITS, allow_external_paths: bool = False) -> dict[str, ManifestDataset]:
     """Datasets for ``splits`` sharing one preprocessor (tokenizer / image processor loaded once)."""
     if preprocessor is None:
         if backbone is None:
             raise ValueError("build_datasets needs a backbone or a preprocessor")
         preprocessor = Preprocessor.for_backbone(backbone, max_length)
     labels = read_labels(data_dir)
-    return {s: ManifestDataset(data_dir, s, preprocessor, on_bad_sample=on_bad_sample, labels=labels)
-            for s in splits}
+    return {s: ManifestDataset(data_dir, s, preprocessor, on_bad_sample=on_bad_sample, labels=labels,
+                               allow_external_paths=allow_external_paths) for s in splits}
 
 
 def check_splits(datasets: dict[str, ManifestDataset]) -> None:

@@ -105,6 +105,12 @@ class BadLabels(ManifestError):
     kind = "bad_labels"
 
 
+class ExternalPath(ManifestError):
+    """An image path that resolves outside the dataset directory (absolute, ``..``, a symlink)."""
+
+    kind = "external_path"
+
+
 class EmptySplit(ManifestError):
     """A split with no sample to train or evaluate on (empty, or emptied by skipping bad samples)."""
 
@@ -113,10 +119,10 @@ class EmptySplit(ManifestError):
 
 ERROR_KINDS = {cls.kind: cls for cls in (
     MissingImage, CorruptImage, EmptyText, UnknownLabel, BadJson, BadRecord, DuplicateId,
-    MissingFile, MissingSplitFile, MissingColumn, BadLabels, EmptySplit,
+    MissingFile, MissingSplitFile, MissingColumn, BadLabels, ExternalPath, EmptySplit,
 )}
 
 __all__ = [
-    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText",
+    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
     "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
 ]

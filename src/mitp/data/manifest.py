@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import (
-    BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ManifestError, MissingFile, MissingSplitFile,
-    UnknownLabel,
+    BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
+    MissingSplitFile, UnknownLabel,
 )
 
 SPLITS = ("train", "val", "test")
@@ -192,27 +192,44 @@ def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
     return label
 
 
-def iter_split(data_dir: str | os.PathLike, split: str,
-               space: LabelSpace | None) -> Iterator[Sample | ManifestError]:
+def check_inside(sample: Sample, root: str) -> None:
+    """Raise ExternalPath unless the sample's image, symlinks resolved, lies under ``root`` (a realpath)."""
+    resolved = os.path.realpath(sample.image_path())
+    if os.path.commonpath([resolved, root]) != root:
+        raise ExternalPath(sample.path, sample.line,
+                           f"image {sample.image!r} resolves to {resolved}, outside the dataset directory {root} "
+                           f"(id {sample.id!r}); if that is intended, allow it with `data: {{path: ..., "
+                           "allow_external_paths: true}` (mitp check --allow-external-paths)")
+
+
+def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None,
+               allow_external_paths: bool = False) -> Iterator[Sample | ManifestError]:
     """Yield each line of ``<split>.jsonl`` as a Sample, or as the error that line has.
 
-    Blank lines are ignored. Raises MissingSplitFile if the file does not exist.
+    Blank lines are ignored. Raises MissingSplitFile if the file does not exist. Unless
+    ``allow_external_paths``, an image outside ``data_dir`` (absolute, ``..``, symlink) is an
+    ExternalPath error: a manifest cannot make us read arbitrary files.
     """
     path = split_path(data_dir, split)
     if not path.is_file():
         raise MissingSplitFile(path, None, f"{split}.jsonl not found in {data_dir}")
+    root = os.path.realpath(data_dir)
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                yield parse_line(str(path), line_no, raw, space)
+                sample = parse_line(str(path), line_no, raw, space)
+                if not allow_external_paths:
+                    check_inside(sample, root)
+                yield sample
             except ManifestError as err:
                 yield err
 
 
 def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None = None,
-               on_error: str = "raise") -> tuple[list[Sample], list[ManifestError]]:
+               on_error: str = "raise", allow_external_paths: bool = False
+               ) -> tuple[list[Sample], list[ManifestError]]:
     """All valid samples of a split and the errors of invalid lines.
 
     ``on_error="raise"`` raises the first error (also duplicate ids within the split);
@@ -222,7 +239,7 @@ def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
         raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
     space = read_labels(data_dir) if space is None else space
     samples, errors, seen = [], [], {}
-    for item in iter_split(data_dir, split, space):
+    for item in iter_split(data_dir, split, space, allow_external_paths):
         if isinstance(item, Sample):
             if item.id in seen:
                 item = DuplicateId(item.path, item.line, f"id {item.id!r} already used at line {seen[item.id]}")

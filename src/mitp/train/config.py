@@ -1,6 +1,7 @@
 """Run configs: one YAML file with ``data``, ``backbone``, ``method`` and optional sections.
 
-    data: path/to/prepared/dataset      # a manifest directory (see docs/data.md)
+    data: path/to/prepared/dataset      # a manifest directory (see docs/data.md), or
+    # data: {path: ..., allow_external_paths: true}   to read images outside it
     backbone: openai/clip-vit-large-patch14
     method: mitp
     seed: 0
@@ -91,6 +92,8 @@ class RunConfig:
     backbone: str
     method: str
     seed: int = 0
+    # Images outside the dataset directory (absolute paths, .., symlinks) are refused unless allowed.
+    allow_external_paths: bool = False
     model: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)   # method name -> model keys for that method only
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -106,9 +109,20 @@ class RunConfig:
         for key in raw:
             if key not in known:
                 raise ConfigError(key, f"unknown top-level key; known keys: {', '.join(sorted(known))}")
+        raw = dict(raw)
+        data = raw.get("data")
+        allow_external = False
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {"path", "allow_external_paths"})
+            if unknown:
+                raise ConfigError(f"data.{unknown[0]}", "unknown key; known keys: allow_external_paths, path")
+            allow_external = data.get("allow_external_paths", False)
+            if not isinstance(allow_external, bool):
+                raise ConfigError("data.allow_external_paths", f"expected true or false, got {allow_external!r}")
+            raw["data"] = data.get("path")
         for key in ("data", "backbone", "method"):
             if raw.get(key) in (None, ""):
-                raise ConfigError(key, "is required")
+                raise ConfigError("data.path" if key == "data" and isinstance(data, dict) else key, "is required")
         for key, kind in cls.SCALARS.items():
             value = raw.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -121,6 +135,7 @@ class RunConfig:
             if keys is not None and not isinstance(keys, dict):
                 raise ConfigError(f"methods.{name}", f"must be a mapping of model keys, got {keys!r}")
         config = cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
+                     allow_external_paths=allow_external,
                      model=dict(raw.get("model") or {}), methods=methods, head=HeadConfig.from_dict(raw.get("head")),
                      train=TrainConfig.from_dict(raw.get("train")), eval=EvalConfig.from_dict(raw.get("eval")))
         config.check_model_keys()
@@ -147,8 +162,8 @@ class RunConfig:
         return {**self.model, **self.methods.get(method or self.method, {})}
 
     def to_dict(self) -> dict:
-        data = {"data": self.data, "backbone": self.backbone, "method": self.method, "seed": self.seed,
-                "model": dict(self.model)}
+        data = {"data": {"path": self.data, "allow_external_paths": True} if self.allow_external_paths else self.data,
+                "backbone": self.backbone, "method": self.method, "seed": self.seed, "model": dict(self.model)}
         if self.methods:
             data["methods"] = {name: dict(keys) for name, keys in self.methods.items()}
         return {**data, "head": self.head.to_dict(), "train": self.train.to_dict(), "eval": self.eval.to_dict()}
@@ -199,7 +214,13 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
             raise ConfigError("--config", f"{path}: not valid YAML ({err})") from err
         if not isinstance(raw, dict):
             raise ConfigError("--config", f"{path}: top level must be a mapping")
-    return RunConfig.from_dict(apply_overrides(raw, parse_overrides(list(overrides))))
+    overrides = parse_overrides(list(overrides))
+    if any(key.startswith("data.") for key in overrides):  # `data: DIR` and --set data.allow_external_paths=...
+        if isinstance(raw.get("data"), str):
+            raw = {**raw, "data": {"path": raw["data"]}}
+        if isinstance(overrides.get("data"), str):
+            overrides["data.path"] = overrides.pop("data")
+    return RunConfig.from_dict(apply_overrides(raw, overrides))
 
 
 def resolve_method_config(config: RunConfig, num_classes: int, task: str):

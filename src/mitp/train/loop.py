@@ -119,7 +119,8 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
         raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
     datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
-                              on_bad_sample=config.train.on_bad_sample, splits=splits)
+                              on_bad_sample=config.train.on_bad_sample, splits=splits,
+                              allow_external_paths=config.allow_external_paths)
     check_splits(datasets)  # before anything trains: no empty split, no id in two splits
     any_split = next(iter(datasets.values()))
     method_config = resolve_method_config(config, any_split.num_classes, any_split.task)

@@ -49,6 +49,12 @@ class Conversion:
             examples.append(where)
 
     @property
+    def external_images(self) -> int:
+        """Records whose image lies outside the output directory (raw data referenced in place)."""
+        return sum(1 for records in self.splits.values() for r in records
+                   if os.path.isabs(r.image) or r.image.split("/", 1)[0] == "..")
+
+    @property
     def counts(self) -> dict[str, int]:
         return {s: len(self.splits.get(s, [])) for s in SPLITS}
 
