@@ -102,3 +102,30 @@ def test_partially_filled_store_recomputes_missing_rows(toy, tiny_clip, tmp_path
     reopened = open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix())
     assert reopened.has(batch["ids"]) and not reopened.complete
     assert json.loads((reopened.directory / "meta.json").read_text())["samples"] == 16
+
+
+def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
+    """Under torchrun each process fills the rows of its batches; the shared store then serves both."""
+    import os
+    import subprocess
+    import sys
+
+    from mitp.cli import main
+
+    args = ["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=3",
+            "--set", "train.cache_prefix=true", "--set", "methods.mitp.num_steps=2"]
+    assert main([*args, "--set", f"train.cache_dir={tmp_path / 'one-cache'}", "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           "-m", "mitp", *args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two"))
+    assert two["num_processes"] == 2
+    assert two["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=1e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-3)
+    assert two["test_samples"] == one["test_samples"] == 16
+    import numpy as np
+
+    for store in (tmp_path / "two-cache").iterdir():  # every row filled, by one process or the other
+        assert np.load(store / "filled.npy").all()

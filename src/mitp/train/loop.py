@@ -201,13 +201,14 @@ class Trainer:
         if depths is None:
             self._log(f"train.cache_prefix: {self.config.method} trains its whole backbone; nothing to cache")
             return {}
-        if num_processes > 1:
-            raise ConfigError("train.cache_prefix", "is supported in single-process runs only")
         from ..prefix_cache import default_root, open_store
 
         root = Path(self.config.train.cache_dir) if self.config.train.cache_dir else default_root()
-        stores = {split: open_store(root, ds, self.parts.backbone, depths)
-                  for split, ds in self.parts.datasets.items()}
+        # Several processes share one store per split: each fills the rows of its own batches and reads
+        # them all once the store is complete. The first process creates the files, the others open them.
+        with self.accelerator.main_process_first():
+            stores = {split: open_store(root, ds, self.parts.backbone, depths)
+                      for split, ds in self.parts.datasets.items()}
         size = sum(store.disk_bytes() for store in stores.values()) / 2**20
         self._log(f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB "
                   f"when full, under {root}; safe to delete at any time")
@@ -224,7 +225,7 @@ class Trainer:
     def _cached_loader(self, split: str, loader):
         """Once a split's prefix cache is full, a loader of ids and labels only (same order), built once."""
         store = self.stores.get(split)
-        if store is None or not store.complete:
+        if store is None or not self._complete(store):
             return loader
         if split not in self.cached_loaders:
             from ..prefix_cache import CachedSplit
@@ -234,6 +235,13 @@ class Trainer:
                                      shuffle=split == "train", seed=self.config.seed)
             self.cached_loaders[split] = self.accelerator.prepare(cached)
         return self.cached_loaders[split]
+
+    def _complete(self, store) -> bool:
+        """Whether every process sees the store complete (they fill disjoint rows; all must agree)."""
+        store.flush()
+        self.accelerator.wait_for_everyone()
+        done = torch.tensor(float(store.complete), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(done, reduction="sum").item() == self.accelerator.num_processes)
 
     def _batches(self, split: str, loader):
         """The loader's batches; samples skipped as bad are marked done in the split's prefix cache,
