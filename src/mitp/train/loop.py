@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
 from ..backbones import build_backbone
 from ..checkpoint import load_trainable
@@ -143,25 +143,30 @@ def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: floa
 
     ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs);
     ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
+    With several processes, rows are gathered with their sample ids and de-duplicated by id: the
+    processes' shares of a batch differ in size when bad samples are skipped (even to zero), and the
+    padding that evens out the last batch repeats samples; every process joins every gather.
     """
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
     forward = forward or (lambda batch: plain_forward(model, batch, labels=False))
-    all_logits, all_labels = [], []
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for batch in loader:
+        mine = [("skipped", entry) for entry in batch.get("skipped", [])]
+        if len(batch["ids"]):
+            logits = forward(batch).logits.float().cpu()
+            mine += [("row", (i, logit, label)) for i, logit, label in zip(batch["ids"], logits, batch["labels"].cpu())]
+        if accelerator.num_processes > 1:
+            mine = gather_object(mine)
         if skips is not None:
-            skips.update(batch)
-        if len(batch["ids"]) == 0:
-            continue
-        labels = batch["labels"]
-        logits = forward(batch).logits
-        logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
-    if not all_logits:
+            skips.update({"skipped": [entry for kind, entry in mine if kind == "skipped"]})
+        for sample_id, logit, label in (entry for kind, entry in mine if kind == "row"):
+            rows.setdefault(sample_id, (logit, label))
+    if not rows:
         raise EmptySplit(None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); "
                                      "nothing to evaluate")
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    logits = torch.stack([logit for logit, _ in rows.values()])
+    labels = torch.stack([label for _, label in rows.values()])
     metrics = compute_metrics(logits, labels, task, threshold)
     return {"metrics": metrics, "loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
 
@@ -184,6 +189,7 @@ class Trainer:
                 f"{split}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
                 for split, kinds in dropped.items()))
         self.skips = {split: SkipCounter() for split in self.parts.datasets}  # bad images, per split
+        self._filler_batch = None
         self.stores = self._open_stores(n)
         self.cached_loaders = {}
         for key, size in (("train.batch_size", self.config.train.batch_size),
@@ -236,6 +242,19 @@ class Trainer:
             self.cached_loaders[split] = self.accelerator.prepare(cached)
         return self.cached_loaders[split]
 
+    def _filler(self) -> dict:
+        """A one-sample batch of the first training sample that loads (built once)."""
+        if self._filler_batch is None:
+            dataset = self.parts.datasets["train"]
+            for i in range(len(dataset)):
+                item = dataset[i]
+                if isinstance(item, dict):
+                    self._filler_batch = dataset.collate([item])
+                    break
+            else:
+                raise EmptySplit(None, None, "train: every sample was skipped as bad; nothing to train on")
+        return self._filler_batch
+
     def _complete(self, store) -> bool:
         """Whether every process sees the store complete (they fill disjoint rows; all must agree)."""
         store.flush()
@@ -253,10 +272,15 @@ class Trainer:
             yield batch
 
     def _forward(self, batch: dict, split: str, labels: bool = True):
-        """The model on a batch, through the split's prefix cache when there is one."""
+        """The model on a batch, through the split's prefix cache when there is one.
+
+        Training goes through the distributed wrapper; evaluation through the bare model, since
+        the wrapper's forward synchronises buffers across processes, and a process whose share of
+        a batch was all skipped does not run a forward."""
+        model = self.model if split == "train" else self.accelerator.unwrap_model(self.model)
         store = self.stores.get(split)
         if store is None:
-            return plain_forward(self.model, batch, labels)
+            return plain_forward(model, batch, labels)
         ids = batch["ids"]
         if not store.has(ids):  # only batches that still miss rows run the frozen prefix
             inputs = model_inputs(batch)
@@ -264,7 +288,7 @@ class Trainer:
             prefix = self.accelerator.unwrap_model(self.model).encode_prefix(**inputs)
             store.put(ids, *prefix)
         prefix = store.get(ids, device=self.accelerator.device)  # fp16-rounded, as every later epoch sees it
-        return self.model(prefix=prefix, labels=batch["labels"] if labels else None)
+        return model(prefix=prefix, labels=batch["labels"] if labels else None)
 
     def _log(self, message: str) -> None:
         if self.main and self.console is not None:
@@ -314,11 +338,18 @@ class Trainer:
             with self._progress(len(epoch_loader), pos["batch"], epoch) as advance:
                 for batch in self._batches("train", loader):
                     pos["batch"] += 1
-                    pos["skipped"] += skips.update(batch)
-                    if len(batch["ids"]) == 0:
+                    skipped = batch.get("skipped", [])
+                    if acc.num_processes > 1 and self.config.train.on_bad_sample == "skip":
+                        skipped = gather_object(list(skipped))  # every process counts all of them
+                    pos["skipped"] += skips.update({"skipped": skipped})
+                    empty = len(batch["ids"]) == 0  # every sample of this process's share was bad
+                    if empty and acc.num_processes == 1:
                         continue
                     with acc.accumulate(model):
-                        loss = self._forward(batch, "train").loss
+                        if empty:  # a zero-weight step on a good sample keeps this process in the all-reduce
+                            loss = self._forward(self._filler(), "train").loss * 0.0
+                        else:
+                            loss = self._forward(batch, "train").loss
                         acc.backward(loss)
                         diagnose = self.main and acc.sync_gradients and (pos["step"] + 1) % t.log_every_steps == 0
                         grad_norms = gradient_norms(unwrapped) if diagnose else {}  # before clipping
@@ -327,9 +358,10 @@ class Trainer:
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
-                    pos["loss_sum"] += loss.item() * len(batch["ids"])
-                    pos["samples"] += len(batch["ids"])
-                    advance(loss.item(), len(batch["ids"]) * acc.num_processes)
+                    if not empty:
+                        pos["loss_sum"] += loss.item() * len(batch["ids"])
+                        pos["samples"] += len(batch["ids"])
+                        advance(loss.item(), len(batch["ids"]) * acc.num_processes)
                     if acc.sync_gradients:
                         pos["step"] += 1
                         if diagnose:
