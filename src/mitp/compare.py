@@ -26,7 +26,7 @@ from typing import Any
 from .configuration import ConfigError, parse_value
 from .methods import get_method
 from .train.config import RunConfig, apply_overrides, load_run_config, resolve
-from .train.reports import write_json_atomic
+from .train.reports import write_json_atomic, write_text_atomic
 
 
 class RunFailed(RuntimeError):
@@ -167,7 +167,7 @@ def run_one(run: PlannedRun, console=None) -> dict:
         args = ["--resume", str(run_dir)]
     else:
         run.config_path.parent.mkdir(parents=True, exist_ok=True)
-        run.config_path.write_text(run.config.to_yaml())
+        write_text_atomic(run.config_path, run.config.to_yaml())
         shutil.rmtree(run_dir, ignore_errors=True)  # a run that died before its first checkpoint starts over
         args = ["--config", str(run.config_path), "--out", str(run_dir)]
     process = subprocess.Popen([sys.executable, "-m", "mitp", "train", *args], stderr=subprocess.PIPE, text=True)
@@ -347,5 +347,5 @@ def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "compare.json", rows)
     write_json_atomic(out / "runs.json", [{k: v for k, v in r.items() if k != "results"} for r in runs])
-    (out / "compare.md").write_text(markdown_table(rows, config, seeds, grid))
+    write_text_atomic(out / "compare.md", markdown_table(rows, config, seeds, grid))
     bar_chart(rows, out / "compare.png")

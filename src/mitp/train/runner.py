@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .config import RunConfig
 from .loop import Trainer
-from .reports import plot_curves, summary_table, write_json_atomic
+from .reports import plot_curves, summary_table, write_json_atomic, write_text_atomic
 from .rundir import MetricsLog
 
 
@@ -17,8 +16,8 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
     trainer = Trainer(config, run_dir, resume=resume, console=console)
     if trainer.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(trainer.config.to_yaml())
-        shutil.copyfile(Path(trainer.config.data) / "labels.json", run_dir / "labels.json")
+        write_text_atomic(run_dir / "config.yaml", trainer.config.to_yaml())
+        write_text_atomic(run_dir / "labels.json", (Path(trainer.config.data) / "labels.json").read_text())
         if console is not None:
             console.print(f"run directory: {run_dir}")
     trainer.accelerator.wait_for_everyone()
