@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"

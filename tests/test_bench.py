@@ -5,8 +5,8 @@ import json
 import pytest
 
 from mitp.backbones import build_backbone
-from mitp.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, run_benchmark, target_checks
-from mitp.cli import main
+from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, run_benchmark, target_checks
+from mitp.app.cli import main
 from mitp.methods import build_model, make_config
 
 FAST = ["--backbone", "tiny-clip", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--seq-len", "8",

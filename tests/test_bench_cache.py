@@ -1,7 +1,7 @@
 """mitp bench --epochs: epoch time with and without the frozen-prefix cache."""
 
-from mitp.bench_cache import cache_epoch_benchmark, render
-from mitp.cli import main
+from mitp.app.bench_cache import cache_epoch_benchmark, render
+from mitp.app.cli import main
 
 
 def test_cache_epoch_benchmark_reports_both_runs():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mitp.cli import main
+from mitp.app.cli import main
 
 
 def params_json(capsys, *args):

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mitp.cli import main
-from mitp.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
+from mitp.app.cli import main
+from mitp.app.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
 from mitp.configuration import ConfigError
 from mitp.synthetic import write_toy_dataset
-from mitp.train.config import load_run_config
+from mitp.app.train.config import load_run_config
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ROW_KEYS = {"method", "trainable_params", "test", "val", "peak_memory_mb", "train_seconds", "seeds", "selected"}

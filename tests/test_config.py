@@ -87,7 +87,7 @@ def test_overrides_parse_yaml_values():
 
 
 def test_scientific_notation_in_a_config_file_is_a_float(tmp_path):
-    from mitp.train.config import load_run_config
+    from mitp.app.train.config import load_run_config
 
     path = tmp_path / "run.yaml"
     path.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\ntrain: {lr: 1e-4, weight_decay: 5E-2}\n")

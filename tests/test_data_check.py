@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from data_fixtures import get_line, make_manifest, set_line, truncate, write_image
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.data.check import check_dataset
 from mitp.data.progress import rich_tracker
 from mitp.data.errors import (

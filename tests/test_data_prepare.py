@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_fixtures import make_food101, make_mmimdb, make_snli_ve, write_image
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.data.errors import BadJson, BadRecord, DuplicateId, MissingColumn, MissingSplitFile, UnknownLabel
 from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.prepare import MMIMDB_GENRES, PUBLISHED, prepare

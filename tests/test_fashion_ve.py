@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mitp.backbones import build_backbone
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.data.errors import BadRecord, MissingFile, UnknownLabel
 from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.prepare.fashion_ve import (

@@ -5,17 +5,20 @@ import io
 import json
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.data.check import check_dataset
 from mitp.data.errors import ManifestError
 from mitp.data.images import open_rgb
 from mitp.data.manifest import LabelSpace, Sample, parse_line
 
 SPACES = [LabelSpace("single_label", ("cat", "dog")), LabelSpace("multi_label", ("a", "b", "c")), None]
+# Damaged TIFFs make PIL warn before it raises; the warnings are expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(

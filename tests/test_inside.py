@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.methods import build_model, make_config
 from mitp.synthetic import write_toy_dataset
-from mitp.train.loop import gradient_norms
-from mitp.train.rundir import MetricsLog
+from mitp.app.train.loop import gradient_norms
+from mitp.app.train.rundir import MetricsLog
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 

@@ -24,7 +24,7 @@ from mitp.backbones import Backbone, BackboneError, offline
 from mitp.backbones.offline import (OfflineBackboneError, build_offline_backbone, convert_dinov2_onnx,
                                     ensure_offline_backbone, offline_status, verify_against_onnx)
 from mitp.backbones.specs import TINY_BERT
-from mitp.cli import main
+from mitp.app.cli import main
 
 NAME = "dinov2s-minilm"
 SPEC = "offline:" + NAME

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"

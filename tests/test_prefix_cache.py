@@ -9,10 +9,10 @@ import torch
 
 from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
 from mitp.methods import build_model, make_config
-from mitp.prefix_cache import cache_key, open_store
+from mitp.app.prefix_cache import cache_key, open_store
 from mitp.synthetic import write_toy_dataset
-from mitp.train.config import load_run_config
-from mitp.train.loop import Trainer
+from mitp.app.train.config import load_run_config
+from mitp.app.train.loop import Trainer
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 CACHED_METHODS = {"mitp": {"num_steps": 2}, "deep_prompts": {"num_steps": 2}, "pmf": {}, "late_fusion": {}}
@@ -110,7 +110,7 @@ def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
     import subprocess
     import sys
 
-    from mitp.cli import main
+    from mitp.app.cli import main
 
     args = ["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=3",
             "--set", "train.cache_prefix=true", "--set", "methods.mitp.num_steps=2"]

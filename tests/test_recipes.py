@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mitp.methods import get_method
-from mitp.train.config import load_run_config, resolve_method_config
+from mitp.app.train.config import load_run_config, resolve_method_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 TASKS = {"food101": (101, "single_label"), "mmimdb": (23, "multi_label"), "snli-ve": (3, "single_label"),

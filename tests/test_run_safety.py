@@ -15,10 +15,10 @@ import torch
 from filelock import FileLock
 
 from mitp.checkpoint import CheckpointError
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
-from mitp.train.rundir import LOCK_NAME
-from mitp.train.state import load_state, save_state
+from mitp.app.train.rundir import LOCK_NAME
+from mitp.app.train.state import load_state, save_state
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -149,7 +149,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
     run = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import time
-        from mitp.train.rundir import run_lock
+        from mitp.app.train.rundir import run_lock
         with run_lock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mitp.cli import main
+from mitp.app.cli import main
 from mitp.configuration import ConfigError
 from mitp.synthetic import write_toy_dataset
-from mitp.train.config import load_run_config, resolve_method_config
-from mitp.train.rundir import MetricsLog
+from mitp.app.train.config import load_run_config, resolve_method_config
+from mitp.app.train.rundir import MetricsLog
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from .app.cli import main  # the only place the library names the application: its entry point
 
 sys.exit(main())

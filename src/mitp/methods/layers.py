@@ -1,4 +1,7 @@
-"""Building blocks the prompt methods share: which layers to prompt, prompts, gates, embeddings."""
+"""Building blocks the methods share: which layers to prompt, prompts, gates, translators, embeddings.
+
+A method folder imports only from here, ``base``, ``config``, ``head``, ``embedding`` and the
+backbone API, never from another method (tests/test_architecture.py)."""
 
 from __future__ import annotations
 
@@ -45,6 +48,11 @@ def prompt_list(steps: int, length: int, width: int, std: float) -> nn.Parameter
 def prompt_gates(steps: int, heads: int, enabled: bool) -> nn.Parameter | None:
     """One gate per prompted layer and attention head, all starting at 0 (None when gating is off)."""
     return nn.Parameter(torch.zeros(steps, heads)) if enabled else None
+
+
+def translator(source: int, target: int, hidden: int) -> nn.Sequential:
+    """A non-linear map from one tower's width to the other's (PMF's query translator)."""
+    return nn.Sequential(nn.Linear(source, hidden), nn.ReLU(), nn.Linear(hidden, target))
 
 
 def batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:

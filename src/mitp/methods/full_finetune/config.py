@@ -1,15 +1,15 @@
-"""Full fine-tuning settings: late fusion's inputs plus a lower learning rate for the backbone."""
+"""Full fine-tuning settings: the embedding inputs late fusion has, plus a lower backbone learning rate."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..late_fusion.config import LateFusionConfig
+from ..embedding import EmbeddingInputsConfig
 
 
 @dataclass
-class FullFinetuneConfig(LateFusionConfig):
+class FullFinetuneConfig(EmbeddingInputsConfig):
     method: ClassVar[str] = "full_finetune"
 
     # Backbone lr = lr * backbone_lr_scale; the head gets lr. A scale rather than an absolute

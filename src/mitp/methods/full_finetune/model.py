@@ -8,11 +8,11 @@ late fusion is which parameters train.
 
 from __future__ import annotations
 
-from ..late_fusion.model import LateFusion
+from ..embedding import EmbeddingClassifier
 from .config import FullFinetuneConfig
 
 
-class FullFinetune(LateFusion):
+class FullFinetune(EmbeddingClassifier):
     """Late fusion with the towers trainable; the towers get a scaled-down learning rate."""
 
     config: FullFinetuneConfig

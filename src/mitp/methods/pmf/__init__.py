@@ -1,7 +1,7 @@
 from .. import register_method
 from .config import PMFConfig
-from .model import PMF, FusionPrompts, translator
+from .model import PMF, FusionPrompts
 
 register_method(PMFConfig, PMF)
 
-__all__ = ["PMF", "PMFConfig", "FusionPrompts", "translator"]
+__all__ = ["PMF", "PMFConfig", "FusionPrompts"]

@@ -34,7 +34,7 @@ from torch import nn
 from ...backbones import Backbone, TowerState
 from ..base import Features, MultimodalClassifier
 from ..config import ConfigError
-from ..layers import batched, embedding, gate_diagnostics, prompt_gates, step_gate, step_record
+from ..layers import batched, embedding, gate_diagnostics, prompt_gates, step_gate, step_record, translator
 from .config import PMFConfig
 
 
@@ -46,11 +46,6 @@ class FusionPrompts(nn.Module):
         self.query = nn.Parameter(torch.randn(length, width) * std)
         self.query_context = nn.Parameter(torch.randn(length, width) * std)
         self.fusion_context = nn.Parameter(torch.randn(length, width) * std)
-
-
-def translator(source: int, target: int, hidden: int) -> nn.Sequential:
-    """The non-linear query mapper from one tower's width to the other's."""
-    return nn.Sequential(nn.Linear(source, hidden), nn.ReLU(), nn.Linear(hidden, target))
 
 
 class PMF(MultimodalClassifier):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..checkpoint import CheckpointError, save_checkpoint
+from mitp.checkpoint import CheckpointError, save_checkpoint
 from .state import load_state, save_state
 
 STATE_NAME = "training_state"

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .configuration import ConfigError, parse_value
-from .methods import get_method
+from mitp.configuration import ConfigError, parse_value
+from mitp.methods import get_method
 from .train.config import RunConfig, apply_overrides, load_run_config, resolve
 from .train.reports import write_json_atomic, write_text_atomic
 

@@ -15,9 +15,9 @@ from .train.rundir import MetricsLog
 
 def cache_epoch_benchmark(backbone: str, method: str = "mitp", samples: int = 64, batch_size: int = 8,
                           epochs: int = 2, seed: int = 0, model: dict | None = None) -> dict:
-    from .backbones import build_backbone
+    from mitp.backbones import build_backbone
     from .prefix_cache import default_root
-    from .synthetic import write_toy_dataset
+    from mitp.synthetic import write_toy_dataset
     from .train.config import RunConfig
     from .train.loop import Trainer
 

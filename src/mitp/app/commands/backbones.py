@@ -14,8 +14,8 @@ def add_parser(subparsers) -> None:
 
 
 def _rows() -> list[dict]:
-    from ..backbones import BUILTIN_SPECS
-    from ..backbones.offline import offline_status
+    from mitp.backbones import BUILTIN_SPECS
+    from mitp.backbones.offline import offline_status
 
     rows = [{"spec": spec, "kind": "builtin", "description": desc, "state": "builtin", "ready_offline": True}
             for spec, desc in BUILTIN_SPECS.items()]
@@ -73,7 +73,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..backbones.offline import cache_root, ensure_offline_backbone
+    from mitp.backbones.offline import cache_root, ensure_offline_backbone
 
     if args.prepare:
         # Progress goes to stderr with --json, so stdout stays one JSON object.

@@ -19,15 +19,15 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
-from ..backbones import build_backbone
-from ..checkpoint import load_trainable
-from ..configuration import ConfigError
-from ..data.dataset import (SkipCounter, build_datasets, check_splits, invalid_line_counts, make_dataloader,
+from mitp.backbones import build_backbone
+from mitp.checkpoint import load_trainable
+from mitp.configuration import ConfigError
+from mitp.data.dataset import (SkipCounter, build_datasets, check_splits, invalid_line_counts, make_dataloader,
                             model_inputs)
-from ..data.errors import EmptySplit
-from ..methods import build_model
-from ..metrics import SELECTION_METRIC, compute_metrics
-from ..params import component_of, parameter_breakdown
+from mitp.data.errors import EmptySplit
+from mitp.methods import build_model
+from mitp.metrics import SELECTION_METRIC, compute_metrics
+from mitp.params import component_of, parameter_breakdown
 from .config import RunConfig, resolve_method_config, resolved
 from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkpoint_dir
 

@@ -25,8 +25,8 @@ from typing import ClassVar
 
 import yaml
 
-from ..configuration import ConfigError, ValidatedConfig, parse_overrides
-from ..methods.head import HeadConfig
+from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides
+from mitp.methods.head import HeadConfig
 
 
 @dataclass
@@ -143,7 +143,7 @@ class RunConfig:
 
     def check_model_keys(self) -> None:
         """``methods.<name>`` names a registered method and only keys it knows; the head has its own section."""
-        from ..methods import get_method
+        from mitp.methods import get_method
 
         if "head" in self.model:
             raise ConfigError("model.head", "the head is configured for every method under `head:`")
@@ -176,7 +176,7 @@ class RunConfig:
 
     def preprocessor(self, backbone):
         """The run's preprocessing: the backbone's own, with the text length and image size set here."""
-        from ..data.preprocess import Preprocessor
+        from mitp.data.preprocess import Preprocessor
 
         try:
             return Preprocessor.for_backbone(backbone, self.train.max_text_length, self.train.image_size)
@@ -225,7 +225,7 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
 
 def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     """The method's validated config, with the head size and task taken from the dataset."""
-    from ..methods import get_method
+    from mitp.methods import get_method
 
     model = config.model_keys()
     for key, value in (("num_classes", num_classes), ("task", task)):
@@ -248,8 +248,8 @@ def resolved(config: RunConfig, method_config) -> RunConfig:
 
 def resolve(config: RunConfig) -> RunConfig:
     """The fully resolved config, as a run's config.yaml holds it (classes and task from labels.json)."""
-    from ..data.errors import ManifestError
-    from ..data.manifest import read_labels
+    from mitp.data.errors import ManifestError
+    from mitp.data.manifest import read_labels
 
     try:
         labels = read_labels(config.data)

@@ -17,9 +17,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..backbones import BUILTIN_SPECS, build_backbone
-    from ..methods import build_model, make_config, parse_overrides
-    from ..params import parameter_breakdown, render_breakdown
+    from mitp.backbones import BUILTIN_SPECS, build_backbone
+    from mitp.methods import build_model, make_config, parse_overrides
+    from mitp.params import parameter_breakdown, render_breakdown
 
     values = {"num_classes": args.num_classes, **parse_overrides(args.overrides)}
     config = make_config(args.method, **values)

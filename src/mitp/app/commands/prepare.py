@@ -91,9 +91,9 @@ def run(args) -> int:
     from rich.table import Table
 
     from ..cli import UserError
-    from ..data.errors import ManifestError
-    from ..data.prepare import PUBLISHED, prepare
-    from ..data.progress import rich_tracker
+    from mitp.data.errors import ManifestError
+    from mitp.data.prepare import PUBLISHED, prepare
+    from mitp.data.progress import rich_tracker
 
     options = _options(args)
     if args.images and args.kind != "snli-ve":
@@ -102,7 +102,7 @@ def run(args) -> int:
     try:
         with rich_tracker(enabled=not args.no_progress) as track:
             if args.kind == "fashion-ve":
-                from ..data.prepare.fashion_ve import convert_fashion_ve
+                from mitp.data.prepare.fashion_ve import convert_fashion_ve
 
                 conv = convert_fashion_ve(args.raw, args.out, track=track, **options)
             else:

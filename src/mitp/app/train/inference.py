@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..backbones import build_backbone
-from ..checkpoint import load_checkpoint
-from ..configuration import ConfigError
+from mitp.backbones import build_backbone
+from mitp.checkpoint import load_checkpoint
+from mitp.configuration import ConfigError
 from .config import RunConfig, load_run_config
 from .rundir import checkpoint_dir
 
@@ -24,7 +24,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
     """The run's resolved config and its best checkpoint on a freshly built backbone."""
-    from ..data.manifest import read_labels
+    from mitp.data.manifest import read_labels
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 def _pairs(args):
     """(id, image_path, text, manifest, line) for every requested prediction."""
     from ..cli import UserError
-    from ..data.errors import BadJson, BadRecord, EmptyText
+    from mitp.data.errors import BadJson, BadRecord, EmptyText
 
     if args.manifest:
         if args.image or args.text:
@@ -78,8 +78,8 @@ def run(args) -> int:
 
     import torch
 
-    from ..data.dataset import pad_token_ids
-    from ..data.images import open_rgb
+    from mitp.data.dataset import pad_token_ids
+    from mitp.data.images import open_rgb
     from ..train.inference import load_run, scores_to_predictions
 
     from ..cli import UserError

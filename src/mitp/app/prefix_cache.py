@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import TowerState
+from mitp.backbones import TowerState
 
 FORMAT_VERSION = 1
 

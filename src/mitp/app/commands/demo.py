@@ -17,10 +17,10 @@ def run(args) -> int:
     import torch
     from rich.console import Console
 
-    from ..backbones import build_backbone
-    from ..methods import build_model, make_config
-    from ..params import parameter_breakdown, render_breakdown
-    from ..synthetic import NUM_CLASSES, toy_batch
+    from mitp.backbones import build_backbone
+    from mitp.methods import build_model, make_config
+    from mitp.params import parameter_breakdown, render_breakdown
+    from mitp.synthetic import NUM_CLASSES, toy_batch
 
     console = Console(soft_wrap=True)  # long lines stay whole (logs, grep)
     torch.manual_seed(args.seed)

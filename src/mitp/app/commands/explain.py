@@ -24,10 +24,10 @@ def explain(loaded, image_path: str, text: str) -> dict:
     """Run one pair through the run's model with tracing on; everything as plain lists."""
     import torch
 
-    from ..data.dataset import pad_token_ids
-    from ..data.images import open_rgb
-    from ..methods import build_model, make_config
-    from ..methods.base import Trace
+    from mitp.data.dataset import pad_token_ids
+    from mitp.data.images import open_rgb
+    from mitp.methods import build_model, make_config
+    from mitp.methods.base import Trace
     from ..train.inference import scores_to_predictions
 
     model, config = loaded.model, loaded.config

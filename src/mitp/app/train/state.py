@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import CheckpointError, load_tensors
+from mitp.checkpoint import CheckpointError, load_tensors
 
 FORMAT = "mitp-state-1"
 

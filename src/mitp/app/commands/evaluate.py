@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from accelerate import Accelerator
 
-    from ..data.dataset import ManifestDataset, make_dataloader
+    from mitp.data.dataset import ManifestDataset, make_dataloader
     from ..train.inference import load_run
     from ..train.loop import evaluate
 

@@ -12,7 +12,9 @@ import importlib
 import pkgutil
 import sys
 
-from . import __version__, commands
+from mitp import __version__
+
+from . import commands
 
 
 class UserError(Exception):
@@ -30,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .backbones import BackboneError
-    from .checkpoint import CheckpointError
-    from .data.errors import ManifestError
-    from .methods import ConfigError
+    from mitp.backbones import BackboneError
+    from mitp.checkpoint import CheckpointError
+    from mitp.data.errors import ManifestError
+    from mitp.methods import ConfigError
 
     args = build_parser().parse_args(argv)
     try:

@@ -169,8 +169,8 @@ class _Worker:
     def __init__(self, settings: BenchSettings, method: str):
         import torch
 
-        from .backbones import build_backbone
-        from .methods import build_model, make_config
+        from mitp.backbones import build_backbone
+        from mitp.methods import build_model, make_config
         from .train.loop import make_optimizer
 
         torch.set_num_threads(settings.threads)
@@ -267,8 +267,8 @@ class _Worker:
 
 
 def _user_error(err: BaseException) -> bool:
-    from .backbones import BackboneError
-    from .configuration import ConfigError
+    from mitp.backbones import BackboneError
+    from mitp.configuration import ConfigError
 
     return isinstance(err, (BackboneError, ConfigError))
 
@@ -337,9 +337,9 @@ class _WorkerHandle:
 
 def validate(settings: BenchSettings) -> None:
     """Errors that need no worker: unknown or repeated methods, unknown built-in specs, bad numbers."""
-    from .backbones import BUILTIN_SPECS, build_backbone
-    from .configuration import ConfigError
-    from .methods import get_method
+    from mitp.backbones import BUILTIN_SPECS, build_backbone
+    from mitp.configuration import ConfigError
+    from mitp.methods import get_method
 
     if not settings.methods:
         raise ConfigError("methods", "no method given")

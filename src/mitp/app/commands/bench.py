@@ -87,7 +87,7 @@ def run_epochs(args, methods) -> int:
     """``--epochs``: the frozen-prefix cache's effect on epoch time, one method after another."""
     from ..bench_cache import cache_epoch_benchmark, render
     from ..cli import UserError
-    from ..methods import get_method
+    from mitp.methods import get_method
 
     for method in methods:
         get_method(method)

@@ -27,8 +27,8 @@ def run(args) -> int:
     from rich.table import Table
 
     from ..cli import UserError
-    from ..data.check import check_dataset
-    from ..data.progress import rich_tracker
+    from mitp.data.check import check_dataset
+    from mitp.data.progress import rich_tracker
 
     if not os.path.isdir(args.data_dir):
         raise UserError(f"{args.data_dir} is not a directory")

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mitp`` CLI, one module each (see mitp.app.cli)."""

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``mitp`` CLI, one module each (see mitp.cli)."""
