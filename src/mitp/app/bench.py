@@ -337,7 +337,7 @@ class _WorkerHandle:
 
 def validate(settings: BenchSettings) -> None:
     """Errors that need no worker: unknown or repeated methods, unknown built-in specs, bad numbers."""
-    from mitp.backbones import BUILTIN_SPECS, build_backbone
+    from mitp.backbones import build_backbone, family_of
     from mitp.configuration import ConfigError
     from mitp.methods import get_method
 
@@ -364,8 +364,8 @@ def validate(settings: BenchSettings) -> None:
             raise ConfigError("device", str(err)) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device", "cuda requested but torch sees no CUDA device")
-    if settings.backbone in BUILTIN_SPECS or settings.backbone.startswith("shape:"):
-        build_backbone(settings.backbone, device="meta")  # BackboneError for an unknown shape
+    if family_of(settings.backbone).builtin:  # an unknown shape: a BackboneError now, not in a worker
+        build_backbone(settings.backbone, device="meta")
 
 
 def _walls(times: list[tuple[float, float]]) -> list[float]:

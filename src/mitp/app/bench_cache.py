@@ -15,15 +15,16 @@ from .train.rundir import MetricsLog
 
 def cache_epoch_benchmark(backbone: str, method: str = "mitp", samples: int = 64, batch_size: int = 8,
                           epochs: int = 2, seed: int = 0, model: dict | None = None) -> dict:
-    from mitp.backbones import build_backbone
-    from .prefix_cache import default_root
+    from mitp.backbones import build_backbone, is_builtin
     from mitp.synthetic import write_toy_dataset
+
+    from .prefix_cache import default_root
     from .train.config import RunConfig
     from .train.loop import Trainer
 
     if epochs < 2:
         raise ValueError("--epochs must be >= 2: the first cached epoch fills the cache")
-    image_size = build_backbone(backbone, device="meta" if backbone.startswith(("tiny", "shape:")) else None).image_size
+    image_size = build_backbone(backbone, device="meta" if is_builtin(backbone) else None).image_size
     with tempfile.TemporaryDirectory(prefix="mitp-bench-cache-") as tmp:
         tmp = Path(tmp)
         data = write_toy_dataset(tmp / "data", sizes=(samples, batch_size, batch_size), seed=seed,

@@ -48,9 +48,3 @@ SHAPE_CLIP = {
         "projection_dim": 768,
     },
 }
-
-BUILTIN_SPECS = {
-    "tiny-clip": "tiny random CLIP (tests, CI)",
-    "tiny-pair": "tiny random BERT text + ViT image (tests, CI)",
-    **{f"shape:{name}": "random weights with the real shapes (parameter counts, benchmarks)" for name in SHAPE_CLIP},
-}

@@ -14,26 +14,25 @@ def add_parser(subparsers) -> None:
 
 
 def _rows() -> list[dict]:
-    from mitp.backbones import BUILTIN_SPECS
-    from mitp.backbones.offline import offline_status
+    """One row per registered spec: built-in ones, offline ones with their readiness, then the patterns
+    that need the hub or a local checkpoint (the `*` family last)."""
+    from mitp.backbones import registered_backbones
 
-    rows = [{"spec": spec, "kind": "builtin", "description": desc, "state": "builtin", "ready_offline": True}
-            for spec, desc in BUILTIN_SPECS.items()]
-    for spec, status in offline_status().items():
-        if status["ready"]:
-            state = "ready"
-        elif status["installed"]:
-            state = "installed"
+    families = sorted(registered_backbones(), key=lambda f: (f.pattern == "*", not f.builtin, f.status is None))
+    rows = []
+    for family in families:
+        if family.builtin:
+            rows += [{"spec": spec, "kind": "builtin", "description": family.description, "state": "builtin",
+                      "ready_offline": True} for spec in family.known_specs()]
+        elif family.status is not None:
+            for spec, status in family.status().items():
+                state = "ready" if status["ready"] else "installed" if status["installed"] else "missing"
+                rows.append({"spec": spec, "kind": "offline", "state": state, "ready_offline": status["ready"],
+                             **status})
         else:
-            state = "missing"
-        rows.append({"spec": spec, "kind": "offline", "state": state, "ready_offline": status["ready"], **status})
-    rows.append({"spec": "<hub id or local dir>", "kind": "pretrained", "state": "needs-hub", "ready_offline": False,
-                 "description": "a CLIPModel checkpoint (from_pretrained)",
-                 "note": "needs the Hugging Face hub or a local checkpoint directory"})
-    rows.append({"spec": "pair:<text>+<vision>", "kind": "pretrained", "state": "needs-hub", "ready_offline": False,
-                 "description": "BERT-family text + ViT/DINOv2 image encoders",
-                 "note": "each a hub id or local directory: needs the Hugging Face hub or local checkpoint "
-                         "directories"})
+            rows.append({"spec": family.display or family.pattern, "kind": "pretrained", "state": "needs-hub",
+                         "ready_offline": False, "description": family.description,
+                         "note": "needs the Hugging Face hub or local checkpoint directories"})
     return rows
 
 
@@ -73,7 +72,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mitp.backbones.offline import cache_root, ensure_offline_backbone
+    from mitp.backbones.families.offline import cache_root, ensure_offline_backbone
 
     if args.prepare:
         # Progress goes to stderr with --json, so stdout stays one JSON object.

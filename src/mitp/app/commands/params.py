@@ -17,14 +17,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mitp.backbones import BUILTIN_SPECS, build_backbone
+    from mitp.backbones import build_backbone, is_builtin
     from mitp.methods import build_model, make_config, parse_overrides
     from mitp.params import parameter_breakdown, render_breakdown
 
     values = {"num_classes": args.num_classes, **parse_overrides(args.overrides)}
     config = make_config(args.method, **values)
     # Built-in shapes are counted on the meta device: no weights are allocated.
-    device = "meta" if args.backbone in BUILTIN_SPECS else None
+    device = "meta" if is_builtin(args.backbone) else None
     model = build_model(config, build_backbone(args.backbone, device=device))
     breakdown = parameter_breakdown(model)
     if args.json:
