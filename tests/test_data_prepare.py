@@ -334,9 +334,21 @@ def test_cli_prepare_errors_exit_2_with_named_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "[missing_split_file]" in err and "split.json" in err
     assert main(["prepare", "csv", "--out", str(tmp_path / "o")]) == 2
-    assert "needs --input" in capsys.readouterr().err
+    assert "the following arguments are required: --input" in capsys.readouterr().err
+    # mmimdb has an official validation split: it takes no --val-fraction
     assert main(["prepare", "mmimdb", "--raw", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--val-fraction", "0.2"]) == 2
+    assert "unrecognized arguments: --val-fraction" in capsys.readouterr().err
+
+
+def test_prepare_lists_every_registered_converter(capsys):
+    from mitp.data.prepare import converters
+
+    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "jsonl", "csv"}
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert all(kind in out for kind in converters())
 
 
 def test_published_counts_table():

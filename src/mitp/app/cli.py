@@ -21,8 +21,16 @@ class UserError(Exception):
     """An error caused by the user's input: printed without a traceback, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become UserError (exit 2 from main, with the usage), not SystemExit inside it."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise UserError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mitp", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mitp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mitp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
@@ -37,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from mitp.data.errors import ManifestError
     from mitp.methods import ConfigError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except (UserError, ConfigError, BackboneError, ManifestError, CheckpointError) as err:

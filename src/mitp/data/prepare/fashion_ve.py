@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import BadRecord, MissingFile, UnknownLabel
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
+from .registry import option, register_converter
 
 DEFAULT_RAW = "/usr/share/datasets/fashion-mnist"  # Debian/Ubuntu package dataset-fashion-mnist
 FASHION_VE_LABELS = ("entailment", "neutral", "contradiction")
@@ -299,6 +300,16 @@ def _check_sizes(sizes: dict[str, int], image_size: int) -> None:
 
 # --- the converter --------------------------------------------------------------------------------
 
+@register_converter(
+    "fashion-ve", help="Fashion-VE: visual entailment built from Fashion-MNIST photos (docs/fashion-ve.md)",
+    raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})", raw_default=DEFAULT_RAW,
+    options=(option("--train-size", type=int, default=None, metavar="N",
+                    help="training samples, a multiple of 3 (6 for exact balance); default 1500"),
+             option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
+             option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
+             option("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
+                    help=f"side of the square composite images in pixels; default {DEFAULT_IMAGE_SIZE}"),
+             option("--seed", type=int, default=0, help="seed of everything sampled (default 0)")))
 def convert_fashion_ve(raw: str | os.PathLike | None, out: str | os.PathLike, train_size: int | None = None,
                        val_size: int | None = None, test_size: int | None = None,
                        image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0, track=no_progress) -> Conversion:

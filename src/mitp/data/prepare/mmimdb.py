@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import BadJson, BadRecord, DuplicateId, MissingFile, MissingSplitFile
 from ..manifest import LabelSpace, Record
 from .common import Conversion, image_ref, no_progress
+from .registry import register_converter
 
 # The standard 23-genre order used by the field (Arevalo et al., 2017).
 MMIMDB_GENRES = (
@@ -50,6 +51,8 @@ def _plot(meta) -> str:
     return max(texts, key=len) if texts else ""  # max keeps the first of equally long plots
 
 
+@register_converter("mmimdb", help="MM-IMDB: 23 movie genres (multi-label), posters with plots",
+                    raw_help="RAW/dataset/<id>.jpeg + <id>.json and RAW/split.json")
 def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
     conv = Conversion("mmimdb", space=LabelSpace("multi_label", MMIMDB_GENRES))

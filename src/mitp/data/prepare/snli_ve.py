@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import BadJson, MissingColumn, MissingFile, MissingSplitFile, UnknownLabel
 from ..manifest import LabelSpace, Record
 from .common import Conversion, image_ref, no_progress
+from .registry import option, register_converter
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SPLIT_FILES = {"train": "train", "dev": "val", "test": "test"}
@@ -32,6 +33,10 @@ def _lines(path: Path):
                 yield line, raw
 
 
+@register_converter("snli-ve", help="SNLI-VE: visual entailment on Flickr30k (entailment/neutral/contradiction)",
+                    raw_help="RAW/snli_ve_{train,dev,test}.jsonl",
+                    options=(option("--images", metavar="DIR",
+                                    help="Flickr30k images (default RAW/flickr30k_images)"),))
 def convert_snli_ve(raw: str | Path, out: str | Path, images: str | Path | None = None,
                     track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)

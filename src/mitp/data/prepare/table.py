@@ -19,6 +19,7 @@ from ..errors import BadJson, BadLabels, BadRecord, DuplicateId, MissingColumn, 
 from ..manifest import LabelSpace, Record
 from ..splits import rarest_label_key, stratified_split
 from .common import Conversion, image_ref, no_progress, read_csv_rows
+from .registry import option, register_converter
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "dev": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -180,3 +181,40 @@ def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path
     conv.splits = {s: list(parts.get(s, [])) for s in ("train", "val", "test")}
     conv.write(out)
     return conv
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+TABLE_OPTIONS = (
+    option("--input", required=True, metavar="FILE", help="the JSONL or CSV file (CSV needs a header row)"),
+    option("--image-column", default="image", help="column with the image path (default: image)"),
+    option("--text-column", default="text", help="column with the text (default: text)"),
+    option("--label-column", default="label", help="column with the label(s) (default: label)"),
+    option("--id-column", default=None, help="column with unique ids (default: 'id' if present, else line numbers)"),
+    option("--split-column", default=None,
+           help="column with train/val/test (dev/valid/validation = val); default: carve splits"),
+    option("--multi-label", action="store_true", help="labels are lists (JSON) or separated (CSV)"),
+    option("--label-separator", default="|", help="separator of CSV multi-labels (default: |)"),
+    option("--labels", type=_names, default=None,
+           help="comma-separated label names in fixed order (default: sorted names found); others are errors"),
+    option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
+    option("--test-fraction", type=float, default=0.1,
+           help="fraction carved for test when there is no split column (default 0.1)"),
+    option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+)
+RAW_HELP = "where image paths are relative to (default: the --input file's directory)"
+
+
+@register_converter("jsonl", help="your own data as JSON lines (image, text, label per line)", raw_help=RAW_HELP,
+                    raw_default="", options=TABLE_OPTIONS)
+def convert_jsonl(raw, out, *, input, track=no_progress, **options) -> Conversion:
+    return convert_table("jsonl", input, out, raw or None, track=track, **options)
+
+
+@register_converter("csv", help="your own data as a CSV file with a header row", raw_help=RAW_HELP, raw_default="",
+                    options=TABLE_OPTIONS)
+def convert_csv(raw, out, *, input, track=no_progress, **options) -> Conversion:
+    return convert_table("csv", input, out, raw or None, track=track, **options)
+

@@ -1,0 +1,62 @@
+"""Converters register themselves: the kind, the convert function, and the options it takes.
+
+``mitp prepare`` builds one sub-command per registered kind from this (its ``--help`` lists
+them), so adding a converter is one new module in ``data/prepare/`` with one
+:func:`register_converter` call (docs/guides/adding-a-converter.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of a converter: ``argparse`` flags and keyword arguments; its ``dest``
+    is the keyword the convert function takes."""
+
+    flags: tuple[str, ...]
+    kwargs: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def dest(self) -> str:
+        return self.kwargs.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
+
+
+def option(*flags: str, **kwargs) -> Option:
+    return Option(tuple(flags), kwargs)
+
+
+@dataclass(frozen=True)
+class Converter:
+    kind: str
+    convert: Callable  # convert(raw, out, *, <options>, track) -> Conversion
+    help: str
+    raw_help: str
+    raw_default: str | None = None  # None: --raw is required
+    options: tuple[Option, ...] = ()
+
+
+_CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(kind: str, *, help: str, raw_help: str = "raw dataset directory",
+                       raw_default: str | None = None, options: tuple[Option, ...] = ()):
+    """Decorator: ``convert(raw, out, *, <options>, track)`` converts raw datasets of ``kind``."""
+    def decorate(convert):
+        if kind in _CONVERTERS and _CONVERTERS[kind].convert is not convert:
+            raise ValueError(f"converter {kind!r} is already registered")
+        _CONVERTERS[kind] = Converter(kind, convert, help, raw_help, raw_default, tuple(options))
+        return convert
+    return decorate
+
+
+def converters() -> dict[str, Converter]:
+    return dict(_CONVERTERS)
+
+
+def get_converter(kind: str) -> Converter:
+    if kind not in _CONVERTERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(sorted(_CONVERTERS))}")
+    return _CONVERTERS[kind]
