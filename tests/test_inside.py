@@ -9,7 +9,7 @@ import torch
 from mitp.app.cli import main
 from mitp.methods import build_model, make_config
 from mitp.synthetic import write_toy_dataset
-from mitp.app.train.loop import gradient_norms
+from mitp.app.train.step import gradient_norms
 from mitp.app.train.rundir import MetricsLog
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"

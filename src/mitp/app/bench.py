@@ -171,7 +171,7 @@ class _Worker:
 
         from mitp.backbones import build_backbone
         from mitp.methods import build_model, make_config
-        from .train.loop import make_optimizer
+        from .train.setup import make_optimizer
 
         torch.set_num_threads(settings.threads)
         self.torch = torch
@@ -200,17 +200,13 @@ class _Worker:
             self.torch.cuda.synchronize(self.device)
 
     def _train_step(self) -> tuple[float, float]:
-        torch, model = self.torch, self.model
-        model.train()
+        from .train.step import train_step
+
+        self.model.train()
         self._sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss = model(**self.inputs, labels=self.labels).loss
-        loss.backward()
-        if self.settings.max_grad_norm is not None:  # per group, mitp train's default clip_scope
-            for group in self.optimizer.param_groups:
-                torch.nn.utils.clip_grad_norm_(group["params"], self.settings.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
+        loss = train_step(self.model, {**self.inputs, "labels": self.labels}, self.optimizer,
+                          max_grad_norm=self.settings.max_grad_norm)  # clip_scope: mitp train's default
         loss.item()  # the training loop reads the loss every step
         self._sync()
         return time.perf_counter() - start, time.process_time() - cpu_start

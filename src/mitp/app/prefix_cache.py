@@ -168,3 +168,90 @@ class CachedSplit(torch.utils.data.Dataset):
     @staticmethod
     def collate(items: list[dict]) -> dict:
         return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]), "skipped": []}
+
+
+class PrefixCache:
+    """A run's view of its prefix stores: which loader to read, and what inputs to give the model.
+
+    Without stores (caching off, or a method with no frozen prefix) it is the identity: the
+    given loader, the batch's own model inputs. With stores, each split's first pass fills the
+    rows of its batches (each process its own), bad samples count as done, and once every
+    process sees a split complete, ``loader`` returns a loader of ids and labels only.
+    """
+
+    def __init__(self, stores: dict[str, PrefixStore], datasets: dict, accelerator, batch_sizes: dict[str, int],
+                 seed: int):
+        self.stores = stores
+        self.datasets = datasets
+        self.accelerator = accelerator
+        self.batch_sizes = batch_sizes
+        self.seed = seed
+        self._cached_loaders: dict = {}
+
+    @classmethod
+    def open(cls, config, parts, accelerator, batch_sizes: dict[str, int], log=print) -> "PrefixCache":
+        """The stores of every split when ``train.cache_prefix`` is on and the method has a frozen prefix."""
+        stores = {}
+        depths = parts.model.frozen_prefix()
+        if config.train.cache_prefix and depths is None:
+            log(f"train.cache_prefix: {config.method} trains its whole backbone; nothing to cache")
+        elif config.train.cache_prefix:
+            root = Path(config.train.cache_dir) if config.train.cache_dir else default_root()
+            # Processes share one store per split; the first creates the files, the others open them.
+            with accelerator.main_process_first():
+                stores = {split: open_store(root, ds, parts.backbone, depths) for split, ds in parts.datasets.items()}
+            size = sum(store.disk_bytes() for store in stores.values()) / 2**20
+            log(f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB when full, "
+                f"under {root}; safe to delete at any time")
+        return cls(stores, parts.datasets, accelerator, batch_sizes, config.seed)
+
+    def loader(self, split: str, loader):
+        """``loader``, or once the split's store is complete everywhere, its cached loader (built once)."""
+        store = self.stores.get(split)
+        if store is None or not self._complete(store):
+            return loader
+        if split not in self._cached_loaders:
+            from mitp.data.dataset import make_dataloader
+
+            cached = make_dataloader(CachedSplit(self.datasets[split], store), self.batch_sizes[split],
+                                     shuffle=split == "train", seed=self.seed)
+            self._cached_loaders[split] = self.accelerator.prepare(cached)
+        return self._cached_loaders[split]
+
+    def batches(self, split: str, loader):
+        """The loader's batches; samples skipped as bad are marked done in the split's store, so it
+        completes and later epochs never decode them again."""
+        store = self.stores.get(split)
+        for batch in loader:
+            if store is not None and batch.get("skipped"):
+                store.mark_skipped([x["id"] for x in batch["skipped"]])
+            yield batch
+
+    def inputs(self, batch: dict, split: str, encoder, labels: bool = True) -> dict:
+        """Keyword arguments for the model: the batch's own inputs, or its cached prefix states (rows still
+        missing are computed with ``encoder.encode_prefix`` and stored first)."""
+        from mitp.data.dataset import model_inputs
+
+        store = self.stores.get(split)
+        if store is None:
+            inputs = model_inputs(batch)
+            if not labels:
+                inputs.pop("labels", None)
+            return inputs
+        ids = batch["ids"]
+        if not store.has(ids):
+            raw = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+            store.put(ids, *encoder.encode_prefix(**raw))
+        prefix = store.get(ids, device=self.accelerator.device)  # fp16-rounded, as every later epoch sees it
+        return {"prefix": prefix, "labels": batch["labels"] if labels else None}
+
+    def flush(self) -> None:
+        for store in self.stores.values():
+            store.flush()
+
+    def _complete(self, store: PrefixStore) -> bool:
+        """Whether every process sees the store complete (they fill disjoint rows; all must agree)."""
+        store.flush()
+        self.accelerator.wait_for_everyone()
+        done = torch.tensor(float(store.complete), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(done, reduction="sum").item() == self.accelerator.num_processes)

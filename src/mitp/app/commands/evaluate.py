@@ -20,7 +20,7 @@ def run(args) -> int:
 
     from mitp.data.dataset import ManifestDataset, make_dataloader
     from ..train.inference import load_run
-    from ..train.loop import evaluate
+    from ..train.evaluation import evaluate
 
     loaded = load_run(args.run_dir, args.data)
     config = loaded.config

@@ -1,0 +1,53 @@
+"""Evaluation: metrics and loss over a split, gathered across processes without duplicates."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from mitp.data.dataset import SkipCounter, model_inputs
+from mitp.data.errors import EmptySplit
+from mitp.metrics import compute_metrics
+
+
+def plain_forward(model, batch: dict, labels: bool = True):
+    inputs = model_inputs(batch)
+    if not labels:
+        inputs.pop("labels", None)
+    return model(**inputs)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5, forward=None,
+             skips: SkipCounter | None = None, split: str = "split") -> dict:
+    """Metrics and mean loss over a loader; samples are gathered across processes without duplicates.
+
+    ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs);
+    ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
+    With several processes, rows are gathered with their sample ids and de-duplicated by id: the
+    processes' shares of a batch differ in size when bad samples are skipped (even to zero), and the
+    padding that evens out the last batch repeats samples; every process joins every gather.
+    """
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    forward = forward or (lambda batch: plain_forward(model, batch, labels=False))
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for batch in loader:
+        mine = [("skipped", entry) for entry in batch.get("skipped", [])]
+        if len(batch["ids"]):
+            logits = forward(batch).logits.float().cpu()
+            mine += [("row", (i, logit, label)) for i, logit, label in zip(batch["ids"], logits, batch["labels"].cpu())]
+        if accelerator.num_processes > 1:
+            mine = gather_object(mine)
+        if skips is not None:
+            skips.update({"skipped": [entry for kind, entry in mine if kind == "skipped"]})
+        for sample_id, logit, label in (entry for kind, entry in mine if kind == "row"):
+            rows.setdefault(sample_id, (logit, label))
+    if not rows:
+        raise EmptySplit(None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); "
+                                     "nothing to evaluate")
+    logits = torch.stack([logit for logit, _ in rows.values()])
+    labels = torch.stack([label for _, label in rows.values()])
+    metrics = compute_metrics(logits, labels, task, threshold)
+    return {"metrics": metrics, "loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}

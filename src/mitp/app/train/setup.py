@@ -1,0 +1,101 @@
+"""What a run builds before its first step: accelerator, model and data, optimizer, schedule, RNG state."""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+
+from mitp.backbones import build_backbone
+from mitp.configuration import ConfigError
+from mitp.data.dataset import build_datasets, check_splits
+from mitp.methods import build_model
+
+from .config import RunConfig, resolve_method_config, resolved
+
+
+def make_accelerator(config: RunConfig) -> Accelerator:
+    precision = config.train.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.mixed_precision", "fp16 needs a CUDA device; use bf16 or no on CPU")
+    # Accelerate only runs multi-process CPU training (gloo) when told it is on the CPU.
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=on_cpu, mixed_precision=precision, gradient_accumulation_steps=config.train.grad_accum_steps,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str):
+    warmup = int(round(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(model, lr: float, weight_decay: float, method_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW over the method's parameter groups; the fused kernel where torch has one (much faster)."""
+    groups = model.param_groups(lr, method_lr_scale)
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory, backbone included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunParts:
+    """Everything a run builds from its config (shared by train, evaluate and predict)."""
+
+    config: RunConfig          # resolved: the method section is complete
+    backbone: object
+    datasets: dict
+    model: torch.nn.Module
+
+
+def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
+    data_dir = Path(config.data)
+    if not (data_dir / "labels.json").is_file():
+        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
+    backbone = build_backbone(config.backbone)
+    datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
+                              on_bad_sample=config.train.on_bad_sample, splits=splits,
+                              allow_external_paths=config.allow_external_paths)
+    check_splits(datasets)  # before anything trains: no empty split, no id in two splits
+    any_split = next(iter(datasets.values()))
+    method_config = resolve_method_config(config, any_split.num_classes, any_split.task)
+    set_seed(config.seed)  # model init is part of the seeded run
+    model = build_model(method_config, backbone)
+    return RunParts(resolved(config, method_config), backbone, datasets, model)
