@@ -1,6 +1,6 @@
 """mitp bench --epochs: epoch time with and without the frozen-prefix cache."""
 
-from mitp.app.bench_cache import cache_epoch_benchmark, render
+from mitp.app.bench.epochs import cache_epoch_benchmark, render
 from mitp.app.cli import main
 
 

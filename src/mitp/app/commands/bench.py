@@ -85,7 +85,7 @@ def run(args) -> int:
 
 def run_epochs(args, methods) -> int:
     """``--epochs``: the frozen-prefix cache's effect on epoch time, one method after another."""
-    from ..bench_cache import cache_epoch_benchmark, render
+    from ..bench.epochs import cache_epoch_benchmark, render
     from ..cli import UserError
     from mitp.methods import get_method
 

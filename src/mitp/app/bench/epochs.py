@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .train.rundir import MetricsLog
+from ..train.rundir import MetricsLog
 
 
 def cache_epoch_benchmark(backbone: str, method: str = "mitp", samples: int = 64, batch_size: int = 8,
@@ -18,9 +18,9 @@ def cache_epoch_benchmark(backbone: str, method: str = "mitp", samples: int = 64
     from mitp.backbones import build_backbone, is_builtin
     from mitp.synthetic import write_toy_dataset
 
-    from .prefix_cache import default_root
-    from .train.config import RunConfig
-    from .train.loop import Trainer
+    from ..prefix_cache import default_root
+    from ..train.config import RunConfig
+    from ..train.loop import Trainer
 
     if epochs < 2:
         raise ValueError("--epochs must be >= 2: the first cached epoch fills the cache")

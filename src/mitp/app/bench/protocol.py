@@ -1,0 +1,222 @@
+"""The worker side of `mitp bench`: one fresh process per method, asked for timed steps over a pipe.
+
+Memory is read in the worker's own process: CPU, the growth of the peak resident set (VmHWM,
+reset through ``/proc/self/clear_refs``); CUDA, ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from .settings import BenchError, BenchSettings
+
+
+# --- memory probes -------------------------------------------------------------------------------
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) / 1024 if match else None
+
+
+def _rss_mb() -> float:
+    value = _proc_status_mb("VmRSS")
+    if value is None:  # no /proc: fall back to the process peak, the best stdlib measure there is
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return value
+
+
+def _peak_rss_mb() -> float:
+    value = _proc_status_mb("VmHWM")
+    if value is None:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return value
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _proc_status_mb("VmHWM") is not None
+
+
+# --- worker side ---------------------------------------------------------------------------------
+
+class _Worker:
+    """One method on one backbone, built once; runs timed steps on request."""
+
+    def __init__(self, settings: BenchSettings, method: str):
+        import torch
+
+        from mitp.backbones import build_backbone
+        from mitp.methods import build_model, make_config
+        from ..train.setup import make_optimizer
+
+        torch.set_num_threads(settings.threads)
+        self.torch = torch
+        self.settings = settings
+        self.method = method
+        self.device = torch.device(settings.device)
+        backbone = build_backbone(settings.backbone, device=self.device)
+        torch.manual_seed(settings.seed)
+        self.model = build_model(make_config(method, num_classes=settings.num_classes), backbone).to(self.device)
+        generator = torch.Generator().manual_seed(settings.seed)
+        batch = backbone.random_batch(settings.batch_size, settings.seq_len, generator=generator)
+        labels = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=generator)
+        self.inputs = {key: value.to(self.device) for key, value in batch.items()}
+        self.labels = labels.to(self.device)
+        self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)  # as mitp train does
+        self._baseline = None  # memory before the first training step, and whether the peak was reset
+        self.memory = None     # peak growth, base, peak total and kind, after the latest training call
+        self.cuda = self.device.type == "cuda"
+
+    def info(self) -> dict:
+        return {"trainable_params": self.model.num_parameters(True), "total_params": self.model.num_parameters(),
+                "pid": os.getpid(), "threads": self.torch.get_num_threads()}
+
+    def _sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def _train_step(self) -> tuple[float, float]:
+        from ..train.step import train_step
+
+        self.model.train()
+        self._sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = train_step(self.model, {**self.inputs, "labels": self.labels}, self.optimizer,
+                          max_grad_norm=self.settings.max_grad_norm)  # clip_scope: mitp train's default
+        loss.item()  # the training loop reads the loss every step
+        self._sync()
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def _infer(self) -> tuple[float, float]:
+        torch, model = self.torch, self.model
+        model.eval()
+        self._sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with torch.no_grad():
+            model(**self.inputs)
+        self._sync()
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def train(self, n: int) -> list[tuple[float, float]]:
+        if self._baseline is None:  # before the first training step ever
+            self._baseline = self._memory_before()
+        times = [self._train_step() for _ in range(n)]
+        # The peak counter is never reset again, so this is the peak over every training step so far
+        # (step 1 has no AdamW state yet while its graph is alive; later steps hold both). Inference
+        # passes in between peak far lower than a training step.
+        self.memory = self._memory_after(*self._baseline)
+        return times
+
+    def infer(self, n: int) -> list[tuple[float, float]]:
+        return [self._infer() for _ in range(n)]
+
+    def run(self, request: dict) -> dict:
+        """Training steps first, then inference passes: ``{"train": n, "infer": n}`` -> (wall, CPU) seconds."""
+        return {"train": self.train(request["train"]), "infer": self.infer(request["infer"]),
+                "memory": self.memory}
+
+    def _memory_before(self) -> tuple[float, bool]:
+        if self.cuda:
+            torch = self.torch
+            self._sync()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return torch.cuda.memory_allocated(self.device) / 2**20, True
+        import gc
+
+        gc.collect()
+        reset = _reset_peak_rss()
+        return _rss_mb(), reset
+
+    def _memory_after(self, base: float, reset: bool) -> dict:
+        if self.cuda:
+            peak = self.torch.cuda.max_memory_allocated(self.device) / 2**20
+            kind = "cuda_peak_allocated_growth"
+        else:
+            peak = _peak_rss_mb()
+            kind = "cpu_peak_rss_growth" if reset else "cpu_peak_rss_growth_unreset"
+        return {"peak_memory_mb": max(0.0, peak - base), "model_memory_mb": base, "peak_memory_total_mb": peak,
+                "memory_kind": kind}
+
+
+def _user_error(err: BaseException) -> bool:
+    from mitp.backbones import BackboneError
+    from mitp.configuration import ConfigError
+
+    return isinstance(err, (BackboneError, ConfigError))
+
+
+def _worker_main(conn, settings: BenchSettings, method: str) -> None:
+    """Entry point of a worker process: build, report, then serve requests until ``close``."""
+    try:
+        worker = _Worker(settings, method)
+        conn.send(("ok", worker.info()))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises it there
+        conn.send(("error", f"{type(err).__name__}: {err}", _user_error(err)))
+        conn.close()
+        return
+    while True:
+        try:
+            command, payload = conn.recv()
+        except EOFError:  # the parent went away
+            break
+        if command == "close":
+            break
+        try:
+            conn.send(("ok", worker.run(payload)))
+        except Exception as err:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", f"{type(err).__name__}: {err}", False))
+    conn.close()
+
+
+# --- parent side ---------------------------------------------------------------------------------
+
+class _WorkerHandle:
+    def __init__(self, context, settings: BenchSettings, method: str):
+        self.method = method
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, settings, method),
+                                       name=f"mitp-bench-{method}", daemon=True)
+        self.process.start()
+        child.close()
+
+    def receive(self):
+        try:
+            reply = self.conn.recv()
+        except (EOFError, ConnectionError):
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            hint = " (killed: out of memory?)" if code in (-9, 137) else ""
+            raise BenchError(f"the worker for method {self.method!r} died with exit code {code}{hint}") from None
+        if reply[0] == "error":
+            raise BenchError(f"method {self.method!r}: {reply[1]}", user=reply[2])
+        return reply[1]
+
+    def ask(self, payload: dict):
+        self.conn.send(("run", payload))
+        return self.receive()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close", None))
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.conn.close()
