@@ -1,8 +1,10 @@
 """Validated config dataclasses shared by method, training and evaluation settings.
 
 A :class:`ValidatedConfig` checks field types (coercing int -> float and JSON lists
-losslessly) and allowed choices on construction; ``from_dict`` rejects unknown keys.
-Every error is a :class:`ConfigError` whose message starts with the offending key.
+losslessly) on construction, allowed choices included (a ``Literal[...]`` annotation);
+``from_dict`` rejects unknown keys. Every error is a :class:`ConfigError` whose message
+starts with the offending key. Every field says what it does in its metadata
+(:func:`setting`), which ``mitp config`` prints.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def _type_name(annotation: Any) -> str:
 def check_type(key: str, value: Any, annotation: Any) -> Any:
     """Return ``value`` coerced to ``annotation`` where lossless; raise ConfigError otherwise."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value in allowed and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(annotation):
             try:
@@ -82,12 +89,30 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def setting(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING):
+    """A config field with its help text (peft's ``field(metadata={"help": ...})``)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+def describe(annotation: Any) -> str:
+    """A config type for people: ``int``, ``float or null``, ``one of 'a', 'b'``, ``list of int``."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        (item, *_) = typing.get_args(annotation) or (Any,)
+        return f"list of {describe(item)}"
+    if annotation is type(None):
+        return "null"
+    return _type_name(annotation)
+
+
 @dataclasses.dataclass
 class ValidatedConfig:
-    """Base dataclass: typed fields, ``choices`` and ``check()`` run on construction."""
+    """Base dataclass: typed fields (``Literal`` choices included) and ``check()`` run on construction."""
 
-    # field name -> allowed values
-    choices: ClassVar[dict[str, tuple]] = {}
     # prefix for error keys, e.g. "train." so errors name "train.lr"
     key_prefix: ClassVar[str] = ""
 
@@ -98,12 +123,22 @@ class ValidatedConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             key = self.key_prefix + f.name
-            value = check_type(key, getattr(self, f.name), hints[f.name])
-            object.__setattr__(self, f.name, value)
-            allowed = self.choices.get(f.name)
-            if allowed is not None and value not in allowed:
-                raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+            object.__setattr__(self, f.name, check_type(key, getattr(self, f.name), hints[f.name]))
         self.check()
+
+    @classmethod
+    def fields_help(cls) -> list[dict]:
+        """Every key with its type, default and help, in declaration order (``mitp config``)."""
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            if dataclasses.is_dataclass(default):
+                default = dataclasses.asdict(default)
+            rows.append({"key": f.name, "type": describe(hints[f.name]), "default": default,
+                         "help": f.metadata.get("help", "")})
+        return rows
 
     def check(self) -> None:
         """Cross-field checks; raise ConfigError naming the key."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from ..configuration import ConfigError, ValidatedConfig, parse_overrides, parse_value
+from ..configuration import ConfigError, ValidatedConfig, parse_overrides, parse_value, setting
 from .head import HeadConfig
 
 TASKS = ("single_label", "multi_label")
+Task = Literal["single_label", "multi_label"]
 # Keys of round-1 configs that now belong to the shared head section.
 MOVED_TO_HEAD = {"hidden_dim": "hidden_dim", "dropout": "dropout"}
 
@@ -24,12 +25,12 @@ class MethodConfig(ValidatedConfig):
     """Fields shared by every method. Subclasses add their own and a ``method`` name."""
 
     method: ClassVar[str] = ""
-    choices: ClassVar[dict[str, tuple]] = {"task": TASKS}
 
-    num_classes: int = 2
-    task: str = "single_label"
-    # The classification head, the same for every method (a run config's `head:` section).
-    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    num_classes: int = setting(2, "classes the head predicts (from the dataset's labels.json in a run)")
+    task: Task = setting("single_label", "single_label: softmax cross-entropy; multi_label: sigmoid BCE per class "
+                                         "(from labels.json in a run)")
+    head: HeadConfig = setting(default_factory=HeadConfig,
+                               help="the classification head, the same for every method (a run config's `head:`)")
 
     def check(self) -> None:
         """Method-specific checks; subclasses extend and raise ConfigError naming the key."""
@@ -78,18 +79,15 @@ class MethodConfig(ValidatedConfig):
 class PromptLayersConfig(MethodConfig):
     """The keys every prompt method shares: where prompts go, how long, how they start."""
 
-    # Interaction steps; ignored when text_layers/vision_layers are given (their length must match).
-    num_steps: int = 6
-    # Prompt tokens per tower and step.
-    prompt_length: int = 8
-    # Explicit 0-based prompted layers, one per step, strictly increasing; null = the last num_steps
-    # text layers paired with vision layers at the same relative depth.
-    text_layers: list[int] | None = None
-    vision_layers: list[int] | None = None
-    prompt_init_std: float = 0.02
-    # Zero-initialised gate (per head) on what the tokens read from the prompts: the method starts
-    # exactly at the frozen towers. false: prompts join the tokens' softmax from the first step.
-    prompt_gate: bool = True
+    num_steps: int = setting(6, "prompted (interaction) steps; with text_layers/vision_layers their length")
+    prompt_length: int = setting(8, "prompt tokens per tower and step")
+    text_layers: list[int] | None = setting(None, "0-based prompted text layers, one per step, strictly increasing; "
+                                                  "null: the last num_steps layers")
+    vision_layers: list[int] | None = setting(None, "0-based prompted vision layers, one per step; null: at the "
+                                                    "same relative depth as the text layers")
+    prompt_init_std: float = setting(0.02, "std of the Gaussian init of the prompts")
+    prompt_gate: bool = setting(True, "zero-initialised gate per head on what the tokens read from the prompts, "
+                                      "so the method starts exactly at the frozen towers; false: one joint softmax")
 
     def check(self) -> None:
         self.require_at_least("num_steps", 1)

@@ -9,27 +9,24 @@ the towers are all prefix: with the cache, training is the head on stored final 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Literal
 
 import torch
 
 from ..backbones import Backbone, TowerState
 from .base import Features, MultimodalClassifier
-from .config import TASKS, MethodConfig
+from ..configuration import setting
+from .config import MethodConfig
 from .layers import embedding
-
-INPUTS = ("both", "image", "text")
 
 
 @dataclass
 class EmbeddingInputsConfig(MethodConfig):
     """Which embeddings the head sees."""
 
-    choices: ClassVar[dict] = {"task": TASKS, "inputs": INPUTS}
-
-    # both, or one modality alone: the unimodal settings are the controls that show a dataset needs
-    # both modalities (docs/fashion-ve.md); when the backbone trains, the unused tower does not.
-    inputs: str = "both"
+    inputs: Literal["both", "image", "text"] = setting(
+        "both", "the embeddings the head sees; one modality alone is the control that shows a dataset needs "
+                "both (the unused tower is not run, and does not train)")
 
 
 class EmbeddingClassifier(MultimodalClassifier):

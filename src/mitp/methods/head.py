@@ -14,31 +14,26 @@ default normalises each part on its own (``norm: per_input``); docs/results.md m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from ..configuration import ValidatedConfig
-
-NORMS = ("per_input", "joint", "none")
-FUSIONS = ("concat", "mean_of_linear")
+from ..configuration import ValidatedConfig, setting
 
 
 @dataclass
 class HeadConfig(ValidatedConfig):
     key_prefix: ClassVar[str] = "head."
-    choices: ClassVar[dict] = {"norm": NORMS, "fusion": FUSIONS}
 
-    # null: one Linear after the normalisation (a linear probe); an int: Linear -> GELU -> Dropout -> Linear.
-    hidden_dim: int | None = None
-    # Dropout after the hidden layer's GELU; needs hidden_dim.
-    dropout: float = 0.0
-    # LayerNorm on each feature part (per_input), on their concatenation (joint) or none.
-    norm: str = "per_input"
-    # concat: one head on the concatenated parts; mean_of_linear: one Linear per part, logits averaged
-    # (PMF's paper head).
-    fusion: str = "concat"
+    hidden_dim: int | None = setting(None, "null: one Linear after the normalisation (a linear probe); an int: "
+                                           "Linear -> GELU -> Dropout -> Linear with this hidden width")
+    dropout: float = setting(0.0, "dropout after the hidden layer's GELU (needs hidden_dim)")
+    norm: Literal["per_input", "joint", "none"] = setting(
+        "per_input", "a LayerNorm on each feature part, one on their concatenation, or none")
+    fusion: Literal["concat", "mean_of_linear"] = setting(
+        "concat", "one head on the concatenated parts, or one Linear per part with the logits averaged "
+                  "(PMF's paper head)")
 
     def check(self) -> None:
         self.require_at_least("hidden_dim", 1, allow_null=True)

@@ -21,43 +21,47 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import yaml
 
-from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides
+from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, setting
 from mitp.methods.head import HeadConfig
 
 
 @dataclass
 class TrainConfig(ValidatedConfig):
     key_prefix: ClassVar[str] = "train."
-    choices: ClassVar[dict] = {"mixed_precision": ("no", "bf16", "fp16"), "on_bad_sample": ("error", "skip"),
-                               "scheduler": ("cosine", "constant"), "clip_scope": ("global", "per_group")}
 
-    epochs: int = 10
-    batch_size: int = 32            # global batch (split across processes)
-    lr: float = 1e-3                # the head's learning rate, and the base of every other group's
-    # The method's own parameters (prompts, gates, hub, translators) train at lr * method_lr_scale.
-    method_lr_scale: float = 1.0
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"       # linear warmup, then cosine decay to min_lr_ratio * lr
-    warmup_ratio: float = 0.1       # fraction of all optimizer steps spent warming up
-    min_lr_ratio: float = 0.0
-    grad_accum_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    # global: one norm over every trainable tensor; per_group: each optimizer group (head, method,
-    # backbone) clipped on its own, so large prompt gradients cannot shrink the head's step.
-    clip_scope: str = "per_group"
-    mixed_precision: str = "no"     # bf16 / fp16 where the device supports it
-    num_workers: int = 0
-    max_text_length: int | None = None
-    image_size: int | None = None   # override the image processor's size (e.g. smaller on a CPU)
-    on_bad_sample: str = "error"
-    checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
-    cache_prefix: bool = False      # cache the frozen prefix's states on disk after the first pass
-    cache_dir: str | None = None    # default: $MITP_CACHE/prefix (~/.cache/mitp/prefix)
-    log_every_steps: int = 10
+    epochs: int = setting(10, "passes over the training split")
+    batch_size: int = setting(32, "global batch, split across processes")
+    lr: float = setting(1e-3, "the head's learning rate, and the base of every other group's")
+    method_lr_scale: float = setting(1.0, "the method's own parameters (prompts, gates, hub, translators) train at "
+                                          "lr * method_lr_scale")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    scheduler: Literal["cosine", "constant"] = setting("cosine", "after the linear warmup: cosine decay to "
+                                                                 "min_lr_ratio * lr, or constant")
+    warmup_ratio: float = setting(0.1, "fraction of all optimizer steps spent warming up linearly")
+    min_lr_ratio: float = setting(0.0, "where the cosine decay ends, as a fraction of lr")
+    grad_accum_steps: int = setting(1, "batches per optimizer step")
+    max_grad_norm: float | None = setting(1.0, "gradient clipping norm; null: no clipping")
+    clip_scope: Literal["per_group", "global"] = setting(
+        "per_group", "clip each optimizer group (head, method, backbone) on its own, so large prompt gradients "
+                     "cannot shrink the head's step; global: one norm over everything")
+    mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "bf16, or fp16 (CUDA only)")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    max_text_length: int | None = setting(None, "token limit; null: the text tower's own")
+    image_size: int | None = setting(None, "override the image processor's size (the towers interpolate position "
+                                           "embeddings), e.g. smaller on a CPU")
+    on_bad_sample: Literal["error", "skip"] = setting("error", "a bad image or manifest line stops the run, or is "
+                                                               "skipped, counted and reported")
+    checkpoint_every_steps: int = setting(0, "also save the resumable checkpoint every n optimizer steps; 0: only "
+                                             "at the end of every epoch")
+    cache_prefix: bool = setting(False, "cache the frozen prefix's states on disk after the first pass")
+    cache_dir: str | None = setting(None, "where the prefix cache lives; null: $MITP_CACHE/prefix "
+                                          "(~/.cache/mitp/prefix)")
+    log_every_steps: int = setting(10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) "
+                                       "every n steps")
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
@@ -76,9 +80,9 @@ class TrainConfig(ValidatedConfig):
 class EvalConfig(ValidatedConfig):
     key_prefix: ClassVar[str] = "eval."
 
-    every_epochs: int = 1           # validation cadence; the last epoch is always evaluated
-    batch_size: int | None = None   # default: the training batch size
-    threshold: float = 0.5          # multi-label decision threshold on sigmoid probabilities
+    every_epochs: int = setting(1, "validation cadence in epochs; the last epoch is always evaluated")
+    batch_size: int | None = setting(None, "null: the training batch size")
+    threshold: float = setting(0.5, "multi-label decision threshold on sigmoid probabilities")
 
     def check(self) -> None:
         self.require_at_least("every_epochs", 1)

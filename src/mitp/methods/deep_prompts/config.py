@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import TASKS, PromptLayersConfig
+from ..config import PromptLayersConfig
 
 
 @dataclass
@@ -13,4 +13,3 @@ class DeepPromptsConfig(PromptLayersConfig):
     # Same keys and defaults as MITP's prompt layers, so both methods prompt the same layers
     # with as many tokens; only the hub differs.
     method: ClassVar[str] = "deep_prompts"
-    choices: ClassVar[dict] = {"task": TASKS}

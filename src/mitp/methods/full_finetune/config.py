@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ...configuration import setting
 from ..embedding import EmbeddingInputsConfig
 
 
@@ -12,9 +13,8 @@ from ..embedding import EmbeddingInputsConfig
 class FullFinetuneConfig(EmbeddingInputsConfig):
     method: ClassVar[str] = "full_finetune"
 
-    # Backbone lr = lr * backbone_lr_scale; the head gets lr. A scale rather than an absolute
-    # rate, so a learning-rate sweep moves both groups together.
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = setting(0.1, "the towers train at train.lr * backbone_lr_scale, the head at "
+                                            "train.lr (a scale, so an lr sweep moves both)")
 
     def check(self) -> None:
         super().check()

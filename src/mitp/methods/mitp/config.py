@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from ..config import TASKS, PromptLayersConfig
-
-HUBS = ("similarity", "mean", "none")
-VISION_INITS = ("linear", "independent")
-HEAD_INPUTS = ("pooled", "pooled+memory")
+from ...configuration import setting
+from ..config import PromptLayersConfig
 
 
 @dataclass
@@ -17,18 +14,17 @@ class MITPConfig(PromptLayersConfig):
     # Prompt layers (num_steps, prompt_length, text_layers, vision_layers, prompt_init_std,
     # prompt_gate) come from PromptLayersConfig, shared with deep_prompts.
     method: ClassVar[str] = "mitp"
-    choices: ClassVar[dict] = {"task": TASKS, "hub": HUBS, "vision_init": VISION_INITS, "head_input": HEAD_INPUTS}
 
-    # Consolidation: similarity (softmax of cosine / tau), mean (pooled exchange) or none.
-    hub: str = "similarity"
-    tau: float = 0.1
-    hub_norm: bool = True
-    # First vision prompt: linear map of the first text prompt, or its own parameter.
-    vision_init: str = "linear"
-    # One text-to-vision map shared by the first vision prompt and every step, or one per step.
-    tied_generators: bool = True
-    # Head on the pooled image and text embeddings, or also the mean of the final hub memory.
-    head_input: str = "pooled"
+    hub: Literal["similarity", "mean", "none"] = setting(
+        "similarity", "consolidation: softmax(cosine / tau) exchange, a pooled (mean) exchange, or none")
+    tau: float = setting(0.1, "temperature of the similarity hub's softmax")
+    hub_norm: bool = setting(True, "a LayerNorm on each hub memory")
+    vision_init: Literal["linear", "independent"] = setting(
+        "linear", "first vision prompt: a linear map of the first text prompt (the paper), or its own parameter")
+    tied_generators: bool = setting(True, "one text-to-vision map for the first vision prompt and every step; "
+                                          "false: one per step")
+    head_input: Literal["pooled", "pooled+memory"] = setting(
+        "pooled", "the head reads the pooled image and text embeddings, or also the mean of the last hub memory")
 
     def check(self) -> None:
         super().check()

@@ -8,24 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import TASKS, MethodConfig
+from ...configuration import setting
+from ..config import MethodConfig
 
 
 @dataclass
 class PMFConfig(MethodConfig):
     method: ClassVar[str] = "pmf"
-    choices: ClassVar[dict] = {"task": TASKS}
 
-    # The last n_fusion_layers layers of each tower are fusion layers.
-    n_fusion_layers: int = 2
-    # Tokens per prompt type (query, query context, fusion context), per tower and fusion layer.
-    prompt_length: int = 4
-    prompt_init_std: float = 0.02
-    # Hidden size of the query translators; null = half the source tower's width.
-    mapper_hidden: int | None = None
-    # Zero-initialised gate (per head) on what the tokens read from the fusion pass's prompts,
-    # as in MITP: PMF starts exactly at the frozen towers. false: the paper's ungated fusion.
-    prompt_gate: bool = True
+    n_fusion_layers: int = setting(2, "the last n layers of each tower are fusion layers")
+    prompt_length: int = setting(4, "tokens per prompt kind (query, query context, fusion context), tower and layer")
+    prompt_init_std: float = setting(0.02, "std of the Gaussian init of the prompts")
+    mapper_hidden: int | None = setting(None, "hidden width of the query translators; null: half the source width")
+    prompt_gate: bool = setting(True, "zero-initialised gate per head on what the tokens read from the fusion "
+                                      "pass's prompts (PMF starts at the frozen towers); false: the paper's fusion")
 
     def check(self) -> None:
         self.require_at_least("n_fusion_layers", 1)
