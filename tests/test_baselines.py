@@ -7,6 +7,8 @@ backbone with build_backbone(spec) instead of using the session-scoped fixtures.
 
 
 import pytest
+from layer_calls import grad_enabled_per_layer, last_layer_outputs, record_layer_calls
+from method_cases import METHOD_CASES, SPECS
 from toy_training import assert_loss_falls, toy_losses
 import torch
 from safetensors.torch import load_file
@@ -16,69 +18,8 @@ from mitp.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from mitp.methods import ConfigError, build_model, make_config
 from mitp.synthetic import NUM_CLASSES
 
-SPECS = ["tiny-clip", "tiny-pair"]
 METHODS = ["late_fusion", "deep_prompts", "pmf", "full_finetune"]
-
-# --- expected trainable parameter names, written out --------------------------------------
-NORMS = {f"head.norms.{part}.{p}" for part in ("image", "text") for p in ("weight", "bias")}
-HEAD = NORMS | {"head.classifier.weight", "head.classifier.bias"}
-HIDDEN_HEAD = NORMS | {f"head.classifier.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")}
-GATES = {"text_gates", "vision_gates"}
-# Default deep_prompts: 6 interaction steps (MITP's default) on both tiny backbones.
-DEEP_PROMPTS = {f"{tower}_prompts.{k}" for tower in ("text", "vision") for k in range(6)} | HEAD | GATES
-# Default pmf: 2 fusion layers, three prompt kinds per tower, one two-layer translator per layer and direction.
-PMF = ({f"{tower}_prompts.{k}.{kind}" for tower in ("text", "vision") for k in (0, 1)
-        for kind in ("query", "query_context", "fusion_context")}
-       | {f"{direction}.{k}.{linear}.{p}" for direction in ("text_to_vision", "vision_to_text") for k in (0, 1)
-          for linear in (0, 2) for p in ("weight", "bias")}
-       | HEAD | GATES)
-
-# Full fine-tuning trains every tower tensor; tiny-clip has 6 text / 8 vision layers, tiny-pair too.
-CLIP_LAYER = [f"self_attn.{proj}_proj.{p}" for proj in ("q", "k", "v", "out") for p in ("weight", "bias")] + [
-    f"{m}.{p}" for m in ("layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2") for p in ("weight", "bias")]
-BERT_LAYER = [f"attention.self.{m}.{p}" for m in ("query", "key", "value") for p in ("weight", "bias")] + [
-    f"{m}.{p}" for m in ("attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-                         "output.dense", "output.LayerNorm") for p in ("weight", "bias")]
-VIT_LAYER = [f"attention.{proj}_proj.{p}" for proj in ("q", "k", "v", "o") for p in ("weight", "bias")] + [
-    f"{m}.{p}" for m in ("layernorm_before", "layernorm_after", "mlp.fc1", "mlp.fc2") for p in ("weight", "bias")]
-TOWER_TOP = {
-    "tiny-clip": {
-        "text.embeddings.token_embedding.weight", "text.embeddings.position_embedding.weight",
-        "text.final_layer_norm.weight", "text.final_layer_norm.bias", "text.projection.weight",
-        "vision.embeddings.class_embedding", "vision.embeddings.patch_embedding.weight",
-        "vision.embeddings.position_embedding.weight", "vision.pre_layrnorm.weight", "vision.pre_layrnorm.bias",
-        "vision.post_layernorm.weight", "vision.post_layernorm.bias", "vision.projection.weight",
-    },
-    "tiny-pair": {
-        "text.embeddings.word_embeddings.weight", "text.embeddings.position_embeddings.weight",
-        "text.embeddings.token_type_embeddings.weight", "text.embeddings.LayerNorm.weight",
-        "text.embeddings.LayerNorm.bias", "vision.embeddings.cls_token", "vision.embeddings.position_embeddings",
-        "vision.embeddings.patch_embeddings.projection.weight", "vision.embeddings.patch_embeddings.projection.bias",
-        "vision.layernorm.weight", "vision.layernorm.bias",
-    },
-}
-LAYER_NAMES = {"tiny-clip": (CLIP_LAYER, CLIP_LAYER), "tiny-pair": (BERT_LAYER, VIT_LAYER)}
-# Softmax ignores a per-query constant, so attention key biases cannot change any output:
-# their gradient is zero up to rounding. Every other tower tensor must receive gradient.
-KEY_BIAS = {"tiny-clip": ("self_attn.k_proj.bias",), "tiny-pair": ("attention.self.key.bias", "attention.k_proj.bias")}
-
-
-def backbone_names(spec):
-    text_layer, vision_layer = LAYER_NAMES[spec]
-    names = set(TOWER_TOP[spec])
-    names |= {f"text.layers.{i}.{n}" for i in range(6) for n in text_layer}
-    names |= {f"vision.layers.{i}.{n}" for i in range(8) for n in vision_layer}
-    return {f"backbone.{n}" for n in names}
-
-
-def expected_trainable(method, spec, overrides=None):
-    if method == "late_fusion":
-        return HIDDEN_HEAD if (overrides or {}).get("head", {}).get("hidden_dim") else HEAD
-    if method == "deep_prompts":
-        return DEEP_PROMPTS
-    if method == "pmf":
-        return PMF
-    return HEAD | backbone_names(spec)
+DEFAULT_CASES = {c.method: c for c in reversed(METHOD_CASES) if not c.overrides}  # each method's defaults
 
 
 def backbone_for(method, spec, shared):
@@ -91,53 +32,7 @@ def shared(tiny_clip, tiny_pair):
     return {"tiny-clip": tiny_clip, "tiny-pair": tiny_pair}
 
 
-def labelled_batch(backbone, seed=0):
-    batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(seed))
-    batch["labels"] = torch.tensor([0, 1, 2, 3])
-    return batch
-
-
-def is_key_bias(name, spec):
-    return name.endswith(KEY_BIAS[spec])
-
-
-# --- trainable parameters and gradients ----------------------------------------------------
-CASES = [("late_fusion", {}), ("late_fusion", {"head": {"hidden_dim": 16, "dropout": 0.1}}), ("deep_prompts", {}),
-         ("pmf", {}), ("full_finetune", {})]
-
-
-def open_gates(model):
-    """Prompt methods start with closed gates (tests/test_start_at_frozen.py); open them so that
-    every prompt is on the path to the loss."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in GATES:
-                param.fill_(0.5)
-
-
-@pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("method, overrides", CASES, ids=lambda c: c if isinstance(c, str) else
-                         ",".join(f"{k}={v}" for k, v in c.items()) or "default")
-def test_exactly_the_expected_parameters_train_and_get_gradient(method, overrides, spec, shared):
-    backbone = backbone_for(method, spec, shared)
-    model = build_model(make_config(method, num_classes=NUM_CLASSES, **overrides), backbone)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == expected_trainable(method, spec, overrides)
-    assert set(model.trainable_state_dict()) == trainable
-
-    open_gates(model)
-    model.train()
-    model(**labelled_batch(backbone)).loss.backward()
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            assert name.startswith("backbone.") and param.grad is None, f"frozen {name} got a gradient"
-        elif is_key_bias(name, spec):
-            assert param.grad is not None and param.grad.abs().max() < 1e-6, f"{name}: gradient beyond rounding"
-        else:
-            assert param.grad is not None and param.grad.abs().sum() > 0, f"{name} got no gradient"
-    assert not backbone.training
-
-
+# --- learning ------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_falls_on_a_task_that_needs_both_modalities(method, spec, shared):
@@ -161,7 +56,7 @@ def test_checkpoint_round_trip_is_bit_exact_on_a_fresh_backbone(method, spec, sh
     model.eval()
     save_checkpoint(model, tmp_path / "ckpt")
     saved = set(load_file(str(tmp_path / "ckpt" / WEIGHTS_NAME)))
-    assert saved == expected_trainable(method, spec)
+    assert saved == DEFAULT_CASES[method].expected_trainable(spec)
     assert any(n.startswith("backbone.") for n in saved) == (method == "full_finetune")
 
     reloaded = load_checkpoint(tmp_path / "ckpt", build_backbone(spec)).eval()
@@ -217,21 +112,6 @@ def test_configs_that_do_not_fit_the_backbone_name_the_key(method, values, key, 
 
 
 # --- late fusion -------------------------------------------------------------------------------
-def grad_enabled_per_layer(backbone, run):
-    seen = {}
-    def record(key):
-        return lambda module, args, output: seen.__setitem__(key, torch.is_grad_enabled())
-
-    hooks = [layer.register_forward_hook(record((tower, idx)))
-             for tower in ("text", "vision") for idx, layer in enumerate(getattr(backbone, tower).layers)]
-    try:
-        run()
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
 def test_late_fusion_is_a_head_on_clips_own_embeddings(tiny_backbone):
     model = build_model(make_config("late_fusion", num_classes=3), tiny_backbone).eval()
     batch = tiny_backbone.random_batch(3, 9, torch.Generator().manual_seed(2))
@@ -245,29 +125,13 @@ def test_late_fusion_is_a_head_on_clips_own_embeddings(tiny_backbone):
 
 
 # --- deep prompts --------------------------------------------------------------------------------
-def tower_outputs(model, batch):
-    """Final-layer outputs of each tower (detached), from forward hooks."""
-    captured = {}
-    backbone = model.backbone
-    hooks = [getattr(backbone, t).layers[-1].register_forward_hook(
-        lambda m, i, o, t=t: captured.__setitem__(t, (o[0] if isinstance(o, tuple) else o).detach()))
-        for t in ("text", "vision")]
-    try:
-        with torch.no_grad():
-            model(**batch)
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
-
-
 def test_deep_prompts_towers_do_not_exchange(tiny_backbone):
     model = build_model(make_config("deep_prompts", num_classes=2), tiny_backbone).eval()
     batch = tiny_backbone.random_batch(2, 8, torch.Generator().manual_seed(1))
     new_image = dict(batch, pixel_values=torch.randn_like(batch["pixel_values"]))
     new_text = tiny_backbone.random_batch(2, 8, torch.Generator().manual_seed(5))
     new_text["pixel_values"] = batch["pixel_values"]
-    base, image_changed, text_changed = (tower_outputs(model, b) for b in (batch, new_image, new_text))
+    base, image_changed, text_changed = (last_layer_outputs(model, b) for b in (batch, new_image, new_text))
     assert torch.equal(base["text"], image_changed["text"])
     assert not torch.allclose(base["vision"], image_changed["vision"])
     assert torch.equal(base["vision"], text_changed["vision"])
@@ -279,20 +143,9 @@ def test_deep_prompts_insert_fresh_prompts_only_at_interaction_layers(tiny_clip)
     model = build_model(config, tiny_clip)
     batch = tiny_clip.random_batch(2, 8, torch.Generator().manual_seed(1))
     lengths = {"text": batch["input_ids"].shape[1], "vision": (32 // 8) ** 2 + 1}
-    extras, grads = {}, {}
-
-    def record(module, args, key):
-        tower, idx = key
-        extras[key] = args[0][:, lengths[tower]:].detach()
-        grads[key] = torch.is_grad_enabled()
-
-    hooks = [layer.register_forward_pre_hook(lambda m, a, key=(tower, idx): record(m, a, key))
-             for tower in ("text", "vision") for idx, layer in enumerate(getattr(tiny_clip, tower).layers)]
-    try:
-        model(**batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    calls = record_layer_calls(tiny_clip, lambda: model(**batch))
+    extras = {key: entries[0]["input"][:, lengths[key[0]]:] for key, entries in calls.items()}
+    grads = {key: entries[0]["grad"] for key, entries in calls.items()}
     for tower, layers, prompts, depth in (("text", [2, 4], model.text_prompts, 6),
                                           ("vision", [3, 6], model.vision_prompts, 8)):
         for idx in range(depth):

@@ -32,7 +32,10 @@ def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
         assert isinstance(row["trainable_params"], int) and row["trainable_params"] > 0
         for key in ("peak_memory_mb", "train_step_ms", "infer_samples_per_s", "ratio_step_vs_full"):
             assert isinstance(row[key], (int, float)), key
-        assert row["train_step_ms"] > 0 and row["infer_samples_per_s"] > 0 and row["peak_memory_mb"] >= 0
+        # the peak is what the training steps add to the built model (clamped at 0 by definition)
+        assert row["peak_memory_mb"] == pytest.approx(
+            max(0.0, row["peak_memory_total_mb"] - row["model_memory_mb"]), abs=0.15)
+        assert row["infer_samples_per_s"] == pytest.approx(2 / (row["infer_ms"] / 1000), rel=0.01)
         assert row["device"] == "cpu" and row["threads"] == 1 and row["memory_kind"].startswith("cpu_peak_rss")
         assert row["timed_train_steps"] == 1 and row["timed_infer_passes"] == 1
 
@@ -48,9 +51,9 @@ def test_trainable_params_match_the_built_model(bench_run):
 def test_full_finetune_is_the_reference(bench_run):
     rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
     full, mitp = rows["full_finetune"], rows["mitp"]
-    assert full["ratio_step_vs_full"] == 1.0
-    assert full["peak_memory_mb"] > 0 and full["ratio_memory_vs_full"] == 1.0  # gradients and AdamW state
+    assert full["peak_memory_mb"] > 0  # the towers' gradients and AdamW state
     assert mitp["ratio_step_vs_full"] == pytest.approx(mitp["train_step_ms"] / full["train_step_ms"], abs=1e-3)
+    assert mitp["ratio_memory_vs_full"] == pytest.approx(mitp["peak_memory_mb"] / full["peak_memory_mb"], abs=1e-3)
 
 
 def test_markdown_table_is_written(bench_run):

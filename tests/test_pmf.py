@@ -3,30 +3,9 @@
 import pytest
 import torch
 
+from layer_calls import TOWERS, record_layer_calls
 from mitp.methods import build_model, make_config
 from mitp.synthetic import NUM_CLASSES
-
-TOWERS = ("text", "vision")
-
-
-def record_layer_calls(backbone, run):
-    """Per (tower, layer): one entry per call with the layer input, its output and grad mode."""
-    calls = {}
-
-    def hook(module, args, output, key):
-        out = output[0] if isinstance(output, tuple) else output
-        calls.setdefault(key, []).append({"input": args[0].detach(), "output": out.detach(),
-                                          "grad": torch.is_grad_enabled()})
-
-    hooks = [layer.register_forward_hook(lambda m, a, o, key=(tower, idx): hook(m, a, o, key))
-             for tower in TOWERS for idx, layer in enumerate(getattr(backbone, tower).layers)]
-    try:
-        run()
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls
-
 
 def sequence_lengths(backbone, batch):
     patches = (backbone.image_size // 8) ** 2  # both tiny specs use 8-pixel patches

@@ -84,7 +84,7 @@ def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     for key in ("method", "backbone", "trainable_params", "total_params", "best_epoch", "val", "test",
                 "peak_memory_mb", "train_seconds"):
         assert key in results, key
-    assert results["method"] == "mitp" and 0 <= results["test"]["accuracy"] <= 1
+    assert results["method"] == "mitp" and results["test_samples"] == 32
     records = MetricsLog(run / "metrics.jsonl").records()
     assert [(r["epoch"], r["split"]) for r in records] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
     best_val = max(r["metrics"]["accuracy"] for r in records if r["split"] == "val")
