@@ -93,3 +93,13 @@ def test_scientific_notation_in_a_config_file_is_a_float(tmp_path):
     path.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\ntrain: {lr: 1e-4, weight_decay: 5E-2}\n")
     config = load_run_config(path)
     assert config.train.lr == 1e-4 and config.train.weight_decay == 0.05
+
+
+def test_an_override_reaches_only_its_own_section_even_through_a_yaml_anchor(tmp_path):
+    from mitp.app.train.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\n"
+                    "methods:\n  mitp: &prompts {num_steps: 2}\n  deep_prompts: *prompts\n")
+    config = load_run_config(path, ["methods.mitp.hub=mean"])
+    assert config.methods == {"mitp": {"num_steps": 2, "hub": "mean"}, "deep_prompts": {"num_steps": 2}}

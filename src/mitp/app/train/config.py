@@ -189,17 +189,21 @@ class RunConfig:
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:
-    """Set dotted keys (``train.lr``) in a nested dict; sections are created as needed."""
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    """Set dotted keys (``train.lr``) in a nested dict; sections are created as needed.
+
+    Every section on a key's path is copied before it is changed: YAML anchors (``deep_prompts:
+    *prompts``) make two sections one object, and ``methods.mitp.hub`` must not reach the other."""
+    raw = dict(raw)
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = raw
         for i, part in enumerate(parents):
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
+                child = {}
             if not isinstance(child, dict):
                 raise ConfigError(".".join(parents[:i + 1]), f"is not a section, cannot set {dotted!r}")
+            node[part] = child = dict(child)
             node = child
         node[leaf] = value
     return raw
