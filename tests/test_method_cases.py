@@ -4,6 +4,7 @@ method that inserts prompts starts exactly at the frozen towers."""
 
 import pytest
 import torch
+from toy_training import labelled_batch
 from method_cases import GATES, METHOD_CASES, SPECS, MethodCase
 
 from mitp.backbones import build_backbone
@@ -30,15 +31,6 @@ def build(case: MethodCase, spec: str, shared: dict, **extra):
 @pytest.fixture
 def shared(tiny_clip, tiny_pair):
     return {"tiny-clip": tiny_clip, "tiny-pair": tiny_pair}
-
-
-def labelled_batch(backbone, task):
-    batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
-    if task == "multi_label":
-        batch["labels"] = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]]).float()
-    else:
-        batch["labels"] = torch.tensor([0, 1, 2, 3])
-    return batch
 
 
 def test_the_table_covers_every_method_and_states_its_properties(tiny_clip):

@@ -4,7 +4,8 @@
 
 import pytest
 from layer_calls import grad_enabled_per_layer, last_layer_outputs
-from toy_training import assert_loss_falls, toy_losses
+from method_cases import GATES, HEAD
+from toy_training import assert_loss_falls, labelled_batch, toy_losses
 import torch
 import torch.nn.functional as F
 
@@ -13,25 +14,13 @@ from mitp.methods.layers import interaction_layers
 from mitp.methods.mitp import MemoryHub
 from mitp.synthetic import NUM_CLASSES
 
-HEAD = {"head.norms.image.weight", "head.norms.image.bias", "head.norms.text.weight", "head.norms.text.bias",
-        "head.classifier.weight", "head.classifier.bias"}
-GATES = {"text_gates", "vision_gates"}
-def batch_and_labels(backbone, task, num_classes=NUM_CLASSES):
-    batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
-    if task == "multi_label":
-        batch["labels"] = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]]).float()
-    else:
-        batch["labels"] = torch.tensor([0, 1, 2, 3])
-    return batch
-
-
 @pytest.mark.parametrize("head_input", ["pooled", "pooled+memory"])
 def test_closed_gates_pass_gradient_to_gates_and_head_only(tiny_backbone, head_input):
     """At init nothing the prompts do reaches the pooled embeddings: only the gates and the head
     learn from the first step (and the memory fed to the head, when it is). Then the gates open."""
     model = build_model(make_config("mitp", num_classes=NUM_CLASSES, head_input=head_input), tiny_backbone)
     model.train()
-    model(**batch_and_labels(tiny_backbone, "single_label")).loss.backward()
+    model(**labelled_batch(tiny_backbone, "single_label")).loss.backward()
     nonzero = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     if head_input == "pooled":
         assert nonzero == HEAD | GATES
@@ -120,7 +109,7 @@ def test_explicit_and_impossible_layer_lists():
 def test_losses_are_cross_entropy_and_bce(tiny_clip):
     for task, criterion in (("single_label", F.cross_entropy), ("multi_label", F.binary_cross_entropy_with_logits)):
         model = build_model(make_config("mitp", num_classes=NUM_CLASSES, task=task), tiny_clip)
-        batch = batch_and_labels(tiny_clip, task)
+        batch = labelled_batch(tiny_clip, task)
         out = model(**batch)
         assert out.logits.shape == (4, NUM_CLASSES)
         assert torch.allclose(out.loss, criterion(out.logits, batch["labels"]))

@@ -23,3 +23,13 @@ def toy_losses(model, backbone, optimizer, steps: int = 30, batch_size: int = 32
 def assert_loss_falls(losses: list[float]) -> None:
     assert losses[0] > math.log(NUM_CLASSES) - 0.3, "starts near chance"
     assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, "falls by a quarter"
+
+
+def labelled_batch(backbone, task: str = "single_label") -> dict:
+    """Four random, well-formed samples with labels for ``task`` (4 classes)."""
+    batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
+    if task == "multi_label":
+        batch["labels"] = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]]).float()
+    else:
+        batch["labels"] = torch.tensor([0, 1, 2, 3])
+    return batch

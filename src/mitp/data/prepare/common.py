@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from collections import Counter
@@ -109,6 +110,23 @@ def _raise_field_limit() -> None:
             limit //= 10
 
 
+def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank JSON line; BadJson names the line of anything else."""
+    from ..errors import BadJson
+
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise BadJson(path, line, f"not valid JSON: {err}") from err
+            if not isinstance(obj, dict):
+                raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
+            yield line, obj
+
+
 def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank CSV row; line numbers are physical, 1-based."""
     from ..errors import BadRecord
@@ -128,4 +146,4 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise BadRecord(path, start, f"malformed CSV: {err}") from err
 
 
-__all__ = ["Conversion", "PUBLISHED", "image_ref", "no_progress", "read_csv_rows"]
+__all__ = ["Conversion", "PUBLISHED", "image_ref", "no_progress", "read_csv_rows", "read_jsonl_objects"]

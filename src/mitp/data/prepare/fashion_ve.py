@@ -1,5 +1,9 @@
 """Fashion-VE: a visual-entailment dataset built from real Fashion-MNIST photographs.
 
+(Over 400 lines on purpose: the templates, the garment names and the sampling that makes both
+modalities alone exactly uninformative are one construction; docs/fashion-ve.md proves its
+balance from this one file.)
+
 Every image is a square black canvas with two slots side by side. One slot (the *visible*
 side) holds a real Fashion-MNIST photo, upscaled; the other is *covered* by a checkerboard
 block that is clearly not a garment. The hypothesis names a side and a garment

@@ -13,24 +13,16 @@ Each line needs ``Flickr30K_ID`` (or the misspelt ``Flikr30kID``; with or withou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..errors import BadJson, MissingColumn, MissingFile, MissingSplitFile, UnknownLabel
+from ..errors import MissingColumn, MissingFile, MissingSplitFile, UnknownLabel
 from ..manifest import LabelSpace, Record
-from .common import Conversion, image_ref, no_progress
+from .common import Conversion, image_ref, no_progress, read_jsonl_objects
 from .registry import option, register_converter
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SPLIT_FILES = {"train": "train", "dev": "val", "test": "test"}
 IMAGE_KEYS = ("Flickr30K_ID", "Flikr30kID")
-
-
-def _lines(path: Path):
-    with open(path, "rb") as f:
-        for line, raw in enumerate(f, start=1):
-            if raw.strip():
-                yield line, raw
 
 
 @register_converter("snli-ve", help="SNLI-VE: visual entailment on Flickr30k (entailment/neutral/contradiction)",
@@ -54,14 +46,8 @@ def convert_snli_ve(raw: str | Path, out: str | Path, images: str | Path | None 
     seen: set[str] = set()
     for name, split in SPLIT_FILES.items():
         path, records = paths[name], []
-        for line, raw_line in track(_lines(path), description=f"reading {path.name}"):
+        for line, obj in track(read_jsonl_objects(path), description=f"reading {path.name}"):
             where = f"{path}:{line}"
-            try:
-                obj = json.loads(raw_line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise BadJson(path, line, f"not valid JSON: {err}") from err
-            if not isinstance(obj, dict):
-                raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
             image_id = next((obj[k] for k in IMAGE_KEYS if obj.get(k) not in (None, "")), None)
             if image_id is None:
                 raise MissingColumn(path, line, f"no image id field ({' or '.join(IMAGE_KEYS)})")

@@ -11,31 +11,16 @@ from train.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import BadJson, BadLabels, BadRecord, DuplicateId, MissingColumn, MissingFile, UnknownLabel
+from ..errors import BadLabels, BadRecord, DuplicateId, MissingColumn, MissingFile, UnknownLabel
 from ..manifest import LabelSpace, Record
 from ..splits import rarest_label_key, stratified_split
-from .common import Conversion, image_ref, no_progress, read_csv_rows
+from .common import Conversion, image_ref, no_progress, read_csv_rows, read_jsonl_objects
 from .registry import option, register_converter
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "dev": "val", "valid": "val", "validation": "val", "test": "test"}
-
-
-def _jsonl_rows(path: Path):
-    with open(path, "rb") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise BadJson(path, line, f"not valid JSON: {err}") from err
-            if not isinstance(obj, dict):
-                raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
-            yield line, obj
 
 
 def _csv_rows(path: Path, needed: list[str]):
@@ -71,7 +56,7 @@ def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path
     if kind == "csv":
         rows = _csv_rows(path, needed)
     else:
-        rows = _jsonl_rows(path)
+        rows = read_jsonl_objects(path)
 
     fixed = None if labels is None else {name: i for i, name in enumerate(labels)}
     items = []  # (record, split or None, line)
