@@ -158,3 +158,16 @@ def test_grid_end_to_end_chooses_the_best_validation_setting(toy, tmp_path):
     assert load_run_config(out / "late_fusion" / "train.lr=0.03" / "seed-1" / "config.yaml").train.lr == 0.03
     table = (out / "compare.md").read_text()
     assert "setting chosen on val" in table and "per grid point" in table
+
+
+def test_each_method_can_have_its_own_train_keys(toy, tmp_path):
+    out = tmp_path / "own-lr"
+    args = compare_args(toy, out, "--methods", "mitp,late_fusion", "--set", "methods.late_fusion.train.lr=0.01")
+    assert main(args) == 0
+    lrs = {m: load_run_config(out / m / "seed-0" / "config.yaml").train.lr for m in ("mitp", "late_fusion")}
+    assert lrs == {"mitp": 0.003, "late_fusion": 0.01}
+    with pytest.raises(ConfigError) as err:
+        load_run_config(CONFIG, ["methods.mitp.train.lrr=1"])
+    assert err.value.key == "methods.mitp.train.lrr"
+    single = load_run_config(CONFIG, ["methods.mitp.train.lr=0.02"]).for_method("mitp")
+    assert single.train.lr == 0.02 and single.methods == {}

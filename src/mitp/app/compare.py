@@ -86,13 +86,14 @@ class PlannedRun:
 
 
 def config_for_method(config: RunConfig, method: str, seed: int) -> RunConfig:
-    """``config`` retargeted at ``method``/``seed``: ``model`` keys (all known to it) plus ``methods.<method>``."""
+    """``config`` retargeted at ``method``/``seed``: ``model`` keys (all known to it) plus ``methods.<method>``
+    (model keys, and its own ``train`` keys such as its lr)."""
     known = get_method(method).config_class.field_names()
     for key in config.model:
         if key not in known:
             raise ConfigError(f"model.{key}", f"unknown to method {method!r}; keys for one method go under "
                                               f"`methods: {{{method}: {{...}}}}`")
-    return dataclasses.replace(config, method=method, seed=seed, model=config.model_keys(method), methods={})
+    return config.for_method(method, seed)
 
 
 def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[GridPoint], out: Path

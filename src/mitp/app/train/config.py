@@ -146,7 +146,8 @@ class RunConfig:
         return config
 
     def check_model_keys(self) -> None:
-        """``methods.<name>`` names a registered method and only keys it knows; the head has its own section."""
+        """``methods.<name>`` names a registered method and only keys it knows (model keys, and a ``train``
+        section of train keys for that method); the head has its own section."""
         from mitp.methods import get_method
 
         if "head" in self.model:
@@ -157,13 +158,33 @@ class RunConfig:
             except ConfigError as err:
                 raise ConfigError(f"methods.{name}", str(err).split(": ", 1)[1]) from err
             for key in keys:
-                if key not in known:
+                if key == "train":
+                    self.train_for(name)  # its keys and values are checked like train:'s own
+                elif key not in known:
                     raise ConfigError(f"methods.{name}.{key}", f"unknown key for method {name!r}; known keys: "
-                                                                f"{', '.join(sorted(known))}")
+                                                                f"{', '.join(sorted(known | {'train'}))}")
 
     def model_keys(self, method: str | None = None) -> dict:
         """The model keys for ``method`` (default: this run's): ``model`` with ``methods.<method>`` on top."""
-        return {**self.model, **self.methods.get(method or self.method, {})}
+        own = self.methods.get(method or self.method, {})
+        return {**self.model, **{k: v for k, v in own.items() if k != "train"}}
+
+    def train_for(self, method: str) -> TrainConfig:
+        """The train section for ``method``: ``train`` with ``methods.<method>.train`` on top (e.g. its own lr)."""
+        own = self.methods.get(method, {}).get("train")
+        if not own:
+            return self.train
+        if not isinstance(own, dict):
+            raise ConfigError(f"methods.{method}.train", f"must be a mapping of train keys, got {own!r}")
+        try:
+            return TrainConfig.from_dict({**self.train.to_dict(), **own})
+        except ConfigError as err:
+            raise ConfigError(f"methods.{method}.{err.key}", str(err).split(": ", 1)[1]) from err
+
+    def for_method(self, method: str, seed: int | None = None) -> "RunConfig":
+        """This config as one run of ``method``: its model and train keys merged in, no ``methods`` section."""
+        return dataclasses.replace(self, method=method, seed=self.seed if seed is None else seed,
+                                   model=self.model_keys(method), train=self.train_for(method), methods={})
 
     def to_dict(self) -> dict:
         data = {"data": {"path": self.data, "allow_external_paths": True} if self.allow_external_paths else self.data,

@@ -66,6 +66,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.console = console
+        config = config.for_method(config.method)  # its methods.<name> keys (model and train) merged in
         self.accelerator = make_accelerator(config)
         self.main = self.accelerator.is_main_process
         self.parts = build_run(config)
