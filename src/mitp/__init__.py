@@ -1,3 +1,14 @@
-"""mitp: Memory-Inspired Temporal Prompt Interaction on frozen two-tower encoders."""
+"""Memory-Inspired Temporal Prompt Interaction (MITP) for text-image classification."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = ["Classifier", "__version__"]
+
+
+def __getattr__(name):
+    # `from mitp import Classifier` without importing torch for `python -m mitp --help`.
+    if name == "Classifier":
+        from .classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'mitp' has no attribute {name!r}")

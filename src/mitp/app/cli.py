@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     from mitp.data.errors import ManifestError
     from mitp.methods import ConfigError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    args.argv = argv  # the command as given, for the records of a run
     try:
         return int(args.func(args) or 0)
     except (UserError, ConfigError, BackboneError, ManifestError, CheckpointError) as err:

@@ -20,21 +20,17 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def explain(loaded, image_path: str, text: str) -> dict:
-    """Run one pair through the run's model with tracing on; everything as plain lists."""
+def explain(classifier, image, text: str) -> dict:
+    """Run one pair (image: a path, bytes or a PIL image) through the model with tracing on; plain lists."""
     import torch
 
-    from mitp.data.dataset import pad_token_ids
-    from mitp.data.images import open_rgb
     from mitp.methods import build_model, make_config
     from mitp.methods.base import Trace
-    from ..train.inference import scores_to_predictions
 
-    model, config = loaded.model, loaded.config
-    pre = config.preprocessor(loaded.backbone)
-    input_ids, mask = pad_token_ids([pre.text(text)], pre.pad_token_id)
-    pixels = torch.from_numpy(pre.image(open_rgb(image_path, "<command line>", None, "explain")))[None]
-    inputs = {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": mask}
+    model = classifier.model
+    pixels, tokens = classifier.prepare(image, text)
+    inputs = {"pixel_values": pixels[None], "input_ids": torch.tensor([tokens]),
+              "attention_mask": torch.ones(1, len(tokens), dtype=torch.long)}
     model.trace = Trace()
     try:
         with torch.no_grad():
@@ -42,7 +38,7 @@ def explain(loaded, image_path: str, text: str) -> dict:
             logits = model.forward_head(features)
     finally:
         trace, model.trace = model.trace, None
-    frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), loaded.backbone)
+    frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), model.backbone)
     with torch.no_grad():
         reference = frozen.forward_features(**inputs)
     cosine = {part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
@@ -50,9 +46,8 @@ def explain(loaded, image_path: str, text: str) -> dict:
     attention = {key: [round(v, 6) for v in record.prompt_share[0].tolist()]
                  for key, record in trace.prompt_attention.items() if record.prompt_share}
     return {
-        "method": config.method, "image": image_path, "text": text,
-        "predictions": scores_to_predictions(logits, loaded.labels.labels, model.config.task, 3,
-                                             config.eval.threshold)[0],
+        "method": model.config.method, "image": image if isinstance(image, str) else "<uploaded>", "text": text,
+        "predictions": classifier.to_predictions(logits, top_k=3)[0],
         "cosine_to_frozen": cosine,
         "prompt_attention_share": attention,
         "hub_similarity": [s[0].tolist() for s in trace.similarity],
@@ -96,15 +91,18 @@ def plot(report: dict, path: Path) -> Path:
 
 
 def run(args) -> int:
-    from ..cli import UserError
-    from ..train.inference import load_run
+    from mitp.classifier import Classifier, InputError
 
-    if not args.text.strip():
-        raise UserError("--text is empty")
-    loaded = load_run(args.run_dir)
-    if not loaded.model.inserts_prompts:
-        raise UserError(f"{args.run_dir}: method {loaded.config.method!r} inserts no prompts; nothing to explain")
-    report = explain(loaded, args.image, args.text)
+    from ..cli import UserError
+
+    classifier = Classifier.from_pretrained(args.run_dir)
+    if not classifier.model.inserts_prompts:
+        raise UserError(f"{args.run_dir}: method {classifier.model.config.method!r} inserts no prompts; "
+                        "nothing to explain")
+    try:
+        report = explain(classifier, args.image, args.text)
+    except InputError as err:
+        raise UserError(str(err)) from err
     figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot(report, figure)

@@ -78,11 +78,12 @@ def run(args) -> int:
 
     import torch
 
+    from mitp.classifier import scores_to_predictions
     from mitp.data.dataset import pad_token_ids
     from mitp.data.images import open_rgb
-    from ..train.inference import load_run, scores_to_predictions
 
     from ..cli import UserError
+    from ..train.inference import load_run
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def run(args) -> int:
                     console.print(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
                                   "starting it from the beginning")
                     clear_outputs(run_dir)
-            run_training(config, run_dir, resume=resume, console=console)
+            run_training(config, run_dir, resume=resume, console=console,
+                         command="mitp " + shlex.join(getattr(args, "argv", [])))
     except RunDirError as err:
         raise UserError(str(err)) from err
     return 0

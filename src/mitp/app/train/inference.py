@@ -46,19 +46,3 @@ def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
         raise ConfigError("data", f"labels.json has {labels.num_classes} labels but the model has "
                                   f"{model.config.num_classes} outputs")
     return LoadedRun(config, backbone, model, labels)
-
-
-def scores_to_predictions(logits: torch.Tensor, labels, task: str, top_k: int = 1, threshold: float = 0.5):
-    """One list of {label, score} per row: top-k softmax (single-label) or all above threshold (multi-label)."""
-    rows = []
-    if task == "multi_label":
-        probs = torch.sigmoid(logits.float())
-        for row in probs:
-            picked = [(labels[i], p) for i, p in enumerate(row.tolist()) if p > threshold]
-            rows.append([{"label": name, "score": round(p, 6)} for name, p in sorted(picked, key=lambda x: -x[1])])
-    else:
-        probs = torch.softmax(logits.float(), dim=-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        for v, i in zip(values.tolist(), indices.tolist()):
-            rows.append([{"label": labels[j], "score": round(p, 6)} for p, j in zip(v, i)])
-    return rows

@@ -10,7 +10,8 @@ from .reports import plot_curves, summary_table, write_json_atomic, write_text_a
 from .rundir import MetricsLog
 
 
-def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None) -> dict:
+def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None,
+                 command: str | None = None) -> dict:
     """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png."""
     run_dir = Path(run_dir)
     trainer = Trainer(config, run_dir, resume=resume, console=console)
@@ -22,6 +23,7 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
             console.print(f"run directory: {run_dir}")
     trainer.accelerator.wait_for_everyone()
     results = trainer.fit()
+    results["command"] = command  # how this run was made (or resumed), for the model card
     if trainer.main:
         write_json_atomic(run_dir / "results.json", results)
         plot_curves(MetricsLog(run_dir / "metrics.jsonl").records(), results["selection_metric"],

@@ -1,0 +1,37 @@
+"""``mitp serve``: a run or an exported model behind HTTP, with a web page at ``/``."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP (API + web page)",
+                              description="Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
+                                          "GET /health, GET /labels, POST /explain, the OpenAPI docs at /docs "
+                                          "and a web page at /. Concurrent requests are grouped into batches.")
+    p.add_argument("path", metavar="RUN_OR_DIR", help="a run directory or a folder written by `mitp export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-batch", type=int, default=16, help="most pairs one model batch takes (default: 16)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long a request waits for others to share its batch (default: 10)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image accepted (default: 10 MB)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from mitp.classifier import Classifier
+
+    from ..cli import UserError
+    from ..serve import create_app
+
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
+        raise UserError("--max-batch must be >= 1, --max-wait-ms >= 0 and --max-upload-mb > 0")
+    classifier = Classifier.from_pretrained(args.path)
+    app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                     max_upload_mb=args.max_upload_mb)
+    print(f"serving {classifier.model.config.method} ({args.path}) on http://{args.host}:{args.port}/ "
+          f"(API docs: /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,175 @@
+"""The HTTP app of `mitp serve` (FastAPI): predict, batch predict, health, labels, explain and the page.
+
+Every input error is a 4xx whose ``detail`` names the field (``image``, ``text``, ``items[3].image``,
+``top_k``); uploads larger than the limit are refused with 413 before they are read whole; a
+failure inside one request never stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from mitp.classifier import Classifier, InputError
+
+from .batcher import Batcher
+from .page import PAGE
+
+
+class PairIn(BaseModel):
+    image: str = Field(description="the image file, base64-encoded")
+    text: str = Field(description="the text")
+
+
+class PredictIn(PairIn):
+    top_k: int = Field(5, ge=1, description="labels to return (single-label tasks)")
+
+
+class BatchIn(BaseModel):
+    items: list[PairIn] = Field(min_length=1, description="image-text pairs")
+    top_k: int = Field(5, ge=1)
+
+
+def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
+               max_upload_mb: float = 10.0, max_batch_items: int = 64) -> FastAPI:
+    batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    limit = int(max_upload_mb * 2**20)
+    explains = bool(getattr(classifier.model, "inserts_prompts", False))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="mitp", version="1", lifespan=lifespan,
+                  description=f"{classifier.model.config.method} on {classifier.info['backbone']}: "
+                              f"{classifier.labels.task}, {classifier.labels.num_classes} labels")
+    app.state.batcher = batcher
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit * max(1, max_batch_items) + 2**20:
+            return JSONResponse({"detail": f"request body of {int(declared):,} bytes is over the limit"}, 413)
+        return await call_next(request)
+
+    async def prepare(image: bytes, text: str, image_field: str, text_field: str):
+        if len(image) > limit:
+            raise HTTPException(413, f"{image_field}: {len(image):,} bytes is over the {limit:,}-byte limit")
+        try:
+            return await asyncio.to_thread(classifier.prepare, image, text, image_field, text_field)
+        except InputError as err:
+            raise HTTPException(400, str(err)) from None
+
+    async def predict_pairs(pairs: list, top_k: int) -> list:
+        logits = await batcher.logits(pairs)
+        return classifier.to_predictions(logits, top_k)
+
+    def decode(data: str, field: str) -> bytes:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(400, f"{field}: not valid base64") from None
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE
+
+    @app.get("/health")
+    async def health() -> dict:
+        stats = batcher.stats
+        return {"status": "ok", "method": classifier.model.config.method, "backbone": classifier.info["backbone"],
+                "explain": explains, "requests": stats.requests, "batches": stats.batches,
+                "largest_batch": stats.largest}
+
+    @app.get("/labels")
+    async def labels() -> dict:
+        return {"task": classifier.labels.task, "labels": list(classifier.labels.labels)}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        """One pair: multipart (``image`` file, ``text``, optional ``top_k``) or JSON (base64 ``image``)."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            image, text, top_k = await _form(request, limit)
+        else:
+            body = await _json(request, PredictIn)
+            image, text, top_k = decode(body.image, "image"), body.text, body.top_k
+        pair = await prepare(image, text, "image", "text")
+        return {"predictions": (await predict_pairs([pair], top_k))[0]}
+
+    @app.post("/predict/batch")
+    async def predict_batch(body: BatchIn) -> dict:
+        if len(body.items) > max_batch_items:
+            raise HTTPException(413, f"items: {len(body.items)} pairs, at most {max_batch_items} per request")
+        pairs = [await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image",
+                               f"items[{i}].text") for i, item in enumerate(body.items)]
+        return {"predictions": await predict_pairs(pairs, body.top_k)}
+
+    @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
+    async def explain(image: Annotated[UploadFile, File()], text: Annotated[str, Form()]) -> Response:
+        """The hub's similarity per step and the attention on prompts for one pair, as a PNG."""
+        if not explains:
+            raise HTTPException(404, f"method {classifier.model.config.method!r} inserts no prompts")
+        data = await image.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"image: over the {limit:,}-byte limit")
+        try:
+            png = await asyncio.to_thread(_explain_png, classifier, data, text)
+        except InputError as err:
+            raise HTTPException(400, str(err)) from None
+        return Response(png, media_type="image/png")
+
+    return app
+
+
+async def _form(request: Request, limit: int) -> tuple[bytes, str, int]:
+    form = await request.form(max_part_size=limit + 1)
+    image, text, top_k = form.get("image"), form.get("text"), form.get("top_k", "5")
+    if image is None or isinstance(image, str):
+        raise HTTPException(422, "image: a file field 'image' is required")
+    if text is None:
+        raise HTTPException(422, "text: a field 'text' is required")
+    try:
+        top_k = int(top_k)
+    except ValueError:
+        raise HTTPException(422, f"top_k: expected an integer, got {top_k!r}") from None
+    if top_k < 1:
+        raise HTTPException(422, f"top_k: must be >= 1, got {top_k}")
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"image: over the {limit:,}-byte limit")
+    return data, text, top_k
+
+
+async def _json(request: Request, model: type[BaseModel]):
+    from pydantic import ValidationError
+
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "body: send multipart/form-data (image, text) or a JSON object") from None
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise HTTPException(422, f"{field}: {first['msg']}") from None
+
+
+def _explain_png(classifier: Classifier, image: bytes, text: str) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    from ..commands.explain import explain, plot
+
+    report = explain(classifier, image, text)
+    with tempfile.TemporaryDirectory() as tmp:
+        return plot(report, Path(tmp) / "explain.png").read_bytes()

@@ -1,0 +1,151 @@
+"""mitp serve: the endpoints, errors that name the field, batching under load, and faults that must not
+take the server down. Everything runs against 127.0.0.1 with bounded loops."""
+
+import base64
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mitp import Classifier
+from mitp.app.cli import main
+from mitp.app.serve import create_app, running
+from mitp.synthetic import write_toy_dataset
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def classifier(toy, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "mitp"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
+                 "--out", str(run)]) == 0
+    return Classifier.from_pretrained(run)
+
+
+@pytest.fixture(scope="module")
+def server(classifier):
+    app = create_app(classifier, max_batch=16, max_wait_ms=20, max_upload_mb=1)
+    with running(app) as url:
+        yield url, app
+
+
+def image_bytes(toy, i=0) -> bytes:
+    return (toy / "images" / f"test-{i:04d}.png").read_bytes()
+
+
+def test_health_labels_and_openapi(server, classifier):
+    url, _ = server
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["method"] == "mitp" and health["explain"] is True
+    assert httpx.get(f"{url}/labels").json() == {"task": "single_label", "labels": list(classifier.labels.labels)}
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/predict", "/predict/batch", "/health", "/labels", "/explain"} <= set(paths)
+
+
+def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy):
+    url, _ = server
+    expected = classifier.predict([image_bytes(toy, 2)], ["apple amber"], top_k=3)[0]
+    multipart = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy, 2), "image/png")},
+                           data={"text": "apple amber", "top_k": "3"})
+    assert multipart.status_code == 200 and multipart.json()["predictions"] == expected
+    as_json = httpx.post(f"{url}/predict", json={"image": base64.b64encode(image_bytes(toy, 2)).decode(),
+                                                 "text": "apple amber", "top_k": 3})
+    assert as_json.json()["predictions"] == expected
+    batch = httpx.post(f"{url}/predict/batch", json={"items": [
+        {"image": base64.b64encode(image_bytes(toy, i)).decode(), "text": "berry"} for i in range(3)], "top_k": 2})
+    assert batch.json()["predictions"] == classifier.predict([image_bytes(toy, i) for i in range(3)], ["berry"] * 3,
+                                                             top_k=2)
+
+
+@pytest.mark.parametrize("request_kwargs, status, field", [
+    ({"files": {"image": ("x.png", b"garbage", "image/png")}, "data": {"text": "x"}}, 400, "image"),
+    ({"data": {"text": "x"}, "files": {"other": ("x", b"1")}}, 422, "image"),
+    ({"files": {"image": ("x.png", b"", "image/png")}}, 422, "text"),
+    ({"json": {"image": "%%%", "text": "x"}}, 400, "image"),
+    ({"json": {"text": "x"}}, 422, "image"),
+    ({"json": {"image": "aGk=", "text": "x", "top_k": 0}}, 422, "top_k"),
+    ({"content": b"not json", "headers": {"content-type": "application/json"}}, 400, "body"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(server, toy, request_kwargs, status, field):
+    url, _ = server
+    reply = httpx.post(f"{url}/predict", **request_kwargs)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["detail"].startswith(f"{field}:")
+
+
+def test_an_empty_text_in_a_batch_names_its_item(server, toy):
+    url, _ = server
+    item = {"image": base64.b64encode(image_bytes(toy)).decode(), "text": "ok"}
+    reply = httpx.post(f"{url}/predict/batch", json={"items": [item, {**item, "text": " "}]})
+    assert reply.status_code == 400 and reply.json()["detail"].startswith("items[1].text:")
+
+
+def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(server, classifier, toy):
+    url, app = server
+    texts = ["apple amber", "berry", "cherry", "date", "elder"]
+    images = [image_bytes(toy, i) for i in range(5)]
+    expected = {(i, t): classifier.predict([images[i]], [texts[t]], top_k=2)[0] for i in range(5) for t in range(5)}
+    before = app.state.batcher.stats.batches
+
+    def one(n: int):
+        i, t = n % 5, (n // 5) % 5
+        with httpx.Client(timeout=60) as client:
+            reply = client.post(f"{url}/predict", files={"image": ("x.png", images[i], "image/png")},
+                                data={"text": texts[t], "top_k": "2"})
+        return (i, t), reply.status_code, reply.json().get("predictions")
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(one, range(500)))
+    assert all(status == 200 for _, status, _ in answers)
+    for key, _, predictions in answers:
+        assert [p["label"] for p in predictions] == [p["label"] for p in expected[key]]
+        assert [p["score"] for p in predictions] == pytest.approx([p["score"] for p in expected[key]], abs=1e-5)
+    batches = app.state.batcher.stats.batches - before
+    assert batches < 500 and app.state.batcher.stats.largest > 1, "concurrent requests share batches"
+
+
+def test_faults_do_not_take_the_server_down(server, toy):
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    # a client that disconnects in the middle of an upload
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                    b"Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"; "
+                    b"filename=\"x.png\"\r\n\r\n" + b"\x89PNG" * 100)
+    # a 50 MB upload (the limit is 1 MB here) and a corrupt image
+    big = httpx.post(f"{url}/predict", files={"image": ("big.png", b"0" * (50 * 2**20), "image/png")},
+                     data={"text": "x"}, timeout=60)
+    assert big.status_code == 413
+    corrupt = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy)[:50], "image/png")},
+                         data={"text": "x"})
+    assert corrupt.status_code == 400 and corrupt.json()["detail"].startswith("image:")
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    ok = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy), "image/png")}, data={"text": "x"})
+    assert ok.status_code == 200
+
+
+def test_explain_returns_the_figure(server, toy):
+    url, _ = server
+    reply = httpx.post(f"{url}/explain", files={"image": ("x.png", image_bytes(toy), "image/png")},
+                       data={"text": "apple amber"})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    assert reply.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_page_is_served(server):
+    url, _ = server
+    page = httpx.get(url)
+    assert page.status_code == 200 and '<input id="image"' in page.text and "/predict" in page.text
+
+
+def test_serve_command_refuses_bad_settings(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+    assert "--max-batch must be >= 1" in capsys.readouterr().err
