@@ -97,3 +97,15 @@ def test_target_checks_are_stated_as_facts():
 def test_errors_exit_2_and_name_the_problem(capsys, args, message):
     assert main(["bench", *FAST, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
+    out = tmp_path / "serve.json"
+    assert main(["bench", "--serve", "--backbone", "tiny-clip", "--methods", "late_fusion", "--requests", "40",
+                 "--clients", "8", "--num-classes", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["mode"] for r in rows] == ["batched", "unbatched"]
+    batched, unbatched = rows
+    assert unbatched["largest_batch"] == 1 and unbatched["batches"] == 40  # one request per batch
+    assert batched["batches"] <= 40 and batched["p99_ms"] >= batched["p50_ms"]
+    assert "batched / unbatched throughput" in capsys.readouterr().out

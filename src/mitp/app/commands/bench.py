@@ -33,6 +33,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, metavar="N",
                    help="instead: epoch time with and without the frozen-prefix cache, N epochs, for each method")
     p.add_argument("--samples", type=int, default=64, help="with --epochs: generated training samples (default: 64)")
+    p.add_argument("--serve", action="store_true",
+                   help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
+    p.add_argument("--requests", type=int, default=200, help="with --serve: requests per mode (default: 200)")
+    p.add_argument("--clients", type=int, default=16, help="with --serve: concurrent clients (default: 16)")
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)
@@ -59,6 +63,8 @@ def run(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.epochs is not None:
         return run_epochs(args, methods)
+    if args.serve:
+        return run_serve(args, methods)
     settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
                              steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
                              device=args.device, threads=args.threads, num_classes=args.num_classes)
@@ -101,4 +107,22 @@ def run_epochs(args, methods) -> int:
         print(render(result), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def run_serve(args, methods) -> int:
+    """``--serve``: `mitp serve` under concurrent load, with request batching and without."""
+    from mitp.methods import get_method
+
+    from ..bench.serving import render, serve_benchmark
+    from ..cli import UserError
+
+    get_method(methods[0])
+    if args.requests < 1 or args.clients < 1:
+        raise UserError("--requests and --clients must be >= 1")
+    rows = serve_benchmark(args.backbone, methods[0], requests=args.requests, clients=args.clients,
+                           num_classes=args.num_classes)
+    print(render(rows), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
