@@ -53,7 +53,7 @@ def test_training_logs_gradients_gates_prompts_and_hub_entropy(mitp_run):
     assert 0 <= last["hub/similarity_entropy/step0"] <= 1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(mitp_run / "tensorboard")).Reload()
+    events = EventAccumulator(str(mitp_run / "tensorboard" / "mitp")).Reload()
     assert "diagnostics/gate/text/step0" in events.Tags()["scalars"]
 
 
@@ -79,3 +79,34 @@ def test_explain_refuses_a_method_without_prompts(toy, tmp_path, capsys):
                  "--out", str(run), "--set", "train.epochs=1"]) == 0
     assert main(["explain", str(run), "--image", str(toy / "images" / "test-0000.png"), "--text", "x"]) == 2
     assert "inserts no prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tracker, made", [("tensorboard", "tensorboard/mitp"), ("mlflow", "mlruns"),
+                                            ("wandb", "wandb"), ("none", None)])
+def test_experiment_trackers_work_offline_inside_the_run(toy, tmp_path, monkeypatch, tracker, made):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network: wandb writes its files and syncs later
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(run),
+                 "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2",
+                 "--set", f"train.log_with={tracker}"]) == 0
+    written = {p.name for p in run.iterdir()}
+    others = {"tensorboard", "mlruns", "wandb"} - ({made.split("/")[0]} if made else set())
+    assert not written & others, f"{tracker} wrote another tracker's files"
+    if made is None:
+        return
+    files = [p for p in (run / made).rglob("*") if p.is_file()]
+    assert files, f"{tracker} wrote nothing under {made}"
+    if tracker == "mlflow":  # the logged metrics are there, by name
+        assert any(p.parent.name == "metrics" and p.name == "val" for p in run.rglob("val")) or \
+            any("diagnostics" in str(p) for p in files)
+
+
+def test_a_tracker_that_is_not_installed_is_named(toy, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aim" else real(name, *a))
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(tmp_path / "r"),
+                 "--set", "train.log_with=aim"]) == 2
+    assert "train.log_with: aim needs the 'aim' package: pip install aim" in capsys.readouterr().err

@@ -62,6 +62,9 @@ class TrainConfig(ValidatedConfig):
                                           "(~/.cache/mitp/prefix)")
     log_every_steps: int = setting(10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) "
                                        "every n steps")
+    log_with: Literal["tensorboard", "wandb", "mlflow", "aim", "none"] = setting(
+        "tensorboard", "experiment tracker, through Accelerate, its files in the run directory (wandb offline: "
+                       "WANDB_MODE=offline)")
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):

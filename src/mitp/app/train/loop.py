@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,13 +62,27 @@ class LoopPosition:
         return cls(**state)
 
 
+def tracker_config(config: RunConfig) -> dict:
+    """The resolved run config as flat scalars (``train.lr``), what every tracker can store."""
+    def flatten(data: dict, prefix: str = "") -> dict:
+        flat = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        return flat
+
+    return flatten(config.to_dict())
+
+
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, console=None):
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.console = console
         config = config.for_method(config.method)  # its methods.<name> keys (model and train) merged in
-        self.accelerator = make_accelerator(config)
+        self.accelerator = make_accelerator(config, self.run_dir)
         self.main = self.accelerator.is_main_process
         self.parts = build_run(config)
         self.config = self.parts.config
@@ -95,16 +110,16 @@ class Trainer:
         loaders = self._prepare()
         position = self._resume() if self.resume else LoopPosition()
         acc.wait_for_everyone()
-        log, writer = MetricsLog(self.run_dir / "metrics.jsonl"), self._tensorboard()
+        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self._start_tracking()
         started = time.perf_counter() - position.train_seconds
         for epoch in range(position.epoch, t.epochs):
             epoch_started = time.perf_counter()
-            self._train_epoch(epoch, position, loaders["train"], log, writer, started)
-            self._end_epoch(epoch, position, loaders["val"], log, writer, started,
+            self._train_epoch(epoch, position, loaders["train"], log, started)
+            self._end_epoch(epoch, position, loaders["val"], log, started,
                             epoch_seconds=time.perf_counter() - epoch_started, final=epoch == t.epochs - 1)
         results = self._final(loaders, position, time.perf_counter() - started)
-        if writer:
-            writer.close()
+        acc.end_training()
         return results
 
     def _prepare(self) -> dict:
@@ -136,7 +151,7 @@ class Trainer:
                   f"step {position.step}")
         return position
 
-    def _train_epoch(self, epoch: int, position: LoopPosition, train_loader, log, writer, started: float) -> None:
+    def _train_epoch(self, epoch: int, position: LoopPosition, train_loader, log, started: float) -> None:
         acc, t = self.accelerator, self.config.train
         self.model.train()
         epoch_loader = self.cache.loader("train", train_loader)
@@ -167,7 +182,7 @@ class Trainer:
                 if acc.sync_gradients:
                     position.step += 1
                     if grad_norms:
-                        self._log_diagnostics(log, writer, epoch, position.step, loss.item(),
+                        self._log_diagnostics(log, epoch, position.step, loss.item(),
                                               {**grad_norms, **self.unwrapped.diagnostics()})
                     if t.checkpoint_every_steps and position.step % t.checkpoint_every_steps == 0:
                         position.train_seconds = time.perf_counter() - started
@@ -178,7 +193,7 @@ class Trainer:
             raise EmptySplit(None, None, "train: every sample of the first epoch was skipped as bad "
                                          "(on_bad_sample: skip); nothing to train on")
 
-    def _end_epoch(self, epoch: int, position: LoopPosition, val_loader, log, writer, started: float,
+    def _end_epoch(self, epoch: int, position: LoopPosition, val_loader, log, started: float,
                    epoch_seconds: float, final: bool) -> None:
         """Log the epoch, evaluate on val when due, keep the best checkpoint, save the last one."""
         acc, t = self.accelerator, self.config.train
@@ -202,10 +217,9 @@ class Trainer:
         if self.main:
             for record in records:
                 log.append(record)
-                if writer:
-                    for name, value in record["metrics"].items():
-                        writer.add_scalar(f"{record['split']}/{name}", value, epoch + 1)
-                    writer.add_scalar(f"{record['split']}/epoch_loss", record["loss"], epoch + 1)
+        for record in records:  # the experiment tracker (TensorBoard by default); per epoch
+            self.accelerator.log({**{f"{record['split']}/{name}": value for name, value in record["metrics"].items()},
+                                  f"{record['split']}/epoch_loss": record["loss"]}, step=epoch + 1)
         if improved:
             self._save("best")
         position.epoch, position.batch, position.loss_sum, position.samples, position.skipped = epoch + 1, 0, 0.0, 0, 0
@@ -264,16 +278,13 @@ class Trainer:
         if self.main and self.console is not None:
             self.console.print(message)
 
-    def _log_diagnostics(self, log, writer, epoch: int, step: int, loss: float, values: dict) -> None:
-        """Per-part gradient norms and the method's own scalars, to metrics.jsonl and TensorBoard."""
+    def _log_diagnostics(self, log, epoch: int, step: int, loss: float, values: dict) -> None:
+        """Per-part gradient norms and the method's own scalars, to metrics.jsonl and the tracker."""
         lr = self.scheduler.get_last_lr()[0]
         log.append({"epoch": epoch + 1, "step": step, "split": "diagnostics", "metrics": values, "loss": loss,
                     "lr": lr})
-        if writer:
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", lr, step)
-            for name, value in values.items():
-                writer.add_scalar(f"diagnostics/{name}", value, step)
+        self.accelerator.log({"train/loss": loss, "train/lr": lr,
+                              **{f"diagnostics/{name}": value for name, value in values.items()}}, step=step)
 
     def _save(self, name: str, state: dict | None = None) -> None:
         self.cache.flush()
@@ -289,15 +300,23 @@ class Trainer:
                  "rng": rng_state(), "position": dataclasses.asdict(position)}
         self._save("last", state)
 
-    def _tensorboard(self):
-        if not self.main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
-            self._log("tensorboard not importable: no TensorBoard logs for this run")
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
+    def _start_tracking(self) -> None:
+        """The experiment tracker of ``train.log_with`` through Accelerate (its files in the run directory)."""
+        kind = self.config.train.log_with
+        if kind == "none":
+            return
+        init_kwargs = {}
+        if kind == "wandb":  # offline with WANDB_MODE=offline; files next to the run's
+            init_kwargs["wandb"] = {"dir": str(self.run_dir), "name": self.run_dir.name}
+        if kind == "mlflow" and "MLFLOW_TRACKING_URI" not in os.environ:  # a local store inside the run
+            import mlflow
+
+            (self.run_dir / "mlruns").mkdir(parents=True, exist_ok=True)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 asks before a file store
+            mlflow.set_tracking_uri((self.run_dir / "mlruns").resolve().as_uri())
+        if kind == "mlflow":
+            init_kwargs["mlflow"] = {"run_name": self.run_dir.name}
+        self.accelerator.init_trackers("mitp", config=tracker_config(self.config), init_kwargs=init_kwargs)
 
     def _progress(self, total: int, done: int, epoch: int):
         from .progress import epoch_progress

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 import resource
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
@@ -21,14 +22,26 @@ from mitp.methods import build_model
 from .config import RunConfig, resolve_method_config, resolved
 
 
-def make_accelerator(config: RunConfig) -> Accelerator:
+# Where each tracker keeps its files inside the run directory.
+TRACKER_DIRS = {"tensorboard": "tensorboard", "mlflow": "mlruns", "aim": "aim", "wandb": "wandb"}
+
+
+def make_accelerator(config: RunConfig, run_dir: Path | None = None) -> Accelerator:
     precision = config.train.mixed_precision
     if precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.mixed_precision", "fp16 needs a CUDA device; use bf16 or no on CPU")
     # Accelerate only runs multi-process CPU training (gloo) when told it is on the CPU.
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    kind = config.train.log_with
+    package = {"mlflow": "mlflow-skinny", "tensorboard": "tensorboard"}.get(kind, kind)
+    if kind != "none" and importlib.util.find_spec("mlflow" if kind == "mlflow" else kind) is None:
+        raise ConfigError("train.log_with", f"{kind} needs the {package!r} package: pip install {package}")
+    project = None
+    if run_dir is not None and kind != "none":
+        project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / TRACKER_DIRS[kind]))
     return Accelerator(cpu=on_cpu, mixed_precision=precision, gradient_accumulation_steps=config.train.grad_accum_steps,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       log_with=None if kind == "none" or run_dir is None else kind, project_config=project)
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str):
