@@ -76,26 +76,20 @@ def _output_path(args):
 def run(args) -> int:
     import tempfile
 
-    import torch
-
-    from mitp.classifier import scores_to_predictions
-    from mitp.data.dataset import pad_token_ids
-    from mitp.data.images import open_rgb
+    from mitp.classifier import Classifier, InputError
+    from mitp.data.errors import CorruptImage, MissingImage
 
     from ..cli import UserError
-    from ..train.inference import load_run
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     out_path = _output_path(args)
-    loaded = load_run(args.run_dir)
-    config, model = loaded.config, loaded.model
-    if args.top_k > loaded.labels.num_classes and model.config.task == "single_label":
-        print(f"note: --top-k {args.top_k} is more than the {loaded.labels.num_classes} classes; showing all",
+    classifier = Classifier.from_pretrained(args.run_dir)
+    if args.top_k > classifier.labels.num_classes and classifier.labels.task == "single_label":
+        print(f"note: --top-k {args.top_k} is more than the {classifier.labels.num_classes} classes; showing all",
               file=sys.stderr)
-    pre = config.preprocessor(loaded.backbone)
     # Written to a temporary file next to the target and renamed at the end: a failed predict
     # leaves an existing output untouched.
     if out_path:
@@ -104,15 +98,16 @@ def run(args) -> int:
     else:
         out = sys.stdout
 
+    def prepare(sample_id, image, text, manifest, line):
+        try:
+            return classifier.prepare(image, text)
+        except InputError as err:  # named at the manifest line that gave the image
+            error = MissingImage if "no image file" in str(err) else CorruptImage
+            raise error(manifest, line, f"{err} (id {sample_id!r})") from err
+
     def flush(chunk):
-        input_ids, mask = pad_token_ids([pre.text(text) for _, _, text, _, _ in chunk], pre.pad_token_id)
-        pixels = torch.stack([torch.from_numpy(pre.image(open_rgb(image, manifest, line, sample_id)))
-                              for sample_id, image, _, manifest, line in chunk])
-        with torch.no_grad():
-            logits = model(pixel_values=pixels, input_ids=input_ids, attention_mask=mask).logits
-        rows = scores_to_predictions(logits, loaded.labels.labels, model.config.task, args.top_k,
-                                     config.eval.threshold)
-        for (sample_id, *_), predictions in zip(chunk, rows):
+        logits = classifier.logits([prepare(*pair) for pair in chunk])
+        for (sample_id, *_), predictions in zip(chunk, classifier.to_predictions(logits, args.top_k)):
             out.write(json.dumps({"id": sample_id, "predictions": predictions}) + "\n")
 
     from rich.console import Console

@@ -1,4 +1,8 @@
-"""Loading a finished run's best checkpoint for evaluation and prediction."""
+"""Loading a finished run for evaluation: its resolved config and the best checkpoint.
+
+The checkpoint is loaded by the library's :class:`~mitp.classifier.Classifier` (the one path that
+rebuilds a method from a run or an export); this adds the run's resolved config.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ from pathlib import Path
 
 import torch
 
-from mitp.backbones import build_backbone
-from mitp.checkpoint import load_checkpoint
 from mitp.configuration import ConfigError
+
 from .config import RunConfig, load_run_config
-from .rundir import checkpoint_dir
 
 
 @dataclass
@@ -23,26 +25,20 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
-    """The run's resolved config and its best checkpoint on a freshly built backbone."""
-    from mitp.data.manifest import read_labels
+    """The run's resolved config (``data`` replaced if given) and its best checkpoint on a fresh backbone."""
+    from mitp.checkpoint import CheckpointError
+    from mitp.classifier import Classifier
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no config.yaml)")
     config = load_run_config(run_dir / "config.yaml")
-    trained_on = config.data  # the run's own labels come from here when it has no labels.json copy
     if data is not None:
         config = replace(config, data=str(data))
-    best = checkpoint_dir(run_dir, "best")
-    if not (best / "trainable.safetensors").is_file():
-        raise ConfigError("RUN_DIR", f"{run_dir}: no best checkpoint yet (training has not evaluated)")
-    backbone = build_backbone(config.backbone)
-    model = load_checkpoint(best, backbone).eval()
-    labels = read_labels(run_dir if (run_dir / "labels.json").is_file() else trained_on)
-    if labels.task != model.config.task:
-        raise ConfigError("data", f"the run's labels.json says {labels.task} but the model was trained for "
-                                  f"{model.config.task}")
-    if labels.num_classes != model.config.num_classes:
-        raise ConfigError("data", f"labels.json has {labels.num_classes} labels but the model has "
-                                  f"{model.config.num_classes} outputs")
-    return LoadedRun(config, backbone, model, labels)
+    try:
+        classifier = Classifier.from_pretrained(run_dir)
+    except CheckpointError as err:
+        if "no best checkpoint" in str(err):
+            raise ConfigError("RUN_DIR", str(err)) from err
+        raise
+    return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels)
