@@ -49,10 +49,12 @@ def test_a_failed_predict_leaves_an_existing_output_untouched(run, toy, tmp_path
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".predict")] == []
 
 
-def test_missing_output_directories_are_created(run, toy, tmp_path):
+def test_missing_output_directories_are_created_and_throughput_is_reported(run, toy, tmp_path, capsys):
     out = tmp_path / "a" / "b" / "predictions.jsonl"
     assert main(["predict", str(run), "--manifest", str(manifest_copy(toy, tmp_path)), "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 16
+    err = capsys.readouterr().err
+    assert "predicted 16 samples in" in err and "samples/s, batch 32" in err
 
 
 @pytest.mark.parametrize("k", ["0", "-2"])

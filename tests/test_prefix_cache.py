@@ -112,3 +112,29 @@ def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
 
     for store in (tmp_path / "two-cache").iterdir():  # every row filled, by one process or the other
         assert np.load(store / "filled.npy").all()
+
+
+def test_the_disk_guard_refuses_a_cache_that_would_not_fit(toy, tmp_path, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from mitp.configuration import ConfigError
+
+    config = load_run_config(CONFIG, [f"data={toy}", "train.cache_prefix=true", f"train.cache_dir={tmp_path / 'c'}",
+                                      "train.epochs=1"])
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: Usage(10**9, 10**9, 10 * 2**20))  # 10 MB free
+    with pytest.raises(ConfigError, match=r"would need .* GB under .* only 0.01 GB are free.*image_size") as err:
+        Trainer(config, tmp_path / "run")
+    assert err.value.key == "train.cache_prefix"
+    assert not (tmp_path / "c").exists(), "nothing was written"
+    monkeypatch.undo()
+
+    trainer = Trainer(config, tmp_path / "run")  # enough room: the stores are made; their estimate is exact
+    from mitp.app.prefix_cache import plan_store
+
+    for split, store in trainer.cache.stores.items():
+        plan = plan_store(tmp_path / "c", trainer.parts.datasets[split], trainer.parts.backbone,
+                          trainer.parts.model.frozen_prefix())
+        on_disk = sum(f.stat().st_size for f in store.directory.glob("*.npy"))
+        assert plan.size_bytes <= on_disk <= plan.size_bytes + 6 * 128  # .npy headers

@@ -227,3 +227,32 @@ def test_image_size_override_trains_and_predicts(toy, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["predictions"]
     assert main(train_args(toy, tmp_path / "bad", "--set", "train.image_size=4")) == 2
     assert "image_size must be >= 14" in capsys.readouterr().err
+
+
+def test_compiled_logits_equal_eager_ones(tiny_clip):
+    """The dynamo path (graph capture, guards, dynamic text length) on the aot_eager backend; the trainer
+    uses the same helper with inductor (`train.compile`), whose code generation is torch's own."""
+    import torch
+
+    from mitp.app.train.setup import compile_model
+    from mitp.methods import build_model, make_config
+
+    model = build_model(make_config("mitp", num_classes=3, num_steps=2), tiny_clip).eval()
+    with torch.no_grad():
+        model.text_gates.fill_(0.5)
+        model.vision_gates.fill_(0.5)
+        batches = [tiny_clip.random_batch(4, n, torch.Generator().manual_seed(n)) for n in (10, 12)]
+        eager = [model(**b).logits for b in batches]
+        compile_model(model, backend="aot_eager")
+        compiled = [model(**b).logits for b in batches]
+    for e, c in zip(eager, compiled):
+        assert torch.allclose(e, c, atol=1e-5)
+
+
+def test_train_compile_compiles_the_model(toy, tmp_path, monkeypatch):
+    from mitp.app.train import loop
+
+    compiled = []
+    monkeypatch.setattr(loop, "compile_model", lambda model: compiled.append(type(model).__name__) or model)
+    assert main(train_args(toy, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.compile=true")) == 0
+    assert compiled == ["MITP"]

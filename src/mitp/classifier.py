@@ -142,7 +142,7 @@ class Classifier:
         """One pair as model inputs ``(pixels, token ids)``; InputError names a bad field."""
         return self._pixels(image, image_field), self._tokens(text, text_field)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logits(self, pairs: list) -> torch.Tensor:
         """Logits (on the CPU) for prepared pairs, as one batch."""
         input_ids, mask = pad_token_ids([tokens for _, tokens in pairs], self.preprocessor.pad_token_id)

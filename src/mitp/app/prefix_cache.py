@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,16 +130,63 @@ class PrefixStore:
         return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
 
 
-def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
-    """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
+@dataclass(frozen=True)
+class StorePlan:
+    """Where one split's store lives and its shapes, known before anything is written."""
+
+    directory: Path
+    ids: list
+    text_shape: tuple[int, int]
+    vision_shape: tuple[int, int]
+
+    @property
+    def size_bytes(self) -> int:
+        """What the store occupies when full: fp16 states, masks, pooling positions, flags."""
+        (length, d_t), (tokens, d_v) = self.text_shape, self.vision_shape
+        return len(self.ids) * (2 * length * d_t + length + 8 + 2 * tokens * d_v + 2)
+
+    def bytes_to_write(self) -> int:
+        """What filling it still adds to the disk (a store already on disk counts what it holds)."""
+        held = sum(f.stat().st_blocks * 512 for f in self.directory.glob("*.npy")) if self.directory.is_dir() else 0
+        return max(0, self.size_bytes - held)
+
+
+def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StorePlan:
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
     key = cache_key(manifest, backbone, depths, pre.description + repr(pre.image_transform), pre.max_length)
     t = pre.image_transform
     height, width = t.crop or t.resize_to or (backbone.image_size, backbone.image_size)
     tokens = _vision_tokens(backbone, height, width)
-    return PrefixStore(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
-                       (tokens, backbone.vision.width))
+    return StorePlan(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
+                     (tokens, backbone.vision.width))
+
+
+def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
+    """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
+    plan = plan_store(root, dataset, backbone, depths)
+    return PrefixStore(plan.directory, plan.ids, plan.text_shape, plan.vision_shape)
+
+
+DISK_MARGIN = 0.1          # keep this fraction of the store's size free on top of it
+DISK_RESERVE = 256 * 2**20  # and this much besides
+
+
+def check_disk(root: Path, needed: int, depths: tuple[int, int], free: int | None = None) -> None:
+    """Refuse, before writing anything, a cache that would not fit the free disk (with a margin)."""
+    from mitp.configuration import ConfigError
+
+    if free is None:
+        where = Path(root)
+        while not where.exists():
+            where = where.parent
+        free = shutil.disk_usage(where).free
+    if needed * (1 + DISK_MARGIN) + DISK_RESERVE > free:
+        raise ConfigError("train.cache_prefix", f"the prefix cache would need {needed / 2**30:.2f} GB under {root} "
+                                                f"but only {free / 2**30:.2f} GB are free (with a margin). Ways out: a "
+                                                f"smaller train.image_size, a deeper first interaction layer (the "
+                                                f"prefix ends at text layer {depths[0]}, vision layer {depths[1]}), "
+                                                "train.cache_dir on a larger disk, or train.cache_prefix: false")
 
 
 def _vision_tokens(backbone, height: int, width: int) -> int:
@@ -197,9 +245,12 @@ class PrefixCache:
             log(f"train.cache_prefix: {config.method} trains its whole backbone; nothing to cache")
         elif config.train.cache_prefix:
             root = Path(config.train.cache_dir) if config.train.cache_dir else default_root()
+            plans = {split: plan_store(root, ds, parts.backbone, depths) for split, ds in parts.datasets.items()}
+            check_disk(root, sum(plan.bytes_to_write() for plan in plans.values()), depths)
             # Processes share one store per split; the first creates the files, the others open them.
             with accelerator.main_process_first():
-                stores = {split: open_store(root, ds, parts.backbone, depths) for split, ds in parts.datasets.items()}
+                stores = {split: PrefixStore(p.directory, p.ids, p.text_shape, p.vision_shape)
+                          for split, p in plans.items()}
             size = sum(store.disk_bytes() for store in stores.values()) / 2**20
             log(f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB when full, "
                 f"under {root}; safe to delete at any time")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def add_parser(subparsers) -> None:
@@ -114,6 +115,7 @@ def run(args) -> int:
     from rich.progress import Progress
 
     # A progress bar on stderr for manifests written to a file (stdout stays pure JSON lines).
+    started, done = time.perf_counter(), 0
     with Progress(console=Console(stderr=True), disable=not (args.manifest and args.out)) as progress:
         task = progress.add_task("predicting", total=None)
         try:
@@ -123,10 +125,12 @@ def run(args) -> int:
                 if len(chunk) == args.batch_size:
                     flush(chunk)
                     progress.advance(task, len(chunk))
+                    done += len(chunk)
                     chunk = []
             if chunk:
                 flush(chunk)
                 progress.advance(task, len(chunk))
+                done += len(chunk)
         except BaseException:
             if out is not sys.stdout:
                 out.close()
@@ -135,4 +139,8 @@ def run(args) -> int:
     if out is not sys.stdout:
         out.close()
         os.replace(tmp_path, out_path)
+    if args.manifest:
+        seconds = time.perf_counter() - started
+        print(f"predicted {done} samples in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} samples/s, batch "
+              f"{args.batch_size})", file=sys.stderr)
     return 0

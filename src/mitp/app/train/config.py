@@ -58,6 +58,8 @@ class TrainConfig(ValidatedConfig):
     checkpoint_every_steps: int = setting(0, "also save the resumable checkpoint every n optimizer steps; 0: only "
                                              "at the end of every epoch")
     cache_prefix: bool = setting(False, "cache the frozen prefix's states on disk after the first pass")
+    compile: bool = setting(False, "torch.compile the model (inductor); minutes to compile on a CPU, see "
+                                   "docs/performance.md for what it gains")
     cache_dir: str | None = setting(None, "where the prefix cache lives; null: $MITP_CACHE/prefix "
                                           "(~/.cache/mitp/prefix)")
     log_every_steps: int = setting(10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) "

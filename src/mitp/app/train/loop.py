@@ -35,7 +35,8 @@ from ..prefix_cache import PrefixCache
 from .config import RunConfig
 from .evaluation import evaluate
 from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkpoint_dir
-from .setup import build_run, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state, set_rng_state
+from .setup import (build_run, compile_model, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state,
+                    set_rng_state)
 from .step import gradient_norms, train_step
 
 
@@ -125,6 +126,8 @@ class Trainer:
     def _prepare(self) -> dict:
         """Optimizer, schedule and loaders, wrapped by Accelerate."""
         acc, t, ds = self.accelerator, self.config.train, self.parts.datasets
+        if t.compile:
+            compile_model(self.parts.model)
         optimizer = make_optimizer(self.parts.model, t.lr, t.weight_decay, t.method_lr_scale)
         loaders = {split: make_dataloader(ds[split], size, shuffle=split == "train", seed=self.config.seed,
                                           num_workers=t.num_workers) for split, size in self.cache.batch_sizes.items()}

@@ -112,3 +112,9 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     set_seed(config.seed)  # model init is part of the seeded run
     model = build_model(method_config, backbone)
     return RunParts(resolved(config, method_config), backbone, datasets, model)
+
+
+def compile_model(model, backend: str = "inductor"):
+    """``torch.compile`` the model in place (shapes vary with text length: dynamic); returns it."""
+    model.compile(backend=backend, dynamic=True)
+    return model
