@@ -1,21 +1,34 @@
-"""mitp bench --epochs: epoch time with and without the frozen-prefix cache."""
+"""mitp bench --epochs: every method side by side in its best mode, ratios to full fine-tuning."""
+
+import json
 
 import pytest
 
-from mitp.app.bench.epochs import cache_epoch_benchmark, render
+from mitp.app.bench.epochs import epoch_benchmark, render
 from mitp.app.cli import main
 
 
-def test_cache_epoch_benchmark_reports_both_runs():
-    result = cache_epoch_benchmark("tiny-clip", "mitp", samples=16, batch_size=8, epochs=2, model={"num_steps": 3})
-    assert result["prefix_depths"] == [3, 4]  # text 3-5 interact; vision layers at the same relative depth
-    assert len(result["epoch_seconds_uncached"]) == len(result["epoch_seconds_cached"]) == 2
-    cached, uncached = result["epoch_seconds_cached"], result["epoch_seconds_uncached"]
-    assert result["ratio_cached_vs_uncached"] == pytest.approx(cached[-1] / uncached[-1])
-    assert result["cache_disk_mb"] > 0, "the cached run stored its prefix states"
-    assert "cached / uncached" in render(result)
+def test_epoch_benchmark_puts_methods_side_by_side_in_their_best_mode():
+    rows = epoch_benchmark("tiny-clip", ("late_fusion", "full_finetune"), samples=8, batch_size=4, epochs=2, rounds=2,
+                           progress=lambda message: None)
+    late, full = rows
+    assert late["mode"] == "prefix cache" and full["mode"].startswith("no cache")
+    assert late["epoch_s_min"] <= late["epoch_s"] <= late["epoch_s_max"]
+    assert late["step_ms"] == pytest.approx(1000 * late["epoch_s"] / 2)  # 8 samples / batch 4
+    assert late["ratio_epoch_vs_full"] == pytest.approx(round(late["epoch_s"] / full["epoch_s"], 3))
+    assert late["ratio_memory_vs_full"] == pytest.approx(round(late["peak_memory_mb"] / full["peak_memory_mb"], 3))
+    assert full["trainable_params"] > late["trainable_params"]
+    assert "| late_fusion | prefix cache |" in render(rows)
 
 
 def test_epochs_must_allow_a_cached_pass(capsys):
     assert main(["bench", "--epochs", "1", "--backbone", "tiny-clip", "--methods", "mitp"]) == 2
     assert "--epochs must be >= 2" in capsys.readouterr().err
+
+
+def test_bench_epochs_writes_json(tmp_path, capsys):
+    out = tmp_path / "epochs.json"
+    assert main(["bench", "--epochs", "2", "--backbone", "tiny-clip", "--methods", "mitp", "--samples", "8",
+                 "--batch-size", "4", "--rounds", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["method"] == "mitp" and row["mode"] == "prefix cache" and row["ratio_epoch_vs_full"] is None

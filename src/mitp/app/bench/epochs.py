@@ -1,71 +1,112 @@
-"""Epoch time with and without the frozen-prefix cache (``mitp bench --epochs N``).
+"""What a user pays per epoch (``mitp bench --epochs N``): every method side by side, each in its best mode.
 
-Trains the method twice on the same generated dataset, once plainly and once with
-``train.cache_prefix``; the first cached epoch fills the cache, later ones read it. The
-figure to read is the last epoch's time, cached over uncached.
+Every method trains ``epochs`` epochs on the same generated dataset, as a real ``mitp train`` in a
+fresh process (its peak memory is its own), with the frozen-prefix cache on where the method has
+a frozen prefix (full fine-tuning has none). Methods take turns, round after round, so drift of a
+shared machine hits them alike; the cache persists across rounds, so the last epoch of every
+round reads it. The figures are the last epoch's: wall and CPU time, per step, and the process's
+peak memory; inference is the test split's pass (prefix included) at the end of the run.
+Min / median / max over rounds make the noise visible in the table itself.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from ..train.rundir import MetricsLog
+import yaml
+
+REFERENCE = "full_finetune"
 
 
-def cache_epoch_benchmark(backbone: str, method: str = "mitp", samples: int = 64, batch_size: int = 8,
-                          epochs: int = 2, seed: int = 0, model: dict | None = None) -> dict:
+def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
+    """One `mitp train` in a fresh process; its last epoch's times, peak memory and inference speed."""
+    import os
+
+    config_path = run_dir.with_suffix(".yaml")
+    config_path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    done = subprocess.run([sys.executable, "-m", "mitp", "train", "--config", str(config_path), "--out", str(run_dir)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"mitp train failed for {config['method']}: {done.stderr.strip()[-2000:]}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = [r for r in records if r["split"] == "train"][-1]
+    results = json.loads((run_dir / "results.json").read_text())
+    return {"epoch_s": last["epoch_seconds"], "epoch_cpu_s": last["epoch_cpu_seconds"],
+            "peak_memory_mb": results["peak_memory_mb"], "trainable_params": results["trainable_params"],
+            "infer_samples_per_s": results["test_samples"] / max(results["test_seconds"], 1e-9)}
+
+
+def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, batch_size: int = 8, epochs: int = 2,
+                    rounds: int = 2, threads: int | None = None, compile: bool = False, seed: int = 0,
+                    model: dict | None = None, progress=print) -> list[dict]:
+    """One row per method: its last epoch (min / median / max over rounds) and ratios to full fine-tuning."""
     from mitp.backbones import build_backbone, is_builtin
+    from mitp.methods import build_model, make_config
     from mitp.synthetic import write_toy_dataset
 
-    from ..prefix_cache import default_root
-    from ..train.config import RunConfig
-    from ..train.loop import Trainer
-
     if epochs < 2:
-        raise ValueError("--epochs must be >= 2: the first cached epoch fills the cache")
-    image_size = build_backbone(backbone, device="meta" if is_builtin(backbone) else None).image_size
-    with tempfile.TemporaryDirectory(prefix="mitp-bench-cache-") as tmp:
+        raise ValueError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
+    meta = build_backbone(backbone, device="meta" if is_builtin(backbone) else None)
+    cached = {m: build_model(make_config(m, num_classes=2, **(model or {}).get(m, {})), meta).frozen_prefix()
+              is not None for m in methods}
+    figures: dict[str, list[dict]] = {m: [] for m in methods}
+    with tempfile.TemporaryDirectory(prefix="mitp-bench-epochs-") as tmp:
         tmp = Path(tmp)
         data = write_toy_dataset(tmp / "data", sizes=(samples, batch_size, batch_size), seed=seed,
-                                 image_size=image_size)
-        figures = {}
-        for cached in (False, True):
-            run_dir = tmp / ("cached" if cached else "plain")
-            run_dir.mkdir()
-            config = RunConfig.from_dict({
-                "data": str(data), "backbone": backbone, "method": method, "seed": seed, "model": model or {},
-                "train": {"epochs": epochs, "batch_size": batch_size, "warmup_ratio": 0.0,
-                          "cache_prefix": cached, "cache_dir": str(tmp / "cache")},
-                "eval": {"every_epochs": epochs}})
-            trainer = Trainer(config, run_dir)
-            depths = trainer.parts.model.frozen_prefix()
-            trainer.fit()
-            records = MetricsLog(run_dir / "metrics.jsonl").records()
-            figures[cached] = [r["epoch_seconds"] for r in records if r["split"] == "train"]
-        disk = sum(f.stat().st_size for f in (tmp / "cache").rglob("*") if f.is_file()) if (tmp / "cache").exists() \
-            else 0
-    uncached, cached = figures[False], figures[True]
-    return {
-        "method": method, "backbone": backbone, "batch_size": batch_size, "samples": samples, "epochs": epochs,
-        "prefix_depths": list(depths) if depths else None,
-        "epoch_seconds_uncached": uncached, "epoch_seconds_cached": cached,
-        "ratio_cached_vs_uncached": cached[-1] / uncached[-1] if uncached[-1] else None,
-        "cache_disk_mb": round(disk / 2**20, 2), "default_cache_root": str(default_root()),
-    }
+                                 image_size=meta.image_size)
+        for round_ in range(rounds):
+            for method in methods:
+                config = {"data": str(data), "backbone": backbone, "method": method, "seed": seed,
+                          "model": (model or {}).get(method, {}),
+                          "train": {"epochs": epochs, "batch_size": batch_size, "warmup_ratio": 0.0,
+                                    "cache_prefix": cached[method], "cache_dir": str(tmp / "cache"),
+                                    "compile": compile, "log_with": "none"},
+                          "eval": {"every_epochs": epochs}}
+                figures[method].append(_run(config, tmp / f"round{round_}-{method}", threads))
+                progress(f"round {round_ + 1}/{rounds}: {method} last epoch {figures[method][-1]['epoch_s']:.2f} s")
+    steps = math.ceil(samples / batch_size)
+    rows = []
+    for method in methods:
+        runs = figures[method]
+        epoch = [r["epoch_s"] for r in runs]
+        rows.append({"method": method, "mode": "prefix cache" if cached[method] else "no cache (trains the towers)",
+                     "trainable_params": runs[0]["trainable_params"],
+                     "epoch_s_min": min(epoch), "epoch_s": statistics.median(epoch), "epoch_s_max": max(epoch),
+                     "step_ms": 1000 * statistics.median(epoch) / steps,
+                     "epoch_cpu_s": statistics.median(r["epoch_cpu_s"] for r in runs),
+                     "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
+                     "infer_samples_per_s": statistics.median(r["infer_samples_per_s"] for r in runs),
+                     "backbone": backbone, "samples": samples, "batch_size": batch_size, "epochs": epochs,
+                     "rounds": rounds, "compile": compile})
+    reference = next((r for r in rows if r["method"] == REFERENCE), None)
+    for row in rows:
+        for key, of in (("ratio_epoch_vs_full", "epoch_s"), ("ratio_cpu_vs_full", "epoch_cpu_s"),
+                        ("ratio_memory_vs_full", "peak_memory_mb")):
+            row[key] = round(row[of] / reference[of], 3) if reference and reference[of] else None
+    return rows
 
 
-def render(result: dict) -> str:
-    depths = result["prefix_depths"]
-    where = f"text layers < {depths[0]}, vision layers < {depths[1]} cached" if depths else "nothing to cache"
-    lines = [
-        f"{result['method']} on {result['backbone']}, {result['samples']} samples, batch {result['batch_size']} "
-        f"({where}):",
-        "  epoch seconds without cache: " + ", ".join(f"{s:.2f}" for s in result["epoch_seconds_uncached"]),
-        "  epoch seconds with cache:    " + ", ".join(f"{s:.2f}" for s in result["epoch_seconds_cached"])
-        + "  (the first fills it)",
-    ]
-    if result["ratio_cached_vs_uncached"] is not None:
-        lines.append(f"  last epoch, cached / uncached = {result['ratio_cached_vs_uncached']:.2f}; cache on disk "
-                     f"{result['cache_disk_mb']:.1f} MB")
+def render(rows: list[dict]) -> str:
+    first = rows[0]
+    lines = [f"{first['backbone']}, {first['samples']} samples, batch {first['batch_size']}, last of {first['epochs']} "
+             f"epochs, {first['rounds']} rounds (min / median / max){', compiled' if first['compile'] else ''}:", "",
+             "| method | mode | epoch (s) | step (ms) | epoch CPU (s) | peak memory (MB) | inference (samples/s) | "
+             "epoch vs full | CPU vs full | memory vs full |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def ratio(value):
+        return "-" if value is None else f"{value:.2f}x"
+
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['mode']} | {r['epoch_s_min']:.2f} / {r['epoch_s']:.2f} / "
+                     f"{r['epoch_s_max']:.2f} | {r['step_ms']:.0f} | {r['epoch_cpu_s']:.2f} | {r['peak_memory_mb']:.0f} | "
+                     f"{r['infer_samples_per_s']:.1f} | {ratio(r['ratio_epoch_vs_full'])} | "
+                     f"{ratio(r['ratio_cpu_vs_full'])} | {ratio(r['ratio_memory_vs_full'])} |")
     return "\n".join(lines)

@@ -31,8 +31,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: every available core)")
     p.add_argument("--epochs", type=int, metavar="N",
-                   help="instead: epoch time with and without the frozen-prefix cache, N epochs, for each method")
-    p.add_argument("--samples", type=int, default=64, help="with --epochs: generated training samples (default: 64)")
+                   help="instead: what a user pays per epoch, every method side by side in its best mode (prefix "
+                        "cache on where there is a frozen prefix), N epochs, --rounds rounds")
+    p.add_argument("--samples", type=int, default=16, help="with --epochs: generated training samples (default: 16)")
+    p.add_argument("--compile", action="store_true", help="with --epochs: train.compile (torch.compile) the methods")
     p.add_argument("--serve", action="store_true",
                    help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
     p.add_argument("--requests", type=int, default=200, help="with --serve: requests per mode (default: 200)")
@@ -90,23 +92,26 @@ def run(args) -> int:
 
 
 def run_epochs(args, methods) -> int:
-    """``--epochs``: the frozen-prefix cache's effect on epoch time, one method after another."""
-    from ..bench.epochs import cache_epoch_benchmark, render
-    from ..cli import UserError
+    """``--epochs``: every method side by side in its best mode, round after round."""
     from mitp.methods import get_method
+
+    from ..bench.epochs import epoch_benchmark, render
+    from ..cli import UserError
 
     for method in methods:
         get_method(method)
     if args.epochs < 2:
-        raise UserError("--epochs must be >= 2: the first cached epoch only fills the cache")
-    results = []
-    for method in methods:
-        result = cache_epoch_benchmark(args.backbone, method, samples=args.samples, batch_size=args.batch_size,
-                                       epochs=args.epochs)
-        results.append(result)
-        print(render(result), flush=True)
+        raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
+    rows = epoch_benchmark(args.backbone, methods, samples=args.samples, batch_size=args.batch_size,
+                           epochs=args.epochs, rounds=args.rounds, threads=args.threads, compile=args.compile,
+                           progress=lambda message: print(message, file=sys.stderr, flush=True))
+    table = render(rows)
+    print(table, flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"# mitp bench --epochs\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
+                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
     return 0
 
 

@@ -115,10 +115,11 @@ class Trainer:
         self._start_tracking()
         started = time.perf_counter() - position.train_seconds
         for epoch in range(position.epoch, t.epochs):
-            epoch_started = time.perf_counter()
+            epoch_started, cpu_started = time.perf_counter(), time.process_time()
             self._train_epoch(epoch, position, loaders["train"], log, started)
             self._end_epoch(epoch, position, loaders["val"], log, started,
-                            epoch_seconds=time.perf_counter() - epoch_started, final=epoch == t.epochs - 1)
+                            epoch_seconds=(time.perf_counter() - epoch_started, time.process_time() - cpu_started),
+                            final=epoch == t.epochs - 1)
         results = self._final(loaders, position, time.perf_counter() - started)
         acc.end_training()
         return results
@@ -197,15 +198,17 @@ class Trainer:
                                          "(on_bad_sample: skip); nothing to train on")
 
     def _end_epoch(self, epoch: int, position: LoopPosition, val_loader, log, started: float,
-                   epoch_seconds: float, final: bool) -> None:
+                   epoch_seconds: tuple[float, float], final: bool) -> None:
         """Log the epoch, evaluate on val when due, keep the best checkpoint, save the last one."""
         acc, t = self.accelerator, self.config.train
         totals = acc.reduce(torch.tensor([position.loss_sum, float(position.samples)]), reduction="sum")
         train_loss = (totals[0] / totals[1].clamp_min(1)).item()
         lr = self.scheduler.get_last_lr()[0]
-        # epoch_seconds: the training pass alone (a resumed epoch counts from the resume)
+        # epoch_seconds (wall) and epoch_cpu_seconds (this process, all threads): the training pass alone
+        # (a resumed epoch counts from the resume)
         records = [{"epoch": epoch + 1, "step": position.step, "split": "train", "metrics": {}, "loss": train_loss,
-                    "lr": lr, "epoch_seconds": round(epoch_seconds, 3)}]
+                    "lr": lr, "epoch_seconds": round(epoch_seconds[0], 3),
+                    "epoch_cpu_seconds": round(epoch_seconds[1], 3)}]
         improved = False
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
             val = self._evaluate("val", val_loader)
@@ -232,7 +235,10 @@ class Trainer:
     def _final(self, loaders: dict, position: LoopPosition, train_seconds: float) -> dict:
         """The best checkpoint on val and test, and what the run cost."""
         load_trainable(self.unwrapped, checkpoint_dir(self.run_dir, "best") / "trainable.safetensors")
-        val, test = self._evaluate("val", loaders["val"]), self._evaluate("test", loaders["test"])
+        val = self._evaluate("val", loaders["val"])
+        test_started = time.perf_counter()
+        test = self._evaluate("test", loaders["test"])
+        test_seconds = time.perf_counter() - test_started
         breakdown = parameter_breakdown(self.unwrapped)
         memory, memory_kind = peak_memory_mb(self.accelerator.device)
         return {
@@ -241,6 +247,7 @@ class Trainer:
             "trainable_params": breakdown["trainable_params"], "total_params": breakdown["total_params"],
             "best_epoch": position.best_epoch, "val": val["metrics"], "test": test["metrics"],
             "val_loss": val["loss"], "test_loss": test["loss"], "test_samples": test["samples"],
+            "test_seconds": round(test_seconds, 3),  # inference over the test split, its prefix included
             "peak_memory_mb": round(memory, 1), "peak_memory_kind": memory_kind,
             "train_seconds": round(train_seconds, 2), "epochs": self.config.train.epochs,
             "seed": self.config.seed, "num_processes": self.accelerator.num_processes,
