@@ -109,3 +109,16 @@ def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
     assert unbatched["largest_batch"] == 1 and unbatched["batches"] == 40  # one request per batch
     assert batched["batches"] <= 40 and batched["p99_ms"] >= batched["p50_ms"]
     assert "batched / unbatched throughput" in capsys.readouterr().out
+
+
+def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["bench", "--profile", "--backbone", "tiny-clip", "--methods", "mitp,deep_prompts", "--steps", "1",
+                 "--warmup", "1", "--batch-size", "2", "--seq-len", "8", "--json", str(out)]) == 0
+    profiles = json.loads(out.read_text())
+    assert [p["method"] for p in profiles] == ["mitp", "deep_prompts"]
+    for p in profiles:
+        shares = [o["share"] for o in p["ops"]]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+        assert any("addmm" in o["op"] or "mm" in o["op"] for o in p["ops"]), "matrix products are among the top"
+    assert "self ms / step" in capsys.readouterr().out

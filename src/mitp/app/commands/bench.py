@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
                         "cache on where there is a frozen prefix), N epochs, --rounds rounds")
     p.add_argument("--samples", type=int, default=16, help="with --epochs: generated training samples (default: 16)")
     p.add_argument("--compile", action="store_true", help="with --epochs: train.compile (torch.compile) the methods")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: where a training step's CPU time goes, top operators per method (torch.profiler)")
     p.add_argument("--serve", action="store_true",
                    help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
     p.add_argument("--requests", type=int, default=200, help="with --serve: requests per mode (default: 200)")
@@ -67,6 +69,8 @@ def run(args) -> int:
         return run_epochs(args, methods)
     if args.serve:
         return run_serve(args, methods)
+    if args.profile:
+        return run_profile(args, methods)
     settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
                              steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
                              device=args.device, threads=args.threads, num_classes=args.num_classes)
@@ -130,4 +134,24 @@ def run_serve(args, methods) -> int:
     print(render(rows), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def run_profile(args, methods) -> int:
+    """``--profile``: the top operators of a training step, per method."""
+    import torch
+
+    from mitp.methods import get_method
+
+    from ..bench.profile import profile_step, render
+
+    for method in methods:
+        get_method(method)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profiles = [profile_step(args.backbone, method, batch_size=args.batch_size, seq_len=args.seq_len,
+                             steps=args.steps, warmup=args.warmup, num_classes=args.num_classes) for method in methods]
+    print(render(profiles), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(profiles, indent=2) + "\n")
     return 0
