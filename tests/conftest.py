@@ -31,3 +31,25 @@ def tiny_backbone(request, tiny_clip, tiny_pair):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory):
+    """A small generated dataset (32 / 16 / 16) that tests read but never change."""
+    from mitp.synthetic import write_toy_dataset
+
+    return write_toy_dataset(tmp_path_factory.mktemp("toy-shared"), sizes=(32, 16, 16))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(toy_dataset, tmp_path_factory):
+    """A finished MITP run on ``toy_dataset`` (configs/tiny.yaml, 2 epochs), shared read-only."""
+    from pathlib import Path
+
+    from mitp.app.cli import main
+
+    run = tmp_path_factory.mktemp("runs-shared") / "mitp"
+    config = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+    assert main(["train", "--config", str(config), "--set", f"data={toy_dataset}", "--set", "train.epochs=2",
+                 "--out", str(run)]) == 0
+    return run

@@ -11,22 +11,18 @@ from mitp import Classifier
 from mitp.app.cli import main
 from mitp.checkpoint import CheckpointError
 from mitp.classifier import InputError
-from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+def toy(toy_dataset):
+    return toy_dataset
 
 
 @pytest.fixture(scope="module")
-def run(toy, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "mitp"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=2",
-                 "--out", str(run)]) == 0
-    return run
+def run(tiny_run):
+    return tiny_run
 
 
 def test_predict_takes_paths_pil_images_and_bytes_and_matches_mitp_predict(run, toy, capsys):

@@ -6,22 +6,18 @@ from pathlib import Path
 import pytest
 
 from mitp.app.cli import main
-from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+def toy(toy_dataset):
+    return toy_dataset
 
 
 @pytest.fixture(scope="module")
-def run(toy, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-                 "--out", str(run)]) == 0
-    return run
+def run(tiny_run):
+    return tiny_run
 
 
 def manifest_copy(toy, tmp_path, extra_lines=b""):

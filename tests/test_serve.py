@@ -12,22 +12,18 @@ import pytest
 from mitp import Classifier
 from mitp.app.cli import main
 from mitp.app.serve import create_app, running
-from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
+def toy(toy_dataset):
+    return toy_dataset
 
 
 @pytest.fixture(scope="module")
-def classifier(toy, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "mitp"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-                 "--out", str(run)]) == 0
-    return Classifier.from_pretrained(run)
+def classifier(tiny_run):
+    return Classifier.from_pretrained(tiny_run)
 
 
 @pytest.fixture(scope="module")

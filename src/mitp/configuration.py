@@ -48,6 +48,17 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def flatten(data: dict, prefix: str = "") -> dict:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``: nested sections as dotted keys."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mitp.configuration import ConfigError, parse_value
+from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import get_method
 from .train.config import RunConfig, apply_overrides, load_run_config, resolve
 from .train.reports import write_json_atomic, write_text_atomic
@@ -118,19 +118,9 @@ def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[Gri
 
 
 # --- finished runs: reuse only what matches --------------------------------------------------
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(existing: RunConfig, wanted: RunConfig) -> list[str]:
     """``["train.lr: 0.001 in the run, 0.003 asked", ...]`` for every key whose value differs."""
-    have, want = _flatten(existing.to_dict()), _flatten(wanted.to_dict())
+    have, want = flatten(existing.to_dict()), flatten(wanted.to_dict())
     return [f"{key}: {have.get(key, '(unset)')!r} in the run, {want.get(key, '(unset)')!r} asked"
             for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
 

@@ -25,7 +25,7 @@ import torch
 from accelerate.utils import gather_object
 
 from mitp.checkpoint import CheckpointError, load_trainable
-from mitp.configuration import ConfigError
+from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
 from mitp.metrics import SELECTION_METRIC
@@ -65,16 +65,8 @@ class LoopPosition:
 
 def tracker_config(config: RunConfig) -> dict:
     """The resolved run config as flat scalars (``train.lr``), what every tracker can store."""
-    def flatten(data: dict, prefix: str = "") -> dict:
-        flat = {}
-        for key, value in data.items():
-            if isinstance(value, dict):
-                flat.update(flatten(value, f"{prefix}{key}."))
-            else:
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-        return flat
-
-    return flatten(config.to_dict())
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flatten(config.to_dict()).items()}
 
 
 class Trainer:
