@@ -80,12 +80,25 @@ def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
 def test_target_checks_are_stated_as_facts():
     rows = [{"method": "mitp", "train_step_ms": 30.0, "peak_memory_mb": 50.0},
             {"method": "pmf", "train_step_ms": 20.0, "peak_memory_mb": 40.0},
-            {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0}]
+            {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0},
+            {"method": "mitp[prompt_gate=false]", "train_step_ms": 28.0, "peak_memory_mb": 50.0}]
     assert target_checks(rows) == [
-        "mitp step / full_finetune step = 0.30 (target <= 0.4: met)",
-        "mitp peak memory / full_finetune peak memory = 0.50 (target <= 0.3: NOT met)",
+        "mitp step / full_finetune step = 0.30 (target <= 0.45: met)",
+        "mitp peak memory / full_finetune peak memory = 0.50 (target <= 0.27: NOT met)",
         "mitp step / pmf step = 1.50 (target <= 1.3: NOT met)",
+        "mitp step / mitp[prompt_gate=false] step = 1.07 (target <= 1.1: met)",
     ]
+
+
+def test_a_method_setting_is_a_row_of_its_own(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert main(["bench", *FAST, "--methods", "mitp,mitp[prompt_gate=false;num_steps=2]", "--rounds", "1",
+                 "--json", str(out)]) == 0
+    gated, ungated = json.loads(out.read_text())
+    assert ungated["method"] == "mitp[prompt_gate=false;num_steps=2]"
+    assert ungated["trainable_params"] < gated["trainable_params"]  # no gates, fewer steps
+    assert main(["bench", *FAST, "--methods", "mitp[prompt_gat=false]"]) == 2
+    assert "prompt_gat" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -45,7 +45,7 @@ def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
 
 def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, batch_size: int = 8, epochs: int = 2,
                     rounds: int = 2, threads: int | None = None, compile: bool = False, seed: int = 0,
-                    model: dict | None = None, progress=print) -> list[dict]:
+                    progress=print) -> list[dict]:
     """One row per method: its last epoch (min / median / max over rounds) and ratios to full fine-tuning."""
     from mitp.backbones import build_backbone, is_builtin
     from mitp.methods import build_model, make_config
@@ -53,9 +53,12 @@ def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, 
 
     if epochs < 2:
         raise ValueError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
+    from .settings import parse_method_spec
+
     meta = build_backbone(backbone, device="meta" if is_builtin(backbone) else None)
-    cached = {m: build_model(make_config(m, num_classes=2, **(model or {}).get(m, {})), meta).frozen_prefix()
-              is not None for m in methods}
+    specs = {m: parse_method_spec(m) for m in methods}  # "mitp[prompt_gate=false]": a setting as a row
+    cached = {m: build_model(make_config(name, num_classes=2, **overrides), meta).frozen_prefix() is not None
+              for m, (name, overrides) in specs.items()}
     figures: dict[str, list[dict]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory(prefix="mitp-bench-epochs-") as tmp:
         tmp = Path(tmp)
@@ -63,13 +66,14 @@ def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, 
                                  image_size=meta.image_size)
         for round_ in range(rounds):
             for method in methods:
-                config = {"data": str(data), "backbone": backbone, "method": method, "seed": seed,
-                          "model": (model or {}).get(method, {}),
+                name, overrides = specs[method]
+                config = {"data": str(data), "backbone": backbone, "method": name, "seed": seed, "model": overrides,
                           "train": {"epochs": epochs, "batch_size": batch_size, "warmup_ratio": 0.0,
                                     "cache_prefix": cached[method], "cache_dir": str(tmp / "cache"),
                                     "compile": compile, "log_with": "none"},
                           "eval": {"every_epochs": epochs}}
-                figures[method].append(_run(config, tmp / f"round{round_}-{method}", threads))
+                figures[method].append(_run(config, tmp / f"round{round_}-{len(figures[method])}-{name}-"
+                                                    f"{list(methods).index(method)}", threads))
                 progress(f"round {round_ + 1}/{rounds}: {method} last epoch {figures[method][-1]['epoch_s']:.2f} s")
     steps = math.ceil(samples / batch_size)
     rows = []

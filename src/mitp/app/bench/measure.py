@@ -6,7 +6,7 @@ import statistics
 import time
 
 from .protocol import _WorkerHandle
-from .settings import MEMORY_KINDS, REFERENCE, TARGETS, BenchResult, BenchSettings
+from .settings import MEMORY_KINDS, REFERENCE, TARGETS, BenchResult, BenchSettings, parse_method_spec
 
 
 def validate(settings: BenchSettings) -> None:
@@ -19,7 +19,8 @@ def validate(settings: BenchSettings) -> None:
         raise ConfigError("methods", "no method given")
     seen = set()
     for name in settings.methods:
-        get_method(name)  # ConfigError naming the unknown method and the available ones
+        method, overrides = parse_method_spec(name)
+        get_method(method).config_class.from_dict({**overrides, "num_classes": settings.num_classes})  # named errors
         if name in seen:
             raise ConfigError("methods", f"{name!r} is listed twice")
         seen.add(name)

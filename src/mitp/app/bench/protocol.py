@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from .settings import BenchError, BenchSettings
+from .settings import BenchError, BenchSettings, parse_method_spec
 
 
 # --- memory probes -------------------------------------------------------------------------------
@@ -71,7 +71,9 @@ class _Worker:
         self.device = torch.device(settings.device)
         backbone = build_backbone(settings.backbone, device=self.device)
         torch.manual_seed(settings.seed)
-        self.model = build_model(make_config(method, num_classes=settings.num_classes), backbone).to(self.device)
+        name, overrides = parse_method_spec(method)
+        self.model = build_model(make_config(name, num_classes=settings.num_classes, **overrides),
+                                 backbone).to(self.device)
         generator = torch.Generator().manual_seed(settings.seed)
         batch = backbone.random_batch(settings.batch_size, settings.seq_len, generator=generator)
         labels = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=generator)

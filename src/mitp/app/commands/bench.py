@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backbone", default="shape:clip-vit-base-patch16",
                    help="backbone spec (default: shape:clip-vit-base-patch16)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated method names (default: {','.join(DEFAULT_METHODS)})")
+                   help=f"comma-separated method names, a setting as NAME[key=value;...] e.g. "
+                        f"mitp[prompt_gate=false] (default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
     p.add_argument("--steps", type=int, default=3,
                    help="timed training steps and inference passes per method per round (default: 3)")
@@ -102,8 +103,10 @@ def run_epochs(args, methods) -> int:
     from ..bench.epochs import epoch_benchmark, render
     from ..cli import UserError
 
+    from ..bench.settings import parse_method_spec
+
     for method in methods:
-        get_method(method)
+        get_method(parse_method_spec(method)[0])
     if args.epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
     rows = epoch_benchmark(args.backbone, methods, samples=args.samples, batch_size=args.batch_size,
