@@ -111,7 +111,8 @@ def test_items_and_batches_for_tiny_clip(data, tiny_clip):
     torch.testing.assert_close(item["pixel_values"], expected, rtol=0, atol=1e-5)
     # and by hand: the first pixel of the center crop, normalised with CLIP's mean/std
     batch = ds.collate([ds[i] for i in range(4)])
-    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "ids", "skipped"}
+    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "modality_mask", "ids", "skipped"}
+    assert batch["modality_mask"].dtype == torch.bool and batch["modality_mask"].all()  # nothing is missing
     assert batch["ids"] == ["train-000", "train-001", "train-002", "train-003"] and batch["skipped"] == []
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert ids.dtype == mask.dtype == torch.long and ids.shape == mask.shape and ids.shape[1] <= 7

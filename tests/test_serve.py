@@ -63,10 +63,10 @@ def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy):
 
 @pytest.mark.parametrize("request_kwargs, status, field", [
     ({"files": {"image": ("x.png", b"garbage", "image/png")}, "data": {"text": "x"}}, 400, "image"),
-    ({"data": {"text": "x"}, "files": {"other": ("x", b"1")}}, 422, "image"),
-    ({"files": {"image": ("x.png", b"", "image/png")}}, 422, "text"),
+    ({"data": {"top_k": "2"}, "files": {"other": ("x", b"1")}}, 422, "image"),  # neither image nor text
+    ({"files": {"image": ("x.png", b"", "image/png")}}, 400, "image"),
     ({"json": {"image": "%%%", "text": "x"}}, 400, "image"),
-    ({"json": {"text": "x"}}, 422, "image"),
+    ({"json": {"top_k": 2}}, 400, "text"),                                       # neither image nor text
     ({"json": {"image": "aGk=", "text": "x", "top_k": 0}}, 422, "top_k"),
     ({"content": b"not json", "headers": {"content-type": "application/json"}}, 400, "body"),
 ])
@@ -75,6 +75,20 @@ def test_bad_input_is_a_4xx_naming_the_field(server, toy, request_kwargs, status
     reply = httpx.post(f"{url}/predict", **request_kwargs)
     assert reply.status_code == status, reply.text
     assert reply.json()["detail"].startswith(f"{field}:")
+
+
+def test_one_modality_alone_is_predicted_as_the_api_predicts_it_and_says_what_it_saw(server, classifier, toy):
+    url, _ = server
+    image_only = classifier.predict(images=[image_bytes(toy, 1)], top_k=2)[0]
+    text_only = classifier.predict(texts=["apple amber"], top_k=2)[0]
+    reply = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy, 1), "image/png")},
+                       data={"top_k": "2"}).json()
+    assert reply == {"predictions": image_only, "modalities": ["image"]}
+    reply = httpx.post(f"{url}/predict", json={"text": "apple amber", "top_k": 2}).json()
+    assert reply == {"predictions": text_only, "modalities": ["text"]}
+    batch = httpx.post(f"{url}/predict/batch", json={"items": [
+        {"text": "apple amber"}, {"image": base64.b64encode(image_bytes(toy, 1)).decode()}], "top_k": 2}).json()
+    assert batch == {"predictions": [text_only, image_only], "modalities": [["text"], ["image"]]}
 
 
 def test_an_empty_text_in_a_batch_names_its_item(server, toy):

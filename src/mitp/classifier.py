@@ -9,6 +9,10 @@
 
 Loading rebuilds the backbone from its spec and refuses one whose shapes differ from those the
 model was trained on (a named :class:`~mitp.checkpoint.CheckpointError`, not garbage).
+
+An image or a text may be missing (``None``, or ``images=None`` / ``texts=None`` for all): it
+reaches the model as a blank image / an empty text with a modality mask saying so, as in training
+with missing modalities; each prediction's ``modalities`` records what it saw.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -43,6 +48,27 @@ class InputError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class Prepared(NamedTuple):
+    """One sample as model inputs: pixels (a blank image if absent), token ids (the specials only if
+    absent) and which modalities are really there."""
+
+    pixels: torch.Tensor
+    tokens: list[int]
+    present: tuple[bool, bool]  # (image, text)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(name for name, here in zip(("image", "text"), self.present) if here)
+
+
+class Prediction(list):
+    """The ``{"label", "score"}`` rows of one sample (a list), with the ``modalities`` it saw."""
+
+    def __init__(self, rows, modalities: tuple[str, ...] = ("image", "text")):
+        super().__init__(rows)
+        self.modalities = tuple(modalities)
 
 
 @dataclass
@@ -123,36 +149,55 @@ class Classifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def predict(self, images: list, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[list[dict]]:
-        """One list of ``{"label", "score"}`` per pair: the top-k softmax probabilities (single-label),
-        or every label whose sigmoid probability passes the run's threshold (multi-label).
+    def predict(self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5,
+                batch_size: int = 32) -> list[Prediction]:
+        """One :class:`Prediction` (a list of ``{"label", "score"}``) per sample: the top-k softmax
+        probabilities (single-label), or every label whose sigmoid probability passes the run's
+        threshold (multi-label).
 
-        Images may be PIL images, paths or bytes. Bad inputs raise :class:`InputError` naming them."""
+        Images may be PIL images, paths or bytes. A missing modality is ``None`` (per sample, or the
+        whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
+        :class:`InputError` naming them."""
+        if images is None and texts is None:
+            raise InputError("images", "give images, texts or both")
+        images = [None] * len(texts) if images is None else list(images)
+        texts = [None] * len(images) if texts is None else list(texts)
         if len(images) != len(texts):
-            raise InputError("texts", f"{len(texts)} texts for {len(images)} images; give one text per image")
+            raise InputError("texts", f"{len(texts)} texts for {len(images)} images; give one text per image "
+                                      "(None where a text is missing)")
         if top_k < 1:
             raise InputError("top_k", f"must be >= 1, got {top_k}")
-        pairs = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
-                 for i, (image, text) in enumerate(zip(images, texts))]
-        logits = torch.cat([self.logits(pairs[start:start + batch_size])
-                            for start in range(0, len(pairs), batch_size)]) if pairs else torch.zeros(0)
-        return self.to_predictions(logits, top_k)
+        samples = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
+                   for i, (image, text) in enumerate(zip(images, texts))]
+        logits = torch.cat([self.logits(samples[start:start + batch_size])
+                            for start in range(0, len(samples), batch_size)]) if samples else torch.zeros(0)
+        return self.to_predictions(logits, top_k, [s.modalities for s in samples])
 
-    def prepare(self, image, text: str, image_field: str = "image", text_field: str = "text"):
-        """One pair as model inputs ``(pixels, token ids)``; InputError names a bad field."""
-        return self._pixels(image, image_field), self._tokens(text, text_field)
+    def prepare(self, image, text: str | None, image_field: str = "image", text_field: str = "text") -> Prepared:
+        """One sample as model inputs; either side may be None (missing). InputError names a bad field."""
+        if image is None and text is None:
+            raise InputError(text_field, f"neither {image_field} nor {text_field} is given; a sample needs one")
+        pixels = self._pixels(image, image_field) if image is not None else \
+            torch.from_numpy(self.preprocessor.blank_image())
+        tokens = self._tokens(text, text_field) if text is not None else self.preprocessor.empty_text()
+        return Prepared(pixels, tokens, (image is not None, text is not None))
 
     @torch.inference_mode()
-    def logits(self, pairs: list) -> torch.Tensor:
-        """Logits (on the CPU) for prepared pairs, as one batch."""
-        input_ids, mask = pad_token_ids([tokens for _, tokens in pairs], self.preprocessor.pad_token_id)
-        pixels = torch.stack([pixels for pixels, _ in pairs])
+    def logits(self, samples: list[Prepared]) -> torch.Tensor:
+        """Logits (on the CPU) for prepared samples, as one batch."""
+        input_ids, mask = pad_token_ids([s.tokens for s in samples], self.preprocessor.pad_token_id)
+        pixels = torch.stack([s.pixels for s in samples])
+        present = torch.tensor([s.present for s in samples], dtype=torch.bool)
         return self.model(pixel_values=pixels.to(self.device), input_ids=input_ids.to(self.device),
-                          attention_mask=mask.to(self.device)).logits.float().cpu()
+                          attention_mask=mask.to(self.device),
+                          modality_mask=present.to(self.device)).logits.float().cpu()
 
-    def to_predictions(self, logits: torch.Tensor, top_k: int = 5) -> list[list[dict]]:
-        return scores_to_predictions(logits, self.labels.labels, self.labels.task, top_k,
+    def to_predictions(self, logits: torch.Tensor, top_k: int = 5, modalities: list | None = None
+                       ) -> list[Prediction]:
+        rows = scores_to_predictions(logits, self.labels.labels, self.labels.task, top_k,
                                      self.info.get("threshold") or 0.5)
+        modalities = modalities or [("image", "text")] * len(rows)
+        return [Prediction(row, seen) for row, seen in zip(rows, modalities)]
 
     def _pixels(self, image, field: str) -> torch.Tensor:
         try:

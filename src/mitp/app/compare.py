@@ -132,7 +132,8 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
         saved = run.run_dir / "config.yaml"
         if not saved.is_file():
             continue
-        differences = config_differences(load_run_config(saved), run.config)
+        # Resolved again, so keys added since the run was trained count at their defaults.
+        differences = config_differences(resolve(load_run_config(saved)), run.config)
         if not differences:
             continue
         if force:

@@ -7,8 +7,9 @@ memory-mapped) plus the text mask and pooling position; later passes read them a
 only the upper layers.
 
 The store lives in ``<root>/<key>/``; the key hashes the manifest split's bytes, the
-backbone (spec, shapes, a fingerprint of its weights), the prefix depths and the
-preprocessing, so any change selects a different store. A row counts only once its
+backbone (spec, shapes, a fingerprint of its weights), the prefix depths, the
+preprocessing and which samples miss a modality (their inputs are blanks), so any change
+selects a different store. A row counts only once its
 ``filled`` flag is set, after its data were written: deleting the directory at any time,
 or killing a run mid-write, costs recomputation and nothing else.
 """
@@ -154,7 +155,9 @@ class StorePlan:
 def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StorePlan:
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
-    key = cache_key(manifest, backbone, depths, pre.description + repr(pre.image_transform), pre.max_length)
+    missing = getattr(dataset, "missing_key", lambda: "")()
+    preprocessing = pre.description + repr(pre.image_transform) + (f"; missing {missing}" if missing else "")
+    key = cache_key(manifest, backbone, depths, preprocessing, pre.max_length)
     t = pre.image_transform
     height, width = t.crop or t.resize_to or (backbone.image_size, backbone.image_size)
     tokens = _vision_tokens(backbone, height, width)
@@ -210,12 +213,15 @@ class CachedSplit(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        sample = self.dataset.samples[self.rows[i]]
-        return {"id": sample.id, "label": self.dataset.encode_label(sample)}
+        row = self.rows[i]
+        sample = self.dataset.samples[row]
+        return {"id": sample.id, "label": self.dataset.encode_label(sample),
+                "modality_mask": torch.from_numpy(self.dataset.modality_mask[row].copy())}
 
     @staticmethod
     def collate(items: list[dict]) -> dict:
-        return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]), "skipped": []}
+        return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]),
+                "modality_mask": torch.stack([x["modality_mask"] for x in items]), "skipped": []}
 
 
 class PrefixCache:
@@ -291,10 +297,11 @@ class PrefixCache:
             return inputs
         ids = batch["ids"]
         if not store.has(ids):
-            raw = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+            raw = {k: v for k, v in model_inputs(batch).items() if k not in ("labels", "modality_mask")}
             store.put(ids, *encoder.encode_prefix(**raw))
         prefix = store.get(ids, device=self.accelerator.device)  # fp16-rounded, as every later epoch sees it
-        return {"prefix": prefix, "labels": batch["labels"] if labels else None}
+        return {"prefix": prefix, "labels": batch["labels"] if labels else None,
+                "modality_mask": batch.get("modality_mask")}
 
     def flush(self) -> None:
         for store in self.stores.values():

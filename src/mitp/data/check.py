@@ -30,6 +30,7 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     images_checked: int = 0
     no_label: dict[str, int] = field(default_factory=dict)  # multi-label rows where no class applies
+    missing: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> {"image": n, "text": n} (null)
 
     @property
     def ok(self) -> bool:
@@ -49,8 +50,11 @@ def _probe(path: str) -> tuple[str, str] | None:
 
 
 def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, workers: int = 4,
-                  track=None, allow_external_paths: bool = False) -> CheckReport:
+                  track=None, allow_external_paths: bool = False, allow_missing: bool = False) -> CheckReport:
     """Check everything about a prepared dataset; never raises for problems in the data.
+
+    ``allow_missing`` accepts samples without an image or a text (``null``); their counts per split
+    are in ``report.missing``.
 
     ``decode_images=False`` only checks that image files exist. ``track(iterable,
     description=..., total=...)`` wraps the image loop (a progress bar).
@@ -72,7 +76,7 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         report.lines[split] = 0
         try:
-            items = list(iter_split(data_dir, split, space, allow_external_paths))
+            items = list(iter_split(data_dir, split, space, allow_external_paths, allow_missing))
         except ManifestError as err:  # missing split file
             report.problems.append(err)
             continue
@@ -94,6 +98,8 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
 
     by_image: dict[str, list[Sample]] = {}
     for s in samples:
+        if s.image is None:
+            continue
         by_image.setdefault(os.path.normpath(s.image_path()), []).append(s)
     paths = sorted(by_image)
     report.images_checked = len(paths)
@@ -119,6 +125,12 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         path = str(split_path(data_dir, split))
         report.valid[split] = sum(1 for s in samples if s.path == path and (s.path, s.line) not in bad_lines)
+    for split in SPLITS:
+        path = str(split_path(data_dir, split))
+        counts = {"image": sum(1 for s in samples if s.path == path and s.image is None),
+                  "text": sum(1 for s in samples if s.path == path and s.text is None)}
+        if any(counts.values()):
+            report.missing[split] = counts
     if space is not None and space.multi_label:
         for split in SPLITS:
             path = str(split_path(data_dir, split))

@@ -8,6 +8,7 @@ pads token ids on the right and returns a batch dict::
     input_ids       (B, L) long, right-padded with the tokenizer's pad id
     attention_mask  (B, L) long
     labels          (B,) long class indices (single-label) or (B, K) float multi-hot (multi-label)
+    modality_mask   (B, 2) bool: [image present, text present] (see :mod:`mitp.data.missing`)
     ids             list[str]  -- the sample ids, NOT a model input
     skipped         list[dict] -- {"id", "kind", "message"} per sample dropped from this batch
 
@@ -19,7 +20,11 @@ image and the manifest file and line. With ``"skip"`` the sample is dropped from
 batch and reported in ``batch["skipped"]`` -- this travels with the batch, so it works
 with DataLoader workers; a :class:`SkipCounter` sums it over an epoch. Invalid manifest
 lines (bad JSON, empty text, unknown label, ...) raise at construction in "error" mode and
-are left out, listed in ``dataset.invalid_lines``, in "skip" mode. A batch whose samples
+are left out, listed in ``dataset.invalid_lines``, in "skip" mode.
+
+Missing modalities: a sample whose manifest line has ``"image": null`` / ``"text": null``
+(``allow_missing``) or that ``missing`` (a :class:`~mitp.data.missing.MissingConfig`) drops
+reaches the model as a blank image / an empty text, with its ``modality_mask`` saying so. A batch whose samples
 were all skipped has zero rows (``len(batch["ids"]) == 0``); trainers should skip it.
 """
 
@@ -38,10 +43,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .errors import CorruptImage, DuplicateId, EmptySplit, MissingImage
 from .images import open_rgb
 from .manifest import SPLITS, LabelSpace, Sample, read_labels, read_split
+from .missing import MissingConfig, drop_pattern, pattern_digest
 from .preprocess import Preprocessor
 
 ON_BAD_SAMPLE = ("error", "skip")
-MODEL_KEYS = ("pixel_values", "input_ids", "attention_mask", "labels")
+MODEL_KEYS = ("pixel_values", "input_ids", "attention_mask", "modality_mask", "labels")
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ class BadSample:
 
 
 def model_inputs(batch: dict) -> dict:
-    """The keys of ``batch`` a model's forward takes: pixel_values, input_ids, attention_mask, labels."""
+    """The keys of ``batch`` a model's forward takes: pixel_values, input_ids, attention_mask, modality_mask,
+    labels."""
     return {k: batch[k] for k in MODEL_KEYS if k in batch}
 
 
@@ -86,7 +93,7 @@ class Collator:
             labels = torch.zeros(0, self.num_classes) if self.multi_label else torch.zeros(0, dtype=torch.long)
             return {"pixel_values": torch.zeros(0, 3, h, w), "input_ids": torch.zeros(0, 0, dtype=torch.long),
                     "attention_mask": torch.zeros(0, 0, dtype=torch.long), "labels": labels,
-                    "ids": [], "skipped": skipped}
+                    "modality_mask": torch.zeros(0, 2, dtype=torch.bool), "ids": [], "skipped": skipped}
         shapes = {tuple(x["pixel_values"].shape) for x in good}
         if len(shapes) > 1:
             raise ValueError(f"images of one batch have different shapes {sorted(shapes)}; the image "
@@ -97,6 +104,7 @@ class Collator:
             "input_ids": ids,
             "attention_mask": mask,
             "labels": torch.stack([x["label"] for x in good]),
+            "modality_mask": torch.stack([x["modality_mask"] for x in good]),
             "ids": [x["id"] for x in good],
             "skipped": skipped,
         }
@@ -107,11 +115,14 @@ class ManifestDataset(Dataset):
 
     Give either ``preprocessor`` or ``backbone`` (then ``Preprocessor.for_backbone(backbone,
     max_length)`` is used). ``on_bad_sample``: "error" (raise) or "skip" (see module docs).
+    ``allow_missing`` accepts manifest lines without an image or text; ``missing`` drops modalities
+    from complete samples (a fixed, seeded pattern).
     """
 
     def __init__(self, data_dir: str | os.PathLike, split: str, preprocessor: Preprocessor | None = None, *,
                  backbone=None, max_length: int | None = None, on_bad_sample: str = "error",
-                 labels: LabelSpace | None = None, allow_external_paths: bool = False):
+                 labels: LabelSpace | None = None, allow_external_paths: bool = False, allow_missing: bool = False,
+                 missing: MissingConfig | None = None):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"on_bad_sample must be one of {', '.join(map(repr, ON_BAD_SAMPLE))}, "
                              f"got {on_bad_sample!r}")
@@ -128,7 +139,12 @@ class ManifestDataset(Dataset):
         self.label_space = read_labels(data_dir) if labels is None else labels
         mode = "raise" if on_bad_sample == "error" else "collect"
         self.samples, self.invalid_lines = read_split(data_dir, split, self.label_space, on_error=mode,
-                                                      allow_external_paths=allow_external_paths)
+                                                      allow_external_paths=allow_external_paths,
+                                                      allow_missing=allow_missing)
+        self.missing = missing
+        # (N, 2) bool: what reaches the model of each sample (the manifest's nulls, then the drops)
+        self.modality_mask = drop_pattern([s.id for s in self.samples], missing,
+                                          np.array([s.present for s in self.samples], dtype=bool).reshape(-1, 2))
         t = preprocessor.image_transform
         size = t.crop or t.resize_to
         self.collate = Collator(preprocessor.pad_token_id, self.label_space.multi_label,
@@ -150,6 +166,10 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def missing_key(self) -> str:
+        """A short hash of which samples miss what ("" when none do): inputs differ, so caches must too."""
+        return pattern_digest(self.modality_mask)
+
     # --- items --------------------------------------------------------------------------------
     def encode_label(self, sample: Sample) -> torch.Tensor:
         index = self.label_space.index
@@ -160,19 +180,25 @@ class ManifestDataset(Dataset):
         return torch.tensor(index[sample.label], dtype=torch.long)
 
     def load(self, i: int) -> dict:
-        """Sample ``i`` as tensors; raises MissingImage / CorruptImage naming file and manifest line."""
+        """Sample ``i`` as tensors; raises MissingImage / CorruptImage naming file and manifest line.
+        A missing image is the blank image, a missing text the empty text (``modality_mask`` says which)."""
         sample = self.samples[i]
-        image = open_rgb(sample.image_path(), sample.path, sample.line, sample.id)
-        try:
-            pixels = self.preprocessor.image(image)
-        except (OSError, ValueError) as err:  # a decoded image that still cannot be processed
-            raise CorruptImage(sample.path, sample.line,
-                               f"image {sample.image_path()} cannot be processed (id {sample.id!r}): {err}") from err
+        has_image, has_text = (bool(x) for x in self.modality_mask[i])
+        if has_image:
+            image = open_rgb(sample.image_path(), sample.path, sample.line, sample.id)
+            try:
+                pixels = self.preprocessor.image(image)
+            except (OSError, ValueError) as err:  # a decoded image that still cannot be processed
+                raise CorruptImage(sample.path, sample.line, f"image {sample.image_path()} cannot be processed "
+                                                             f"(id {sample.id!r}): {err}") from err
+        else:
+            pixels = self.preprocessor.blank_image()
         return {
             "id": sample.id,
             "pixel_values": torch.from_numpy(pixels),
-            "input_ids": self.preprocessor.text(sample.text),
+            "input_ids": self.preprocessor.text(sample.text) if has_text else self.preprocessor.empty_text(),
             "label": self.encode_label(sample),
+            "modality_mask": torch.from_numpy(self.modality_mask[i].copy()),
         }
 
     def __getitem__(self, i: int):
@@ -186,15 +212,19 @@ class ManifestDataset(Dataset):
 
 def build_datasets(data_dir: str | os.PathLike, backbone=None, *, preprocessor: Preprocessor | None = None,
                    max_length: int | None = None, on_bad_sample: str = "error",
-                   splits=SPLITS, allow_external_paths: bool = False) -> dict[str, ManifestDataset]:
-    """Datasets for ``splits`` sharing one preprocessor (tokenizer / image processor loaded once)."""
+                   splits=SPLITS, allow_external_paths: bool = False, allow_missing: bool = False,
+                   missing: dict[str, MissingConfig] | None = None) -> dict[str, ManifestDataset]:
+    """Datasets for ``splits`` sharing one preprocessor (tokenizer / image processor loaded once);
+    ``missing`` maps a split to its simulated missingness."""
     if preprocessor is None:
         if backbone is None:
             raise ValueError("build_datasets needs a backbone or a preprocessor")
         preprocessor = Preprocessor.for_backbone(backbone, max_length)
     labels = read_labels(data_dir)
+    missing = missing or {}
     return {s: ManifestDataset(data_dir, s, preprocessor, on_bad_sample=on_bad_sample, labels=labels,
-                               allow_external_paths=allow_external_paths) for s in splits}
+                               allow_external_paths=allow_external_paths, allow_missing=allow_missing,
+                               missing=missing.get(s)) for s in splits}
 
 
 def check_splits(datasets: dict[str, ManifestDataset]) -> None:

@@ -57,6 +57,12 @@ class EmptyText(ManifestError):
     kind = "empty_text"
 
 
+class AbsentModality(ManifestError):
+    """``"image": null`` or ``"text": null`` in a dataset not declared to allow missing modalities."""
+
+    kind = "absent_modality"
+
+
 class UnknownLabel(ManifestError):
     """A label that is not in ``labels.json`` (or not a known class of a raw dataset)."""
 
@@ -118,11 +124,11 @@ class EmptySplit(ManifestError):
 
 
 ERROR_KINDS = {cls.kind: cls for cls in (
-    MissingImage, CorruptImage, EmptyText, UnknownLabel, BadJson, BadRecord, DuplicateId,
+    MissingImage, CorruptImage, EmptyText, AbsentModality, UnknownLabel, BadJson, BadRecord, DuplicateId,
     MissingFile, MissingSplitFile, MissingColumn, BadLabels, ExternalPath, EmptySplit,
 )}
 
 __all__ = [
-    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
+    "AbsentModality", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
     "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
 ]

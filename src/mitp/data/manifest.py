@@ -6,7 +6,10 @@ and ``labels.json``. Each JSONL line is one sample::
     {"id": "...", "image": "images/x.jpg", "text": "...", "label": "cat"}        # single-label
     {"id": "...", "image": "/abs/y.jpg",   "text": "...", "label": ["a", "b"]}    # multi-label
 
-``image`` is relative to the manifest directory (absolute paths are allowed).
+``image`` is relative to the manifest directory (absolute paths are allowed). A sample that
+truly lacks a modality has ``"image": null`` or ``"text": null``; such lines are accepted only
+when the dataset is read with ``allow_missing`` (a run's ``data.allow_missing: true``) and are an
+:class:`~mitp.data.errors.AbsentModality` error otherwise. Never both.
 ``labels.json`` is ``{"task": "single_label" | "multi_label", "labels": [names in fixed order]}``;
 the order of ``labels`` is the order of the class indices / multi-hot columns.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import (
-    BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
+    AbsentModality, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
     MissingSplitFile, UnknownLabel,
 )
 
@@ -60,11 +63,11 @@ class LabelSpace:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One sample to write into a manifest."""
+    """One sample to write into a manifest (``image`` / ``text`` None: that modality is missing)."""
 
     id: str
-    image: str
-    text: str
+    image: str | None
+    text: str | None
     label: str | tuple[str, ...]
 
     def to_line(self) -> str:
@@ -75,11 +78,11 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One parsed manifest line, with where it came from."""
+    """One parsed manifest line, with where it came from (``image`` / ``text`` None: missing)."""
 
     id: str
-    image: str
-    text: str
+    image: str | None
+    text: str | None
     label: str | tuple[str, ...]
     path: str  # the manifest file
     line: int  # 1-based
@@ -88,8 +91,15 @@ class Sample:
     def location(self) -> str:
         return f"{self.path}:{self.line}"
 
+    @property
+    def present(self) -> tuple[bool, bool]:
+        """Whether the manifest gives the (image, text)."""
+        return self.image is not None, self.text is not None
+
     def image_path(self) -> str:
         """The image's path: ``image`` itself if absolute, else relative to the manifest's directory."""
+        if self.image is None:
+            raise ValueError(f"{self.location}: sample {self.id!r} has no image")
         path = self.image if os.path.isabs(self.image) else os.path.join(os.path.dirname(self.path), self.image)
         return os.path.normpath(path)
 
@@ -130,10 +140,12 @@ def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
 
 # --- JSONL lines --------------------------------------------------------------------------------
 
-def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | None) -> Sample:
+def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | None,
+               allow_missing: bool = False) -> Sample:
     """Parse and validate one manifest line; raises the named error for the first problem found.
 
     With ``space=None`` (no usable labels.json) label names are not checked against a label list.
+    ``allow_missing`` accepts ``"image": null`` or ``"text": null`` (not both).
     """
     if isinstance(raw, bytes):
         try:
@@ -154,12 +166,21 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
     sample_id, image, text, label = (obj[k] for k in REQUIRED_FIELDS)
     if not isinstance(sample_id, str) or not sample_id:
         raise BadRecord(path, line_no, f"'id' must be a non-empty string, got {sample_id!r}")
-    if not isinstance(image, str) or not image:
-        raise BadRecord(path, line_no, f"'image' must be a non-empty path string, got {image!r} (id {sample_id!r})")
-    if not isinstance(text, str):
-        raise BadRecord(path, line_no, f"'text' must be a string, got {type(text).__name__} (id {sample_id!r})")
-    if not text.strip():
-        raise EmptyText(path, line_no, f"empty text (id {sample_id!r})")
+    if image is None and text is None:
+        raise BadRecord(path, line_no, f"both 'image' and 'text' are null: nothing to classify (id {sample_id!r})")
+    for name, value in (("image", image), ("text", text)):
+        if value is None and not allow_missing:
+            raise AbsentModality(path, line_no, f"{name!r} is null (id {sample_id!r}); a dataset whose samples can "
+                                                "lack a modality needs `data: {path: ..., allow_missing: true}` "
+                                                "(mitp check --allow-missing)")
+    if image is not None and (not isinstance(image, str) or not image):
+        raise BadRecord(path, line_no, f"'image' must be a non-empty path string or null, got {image!r} "
+                                       f"(id {sample_id!r})")
+    if text is not None and not isinstance(text, str):
+        raise BadRecord(path, line_no, f"'text' must be a string or null, got {type(text).__name__} "
+                                       f"(id {sample_id!r})")
+    if text is not None and not text.strip():
+        raise EmptyText(path, line_no, f"empty text (id {sample_id!r}); a sample without text has \"text\": null")
     label = _check_label(path, line_no, sample_id, label, space)
     return Sample(sample_id, image, text, label, str(path), line_no)
 
@@ -203,12 +224,13 @@ def check_inside(sample: Sample, root: str) -> None:
 
 
 def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None,
-               allow_external_paths: bool = False) -> Iterator[Sample | ManifestError]:
+               allow_external_paths: bool = False, allow_missing: bool = False) -> Iterator[Sample | ManifestError]:
     """Yield each line of ``<split>.jsonl`` as a Sample, or as the error that line has.
 
     Blank lines are ignored. Raises MissingSplitFile if the file does not exist. Unless
     ``allow_external_paths``, an image outside ``data_dir`` (absolute, ``..``, symlink) is an
-    ExternalPath error: a manifest cannot make us read arbitrary files.
+    ExternalPath error: a manifest cannot make us read arbitrary files. ``allow_missing``: see
+    :func:`parse_line`.
     """
     path = split_path(data_dir, split)
     if not path.is_file():
@@ -219,8 +241,8 @@ def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
             if not raw.strip():
                 continue
             try:
-                sample = parse_line(str(path), line_no, raw, space)
-                if not allow_external_paths:
+                sample = parse_line(str(path), line_no, raw, space, allow_missing)
+                if not allow_external_paths and sample.image is not None:
                     check_inside(sample, root)
                 yield sample
             except ManifestError as err:
@@ -228,7 +250,7 @@ def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
 
 
 def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None = None,
-               on_error: str = "raise", allow_external_paths: bool = False
+               on_error: str = "raise", allow_external_paths: bool = False, allow_missing: bool = False
                ) -> tuple[list[Sample], list[ManifestError]]:
     """All valid samples of a split and the errors of invalid lines.
 
@@ -239,7 +261,7 @@ def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
         raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
     space = read_labels(data_dir) if space is None else space
     samples, errors, seen = [], [], {}
-    for item in iter_split(data_dir, split, space, allow_external_paths):
+    for item in iter_split(data_dir, split, space, allow_external_paths, allow_missing):
         if isinstance(item, Sample):
             if item.id in seen:
                 item = DuplicateId(item.path, item.line, f"id {item.id!r} already used at line {seen[item.id]}")

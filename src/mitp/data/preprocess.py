@@ -39,6 +39,17 @@ class Preprocessor:
     def image(self, img: Image.Image) -> np.ndarray:
         return self.image_transform(img)
 
+    def blank_image(self) -> np.ndarray:
+        """What a missing image is replaced by: every normalised pixel 1.0 (missing-aware prompts' protocol)."""
+        size = self.image_transform.crop or self.image_transform.resize_to
+        if size is None:
+            raise ValueError("a blank image needs a fixed image size (a crop or an exact resize)")
+        return np.ones((3, *size), dtype=np.float32)
+
+    def empty_text(self) -> list[int]:
+        """What a missing text is replaced by: the tokenizer's special tokens only."""
+        return self.tokenize("")
+
     @classmethod
     def for_backbone(cls, backbone, max_length: int | None = None, image_size: int | None = None) -> "Preprocessor":
         """The preprocessing ``backbone`` expects; texts are truncated to ``max_length`` tokens.

@@ -39,7 +39,10 @@ class HashTokenizer:
         return 5 + zlib.crc32(token.encode("utf-8")) % (self.vocab_size - 8)
 
     def __call__(self, text: str) -> list[int]:
-        tokens = _TOKEN.findall(text.lower()) or [text.strip().lower()]
+        # An empty text (a missing modality) is the special tokens only, as a real tokenizer gives it.
+        tokens = (_TOKEN.findall(text.lower()) or [text.strip().lower()]) if text.strip() else []
+        if not tokens and self.bos_token_id is None and self.eos_token_id is None:
+            tokens = [""]  # a tower with no special tokens still needs one position
         room = self.max_length - (self.bos_token_id is not None) - (self.eos_token_id is not None)
         ids = [self.token_id(t) for t in tokens[:room]]
         if self.bos_token_id is not None:

@@ -11,6 +11,11 @@ Most methods split into a *frozen prefix* (embeddings and the bottom layers of e
 tower, which depend only on the inputs) and the rest. Such a method returns the prefix
 depth from :meth:`frozen_prefix` and implements :meth:`prefix_features`; the prefix
 states can then be computed once and cached across epochs (``model(prefix=...)``).
+
+``modality_mask`` (B, 2) bool, [image present, text present], says which samples miss a
+modality (their inputs are then a blank image / an empty text, see :mod:`mitp.data.missing`).
+Every method accepts it; a method that acts on it (missing-aware prompts) sets
+``reads_modality_mask`` and receives it in ``prefix_features``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class MultimodalClassifier(nn.Module):
     trains_backbone: bool = False
     # Methods that append prompts to the towers' layers (and can be traced by `mitp explain`).
     inserts_prompts: bool = False
+    # Methods whose prefix_features take the batch's modality_mask (missing-aware ones).
+    reads_modality_mask: bool = False
 
     def __init__(self, config: MethodConfig, backbone: Backbone):
         super().__init__()
@@ -105,16 +112,20 @@ class MultimodalClassifier(nn.Module):
             return run_layers(text, t_state, 0, text_depth), run_layers(vision, v_state, 0, vision_depth)
 
     def prefix_features(self, text_state: TowerState, vision_state: TowerState) -> Features:
-        """Feature parts from prefix states. Implemented by methods that define :meth:`frozen_prefix`."""
+        """Feature parts from prefix states. Implemented by methods that define :meth:`frozen_prefix`
+        (with a ``modality_mask`` keyword where ``reads_modality_mask`` is set)."""
         raise NotImplementedError
 
     def forward_features(self, pixel_values=None, input_ids=None, attention_mask=None,
-                         prefix: tuple[TowerState, TowerState] | None = None, **text_kwargs) -> Features:
+                         prefix: tuple[TowerState, TowerState] | None = None,
+                         modality_mask: torch.Tensor | None = None, **text_kwargs) -> Features:
         """Feature parts from raw inputs or cached ``prefix`` states; methods without a prefix override this."""
         if self.frozen_prefix() is None:
             raise NotImplementedError(f"{type(self).__name__} must implement forward_features or frozen_prefix")
         if prefix is None:
             prefix = self.encode_prefix(pixel_values, input_ids, attention_mask, **text_kwargs)
+        if self.reads_modality_mask:
+            return self.prefix_features(*prefix, modality_mask=modality_mask)
         return self.prefix_features(*prefix)
 
     def forward_head(self, features: Features) -> torch.Tensor:
@@ -122,9 +133,11 @@ class MultimodalClassifier(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                 attention_mask=None, labels: torch.Tensor | None = None,
-                prefix: tuple[TowerState, TowerState] | None = None, **text_kwargs) -> ClassifierOutput:
+                prefix: tuple[TowerState, TowerState] | None = None, modality_mask: torch.Tensor | None = None,
+                **text_kwargs) -> ClassifierOutput:
         """Logits (and loss with ``labels``) from raw inputs, or from cached ``prefix`` states."""
-        features = self.forward_features(pixel_values, input_ids, attention_mask, prefix=prefix, **text_kwargs)
+        features = self.forward_features(pixel_values, input_ids, attention_mask, prefix=prefix,
+                                         modality_mask=modality_mask, **text_kwargs)
         logits = self.forward_head(features)
         return ClassifierOutput(logits, None if labels is None else self.loss(logits, labels))
 

@@ -88,6 +88,10 @@ class PromptLayersConfig(MethodConfig):
     prompt_init_std: float = setting(0.02, "std of the Gaussian init of the prompts")
     prompt_gate: bool = setting(True, "zero-initialised gate per head on what the tokens read from the prompts, "
                                       "so the method starts exactly at the frozen towers; false: one joint softmax")
+    missing_aware: bool | None = setting(
+        None, "a learned prompt per missing case (complete, no image, no text, neither) joins the prompts, and "
+              "MITP's hub takes nothing from an absent side; null: on when the run's data can miss a modality "
+              "(data.allow_missing, train.missing or eval.missing)")
 
     def check(self) -> None:
         self.require_at_least("num_steps", 1)

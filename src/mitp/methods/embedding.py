@@ -56,7 +56,8 @@ class EmbeddingClassifier(MultimodalClassifier):
         return {name: features[name] for name in self.inputs}
 
     def forward_features(self, pixel_values=None, input_ids=None, attention_mask=None, prefix=None,
-                         **text_kwargs) -> Features:
+                         modality_mask=None, **text_kwargs) -> Features:
+        # A missing modality reaches the towers as its blank input (no method-specific handling).
         if not self.trains_backbone:
             return super().forward_features(pixel_values, input_ids, attention_mask, prefix=prefix, **text_kwargs)
         # The towers train, so they run with a graph (and only the ones the head reads).

@@ -13,6 +13,7 @@ from torch import nn
 from ..backbones import Tower, TowerState
 from ..backbones.prompt_attention import PromptAttentionRecord
 from ..backbones.towers import run_layers
+from ..data.missing import CASES, missing_case
 from .config import ConfigError, PromptLayersConfig
 
 
@@ -56,7 +57,26 @@ def translator(source: int, target: int, hidden: int) -> nn.Sequential:
 
 
 def batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:
-    return prompt.expand(batch, -1, -1)
+    """A (L, W) prompt shared by the batch as (B, L, W); a per-sample (B, L, W) prompt as it is."""
+    return prompt if prompt.dim() == 3 else prompt.expand(batch, -1, -1)
+
+
+class MissingCasePrompts(nn.Module):
+    """One learned prompt per missing case (:data:`mitp.data.missing.CASES`), added to a tower's prompts.
+
+    Zero at init, so a missing-aware method starts where its plain version does."""
+
+    def __init__(self, length: int, width: int):
+        super().__init__()
+        self.prompts = nn.Parameter(torch.zeros(len(CASES), length, width))
+
+    def forward(self, modality_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(B, L, W): each sample's case prompt (every sample complete when ``modality_mask`` is None)."""
+        if modality_mask is None:
+            case = torch.zeros(batch, dtype=torch.long, device=self.prompts.device)
+        else:
+            case = missing_case(modality_mask.bool()).to(self.prompts.device)
+        return self.prompts[case]
 
 
 def embedding(tower: Tower, state: TowerState) -> torch.Tensor:

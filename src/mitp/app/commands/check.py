@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--allow-external-paths", action="store_true",
                    help="accept images outside DATA_DIR (absolute paths, .., symlinks), as converters write for "
                         "raw data kept in place")
+    p.add_argument("--allow-missing", action="store_true",
+                   help='accept samples without an image or a text ("image": null / "text": null), as a run '
+                        "with data.allow_missing: true reads them")
     p.set_defaults(func=run)
 
 
@@ -37,7 +40,8 @@ def run(args) -> int:
     console = Console(soft_wrap=True)
     with rich_tracker(enabled=not args.no_progress) as track:
         report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track,
-                               allow_external_paths=args.allow_external_paths)
+                               allow_external_paths=args.allow_external_paths,
+                               allow_missing=args.allow_missing)
 
     shown = report.problems if args.max_problems <= 0 else report.problems[:args.max_problems]
     for problem in shown:
@@ -53,8 +57,14 @@ def run(args) -> int:
     table.add_column("valid samples", justify="right")
     if report.no_label:
         table.add_column("no label (all negative)", justify="right")
+    if report.missing:
+        table.add_column("no image", justify="right")
+        table.add_column("no text", justify="right")
     for split in report.lines:
         extra = [f"{report.no_label.get(split, 0):,}"] if report.no_label else []
+        if report.missing:
+            counts = report.missing.get(split, {})
+            extra += [f"{counts.get('image', 0):,}", f"{counts.get('text', 0):,}"]
         table.add_row(split, f"{report.lines[split]:,}", f"{report.valid.get(split, 0):,}", *extra)
     console.print(table)
     if report.labels is not None:

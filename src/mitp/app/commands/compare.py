@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="values to try for a config key, e.g. train.lr=1e-4,3e-4,1e-3,3e-3 (repeatable: the "
                         "cartesian product); every method gets the same grid")
+    p.add_argument("--missing", metavar="MODALITY=RATE,...",
+                   help="train and evaluate every method with these simulated missing modalities, e.g. "
+                        "image=0.35,text=0.35 (train.missing and eval.missing; keys image, text, both, seed)")
     p.add_argument("--force", action="store_true",
                    help="train again runs under --out whose config differs from the one asked for")
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
@@ -40,13 +43,28 @@ def _list(text: str, kind, flag: str) -> list:
     return items
 
 
+def missing_overrides(spec: str | None) -> list[str]:
+    """``image=0.35,text=0.35`` -> the same keys under train.missing and eval.missing, as --set pairs."""
+    from ..cli import UserError
+
+    if not spec:
+        return []
+    pairs = []
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("image", "text", "both", "seed"):
+            raise UserError(f"--missing: expected image=RATE, text=RATE, both=RATE or seed=N items, got {item!r}")
+        pairs += [f"{section}.missing.{key.strip()}={value.strip()}" for section in ("train", "eval")]
+    return pairs
+
+
 def run(args) -> int:
     from rich.console import Console
 
     from ..compare import aggregate, parse_grid, run_comparison, write_reports
     from ..train.config import load_run_config
 
-    config = load_run_config(args.config, args.overrides)
+    config = load_run_config(args.config, args.overrides + missing_overrides(args.missing))
     methods = _list(args.methods, str, "--methods")
     seeds = _list(args.seeds, int, "--seeds")
     grid = parse_grid(args.grid)

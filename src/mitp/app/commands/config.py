@@ -42,7 +42,7 @@ def sections(method: str) -> dict[str, list[dict]]:
 
 
 def _line(key: str, value, help: str, indent: str) -> str:
-    text = f"{indent}{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+    text = f"{indent}{key}: {yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip().removesuffix('...').strip()}"
     return f"{text:<40} # {help}" if help else text
 
 

@@ -16,34 +16,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from accelerate import Accelerator
-
-    from mitp.data.dataset import ManifestDataset, make_dataloader
-    from ..train.inference import load_run
-    from ..train.evaluation import evaluate
+    from ..train.inference import evaluate_dataset, load_run, split_dataset
 
     loaded = load_run(args.run_dir, args.data)
     config = loaded.config
-    dataset = ManifestDataset(config.data, args.split, config.preprocessor(loaded.backbone),
-                              on_bad_sample=config.train.on_bad_sample,
-                              allow_external_paths=config.allow_external_paths)
-    ours, theirs = loaded.labels, dataset.label_space
-    if (theirs.task, theirs.labels) != (ours.task, ours.labels):
-        from ..cli import UserError
-
-        if theirs.task != ours.task:
-            what = f"task {theirs.task} but the run was trained for {ours.task}"
-        elif set(theirs.labels) == set(ours.labels):
-            what = "the same labels in another order (class indices would be scrambled)"
-        else:
-            missing = sorted(set(ours.labels) - set(theirs.labels))
-            extra = sorted(set(theirs.labels) - set(ours.labels))
-            what = f"other labels (missing {missing}, extra {extra})"
-        raise UserError(f"{config.data}/labels.json: {what}; cannot evaluate this run on it")
-    accelerator = Accelerator(cpu=False)
-    loader = make_dataloader(dataset, args.batch_size or config.eval_batch_size(), shuffle=False)
-    model, loader = accelerator.prepare(loaded.model, loader)
-    result = evaluate(model, loader, accelerator, dataset.task, config.eval.threshold)
+    result = evaluate_dataset(loaded, split_dataset(loaded, args.split), args.batch_size)
     if args.json:
         print(json.dumps(result["metrics"]))
         return 0

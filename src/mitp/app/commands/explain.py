@@ -28,9 +28,10 @@ def explain(classifier, image, text: str) -> dict:
     from mitp.methods.base import Trace
 
     model = classifier.model
-    pixels, tokens = classifier.prepare(image, text)
-    inputs = {"pixel_values": pixels[None], "input_ids": torch.tensor([tokens]),
-              "attention_mask": torch.ones(1, len(tokens), dtype=torch.long)}
+    sample = classifier.prepare(image, text)
+    inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
+              "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
+              "modality_mask": torch.tensor([sample.present])}
     model.trace = Trace()
     try:
         with torch.no_grad():

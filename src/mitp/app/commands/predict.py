@@ -1,4 +1,8 @@
-"""``mitp predict``: label names and scores for one pair or a whole manifest, as JSON lines."""
+"""``mitp predict``: label names and scores for one sample or a whole manifest, as JSON lines.
+
+A sample may miss its image or its text (``--image`` or ``--text`` alone; a manifest line whose
+``image`` or ``text`` is null or absent): the model sees a blank image / an empty text, and the
+output line's ``modalities`` says what it saw."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import time
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint (JSON lines)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--image", help="image file (with --text)")
-    p.add_argument("--text", help="text (with --image)")
-    p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional)")
+    p.add_argument("--image", help="image file (alone, or with --text)")
+    p.add_argument("--text", help="text (alone, or with --image)")
+    p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional; image or text may be "
+                                      "null or absent)")
     p.add_argument("--out", help="write JSON lines here instead of stdout")
     p.add_argument("--top-k", type=int, default=1, help="labels to report per sample (single-label)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -44,18 +49,25 @@ def _pairs(args):
                     obj = json.loads(raw)
                 except json.JSONDecodeError as err:
                     raise BadJson(args.manifest, line_no, f"not valid JSON ({err.msg})") from err
-                if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("image", "text")):
-                    raise BadRecord(args.manifest, line_no, "each line needs string fields 'image' and 'text'")
-                if not obj["text"].strip():
-                    raise EmptyText(args.manifest, line_no, "empty text")
-                image = obj["image"] if os.path.isabs(obj["image"]) else os.path.join(base, obj["image"])
-                yield str(obj.get("id", line_no)), image, obj["text"], args.manifest, line_no
-    elif args.image and args.text is not None:
-        if not args.text.strip():
-            raise UserError("--text is empty")
+                if not isinstance(obj, dict):
+                    raise BadRecord(args.manifest, line_no, "each line must be a JSON object")
+                image, text = obj.get("image"), obj.get("text")
+                if image is None and text is None:
+                    raise BadRecord(args.manifest, line_no, "needs an 'image', a 'text' or both")
+                for name, value in (("image", image), ("text", text)):
+                    if value is not None and not isinstance(value, str):
+                        raise BadRecord(args.manifest, line_no, f"{name!r} must be a string or null, got {value!r}")
+                if text is not None and not text.strip():
+                    raise EmptyText(args.manifest, line_no, "empty text (a sample without text has \"text\": null)")
+                if image is not None and not os.path.isabs(image):
+                    image = os.path.join(base, image)
+                yield str(obj.get("id", line_no)), image, text, args.manifest, line_no
+    elif args.image or args.text is not None:
+        if args.text is not None and not args.text.strip():
+            raise UserError("--text is empty (leave it out to classify the image alone)")
         yield "0", args.image, args.text, "<command line>", None
     else:
-        raise UserError("give --image PATH --text STR, or --manifest FILE")
+        raise UserError("give --image PATH and/or --text STR, or --manifest FILE")
 
 
 def _output_path(args):
@@ -108,8 +120,10 @@ def run(args) -> int:
 
     def flush(chunk):
         logits = classifier.logits([prepare(*pair) for pair in chunk])
-        for (sample_id, *_), predictions in zip(chunk, classifier.to_predictions(logits, args.top_k)):
-            out.write(json.dumps({"id": sample_id, "predictions": predictions}) + "\n")
+        seen = [(image is not None) * ("image",) + (text is not None) * ("text",) for _, image, text, *_ in chunk]
+        for (sample_id, *_), predictions in zip(chunk, classifier.to_predictions(logits, args.top_k, seen)):
+            out.write(json.dumps({"id": sample_id, "predictions": predictions,
+                                  "modalities": list(predictions.modalities)}) + "\n")
 
     from rich.console import Console
     from rich.progress import Progress

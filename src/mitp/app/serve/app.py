@@ -2,7 +2,8 @@
 
 Every input error is a 4xx whose ``detail`` names the field (``image``, ``text``, ``items[3].image``,
 ``top_k``); uploads larger than the limit are refused with 413 before they are read whole; a
-failure inside one request never stops the server.
+failure inside one request never stops the server. A sample may give only an image or only a
+text (the model sees a blank for the other); each prediction lists the ``modalities`` it saw.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from .page import PAGE
 
 
 class PairIn(BaseModel):
-    image: str = Field(description="the image file, base64-encoded")
-    text: str = Field(description="the text")
+    image: str | None = Field(None, description="the image file, base64-encoded (leave out if there is none)")
+    text: str | None = Field(None, description="the text (leave out if there is none)")
 
 
 class PredictIn(PairIn):
@@ -61,19 +62,22 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
             return JSONResponse({"detail": f"request body of {int(declared):,} bytes is over the limit"}, 413)
         return await call_next(request)
 
-    async def prepare(image: bytes, text: str, image_field: str, text_field: str):
-        if len(image) > limit:
+    async def prepare(image: bytes | None, text: str | None, image_field: str, text_field: str):
+        if image is not None and len(image) > limit:
             raise HTTPException(413, f"{image_field}: {len(image):,} bytes is over the {limit:,}-byte limit")
         try:
             return await asyncio.to_thread(classifier.prepare, image, text, image_field, text_field)
         except InputError as err:
             raise HTTPException(400, str(err)) from None
 
-    async def predict_pairs(pairs: list, top_k: int) -> list:
-        logits = await batcher.logits(pairs)
-        return classifier.to_predictions(logits, top_k)
+    async def predict_samples(samples: list, top_k: int) -> list[dict]:
+        logits = await batcher.logits(samples)
+        predictions = classifier.to_predictions(logits, top_k, [s.modalities for s in samples])
+        return [{"predictions": p, "modalities": list(p.modalities)} for p in predictions]
 
-    def decode(data: str, field: str) -> bytes:
+    def decode(data: str | None, field: str) -> bytes | None:
+        if data is None:
+            return None
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
@@ -96,22 +100,23 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
-        """One pair: multipart (``image`` file, ``text``, optional ``top_k``) or JSON (base64 ``image``)."""
+        """One sample: multipart (``image`` file and/or ``text``, optional ``top_k``) or JSON (base64 ``image``)."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             image, text, top_k = await _form(request, limit)
         else:
             body = await _json(request, PredictIn)
             image, text, top_k = decode(body.image, "image"), body.text, body.top_k
-        pair = await prepare(image, text, "image", "text")
-        return {"predictions": (await predict_pairs([pair], top_k))[0]}
+        sample = await prepare(image, text, "image", "text")
+        return (await predict_samples([sample], top_k))[0]
 
     @app.post("/predict/batch")
     async def predict_batch(body: BatchIn) -> dict:
         if len(body.items) > max_batch_items:
             raise HTTPException(413, f"items: {len(body.items)} pairs, at most {max_batch_items} per request")
-        pairs = [await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image",
-                               f"items[{i}].text") for i, item in enumerate(body.items)]
-        return {"predictions": await predict_pairs(pairs, body.top_k)}
+        samples = [await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image",
+                                 f"items[{i}].text") for i, item in enumerate(body.items)]
+        results = await predict_samples(samples, body.top_k)
+        return {"predictions": [r["predictions"] for r in results], "modalities": [r["modalities"] for r in results]}
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     async def explain(image: Annotated[UploadFile, File()], text: Annotated[str, Form()]) -> Response:
@@ -130,21 +135,21 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
     return app
 
 
-async def _form(request: Request, limit: int) -> tuple[bytes, str, int]:
+async def _form(request: Request, limit: int) -> tuple[bytes | None, str | None, int]:
     form = await request.form(max_part_size=limit + 1)
     image, text, top_k = form.get("image"), form.get("text"), form.get("top_k", "5")
-    if image is None or isinstance(image, str):
-        raise HTTPException(422, "image: a file field 'image' is required")
-    if text is None:
-        raise HTTPException(422, "text: a field 'text' is required")
+    if isinstance(image, str):
+        raise HTTPException(422, "image: must be a file field")
+    if image is None and text is None:
+        raise HTTPException(422, "image: give a file field 'image', a field 'text' or both")
     try:
         top_k = int(top_k)
     except ValueError:
         raise HTTPException(422, f"top_k: expected an integer, got {top_k!r}") from None
     if top_k < 1:
         raise HTTPException(422, f"top_k: must be >= 1, got {top_k}")
-    data = await image.read(limit + 1)
-    if len(data) > limit:
+    data = None if image is None else await image.read(limit + 1)
+    if data is not None and len(data) > limit:
         raise HTTPException(413, f"image: over the {limit:,}-byte limit")
     return data, text, top_k
 

@@ -2,14 +2,15 @@
 
     data: path/to/prepared/dataset      # a manifest directory (see docs/data.md), or
     # data: {path: ..., allow_external_paths: true}   to read images outside it
+    # data: {path: ..., allow_missing: true}          samples may lack an image or a text (null)
     backbone: openai/clip-vit-large-patch14
     method: mitp
     seed: 0
     model: {prompt_length: 8}           # the method's config (num_classes/task come from the data)
     methods: {mitp: {num_steps: 4}}     # per-method model keys (for `mitp compare`)
     head: {hidden_dim: 512}             # the classification head, the same for every method
-    train: {epochs: 10, lr: 1.0e-3}
-    eval: {every_epochs: 1}
+    train: {epochs: 10, lr: 1.0e-3, missing: {image: 0.35, text: 0.35}}   # missing: simulated drops
+    eval: {every_epochs: 1, missing: {image: 0.5}}
 
 ``--set a.b=value`` overrides any key; unknown keys are errors naming the dotted key.
 A run's config.yaml holds the resolved config: ``model`` complete for its method, no
@@ -26,7 +27,18 @@ from typing import ClassVar, Literal
 import yaml
 
 from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, setting
+from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
 from mitp.methods.head import HeadConfig
+
+
+def _missing_section(config, kind: type[MissingConfig]) -> None:
+    """A ``missing:`` mapping (from YAML) becomes its validated config, errors naming ``train.missing.<key>``."""
+    if isinstance(config.missing, dict):
+        config.missing = kind.from_dict(config.missing)
+    elif config.missing is None:
+        config.missing = kind()
+    elif not isinstance(config.missing, MissingConfig):
+        raise ConfigError(kind.key_prefix[:-1], f"must be a mapping (image, text, both, seed), got {config.missing!r}")
 
 
 @dataclass
@@ -67,6 +79,14 @@ class TrainConfig(ValidatedConfig):
     log_with: Literal["tensorboard", "wandb", "mlflow", "aim", "none"] = setting(
         "tensorboard", "experiment tracker, through Accelerate, its files in the run directory (wandb offline: "
                        "WANDB_MODE=offline)")
+    missing: MissingConfig = setting(default_factory=TrainMissingConfig,
+                                     help="simulated missing modalities in the training split: the fractions of "
+                                          "samples without their image / text / both, in a fixed pattern chosen by "
+                                          "seed")
+
+    def __post_init__(self):
+        _missing_section(self, TrainMissingConfig)
+        super().__post_init__()
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
@@ -88,6 +108,12 @@ class EvalConfig(ValidatedConfig):
     every_epochs: int = setting(1, "validation cadence in epochs; the last epoch is always evaluated")
     batch_size: int | None = setting(None, "null: the training batch size")
     threshold: float = setting(0.5, "multi-label decision threshold on sigmoid probabilities")
+    missing: MissingConfig = setting(default_factory=EvalMissingConfig,
+                                     help="simulated missing modalities in the val and test splits (as train.missing)")
+
+    def __post_init__(self):
+        _missing_section(self, EvalMissingConfig)
+        super().__post_init__()
 
     def check(self) -> None:
         self.require_at_least("every_epochs", 1)
@@ -103,6 +129,8 @@ class RunConfig:
     seed: int = 0
     # Images outside the dataset directory (absolute paths, .., symlinks) are refused unless allowed.
     allow_external_paths: bool = False
+    # Manifest lines with "image": null or "text": null are refused unless allowed.
+    allow_missing: bool = False
     model: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)   # method name -> model keys for that method only
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -120,14 +148,15 @@ class RunConfig:
                 raise ConfigError(key, f"unknown top-level key; known keys: {', '.join(sorted(known))}")
         raw = dict(raw)
         data = raw.get("data")
-        allow_external = False
+        flags = {"allow_external_paths": False, "allow_missing": False}
         if isinstance(data, dict):
-            unknown = sorted(set(data) - {"path", "allow_external_paths"})
+            unknown = sorted(set(data) - {"path", *flags})
             if unknown:
-                raise ConfigError(f"data.{unknown[0]}", "unknown key; known keys: allow_external_paths, path")
-            allow_external = data.get("allow_external_paths", False)
-            if not isinstance(allow_external, bool):
-                raise ConfigError("data.allow_external_paths", f"expected true or false, got {allow_external!r}")
+                raise ConfigError(f"data.{unknown[0]}", f"unknown key; known keys: {', '.join(sorted({'path', *flags}))}")
+            for flag in flags:
+                flags[flag] = data.get(flag, False)
+                if not isinstance(flags[flag], bool):
+                    raise ConfigError(f"data.{flag}", f"expected true or false, got {flags[flag]!r}")
             raw["data"] = data.get("path")
         for key in ("data", "backbone", "method"):
             if raw.get(key) in (None, ""):
@@ -144,7 +173,7 @@ class RunConfig:
             if keys is not None and not isinstance(keys, dict):
                 raise ConfigError(f"methods.{name}", f"must be a mapping of model keys, got {keys!r}")
         config = cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
-                     allow_external_paths=allow_external,
+                     allow_external_paths=flags["allow_external_paths"], allow_missing=flags["allow_missing"],
                      model=dict(raw.get("model") or {}), methods=methods, head=HeadConfig.from_dict(raw.get("head")),
                      train=TrainConfig.from_dict(raw.get("train")), eval=EvalConfig.from_dict(raw.get("eval")))
         config.check_model_keys()
@@ -192,7 +221,8 @@ class RunConfig:
                                    model=self.model_keys(method), train=self.train_for(method), methods={})
 
     def to_dict(self) -> dict:
-        data = {"data": {"path": self.data, "allow_external_paths": True} if self.allow_external_paths else self.data,
+        flags = {k: True for k in ("allow_external_paths", "allow_missing") if getattr(self, k)}
+        data = {"data": {"path": self.data, **flags} if flags else self.data,
                 "backbone": self.backbone, "method": self.method, "seed": self.seed, "model": dict(self.model)}
         if self.methods:
             data["methods"] = {name: dict(keys) for name, keys in self.methods.items()}
@@ -200,6 +230,13 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def can_miss_modalities(self) -> bool:
+        """Whether samples of this run can lack a modality (then missing-aware methods switch it on)."""
+        return self.allow_missing or self.train.missing.active or self.eval.missing.active
+
+    def missing_by_split(self) -> dict[str, MissingConfig]:
+        return {"train": self.train.missing, "val": self.eval.missing, "test": self.eval.missing}
 
     def eval_batch_size(self) -> int:
         return self.eval.batch_size or self.train.batch_size
@@ -266,6 +303,9 @@ def resolve_method_config(config: RunConfig, num_classes: int, task: str):
         if key in model and model[key] != value:
             raise ConfigError(f"model.{key}", f"is {model[key]!r} but the dataset has {value!r}")
         model[key] = value
+    fields = get_method(config.method).config_class.field_names()
+    if "missing_aware" in fields and model.get("missing_aware") is None:
+        model["missing_aware"] = config.can_miss_modalities()
     try:
         return get_method(config.method).config_class.from_dict({**model, "head": config.head})
     except ConfigError as err:

@@ -1,4 +1,5 @@
-"""Loading a finished run for evaluation: its resolved config and the best checkpoint.
+"""Loading a finished run for evaluation: its resolved config and the best checkpoint, and a split
+of its data (or of another dataset with the same labels) to evaluate on.
 
 The checkpoint is loaded by the library's :class:`~mitp.classifier.Classifier` (the one path that
 rebuilds a method from a run or an export); this adds the run's resolved config.
@@ -42,3 +43,41 @@ def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
             raise ConfigError("RUN_DIR", str(err)) from err
         raise
     return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels)
+
+
+def split_dataset(loaded: LoadedRun, split: str, missing=None):
+    """``split`` of the run's data with the run's preprocessing; ``missing`` (a MissingConfig) defaults to
+    the run's ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
+    from mitp.data.dataset import ManifestDataset
+
+    config = loaded.config
+    dataset = ManifestDataset(config.data, split, config.preprocessor(loaded.backbone),
+                              on_bad_sample=config.train.on_bad_sample,
+                              allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
+                              missing=config.eval.missing if missing is None else missing)
+    ours, theirs = loaded.labels, dataset.label_space
+    if (theirs.task, theirs.labels) != (ours.task, ours.labels):
+        if theirs.task != ours.task:
+            what = f"task {theirs.task} but the run was trained for {ours.task}"
+        elif set(theirs.labels) == set(ours.labels):
+            what = "the same labels in another order (class indices would be scrambled)"
+        else:
+            absent = sorted(set(ours.labels) - set(theirs.labels))
+            extra = sorted(set(theirs.labels) - set(ours.labels))
+            what = f"other labels (missing {absent}, extra {extra})"
+        raise ConfigError("data", f"{config.data}/labels.json: {what}; cannot evaluate this run on it")
+    return dataset
+
+
+def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) -> dict:
+    """Metrics, loss and sample count of the run's model on ``dataset`` (one process, its best device)."""
+    from accelerate import Accelerator
+
+    from mitp.data.dataset import make_dataloader
+
+    from .evaluation import evaluate
+
+    accelerator = Accelerator(cpu=False)
+    loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
+    model, loader = accelerator.prepare(loaded.model, loader)
+    return evaluate(model, loader, accelerator, dataset.task, loaded.config.eval.threshold)

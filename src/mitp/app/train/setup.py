@@ -105,7 +105,8 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     backbone = build_backbone(config.backbone)
     datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
                               on_bad_sample=config.train.on_bad_sample, splits=splits,
-                              allow_external_paths=config.allow_external_paths)
+                              allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
+                              missing=config.missing_by_split())
     check_splits(datasets)  # before anything trains: no empty split, no id in two splits
     any_split = next(iter(datasets.values()))
     method_config = resolve_method_config(config, any_split.num_classes, any_split.task)

@@ -5,15 +5,18 @@ layer runs on [tokens; prompts] and the prompt outputs are discarded (the next
 prompted layer inserts its own new prompts). Extraction layers in between run on
 the plain sequence, as in MITP. With ``prompt_gate`` (default) what the tokens read
 from the prompts is gated from zero, as in MITP. Comparing with MITP isolates what
-the memory hub adds: same layers, same prompt length, same gates, same head.
+the memory hub adds: same layers, same prompt length, same gates, same head. Missing-aware
+(``missing_aware``): a learned prompt per missing case is added to every step's prompts.
 """
 
 from __future__ import annotations
 
+from torch import nn
+
 from ...backbones import Backbone, TowerState
 from ..base import Features, MultimodalClassifier
-from ..layers import (embedding, gate_diagnostics, interaction_layers, prompt_gates, prompt_list,
-                      prompt_norm_diagnostics, run_prompted)
+from ..layers import (MissingCasePrompts, batched, embedding, gate_diagnostics, interaction_layers, prompt_gates,
+                      prompt_list, prompt_norm_diagnostics, run_prompted)
 from .config import DeepPromptsConfig
 
 
@@ -32,17 +35,27 @@ class DeepPrompts(MultimodalClassifier):
         self.vision_prompts = prompt_list(steps, length, vision.width, std)
         self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
         self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
+        self.reads_modality_mask = bool(config.missing_aware)
+        self.missing_text = self.missing_vision = None
+        if config.missing_aware:
+            self.missing_text = nn.ModuleList(MissingCasePrompts(length, text.width) for _ in range(steps))
+            self.missing_vision = nn.ModuleList(MissingCasePrompts(length, vision.width) for _ in range(steps))
         self.head = self.build_head({"image": vision.embed_dim, "text": text.embed_dim})
 
     def frozen_prefix(self) -> tuple[int, int]:
         # Frozen layers below each tower's first prompted layer.
         return self.text_layers[0], self.vision_layers[0]
 
-    def prefix_features(self, t_state: TowerState, v_state: TowerState) -> Features:
+    def prefix_features(self, t_state: TowerState, v_state: TowerState, modality_mask=None) -> Features:
         text, vision, steps = self.backbone.text, self.backbone.vision, len(self.text_layers)
-        t_state = run_prompted(text, t_state, self.text_layers, self.text_prompts, self.text_gates,
+        t_prompts, v_prompts = self.text_prompts, self.vision_prompts
+        if self.missing_text is not None:  # each sample's prompts: the step's own plus its case's
+            batch = t_state.hidden.shape[0]
+            t_prompts = [batched(p, batch) + m(modality_mask, batch) for p, m in zip(t_prompts, self.missing_text)]
+            v_prompts = [batched(p, batch) + m(modality_mask, batch) for p, m in zip(v_prompts, self.missing_vision)]
+        t_state = run_prompted(text, t_state, self.text_layers, t_prompts, self.text_gates,
                                self.trace_records("text", steps))
-        v_state = run_prompted(vision, v_state, self.vision_layers, self.vision_prompts, self.vision_gates,
+        v_state = run_prompted(vision, v_state, self.vision_layers, v_prompts, self.vision_gates,
                                self.trace_records("vision", steps))
         return {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
 

@@ -3,6 +3,10 @@
 Per step k: each tower runs its interaction layer on [tokens; prompts] (acquiring),
 the prompt outputs meet in the hub (consolidation), and the hub memory becomes the
 next step's prompts (activation). See docs/method.md for every choice made here.
+
+Missing-aware (``missing_aware``): a learned prompt per missing case is added to the first
+prompts, and the hub takes nothing from an absent side: a sample without its image gets no
+vision memory in its text prompts, one without text no text memory in its vision prompts.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from torch import nn
 from ...backbones import Backbone, TowerState
 from ...backbones.towers import run_layers
 from ..base import Features, MultimodalClassifier
-from ..layers import (batched, embedding, gate_diagnostics, gaussian_prompt, interaction_layers, prompt_gates,
-                      step_gate, step_record)
+from ..layers import (MissingCasePrompts, batched, embedding, gate_diagnostics, gaussian_prompt, interaction_layers,
+                      prompt_gates, step_gate, step_record)
 from .config import MITPConfig
 
 
@@ -27,7 +31,8 @@ class MemoryHub(nn.Module):
     similarity: S = softmax(cos(p_t, P_v p_v) / tau);  m_t = p_t + S q,  m_v = q + S^T p_t
     mean:       m_t = p_t + mean(q),                  m_v = q + mean(p_t)
     none:       m_t = p_t,                            m_v = q
-    with q = P_v p_v and an optional LayerNorm on each memory.
+    with q = P_v p_v and an optional LayerNorm on each memory. With a ``modality_mask`` the exchange
+    terms (S q, S^T p_t, the means) are dropped for the side whose modality is absent.
     """
 
     def __init__(self, text_width: int, vision_width: int, mode: str = "similarity", tau: float = 0.1,
@@ -44,17 +49,21 @@ class MemoryHub(nn.Module):
         cos = F.normalize(p_t, dim=-1) @ F.normalize(q, dim=-1).transpose(1, 2)
         return torch.softmax(cos / self.tau, dim=-1)
 
-    def forward(self, p_t: torch.Tensor, p_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, p_t: torch.Tensor, p_v: torch.Tensor, modality_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.vision_proj(p_v)
         if self.mode == "similarity":
             s = self.similarity(p_t, q)
             self.last_similarity = s.detach()
-            m_t, m_v = p_t + s @ q, q + s.transpose(1, 2) @ p_t
+            from_vision, from_text = s @ q, s.transpose(1, 2) @ p_t
         elif self.mode == "mean":
-            m_t, m_v = p_t + q.mean(1, keepdim=True), q + p_t.mean(1, keepdim=True)
+            from_vision, from_text = q.mean(1, keepdim=True), p_t.mean(1, keepdim=True)
         else:
-            m_t, m_v = p_t, q
-        return self.text_norm(m_t), self.vision_norm(m_v)
+            return self.text_norm(p_t), self.vision_norm(q)
+        if modality_mask is not None:  # nothing flows from an absent side
+            has_image, has_text = (modality_mask[:, k].to(p_t.device, p_t.dtype)[:, None, None] for k in (0, 1))
+            from_vision, from_text = from_vision * has_image, from_text * has_text
+        return self.text_norm(p_t + from_vision), self.vision_norm(q + from_text)
 
 
 class MITP(MultimodalClassifier):
@@ -85,6 +94,9 @@ class MITP(MultimodalClassifier):
             self.hub = MemoryHub(d_t, d_v, config.hub, config.tau, config.hub_norm)
         self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
         self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
+        self.reads_modality_mask = bool(config.missing_aware)
+        self.missing_text = MissingCasePrompts(length, d_t) if config.missing_aware else None
+        self.missing_vision = MissingCasePrompts(length, d_v) if config.missing_aware else None
         self.last_similarities: list[torch.Tensor] = []  # per hub step of the last forward, detached
 
         parts = {"image": vision.embed_dim, "text": text.embed_dim}
@@ -92,10 +104,16 @@ class MITP(MultimodalClassifier):
             parts["memory"] = d_t
         self.head = self.build_head(parts)
 
-    def initial_prompts(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        p_t = self.text_prompt
-        p_v = self.text_to_vision(p_t) if self.vision_prompt is None else self.vision_prompt
-        return batched(p_t, batch), batched(p_v, batch)
+    def initial_prompts(self, batch: int, modality_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first step's (text, vision) prompts, (B, L, width) each, with the missing case's prompts."""
+        p_t = batched(self.text_prompt, batch)
+        if self.missing_text is not None:
+            p_t = p_t + self.missing_text(modality_mask, batch)
+        p_v = self.text_to_vision(p_t) if self.vision_prompt is None else batched(self.vision_prompt, batch)
+        if self.missing_vision is not None:
+            p_v = p_v + self.missing_vision(modality_mask, batch)
+        return p_t, p_v
 
     def vision_generator(self, step: int) -> nn.Module:
         """Map from the hub's vision memory to the vision prompts of step ``step + 1``."""
@@ -105,10 +123,11 @@ class MITP(MultimodalClassifier):
         # Layers below the first interaction layer see no prompts: frozen, input-only.
         return self.text_layers[0], self.vision_layers[0]
 
-    def prefix_features(self, t_state: TowerState, v_state: TowerState) -> Features:
+    def prefix_features(self, t_state: TowerState, v_state: TowerState,
+                        modality_mask: torch.Tensor | None = None) -> Features:
         text, vision = self.backbone.text, self.backbone.vision
         t_pos, v_pos = self.frozen_prefix()
-        p_t, p_v = self.initial_prompts(t_state.hidden.shape[0])
+        p_t, p_v = self.initial_prompts(t_state.hidden.shape[0], modality_mask)
         memory = None
         steps = len(self.text_layers)
         self.last_similarities = []
@@ -124,7 +143,7 @@ class MITP(MultimodalClassifier):
             t_pos, v_pos = t_layer + 1, v_layer + 1
             if self.hub is None or (step == steps - 1 and self.config.head_input == "pooled"):
                 continue
-            m_t, m_v = self.hub(out_t, out_v)                          # consolidation
+            m_t, m_v = self.hub(out_t, out_v, modality_mask)           # consolidation
             if self.hub.mode == "similarity":
                 self.last_similarities.append(self.hub.last_similarity)
                 if self.trace is not None:

@@ -1,0 +1,108 @@
+"""Missing modalities end to end: training with drops (and the prefix cache), robustness curves,
+single-modality prediction from the CLI and the API, compare --missing."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mitp import Classifier
+from mitp.app.cli import main
+from mitp.app.commands.compare import missing_overrides
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def missing_run(toy_dataset, tmp_path_factory):
+    """MITP trained with a third of the images and a third of the texts dropped, with the prefix cache."""
+    run = tmp_path_factory.mktemp("missing") / "mitp"
+    cache = tmp_path_factory.mktemp("cache")
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=2",
+                 "--set", "train.missing.image=0.35", "--set", "train.missing.text=0.35",
+                 "--set", "train.cache_prefix=true", "--set", f"train.cache_dir={cache}", "--out", str(run)]) == 0
+    return run, cache
+
+
+def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_its_cache(missing_run, toy_dataset,
+                                                                                          tmp_path):
+    import yaml
+
+    run, cache = missing_run
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["missing_aware"] is True and config["train"]["missing"]["image"] == 0.35
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "checkpoint" / "best" / "trainable.safetensors")
+    assert weights["missing_text.prompts"].abs().sum() > 0, "the case prompts trained"
+    stores = {p.name for p in cache.iterdir() if p.is_dir()}
+    assert len(stores) == 3
+    # the same data without drops would be another store: the train split's key differs
+    other = tmp_path / "run2"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
+                 "--set", "train.cache_prefix=true", "--set", f"train.cache_dir={cache}", "--out", str(other)]) == 0
+    after = {p.name for p in cache.iterdir() if p.is_dir()}
+    assert len(after - stores) == 1, "only the train split (the one with drops) gets a new store"
+
+
+def test_robustness_writes_a_curve_per_run_and_rate_zero_is_plain_evaluation(missing_run, tiny_run, tmp_path, capsys):
+    run, _ = missing_run
+    out = tmp_path / "robust"
+    assert main(["robustness", str(run), str(tiny_run), "--modality", "image", "--rates", "0,0.5,1",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["rates"] == [0.0, 0.5, 1.0] and (out / "robustness.png").stat().st_size > 0
+    aware, plain = report["runs"]
+    assert aware["run"] == str(run) and aware["missing_aware"] is True and plain["missing_aware"] is False
+    assert len(aware["values"]) == 3 and "missing-aware" in aware["label"]
+    capsys.readouterr()
+    for curve in report["runs"]:
+        assert main(["evaluate", curve["run"], "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(curve["values"][0])
+    # with every image gone, the label (colour and words) can only be guessed by half
+    assert max(c["values"][2] for c in report["runs"]) <= 0.75
+
+
+def test_robustness_of_several_runs_needs_an_out_directory(missing_run, tiny_run, capsys):
+    assert main(["robustness", str(missing_run[0]), str(tiny_run)]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_predict_with_one_modality_from_the_api_and_the_cli(missing_run, toy_dataset, tmp_path, capsys):
+    run, _ = missing_run
+    clf = Classifier.from_pretrained(run)
+    image = toy_dataset / "images" / "test-0001.png"
+    text = "berry bronze basin"
+    image_only, text_only, both = clf.predict(images=[image], top_k=4)[0], clf.predict(texts=[text], top_k=4)[0], \
+        clf.predict([image], [text], top_k=4)[0]
+    assert (image_only.modalities, text_only.modalities, both.modalities) == (("image",), ("text",), ("image", "text"))
+    # the API feeds exactly the blank input and the mask
+    sample = clf.prepare(image, None)
+    model_inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
+                    "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
+                    "modality_mask": torch.tensor([[True, False]])}
+    with torch.no_grad():
+        logits = clf.model(**model_inputs).logits
+    assert clf.to_predictions(logits, 4)[0] == image_only
+    capsys.readouterr()
+    assert main(["predict", str(run), "--text", text, "--top-k", "4"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["modalities"] == ["text"] and line["predictions"] == text_only
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "image": str(image), "text": None}) + "\n"
+                        + json.dumps({"id": "b", "text": text}) + "\n")
+    assert main(["predict", str(run), "--manifest", str(manifest), "--top-k", "4"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["modalities"] for x in lines] == [["image"], ["text"]]
+    assert lines[0]["predictions"] == image_only and lines[1]["predictions"] == text_only
+    manifest.write_text(json.dumps({"id": "c", "image": None, "text": None}) + "\n")
+    assert main(["predict", str(run), "--manifest", str(manifest)]) == 2
+    assert f"{manifest}:1" in capsys.readouterr().err
+
+
+def test_compare_missing_sets_train_and_eval_alike():
+    assert missing_overrides("image=0.35,text=0.35") == [
+        "train.missing.image=0.35", "eval.missing.image=0.35", "train.missing.text=0.35", "eval.missing.text=0.35"]
+    assert missing_overrides(None) == []
+    assert main(["compare", "--config", str(CONFIG), "--missing", "colour=0.3", "--out", "/nonexistent/x"]) == 2
