@@ -178,3 +178,14 @@ def test_a_deep_prompts_case_prompt_changes_only_its_case(tiny_clip):
         model.missing_text[0].prompts[2].normal_()  # the text-missing case
     after = model(**batch, modality_mask=mask).logits
     assert not torch.allclose(before[0], after[0]) and torch.allclose(before[1], after[1])
+
+
+def test_mitp_check_counts_missing_modalities_only_when_allowed(toy_dataset, tmp_path, capsys):
+    from mitp.app.cli import main
+
+    data = _with_nulls(toy_dataset, tmp_path / "nulls")
+    assert main(["check", str(data), "--no-progress"]) == 1
+    assert "[absent_modality]" in capsys.readouterr().out
+    assert main(["check", str(data), "--no-progress", "--allow-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "no image" in out and "no text" in out
