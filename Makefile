@@ -24,7 +24,7 @@ offline: $(STAMP)
 	$(BIN)/mitp backbones --prepare offline:dinov2s-minilm
 
 # The demo: real weights (offline backbone), real photos (Fashion-MNIST from Debian), a task that
-# needs both modalities (fashion-ve), MITP against late fusion with an MLP head.
+# needs both modalities (fashion-ve), MITP against late fusion and deep prompts with the same head.
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_DATA     ?= data/fashion-ve
 
@@ -34,8 +34,12 @@ demo: offline
 	  else echo "Fashion-MNIST idx files not in $(FASHION_MNIST): apt-get install dataset-fashion-mnist," \
 	            "or make demo FASHION_MNIST=/path/to/idx/files"; exit 1; fi
 	test -f $(DEMO_DATA)/labels.json || $(BIN)/mitp prepare fashion-ve --raw $(FASHION_MNIST) --out $(DEMO_DATA)
-	$(BIN)/mitp compare --config configs/demo.yaml --set data=$(DEMO_DATA) --methods mitp,late_fusion \
-	    --set model.hidden_dim=512 --out runs/demo
+	$(BIN)/mitp compare --config configs/demo.yaml --set data=$(DEMO_DATA) \
+	    --methods late_fusion,deep_prompts,mitp --out runs/demo
+	@echo
+	@echo "Try the demo's MITP model: a web page and an HTTP API on http://127.0.0.1:8000 (Ctrl-C stops it)"
+	@echo "  $(BIN)/mitp serve runs/demo/mitp/seed-0"
+	@echo "or from Python: mitp.Classifier.from_pretrained('runs/demo/mitp/seed-0').predict(images=[...], texts=[...])"
 
 # The tiny in-process demo: MITP on a random tiny CLIP, a few optimizer steps (seconds, no downloads).
 demo-tiny: $(STAMP)
