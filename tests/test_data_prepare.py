@@ -344,7 +344,8 @@ def test_cli_prepare_errors_exit_2_with_named_error(tmp_path, capsys):
 def test_prepare_lists_every_registered_converter(capsys):
     from mitp.data.prepare import converters
 
-    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "jsonl", "csv"}
+    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "fashion-cues", "jsonl",
+                                 "csv"}
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
     out = capsys.readouterr().out
