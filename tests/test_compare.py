@@ -171,3 +171,14 @@ def test_each_method_can_have_its_own_train_keys(toy, tmp_path):
     assert err.value.key == "methods.mitp.train.lrr"
     single = load_run_config(CONFIG, ["methods.mitp.train.lr=0.02"]).for_method("mitp")
     assert single.train.lr == 0.02 and single.methods == {}
+
+
+def test_one_seed_shows_no_spread():
+    runs = [fake_run("m", lr, 0, val=v, test=0.5) for lr, v in ((0.1, 0.6), (0.01, 0.7))]
+    (row,) = aggregate(runs, ["m"])
+    config = load_run_config(CONFIG)
+    table = markdown_table([row], config, [0], parse_grid(["train.lr=0.1,0.01"]))
+    assert "±" not in table and "Seed 0, one run per setting" in table
+    assert "| 0.7000* |" in table and "| 0.5000 |" in table
+    (row,) = aggregate(runs + [fake_run("m", lr, 1, val=0.6, test=0.5) for lr in (0.1, 0.01)], ["m"])
+    assert "0.6500 ± 0.0707*" in markdown_table([row], config, [0, 1], parse_grid(["train.lr=0.1,0.01"]))

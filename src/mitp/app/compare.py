@@ -258,20 +258,24 @@ def _label(setting: dict) -> str:
     return GridPoint(tuple(setting.items())).label()
 
 
-def _pm(stat: dict | None, key: str) -> str:
+def _pm(stat: dict | None, key: str, spread: bool = True) -> str:
     if not stat or key not in stat:
         return "-"
-    return f"{stat[key]['mean']:.4f} ± {stat[key]['std']:.4f}"
+    # one seed has no spread: "± 0.0000" would claim a measured one
+    return f"{stat[key]['mean']:.4f} ± {stat[key]['std']:.4f}" if spread else f"{stat[key]['mean']:.4f}"
 
 
 def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: list[GridPoint] | None = None) -> str:
     metric = next((r["selection_metric"] for r in rows if r.get("selection_metric")), "metric")
     searched = grid is not None and any(p.values for p in grid)
+    spread = len(seeds) > 1
     head = config.head
     lines = [
         f"# Comparison on `{config.data}` with `{config.backbone}`",
         "",
-        f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; {config.train.epochs} epochs, batch "
+        (f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; " if spread else
+         f"Seed {seeds[0]}, one run per setting; ")
+        + f"{config.train.epochs} epochs, batch "
         f"{config.train.batch_size}, lr {config.train.lr}; the same head for every method (hidden_dim "
         f"{head.hidden_dim}, norm {head.norm}, fusion {head.fusion}). Test metrics come from each run's best "
         "validation checkpoint."
@@ -289,10 +293,11 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
             lines.append(f"| {r['method']} | {chosen}- | - | - | - | - | failed: {error[:200]} |")
             continue
         status = r["status"] if r["status"] == "ok" else f"partial: {len(r.get('errors', {}))} run(s) failed"
-        lines.append(f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric)} | "
-                     f"{_pm(r['test'], metric)} | {r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
+        lines.append(f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric, spread)} | "
+                     f"{_pm(r['test'], metric, spread)} | {r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
     if searched:
-        lines += ["", f"## Validation {metric} per grid point (mean ± std over seeds; * = chosen)", "",
+        lines += ["", f"## Validation {metric} per grid point ({'mean ± std over seeds; ' if spread else ''}* = chosen)",
+                  "",
                   "| method | " + " | ".join(p.label() for p in grid) + " |",
                   "|---|" + "---:|" * len(grid)]
         for r in rows:
@@ -303,7 +308,7 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
                 if g is None or "val" not in g:
                     cells.append("failed")
                 else:
-                    cell = f"{g['val']['mean']:.4f} ± {g['val']['std']:.4f}" + ("*" if g.get("selected") else "")
+                    cell = _pm(g, "val", spread) + ("*" if g.get("selected") else "")
                     cells.append(cell if g["complete"] else f"{cell} (incomplete)")
             lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
