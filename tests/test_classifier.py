@@ -15,31 +15,21 @@ from mitp.classifier import InputError
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def toy(toy_dataset):
-    return toy_dataset
-
-
-@pytest.fixture(scope="module")
-def run(tiny_run):
-    return tiny_run
-
-
-def test_predict_takes_paths_pil_images_and_bytes_and_matches_mitp_predict(run, toy, capsys):
-    clf = Classifier.from_pretrained(run)
-    path = toy / "images" / "test-0003.png"
+def test_predict_takes_paths_pil_images_and_bytes_and_matches_mitp_predict(tiny_run, toy_dataset, capsys):
+    clf = Classifier.from_pretrained(tiny_run)
+    path = toy_dataset / "images" / "test-0003.png"
     as_pil, as_bytes = Image.open(path), path.read_bytes()
     rows = clf.predict(images=[str(path), as_pil, as_bytes], texts=["apple amber"] * 3, top_k=2)
     assert rows[0] == rows[1] == rows[2] and len(rows[0]) == 2
     assert {p["label"] for p in rows[0]} <= set(clf.labels.labels)
     capsys.readouterr()
-    assert main(["predict", str(run), "--image", str(path), "--text", "apple amber", "--top-k", "2"]) == 0
+    assert main(["predict", str(tiny_run), "--image", str(path), "--text", "apple amber", "--top-k", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"] == rows[0]
 
 
-def test_batches_give_the_same_scores_as_single_pairs(run, toy):
-    clf = Classifier.from_pretrained(run)
-    images = [toy / "images" / f"test-{i:04d}.png" for i in range(5)]
+def test_batches_give_the_same_scores_as_single_pairs(tiny_run, toy_dataset):
+    clf = Classifier.from_pretrained(tiny_run)
+    images = [toy_dataset / "images" / f"test-{i:04d}.png" for i in range(5)]
     texts = ["apple amber", "berry", "cherry crimson", "date", "elder"]
     together = clf.predict(images, texts, top_k=4, batch_size=2)
     alone = [clf.predict([image], [text], top_k=4)[0] for image, text in zip(images, texts)]
@@ -54,39 +44,39 @@ def test_batches_give_the_same_scores_as_single_pairs(run, toy):
     ([3], ["x"], "images[0]"),
     ([None, None], ["x"], "texts"),
 ])
-def test_bad_inputs_are_named(run, images, texts, field):
-    clf = Classifier.from_pretrained(run)
+def test_bad_inputs_are_named(tiny_run, images, texts, field):
+    clf = Classifier.from_pretrained(tiny_run)
     with pytest.raises(InputError) as err:
         clf.predict(images=images, texts=texts)
     assert err.value.field == field
 
 
-def test_an_empty_text_is_named(run, toy):
-    clf = Classifier.from_pretrained(run)
+def test_an_empty_text_is_named(tiny_run, toy_dataset):
+    clf = Classifier.from_pretrained(tiny_run)
     with pytest.raises(InputError, match=r"texts\[1\]: empty text"):
-        clf.predict([toy / "images" / "test-0000.png"] * 2, ["ok", "  "])
+        clf.predict([toy_dataset / "images" / "test-0000.png"] * 2, ["ok", "  "])
 
 
-def test_export_round_trips_and_writes_a_model_card(run, toy, tmp_path, capsys):
+def test_export_round_trips_and_writes_a_model_card(tiny_run, toy_dataset, tmp_path, capsys):
     out = tmp_path / "export"
-    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
     assert config["method"]["method"] == "mitp" and config["backbone"]["spec"] == "tiny-clip"
-    assert config["labels"]["labels"] == json.loads((toy / "labels.json").read_text())["labels"]
-    results = json.loads((run / "results.json").read_text())
+    assert config["labels"]["labels"] == json.loads((toy_dataset / "labels.json").read_text())["labels"]
+    results = json.loads((tiny_run / "results.json").read_text())
     card = (out / "README.md").read_text()
     for needed in (f"{results['test']['accuracy']:.4f}", f"{results['trainable_params']:,}", "mitp train",
                    "## Limitations", "from mitp import Classifier"):
         assert needed in card, needed
-    images, texts = [toy / "images" / "test-0001.png"], ["berry"]
-    assert Classifier.from_pretrained(out).predict(images, texts) == Classifier.from_pretrained(run).predict(images,
-                                                                                                         texts)
-    assert main(["export", str(run), "--out", str(out)]) == 2  # not empty: refused
+    images, texts = [toy_dataset / "images" / "test-0001.png"], ["berry"]
+    exported = Classifier.from_pretrained(out).predict(images, texts)
+    assert exported == Classifier.from_pretrained(tiny_run).predict(images, texts)
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 2  # not empty: refused
 
 
-def test_loading_onto_a_backbone_of_other_shapes_is_a_named_error(run, tmp_path):
-    out = Classifier.from_pretrained(run).save_pretrained(tmp_path / "export")
+def test_loading_onto_a_backbone_of_other_shapes_is_a_named_error(tiny_run, tmp_path):
+    out = Classifier.from_pretrained(tiny_run).save_pretrained(tmp_path / "export")
     config = json.loads((out / "config.json").read_text())
     config["backbone"]["spec"] = "tiny-pair"  # other widths than the tiny-clip it was trained on
     (out / "config.json").write_text(json.dumps(config))
@@ -96,8 +86,8 @@ def test_loading_onto_a_backbone_of_other_shapes_is_a_named_error(run, tmp_path)
         Classifier.from_pretrained(tmp_path)
 
 
-def test_save_pretrained_writes_no_pickle(run, tmp_path):
-    out = Classifier.from_pretrained(run).save_pretrained(tmp_path / "e")
+def test_save_pretrained_writes_no_pickle(tiny_run, tmp_path):
+    out = Classifier.from_pretrained(tiny_run).save_pretrained(tmp_path / "e")
     assert (out / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle stream
     buffer = io.BytesIO((out / "model.safetensors").read_bytes())
     assert json.loads(buffer.read(8 + int.from_bytes((out / "model.safetensors").read_bytes()[:8], "little"))[8:])

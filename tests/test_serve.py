@@ -17,11 +17,6 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def toy(toy_dataset):
-    return toy_dataset
-
-
-@pytest.fixture(scope="module")
 def classifier(tiny_run):
     return Classifier.from_pretrained(tiny_run)
 
@@ -33,8 +28,8 @@ def server(classifier):
         yield url, app
 
 
-def image_bytes(toy, i=0) -> bytes:
-    return (toy / "images" / f"test-{i:04d}.png").read_bytes()
+def image_bytes(toy_dataset, i=0) -> bytes:
+    return (toy_dataset / "images" / f"test-{i:04d}.png").read_bytes()
 
 
 def test_health_labels_and_openapi(server, classifier):
@@ -46,19 +41,20 @@ def test_health_labels_and_openapi(server, classifier):
     assert {"/predict", "/predict/batch", "/health", "/labels", "/explain"} <= set(paths)
 
 
-def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy):
+def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy_dataset):
     url, _ = server
-    expected = classifier.predict([image_bytes(toy, 2)], ["apple amber"], top_k=3)[0]
-    multipart = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy, 2), "image/png")},
+    expected = classifier.predict([image_bytes(toy_dataset, 2)], ["apple amber"], top_k=3)[0]
+    multipart = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset, 2), "image/png")},
                            data={"text": "apple amber", "top_k": "3"})
     assert multipart.status_code == 200 and multipart.json()["predictions"] == expected
-    as_json = httpx.post(f"{url}/predict", json={"image": base64.b64encode(image_bytes(toy, 2)).decode(),
+    as_json = httpx.post(f"{url}/predict", json={"image": base64.b64encode(image_bytes(toy_dataset, 2)).decode(),
                                                  "text": "apple amber", "top_k": 3})
     assert as_json.json()["predictions"] == expected
     batch = httpx.post(f"{url}/predict/batch", json={"items": [
-        {"image": base64.b64encode(image_bytes(toy, i)).decode(), "text": "berry"} for i in range(3)], "top_k": 2})
-    assert batch.json()["predictions"] == classifier.predict([image_bytes(toy, i) for i in range(3)], ["berry"] * 3,
-                                                             top_k=2)
+        {"image": base64.b64encode(image_bytes(toy_dataset, i)).decode(), "text": "berry"} for i in range(3)],
+        "top_k": 2})
+    images = [image_bytes(toy_dataset, i) for i in range(3)]
+    assert batch.json()["predictions"] == classifier.predict(images, ["berry"] * 3, top_k=2)
 
 
 @pytest.mark.parametrize("request_kwargs, status, field", [
@@ -70,38 +66,38 @@ def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy):
     ({"json": {"image": "aGk=", "text": "x", "top_k": 0}}, 422, "top_k"),
     ({"content": b"not json", "headers": {"content-type": "application/json"}}, 400, "body"),
 ])
-def test_bad_input_is_a_4xx_naming_the_field(server, toy, request_kwargs, status, field):
+def test_bad_input_is_a_4xx_naming_the_field(server, toy_dataset, request_kwargs, status, field):
     url, _ = server
     reply = httpx.post(f"{url}/predict", **request_kwargs)
     assert reply.status_code == status, reply.text
     assert reply.json()["detail"].startswith(f"{field}:")
 
 
-def test_one_modality_alone_is_predicted_as_the_api_predicts_it_and_says_what_it_saw(server, classifier, toy):
+def test_one_modality_alone_is_predicted_as_the_api_predicts_it_and_says_what_it_saw(server, classifier, toy_dataset):
     url, _ = server
-    image_only = classifier.predict(images=[image_bytes(toy, 1)], top_k=2)[0]
+    image_only = classifier.predict(images=[image_bytes(toy_dataset, 1)], top_k=2)[0]
     text_only = classifier.predict(texts=["apple amber"], top_k=2)[0]
-    reply = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy, 1), "image/png")},
+    reply = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset, 1), "image/png")},
                        data={"top_k": "2"}).json()
     assert reply == {"predictions": image_only, "modalities": ["image"]}
     reply = httpx.post(f"{url}/predict", json={"text": "apple amber", "top_k": 2}).json()
     assert reply == {"predictions": text_only, "modalities": ["text"]}
     batch = httpx.post(f"{url}/predict/batch", json={"items": [
-        {"text": "apple amber"}, {"image": base64.b64encode(image_bytes(toy, 1)).decode()}], "top_k": 2}).json()
+        {"text": "apple amber"}, {"image": base64.b64encode(image_bytes(toy_dataset, 1)).decode()}], "top_k": 2}).json()
     assert batch == {"predictions": [text_only, image_only], "modalities": [["text"], ["image"]]}
 
 
-def test_an_empty_text_in_a_batch_names_its_item(server, toy):
+def test_an_empty_text_in_a_batch_names_its_item(server, toy_dataset):
     url, _ = server
-    item = {"image": base64.b64encode(image_bytes(toy)).decode(), "text": "ok"}
+    item = {"image": base64.b64encode(image_bytes(toy_dataset)).decode(), "text": "ok"}
     reply = httpx.post(f"{url}/predict/batch", json={"items": [item, {**item, "text": " "}]})
     assert reply.status_code == 400 and reply.json()["detail"].startswith("items[1].text:")
 
 
-def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(server, classifier, toy):
+def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(server, classifier, toy_dataset):
     url, app = server
     texts = ["apple amber", "berry", "cherry", "date", "elder"]
-    images = [image_bytes(toy, i) for i in range(5)]
+    images = [image_bytes(toy_dataset, i) for i in range(5)]
     expected = {(i, t): classifier.predict([images[i]], [texts[t]], top_k=2)[0] for i in range(5) for t in range(5)}
     before = app.state.batcher.stats.batches
 
@@ -122,7 +118,7 @@ def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(serv
     assert batches < 500 and app.state.batcher.stats.largest > 1, "concurrent requests share batches"
 
 
-def test_faults_do_not_take_the_server_down(server, toy):
+def test_faults_do_not_take_the_server_down(server, toy_dataset):
     url, _ = server
     host, port = url.removeprefix("http://").split(":")
     # a client that disconnects in the middle of an upload
@@ -134,17 +130,18 @@ def test_faults_do_not_take_the_server_down(server, toy):
     big = httpx.post(f"{url}/predict", files={"image": ("big.png", b"0" * (50 * 2**20), "image/png")},
                      data={"text": "x"}, timeout=60)
     assert big.status_code == 413
-    corrupt = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy)[:50], "image/png")},
+    corrupt = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset)[:50], "image/png")},
                          data={"text": "x"})
     assert corrupt.status_code == 400 and corrupt.json()["detail"].startswith("image:")
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
-    ok = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy), "image/png")}, data={"text": "x"})
+    ok = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset), "image/png")},
+                    data={"text": "x"})
     assert ok.status_code == 200
 
 
-def test_explain_returns_the_figure(server, toy):
+def test_explain_returns_the_figure(server, toy_dataset):
     url, _ = server
-    reply = httpx.post(f"{url}/explain", files={"image": ("x.png", image_bytes(toy), "image/png")},
+    reply = httpx.post(f"{url}/explain", files={"image": ("x.png", image_bytes(toy_dataset), "image/png")},
                        data={"text": "apple amber"})
     assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
     assert reply.content[:8] == b"\x89PNG\r\n\x1a\n"
