@@ -116,6 +116,8 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
 
 
 def compile_model(model, backend: str = "inductor"):
-    """``torch.compile`` the model in place (shapes vary with text length: dynamic); returns it."""
-    model.compile(backend=backend, dynamic=True)
+    """``torch.compile`` the model in place; returns it. Shapes are left to dynamo's automatic
+    dynamism (static first, dynamic after a shape changes): ``dynamic=True`` from the start made
+    inductor fail on ViT-B/16 shapes (a sympy ValueRangeError in torch 2.13)."""
+    model.compile(backend=backend)
     return model
