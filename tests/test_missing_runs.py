@@ -62,6 +62,33 @@ def test_robustness_writes_a_curve_per_run_and_rate_zero_is_plain_evaluation(mis
         assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(curve["values"][0])
     # with every image gone, the label (colour and words) can only be guessed by half
     assert max(c["values"][2] for c in report["runs"]) <= 0.75
+    # two different configs: two groups of one run each, and a table row for each
+    assert [g["runs"] for g in report["groups"]] == [[str(run)], [str(tiny_run)]]
+    assert [g["mean"] for g in report["groups"]] == [c["values"] for c in report["runs"]]
+    table = (out / "robustness.md").read_text().splitlines()
+    assert table[0].startswith("| test accuracy, image missing | 0% | 50% | 100% |") and len(table) == 4
+
+
+def test_runs_that_differ_only_in_the_seed_are_averaged_with_their_sample_std():
+    from mitp.app.commands.robustness import markdown_table, seed_groups
+
+    def curve(run, seed, values, group, method="mitp", aware=True):
+        return {"run": run, "seed": seed, "method": method, "missing_aware": aware, "label": f"{method} ({run})",
+                "values": values, "group": group, "metric": "accuracy"}
+
+    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6], "g1"),
+              curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "g2", "late_fusion", None),
+              curve("a/mitp/seed-1", 1, [0.9, 0.4], "g1")]
+    groups = seed_groups(curves)
+    assert [g["runs"] for g in groups] == [["a/mitp/seed-0", "a/mitp/seed-1"], ["b/late_fusion/seed-0"]]
+    assert groups[0]["seeds"] == [0, 1] and groups[0]["label"] == "mitp, missing-aware (mitp), 2 seeds"
+    assert groups[0]["mean"] == pytest.approx([0.85, 0.5])
+    assert groups[0]["std"] == pytest.approx([0.0707107, 0.1414214])  # sample std (ddof 1)
+    assert groups[1]["mean"] == [0.7, 0.5] and groups[1]["std"] == [0.0, 0.0]
+    table = markdown_table({"modality": "text", "split": "test", "rates": [0.0, 0.9], "runs": curves,
+                            "groups": groups})
+    assert table.splitlines()[2] == "| mitp, missing-aware (mitp), 2 seeds | 0.8500 ± 0.0707 | 0.5000 ± 0.1414 |"
+    assert table.splitlines()[3] == "| late_fusion (b/late_fusion/seed-0) | 0.7000 | 0.5000 |"
 
 
 def test_robustness_of_several_runs_needs_an_out_directory(missing_run, tiny_run, capsys):

@@ -10,6 +10,7 @@ directory when there is one run).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -66,22 +67,61 @@ def robustness(run_dir: Path, modality: str, rates: list[float], split: str, bat
         values.append(result["metrics"][metric])
         samples = result["samples"]
         progress(f"{run_dir}: {modality} missing at {rate:.0%}: {metric} {values[-1]:.4f}")
+    unseeded = {k: v for k, v in config.to_dict().items() if k != "seed"}
     return {"run": str(run_dir), "method": config.method, "missing_aware": config.model.get("missing_aware"),
             "label": curve_label(Path(run_dir), config.method, config.model.get("missing_aware")),
-            "trained_with_missing": config.train.missing.to_dict(), "metric": metric, "values": values,
-            "samples": samples}
+            "seed": config.seed, "trained_with_missing": config.train.missing.to_dict(), "metric": metric,
+            "values": values, "samples": samples, "group": json.dumps(unseeded, sort_keys=True, default=str)}
+
+
+def seed_groups(curves: list[dict]) -> list[dict]:
+    """The curves of runs whose configs differ only in the seed, as mean and sample std per rate."""
+    import numpy as np
+
+    grouped: dict[str, list[dict]] = {}
+    for curve in curves:
+        grouped.setdefault(curve["group"], []).append(curve)
+    groups = []
+    for members in grouped.values():
+        values = np.array([m["values"] for m in members])
+        first = members[0]
+        label = first["label"] if len(members) == 1 else \
+            f"{curve_label(Path(first['run']).parent, first['method'], first['missing_aware'])}, " \
+            f"{len(members)} seeds"
+        groups.append({"label": label, "method": first["method"], "missing_aware": first["missing_aware"],
+                       "runs": [m["run"] for m in members], "seeds": [m["seed"] for m in members],
+                       "mean": values.mean(0).tolist(),
+                       "std": (values.std(0, ddof=1) if len(members) > 1 else np.zeros(values.shape[1])).tolist()})
+    return groups
+
+
+def markdown_table(report: dict) -> str:
+    """One row per group, one column per rate: ``mean ± std`` (the mean alone for one run)."""
+    what = {"image": "image", "text": "text", "both": "image or text (half each)"}[report["modality"]]
+    header = [f"{report['split']} {report['runs'][0]['metric']}, {what} missing"] + \
+        [f"{r:.0%}" for r in report["rates"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in report["groups"]:
+        cells = [f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "")
+                 for m, s in zip(group["mean"], group["std"])]
+        lines.append("| " + " | ".join([group["label"]] + cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> Path:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     rates = [100 * r for r in report["rates"]]
-    for curve in report["runs"]:
-        ax.plot(rates, curve["values"], marker="o", label=curve["label"])
+    for group in report["groups"]:
+        mean, std = np.array(group["mean"]), np.array(group["std"])
+        line, = ax.plot(rates, mean, marker="o", label=group["label"])
+        if len(group["runs"]) > 1:
+            ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     what = {"image": "images", "text": "texts", "both": "images or texts (half each)"}[report["modality"]]
     ax.set_xlabel(f"{report['split']} samples without their {what} (%)")
     ax.set_ylabel(report["runs"][0]["metric"])
@@ -104,11 +144,14 @@ def run(args) -> int:
     out = Path(args.out) if args.out else runs[0]
     out.mkdir(parents=True, exist_ok=True)
     curves = [robustness(r, args.modality, rates, args.split, args.batch_size, print) for r in runs]
-    report = {"modality": args.modality, "split": args.split, "rates": rates, "runs": curves}
+    report = {"modality": args.modality, "split": args.split, "rates": rates, "groups": seed_groups(curves),
+              "runs": [{k: v for k, v in c.items() if k != "group"} for c in curves]}
     write_json_atomic(out / "robustness.json", report)
     plot(report, out / "robustness.png")
-    print(f"wrote {out / 'robustness.json'}, {out / 'robustness.png'}")
+    table = markdown_table(report)
+    (out / "robustness.md").write_text(table)
+    print(table + f"wrote {out / 'robustness.json'}, {out / 'robustness.png'}, {out / 'robustness.md'}")
     return 0
 
 
-__all__ = ["missing_at", "parse_rates", "robustness"]
+__all__ = ["markdown_table", "missing_at", "parse_rates", "robustness", "seed_groups"]
