@@ -76,19 +76,22 @@ def test_runs_that_differ_only_in_the_seed_are_averaged_with_their_sample_std():
         return {"run": run, "seed": seed, "method": method, "missing_aware": aware, "label": f"{method} ({run})",
                 "values": values, "group": group, "metric": "accuracy"}
 
-    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6], "g1"),
+    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6], "g1"), curve("a/lr=0.1/seed-0", 0, [0.5, 0.5], "g3"),
+              curve("a/lr=0.1/seed-1", 1, [0.5, 0.5], "g3"),
               curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "g2", "late_fusion", None),
               curve("a/mitp/seed-1", 1, [0.9, 0.4], "g1")]
     groups = seed_groups(curves)
-    assert [g["runs"] for g in groups] == [["a/mitp/seed-0", "a/mitp/seed-1"], ["b/late_fusion/seed-0"]]
-    assert groups[0]["seeds"] == [0, 1] and groups[0]["label"] == "mitp, missing-aware (mitp), 2 seeds"
+    assert [g["runs"] for g in groups] == [["a/mitp/seed-0", "a/mitp/seed-1"], ["a/lr=0.1/seed-0", "a/lr=0.1/seed-1"],
+                                           ["b/late_fusion/seed-0"]]
+    assert groups[1]["label"] == "mitp, missing-aware (lr=0.1), 2 seeds", "a grid point's directory names its group"
+    assert groups[0]["seeds"] == [0, 1] and groups[0]["label"] == "mitp, missing-aware, 2 seeds"
     assert groups[0]["mean"] == pytest.approx([0.85, 0.5])
     assert groups[0]["std"] == pytest.approx([0.0707107, 0.1414214])  # sample std (ddof 1)
-    assert groups[1]["mean"] == [0.7, 0.5] and groups[1]["std"] == [0.0, 0.0]
+    assert groups[2]["mean"] == [0.7, 0.5] and groups[2]["std"] == [0.0, 0.0]
     table = markdown_table({"modality": "text", "split": "test", "rates": [0.0, 0.9], "runs": curves,
                             "groups": groups})
-    assert table.splitlines()[2] == "| mitp, missing-aware (mitp), 2 seeds | 0.8500 ± 0.0707 | 0.5000 ± 0.1414 |"
-    assert table.splitlines()[3] == "| late_fusion (b/late_fusion/seed-0) | 0.7000 | 0.5000 |"
+    assert table.splitlines()[2] == "| mitp, missing-aware, 2 seeds | 0.8500 ± 0.0707 | 0.5000 ± 0.1414 |"
+    assert table.splitlines()[4] == "| late_fusion (b/late_fusion/seed-0) | 0.7000 | 0.5000 |"
 
 
 def test_robustness_of_several_runs_needs_an_out_directory(missing_run, tiny_run, capsys):

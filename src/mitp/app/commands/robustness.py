@@ -85,9 +85,13 @@ def seed_groups(curves: list[dict]) -> list[dict]:
     for members in grouped.values():
         values = np.array([m["values"] for m in members])
         first = members[0]
-        label = first["label"] if len(members) == 1 else \
-            f"{curve_label(Path(first['run']).parent, first['method'], first['missing_aware'])}, " \
-            f"{len(members)} seeds"
+        label = first["label"]
+        if len(members) > 1:  # named by the seeds' parent directory, unless that is just the method's name
+            parent = Path(first["run"]).parent
+            label = curve_label(parent, first["method"], first["missing_aware"])
+            if parent.name == first["method"]:
+                label = label.rsplit(" (", 1)[0]
+            label += f", {len(members)} seeds"
         groups.append({"label": label, "method": first["method"], "missing_aware": first["missing_aware"],
                        "runs": [m["run"] for m in members], "seeds": [m["seed"] for m in members],
                        "mean": values.mean(0).tolist(),
