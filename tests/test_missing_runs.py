@@ -72,15 +72,14 @@ def test_robustness_writes_a_curve_per_run_and_rate_zero_is_plain_evaluation(mis
 def test_runs_that_differ_only_in_the_seed_are_averaged_with_their_sample_std():
     from mitp.app.commands.robustness import markdown_table, seed_groups
 
-    def curve(run, seed, values, group, method="mitp", aware=True):
+    def curve(run, seed, values, method="mitp", aware=True):
         return {"run": run, "seed": seed, "method": method, "missing_aware": aware, "label": f"{method} ({run})",
-                "values": values, "group": group, "metric": "accuracy"}
+                "values": values, "metric": "accuracy"}
 
-    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6], "g1"), curve("a/lr=0.1/seed-0", 0, [0.5, 0.5], "g3"),
-              curve("a/lr=0.1/seed-1", 1, [0.5, 0.5], "g3"),
-              curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "g2", "late_fusion", None),
-              curve("a/mitp/seed-1", 1, [0.9, 0.4], "g1")]
-    groups = seed_groups(curves)
+    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6]), curve("a/lr=0.1/seed-0", 0, [0.5, 0.5]),
+              curve("a/lr=0.1/seed-1", 1, [0.5, 0.5]), curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "late_fusion", None),
+              curve("a/mitp/seed-1", 1, [0.9, 0.4])]
+    groups = seed_groups(curves, ["g1", "g3", "g3", "g2", "g1"])
     assert [g["runs"] for g in groups] == [["a/mitp/seed-0", "a/mitp/seed-1"], ["a/lr=0.1/seed-0", "a/lr=0.1/seed-1"],
                                            ["b/late_fusion/seed-0"]]
     assert groups[1]["label"] == "mitp, missing-aware (lr=0.1), 2 seeds", "a grid point's directory names its group"

@@ -194,7 +194,8 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
 
 
 # --- selection and reports -----------------------------------------------------------------------
-def _mean_std(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """``{"mean", "std"}`` over seeds: the sample standard deviation, 0.0 for a single value."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
@@ -222,7 +223,7 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
                      "seeds": [r["seed"] for r in runs_of_setting if "results" in r]}
             if done:
                 metric = done[0]["selection_metric"]
-                entry["val"] = _mean_std([d["val"][metric] for d in done])
+                entry["val"] = mean_std([d["val"][metric] for d in done])
             grid.append(entry)
         row = {"method": method, "grid": grid}
         if failed:
@@ -244,8 +245,8 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
             "trainable_params": first["trainable_params"],
             "total_params": first["total_params"],
             "selection_metric": first["selection_metric"],
-            "val": {k: _mean_std([r["val"][k] for r in results]) for k in first["val"]},
-            "test": {k: _mean_std([r["test"][k] for r in results]) for k in first["test"]},
+            "val": {k: mean_std([r["val"][k] for r in results]) for k in first["val"]},
+            "test": {k: mean_std([r["test"][k] for r in results]) for k in first["test"]},
             "peak_memory_mb": statistics.fmean(r["peak_memory_mb"] for r in results),
             "peak_memory_kind": first["peak_memory_kind"],
             "train_seconds": statistics.fmean(r["train_seconds"] for r in results),

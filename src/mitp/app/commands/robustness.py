@@ -53,7 +53,9 @@ def curve_label(run_dir: Path, method: str, missing_aware) -> str:
     return f"{method}{aware} ({run_dir.name})"
 
 
-def robustness(run_dir: Path, modality: str, rates: list[float], split: str, batch_size: int | None, progress) -> dict:
+def robustness(run_dir: Path, modality: str, rates: list[float], split: str, batch_size: int | None, progress
+               ) -> tuple[dict, str]:
+    """The run's curve, and a key equal for runs whose configs differ only in the seed."""
     from ..train.inference import evaluate_dataset, load_run, split_dataset
 
     loaded = load_run(run_dir)
@@ -71,19 +73,20 @@ def robustness(run_dir: Path, modality: str, rates: list[float], split: str, bat
     return {"run": str(run_dir), "method": config.method, "missing_aware": config.model.get("missing_aware"),
             "label": curve_label(Path(run_dir), config.method, config.model.get("missing_aware")),
             "seed": config.seed, "trained_with_missing": config.train.missing.to_dict(), "metric": metric,
-            "values": values, "samples": samples, "group": json.dumps(unseeded, sort_keys=True, default=str)}
+            "values": values, "samples": samples}, json.dumps(unseeded, sort_keys=True, default=str)
 
 
-def seed_groups(curves: list[dict]) -> list[dict]:
-    """The curves of runs whose configs differ only in the seed, as mean and sample std per rate."""
-    import numpy as np
+def seed_groups(curves: list[dict], keys: list[str]) -> list[dict]:
+    """The curves whose ``keys`` are equal (runs that differ only in the seed), as mean and sample std
+    per rate."""
+    from ..compare import mean_std
 
     grouped: dict[str, list[dict]] = {}
-    for curve in curves:
-        grouped.setdefault(curve["group"], []).append(curve)
+    for curve, key in zip(curves, keys):
+        grouped.setdefault(key, []).append(curve)
     groups = []
     for members in grouped.values():
-        values = np.array([m["values"] for m in members])
+        per_rate = [mean_std(list(values)) for values in zip(*(m["values"] for m in members))]
         first = members[0]
         label = first["label"]
         if len(members) > 1:  # named by the seeds' parent directory, unless that is just the method's name
@@ -94,8 +97,7 @@ def seed_groups(curves: list[dict]) -> list[dict]:
             label += f", {len(members)} seeds"
         groups.append({"label": label, "method": first["method"], "missing_aware": first["missing_aware"],
                        "runs": [m["run"] for m in members], "seeds": [m["seed"] for m in members],
-                       "mean": values.mean(0).tolist(),
-                       "std": (values.std(0, ddof=1) if len(members) > 1 else np.zeros(values.shape[1])).tolist()})
+                       "mean": [stat["mean"] for stat in per_rate], "std": [stat["std"] for stat in per_rate]})
     return groups
 
 
@@ -139,7 +141,7 @@ def plot(report: dict, path: Path) -> Path:
 
 def run(args) -> int:
     from ..cli import UserError
-    from ..train.reports import write_json_atomic
+    from ..train.reports import write_json_atomic, write_text_atomic
 
     rates = parse_rates(args.rates)
     runs = [Path(r) for r in args.run_dirs]
@@ -147,13 +149,13 @@ def run(args) -> int:
         raise UserError("several runs go on one plot: give --out DIR")
     out = Path(args.out) if args.out else runs[0]
     out.mkdir(parents=True, exist_ok=True)
-    curves = [robustness(r, args.modality, rates, args.split, args.batch_size, print) for r in runs]
-    report = {"modality": args.modality, "split": args.split, "rates": rates, "groups": seed_groups(curves),
-              "runs": [{k: v for k, v in c.items() if k != "group"} for c in curves]}
+    curves, keys = zip(*(robustness(r, args.modality, rates, args.split, args.batch_size, print) for r in runs))
+    report = {"modality": args.modality, "split": args.split, "rates": rates,
+              "groups": seed_groups(list(curves), list(keys)), "runs": list(curves)}
     write_json_atomic(out / "robustness.json", report)
     plot(report, out / "robustness.png")
     table = markdown_table(report)
-    (out / "robustness.md").write_text(table)
+    write_text_atomic(out / "robustness.md", table)
     print(table + f"wrote {out / 'robustness.json'}, {out / 'robustness.png'}, {out / 'robustness.md'}")
     return 0
 
