@@ -172,3 +172,58 @@ def set_line(path: Path, line: int, obj_or_text) -> None:
 
 def get_line(path: Path, line: int) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8").splitlines()[line - 1])
+
+
+# --- MVSA ---------------------------------------------------------------------------------------
+
+# (text label, image label) per annotator, and what the field's cleaning makes of it.
+MVSA_SINGLE_ROWS = ([("positive", "positive")] * 20 + [("neutral", "positive")] * 6 + [("negative", "neutral")] * 8
+                    + [("negative", "negative")] * 6 + [("neutral", "neutral")] * 10 + [("positive", "negative")] * 3)
+MVSA_MULTIPLE_ROWS = (
+    [[("positive", "positive"), ("positive", "neutral"), ("neutral", "positive")]] * 10   # positive, positive
+    + [[("negative", "neutral"), ("negative", "neutral"), ("positive", "positive")]] * 10  # negative, neutral
+    + [[("neutral", "neutral"), ("neutral", "negative"), ("neutral", "neutral")]] * 10    # neutral, neutral
+    + [[("positive", "negative"), ("negative", "negative"), ("neutral", "positive")]] * 2  # text: no majority
+    + [[("positive", "negative"), ("positive", "negative"), ("neutral", "neutral")]] * 3)  # conflict
+
+
+def _mvsa_tweets(data: Path, count: int) -> dict[str, str]:
+    """``count`` tweets with their photos as ids 1..count; every third text in GBK (a curly quote)."""
+    texts = {}
+    for i in range(1, count + 1):
+        text = f"tweet {i} \u201cquoted\u201d #tag\nsecond line" if i % 3 == 0 else f"tweet {i} plain @user"
+        texts[str(i)] = " ".join(text.split())
+        (data / f"{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (data / f"{i}.txt").write_bytes(text.encode("gbk" if i % 3 == 0 else "utf-8"))
+        write_image(data / f"{i}.jpg", (20 + i % 4, 16), seed=i)
+    return texts
+
+
+def make_mvsa(root: Path, layout: str) -> dict:
+    """Raw MVSA in ``layout`` (single, multiple: labelResultAll.txt; subset: label/train.txt of guid,tag).
+
+    Adds a labelled id whose photo is missing. Returns the texts by id and the label expected per id."""
+    root = Path(root)
+    rows = {"single": MVSA_SINGLE_ROWS, "multiple": MVSA_MULTIPLE_ROWS, "subset": MVSA_SINGLE_ROWS}[layout]
+    texts = _mvsa_tweets(root / "data", len(rows) + 1)
+    (root / "data" / f"{len(rows) + 1}.jpg").unlink()  # labelled, but its photo is gone
+    expected: dict[str, str] = {}
+    if layout == "subset":
+        lines = ["guid,tag"]
+        for i, (text_label, image_label) in enumerate(rows, start=1):
+            if text_label == image_label or "neutral" in (text_label, image_label):
+                label = text_label if image_label == "neutral" else image_label
+                expected[str(i)] = label
+                lines.append(f"{i},{label}")
+        lines += [f"{len(rows) + 1},positive", "9999,null"]
+        (root / "label").mkdir(parents=True, exist_ok=True)
+        (root / "label" / "train.txt").write_text("\n".join(lines) + "\n")
+        return {"texts": texts, "labels": expected}
+    annotators = 1 if layout == "single" else 3
+    lines = ["ID\t" + "\t".join(["text,image"] * annotators)]
+    for i, row in enumerate(rows, start=1):
+        pairs = [row] if layout == "single" else row
+        lines.append(f"{i}\t" + "\t".join(f"{t},{v}" for t, v in pairs))
+    lines.append(f"{len(rows) + 1}\t" + "\t".join(["positive,positive"] * annotators))
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    return {"texts": texts}
