@@ -182,3 +182,16 @@ def test_one_seed_shows_no_spread():
     assert "| 0.7000* |" in table and "| 0.5000 |" in table
     (row,) = aggregate(runs + [fake_run("m", lr, 1, val=0.6, test=0.5) for lr in (0.1, 0.01)], ["m"])
     assert "0.6500 ± 0.0707*" in markdown_table([row], config, [0, 1], parse_grid(["train.lr=0.1,0.01"]))
+
+
+def test_table_reports_the_tasks_other_metrics_on_test():
+    runs = []
+    for seed, (acc, macro) in enumerate(((0.7, 0.5), (0.8, 0.6))):
+        run = fake_run("m", 0.1, seed, val=acc, test=acc)
+        run["results"]["test"] = {"accuracy": acc, "f1_macro": macro, "f1_weighted": macro + 0.1}
+        runs.append(run)
+    (row,) = aggregate(runs, ["m"])
+    table = markdown_table([row], load_run_config(CONFIG), [0, 1], parse_grid([]))
+    header, _, line = table.splitlines()[4:7]
+    assert "| test accuracy | test f1_macro | test f1_weighted |" in header
+    assert "| 0.7500 ± 0.0707 | 0.5500 ± 0.0707 | 0.6500 ± 0.0707 |" in line

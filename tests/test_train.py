@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mitp.app.cli import main
@@ -125,6 +126,48 @@ def test_multi_label_run_reports_f1(toy_multi, tmp_path, capsys):
     assert main(["predict", str(run), "--image", str(toy_multi / "images" / "test-0001.png"), "--text", "berry"]) == 0
     predictions = json.loads(capsys.readouterr().out)["predictions"]
     assert all(p["score"] > 0.5 for p in predictions)
+
+
+def test_auto_threshold_is_chosen_on_val_and_used_for_test(toy_multi, tmp_path, capsys):
+    from mitp.app.train.inference import load_run, split_dataset
+    from mitp.data.dataset import model_inputs
+    from mitp.metrics import THRESHOLD_CANDIDATES, compute_metrics
+
+    run = tmp_path / "run"
+    assert main(train_args(toy_multi, run, "--set", "train.epochs=2", "--set", "train.batch_size=8",
+                           "--set", "eval.threshold=auto", "--set", "eval.select=f1_macro")) == 0
+    results = read_json(run / "results.json")
+    assert results["selection_metric"] == "f1_macro" and results["threshold"] in THRESHOLD_CANDIDATES
+    # val at the chosen threshold is the best any candidate gives; test is scored at val's threshold
+    loaded = load_run(run)
+    logits = {}
+    for split in ("val", "test"):
+        dataset = split_dataset(loaded, split)
+        batch = dataset.collate([dataset[i] for i in range(len(dataset))])
+        with torch.no_grad():
+            logits[split] = (loaded.model(**model_inputs(batch)).logits, batch["labels"])
+    val = {t: compute_metrics(*logits["val"], "multi_label", t)["f1_macro"] for t in THRESHOLD_CANDIDATES}
+    assert results["val"]["f1_macro"] == pytest.approx(max(val.values()), abs=1e-6)
+    assert results["test"] == pytest.approx(compute_metrics(*logits["test"], "multi_label", results["threshold"]),
+                                            abs=1e-6)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0  # evaluate never re-tunes on the split it scores
+    assert json.loads(capsys.readouterr().out) == pytest.approx(results["test"], abs=1e-6)
+    val_records = [r for r in MetricsLog(run / "metrics.jsonl").records() if r["split"] == "val"]
+    assert all(r["threshold"] in THRESHOLD_CANDIDATES for r in val_records)
+
+
+def test_eval_select_picks_the_checkpoint_and_must_fit_the_task(toy, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(toy, run, "--set", "train.epochs=3", "--set", "eval.select=f1_weighted")) == 0
+    results = read_json(run / "results.json")
+    val = [r["metrics"] for r in MetricsLog(run / "metrics.jsonl").records() if r["split"] == "val"]
+    assert results["selection_metric"] == "f1_weighted"
+    assert results["best_epoch"] == 1 + max(range(len(val)), key=lambda i: (val[i]["f1_weighted"], -i))
+    assert set(results["test"]) == {"accuracy", "f1_macro", "f1_weighted"}
+    capsys.readouterr()
+    assert main(train_args(toy, tmp_path / "bad", "--set", "eval.select=f1_micro")) == 2
+    assert "eval.select: 'f1_micro' is not a single_label metric" in capsys.readouterr().err
 
 
 def test_same_seed_same_run_and_loss_goes_down(toy, tmp_path):

@@ -109,10 +109,16 @@ class Classifier:
         labels = read_labels(run_dir if (run_dir / "labels.json").is_file() else data)
         train = config.get("train") or {}
         preprocessing = {"max_text_length": train.get("max_text_length"), "image_size": train.get("image_size")}
-        results = run_dir / "results.json"
+        results_file = run_dir / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        threshold = (config.get("eval") or {}).get("threshold", 0.5)
+        if threshold == "auto" and labels.multi_label:  # chosen on validation when the run finished
+            if "threshold" not in results:
+                raise CheckpointError(f"{run_dir}: eval.threshold is auto, and the threshold is chosen on "
+                                      "validation when training finishes; this run has no results.json with it yet")
+            threshold = results["threshold"]
         info = {"backbone": config["backbone"], "preprocessing": preprocessing, "data": data,
-                "source": str(run_dir), "results": json.loads(results.read_text()) if results.is_file() else {},
-                "threshold": (config.get("eval") or {}).get("threshold", 0.5)}
+                "source": str(run_dir), "results": results, "threshold": threshold}
         return cls._assemble(model, backbone, labels, info, device)
 
     @classmethod

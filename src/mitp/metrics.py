@@ -1,14 +1,27 @@
-"""The field's metrics: accuracy (single-label) and multi-label F1 variants.
+"""The field's metrics: accuracy and F1 (single-label), F1 variants (multi-label), and selection.
 
-Multi-label predictions are ``sigmoid(logit) > threshold`` over the fixed label order.
-F1 follows scikit-learn's definitions with ``zero_division=0`` (tested against it).
+Single-label: accuracy, and macro / weighted F1 over every class of the label space (a class
+that is neither predicted nor present scores 0 and still counts in the macro average).
+Multi-label predictions are ``sigmoid(logit) > threshold`` over the fixed label order. F1
+follows scikit-learn's definitions with ``zero_division=0`` (tested against it).
 """
 
 from __future__ import annotations
 
 import torch
 
-SELECTION_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro"}
+METRICS = {"single_label": ("accuracy", "f1_macro", "f1_weighted"),
+           "multi_label": ("f1_micro", "f1_macro", "f1_samples", "f1_weighted")}
+SELECTION_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro"}  # the default eval.select
+
+
+def selection_metric(task: str, select: str | None) -> str:
+    """The metric that chooses the best checkpoint: ``select`` if the task reports it, else the task's default."""
+    if select is None:
+        return SELECTION_METRIC[task]
+    if select not in METRICS[task]:
+        raise ValueError(f"{select!r} is not a {task} metric; choose one of {', '.join(METRICS[task])}")
+    return select
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -22,25 +35,46 @@ def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), torch.zeros_like(tp))
 
 
+def _macro_weighted(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, support: torch.Tensor) -> dict[str, float]:
+    per_class = _f1(tp, fp, fn)
+    weighted = (per_class * support).sum() / support.sum() if support.sum() > 0 else torch.tensor(0.0)
+    return {"f1_macro": per_class.mean().item(), "f1_weighted": weighted.item()}
+
+
 def multilabel_f1(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """F1 micro / macro / samples / weighted of boolean (N, K) predictions against (N, K) targets."""
     predicted, target = predicted.bool(), target.bool()
     tp = (predicted & target).double()
     fp = (predicted & ~target).double()
     fn = (~predicted & target).double()
-    per_class = _f1(tp.sum(0), fp.sum(0), fn.sum(0))
-    support = target.double().sum(0)
-    weighted = (per_class * support).sum() / support.sum() if support.sum() > 0 else torch.tensor(0.0)
-    return {
-        "f1_micro": _f1(tp.sum(), fp.sum(), fn.sum()).item(),
-        "f1_macro": per_class.mean().item(),
-        "f1_samples": _f1(tp.sum(1), fp.sum(1), fn.sum(1)).mean().item(),
-        "f1_weighted": weighted.item(),
-    }
+    return {"f1_micro": _f1(tp.sum(), fp.sum(), fn.sum()).item(),
+            **_macro_weighted(tp.sum(0), fp.sum(0), fn.sum(0), target.double().sum(0)),
+            "f1_samples": _f1(tp.sum(1), fp.sum(1), fn.sum(1)).mean().item()}
+
+
+def single_label_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, macro-F1 and weighted-F1 of the argmax over (N, K) logits against (N,) class indices."""
+    num_classes = logits.shape[-1]
+    predicted = torch.nn.functional.one_hot(logits.argmax(-1), num_classes).bool()
+    target = torch.nn.functional.one_hot(labels.long(), num_classes).bool()
+    f1 = multilabel_f1(predicted, target)  # one-hot rows: per-class counts are the confusion's
+    return {"accuracy": accuracy(logits, labels), "f1_macro": f1["f1_macro"], "f1_weighted": f1["f1_weighted"]}
+
+
+THRESHOLD_CANDIDATES = tuple(round(0.01 * i, 2) for i in range(1, 100))
+
+
+def best_threshold(logits: torch.Tensor, labels: torch.Tensor, metric: str) -> float:
+    """The multi-label decision threshold (0.01 to 0.99 in steps of 0.01) that maximises ``metric``.
+
+    Ties go to the threshold nearest 0.5, so a flat metric keeps the usual default."""
+    probabilities, target = torch.sigmoid(logits.float()), labels > 0.5
+    scores = [(multilabel_f1(probabilities > t, target)[metric], -abs(t - 0.5), t) for t in THRESHOLD_CANDIDATES]
+    return max(scores)[2]
 
 
 def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str, threshold: float = 0.5) -> dict:
     logits = logits.float()
     if task == "multi_label":
         return multilabel_f1(torch.sigmoid(logits) > threshold, labels > 0.5)
-    return {"accuracy": accuracy(logits, labels)}
+    return single_label_metrics(logits, labels)

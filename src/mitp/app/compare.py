@@ -268,6 +268,8 @@ def _pm(stat: dict | None, key: str, spread: bool = True) -> str:
 
 def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: list[GridPoint] | None = None) -> str:
     metric = next((r["selection_metric"] for r in rows if r.get("selection_metric")), "metric")
+    # the task's other metrics (macro-F1, weighted-F1, ...) on test, beside the selection metric
+    others = next(([k for k in r["test"] if k != metric] for r in rows if r.get("test")), [])
     searched = grid is not None and any(p.values for p in grid)
     spread = len(seeds) > 1
     head = config.head
@@ -284,18 +286,19 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
            f"{len(grid)} grid points; test is reported for that setting only." if searched else ""),
         "",
         f"| method | {'setting chosen on val | ' if searched else ''}trainable params | val {metric} | "
-        f"test {metric} | peak memory (MB) | train time (s) | status |",
-        "|---|" + ("---|" if searched else "") + "---:|---:|---:|---:|---:|---|",
+        f"test {metric} | " + "".join(f"test {k} | " for k in others) + "peak memory (MB) | train time (s) | status |",
+        "|---|" + ("---|" if searched else "") + "---:|" * (5 + len(others)) + "---|",
     ]
     for r in rows:
         chosen = f"{_label(r['selected']) if r['selected'] is not None else '-'} | " if searched else ""
         if r["status"] == "failed":
             error = "; ".join(r.get("errors", {}).values()).replace("|", "/").replace("\n", " ")
-            lines.append(f"| {r['method']} | {chosen}- | - | - | - | - | failed: {error[:200]} |")
+            lines.append(f"| {r['method']} | {chosen}" + "- | " * (5 + len(others)) + f"failed: {error[:200]} |")
             continue
         status = r["status"] if r["status"] == "ok" else f"partial: {len(r.get('errors', {}))} run(s) failed"
         lines.append(f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric, spread)} | "
-                     f"{_pm(r['test'], metric, spread)} | {r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
+                     f"{_pm(r['test'], metric, spread)} | " + "".join(f"{_pm(r['test'], k, spread)} | " for k in others)
+                     + f"{r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
     if searched:
         lines += ["", f"## Validation {metric} per grid point ({'mean ± std over seeds; ' if spread else ''}* = chosen)",
                   "",

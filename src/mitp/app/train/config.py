@@ -107,7 +107,13 @@ class EvalConfig(ValidatedConfig):
 
     every_epochs: int = setting(1, "validation cadence in epochs; the last epoch is always evaluated")
     batch_size: int | None = setting(None, "null: the training batch size")
-    threshold: float = setting(0.5, "multi-label decision threshold on sigmoid probabilities")
+    select: Literal["accuracy", "f1_macro", "f1_weighted", "f1_micro", "f1_samples"] | None = setting(
+        None, "the validation metric that picks the best checkpoint (and compare's setting); null: accuracy "
+              "(single-label) or f1_micro (multi-label); single-label also reports f1_macro and f1_weighted, "
+              "multi-label f1_macro, f1_samples and f1_weighted")
+    threshold: float | Literal["auto"] = setting(
+        0.5, "multi-label decision threshold on sigmoid probabilities; auto: the one that maximises the "
+             "selection metric on validation, recorded in results.json and used for test and predictions")
     missing: MissingConfig = setting(default_factory=EvalMissingConfig,
                                      help="simulated missing modalities in the val and test splits (as train.missing)")
 
@@ -118,7 +124,7 @@ class EvalConfig(ValidatedConfig):
     def check(self) -> None:
         self.require_at_least("every_epochs", 1)
         self.require_at_least("batch_size", 1, allow_null=True)
-        self.require(0 < self.threshold < 1, "threshold", "must be in (0, 1)")
+        self.require(self.threshold == "auto" or 0 < self.threshold < 1, "threshold", "must be in (0, 1) or auto")
 
 
 @dataclass

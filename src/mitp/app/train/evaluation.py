@@ -8,7 +8,7 @@ from accelerate.utils import gather_object
 
 from mitp.data.dataset import SkipCounter, model_inputs
 from mitp.data.errors import EmptySplit
-from mitp.metrics import compute_metrics
+from mitp.metrics import best_threshold, compute_metrics, selection_metric
 
 
 def plain_forward(model, batch: dict, labels: bool = True):
@@ -19,9 +19,12 @@ def plain_forward(model, batch: dict, labels: bool = True):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float = 0.5, forward=None,
-             skips: SkipCounter | None = None, split: str = "split") -> dict:
+def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float | str = 0.5, forward=None,
+             skips: SkipCounter | None = None, split: str = "split", select: str | None = None) -> dict:
     """Metrics and mean loss over a loader; samples are gathered across processes without duplicates.
+
+    A multi-label task is scored at ``threshold``; ``"auto"`` picks the threshold that maximises the
+    ``select`` metric on this split (only ever asked of validation) and returns it as ``threshold``.
 
     ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs);
     ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
@@ -49,5 +52,9 @@ def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: floa
                                      "nothing to evaluate")
     logits = torch.stack([logit for logit, _ in rows.values()])
     labels = torch.stack([label for _, label in rows.values()])
-    metrics = compute_metrics(logits, labels, task, threshold)
-    return {"metrics": metrics, "loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
+    out = {"loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
+    if task == "multi_label":
+        if threshold == "auto":
+            threshold = best_threshold(logits, labels, selection_metric(task, select))
+        out["threshold"] = threshold
+    return {"metrics": compute_metrics(logits, labels, task, out.get("threshold", 0.5)), **out}

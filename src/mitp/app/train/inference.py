@@ -23,6 +23,7 @@ class LoadedRun:
     backbone: object
     model: torch.nn.Module
     labels: object  # LabelSpace
+    threshold: float | None = None  # multi-label decision threshold (eval.threshold: auto resolved from results.json)
 
 
 def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
@@ -42,7 +43,8 @@ def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
         if "no best checkpoint" in str(err):
             raise ConfigError("RUN_DIR", str(err)) from err
         raise
-    return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels)
+    return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels,
+                     classifier.info.get("threshold"))
 
 
 def split_dataset(loaded: LoadedRun, split: str, missing=None):
@@ -80,4 +82,5 @@ def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) 
     accelerator = Accelerator(cpu=False)
     loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)
-    return evaluate(model, loader, accelerator, dataset.task, loaded.config.eval.threshold)
+    threshold = loaded.threshold if loaded.threshold is not None else loaded.config.eval.threshold
+    return evaluate(model, loader, accelerator, dataset.task, threshold)

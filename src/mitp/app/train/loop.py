@@ -28,7 +28,7 @@ from mitp.checkpoint import CheckpointError, load_trainable
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
-from mitp.metrics import SELECTION_METRIC
+from mitp.metrics import selection_metric
 from mitp.params import parameter_breakdown
 
 from ..prefix_cache import PrefixCache
@@ -80,7 +80,10 @@ class Trainer:
         self.parts = build_run(config)
         self.config = self.parts.config
         self.task = self.parts.model.config.task
-        self.selection = SELECTION_METRIC[self.task]
+        try:
+            self.selection = selection_metric(self.task, self.config.eval.select)
+        except ValueError as err:
+            raise ConfigError("eval.select", str(err)) from err
         n = self.accelerator.num_processes
         for key, size in (("train.batch_size", self.config.train.batch_size),
                           ("eval.batch_size", self.config.eval_batch_size())):
@@ -205,7 +208,8 @@ class Trainer:
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
             val = self._evaluate("val", val_loader)
             records.append({"epoch": epoch + 1, "step": position.step, "split": "val", "metrics": val["metrics"],
-                            "loss": val["loss"], "lr": lr})
+                            "loss": val["loss"], "lr": lr, **({"threshold": val["threshold"]} if "threshold" in val
+                                                              else {})})
             score = val["metrics"][self.selection]
             improved = position.best is None or score > position.best
             if improved:
@@ -229,7 +233,7 @@ class Trainer:
         load_trainable(self.unwrapped, checkpoint_dir(self.run_dir, "best") / "trainable.safetensors")
         val = self._evaluate("val", loaders["val"])
         test_started = time.perf_counter()
-        test = self._evaluate("test", loaders["test"])
+        test = self._evaluate("test", loaders["test"], threshold=val.get("threshold"))  # never chosen on test
         test_seconds = time.perf_counter() - test_started
         breakdown = parameter_breakdown(self.unwrapped)
         memory, memory_kind = peak_memory_mb(self.accelerator.device)
@@ -238,6 +242,7 @@ class Trainer:
             "task": self.task, "selection_metric": self.selection,
             "trainable_params": breakdown["trainable_params"], "total_params": breakdown["total_params"],
             "best_epoch": position.best_epoch, "val": val["metrics"], "test": test["metrics"],
+            **({"threshold": val["threshold"]} if "threshold" in val else {}),  # multi-label: the one used
             "val_loss": val["loss"], "test_loss": test["loss"], "test_samples": test["samples"],
             "test_seconds": round(test_seconds, 3),  # inference over the test split, its prefix included
             "peak_memory_mb": round(memory, 1), "peak_memory_kind": memory_kind,
@@ -250,11 +255,13 @@ class Trainer:
         }
 
     # --- helpers -----------------------------------------------------------------------------
-    def _evaluate(self, split: str, loader) -> dict:
+    def _evaluate(self, split: str, loader, threshold: float | None = None) -> dict:
         """Evaluation runs the bare model: the distributed wrapper's forward synchronises buffers across
-        processes, and a process whose share of a batch was all skipped runs no forward."""
+        processes, and a process whose share of a batch was all skipped runs no forward. ``threshold``
+        overrides eval.threshold (test takes the one validation chose)."""
         batches = self.cache.batches(split, self.cache.loader(split, loader))
-        return evaluate(self.unwrapped, batches, self.accelerator, self.task, self.config.eval.threshold,
+        threshold = self.config.eval.threshold if threshold is None else threshold
+        return evaluate(self.unwrapped, batches, self.accelerator, self.task, threshold, select=self.selection,
                         forward=lambda batch: self.unwrapped(**self.cache.inputs(batch, split, self.unwrapped,
                                                                                  labels=False)),
                         skips=self.skips[split], split=split)
