@@ -114,4 +114,7 @@ METHOD_CASES = [
     MethodCase("mitp", {"head_input": "pooled+memory", "prompt_length": 2}, MITP | MEMORY_NORM, inserts_prompts=True),
     MethodCase("mitp", {"num_steps": 2, "text_layers": [3, 5], "vision_layers": [1, 6]}, MITP, inserts_prompts=True),
     MethodCase("mitp", {"prompt_gate": False}, MITP - GATES, inserts_prompts=True),
+    MethodCase("mitp", {"learn_tau": True, "hub_context": "prompts+tokens", "hub_dropout": 0.1},
+               MITP | {"hub.log_tau"}, inserts_prompts=True),
+    MethodCase("mitp", {"hub": "mean", "hub_context": "prompts+tokens", "num_steps": 2}, MITP, inserts_prompts=True),
 ]

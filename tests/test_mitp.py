@@ -78,6 +78,66 @@ def test_mean_and_none_hubs_match_reference():
     assert torch.equal(m_t, p_t) and torch.allclose(m_v, none.vision_proj(p_v))
 
 
+def test_token_context_joins_the_exchange_as_one_more_slot():
+    """hub_context prompts+tokens: S over M+1 slots per side; only the prompt slots get a memory."""
+    torch.manual_seed(0)
+    hub = MemoryHub(text_width=6, vision_width=5, mode="similarity", tau=0.2, norm=False)
+    p_t, p_v, c_t, c_v = torch.randn(2, 3, 6), torch.randn(2, 3, 5), torch.randn(2, 6), torch.randn(2, 5)
+    m_t, m_v = hub(p_t, p_v, context=(c_t, c_v))
+    text_slots = torch.cat([p_t, c_t[:, None]], 1)
+    vision_slots = hub.vision_proj(torch.cat([p_v, c_v[:, None]], 1))
+    s = torch.softmax(F.normalize(text_slots, dim=-1) @ F.normalize(vision_slots, dim=-1).transpose(1, 2) / 0.2, -1)
+    assert s.shape == (2, 4, 4) and torch.allclose(hub.last_similarity, s)
+    assert torch.allclose(m_t, p_t + (s @ vision_slots)[:, :3], atol=1e-6)
+    assert torch.allclose(m_v, vision_slots[:, :3] + (s.transpose(1, 2) @ text_slots)[:, :3], atol=1e-6)
+    mean = MemoryHub(6, 5, mode="mean", norm=False)
+    m_t, _ = mean(p_t, p_v, context=(c_t, c_v))
+    assert torch.allclose(m_t, p_t + mean.vision_proj(torch.cat([p_v, c_v[:, None]], 1)).mean(1, keepdim=True))
+
+
+def test_token_context_is_the_mean_of_valid_tokens_and_reaches_the_other_tower(tiny_clip):
+    from mitp.backbones import TowerState
+    from mitp.methods.mitp.model import token_mean
+
+    hidden = torch.arange(12.0).reshape(1, 4, 3)
+    state = TowerState(hidden, torch.tensor([[True, True, False, False]]), torch.tensor([0]))
+    assert torch.equal(token_mean(state), hidden[0, :2].mean(0, keepdim=True))  # padding left out
+    # the same weights with and without the token slots: the switch is wired into the forward pass
+    plain = build_model(make_config("mitp", num_classes=2, num_steps=2), tiny_clip).eval()
+    tokens = build_model(make_config("mitp", num_classes=2, num_steps=2, hub_context="prompts+tokens"), tiny_clip)
+    tokens.load_state_dict(plain.state_dict())
+    batch = tiny_clip.random_batch(2, 8, torch.Generator().manual_seed(1))
+    assert not torch.allclose(text_tower_output(plain, batch), text_tower_output(tokens.eval(), batch), atol=1e-6)
+    assert tokens.last_similarities[0].shape == (2, 9, 9)  # 8 prompts + the token mean per side
+
+
+def test_learned_tau_starts_at_tau_and_learns(tiny_clip):
+    model = build_model(make_config("mitp", num_classes=NUM_CLASSES, num_steps=2, learn_tau=True, tau=0.3),
+                        tiny_clip)
+    assert model.hub.tau.item() == pytest.approx(0.3)
+    with torch.no_grad():
+        model.text_gates.fill_(0.5)
+    model.train()
+    model(**labelled_batch(tiny_clip, "single_label")).loss.backward()
+    assert model.hub.log_tau.grad is not None and model.hub.log_tau.grad.abs() > 0
+    assert model.diagnostics()["hub/tau"] == pytest.approx(0.3)
+
+
+def test_hub_dropout_acts_on_the_exchange_in_training_only():
+    torch.manual_seed(0)
+    hub = MemoryHub(6, 5, mode="similarity", norm=False, dropout=0.5)
+    p_t, p_v = torch.randn(2, 3, 6), torch.randn(2, 3, 5)
+    hub.eval()
+    m_t, _ = hub(p_t, p_v)
+    assert torch.allclose(m_t, p_t + hub.last_similarity @ hub.vision_proj(p_v), atol=1e-6)
+    hub.train()
+    exchanged = hub(p_t, p_v)[0] - p_t
+    reference = hub.last_similarity @ hub.vision_proj(p_v)
+    dropped = exchanged.abs() < 1e-7
+    assert dropped.any() and (~dropped).any()
+    assert torch.allclose(exchanged[~dropped], 2 * reference[~dropped], atol=1e-5)  # kept parts scaled by 1/(1-p)
+
+
 def test_first_vision_prompt_is_a_linear_map_of_the_text_prompt(tiny_clip):
     model = build_model(make_config("mitp", num_classes=2), tiny_clip)
     p_t, p_v = model.initial_prompts(3)

@@ -32,38 +32,54 @@ class MemoryHub(nn.Module):
     mean:       m_t = p_t + mean(q),                  m_v = q + mean(p_t)
     none:       m_t = p_t,                            m_v = q
     with q = P_v p_v and an optional LayerNorm on each memory. With a ``modality_mask`` the exchange
-    terms (S q, S^T p_t, the means) are dropped for the side whose modality is absent.
+    terms (S q, S^T p_t, the means) are dropped for the side whose modality is absent. Given each
+    tower's token mean (``context``), it joins that side as one more slot: it is read by the other
+    side's prompts but gets no memory of its own. ``learn_tau`` makes tau a parameter (log scale);
+    ``dropout`` drops parts of the exchange terms while training.
     """
 
     def __init__(self, text_width: int, vision_width: int, mode: str = "similarity", tau: float = 0.1,
-                 norm: bool = True):
+                 norm: bool = True, learn_tau: bool = False, dropout: float = 0.0):
         super().__init__()
         self.mode = mode
-        self.tau = tau
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau))) if learn_tau else None
+        self.fixed_tau = tau
+        self.dropout = nn.Dropout(dropout)
         self.vision_proj = nn.Linear(vision_width, text_width)
         self.text_norm = nn.LayerNorm(text_width) if norm else nn.Identity()
         self.vision_norm = nn.LayerNorm(text_width) if norm else nn.Identity()
         self.last_similarity: torch.Tensor | None = None  # detached, for diagnostics and `mitp explain`
 
+    @property
+    def tau(self) -> torch.Tensor | float:
+        return self.fixed_tau if self.log_tau is None else self.log_tau.exp()
+
     def similarity(self, p_t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         cos = F.normalize(p_t, dim=-1) @ F.normalize(q, dim=-1).transpose(1, 2)
         return torch.softmax(cos / self.tau, dim=-1)
 
-    def forward(self, p_t: torch.Tensor, p_v: torch.Tensor, modality_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, p_t: torch.Tensor, p_v: torch.Tensor, modality_mask: torch.Tensor | None = None,
+                context: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text memory, vision memory) of the prompt outputs (B, M, width each); ``context``: each tower's
+        (B, width) token mean, added as a slot the other side reads."""
         q = self.vision_proj(p_v)
-        if self.mode == "similarity":
-            s = self.similarity(p_t, q)
-            self.last_similarity = s.detach()
-            from_vision, from_text = s @ q, s.transpose(1, 2) @ p_t
-        elif self.mode == "mean":
-            from_vision, from_text = q.mean(1, keepdim=True), p_t.mean(1, keepdim=True)
-        else:
+        if self.mode == "none":
             return self.text_norm(p_t), self.vision_norm(q)
+        slots = p_t.shape[1]
+        text_slots, vision_slots = p_t, q
+        if context is not None:
+            text_slots = torch.cat([p_t, context[0][:, None]], dim=1)
+            vision_slots = torch.cat([q, self.vision_proj(context[1])[:, None]], dim=1)
+        if self.mode == "similarity":
+            s = self.similarity(text_slots, vision_slots)
+            self.last_similarity = s.detach()
+            from_vision, from_text = (s @ vision_slots)[:, :slots], (s.transpose(1, 2) @ text_slots)[:, :slots]
+        else:
+            from_vision, from_text = vision_slots.mean(1, keepdim=True), text_slots.mean(1, keepdim=True)
         if modality_mask is not None:  # nothing flows from an absent side
             has_image, has_text = (modality_mask[:, k].to(p_t.device, p_t.dtype)[:, None, None] for k in (0, 1))
             from_vision, from_text = from_vision * has_image, from_text * has_text
-        return self.text_norm(p_t + from_vision), self.vision_norm(q + from_text)
+        return self.text_norm(p_t + self.dropout(from_vision)), self.vision_norm(q + self.dropout(from_text))
 
 
 class MITP(MultimodalClassifier):
@@ -91,7 +107,8 @@ class MITP(MultimodalClassifier):
         # With one step and a pooled head the hub output would be unused, so it is not built.
         self.hub = None
         if steps > 1 or uses_memory:
-            self.hub = MemoryHub(d_t, d_v, config.hub, config.tau, config.hub_norm)
+            self.hub = MemoryHub(d_t, d_v, config.hub, config.tau, config.hub_norm, config.learn_tau,
+                                 config.hub_dropout)
         self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
         self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
         self.reads_modality_mask = bool(config.missing_aware)
@@ -143,7 +160,10 @@ class MITP(MultimodalClassifier):
             t_pos, v_pos = t_layer + 1, v_layer + 1
             if self.hub is None or (step == steps - 1 and self.config.head_input == "pooled"):
                 continue
-            m_t, m_v = self.hub(out_t, out_v, modality_mask)           # consolidation
+            context = None
+            if self.config.hub_context == "prompts+tokens":
+                context = (token_mean(t_state), token_mean(v_state))
+            m_t, m_v = self.hub(out_t, out_v, modality_mask, context)  # consolidation
             if self.hub.mode == "similarity":
                 self.last_similarities.append(self.hub.last_similarity)
                 if self.trace is not None:
@@ -167,7 +187,15 @@ class MITP(MultimodalClassifier):
             stats["prompt_norm/vision"] = self.vision_prompt.detach().norm(dim=-1).mean().item()
         for step, similarity in enumerate(self.last_similarities):
             stats[f"hub/similarity_entropy/step{step}"] = similarity_entropy(similarity)
+        if self.hub is not None and self.hub.log_tau is not None:
+            stats["hub/tau"] = self.hub.tau.item()
         return stats
+
+
+def token_mean(state: TowerState) -> torch.Tensor:
+    """(B, width): the mean of a tower's valid tokens (padding left out)."""
+    valid = state.valid.to(state.hidden.dtype)[..., None]
+    return (state.hidden * valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
 def similarity_entropy(similarity: torch.Tensor) -> float:
