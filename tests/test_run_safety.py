@@ -178,3 +178,77 @@ def test_a_run_that_died_in_its_first_epoch_can_be_resumed_from_the_start(toy, t
     assert main(["train", "--resume", str(run)]) == 0
     assert "starting it from the beginning" in capsys.readouterr().out
     assert (run / "results.json").is_file()
+
+
+# --- no command writes over its inputs or a run's files ---------------------------------------------
+def snapshot(*paths) -> dict:
+    """Every file under ``paths`` with its bytes."""
+    files = {}
+    for path in map(Path, paths):
+        for f in ([path] if path.is_file() else sorted(path.rglob("*"))):
+            if f.is_file():
+                files[str(f)] = f.read_bytes()
+    return files
+
+
+def test_a_resume_never_deletes_a_finished_result(toy, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "finished"
+    assert train(toy, run) == 0
+    shutil.rmtree(run / "checkpoint" / "last")
+    before = snapshot(run)
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "checkpoint/best and results.json" in err and "--overwrite" in err
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("victim", ["config.yaml", "results.json", "labels.json", "metrics.jsonl",
+                                    "checkpoint/best/trainable.safetensors"])
+def test_predict_never_writes_over_a_run_file(finished_run, victim, capsys):
+    before = snapshot(finished_run)
+    assert main(["predict", str(finished_run), "--text", "apple", "--out", str(finished_run / victim)]) == 2
+    assert f"refusing to write {finished_run / victim}: it belongs to the run" in capsys.readouterr().err
+    assert snapshot(finished_run) == before
+
+
+def test_explain_and_predict_never_write_over_their_input(toy, finished_run, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    image.write_bytes((toy / "images" / "test-0000.png").read_bytes())
+    before = snapshot(image, finished_run)
+    assert main(["explain", str(finished_run), "--image", str(image), "--text", "a", "--out", str(image)]) == 2
+    assert "it is an input of this command" in capsys.readouterr().err
+    assert main(["predict", str(finished_run), "--image", str(image), "--out", str(image)]) == 2
+    assert "it is an input of this command" in capsys.readouterr().err
+    assert main(["robustness", str(finished_run), "--rates", "0", "--out", str(finished_run / "checkpoint")]) == 2
+    assert "inside the run" in capsys.readouterr().err
+    assert main(["explain", str(finished_run), "--image", str(image), "--text", "a",
+                 "--out", str(finished_run / "curves.png")]) == 2
+    assert snapshot(image, finished_run) == before
+
+
+def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy, data)
+    (data / "config.yaml").write_text(CONFIG.read_text())
+    (data / "checkpoint").mkdir()
+    (data / "checkpoint" / "notes.txt").write_text("mine")
+    (data / "metrics.jsonl").write_text('{"mine": 1}\n')
+    before = snapshot(data)
+    assert train(data, data, "--overwrite") == 2
+    assert "not a mitp run directory" in capsys.readouterr().err
+    assert snapshot(data) == before
+    # prepare never writes a dataset into a run, nor its manifest over the file it reads
+    run = tmp_path / "run"
+    assert train(toy, run) == 0
+    before = snapshot(run)
+    assert main(["prepare", "jsonl", "--input", str(toy / "train.jsonl"), "--out", str(run), "--no-progress"]) == 2
+    assert "it belongs to the run" in capsys.readouterr().err and snapshot(run) == before
+    copy = tmp_path / "copy"
+    shutil.copytree(toy, copy)
+    before = snapshot(copy)
+    assert main(["prepare", "jsonl", "--input", str(copy / "train.jsonl"), "--out", str(copy), "--no-progress"]) == 2
+    assert "it is an input of this command" in capsys.readouterr().err and snapshot(copy) == before

@@ -95,7 +95,13 @@ def run(args) -> int:
     from mitp.classifier import Classifier, InputError
 
     from ..cli import UserError
+    from ..train.rundir import RunDirError, check_outputs
 
+    figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"
+    try:
+        check_outputs([figure, figure.with_suffix(".json")], inputs=[args.image], runs=[args.run_dir])
+    except RunDirError as err:
+        raise UserError(f"--out: {err}") from err
     classifier = Classifier.from_pretrained(args.run_dir)
     if not classifier.model.inserts_prompts:
         raise UserError(f"{args.run_dir}: method {classifier.model.config.method!r} inserts no prompts; "
@@ -104,7 +110,6 @@ def run(args) -> int:
         report = explain(classifier, args.image, args.text)
     except InputError as err:
         raise UserError(str(err)) from err
-    figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot(report, figure)
     figure.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

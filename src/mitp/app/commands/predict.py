@@ -76,10 +76,13 @@ def _output_path(args):
 
     if not args.out:
         return None
+    from ..train.rundir import RunDirError, check_outputs
+
     out = os.path.realpath(args.out)
-    inputs = [p for p in (args.manifest, args.image) if p]
-    if any(os.path.exists(p) and os.path.realpath(p) == out for p in inputs):
-        raise UserError(f"--out {args.out} is also an input; predictions would overwrite it")
+    try:
+        check_outputs([args.out], inputs=[args.manifest, args.image], runs=[args.run_dir])
+    except RunDirError as err:
+        raise UserError(f"--out: {err}") from err
     if os.path.isdir(out):
         raise UserError(f"--out {args.out} is a directory; give a file path")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

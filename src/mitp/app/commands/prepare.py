@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 def add_parser(subparsers) -> None:
     from mitp.data.prepare import converters
@@ -36,9 +39,18 @@ def run(args) -> int:
     from mitp.data.progress import rich_tracker
 
     from ..cli import UserError
+    from ..train.rundir import MANIFEST_FILES, RunDirError, check_outputs
 
     converter = get_converter(args.kind)
     options = {opt.dest: getattr(args, opt.dest) for opt in converter.options}
+    # never onto the files it reads (--input, --labels, ...) nor into a run directory
+    inputs = [str(v) for v in options.values() if isinstance(v, str) and os.path.isfile(v)]
+    inputs += [os.path.join(args.raw, str(v)) for v in options.values() if args.raw and isinstance(v, str)]
+    try:
+        check_outputs([Path(args.out) / name for name in (*MANIFEST_FILES, "labels.json")], inputs=inputs,
+                      runs=[args.out])
+    except RunDirError as err:
+        raise UserError(f"--out: {err}") from err
     console = Console(soft_wrap=True)
     try:
         with rich_tracker(enabled=not args.no_progress) as track:

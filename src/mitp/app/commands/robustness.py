@@ -142,12 +142,17 @@ def plot(report: dict, path: Path) -> Path:
 def run(args) -> int:
     from ..cli import UserError
     from ..train.reports import write_json_atomic, write_text_atomic
+    from ..train.rundir import RunDirError, check_outputs
 
     rates = parse_rates(args.rates)
     runs = [Path(r) for r in args.run_dirs]
     if args.out is None and len(runs) > 1:
         raise UserError("several runs go on one plot: give --out DIR")
     out = Path(args.out) if args.out else runs[0]
+    try:
+        check_outputs([out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], runs=runs)
+    except RunDirError as err:
+        raise UserError(f"--out: {err}") from err
     out.mkdir(parents=True, exist_ok=True)
     curves, keys = zip(*(robustness(r, args.modality, rates, args.split, args.batch_size, print) for r in runs))
     report = {"modality": args.modality, "split": args.split, "rates": rates,

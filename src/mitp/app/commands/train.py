@@ -36,7 +36,8 @@ def run(args) -> int:
 
     from ..cli import UserError
     from ..train.config import load_run_config
-    from ..train.rundir import RunDirError, check_new_run_dir, clear_outputs, has_checkpoint, is_run_dir, run_lock
+    from ..train.rundir import (RunDirError, check_new_run_dir, clear_outputs, has_checkpoint, has_finished_work,
+                                is_run_dir, run_lock)
     from ..train.runner import run_training
 
     console = Console(soft_wrap=True)
@@ -47,7 +48,7 @@ def run(args) -> int:
             raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
         run_dir = Path(args.resume)
         if not is_run_dir(run_dir):
-            raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
+            raise UserError(f"{run_dir}: not a run directory (no run marker or config.yaml)")
         config = load_run_config(run_dir / "config.yaml")
     else:
         if not args.config and not args.overrides:
@@ -64,8 +65,13 @@ def run(args) -> int:
                     check_new_run_dir(run_dir, args.overwrite)  # again, now that no one else can start
                     clear_outputs(run_dir)
                 elif not resume:
+                    kept = has_finished_work(run_dir)
+                    if kept:  # a resume never deletes results: without checkpoint/last there is nothing to resume
+                        raise RunDirError(f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
+                                          f"would delete {' and '.join(kept)}; train it again with --config "
+                                          f"{run_dir / 'config.yaml'} --out {run_dir} --overwrite if that is meant")
                     console.print(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
-                                  "starting it from the beginning")
+                                  "starting it from the beginning", markup=False, highlight=False)
                     clear_outputs(run_dir)
             run_training(config, run_dir, resume=resume, console=console,
                          command="mitp " + shlex.join(getattr(args, "argv", [])))

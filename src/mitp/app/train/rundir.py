@@ -33,16 +33,73 @@ LEGACY_PICKLE = "training_state.pt"
 
 
 LOCK_NAME = ".lock"
+# Written first by every run: what marks a directory as a run (a dataset may hold a config.yaml too).
+MARKER_NAME = ".mitp-run"
+MARKER_FORMAT = "mitp-run-1"
 # What a run writes besides config.yaml and labels.json; cleared when a run starts over.
-OUTPUTS = ("metrics.jsonl", "results.json", "curves.png", "tensorboard", "checkpoint")
+OUTPUTS = ("metrics.jsonl", "results.json", "curves.png", "tensorboard", "mlruns", "wandb", "aim", "checkpoint")
+# Every file or folder a run owns, at its top level: no command may write over these.
+RUN_FILES = (MARKER_NAME, LOCK_NAME, "config.yaml", "labels.json") + OUTPUTS
+MANIFEST_FILES = ("train.jsonl", "val.jsonl", "test.jsonl")
 
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (named in the message)."""
 
 
+def write_marker(run_dir: Path) -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    marker = Path(run_dir) / MARKER_NAME
+    if not marker.is_file():
+        marker.write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
+
+
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.yaml").is_file()
+    """A run directory: it has the run marker, or (runs older than the marker) a run config.yaml, a
+    checkpoint or results, and no dataset manifests."""
+    path = Path(path)
+    if (path / MARKER_NAME).is_file():
+        return True
+    if not (path / "config.yaml").is_file() or any((path / name).exists() for name in MANIFEST_FILES):
+        return False
+    return (path / "checkpoint").is_dir() or (path / "results.json").is_file()
+
+
+def has_finished_work(run_dir: Path) -> list[str]:
+    """What of a run would be lost by starting it over: its best checkpoint and results."""
+    run_dir = Path(run_dir)
+    return [name for name, there in (("checkpoint/best", checkpoint_dir(run_dir, "best").is_dir()),
+                                     ("results.json", (run_dir / "results.json").is_file())) if there]
+
+
+def protected_files(run_dir: Path) -> set[str]:
+    """Real paths of every file a run owns (its top-level files and everything inside its folders)."""
+    run_dir = Path(run_dir)
+    owned = set()
+    for name in RUN_FILES:
+        path = run_dir / name
+        owned.add(os.path.realpath(path))
+        if path.is_dir():
+            owned |= {os.path.realpath(p) for p in path.rglob("*")}
+    return owned
+
+
+def check_outputs(outputs, inputs=(), runs=()) -> None:
+    """Refuse to write any of ``outputs`` over one of the command's ``inputs`` or over a file owned by one
+    of ``runs`` (config, checkpoints, metrics, results: everything a run directory's marker covers)."""
+    taken = {os.path.realpath(p): f"it is an input of this command ({p})" for p in inputs if p and Path(p).exists()}
+    folders = {}
+    for run in runs:
+        if is_run_dir(run):
+            taken.update({path: f"it belongs to the run {run}" for path in protected_files(run)})
+            folders.update({os.path.realpath(Path(run) / name): f"it is inside the run {run}'s {name}/"
+                            for name in RUN_FILES if (Path(run) / name).is_dir()})
+    for out in outputs:
+        real = os.path.realpath(out)
+        reason = taken.get(real) or next((why for folder, why in folders.items()
+                                          if real.startswith(folder + os.sep)), None)
+        if reason:
+            raise RunDirError(f"refusing to write {out}: {reason}; choose another output path")
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -63,8 +120,8 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
                               "--overwrite to train it again from the beginning")
         return
     if any(entry.name != LOCK_NAME for entry in run_dir.iterdir()):
-        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no config.yaml); refusing to "
-                          "write a run into it, choose another --out")
+        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no {MARKER_NAME} marker); refusing "
+                          "to write a run into it (--overwrite only ever replaces runs), choose another --out")
 
 
 def clear_outputs(run_dir: Path) -> None:

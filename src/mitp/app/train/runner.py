@@ -7,7 +7,7 @@ from pathlib import Path
 from .config import RunConfig
 from .loop import Trainer
 from .reports import plot_curves, summary_table, write_json_atomic, write_text_atomic
-from .rundir import MetricsLog
+from .rundir import MetricsLog, write_marker
 
 
 def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None,
@@ -16,7 +16,7 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
     run_dir = Path(run_dir)
     trainer = Trainer(config, run_dir, resume=resume, console=console)
     if trainer.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir)
         write_text_atomic(run_dir / "config.yaml", trainer.config.to_yaml())
         write_text_atomic(run_dir / "labels.json", (Path(trainer.config.data) / "labels.json").read_text())
         if console is not None:
