@@ -21,7 +21,7 @@ def test_out_equal_to_the_manifest_is_refused_and_the_manifest_kept(tiny_run, to
     manifest = manifest_copy(toy_dataset, tmp_path)
     before = manifest.read_bytes()
     assert main(["predict", str(tiny_run), "--manifest", str(manifest), "--out", str(manifest)]) == 2
-    assert "is also an input" in capsys.readouterr().err
+    assert "it is an input of this command" in capsys.readouterr().err
     assert manifest.read_bytes() == before
 
 
