@@ -252,3 +252,38 @@ def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy, tmp_pat
     before = snapshot(copy)
     assert main(["prepare", "jsonl", "--input", str(copy / "train.jsonl"), "--out", str(copy), "--no-progress"]) == 2
     assert "it is an input of this command" in capsys.readouterr().err and snapshot(copy) == before
+
+
+def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(toy, tmp_path, capsys,
+                                                                                 monkeypatch):
+    import json
+
+    import mitp.app.train.loop as loop
+
+    real, calls = loop.train_step, []
+
+    def diverging(*args, **kwargs):  # the sixth step (epoch 2 of 4-step epochs) returns nan
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 6 else loss
+
+    monkeypatch.setattr(loop, "train_step", diverging)
+    run = tmp_path / "diverged"
+    assert train(toy, run, "--set", "train.epochs=3", "--set", "train.batch_size=8") == 2
+    err = capsys.readouterr().err
+    assert "the training loss became nan at epoch 2, batch 2" in err and "Lower train.lr" in err
+    assert f"{run / 'checkpoint' / 'last'}" in err and not (run / "results.json").exists()
+    state = json.loads((run / "checkpoint" / "last" / "training_state.json").read_text())["state"]
+    position = dict(dict(state["__dict__"])["position"]["__dict__"])
+    assert position["epoch"] == 1 and position["step"] == 4  # the end of epoch 1, nothing after
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
+
+
+def test_non_finite_and_negative_values_are_refused_before_training(toy, tmp_path, capsys):
+    assert train(toy, tmp_path / "inf", "--set", "train.lr=.inf") == 2
+    assert "train.lr: must be a finite number" in capsys.readouterr().err
+    assert train(toy, tmp_path / "nan", "--set", "train.weight_decay=.nan") == 2
+    assert "must be a finite number" in capsys.readouterr().err
+    assert train(toy, tmp_path / "seed", "--set", "seed=-1") == 2
+    assert "seed: must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "inf").exists() or not any((tmp_path / "inf").iterdir())

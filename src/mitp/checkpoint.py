@@ -16,7 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone
-from .methods import MultimodalClassifier, build_model, config_from_dict
+from .jsonio import JSONError, read_json
+from .methods import ConfigError, MultimodalClassifier, build_model, config_from_dict
 
 WEIGHTS_NAME = "trainable.safetensors"
 CONFIG_NAME = "method.json"
@@ -24,6 +25,38 @@ CONFIG_NAME = "method.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, malformed or does not fit the backbone."""
+
+
+def read_json_file(path: str | Path):
+    """A checkpoint or run file's JSON; missing, unreadable, not UTF-8, malformed: a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return read_json(path)
+    except (JSONError, OSError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
+
+
+def check_fields(path: str | Path, obj, fields: dict, required=(), where: str = "", allow_unknown: bool = False):
+    """``obj`` is a mapping whose keys are typed as ``fields`` says (``name -> type or tuple of types``),
+    with every ``required`` key present; anything else is a CheckpointError naming the file and key."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: {where or 'the content'} must be a mapping, got {type(obj).__name__}")
+    missing = [key for key in required if key not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: {where}{', '.join(missing)} missing")
+    unknown = sorted(set(obj) - set(fields))
+    if unknown and not allow_unknown:
+        raise CheckpointError(f"{path}: unknown key(s) {', '.join(where + str(k) for k in unknown)}")
+    for key, types in fields.items():
+        types = types if isinstance(types, tuple) else (types,)
+        value = obj.get(key)
+        bad_bool = isinstance(value, bool) and bool not in types
+        if key in obj and (bad_bool or not isinstance(value, types)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise CheckpointError(f"{path}: {where}{key} must be {names}, got {str(value)[:60]!r}")
+    return obj
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -50,12 +83,7 @@ def save_checkpoint(model: MultimodalClassifier, directory: str | Path) -> Path:
 
 def read_checkpoint_meta(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    return check_fields(path, read_json_file(path), {"method": dict, "backbone": dict}, required=("method",))
 
 
 def load_checkpoint(directory: str | Path, backbone: Backbone) -> MultimodalClassifier:
@@ -70,11 +98,17 @@ def load_checkpoint(directory: str | Path, backbone: Backbone) -> MultimodalClas
             f"{directory}: checkpoint was trained on backbone {saved.get('spec')!r} ({_shapes(saved)}) but this "
             f"backbone {backbone.spec!r} has {_shapes(current)}; differing: "
             + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
-    if not isinstance(meta, dict) or not isinstance(meta.get("method"), dict):
-        raise CheckpointError(f"{directory / CONFIG_NAME}: missing the 'method' section")
-    model = build_model(config_from_dict(meta["method"]), backbone)
+    model = build_model(method_config(directory / CONFIG_NAME, meta["method"]), backbone)
     load_trainable(model, directory / WEIGHTS_NAME, saved_backbone=meta.get("backbone", {}))
     return model
+
+
+def method_config(path: str | Path, data: dict):
+    """The validated method config stored in a checkpoint or export file; a bad one names the file."""
+    try:
+        return config_from_dict(data)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: method.{err}") from err
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -29,12 +29,14 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .backbones import build_backbone
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint, load_trainable, save_checkpoint
+from .jsonio import has_lone_surrogate
+from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, load_checkpoint, load_trainable,
+                         method_config, read_json_file, save_checkpoint)
 from .data.dataset import pad_token_ids
 from .data.images import to_rgb
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
-from .methods import build_model, config_from_dict
+from .methods import build_model
 
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
@@ -94,10 +96,7 @@ class Classifier:
 
     @classmethod
     def _from_run(cls, run_dir: Path, device) -> "Classifier":
-        try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except yaml.YAMLError as err:
-            raise CheckpointError(f"{run_dir / 'config.yaml'}: not valid YAML ({err})") from err
+        config = read_run_config(run_dir / "config.yaml")
         best = run_dir / "checkpoint" / "best"
         if not (best / WEIGHTS_NAME).is_file() and (run_dir / "checkpoint" / "best.old").is_dir():
             best = run_dir / "checkpoint" / "best.old"  # a crash in the middle of a checkpoint swap
@@ -110,10 +109,13 @@ class Classifier:
         train = config.get("train") or {}
         preprocessing = {"max_text_length": train.get("max_text_length"), "image_size": train.get("image_size")}
         results_file = run_dir / "results.json"
-        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        results = check_fields(results_file, read_json_file(results_file), {}, allow_unknown=True) \
+            if results_file.is_file() else {}
         threshold = (config.get("eval") or {}).get("threshold", 0.5)
-        if threshold == "auto" and labels.multi_label:  # chosen on validation when the run finished
-            if "threshold" not in results:
+        if threshold == "auto" and not labels.multi_label:
+            threshold = 0.5  # unused by single-label predictions
+        elif threshold == "auto":  # chosen on validation when the run finished
+            if not isinstance(results.get("threshold"), (int, float)):
                 raise CheckpointError(f"{run_dir}: eval.threshold is auto, and the threshold is chosen on "
                                       "validation when training finishes; this run has no results.json with it yet")
             threshold = results["threshold"]
@@ -123,16 +125,11 @@ class Classifier:
 
     @classmethod
     def _from_export(cls, folder: Path, device) -> "Classifier":
-        try:
-            config = json.loads((folder / EXPORT_CONFIG).read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{folder / EXPORT_CONFIG}: not valid JSON ({err})") from err
-        missing = [key for key in ("format", "method", "backbone", "labels", "preprocessing") if key not in config]
-        if missing or config.get("format") != FORMAT:
-            raise CheckpointError(f"{folder / EXPORT_CONFIG}: not a {FORMAT} config (missing {missing or 'format'})")
+        path = folder / EXPORT_CONFIG
+        config = read_export_config(path)
         backbone = build_backbone(config["backbone"]["spec"])
-        _check_backbone(folder / EXPORT_CONFIG, config["backbone"], backbone)
-        model = build_model(config_from_dict(config["method"]), backbone)
+        _check_backbone(path, config["backbone"], backbone)
+        model = build_model(method_config(path, config["method"]), backbone)
         load_trainable(model, folder / EXPORT_WEIGHTS, saved_backbone=config["backbone"])
         labels = LabelSpace(config["labels"]["task"], tuple(config["labels"]["labels"]))
         info = {k: config.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")}
@@ -232,6 +229,8 @@ class Classifier:
             raise InputError(field, f"expected a string, got {type(text).__name__}")
         if not text.strip():
             raise InputError(field, "empty text")
+        if has_lone_surrogate(text):
+            raise InputError(field, "not valid Unicode: the text holds a lone surrogate such as \\ud800")
         return self.preprocessor.text(text)
 
     # --- saving ------------------------------------------------------------------------------------
@@ -251,6 +250,47 @@ class Classifier:
 
         (folder / MODEL_CARD).write_text(model_card(self, config))
         return folder
+
+
+OPTIONAL_STR = (str, type(None))
+OPTIONAL_INT = (int, type(None))
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's config.yaml as far as loading its model needs it: data, backbone, train and eval sections."""
+    try:
+        config = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+    except (yaml.YAMLError, RecursionError) as err:
+        raise CheckpointError(f"{path}: not valid YAML ({str(err)[:200]})") from err
+    check_fields(path, config, {"data": (str, dict), "backbone": str, "train": (dict, type(None)),
+                                "eval": (dict, type(None))}, required=("data", "backbone"), allow_unknown=True)
+    if isinstance(config["data"], dict):
+        check_fields(path, config["data"], {"path": str}, required=("path",), where="data.", allow_unknown=True)
+    check_fields(path, config.get("train") or {}, {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
+                 where="train.", allow_unknown=True)
+    check_fields(path, config.get("eval") or {}, {"threshold": (float, int, str)}, where="eval.", allow_unknown=True)
+    return config
+
+
+def read_export_config(path: Path) -> dict:
+    """An exported model's config.json, every key checked (an unknown key is an error, not ignored)."""
+    config = check_fields(path, read_json_file(path), {
+        "format": str, "method": dict, "backbone": dict, "labels": dict, "preprocessing": dict,
+        "data": OPTIONAL_STR, "source": OPTIONAL_STR, "results": (dict, type(None)),
+        "threshold": (float, int, type(None))}, required=("format", "method", "backbone", "labels", "preprocessing"))
+    if config["format"] != FORMAT:
+        raise CheckpointError(f"{path}: format is {config['format']!r}, not {FORMAT!r}")
+    check_fields(path, config["backbone"], {"spec": str}, required=("spec",), where="backbone.", allow_unknown=True)
+    check_fields(path, config["labels"], {"task": str, "labels": list}, required=("task", "labels"), where="labels.")
+    if config["labels"]["task"] not in ("single_label", "multi_label") or not config["labels"]["labels"] or \
+            not all(isinstance(name, str) and name for name in config["labels"]["labels"]):
+        raise CheckpointError(f"{path}: labels must hold a task (single_label or multi_label) and a non-empty "
+                              "list of label names")
+    check_fields(path, config["preprocessing"], {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
+                 where="preprocessing.")
+    return config
 
 
 def _check_backbone(where: Path, saved: dict, backbone) -> None:

@@ -10,6 +10,7 @@ starts with the offending key. Every field says what it does in its metadata
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -44,7 +45,10 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(pair, "expected key=value")
-        overrides[key.strip()] = parse_value(value)
+        try:
+            overrides[key.strip()] = parse_value(value)
+        except (yaml.YAMLError, RecursionError) as err:
+            raise ConfigError(key.strip(), f"{value[:60]!r} is not a valid value (YAML: {str(err)[:120]})") from err
     return overrides
 
 
@@ -92,7 +96,9 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
-        return float(value)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads it as text)
+        value = float(value)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads it as text)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if annotation is int and isinstance(value, bool):
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if isinstance(annotation, type) and not isinstance(value, annotation):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
     AbsentModality, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
     MissingSplitFile, UnknownLabel,
@@ -115,11 +116,9 @@ def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
         raise MissingFile(path, None, f"{LABELS_FILE} not found; a prepared dataset needs "
                                       f"{', '.join(s + '.jsonl' for s in SPLITS)} and {LABELS_FILE}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise BadJson(path, None, f"not valid UTF-8: {err}") from err
-    except json.JSONDecodeError as err:
-        raise BadJson(path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})") from err
+        data = read_json(path)
+    except JSONError as err:
+        raise BadJson(path, err.line, str(err)) from err
     if not isinstance(data, dict):
         raise BadLabels(path, None, 'must be an object {"task": ..., "labels": [...]}')
     task, labels = data.get("task"), data.get("labels")
@@ -147,16 +146,11 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
     With ``space=None`` (no usable labels.json) label names are not checked against a label list.
     ``allow_missing`` accepts ``"image": null`` or ``"text": null`` (not both).
     """
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise BadJson(path, line_no, f"line is not valid UTF-8: {err}") from err
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as err:
-        snippet = raw.strip()[:60]
-        raise BadJson(path, line_no, f"not valid JSON ({err.msg}, column {err.colno}): {snippet!r}") from err
+        obj = parse_json(raw)
+    except JSONError as err:
+        snippet = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).strip()[:60]
+        raise BadJson(path, line_no, f"{err}: {snippet!r}") from err
     if not isinstance(obj, dict):
         raise BadJson(path, line_no, f"each line must be a JSON object, got {type(obj).__name__}")
     missing = [k for k in REQUIRED_FIELDS if k not in obj]
@@ -181,6 +175,10 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
                                        f"(id {sample_id!r})")
     if text is not None and not text.strip():
         raise EmptyText(path, line_no, f"empty text (id {sample_id!r}); a sample without text has \"text\": null")
+    for name, value in (("id", sample_id), ("image", image), ("text", text)):
+        if value is not None and has_lone_surrogate(value):
+            raise BadRecord(path, line_no, f"{name!r} is not valid Unicode: it holds a lone surrogate such as "
+                                           f"\\ud800 (id {sample_id.encode('utf-8', 'replace').decode()!r})")
     label = _check_label(path, line_no, sample_id, label, space)
     return Sample(sample_id, image, text, label, str(path), line_no)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import non_negative_int, positive_int
+
     from ..bench import DEFAULT_METHODS
 
     p = subparsers.add_parser(
@@ -21,27 +23,27 @@ def add_parser(subparsers) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated method names, a setting as NAME[key=value;...] e.g. "
                         f"mitp[prompt_gate=false] (default: {','.join(DEFAULT_METHODS)})")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
-    p.add_argument("--steps", type=int, default=3,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=3,
                    help="timed training steps and inference passes per method per round (default: 3)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over all methods (default: 3)")
-    p.add_argument("--warmup", type=int, default=2,
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds over all methods (default: 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=2,
                    help="untimed training steps and inference passes per method first (default: 2)")
-    p.add_argument("--seq-len", type=int, default=32, help="text length in tokens (default: 32)")
-    p.add_argument("--num-classes", type=int, default=101, help="classes of the head (default: 101)")
+    p.add_argument("--seq-len", type=positive_int, default=32, help="text length in tokens (default: 32)")
+    p.add_argument("--num-classes", type=positive_int, default=101, help="classes of the head (default: 101)")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: every available core)")
-    p.add_argument("--epochs", type=int, metavar="N",
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: every available core)")
+    p.add_argument("--epochs", type=positive_int, metavar="N",
                    help="instead: what a user pays per epoch, every method side by side in its best mode (prefix "
                         "cache on where there is a frozen prefix), N epochs, --rounds rounds")
-    p.add_argument("--samples", type=int, default=16, help="with --epochs: generated training samples (default: 16)")
+    p.add_argument("--samples", type=positive_int, default=16, help="with --epochs: generated training samples (default: 16)")
     p.add_argument("--compile", action="store_true", help="with --epochs: train.compile (torch.compile) the methods")
     p.add_argument("--profile", action="store_true",
                    help="instead: where a training step's CPU time goes, top operators per method (torch.profiler)")
     p.add_argument("--serve", action="store_true",
                    help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
-    p.add_argument("--requests", type=int, default=200, help="with --serve: requests per mode (default: 200)")
-    p.add_argument("--clients", type=int, default=16, help="with --serve: concurrent clients (default: 16)")
+    p.add_argument("--requests", type=positive_int, default=200, help="with --serve: requests per mode (default: 200)")
+    p.add_argument("--clients", type=positive_int, default=16, help="with --serve: concurrent clients (default: 16)")
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import non_negative_int, positive_int
+
     p = subparsers.add_parser(
         "check", help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
         description="Validate a prepared dataset. Prints one line per problem (file:line), a summary, and "
                     "exits 1 if anything is wrong.")
     p.add_argument("data_dir", metavar="DATA_DIR", help="directory with train/val/test.jsonl and labels.json")
     p.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding images (default 4)")
-    p.add_argument("--max-problems", type=int, default=0,
+    p.add_argument("--workers", type=positive_int, default=4, help="threads decoding images (default 4)")
+    p.add_argument("--max-problems", type=non_negative_int, default=0,
                    help="print at most this many problem lines (default 0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-external-paths", action="store_true",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import non_negative_int, positive_int
+
     p = subparsers.add_parser("demo", help="build MITP on tiny-clip and train it on generated image-text batches")
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
-    p.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=positive_int, default=60, help="optimizer steps (default: 60)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=run)
 
 

@@ -6,10 +6,12 @@ import json
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import positive_int
+
     p = subparsers.add_parser("params", help="count trainable and total parameters, by component")
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")
-    p.add_argument("--num-classes", type=int, default=2, help="number of classes of the head")
+    p.add_argument("--num-classes", type=positive_int, default=2, help="number of classes of the head")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method config key, e.g. --set prompt_length=16 (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -13,6 +13,8 @@ import time
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import positive_int
+
     p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint (JSON lines)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--image", help="image file (alone, or with --text)")
@@ -20,8 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional; image or text may be "
                                       "null or absent)")
     p.add_argument("--out", help="write JSON lines here instead of stdout")
-    p.add_argument("--top-k", type=int, default=1, help="labels to report per sample (single-label)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top-k", type=positive_int, default=1, help="labels to report per sample (single-label)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.set_defaults(func=run)
 
 
@@ -29,6 +31,7 @@ def _pairs(args):
     """(id, image_path, text, manifest, line) for every requested prediction."""
     from ..cli import UserError
     from mitp.data.errors import BadJson, BadRecord, EmptyText
+    from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
 
     if args.manifest:
         if args.image or args.text:
@@ -38,17 +41,12 @@ def _pairs(args):
             raise UserError(f"{args.manifest}: no such file")
         with open(args.manifest, "rb") as f:
             for line_no, raw_bytes in enumerate(f, 1):
-                try:
-                    raw = raw_bytes.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise BadJson(args.manifest, line_no,
-                                  f"not valid UTF-8 ({err.reason} at byte {err.start})") from err
-                if not raw.strip():
+                if not raw_bytes.strip():
                     continue
                 try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise BadJson(args.manifest, line_no, f"not valid JSON ({err.msg})") from err
+                    obj = parse_json(raw_bytes)
+                except JSONError as err:
+                    raise BadJson(args.manifest, line_no, str(err)) from err
                 if not isinstance(obj, dict):
                     raise BadRecord(args.manifest, line_no, "each line must be a JSON object")
                 image, text = obj.get("image"), obj.get("text")
@@ -59,12 +57,18 @@ def _pairs(args):
                         raise BadRecord(args.manifest, line_no, f"{name!r} must be a string or null, got {value!r}")
                 if text is not None and not text.strip():
                     raise EmptyText(args.manifest, line_no, "empty text (a sample without text has \"text\": null)")
+                for name, value in (("image", image), ("text", text)):
+                    if value is not None and has_lone_surrogate(value):
+                        raise BadRecord(args.manifest, line_no, f"{name!r} is not valid Unicode: it holds a lone "
+                                                                "surrogate such as \\ud800")
                 if image is not None and not os.path.isabs(image):
                     image = os.path.join(base, image)
                 yield str(obj.get("id", line_no)), image, text, args.manifest, line_no
     elif args.image or args.text is not None:
         if args.text is not None and not args.text.strip():
             raise UserError("--text is empty (leave it out to classify the image alone)")
+        if args.text is not None and has_lone_surrogate(args.text):
+            raise UserError("--text is not valid Unicode (it holds a lone surrogate)")
         yield "0", args.image, args.text, "<command line>", None
     else:
         raise UserError("give --image PATH and/or --text STR, or --manifest FILE")

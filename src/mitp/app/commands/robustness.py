@@ -15,6 +15,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import positive_int
+
     p = subparsers.add_parser("robustness", help="a run's metric as the image or the text goes missing, on one plot "
                                                  "for several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rates", default="0,0.3,0.5,0.7,0.9", help="comma-separated fractions of the split's samples "
                                                                  "(default 0,0.3,0.5,0.7,0.9)")
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--batch-size", type=int, help="default: each run's eval batch size")
+    p.add_argument("--batch-size", type=positive_int, help="default: each run's eval batch size")
     p.add_argument("--out", help="where robustness.json and .png go (default: the run directory, for one run)")
     p.set_defaults(func=run)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
+    from ..cli import port_number, positive_int
+
     p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP (API + web page)",
                               description="Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
                                           "GET /health, GET /labels, POST /explain, the OpenAPI docs at /docs "
                                           "and a web page at /. Concurrent requests are grouped into batches.")
     p.add_argument("path", metavar="RUN_OR_DIR", help="a run directory or a folder written by `mitp export`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-batch", type=int, default=16, help="most pairs one model batch takes (default: 16)")
+    p.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-batch", type=positive_int, default=16, help="most pairs one model batch takes (default: 16)")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a request waits for others to share its batch (default: 10)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image accepted (default: 10 MB)")

@@ -38,6 +38,7 @@ def run(args) -> int:
     from ..train.config import load_run_config
     from ..train.rundir import (RunDirError, check_new_run_dir, clear_outputs, has_checkpoint, has_finished_work,
                                 is_run_dir, run_lock)
+    from ..train.loop import TrainingDiverged
     from ..train.runner import run_training
 
     console = Console(soft_wrap=True)
@@ -75,6 +76,6 @@ def run(args) -> int:
                     clear_outputs(run_dir)
             run_training(config, run_dir, resume=resume, console=console,
                          command="mitp " + shlex.join(getattr(args, "argv", [])))
-    except RunDirError as err:
+    except (RunDirError, TrainingDiverged) as err:
         raise UserError(str(err)) from err
     return 0

@@ -171,6 +171,8 @@ class RunConfig:
             value = raw.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise ConfigError(key, f"expected {kind.__name__}, got {value!r}")
+        if not 0 <= raw.get("seed", 0) < 2**32:  # what numpy's and torch's seeding accept
+            raise ConfigError("seed", f"must be >= 0 and < 2**32, got {raw['seed']}")
         for section in cls.SECTIONS:
             if raw.get(section) is not None and not isinstance(raw[section], dict):
                 raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
@@ -286,9 +288,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
         if not path.is_file():
             raise ConfigError("--config", f"{path}: no such file")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("--config", f"{path}: not valid YAML ({err})") from err
+            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError("--config", f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+        except (yaml.YAMLError, RecursionError) as err:
+            raise ConfigError("--config", f"{path}: not valid YAML ({str(err)[:300]})") from err
         if not isinstance(raw, dict):
             raise ConfigError("--config", f"{path}: top level must be a mapping")
     overrides = parse_overrides(list(overrides))

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from mitp.checkpoint import CheckpointError, load_trainable
+from mitp.checkpoint import CheckpointError, check_fields, load_trainable
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
@@ -38,6 +38,10 @@ from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkp
 from .setup import (build_run, compile_model, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state,
                     set_rng_state)
 from .step import gradient_norms, train_step
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run stops, its last good checkpoint kept."""
 
 
 @dataclass
@@ -57,9 +61,16 @@ class LoopPosition:
 
     @classmethod
     def from_state(cls, state: dict, where: Path) -> "LoopPosition":
-        unknown = sorted(set(state) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise CheckpointError(f"{where}: unknown loop position keys {unknown}")
+        number, maybe = (int, float), (int, float, type(None))
+        types = {"epoch": int, "batch": int, "step": int, "loss_sum": number, "samples": int, "skipped": int,
+                 "best": maybe, "best_epoch": (int, type(None)), "train_seconds": number, "skipped_ids": dict}
+        check_fields(where, state, types, required=tuple(types), where="position.")
+        if any(isinstance(state.get(k), int) and state[k] < 0 for k in ("epoch", "batch", "step", "samples")):
+            raise CheckpointError(f"{where}: position counters must be >= 0, got {state}")
+        for split, kinds in state.get("skipped_ids", {}).items():
+            if split not in ("train", "val", "test") or not isinstance(kinds, dict) or not all(
+                    isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in kinds.values()):
+                raise CheckpointError(f"{where}: position.skipped_ids must map train/val/test to lists of ids per kind")
         return cls(**state)
 
 
@@ -138,10 +149,14 @@ class Trainer:
     def _resume(self) -> LoopPosition:
         directory, state = load_training_state(self.run_dir)
         load_trainable(self.unwrapped, directory / "trainable.safetensors")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        position = LoopPosition.from_state(state["position"], directory)
+        position = LoopPosition.from_state(state["position"], directory / "training_state.json")
+        try:  # what torch and the RNGs accept is checked by loading it
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+            raise CheckpointError(f"{directory / 'training_state.json'}: the optimizer, scheduler or RNG state does "
+                                  f"not fit this run ({type(err).__name__}: {str(err)[:200]})") from err
         for split, kinds in position.skipped_ids.items():
             self.skips[split].ids = {kind: set(ids) for kind, ids in kinds.items()}
         if self.main:
@@ -174,6 +189,7 @@ class Trainer:
                                       backward=acc.backward, clip=acc.clip_grad_norm_,
                                       before_clip=(lambda: grad_norms.update(gradient_norms(self.unwrapped)))
                                       if diagnose else None)
+                self._check_finite(loss, epoch, position)
                 if not empty:
                     position.loss_sum += loss.item() * len(batch["ids"])
                     position.samples += len(batch["ids"])
@@ -265,6 +281,18 @@ class Trainer:
                         forward=lambda batch: self.unwrapped(**self.cache.inputs(batch, split, self.unwrapped,
                                                                                  labels=False)),
                         skips=self.skips[split], split=split)
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, position: LoopPosition) -> None:
+        """Stop before anything is saved once the loss is not finite (every process stops together)."""
+        bad = torch.tensor(float(not torch.isfinite(loss).item()), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item():
+            kept = checkpoint_dir(self.run_dir, "last")
+            where = str(kept) if (kept / "trainable.safetensors").is_file() else "none yet"
+            raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
+                                   f"{position.batch}; training stopped and nothing was saved after it. The last "
+                                   f"good checkpoint: {where}. Lower train.lr, or check the data")
 
     def _all_skipped(self, batch: dict) -> list:
         """The samples skipped in this batch by every process (each counts all of them)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mitp.checkpoint import CheckpointError, save_checkpoint
+from mitp.jsonio import JSONError, parse_json
 from .state import load_state, save_state
 
 STATE_NAME = "training_state"
@@ -225,15 +226,20 @@ class MetricsLog:
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [(number, line) for number, line in enumerate(self.path.read_bytes().splitlines(), start=1)
+                 if line.strip()]
         records = []
-        for i, line in enumerate(lines):
+        for i, (number, line) in enumerate(lines):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = parse_json(line)
+            except JSONError as err:
                 if i == len(lines) - 1:  # a line cut short by a crash; it will be written again
                     break
-                raise
+                raise RunDirError(f"{self.path}:{number}: {err}") from err
+            if not (isinstance(record, dict) and isinstance(record.get("split"), str)
+                    and isinstance(record.get("epoch"), int) and isinstance(record.get("step", 0), int)):
+                raise RunDirError(f"{self.path}:{number}: not a metrics record (an object with split, epoch, step)")
+            records.append(record)
         return records
 
     def truncate_after(self, completed_epochs: int, completed_steps: int | None = None) -> None:

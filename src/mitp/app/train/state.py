@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from mitp.checkpoint import CheckpointError, load_tensors
+from mitp.checkpoint import CheckpointError, load_tensors, read_json_file
 
 FORMAT = "mitp-state-1"
 
@@ -74,13 +74,15 @@ def load_state(directory: Path, name: str, required: tuple[str, ...] = ()) -> di
     structure = Path(directory) / f"{name}.json"
     if not structure.is_file():
         raise CheckpointError(f"{structure}: no such checkpoint file")
-    try:
-        data = json.loads(structure.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{structure}: not valid JSON ({err})") from err
+    data = read_json_file(structure)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("state"), dict):
         raise CheckpointError(f"{structure}: not a {FORMAT} training state")
-    state = _unflatten(data["state"], load_tensors(Path(directory) / f"{name}.safetensors"), str(structure))
+    try:
+        state = _unflatten(data["state"], load_tensors(Path(directory) / f"{name}.safetensors"), str(structure))
+    except (TypeError, ValueError, KeyError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{structure}: malformed training state ({type(err).__name__}: {err})") from err
     missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(f"{structure}: missing {', '.join(missing)}")

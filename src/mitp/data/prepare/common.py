@@ -112,6 +112,7 @@ def _raise_field_limit() -> None:
 
 def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank JSON line; BadJson names the line of anything else."""
+    from ...jsonio import JSONError, parse_json
     from ..errors import BadJson
 
     with open(path, "rb") as f:
@@ -119,9 +120,9 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise BadJson(path, line, f"not valid JSON: {err}") from err
+                obj = parse_json(raw)
+            except JSONError as err:
+                raise BadJson(path, line, str(err)) from err
             if not isinstance(obj, dict):
                 raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
             yield line, obj

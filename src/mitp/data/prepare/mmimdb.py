@@ -17,6 +17,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ...jsonio import JSONError, read_json
 from ..errors import BadJson, BadRecord, DuplicateId, MissingFile, MissingSplitFile
 from ..manifest import LabelSpace, Record
 from .common import Conversion, image_ref, no_progress
@@ -34,11 +35,9 @@ SPLIT_KEYS = {"train": "train", "dev": "val", "test": "test"}
 
 def _load_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise BadJson(path, None, f"not valid UTF-8: {err}") from err
-    except json.JSONDecodeError as err:
-        raise BadJson(path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})") from err
+        return read_json(path)
+    except JSONError as err:
+        raise BadJson(path, err.line, str(err)) from err
 
 
 def _plot(meta) -> str:

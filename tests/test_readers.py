@@ -1,0 +1,258 @@
+"""Every file mitp reads is validated, not just parsed: a malformed run config, training state, checkpoint
+meta, export config, metrics log or manifest line gives the named error with the file (and line), never a
+traceback. One table per reader, then hypothesis fuzzing of each reader's bytes and structure."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mitp.app.cli import main
+from mitp.app.train.config import load_run_config
+from mitp.app.train.loop import LoopPosition
+from mitp.app.train.rundir import MetricsLog, RunDirError
+from mitp.checkpoint import CheckpointError, read_checkpoint_meta
+from mitp.classifier import Classifier, read_export_config, read_run_config
+from mitp.configuration import ConfigError, parse_overrides
+from mitp.data.errors import BadJson
+from mitp.data.manifest import parse_line
+from mitp.jsonio import JSONError, parse_json
+
+CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+DEEP = b"[" * 200_000
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10)
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    """A copy of a finished tiny run to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+# --- run configs (--config, --set) --------------------------------------------------------------
+@pytest.mark.parametrize("content, message", [
+    (b"data: d\nbackbone: \xff\xfe\n", "not valid UTF-8"),
+    (b"- 1\n- 2\n", "top level must be a mapping"),
+    (b"data: d\nmethod: mitp\n", "backbone: is required"),
+    (b"data: [unclosed\n", "not valid YAML"),
+    (b"x: " + b"[" * 5000 + b"\n", "not valid YAML"),
+    (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {lr: .inf}\n", "train.lr: must be a finite number"),
+    (b"data: d\nbackbone: b\nmethod: mitp\nseed: -1\n", "seed: must be >= 0"),
+])
+def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(path)
+
+
+def test_a_set_value_that_is_not_yaml_names_its_key():
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(["train.lr=[1, 2"])
+    assert err.value.key == "train.lr" and "not a valid value" in str(err.value)
+
+
+# --- a run's config.yaml and checkpoint, as predict reads them ----------------------------------
+@pytest.mark.parametrize("content, message", [
+    (b"data: d\nmethod: mitp\n", "backbone missing"),
+    (b"- a\n- b\n", "must be a mapping, got list"),
+    (b"backbone: \xff\n", "not valid UTF-8"),
+    (b"data: 3\nbackbone: tiny-clip\n", "data must be str or dict"),
+    (b"data: {x: 1}\nbackbone: tiny-clip\n", "data.path missing"),
+    (b"data: d\nbackbone: tiny-clip\ntrain: {image_size: big}\n", "train.image_size must be int or null"),
+])
+def test_a_bad_run_config_yaml_is_named_when_loading_the_model(run, content, message, capsys):
+    (run / "config.yaml").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        Classifier.from_pretrained(run)
+    assert main(["predict", str(run), "--text", "apple"]) == 2
+    assert str(run / "config.yaml") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[1, 2]", "must be a mapping, got list"),
+    (b'{"method": 5}', "method must be dict"),
+    (b'{"backbone": {}}', "method missing"),
+    (b'{"method": {"method": "nope"}}', "method.method"),
+    (b'{"method": {"method": "mitp", "prompt_lenght": 2}}', "prompt_lenght"),
+    (b'{"method": ', "not valid JSON"),
+    (b"\xff", "not valid UTF-8"),
+])
+def test_a_bad_method_json_is_a_checkpoint_error(run, content, message, capsys):
+    (run / "checkpoint" / "best" / "method.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        Classifier.from_pretrained(run)
+    assert main(["predict", str(run), "--text", "apple"]) == 2
+    assert "method.json" in capsys.readouterr().err
+
+
+# --- exported models --------------------------------------------------------------------------------
+@pytest.fixture
+def export(tiny_run, tmp_path):
+    folder = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(folder)]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(labels="cat"), "labels must be dict"),
+    (lambda c: c.update(surprise=1), r"unknown key\(s\) surprise"),
+    (lambda c: c["preprocessing"].update(image_size="big"), "preprocessing.image_size must be int or null"),
+    (lambda c: c.pop("backbone"), "backbone missing"),
+    (lambda c: c["backbone"].update(spec=7), "backbone.spec must be str"),
+    (lambda c: c["labels"].update(labels=[]), "non-empty list of label names"),
+    (lambda c: c.update(format="other-1"), "format is 'other-1'"),
+    (lambda c: c.update(threshold="high"), "threshold must be float or int or null"),
+])
+def test_a_bad_export_config_is_a_checkpoint_error(export, change, message, capsys):
+    config = json.loads((export / "config.json").read_text())
+    change(config)
+    (export / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        Classifier.from_pretrained(export)
+    (export / "config.json").write_bytes(b"\xff\xfe")
+    assert main(["predict", str(export), "--text", "apple"]) == 2
+    assert "config.json: not valid UTF-8" in capsys.readouterr().err
+
+
+# --- resuming: the training state and the metrics log -----------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["position"]["__dict__"].__setitem__(0, ["epoch", "two"]), "position.epoch must be int"),
+    (lambda s: s["position"]["__dict__"].pop(0), r"position.epoch missing|epoch"),
+    (lambda s: s["position"]["__dict__"].append(["surprise", 1]), "unknown key"),
+    (lambda s: s["__dict__"].__setitem__(0, ["optimizer", {"__dict__": [["state", 5]]}]), "does not fit this run"),
+    (lambda s: s["__dict__"].pop(), "missing"),
+    (lambda s: s["position"].__setitem__("__dict__", 5), "malformed training state"),
+])
+def test_a_bad_training_state_is_named_on_resume(run, change, message, capsys):
+    path = run / "checkpoint" / "last" / "training_state.json"
+    data = json.loads(path.read_text())
+    state = data["state"]
+    entries = dict(state["__dict__"])
+    view = {"__dict__": state["__dict__"], "position": entries["position"]}
+    change(view)
+    path.write_text(json.dumps(data))
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.json" in err and len(err.splitlines()) == 1
+    assert __import__("re").search(message, err), err
+
+
+def test_a_corrupted_metrics_line_is_named_on_resume(run, capsys):
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    lines[1] = "{not json"
+    log.write_text("\n".join(lines) + "\n")
+    before = log.read_bytes()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"{log}:2: not valid JSON" in capsys.readouterr().err
+    assert log.read_bytes() == before
+    log.write_text('{"split": "val", "epoch": 1}\n[1, 2]\n{"split": "val", "epoch": 2}\n')
+    with pytest.raises(RunDirError, match=r"metrics.jsonl:2: not a metrics record"):
+        MetricsLog(log).records()
+
+
+# --- manifests ----------------------------------------------------------------------------------------
+def test_a_deeply_nested_manifest_line_is_bad_json_everywhere(toy_dataset, tiny_run, tmp_path, capsys):
+    with pytest.raises(BadJson, match="nested too deeply"):
+        parse_line("m.jsonl", 3, DEEP, None)
+    data = tmp_path / "data"
+    shutil.copytree(toy_dataset, data)
+    with open(data / "val.jsonl", "ab") as f:
+        f.write(DEEP + b"\n")
+    assert main(["check", str(data)]) == 1
+    assert "nested too deeply" in capsys.readouterr().out
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--out", str(tmp_path / "r")]) == 2
+    assert "val.jsonl:17" in capsys.readouterr().err
+    assert main(["predict", str(tiny_run), "--manifest", str(data / "val.jsonl"), "--out",
+                 str(tmp_path / "p.jsonl")]) == 2
+    assert "val.jsonl:17" in capsys.readouterr().err
+
+
+# --- fuzzing: only success or the named error -----------------------------------------------------
+@SETTINGS
+@given(raw=st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode()) | st.just(DEEP))
+def test_parse_json_returns_a_value_or_a_json_error(raw):
+    try:
+        parse_json(raw)
+    except JSONError:
+        pass
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_checkpoint_meta_is_read_or_named(tmp_path, raw):
+    (tmp_path / "method.json").write_bytes(raw)
+    try:
+        meta = read_checkpoint_meta(tmp_path)
+    except CheckpointError as err:
+        assert str(err).startswith(str(tmp_path / "method.json"))
+    else:
+        assert isinstance(meta["method"], dict)
+
+
+export_like = st.fixed_dictionaries({}, optional={
+    key: json_values | st.dictionaries(st.sampled_from(["spec", "task", "labels", "image_size", "max_text_length"]),
+                                       json_values, max_size=3)
+    for key in ("format", "method", "backbone", "labels", "preprocessing", "data", "threshold", "odd")})
+
+
+@SETTINGS
+@given(config=export_like)
+def test_export_config_is_read_or_named(tmp_path, config):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    try:
+        read_export_config(tmp_path / "config.json")
+    except CheckpointError as err:
+        assert str(err).startswith(str(tmp_path / "config.json"))
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_run_config_yaml_is_read_or_named(tmp_path, raw):
+    (tmp_path / "config.yaml").write_bytes(raw)
+    try:
+        config = read_run_config(tmp_path / "config.yaml")
+    except CheckpointError as err:
+        assert str(err).startswith(str(tmp_path / "config.yaml"))
+    else:
+        assert isinstance(config["backbone"], str)
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_a_config_file_is_loaded_or_a_config_error(tmp_path, raw):
+    (tmp_path / "c.yaml").write_bytes(raw)
+    try:
+        load_run_config(tmp_path / "c.yaml")
+    except ConfigError:
+        pass
+
+
+@SETTINGS
+@given(state=st.dictionaries(st.sampled_from(["epoch", "batch", "step", "best", "loss_sum", "skipped_ids", "x"]),
+                             json_values, max_size=5))
+def test_a_loop_position_is_read_or_named(state):
+    try:
+        LoopPosition.from_state(state, Path("training_state.json"))
+    except CheckpointError as err:
+        assert str(err).startswith("training_state.json")
+
+
+@SETTINGS
+@given(lines=st.lists(st.binary(max_size=30) | json_values.map(lambda v: json.dumps(v).encode()), max_size=4))
+def test_a_metrics_log_is_read_or_named(tmp_path, lines):
+    (tmp_path / "metrics.jsonl").write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in lines))
+    try:
+        MetricsLog(tmp_path / "metrics.jsonl").records()
+    except RunDirError as err:
+        assert str(err).startswith(str(tmp_path / "metrics.jsonl"))
