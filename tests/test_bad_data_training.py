@@ -120,3 +120,44 @@ def test_two_processes_with_skipped_samples_neither_hang_nor_lose_count(toy, tmp
     results = json.loads((run / "results.json").read_text())
     assert results["test_samples"] == 12 and results["num_processes"] == 2
     assert results["skipped"]["images"] == {"train": {"corrupt_image": 1}, "val": {"corrupt_image": 1}}
+
+
+def test_check_and_train_agree_on_an_empty_split(toy, tmp_path, capsys):
+    (toy / "test.jsonl").write_text("")
+    assert main(["check", str(toy)]) == 1
+    assert f"{toy / 'test.jsonl'}: [empty_split] no samples" in capsys.readouterr().out
+    assert train(toy, tmp_path / "run") == 2
+
+
+def test_a_lone_surrogate_text_is_a_bad_sample_for_check_train_and_predict(toy, tmp_path, capsys):
+    train_lines = lines(toy / "train.jsonl")
+    train_lines[2] = json.dumps({**json.loads(train_lines[2]), "text": "broken \ud800 text"})
+    (toy / "train.jsonl").write_text("\n".join(train_lines) + "\n")
+    assert main(["check", str(toy)]) == 1
+    assert f"{toy / 'train.jsonl'}:3: [bad_record] 'text' is not valid Unicode" in capsys.readouterr().out
+    assert train(toy, tmp_path / "strict") == 2
+    assert f"{toy / 'train.jsonl'}:3" in capsys.readouterr().err
+    run = tmp_path / "skip"
+    assert train(toy, run, "--set", "train.on_bad_sample=skip") == 0
+    skipped = json.loads((run / "results.json").read_text())["skipped"]
+    assert skipped["manifest_lines"] == {"train": {"bad_record": 1}}
+    capsys.readouterr()
+    assert main(["predict", str(run), "--manifest", str(toy / "train.jsonl"), "--out", str(tmp_path / "p")]) == 2
+    assert f"{toy / 'train.jsonl'}:3: 'text' is not valid Unicode" in capsys.readouterr().err
+    assert main(["predict", str(run), "--text", "a \ud800"]) == 2
+    assert "--text is not valid Unicode" in capsys.readouterr().err
+
+
+def test_markup_in_user_strings_is_printed_literally_and_skip_counts_reset(toy, tmp_path, capsys):
+    odd = toy / "images" / "[" / "x]bad.png"  # a path that reads as a rich closing tag: [/x]
+    train_lines = lines(toy / "train.jsonl")
+    train_lines[0] = json.dumps({**json.loads(train_lines[0]), "image": "images/[/x]bad.png"})
+    (toy / "train.jsonl").write_text("\n".join(train_lines) + "\n")
+    assert not odd.exists()
+    run = tmp_path / "run"
+    assert train(toy, run, "--set", "train.on_bad_sample=skip", "--set", "train.epochs=3") == 0
+    out = capsys.readouterr().out
+    assert "[/x]bad.png" in out
+    # one missing image per epoch: each epoch's report says 1, not a running total
+    reports = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert len(reports) == 3 and all(line.startswith("skipped 1 bad sample(s) this epoch") for line in reports)

@@ -35,9 +35,10 @@ def parameter_breakdown(model: nn.Module) -> dict:
 
 def render_breakdown(breakdown: dict, title: str = "Parameters"):
     """A rich Table of the breakdown."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("component")
     table.add_column("trainable", justify="right")
     table.add_column("total", justify="right")

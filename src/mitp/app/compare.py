@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import get_method
 from .train.config import RunConfig, apply_overrides, load_run_config, resolve
@@ -138,8 +140,8 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
             continue
         if force:
             if console is not None:
-                console.print(f"[yellow]{run.run_dir}: other settings ({'; '.join(differences)}); --force: "
-                              "training it again[/yellow]")
+                console.print(f"[yellow]{escape(str(run.run_dir))}: other settings "
+                              f"({escape('; '.join(differences))}); --force: training it again[/yellow]")
             shutil.rmtree(run.run_dir)
         else:
             conflicts.append(f"{run.run_dir} ({'; '.join(differences)})")
@@ -153,7 +155,8 @@ def run_one(run: PlannedRun, console=None) -> dict:
     run_dir = run.run_dir
     if (run_dir / "results.json").is_file():
         if console is not None:
-            console.print(f"[dim]{run_dir}: finished earlier with the same config, reusing its results[/dim]")
+            console.print(f"[dim]{escape(str(run_dir))}: finished earlier with the same config, reusing its "
+                          "results[/dim]")
         return json.loads((run_dir / "results.json").read_text())
     if (run_dir / "checkpoint" / "last").exists():
         args = ["--resume", str(run_dir)]
@@ -182,12 +185,12 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
         record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
         if console is not None:
             setting = f", {run.point.label()}" if run.point.values else ""
-            console.rule(f"[{i}/{len(runs)}] {run.method}{setting}, seed {run.seed}")
+            console.rule(escape(f"[{i}/{len(runs)}] {run.method}{setting}, seed {run.seed}"))
         try:
             record["results"] = run_one(run, console)
         except Exception as err:  # one broken run must not stop the comparison
             if console is not None:
-                console.print(f"[red]{run.method} ({run.point.label()}) seed {run.seed} failed: {err}[/red]")
+                console.print(f"[red]{escape(f'{run.method} ({run.point.label()}) seed {run.seed} failed: {err}')}[/red]")
             record["error"] = f"{type(err).__name__}: {err}"
         records.append(record)
     return records

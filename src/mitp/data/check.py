@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptImage, DuplicateId, ManifestError, MissingFile, MissingImage
+from .errors import CorruptImage, DuplicateId, EmptySplit, ManifestError, MissingFile, MissingImage
 from .images import open_rgb
 from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_labels, split_path
 
@@ -93,8 +93,9 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
             else:
                 owner[item.id] = item.location
             samples.append(item)
-        if report.lines[split] == 0:
-            report.warnings.append(f"{split_path(data_dir, split)} has no samples")
+        if report.lines[split] == 0:  # training refuses an empty split (check_splits): so does check
+            report.problems.append(EmptySplit(split_path(data_dir, split), None, "no samples; every split needs at "
+                                                                               "least one to train and evaluate"))
 
     by_image: dict[str, list[Sample]] = {}
     for s in samples:

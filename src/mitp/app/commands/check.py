@@ -29,6 +29,7 @@ def run(args) -> int:
     import os
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ..cli import UserError
@@ -53,7 +54,7 @@ def run(args) -> int:
     if len(shown) < len(report.problems):
         console.print(f"... {len(report.problems) - len(shown)} more problems not shown", markup=False)
 
-    table = Table(title=f"mitp check {args.data_dir}")
+    table = Table(title=escape(f"mitp check {args.data_dir}"))
     table.add_column("split")
     table.add_column("lines", justify="right")
     table.add_column("valid samples", justify="right")

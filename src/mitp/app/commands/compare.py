@@ -74,8 +74,8 @@ def run(args) -> int:
     rows = aggregate(runs, methods)
     write_reports(rows, runs, config, seeds, out, grid)
     console.rule("comparison")
-    console.print((out / "compare.md").read_text())
-    console.print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
+    console.print((out / "compare.md").read_text(), markup=False, highlight=False)
+    console.print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}", markup=False)
     failed = [r for r in runs if "error" in r]
     if failed:
         console.print(f"[red]{len(failed)} of {len(runs)} run(s) failed[/red]")

@@ -60,7 +60,7 @@ def run(args) -> int:
     except ValueError as err:
         raise UserError(str(err)) from err
 
-    table = Table(title=f"{args.kind} -> {args.out}")
+    table = Table(title=escape(f"{args.kind} -> {args.out}"))
     table.add_column("split")
     table.add_column("samples", justify="right")
     published = PUBLISHED.get(args.kind)

@@ -204,6 +204,7 @@ class Trainer:
                         self._save_last(position)
         if position.skipped:
             self._log(self.skips["train"].report())
+        self.skips["train"].reset()  # the next epoch's report counts that epoch alone (ids keep the run's totals)
         if not position.step and not acc.reduce(torch.tensor(float(position.samples)), reduction="sum").item():
             raise EmptySplit(None, None, "train: every sample of the first epoch was skipped as bad "
                                          "(on_bad_sample: skip); nothing to train on")
@@ -313,7 +314,7 @@ class Trainer:
 
     def _log(self, message: str) -> None:
         if self.main and self.console is not None:
-            self.console.print(message)
+            self.console.print(message, markup=False, highlight=False)
 
     def _log_diagnostics(self, log, epoch: int, step: int, loss: float, values: dict) -> None:
         """Per-part gradient norms and the method's own scalars, to metrics.jsonl and the tracker."""

@@ -46,9 +46,10 @@ def plot_curves(records: list[dict], selection: str, path: Path) -> Path:
 
 
 def summary_table(results: dict):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{results['method']} on {results['backbone']}", show_header=False)
+    table = Table(title=escape(f"{results['method']} on {results['backbone']}"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("best epoch", f"{results['best_epoch']} of {results['epochs']} (by val {results['selection_metric']})")

@@ -20,7 +20,7 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
         write_text_atomic(run_dir / "config.yaml", trainer.config.to_yaml())
         write_text_atomic(run_dir / "labels.json", (Path(trainer.config.data) / "labels.json").read_text())
         if console is not None:
-            console.print(f"run directory: {run_dir}")
+            console.print(f"run directory: {run_dir}", markup=False, highlight=False)
     trainer.accelerator.wait_for_everyone()
     results = trainer.fit()
     results["command"] = command  # how this run was made (or resumed), for the model card
@@ -30,5 +30,5 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
                     run_dir / "curves.png")
         if console is not None:
             console.print(summary_table(results))
-            console.print(f"results: {run_dir / 'results.json'}")
+            console.print(f"results: {run_dir / 'results.json'}", markup=False, highlight=False)
     return results
