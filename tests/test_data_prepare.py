@@ -393,3 +393,47 @@ def test_cli_prepare_csv_and_snli_ve_flags(tmp_path, capsys):
     assert main(["prepare", "snli-ve", "--raw", str(tmp_path / "sv"), "--out", str(tmp_path / "sv_out"),
                  "--images", str(tmp_path / "flickr"), "--no-progress"]) == 0
     assert "1 x image not found" in capsys.readouterr().out
+
+
+# --- image roots: a dataset prepared by the user's own command needs no flag --------------------------
+def test_prepared_datasets_read_their_raw_images_without_a_flag(tmp_path, capsys):
+    from mitp.data.check import check_dataset
+    from mitp.data.errors import BadImageRoots, ExternalPath
+    from mitp.data.manifest import IMAGE_ROOTS_FILE
+
+    make_food101(tmp_path / "raw")
+    assert main(["prepare", "food101", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "recorded as this dataset's image root(s)" in out and "--allow-external-paths" not in out
+    roots = json.loads((tmp_path / "out" / IMAGE_ROOTS_FILE).read_text())["image_roots"]
+    assert roots == [str((tmp_path / "raw" / "images").resolve())]
+    assert len(read_split(tmp_path / "out", "train")[0]) == 29  # no allow_external_paths
+    assert main(["check", str(tmp_path / "out"), "--no-decode"]) == 0
+    assert f"image root (recorded by mitp prepare in image_roots.json): {roots[0]}" in capsys.readouterr().out
+    # outside the dataset and its roots stays refused
+    test = (tmp_path / "out" / "test.jsonl").read_text().splitlines()
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes((tmp_path / "raw" / "images" / "test" / "ramen" / "ramen_test0.jpg").read_bytes())
+    test[0] = json.dumps({**json.loads(test[0]), "image": str(outside)})
+    (tmp_path / "out" / "test.jsonl").write_text("\n".join(test) + "\n")
+    with pytest.raises(ExternalPath, match="outside the dataset directory .* and its recorded image roots"):
+        read_split(tmp_path / "out", "test")
+    # a roots file that tries to trust the whole filesystem is refused
+    (tmp_path / "out" / IMAGE_ROOTS_FILE).write_text(json.dumps({"image_roots": ["/"]}))
+    with pytest.raises(BadImageRoots, match="is a filesystem root"):
+        read_split(tmp_path / "out", "train")
+    assert check_dataset(tmp_path / "out", decode_images=False).problems_by_kind()["bad_image_roots"] == 1
+
+
+def test_images_outside_the_recorded_root_still_need_the_flag(tmp_path, capsys):
+    rows = _user_rows(tmp_path / "imgs", {"x": 3, "y": 3})
+    elsewhere = tmp_path / "other" / "z.jpg"
+    write_image(elsewhere)
+    rows[0]["path"] = str(elsewhere)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["prepare", "jsonl", "--input", str(tmp_path / "d.jsonl"), "--raw", str(tmp_path / "imgs"),
+                 "--out", str(tmp_path / "out"), "--image-column", "path", "--text-column", "caption",
+                 "--label-column", "y", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1 images lie outside" in out and "allow_external_paths: true" in out

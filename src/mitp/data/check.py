@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import CorruptImage, DuplicateId, EmptySplit, ManifestError, MissingFile, MissingImage
 from .images import open_rgb
-from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_labels, split_path
+from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_image_roots, read_labels, split_path
 
 
 @dataclass
@@ -31,6 +31,7 @@ class CheckReport:
     images_checked: int = 0
     no_label: dict[str, int] = field(default_factory=dict)  # multi-label rows where no class applies
     missing: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> {"image": n, "text": n} (null)
+    image_roots: list[str] = field(default_factory=list)  # recorded by mitp prepare (image_roots.json)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +70,10 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     except ManifestError as err:
         report.problems.append(err)  # keep going: everything but label membership can still be checked
     space = report.labels
+    try:
+        report.image_roots = read_image_roots(data_dir)
+    except ManifestError as err:
+        report.problems.append(err)  # images outside the directory are then reported one by one
 
     owner: dict[str, str] = {}
     samples: list[Sample] = []
@@ -76,7 +81,8 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         report.lines[split] = 0
         try:
-            items = list(iter_split(data_dir, split, space, allow_external_paths, allow_missing))
+            items = list(iter_split(data_dir, split, space, allow_external_paths, allow_missing,
+                                    image_roots=report.image_roots))
         except ManifestError as err:  # missing split file
             report.problems.append(err)
             continue

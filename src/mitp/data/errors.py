@@ -117,6 +117,13 @@ class ExternalPath(ManifestError):
     kind = "external_path"
 
 
+class BadImageRoots(ManifestError):
+    """``image_roots.json`` (the folders ``mitp prepare`` read images from) is malformed or names a
+    folder that cannot be an image root."""
+
+    kind = "bad_image_roots"
+
+
 class EmptySplit(ManifestError):
     """A split with no sample to train or evaluate on (empty, or emptied by skipping bad samples)."""
 
@@ -125,10 +132,10 @@ class EmptySplit(ManifestError):
 
 ERROR_KINDS = {cls.kind: cls for cls in (
     MissingImage, CorruptImage, EmptyText, AbsentModality, UnknownLabel, BadJson, BadRecord, DuplicateId,
-    MissingFile, MissingSplitFile, MissingColumn, BadLabels, ExternalPath, EmptySplit,
+    MissingFile, MissingSplitFile, MissingColumn, BadLabels, ExternalPath, BadImageRoots, EmptySplit,
 )}
 
 __all__ = [
-    "AbsentModality", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
+    "AbsentModality", "BadImageRoots", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
     "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
 ]

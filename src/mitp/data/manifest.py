@@ -24,13 +24,16 @@ from typing import Iterator
 
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
-    AbsentModality, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
+    AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
     MissingSplitFile, UnknownLabel,
 )
 
 SPLITS = ("train", "val", "test")
 TASKS = ("single_label", "multi_label")
 LABELS_FILE = "labels.json"
+# The folders `mitp prepare` read images from, outside the dataset directory: images under them are the
+# dataset's own (no allow_external_paths needed); anything else outside stays refused.
+IMAGE_ROOTS_FILE = "image_roots.json"
 REQUIRED_FIELDS = ("id", "image", "text", "label")
 
 
@@ -211,29 +214,65 @@ def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
     return label
 
 
-def check_inside(sample: Sample, root: str) -> None:
-    """Raise ExternalPath unless the sample's image, symlinks resolved, lies under ``root`` (a realpath)."""
+def read_image_roots(data_dir: str | os.PathLike) -> list[str]:
+    """The image roots recorded by ``mitp prepare`` (real paths), ``[]`` when there is no image_roots.json."""
+    path = Path(data_dir) / IMAGE_ROOTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = read_json(path)
+    except JSONError as err:
+        raise BadImageRoots(path, err.line, str(err)) from err
+    roots = data.get("image_roots") if isinstance(data, dict) else None
+    if set(data if isinstance(data, dict) else ()) != {"image_roots"} or not isinstance(roots, list) or \
+            not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+        raise BadImageRoots(path, None, '{"image_roots": [absolute folder paths]} expected')
+    real = [os.path.realpath(r) for r in roots]
+    for root, given in zip(real, roots):
+        if os.path.dirname(root) == root:
+            raise BadImageRoots(path, None, f"{given!r} is a filesystem root; an image root must be a dataset's "
+                                            "own folder")
+    return real
+
+
+def write_image_roots(data_dir: str | os.PathLike, roots: list[str]) -> None:
+    """Record ``roots`` (absolute folders) as the dataset's image roots; no file when there are none."""
+    path = Path(data_dir) / IMAGE_ROOTS_FILE
+    if roots:
+        path.write_text(json.dumps({"image_roots": [os.path.abspath(r) for r in roots]}, indent=2) + "\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
+def check_inside(sample: Sample, roots: list[str]) -> None:
+    """Raise ExternalPath unless the sample's image, symlinks resolved, lies under one of ``roots`` (real
+    paths: the dataset directory, then its recorded image roots)."""
     resolved = os.path.realpath(sample.image_path())
-    if os.path.commonpath([resolved, root]) != root:
+    if not any(os.path.commonpath([resolved, root]) == root for root in roots):
+        recorded = f" and its recorded image roots ({', '.join(roots[1:])})" if len(roots) > 1 else ""
         raise ExternalPath(sample.path, sample.line,
-                           f"image {sample.image!r} resolves to {resolved}, outside the dataset directory {root} "
-                           f"(id {sample.id!r}); if that is intended, allow it with `data: {{path: ..., "
-                           "allow_external_paths: true}` (mitp check --allow-external-paths)")
+                           f"image {sample.image!r} resolves to {resolved}, outside the dataset directory "
+                           f"{roots[0]}{recorded} (id {sample.id!r}); if that is intended, allow it with "
+                           "`data: {path: ..., allow_external_paths: true}` (mitp check --allow-external-paths)")
 
 
 def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None,
-               allow_external_paths: bool = False, allow_missing: bool = False) -> Iterator[Sample | ManifestError]:
+               allow_external_paths: bool = False, allow_missing: bool = False,
+               image_roots: list[str] | None = None) -> Iterator[Sample | ManifestError]:
     """Yield each line of ``<split>.jsonl`` as a Sample, or as the error that line has.
 
     Blank lines are ignored. Raises MissingSplitFile if the file does not exist. Unless
     ``allow_external_paths``, an image outside ``data_dir`` (absolute, ``..``, symlink) is an
-    ExternalPath error: a manifest cannot make us read arbitrary files. ``allow_missing``: see
-    :func:`parse_line`.
+    ExternalPath error: a manifest cannot make us read arbitrary files; images under the image roots
+    ``mitp prepare`` recorded (``image_roots``, default: read from the dataset) are the dataset's own.
+    ``allow_missing``: see :func:`parse_line`.
     """
     path = split_path(data_dir, split)
     if not path.is_file():
         raise MissingSplitFile(path, None, f"{split}.jsonl not found in {data_dir}")
-    root = os.path.realpath(data_dir)
+    if image_roots is None and not allow_external_paths:
+        image_roots = read_image_roots(data_dir)
+    roots = [os.path.realpath(data_dir)] + list(image_roots or [])
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -241,7 +280,7 @@ def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
             try:
                 sample = parse_line(str(path), line_no, raw, space, allow_missing)
                 if not allow_external_paths and sample.image is not None:
-                    check_inside(sample, root)
+                    check_inside(sample, roots)
                 yield sample
             except ManifestError as err:
                 yield err
@@ -309,6 +348,7 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 
 __all__ = [
-    "LABELS_FILE", "LabelSpace", "Record", "SPLITS", "Sample", "TASKS", "iter_split", "parse_line",
-    "read_labels", "read_split", "split_path", "write_manifest",
+    "IMAGE_ROOTS_FILE", "LABELS_FILE", "LabelSpace", "Record", "SPLITS", "Sample", "TASKS", "iter_split",
+    "parse_line", "read_image_roots", "read_labels", "read_split", "split_path", "write_image_roots",
+    "write_manifest",
 ]

@@ -74,6 +74,9 @@ def run(args) -> int:
         console.print(f"task: {report.labels.task}, {report.labels.num_classes} labels; "
                       f"{report.images_checked:,} distinct images {'checked' if args.no_decode else 'decoded'}",
                       highlight=False)
+    for root in report.image_roots:
+        console.print(f"image root (recorded by mitp prepare in image_roots.json): {root}", markup=False,
+                      highlight=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}", markup=False, highlight=False)
     if report.ok:

@@ -83,13 +83,18 @@ def run(args) -> int:
         console.print(f"note: {note}", markup=False, highlight=False)
     for warning in conv.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
-    external = conv.external_images
-    if external:  # images referenced in place, outside --out: runs must allow that explicitly
-        console.print(f"note: {external:,} images are referenced where they are, outside {args.out}; runs on "
-                      f"this dataset need `data: {{path: {args.out}, allow_external_paths: true}}` in their "
-                      "config (or --set data.allow_external_paths=true), checks --allow-external-paths",
+    roots, unrooted = conv.recorded_roots(), conv.unrooted_images
+    if roots:  # images referenced in place: the folders they came from are the dataset's own
+        console.print(f"note: {conv.external_images - unrooted:,} images are referenced where they are, under "
+                      f"{', '.join(roots)}, recorded as this dataset's image root(s) in "
+                      f"{Path(args.out) / 'image_roots.json'}: runs and checks read them without any flag",
                       highlight=False, markup=False)
-    flag = " --allow-external-paths" if external else ""
+    if unrooted:  # outside --out and outside the recorded roots: runs must allow that explicitly
+        console.print(f"note: {unrooted:,} images lie outside {args.out} and its image roots; runs on this "
+                      f"dataset need `data: {{path: {args.out}, allow_external_paths: true}}` in their config "
+                      "(or --set data.allow_external_paths=true), checks --allow-external-paths",
+                      highlight=False, markup=False)
+    flag = " --allow-external-paths" if unrooted else ""
     console.print(f"wrote {args.out}/{{train,val,test}}.jsonl and labels.json; "
                   f"run `mitp check {args.out}{flag}` to validate images", highlight=False, markup=False)
     return 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ..manifest import SPLITS, LabelSpace, Record, write_manifest
+from ..manifest import SPLITS, LabelSpace, Record, write_image_roots, write_manifest
 
 # Published sample counts (train / val / test) after conversion.
 PUBLISHED = {
@@ -39,6 +39,8 @@ class Conversion:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     out_dir: str | None = None
+    # the raw folders the images were read from, recorded so the dataset's own images need no flag
+    image_roots: list[Path] = field(default_factory=list)
 
     max_examples = 3
 
@@ -89,6 +91,30 @@ class Conversion:
         self.compare_published()
         write_manifest(out_dir, self.splits, self.space)
         self.out_dir = str(out_dir)
+        write_image_roots(out_dir, self.recorded_roots())
+
+    @property
+    def unrooted_images(self) -> int:
+        """External images under none of the recorded image roots: runs must allow those explicitly."""
+        if not self.out_dir:
+            return self.external_images
+        roots = self.recorded_roots()
+        count = 0
+        for records in self.splits.values():
+            for r in records:
+                if r.image is None or not (os.path.isabs(r.image) or r.image.split("/", 1)[0] == ".."):
+                    continue
+                path = os.path.realpath(os.path.join(self.out_dir, r.image))
+                count += not any(os.path.commonpath([path, root]) == root for root in roots)
+        return count
+
+    def recorded_roots(self) -> list[str]:
+        """The image roots that hold images referenced outside the output directory."""
+        if not self.out_dir or not self.external_images:
+            return []
+        out = os.path.realpath(self.out_dir)
+        roots = [os.path.realpath(r) for r in self.image_roots]
+        return sorted({r for r in roots if os.path.commonpath([r, out]) != out and os.path.dirname(r) != r})
 
 
 def image_ref(image: Path, out_dir: Path) -> str:

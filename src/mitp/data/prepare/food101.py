@@ -29,8 +29,8 @@ from .registry import option, register_converter
 def convert_food101(raw: str | Path, out: str | Path, val_fraction: float = 0.1, seed: int = 0,
                     track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
-    conv = Conversion("food101")
     images = raw / "images"
+    conv = Conversion("food101", image_roots=[images])
     if not images.is_dir():
         raise MissingFile(images, None, "UPMC-Food101 image directory not found; expected "
                                         "RAW/images/{train,test}/<class>/<file>.jpg")

@@ -54,7 +54,7 @@ def _plot(meta) -> str:
                     raw_help="RAW/dataset/<id>.jpeg + <id>.json and RAW/split.json")
 def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
-    conv = Conversion("mmimdb", space=LabelSpace("multi_label", MMIMDB_GENRES))
+    conv = Conversion("mmimdb", space=LabelSpace("multi_label", MMIMDB_GENRES), image_roots=[raw / "dataset"])
     split_file = raw / "split.json"
     if not split_file.is_file():
         raise MissingSplitFile(split_file, None, "MM-IMDB split.json not found; expected "

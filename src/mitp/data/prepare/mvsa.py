@@ -143,8 +143,8 @@ def read_subset_labels(path: Path, conv: Conversion) -> list[tuple[str, str, int
 def convert_mvsa(raw: str | Path, out: str | Path, labels: str | Path | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, seed: int = 0, track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
-    conv = Conversion("mvsa", space=LabelSpace("single_label", MVSA_LABELS))
     data = raw / "data"
+    conv = Conversion("mvsa", space=LabelSpace("single_label", MVSA_LABELS), image_roots=[data])
     if not data.is_dir():
         raise MissingFile(data, None, "MVSA data directory not found; expected RAW/data/<id>.jpg and <id>.txt")
     if labels is not None:

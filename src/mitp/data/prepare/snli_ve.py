@@ -33,7 +33,7 @@ def convert_snli_ve(raw: str | Path, out: str | Path, images: str | Path | None 
                     track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
     images = Path(images) if images is not None else raw / "flickr30k_images"
-    conv = Conversion("snli-ve", space=LabelSpace("single_label", SNLI_VE_LABELS))
+    conv = Conversion("snli-ve", space=LabelSpace("single_label", SNLI_VE_LABELS), image_roots=[images])
     paths = {}
     for name in SPLIT_FILES:
         paths[name] = raw / f"snli_ve_{name}.jsonl"

@@ -51,7 +51,7 @@ def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path
     if not path.is_file():
         raise MissingFile(path, None, f"input {kind} file not found")
     root = Path(raw) if raw is not None else path.parent
-    conv = Conversion(kind)
+    conv = Conversion(kind, image_roots=[root])
     needed = [image_column, text_column, label_column] + [c for c in (id_column, split_column) if c]
     if kind == "csv":
         rows = _csv_rows(path, needed)
