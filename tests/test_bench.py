@@ -135,3 +135,22 @@ def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
         assert any("addmm" in o["op"] or "mm" in o["op"] for o in p["ops"]), "matrix products are among the top"
     assert "self ms / step" in capsys.readouterr().out
+
+
+def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp_path, capsys):
+    from mitp.app.bench.load import MIX
+
+    out = tmp_path / "load.json"
+    assert main(["bench", "--serve", "--load", "3", "--clients", "6", "--backbone", "tiny-clip", "--methods",
+                 "late_fusion", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["good_5xx"] == 0 and row["requests"] > 0 and row["rss_mb"]["peak"] >= row["rss_mb"]["start"] > 0
+    expected = {"good_multipart": {"200"}, "good_json": {"200"}, "bad_json": {"400"}, "deep_json": {"400"},
+                "surrogate": {"400"}, "pixel_bomb": {"413"}}
+    for kind, statuses in row["statuses"].items():
+        assert kind in MIX
+        if kind in expected:
+            assert set(statuses) == expected[kind], (kind, statuses)
+        else:  # a body refused while it streams: 413, or the connection closed under the client
+            assert all(s == "413" or s.startswith("closed") for s in statuses), statuses
+    assert "| kind | share |" in capsys.readouterr().out

@@ -155,4 +155,4 @@ def test_the_page_is_served(server):
 
 def test_serve_command_refuses_bad_settings(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
-    assert "--max-batch must be >= 1" in capsys.readouterr().err
+    assert "argument --max-batch: must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -17,9 +17,11 @@ with missing modalities; each prediction's ``modalities`` records what it saw.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -33,7 +35,7 @@ from .jsonio import has_lone_surrogate
 from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, load_checkpoint, load_trainable,
                          method_config, read_json_file, save_checkpoint)
 from .data.dataset import pad_token_ids
-from .data.images import to_rgb
+from .data.images import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
 from .methods import build_model
@@ -50,6 +52,10 @@ class InputError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class ImageTooLarge(InputError):
+    """An input image with more pixels than ``Classifier.max_image_pixels``."""
 
 
 class Prepared(NamedTuple):
@@ -81,6 +87,8 @@ class Classifier:
     preprocessor: Preprocessor
     labels: LabelSpace
     info: dict  # backbone spec, preprocessing, results and provenance, for the model card
+    # decoded pixels an input image may have (checked from its header, before decoding); None: no limit
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
@@ -205,13 +213,15 @@ class Classifier:
     def _pixels(self, image, field: str) -> torch.Tensor:
         try:
             if isinstance(image, (bytes, bytearray)):
-                with Image.open(io.BytesIO(image)) as img:
+                with _quiet_bombs(), Image.open(io.BytesIO(image)) as img:
+                    self._check_pixels(img, field)
                     img.load()
                     image = to_rgb(img)
             elif isinstance(image, (str, os.PathLike)):
                 if not os.path.isfile(image):
                     raise InputError(field, f"no image file {os.fspath(image)!r}")
-                with Image.open(image) as img:
+                with _quiet_bombs(), Image.open(image) as img:
+                    self._check_pixels(img, field)
                     img.load()
                     image = to_rgb(img)
             elif isinstance(image, Image.Image):
@@ -221,8 +231,18 @@ class Classifier:
             return torch.from_numpy(self.preprocessor.image(image))
         except InputError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except Image.DecompressionBombError as err:  # PIL's own refusal (over twice its 89 MP default)
+            raise ImageTooLarge(field, f"over the pixel limit ({err})") from err
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise InputError(field, f"cannot be decoded as an image ({err})") from err
+
+    def _check_pixels(self, img: Image.Image, field: str) -> None:
+        """Refuse, from the header alone, an image whose decoded pixels would pass ``max_image_pixels``."""
+        limit = self.max_image_pixels
+        width, height = img.size
+        if limit is not None and width * height > limit:
+            raise ImageTooLarge(field, f"{width} x {height} = {width * height:,} pixels is over the "
+                                       f"{limit:,}-pixel limit")
 
     def _tokens(self, text, field: str) -> list[int]:
         if not isinstance(text, str):
@@ -291,6 +311,14 @@ def read_export_config(path: Path) -> dict:
     check_fields(path, config["preprocessing"], {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
                  where="preprocessing.")
     return config
+
+
+@contextlib.contextmanager
+def _quiet_bombs():
+    """PIL warns on opening a large image; the classifier checks the size itself, right after."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _check_backbone(where: Path, saved: dict, backbone) -> None:

@@ -21,6 +21,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# Most pixels a prediction input may decode to (checked from the header): a 40 MP photo is 120 MB of RGB,
+# a decompression bomb of a few hundred KB claiming more is refused before it is decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
 def open_rgb(image_path: str, manifest: str, line: int | None, sample_id: str | None = None) -> Image.Image:
     """Decode ``image_path`` fully into an RGB image.
 

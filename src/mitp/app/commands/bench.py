@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
                    help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
     p.add_argument("--requests", type=positive_int, default=200, help="with --serve: requests per mode (default: 200)")
     p.add_argument("--clients", type=positive_int, default=16, help="with --serve: concurrent clients (default: 16)")
+    p.add_argument("--load", type=float, metavar="SECONDS",
+                   help="with --serve: instead, a `mitp serve` process under --clients clients sending good and bad "
+                        "requests for SECONDS; requests/s, latency, status codes, server memory (bench/load.py)")
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)
@@ -132,8 +135,17 @@ def run_serve(args, methods) -> int:
     from ..cli import UserError
 
     get_method(methods[0])
-    if args.requests < 1 or args.clients < 1:
-        raise UserError("--requests and --clients must be >= 1")
+    if args.load is not None:
+        from ..bench.load import load_benchmark, render_load
+
+        if args.load <= 0:
+            raise UserError("--load must be > 0 seconds")
+        row = load_benchmark(args.backbone, methods[0], seconds=args.load, clients=args.clients,
+                             progress=lambda message: print(message, file=sys.stderr, flush=True))
+        print(render_load(row), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
+        return 0
     rows = serve_benchmark(args.backbone, methods[0], requests=args.requests, clients=args.clients,
                            num_classes=args.num_classes)
     print(render(rows), flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
+    from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
     from ..cli import port_number, positive_int
 
     p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP (API + web page)",
@@ -17,6 +19,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a request waits for others to share its batch (default: 10)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image accepted (default: 10 MB)")
+    p.add_argument("--max-body-mb", type=float,
+                   help="largest request body, refused while it streams (default: 32 MB, or twice --max-upload-mb)")
+    p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   help=f"most pixels an image may decode to, checked from its header before decoding "
+                        f"(default: {DEFAULT_MAX_IMAGE_PIXELS:,})")
+    p.add_argument("--max-pending", type=positive_int, default=64,
+                   help="requests in the server at once; more get 503 with Retry-After (default: 64)")
     p.set_defaults(func=run)
 
 
@@ -28,11 +37,12 @@ def run(args) -> int:
     from ..cli import UserError
     from ..serve import create_app
 
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
-        raise UserError("--max-batch must be >= 1, --max-wait-ms >= 0 and --max-upload-mb > 0")
+    if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
+        raise UserError("--max-wait-ms must be >= 0, --max-upload-mb and --max-body-mb > 0")
     classifier = Classifier.from_pretrained(args.path)
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     max_upload_mb=args.max_upload_mb)
+                     max_upload_mb=args.max_upload_mb, max_body_mb=args.max_body_mb, max_pending=args.max_pending,
+                     max_image_pixels=args.max_image_pixels)
     print(f"serving {classifier.model.config.method} ({args.path}) on http://{args.host}:{args.port}/ "
           f"(API docs: /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -1,9 +1,11 @@
 """The HTTP app of `mitp serve` (FastAPI): predict, batch predict, health, labels, explain and the page.
 
 Every input error is a 4xx whose ``detail`` names the field (``image``, ``text``, ``items[3].image``,
-``top_k``); uploads larger than the limit are refused with 413 before they are read whole; a
-failure inside one request never stops the server. A sample may give only an image or only a
-text (the model sees a blank for the other); each prediction lists the ``modalities`` it saw.
+``top_k``, ``body``); bodies and uploads larger than the limits are refused with 413 while they
+stream, images with more pixels than ``max_image_pixels`` from their header, before decoding; more
+than ``max_pending`` requests at once get 503 with ``Retry-After`` (limits.py). A failure inside one
+request never stops the server. A sample may give only an image or only a text (the model sees a
+blank for the other); each prediction lists the ``modalities`` it saw.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mitp.classifier import Classifier, InputError
+from mitp.classifier import Classifier, ImageTooLarge, InputError
+from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from mitp.jsonio import JSONError, parse_json
 
-from .batcher import Batcher
+from .batcher import Batcher, Overloaded
+from .limits import RequestLimits
 from .page import PAGE
 
 
@@ -39,9 +46,13 @@ class BatchIn(BaseModel):
 
 
 def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
-               max_upload_mb: float = 10.0, max_batch_items: int = 64) -> FastAPI:
-    batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms)
+               max_upload_mb: float = 10.0, max_batch_items: int = 64, max_body_mb: float | None = None,
+               max_pending: int = 64, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> FastAPI:
+    """The app; ``max_body_mb`` defaults to room for one upload at the limit, base64-encoded, and then some."""
+    classifier = dataclasses.replace(classifier, max_image_pixels=max_image_pixels)
+    batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_pending)
     limit = int(max_upload_mb * 2**20)
+    max_body = int((max_body_mb if max_body_mb is not None else max(32.0, 2 * max_upload_mb)) * 2**20)
     explains = bool(getattr(classifier.model, "inserts_prompts", False))
 
     @contextlib.asynccontextmanager
@@ -54,24 +65,27 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
                   description=f"{classifier.model.config.method} on {classifier.info['backbone']}: "
                               f"{classifier.labels.task}, {classifier.labels.num_classes} labels")
     app.state.batcher = batcher
+    app.add_middleware(RequestLimits, max_body=max_body, max_pending=max_pending)
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit * max(1, max_batch_items) + 2**20:
-            return JSONResponse({"detail": f"request body of {int(declared):,} bytes is over the limit"}, 413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        return JSONResponse({"detail": _first_error(err.errors())}, 422)
 
     async def prepare(image: bytes | None, text: str | None, image_field: str, text_field: str):
         if image is not None and len(image) > limit:
             raise HTTPException(413, f"{image_field}: {len(image):,} bytes is over the {limit:,}-byte limit")
         try:
             return await asyncio.to_thread(classifier.prepare, image, text, image_field, text_field)
+        except ImageTooLarge as err:
+            raise HTTPException(413, f"{err} of this server (--max-image-pixels)") from None
         except InputError as err:
             raise HTTPException(400, str(err)) from None
 
     async def predict_samples(samples: list, top_k: int) -> list[dict]:
-        logits = await batcher.logits(samples)
+        try:
+            logits = await batcher.logits(samples)
+        except Overloaded as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
         predictions = classifier.to_predictions(logits, top_k, [s.modalities for s in samples])
         return [{"predictions": p, "modalities": list(p.modalities)} for p in predictions]
 
@@ -109,8 +123,11 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
         sample = await prepare(image, text, "image", "text")
         return (await predict_samples([sample], top_k))[0]
 
-    @app.post("/predict/batch")
-    async def predict_batch(body: BatchIn) -> dict:
+    @app.post("/predict/batch", openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": BatchIn.model_json_schema()}}, "required": True}})
+    async def predict_batch(request: Request) -> dict:
+        """Several pairs as JSON: ``{"items": [{"image": base64, "text": ...}, ...], "top_k": 5}``."""
+        body = await _json(request, BatchIn)
         if len(body.items) > max_batch_items:
             raise HTTPException(413, f"items: {len(body.items)} pairs, at most {max_batch_items} per request")
         samples = [await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image",
@@ -158,15 +175,21 @@ async def _json(request: Request, model: type[BaseModel]):
     from pydantic import ValidationError
 
     try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPException(400, "body: send multipart/form-data (image, text) or a JSON object") from None
+        body = parse_json(await request.body())
+    except JSONError as err:
+        raise HTTPException(400, f"body: {err}; send multipart/form-data (image, text) or a JSON object") from None
     try:
         return model.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise HTTPException(422, f"{field}: {first['msg']}") from None
+        raise HTTPException(422, _first_error(err.errors())) from None
+
+
+def _first_error(errors: list) -> str:
+    """``field: message`` of a validation error, never the offending input's repr."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
+    return f"{field}: {first.get('msg', 'invalid')}"
 
 
 def _explain_png(classifier: Classifier, image: bytes, text: str) -> bytes:

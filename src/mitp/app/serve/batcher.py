@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 
+class Overloaded(RuntimeError):
+    """The batcher's queue is full: the request should be retried later."""
+
+
 @dataclass
 class _Request:
     pairs: list
@@ -30,9 +34,10 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, logits_fn, max_batch: int = 16, max_wait_ms: float = 10.0):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    def __init__(self, logits_fn, max_batch: int = 16, max_wait_ms: float = 10.0, max_queue: int = 256):
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
+        self.max_queue = max_queue
         self.logits_fn = logits_fn
         self.max_batch = max_batch
         self.max_wait = max(0.0, max_wait_ms) / 1000
@@ -42,7 +47,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mitp-model")
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -57,7 +62,10 @@ class Batcher:
     async def logits(self, pairs: list) -> torch.Tensor:
         """The logits of ``pairs`` (prepared inputs), computed in a batch with whatever else is waiting."""
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(pairs, future))
+        try:
+            self._queue.put_nowait(_Request(pairs, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"server busy: {self.max_queue} requests already wait for the model") from None
         return await future
 
     async def _run(self) -> None:

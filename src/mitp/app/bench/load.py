@@ -1,0 +1,217 @@
+"""`mitp bench --serve --load SECONDS`: `mitp serve` under many concurrent clients sending good and bad
+requests, in a process of its own so that its memory can be watched.
+
+A random model on the given backbone is exported to a temporary folder and served by a real
+``mitp serve`` subprocess with its default limits. ``clients`` asyncio clients send requests for
+``seconds``: mostly good ones (multipart and JSON), and a share of bad ones (not JSON, nested too
+deeply, a lone surrogate, a decompression bomb, a body over the limit). A client told 503 waits the
+``Retry-After`` and sends the same request again, as well-behaved clients do. Reported: requests/s,
+p50/p99 latency of good requests, status codes per kind, 5xx answers other than 503, and the
+server's resident memory at the start, its peak and at the end (``/proc/<pid>/status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+# share of each request kind (good ones first)
+MIX = {"good_multipart": 0.60, "good_json": 0.20, "bad_json": 0.04, "deep_json": 0.04, "surrogate": 0.04,
+       "pixel_bomb": 0.04, "body_over_limit": 0.04}
+
+
+def _bomb_png(width: int = 13000, height: int = 13000) -> bytes:
+    """A few hundred bytes whose PNG header claims width x height pixels."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
+    """kind -> (path, a function giving the httpx request keyword arguments)."""
+    json_headers = {"content-type": "application/json"}
+    over = b'{"text": "' + b"x" * (max_body + 2**20) + b'"}'
+    pieces = [over[start:start + 2**16] for start in range(0, len(over), 2**16)]
+
+    async def over_limit_async():  # streamed without a length: refused while it arrives
+        for piece in pieces:
+            yield piece
+
+    def over_limit():
+        yield from pieces
+
+    return {
+        "good_multipart": ("/predict", lambda: {"files": {"image": ("x.png", image, "image/png")},
+                                                "data": {"text": "a photo of something", "top_k": "1"}}),
+        "good_json": ("/predict", lambda: {"json": {"image": base64.b64encode(image).decode(), "text": "a photo",
+                                                    "top_k": 1}}),
+        "bad_json": ("/predict", lambda: {"content": b"{not json", "headers": json_headers}),
+        "deep_json": ("/predict", lambda: {"content": b"[" * 100_000 + b"]" * 100_000, "headers": json_headers}),
+        "surrogate": ("/predict", lambda: {"content": b'{"text": "\\ud800"}', "headers": json_headers}),
+        "pixel_bomb": ("/predict", lambda: {"files": {"image": ("b.png", _bomb_png(), "image/png")}}),
+        "body_over_limit": ("/predict", lambda: {"content": over_limit_async() if asynchronous else over_limit(),
+                                                 "headers": json_headers}),
+    }
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) memory of a process in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
+    """A random model exported to ``folder``; returns a PNG the size the backbone expects."""
+    from PIL import Image
+
+    from .serving import _classifier
+
+    classifier = _classifier(backbone, method, 10)
+    classifier.save_pretrained(folder)
+    buffer = io.BytesIO()
+    size = classifier.model.backbone.image_size
+    Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: int = 200, seed: int = 0,
+                   progress=print) -> dict:
+    import httpx
+
+    from ..serve.local import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        image = _export_random_model(backbone, method, Path(tmp) / "model")
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port",
+                                   str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mitp serve did not start: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.2)
+            warm = _requests(image, 32 * 2**20, asynchronous=False)
+            for path, kwargs in warm.values():  # warm-up: one of each
+                try:
+                    httpx.post(f"{url}{path}", timeout=60, **kwargs())
+                except httpx.HTTPError:
+                    pass  # the refused streamed body
+            kinds = _requests(image, 32 * 2**20, asynchronous=True)
+            progress(f"server up (pid {server.pid}); {clients} clients for {seconds:.0f} s")
+            result = asyncio.run(_drive(url, kinds, seconds, clients, seed, server.pid))
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return {"backbone": backbone, "method": method, "clients": clients, "seconds": seconds, **result}
+
+
+async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int, pid: int) -> dict:
+    import httpx
+
+    names, weights = list(MIX), list(MIX.values())
+    statuses: dict[str, Counter] = defaultdict(Counter)
+    latencies: list[float] = []
+    retried = Counter()
+    unfinished = 0
+    rss_start, _ = _rss_mb(pid)
+    rss_samples = [rss_start]
+    stop_at = time.monotonic() + seconds
+
+    async def client(number: int, http: httpx.AsyncClient):
+        nonlocal unfinished
+        rng = random.Random(seed * 100_003 + number)
+        while time.monotonic() < stop_at:
+            kind = rng.choices(names, weights)[0]
+            path, kwargs = kinds[kind]
+            started = time.perf_counter()
+            while True:
+                try:
+                    reply = await http.post(f"{url}{path}", **kwargs())
+                    status = reply.status_code
+                except httpx.HTTPError as err:  # a refused streamed body may end the connection
+                    status = f"closed ({type(err).__name__})"
+                    break
+                if status != 503:
+                    break
+                retried[kind] += 1
+                if time.monotonic() > stop_at:
+                    unfinished += 1
+                    break
+                await asyncio.sleep(float(reply.headers.get("retry-after", "1")))
+            statuses[kind][status] += 1
+            if kind.startswith("good") and status == 200:
+                latencies.append(time.perf_counter() - started)
+
+    async def watch_memory():
+        while time.monotonic() < stop_at:
+            rss_samples.append(_rss_mb(pid)[0])
+            await asyncio.sleep(0.25)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(watch_memory(), *(client(i, http) for i in range(clients)))
+        wall = time.perf_counter() - started
+    rss_end, rss_peak = _rss_mb(pid)
+    latencies.sort()
+    answered = sum(sum(c.values()) for c in statuses.values())
+    good_5xx = sum(n for kind, c in statuses.items() if kind.startswith("good")
+                   for status, n in c.items() if isinstance(status, int) and status >= 500)
+    return {
+        "requests": answered, "requests_per_s": round(answered / wall, 1),
+        "good_ok_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1) if latencies
+        else None,
+        "statuses": {kind: {str(s): n for s, n in sorted(c.items(), key=str)} for kind, c in statuses.items()},
+        "retried_503": dict(retried), "unfinished_at_end": unfinished, "good_5xx": good_5xx,
+        "rss_mb": {"start": round(rss_start, 1), "peak": round(max(rss_samples + [rss_end]), 1),
+                   "end": round(rss_end, 1), "high_water": round(rss_peak, 1)},
+    }
+
+
+def render_load(row: dict) -> str:
+    lines = [f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
+             f"{row['backbone']}", "",
+             "| requests answered | requests/s | good answered 200/s | p50 (ms, good) | p99 (ms, good) | 5xx on good "
+             "requests | server RSS start / peak / end (MB) |",
+             "|---:|---:|---:|---:|---:|---:|---|",
+             f"| {row['requests']:,} | {row['requests_per_s']} | {row['good_ok_per_s']} | {row['p50_ms']} | "
+             f"{row['p99_ms']} | {row['good_5xx']} | {row['rss_mb']['start']} / {row['rss_mb']['peak']} / "
+             f"{row['rss_mb']['end']} |", "", "| kind | share | answers (status: count) | 503s retried |",
+             "|---|---:|---|---:|"]
+    for kind, share in MIX.items():
+        answers = ", ".join(f"{s}: {n:,}" for s, n in row["statuses"].get(kind, {}).items())
+        lines.append(f"| {kind} | {share:.0%} | {answers} | {row['retried_503'].get(kind, 0):,} |")
+    return "\n".join(lines)
+
+
+__all__ = ["MIX", "load_benchmark", "render_load"]
