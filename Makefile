@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-tiny test install clean offline
+.PHONY: demo demo-tiny test install clean offline browser
 
 install: $(STAMP)
 
@@ -45,8 +45,18 @@ demo: offline
 demo-tiny: $(STAMP)
 	$(BIN)/mitp demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# The web page's test drives Debian's headless chromium: installed here as root, otherwise that one
+# test is skipped, and pytest's summary (-rs) says so and why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (Debian) for the web-page test"; \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium/chromedriver missing and not root: the web-page test will be skipped" \
+	            "(sudo apt-get install chromium chromium-driver)"; fi; fi
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -rs
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
