@@ -49,7 +49,7 @@ def test_top_k_below_one_is_refused(tiny_run, toy_dataset, k, capsys):
     args = ["predict", str(tiny_run), "--image", str(toy_dataset / "images" / "test-0000.png"), "--text", "apple",
             "--top-k", k]
     assert main(args) == 2
-    assert "--top-k must be >= 1" in capsys.readouterr().err
+    assert f"argument --top-k: must be an integer >= 1, got {k}" in capsys.readouterr().err
 
 
 def test_top_k_above_the_classes_is_capped_with_a_note(tiny_run, toy_dataset, capsys):

@@ -256,3 +256,43 @@ def test_a_metrics_log_is_read_or_named(tmp_path, lines):
         MetricsLog(tmp_path / "metrics.jsonl").records()
     except RunDirError as err:
         assert str(err).startswith(str(tmp_path / "metrics.jsonl"))
+
+
+@SETTINGS
+@given(tree=json_values | st.fixed_dictionaries({"format": st.just("mitp-state-1"), "state": json_values}))
+def test_a_training_state_structure_is_read_or_named(tmp_path, tree):
+    from safetensors.torch import save_file
+    import torch
+
+    from mitp.app.train.state import load_state
+
+    save_file({".x": torch.zeros(1)}, str(tmp_path / "s.safetensors"))
+    (tmp_path / "s.json").write_text(json.dumps(tree))
+    try:
+        load_state(tmp_path, "s", required=("position",))
+    except CheckpointError as err:
+        assert str(err).startswith(str(tmp_path / "s.json"))
+
+
+@pytest.fixture(scope="module")
+def api(tiny_run):
+    from fastapi.testclient import TestClient
+
+    from mitp.app.serve import create_app
+
+    with TestClient(create_app(Classifier.from_pretrained(tiny_run)), raise_server_exceptions=False) as client:
+        yield client
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=60) | st.fixed_dictionaries({}, optional={
+    "image": st.text(max_size=12) | json_values, "text": st.text(max_size=12) | json_values,
+    "top_k": json_values, "items": st.lists(st.fixed_dictionaries({}, optional={
+        "image": json_values, "text": st.text(max_size=8) | json_values}), max_size=3)}).map(
+    lambda d: json.dumps(d).encode()), path=st.sampled_from(["/predict", "/predict/batch"]))
+def test_any_json_body_gets_an_answer_never_a_500(api, body, path):
+    reply = api.post(path, content=body, headers={"content-type": "application/json"})
+    assert reply.status_code < 500, reply.text
+    if reply.status_code >= 400:
+        detail = reply.json()["detail"]
+        assert isinstance(detail, str) and ": " in detail and " at 0x" not in detail

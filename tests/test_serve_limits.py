@@ -2,7 +2,6 @@
 the header, malformed JSON is a 4xx naming the field, and a full server answers 503 with Retry-After."""
 
 import io
-import json
 import socket
 import struct
 import time

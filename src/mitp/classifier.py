@@ -233,7 +233,9 @@ class Classifier:
             raise
         except Image.DecompressionBombError as err:  # PIL's own refusal (over twice its 89 MP default)
             raise ImageTooLarge(field, f"over the pixel limit ({err})") from err
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        except UnidentifiedImageError as err:  # PIL's message holds the stream's repr, a memory address
+            raise InputError(field, "cannot be decoded as an image (not a format PIL recognises, or empty)") from err
+        except (OSError, ValueError, SyntaxError) as err:
             raise InputError(field, f"cannot be decoded as an image ({err})") from err
 
     def _check_pixels(self, img: Image.Image, field: str) -> None:

@@ -38,8 +38,6 @@ def run(args) -> int:
 
     if not os.path.isdir(args.data_dir):
         raise UserError(f"{args.data_dir} is not a directory")
-    if args.workers < 1:
-        raise UserError("--workers must be >= 1")
     console = Console(soft_wrap=True)
     with rich_tracker(enabled=not args.no_progress) as track:
         report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track,

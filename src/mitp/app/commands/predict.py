@@ -99,12 +99,7 @@ def run(args) -> int:
     from mitp.classifier import Classifier, InputError
     from mitp.data.errors import CorruptImage, MissingImage
 
-    from ..cli import UserError
 
-    if args.top_k < 1:
-        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     out_path = _output_path(args)
     classifier = Classifier.from_pretrained(args.run_dir)
     if args.top_k > classifier.labels.num_classes and classifier.labels.task == "single_label":

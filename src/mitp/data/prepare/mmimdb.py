@@ -13,7 +13,6 @@ is dropped and counted.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
