@@ -105,7 +105,7 @@ def test_a_method_setting_is_a_row_of_its_own(tmp_path, capsys):
     (["--methods", "mitp,nope"], "unknown method 'nope'"),
     (["--methods", "mitp,mitp"], "'mitp' is listed twice"),
     (["--backbone", "shape:nope"], "unknown shape spec"),
-    (["--steps", "0"], "steps: must be >= 1"),
+    (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
 ])
 def test_errors_exit_2_and_name_the_problem(capsys, args, message):
     assert main(["bench", *FAST, *args]) == 2

@@ -15,7 +15,8 @@ from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import LoopPosition
 from mitp.app.train.rundir import MetricsLog, RunDirError
 from mitp.checkpoint import CheckpointError, read_checkpoint_meta
-from mitp.classifier import Classifier, read_export_config, read_run_config
+from mitp.classifier import Classifier, read_export_config
+from mitp.runs import Run
 from mitp.configuration import ConfigError, parse_overrides
 from mitp.data.errors import BadJson
 from mitp.data.manifest import parse_line
@@ -221,7 +222,7 @@ def test_export_config_is_read_or_named(tmp_path, config):
 def test_run_config_yaml_is_read_or_named(tmp_path, raw):
     (tmp_path / "config.yaml").write_bytes(raw)
     try:
-        config = read_run_config(tmp_path / "config.yaml")
+        config = Run(tmp_path).read_config()
     except CheckpointError as err:
         assert str(err).startswith(str(tmp_path / "config.yaml"))
     else:

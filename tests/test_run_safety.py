@@ -17,7 +17,7 @@ from filelock import FileLock
 from mitp.checkpoint import CheckpointError
 from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
-from mitp.app.train.rundir import LOCK_NAME
+from mitp.runs import LOCK as LOCK_NAME
 from mitp.app.train.state import load_state, save_state
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"

@@ -27,6 +27,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, malformed or does not fit the backbone."""
 
 
+class NoCheckpoint(CheckpointError):
+    """A run that has not written the checkpoint asked for yet."""
+
+
 def read_json_file(path: str | Path):
     """A checkpoint or run file's JSON; missing, unreadable, not UTF-8, malformed: a CheckpointError naming it."""
     path = Path(path)

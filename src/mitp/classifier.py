@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .backbones import build_backbone
 from .jsonio import has_lone_surrogate
 from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, load_checkpoint, load_trainable,
                          method_config, read_json_file, save_checkpoint)
+from .runs import Run
 from .data.dataset import pad_token_ids
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
 from .data.manifest import LabelSpace, read_labels
@@ -97,38 +97,31 @@ class Classifier:
         path = Path(path)
         if (path / EXPORT_CONFIG).is_file() and (path / EXPORT_WEIGHTS).is_file():
             return cls._from_export(path, device)
-        if (path / "config.yaml").is_file():
-            return cls._from_run(path, device)
+        if Run(path).config_path.is_file():
+            return cls._from_run(Run(path), device)
         raise CheckpointError(f"{path}: neither an exported model ({EXPORT_CONFIG} + {EXPORT_WEIGHTS}) nor a run "
                               "directory (config.yaml)")
 
     @classmethod
-    def _from_run(cls, run_dir: Path, device) -> "Classifier":
-        config = read_run_config(run_dir / "config.yaml")
-        best = run_dir / "checkpoint" / "best"
-        if not (best / WEIGHTS_NAME).is_file() and (run_dir / "checkpoint" / "best.old").is_dir():
-            best = run_dir / "checkpoint" / "best.old"  # a crash in the middle of a checkpoint swap
-        if not (best / WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"{run_dir}: no best checkpoint yet (training has not evaluated)")
+    def _from_run(cls, run: Run, device) -> "Classifier":
+        config = run.read_config()
+        best = run.best_checkpoint()
         backbone = build_backbone(config["backbone"])
         model = load_checkpoint(best, backbone).eval()
-        data = config["data"]["path"] if isinstance(config["data"], dict) else config["data"]
-        labels = read_labels(run_dir if (run_dir / "labels.json").is_file() else data)
+        labels = read_labels(run.labels_dir(config))
         train = config.get("train") or {}
         preprocessing = {"max_text_length": train.get("max_text_length"), "image_size": train.get("image_size")}
-        results_file = run_dir / "results.json"
-        results = check_fields(results_file, read_json_file(results_file), {}, allow_unknown=True) \
-            if results_file.is_file() else {}
+        results = run.read_results() or {}
         threshold = (config.get("eval") or {}).get("threshold", 0.5)
         if threshold == "auto" and not labels.multi_label:
             threshold = 0.5  # unused by single-label predictions
         elif threshold == "auto":  # chosen on validation when the run finished
             if not isinstance(results.get("threshold"), (int, float)):
-                raise CheckpointError(f"{run_dir}: eval.threshold is auto, and the threshold is chosen on "
+                raise CheckpointError(f"{run.path}: eval.threshold is auto, and the threshold is chosen on "
                                       "validation when training finishes; this run has no results.json with it yet")
             threshold = results["threshold"]
-        info = {"backbone": config["backbone"], "preprocessing": preprocessing, "data": data,
-                "source": str(run_dir), "results": results, "threshold": threshold}
+        info = {"backbone": config["backbone"], "preprocessing": preprocessing, "data": run.data_dir(config),
+                "source": str(run.path), "results": results, "threshold": threshold}
         return cls._assemble(model, backbone, labels, info, device)
 
     @classmethod
@@ -276,24 +269,6 @@ class Classifier:
 
 OPTIONAL_STR = (str, type(None))
 OPTIONAL_INT = (int, type(None))
-
-
-def read_run_config(path: Path) -> dict:
-    """A run's config.yaml as far as loading its model needs it: data, backbone, train and eval sections."""
-    try:
-        config = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
-    except (yaml.YAMLError, RecursionError) as err:
-        raise CheckpointError(f"{path}: not valid YAML ({str(err)[:200]})") from err
-    check_fields(path, config, {"data": (str, dict), "backbone": str, "train": (dict, type(None)),
-                                "eval": (dict, type(None))}, required=("data", "backbone"), allow_unknown=True)
-    if isinstance(config["data"], dict):
-        check_fields(path, config["data"], {"path": str}, required=("path",), where="data.", allow_unknown=True)
-    check_fields(path, config.get("train") or {}, {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
-                 where="train.", allow_unknown=True)
-    check_fields(path, config.get("eval") or {}, {"threshold": (float, int, str)}, where="eval.", allow_unknown=True)
-    return config
 
 
 def read_export_config(path: Path) -> dict:

@@ -27,6 +27,7 @@ from rich.markup import escape
 
 from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import get_method
+from mitp.runs import Run
 from .train.config import RunConfig, apply_overrides, load_run_config, resolve
 from .train.reports import write_json_atomic, write_text_atomic
 
@@ -131,7 +132,7 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
     """Refuse (or with ``force`` clear) run directories that hold a run of other settings."""
     conflicts = []
     for run in runs:
-        saved = run.run_dir / "config.yaml"
+        saved = Run(run.run_dir).config_path
         if not saved.is_file():
             continue
         # Resolved again, so keys added since the run was trained count at their defaults.
@@ -152,13 +153,13 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
 
 def run_one(run: PlannedRun, console=None) -> dict:
     """Finish ``run.run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there)."""
-    run_dir = run.run_dir
-    if (run_dir / "results.json").is_file():
+    run_dir, done = run.run_dir, Run(run.run_dir)
+    if done.results_path.is_file():
         if console is not None:
             console.print(f"[dim]{escape(str(run_dir))}: finished earlier with the same config, reusing its "
                           "results[/dim]")
-        return json.loads((run_dir / "results.json").read_text())
-    if (run_dir / "checkpoint" / "last").exists():
+        return done.read_results()
+    if done.checkpoint("last").exists():
         args = ["--resume", str(run_dir)]
     else:
         run.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def run_one(run: PlannedRun, console=None) -> dict:
         tail.append(line.rstrip())
     if process.wait() != 0:
         raise RunFailed(f"mitp train exited with {process.returncode}: " + " | ".join(list(tail)[-3:]))
-    return json.loads((run_dir / "results.json").read_text())
+    return done.read_results()
 
 
 def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, grid=None,

@@ -11,7 +11,6 @@ Min / median / max over rounds make the noise visible in the table itself.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import subprocess
@@ -20,6 +19,10 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from mitp.runs import Run
+
+from ..train.rundir import MetricsLog
 
 REFERENCE = "full_finetune"
 
@@ -35,9 +38,8 @@ def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"mitp train failed for {config['method']}: {done.stderr.strip()[-2000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in records if r["split"] == "train"][-1]
-    results = json.loads((run_dir / "results.json").read_text())
+    last = [r for r in MetricsLog(Run(run_dir).metrics_path).records() if r["split"] == "train"][-1]
+    results = Run(run_dir).read_results()
     return {"epoch_s": last["epoch_seconds"], "epoch_cpu_s": last["epoch_cpu_seconds"],
             "peak_memory_mb": results["peak_memory_mb"], "trainable_params": results["trainable_params"],
             "infer_samples_per_s": results["test_samples"] / max(results["test_seconds"], 1e-9)}

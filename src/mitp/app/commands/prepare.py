@@ -39,7 +39,9 @@ def run(args) -> int:
     from mitp.data.progress import rich_tracker
 
     from ..cli import UserError
-    from ..train.rundir import MANIFEST_FILES, RunDirError, check_outputs
+    from mitp.runs import MANIFEST_FILES
+
+    from ..train.rundir import RunDirError, check_outputs
 
     converter = get_converter(args.kind)
     options = {opt.dest: getattr(args, opt.dest) for opt in converter.options}

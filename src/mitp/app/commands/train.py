@@ -36,8 +36,9 @@ def run(args) -> int:
 
     from ..cli import UserError
     from ..train.config import load_run_config
-    from ..train.rundir import (RunDirError, check_new_run_dir, clear_outputs, has_checkpoint, has_finished_work,
-                                is_run_dir, run_lock)
+    from mitp.runs import Run
+
+    from ..train.rundir import RunDirError, check_new_run_dir, clear_outputs, run_lock
     from ..train.loop import TrainingDiverged
     from ..train.runner import run_training
 
@@ -48,9 +49,9 @@ def run(args) -> int:
         if args.config or args.overrides or args.overwrite:
             raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
         run_dir = Path(args.resume)
-        if not is_run_dir(run_dir):
+        if not Run(run_dir).is_run():
             raise UserError(f"{run_dir}: not a run directory (no run marker or config.yaml)")
-        config = load_run_config(run_dir / "config.yaml")
+        config = load_run_config(Run(run_dir).config_path)
     else:
         if not args.config and not args.overrides:
             raise UserError("give --config FILE (and/or --set data=... --set backbone=... --set method=...)")
@@ -60,13 +61,13 @@ def run(args) -> int:
         if main_process and not args.resume:
             check_new_run_dir(run_dir, args.overwrite)  # before the lock file is created in it
         with run_lock(run_dir, main_process):
-            resume = bool(args.resume) and has_checkpoint(run_dir)
+            resume = bool(args.resume) and Run(run_dir).has_checkpoint("last")
             if main_process:
                 if not args.resume:
                     check_new_run_dir(run_dir, args.overwrite)  # again, now that no one else can start
                     clear_outputs(run_dir)
                 elif not resume:
-                    kept = has_finished_work(run_dir)
+                    kept = Run(run_dir).finished_work()
                     if kept:  # a resume never deletes results: without checkpoint/last there is nothing to resume
                         raise RunDirError(f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
                                           f"would delete {' and '.join(kept)}; train it again with --config "

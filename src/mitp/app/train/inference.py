@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mitp.configuration import ConfigError
+from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
 
@@ -28,21 +29,19 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
     """The run's resolved config (``data`` replaced if given) and its best checkpoint on a fresh backbone."""
-    from mitp.checkpoint import CheckpointError
+    from mitp.checkpoint import NoCheckpoint
     from mitp.classifier import Classifier
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    run = Run(run_dir)
+    if not run.config_path.is_file():
         raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no config.yaml)")
-    config = load_run_config(run_dir / "config.yaml")
+    config = load_run_config(run.config_path)
     if data is not None:
         config = replace(config, data=str(data))
     try:
         classifier = Classifier.from_pretrained(run_dir)
-    except CheckpointError as err:
-        if "no best checkpoint" in str(err):
-            raise ConfigError("RUN_DIR", str(err)) from err
-        raise
+    except NoCheckpoint as err:
+        raise ConfigError("RUN_DIR", str(err)) from err
     return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels,
                      classifier.info.get("threshold"))
 

@@ -24,17 +24,18 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from mitp.checkpoint import CheckpointError, check_fields, load_trainable
+from mitp.checkpoint import WEIGHTS_NAME, CheckpointError, check_fields, load_trainable
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
 from mitp.metrics import selection_metric
 from mitp.params import parameter_breakdown
+from mitp.runs import Run
 
 from ..prefix_cache import PrefixCache
 from .config import RunConfig
 from .evaluation import evaluate
-from .rundir import MetricsLog, checkpoint_dir, load_training_state, save_checkpoint_dir
+from .rundir import MetricsLog, load_training_state, save_checkpoint_dir
 from .setup import (build_run, compile_model, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state,
                     set_rng_state)
 from .step import gradient_norms, train_step
@@ -117,7 +118,7 @@ class Trainer:
         loaders = self._prepare()
         position = self._resume() if self.resume else LoopPosition()
         acc.wait_for_everyone()
-        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        log = MetricsLog(Run(self.run_dir).metrics_path)
         self._start_tracking()
         started = time.perf_counter() - position.train_seconds
         for epoch in range(position.epoch, t.epochs):
@@ -160,7 +161,7 @@ class Trainer:
         for split, kinds in position.skipped_ids.items():
             self.skips[split].ids = {kind: set(ids) for kind, ids in kinds.items()}
         if self.main:
-            MetricsLog(self.run_dir / "metrics.jsonl").truncate_after(position.epoch, position.step)
+            MetricsLog(Run(self.run_dir).metrics_path).truncate_after(position.epoch, position.step)
         self._log(f"resumed from {directory} at epoch {position.epoch + 1}, batch {position.batch}, "
                   f"step {position.step}")
         return position
@@ -247,7 +248,7 @@ class Trainer:
 
     def _final(self, loaders: dict, position: LoopPosition, train_seconds: float) -> dict:
         """The best checkpoint on val and test, and what the run cost."""
-        load_trainable(self.unwrapped, checkpoint_dir(self.run_dir, "best") / "trainable.safetensors")
+        load_trainable(self.unwrapped, Run(self.run_dir).best_checkpoint() / WEIGHTS_NAME)
         val = self._evaluate("val", loaders["val"])
         test_started = time.perf_counter()
         test = self._evaluate("test", loaders["test"], threshold=val.get("threshold"))  # never chosen on test
@@ -289,8 +290,8 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
         if bad.item():
-            kept = checkpoint_dir(self.run_dir, "last")
-            where = str(kept) if (kept / "trainable.safetensors").is_file() else "none yet"
+            run = Run(self.run_dir)
+            where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
             raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
                                    f"{position.batch}; training stopped and nothing was saved after it. The last "
                                    f"good checkpoint: {where}. Lower train.lr, or check the data")

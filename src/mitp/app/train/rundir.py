@@ -1,12 +1,6 @@
-"""The run directory: crash-safe checkpoints and the metrics log.
-
-    RUN_DIR/config.yaml            fully resolved config
-    RUN_DIR/metrics.jsonl          one line per evaluation, one per epoch of training loss, and
-                                   diagnostics every train.log_every_steps steps
-    RUN_DIR/checkpoint/last/       trainable tensors + method.json + training_state.{safetensors,json}
-                                   (optimizer, scheduler, RNG, loop position: resume; no pickle)
-    RUN_DIR/checkpoint/best/       trainable tensors + method.json (best on validation)
-    RUN_DIR/results.json, curves.png, tensorboard/
+"""Writing a run directory: its marker, crash-safe checkpoints, the metrics log, the lock, and the
+guards that keep commands from overwriting what they must not. The layout itself (file names,
+reading a run back) is the library's :mod:`mitp.runs`.
 
 A checkpoint directory is written next to its target under a temporary name and then
 swapped in with renames, so a crash at any moment leaves either the old or the new one.
@@ -25,23 +19,13 @@ from filelock import FileLock, Timeout
 
 from mitp.checkpoint import CheckpointError, save_checkpoint
 from mitp.jsonio import JSONError, parse_json
+from mitp.runs import CHECKPOINTS, LOCK, MARKER, MARKER_FORMAT, OUTPUTS, STATE, Run
+
 from .state import load_state, save_state
 
-STATE_NAME = "training_state"
 STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
-# Round 1 stored the training state as a pickle; it is never loaded (unpickling can run code).
+# Never loaded: a pickled training state (unpickling can run code).
 LEGACY_PICKLE = "training_state.pt"
-
-
-LOCK_NAME = ".lock"
-# Written first by every run: what marks a directory as a run (a dataset may hold a config.yaml too).
-MARKER_NAME = ".mitp-run"
-MARKER_FORMAT = "mitp-run-1"
-# What a run writes besides config.yaml and labels.json; cleared when a run starts over.
-OUTPUTS = ("metrics.jsonl", "results.json", "curves.png", "tensorboard", "mlruns", "wandb", "aim", "checkpoint")
-# Every file or folder a run owns, at its top level: no command may write over these.
-RUN_FILES = (MARKER_NAME, LOCK_NAME, "config.yaml", "labels.json") + OUTPUTS
-MANIFEST_FILES = ("train.jsonl", "val.jsonl", "test.jsonl")
 
 
 class RunDirError(ValueError):
@@ -50,39 +34,9 @@ class RunDirError(ValueError):
 
 def write_marker(run_dir: Path) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    marker = Path(run_dir) / MARKER_NAME
+    marker = Path(run_dir) / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
-
-
-def is_run_dir(path: Path) -> bool:
-    """A run directory: it has the run marker, or (runs older than the marker) a run config.yaml, a
-    checkpoint or results, and no dataset manifests."""
-    path = Path(path)
-    if (path / MARKER_NAME).is_file():
-        return True
-    if not (path / "config.yaml").is_file() or any((path / name).exists() for name in MANIFEST_FILES):
-        return False
-    return (path / "checkpoint").is_dir() or (path / "results.json").is_file()
-
-
-def has_finished_work(run_dir: Path) -> list[str]:
-    """What of a run would be lost by starting it over: its best checkpoint and results."""
-    run_dir = Path(run_dir)
-    return [name for name, there in (("checkpoint/best", checkpoint_dir(run_dir, "best").is_dir()),
-                                     ("results.json", (run_dir / "results.json").is_file())) if there]
-
-
-def protected_files(run_dir: Path) -> set[str]:
-    """Real paths of every file a run owns (its top-level files and everything inside its folders)."""
-    run_dir = Path(run_dir)
-    owned = set()
-    for name in RUN_FILES:
-        path = run_dir / name
-        owned.add(os.path.realpath(path))
-        if path.is_dir():
-            owned |= {os.path.realpath(p) for p in path.rglob("*")}
-    return owned
 
 
 def check_outputs(outputs, inputs=(), runs=()) -> None:
@@ -91,20 +45,16 @@ def check_outputs(outputs, inputs=(), runs=()) -> None:
     taken = {os.path.realpath(p): f"it is an input of this command ({p})" for p in inputs if p and Path(p).exists()}
     folders = {}
     for run in runs:
-        if is_run_dir(run):
-            taken.update({path: f"it belongs to the run {run}" for path in protected_files(run)})
-            folders.update({os.path.realpath(Path(run) / name): f"it is inside the run {run}'s {name}/"
-                            for name in RUN_FILES if (Path(run) / name).is_dir()})
+        if Run(run).is_run():
+            files, owned_folders = Run(run).owned_paths()
+            taken.update({path: f"it belongs to the run {run}" for path in files})
+            folders.update({folder: f"it is inside the run {run}'s {Path(folder).name}/" for folder in owned_folders})
     for out in outputs:
         real = os.path.realpath(out)
         reason = taken.get(real) or next((why for folder, why in folders.items()
                                           if real.startswith(folder + os.sep)), None)
         if reason:
             raise RunDirError(f"refusing to write {out}: {reason}; choose another output path")
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    return (checkpoint_dir(run_dir, "last") / "trainable.safetensors").is_file()
 
 
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -115,13 +65,13 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
         return
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
-    if is_run_dir(run_dir):
+    if Run(run_dir).is_run():
         if not overwrite:
             raise RunDirError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or "
                               "--overwrite to train it again from the beginning")
         return
-    if any(entry.name != LOCK_NAME for entry in run_dir.iterdir()):
-        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no {MARKER_NAME} marker); refusing "
+    if any(entry.name != LOCK for entry in run_dir.iterdir()):
+        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no {MARKER} marker); refusing "
                           "to write a run into it (--overwrite only ever replaces runs), choose another --out")
 
 
@@ -146,36 +96,27 @@ def run_lock(run_dir: Path, main_process: bool = True):
         yield
         return
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(Path(run_dir) / LOCK_NAME), timeout=0)
+    lock = FileLock(str(Path(run_dir) / LOCK), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise RunDirError(f"{run_dir}: another `mitp train` is using this run directory "
-                          f"(lock {Path(run_dir) / LOCK_NAME}); wait for it to finish or use another --out") from None
+                          f"(lock {Path(run_dir) / LOCK}); wait for it to finish or use another --out") from None
     try:
         yield
     finally:
         lock.release()
 
 
-def checkpoint_dir(run_dir: Path, name: str) -> Path:
-    """``checkpoint/<name>``, or the previous copy if a crash hit in the middle of a swap."""
-    target = Path(run_dir) / "checkpoint" / name
-    old = target.with_name(f"{name}.old")
-    if not target.exists() and old.exists():
-        return old
-    return target
-
-
 def save_checkpoint_dir(run_dir: Path, name: str, model, training_state: dict | None = None) -> Path:
-    parent = Path(run_dir) / "checkpoint"
+    parent = Path(run_dir) / CHECKPOINTS
     parent.mkdir(parents=True, exist_ok=True)
     target, old = parent / name, parent / f"{name}.old"
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
     try:
         save_checkpoint(model, staging)
         if training_state is not None:
-            save_state(training_state, staging, STATE_NAME)
+            save_state(training_state, staging, STATE)
         for child in staging.iterdir():
             _fsync(child)
         _fsync(staging)
@@ -201,14 +142,14 @@ def _fsync(path: Path) -> None:
 
 
 def load_training_state(run_dir: Path) -> tuple[Path, dict]:
-    directory = checkpoint_dir(run_dir, "last")
-    if (directory / LEGACY_PICKLE).exists() and not (directory / f"{STATE_NAME}.json").exists():
+    directory = Run(run_dir).checkpoint("last")
+    if (directory / LEGACY_PICKLE).exists() and not (directory / f"{STATE}.json").exists():
         raise CheckpointError(f"{directory / LEGACY_PICKLE}: a pickled training state (older mitp, or not "
                               "written by mitp); it is not loaded, since unpickling can run code. Start the run "
                               "again with --overwrite")
-    if not (directory / f"{STATE_NAME}.json").is_file():
-        raise CheckpointError(f"{directory / (STATE_NAME + '.json')}: no resumable checkpoint in {run_dir}")
-    return directory, load_state(directory, STATE_NAME, required=STATE_KEYS)
+    if not (directory / f"{STATE}.json").is_file():
+        raise CheckpointError(f"{directory / (STATE + '.json')}: no resumable checkpoint in {run_dir}")
+    return directory, load_state(directory, STATE, required=STATE_KEYS)
 
 
 class MetricsLog:

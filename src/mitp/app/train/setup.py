@@ -18,12 +18,11 @@ from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
 from mitp.data.dataset import build_datasets, check_splits
 from mitp.methods import build_model
+from mitp.runs import TRACKER_DIRS
 
 from .config import RunConfig, resolve_method_config, resolved
 
 
-# Where each tracker keeps its files inside the run directory.
-TRACKER_DIRS = {"tensorboard": "tensorboard", "mlflow": "mlruns", "aim": "aim", "wandb": "wandb"}
 
 
 def make_accelerator(config: RunConfig, run_dir: Path | None = None) -> Accelerator:
