@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+        self.message = message
+
+    def rekeyed(self, key: str, suffix: str = "") -> "ConfigError":
+        """The same error under another key (a section prefix added), the message kept."""
+        return ConfigError(key, self.message + suffix)
 
 
 # YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.

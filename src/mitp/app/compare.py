@@ -112,7 +112,7 @@ def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[Gri
                 try:
                     run_config = resolve(config_for_method(base, method, seed))
                 except ConfigError as err:  # name the method as well as the key
-                    raise ConfigError(err.key, f"{str(err).split(': ', 1)[1]} (method {method})") from err
+                    raise err.rekeyed(err.key, f" (method {method})") from err
                 where = Path(out) / method / point.slug() if point.values else Path(out) / method
                 name = "-".join(filter(None, [method, point.slug(), f"seed-{seed}"]))
                 runs.append(PlannedRun(method, point, seed, run_config, where / f"seed-{seed}",

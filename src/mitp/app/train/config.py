@@ -128,64 +128,69 @@ class EvalConfig(ValidatedConfig):
 
 
 @dataclass
-class RunConfig:
-    data: str
-    backbone: str
-    method: str
-    seed: int = 0
-    # Images outside the dataset directory (absolute paths, .., symlinks) are refused unless allowed.
-    allow_external_paths: bool = False
-    # Manifest lines with "image": null or "text": null are refused unless allowed.
-    allow_missing: bool = False
-    model: dict = field(default_factory=dict)
-    methods: dict = field(default_factory=dict)   # method name -> model keys for that method only
-    head: HeadConfig = field(default_factory=HeadConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+class RunConfig(ValidatedConfig):
+    data: str = setting("", "a prepared dataset directory (in YAML also a mapping: path, allow_external_paths, "
+                            "allow_missing)")
+    backbone: str = setting("", "the frozen backbone's spec")
+    method: str = setting("", "a registered method")
+    seed: int = setting(0, "seeds the model's init, the data order and every random choice of the run")
+    allow_external_paths: bool = setting(False, "read images outside the dataset directory and its recorded "
+                                                "image roots (absolute paths, .., symlinks)")
+    allow_missing: bool = setting(False, 'accept manifest lines with "image": null or "text": null')
+    model: dict = setting(default_factory=dict, help="model keys for every method")
+    methods: dict = setting(default_factory=dict, help="method name -> model keys (and a train section) for it alone")
+    head: HeadConfig = setting(default_factory=HeadConfig, help="the classification head, the same for every method")
+    train: TrainConfig = setting(default_factory=TrainConfig, help="training")
+    eval: EvalConfig = setting(default_factory=EvalConfig, help="evaluation")
 
-    SCALARS: ClassVar[dict] = {"data": str, "backbone": str, "method": str, "seed": int}
-    SECTIONS: ClassVar[tuple] = ("model", "methods", "head", "train", "eval")
+    REQUIRED: ClassVar[tuple] = ("data", "backbone", "method")
+    DATA_FLAGS: ClassVar[tuple] = ("allow_external_paths", "allow_missing")
+    SECTIONS: ClassVar[dict] = {"head": HeadConfig, "train": TrainConfig, "eval": EvalConfig}
+
+    def __post_init__(self):
+        for name, kind in self.SECTIONS.items():  # YAML mappings become their validated sections
+            value = getattr(self, name)
+            if value is None or isinstance(value, dict):
+                setattr(self, name, kind.from_dict(value))
+        for name in ("model", "methods"):
+            if getattr(self, name) is None:
+                setattr(self, name, {})
+        super().__post_init__()
+
+    def check(self) -> None:
+        self.require(0 <= self.seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {self.seed}")  # numpy, torch
+        for name, keys in self.methods.items():
+            self.require(keys is None or isinstance(keys, dict), f"methods.{name}",
+                         f"must be a mapping of model keys, got {keys!r}")
+        self.methods = {name: dict(keys or {}) for name, keys in self.methods.items()}
+        self.check_model_keys()
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
-        known = set(cls.SCALARS) | set(cls.SECTIONS)
+        """From YAML: ``data`` may be a mapping (path and the data flags); the flags live only there."""
+        raw = dict(raw)
+        known = cls.field_names() - set(cls.DATA_FLAGS)
         for key in raw:
+            if key in cls.DATA_FLAGS:
+                raise ConfigError(key, f"belongs under data: (data: {{path: ..., {key}: true}})")
             if key not in known:
                 raise ConfigError(key, f"unknown top-level key; known keys: {', '.join(sorted(known))}")
-        raw = dict(raw)
         data = raw.get("data")
-        flags = {"allow_external_paths": False, "allow_missing": False}
         if isinstance(data, dict):
-            unknown = sorted(set(data) - {"path", *flags})
+            known = {"path", *cls.DATA_FLAGS}
+            unknown = sorted(set(data) - known)
             if unknown:
-                raise ConfigError(f"data.{unknown[0]}", f"unknown key; known keys: {', '.join(sorted({'path', *flags}))}")
-            for flag in flags:
-                flags[flag] = data.get(flag, False)
-                if not isinstance(flags[flag], bool):
-                    raise ConfigError(f"data.{flag}", f"expected true or false, got {flags[flag]!r}")
-            raw["data"] = data.get("path")
-        for key in ("data", "backbone", "method"):
+                raise ConfigError(f"data.{unknown[0]}", f"unknown key; known keys: {', '.join(sorted(known))}")
+            if data.get("path") in (None, ""):
+                raise ConfigError("data.path", "is required")
+            for flag in cls.DATA_FLAGS:
+                if not isinstance(data.get(flag, False), bool):
+                    raise ConfigError(f"data.{flag}", f"expected true or false, got {data[flag]!r}")
+            raw.update({flag: data[flag] for flag in cls.DATA_FLAGS if flag in data}, data=data["path"])
+        for key in cls.REQUIRED:
             if raw.get(key) in (None, ""):
-                raise ConfigError("data.path" if key == "data" and isinstance(data, dict) else key, "is required")
-        for key, kind in cls.SCALARS.items():
-            value = raw.get(key)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise ConfigError(key, f"expected {kind.__name__}, got {value!r}")
-        if not 0 <= raw.get("seed", 0) < 2**32:  # what numpy's and torch's seeding accept
-            raise ConfigError("seed", f"must be >= 0 and < 2**32, got {raw['seed']}")
-        for section in cls.SECTIONS:
-            if raw.get(section) is not None and not isinstance(raw[section], dict):
-                raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
-        methods = {name: dict(keys or {}) for name, keys in (raw.get("methods") or {}).items()}
-        for name, keys in (raw.get("methods") or {}).items():
-            if keys is not None and not isinstance(keys, dict):
-                raise ConfigError(f"methods.{name}", f"must be a mapping of model keys, got {keys!r}")
-        config = cls(data=str(raw["data"]), backbone=raw["backbone"], method=raw["method"], seed=raw.get("seed", 0),
-                     allow_external_paths=flags["allow_external_paths"], allow_missing=flags["allow_missing"],
-                     model=dict(raw.get("model") or {}), methods=methods, head=HeadConfig.from_dict(raw.get("head")),
-                     train=TrainConfig.from_dict(raw.get("train")), eval=EvalConfig.from_dict(raw.get("eval")))
-        config.check_model_keys()
-        return config
+                raise ConfigError(key, "is required")
+        return super().from_dict(raw)
 
     def check_model_keys(self) -> None:
         """``methods.<name>`` names a registered method and only keys it knows (model keys, and a ``train``
@@ -198,7 +203,7 @@ class RunConfig:
             try:
                 known = get_method(name).config_class.field_names() - {"head"}
             except ConfigError as err:
-                raise ConfigError(f"methods.{name}", str(err).split(": ", 1)[1]) from err
+                raise err.rekeyed(f"methods.{name}") from err
             for key in keys:
                 if key == "train":
                     self.train_for(name)  # its keys and values are checked like train:'s own
@@ -221,7 +226,7 @@ class RunConfig:
         try:
             return TrainConfig.from_dict({**self.train.to_dict(), **own})
         except ConfigError as err:
-            raise ConfigError(f"methods.{method}.{err.key}", str(err).split(": ", 1)[1]) from err
+            raise err.rekeyed(f"methods.{method}.{err.key}") from err
 
     def for_method(self, method: str, seed: int | None = None) -> "RunConfig":
         """This config as one run of ``method``: its model and train keys merged in, no ``methods`` section."""
@@ -321,7 +326,7 @@ def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     except ConfigError as err:
         section = "methods." + config.method if err.key in config.methods.get(config.method, {}) else "model"
         key = err.key if err.key == "method" else f"{section}.{err.key}"
-        raise ConfigError(key, str(err).split(": ", 1)[1]) from err
+        raise err.rekeyed(key) from err
 
 
 def resolved(config: RunConfig, method_config) -> RunConfig:
