@@ -5,7 +5,8 @@ import json
 import pytest
 
 from mitp.backbones import build_backbone
-from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, run_benchmark, target_checks
+from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target, run_benchmark
+from mitp.configuration import ConfigError
 from mitp.app.cli import main
 from mitp.methods import build_model, make_config
 
@@ -17,8 +18,9 @@ FAST = ["--backbone", "tiny-clip", "--batch-size", "2", "--steps", "1", "--warmu
 def bench_run(tmp_path_factory):
     """One fast CLI run shared by the tests: tiny-clip, mitp and full_finetune, one round."""
     out = tmp_path_factory.mktemp("bench")
-    argv = ["bench", *FAST, "--methods", "mitp,full_finetune", "--rounds", "1",
-            "--json", str(out / "rows.json"), "--markdown", str(out / "table.md")]
+    argv = ["bench", *FAST, "--methods", "mitp,full_finetune", "--rounds", "1", "--target",
+            "mitp/full_finetune:train_step_ms<=0.45", "--json", str(out / "rows.json"), "--markdown",
+            str(out / "table.md")]
     assert main(argv) == 0
     return out
 
@@ -62,7 +64,7 @@ def test_markdown_table_is_written(bench_run):
     assert "| mitp |" in text and "| full_finetune |" in text
     assert "growth of peak RSS in a fresh process per method" in text
     assert "mitp bench --backbone tiny-clip --methods mitp,full_finetune" in text  # the reproducing command
-    assert "mitp step / full_finetune step =" in text
+    assert "mitp train_step_ms / full_finetune train_step_ms =" in text  # the --target, met or not
 
 
 def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
@@ -77,17 +79,24 @@ def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
     assert any("full_finetune was not measured" in note for note in result.notes)
 
 
-def test_target_checks_are_stated_as_facts():
+def test_targets_are_parsed_and_stated_as_facts():
     rows = [{"method": "mitp", "train_step_ms": 30.0, "peak_memory_mb": 50.0},
             {"method": "pmf", "train_step_ms": 20.0, "peak_memory_mb": 40.0},
             {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0},
             {"method": "mitp[prompt_gate=false]", "train_step_ms": 28.0, "peak_memory_mb": 50.0}]
-    assert target_checks(rows) == [
-        "mitp step / full_finetune step = 0.30 (target <= 0.45: met)",
-        "mitp peak memory / full_finetune peak memory = 0.50 (target <= 0.27: NOT met)",
-        "mitp step / pmf step = 1.50 (target <= 1.3: NOT met)",
-        "mitp step / mitp[prompt_gate=false] step = 1.07 (target <= 1.1: met)",
+    specs = ["mitp/full_finetune:train_step_ms<=0.45", "mitp/full_finetune:peak_memory_mb<=0.27",
+             "mitp/pmf:train_step_ms<=1.3", "mitp/mitp[prompt_gate=false]:train_step_ms<=1.1",
+             "mitp/deep_prompts:train_step_ms<=1"]  # deep_prompts was not measured: no line
+    lines = [line for line in (Target.parse(spec).check(rows) for spec in specs) if line]
+    assert lines == [
+        "mitp train_step_ms / full_finetune train_step_ms = 0.30 (target <= 0.45: met)",
+        "mitp peak_memory_mb / full_finetune peak_memory_mb = 0.50 (target <= 0.27: NOT met)",
+        "mitp train_step_ms / pmf train_step_ms = 1.50 (target <= 1.3: NOT met)",
+        "mitp train_step_ms / mitp[prompt_gate=false] train_step_ms = 1.07 (target <= 1.1: met)",
     ]
+    for bad in ("mitp:train_step_ms<=1", "mitp/pmf:speed<=1", "mitp/pmf:train_step_ms<=x", "mitp/pmf"):
+        with pytest.raises(ConfigError, match="METHOD/REFERENCE:KEY<=BOUND"):
+            Target.parse(bad)
 
 
 def test_a_method_setting_is_a_row_of_its_own(tmp_path, capsys):

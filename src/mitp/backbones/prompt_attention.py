@@ -120,7 +120,3 @@ def install(config) -> None:
     if not current.startswith(PREFIX):
         config._attn_implementation = gated_name(current)
 
-
-def base_implementation(config) -> str:
-    """The attention implementation the prompt-aware function hands plain calls to."""
-    return (config._attn_implementation or "eager").removeprefix(PREFIX)

@@ -146,10 +146,6 @@ class ImageTransform:
             return self.resize_to
         return height, width
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the output for an input of this size."""
-        return self.crop if self.crop else self.resize_size(height, width)
-
     def __call__(self, img: Image.Image) -> np.ndarray:
         img = to_rgb(img)
         if self.shortest_edge or self.resize_to:

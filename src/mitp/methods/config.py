@@ -16,8 +16,6 @@ from .head import HeadConfig
 
 TASKS = ("single_label", "multi_label")
 Task = Literal["single_label", "multi_label"]
-# Keys of round-1 configs that now belong to the shared head section.
-MOVED_TO_HEAD = {"hidden_dim": "hidden_dim", "dropout": "dropout"}
 
 
 @dataclasses.dataclass
@@ -60,8 +58,8 @@ class MethodConfig(ValidatedConfig):
             raise ConfigError("method", f"config is for method {name!r}, not {cls.method!r}")
         for key in data:
             if key not in cls.field_names():
-                hint = (f"; the head is configured for every method under `head:` (head.{MOVED_TO_HEAD[key]})"
-                        if key in MOVED_TO_HEAD else "")
+                hint = (f"; the head is configured for every method under `head:` (head.{key})"
+                        if key in HeadConfig.field_names() else "")
                 raise ConfigError(key, f"unknown key for method {cls.method!r}{hint}; known keys: "
                                        f"{', '.join(sorted(cls.field_names()))}")
         return cls(**data)

@@ -29,11 +29,11 @@ an uncached one).
 
 from __future__ import annotations
 
-from .measure import make_rows, run_benchmark, target_checks, validate
+from .measure import make_rows, run_benchmark, validate
 from .render import render_table, to_markdown
-from .settings import (DEFAULT_METHODS, EXTRA_KEYS, MEMORY_KINDS, REFERENCE, REQUIRED_KEYS, ROW_KEYS, TARGETS,
-                       BenchError, BenchResult, BenchSettings, available_cores)
+from .settings import (EXTRA_KEYS, MEMORY_KINDS, REFERENCE, REQUIRED_KEYS, ROW_KEYS, BenchError, BenchResult,
+                       BenchSettings, Target, available_cores)
 
-__all__ = ["DEFAULT_METHODS", "EXTRA_KEYS", "MEMORY_KINDS", "REFERENCE", "REQUIRED_KEYS", "ROW_KEYS", "TARGETS",
-           "BenchError", "BenchResult", "BenchSettings", "available_cores", "make_rows", "render_table",
-           "run_benchmark", "target_checks", "to_markdown", "validate"]
+__all__ = ["EXTRA_KEYS", "MEMORY_KINDS", "REFERENCE", "REQUIRED_KEYS", "ROW_KEYS", "BenchError", "BenchResult",
+           "BenchSettings", "Target", "available_cores", "make_rows", "render_table", "run_benchmark", "to_markdown",
+           "validate"]

@@ -23,8 +23,8 @@ import yaml
 from mitp.runs import Run
 
 from ..train.rundir import MetricsLog
+from .settings import REFERENCE
 
-REFERENCE = "full_finetune"
 
 
 def _run(config: dict, run_dir: Path, threads: int | None) -> dict:

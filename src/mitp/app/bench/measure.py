@@ -6,7 +6,7 @@ import statistics
 import time
 
 from .protocol import _WorkerHandle
-from .settings import MEMORY_KINDS, REFERENCE, TARGETS, BenchResult, BenchSettings, parse_method_spec
+from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
 
 def validate(settings: BenchSettings) -> None:
@@ -98,18 +98,6 @@ def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -
     return rows
 
 
-def target_checks(rows: list[dict]) -> list[str]:
-    """The issue's targets as plain facts, for the pairs of methods that were measured."""
-    by_method = {row["method"]: row for row in rows}
-    lines = []
-    for method, reference, key, what, target in TARGETS:
-        if method in by_method and reference in by_method and by_method[reference].get(key):
-            ratio = by_method[method][key] / by_method[reference][key]
-            verdict = "met" if ratio <= target else "NOT met"
-            lines.append(f"{method} {what} / {reference} {what} = {ratio:.2f} (target <= {target}: {verdict})")
-    return lines
-
-
 def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     """Measure every method in ``settings.methods``; ``progress(message)`` hears about each request.
 
@@ -117,8 +105,8 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     """
     import multiprocessing
 
-    validate(settings)
     settings = settings.resolved()
+    validate(settings)
     say = progress or (lambda message: None)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")

@@ -12,17 +12,18 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     from ..cli import non_negative_int, positive_int
 
-    from ..bench import DEFAULT_METHODS
-
     p = subparsers.add_parser(
         "bench", help="time training steps and inference, and measure training memory, for several methods",
         description="One fresh worker process per method, all on the same backbone (random weights); the "
                     "methods are asked in turn, round after round, so machine drift hits all of them alike.")
     p.add_argument("--backbone", default="shape:clip-vit-base-patch16",
                    help="backbone spec (default: shape:clip-vit-base-patch16)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated method names, a setting as NAME[key=value;...] e.g. "
-                        f"mitp[prompt_gate=false] (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--methods", default="",
+                   help="comma-separated method names, a setting as NAME[key=value;...] e.g. mitp[prompt_gate=false] "
+                        "(default: every registered method)")
+    p.add_argument("--target", dest="targets", action="append", default=[], metavar="METHOD/REF:KEY<=BOUND",
+                   help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
+                        "(repeatable; printed as met or NOT met)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: 8)")
     p.add_argument("--steps", type=positive_int, default=3,
                    help="timed training steps and inference passes per method per round (default: 3)")
@@ -67,10 +68,13 @@ def command_line(args) -> str:
 def run(args) -> int:
     from rich.console import Console
 
-    from ..bench import BenchError, BenchSettings, render_table, run_benchmark, to_markdown
+    from mitp.methods import available_methods
+
+    from ..bench import BenchError, BenchSettings, Target, render_table, run_benchmark, to_markdown
     from ..cli import UserError
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) or tuple(available_methods())
+    targets = tuple(Target.parse(text) for text in args.targets)
     if args.epochs is not None:
         return run_epochs(args, methods)
     if args.serve:
@@ -79,7 +83,8 @@ def run(args) -> int:
         return run_profile(args, methods)
     settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
                              steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
-                             device=args.device, threads=args.threads, num_classes=args.num_classes)
+                             device=args.device, threads=args.threads, num_classes=args.num_classes,
+                             targets=targets)
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
     log = Console(stderr=True, soft_wrap=True)

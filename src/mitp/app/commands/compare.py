@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_METHODS = "mitp,deep_prompts,pmf,late_fusion,full_finetune"
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,7 +13,7 @@ def add_parser(subparsers) -> None:
                     "setting is chosen on validation and test is reported for that setting only. Exit status 1 "
                     "when any run failed.")
     p.add_argument("--config", required=True, help="YAML run config shared by every method")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default: {DEFAULT_METHODS})")
+    p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run (repeatable)")
@@ -61,11 +59,13 @@ def missing_overrides(spec: str | None) -> list[str]:
 def run(args) -> int:
     from rich.console import Console
 
+    from mitp.methods import available_methods
+
     from ..compare import aggregate, parse_grid, run_comparison, write_reports
     from ..train.config import load_run_config
 
     config = load_run_config(args.config, args.overrides + missing_overrides(args.missing))
-    methods = _list(args.methods, str, "--methods")
+    methods = _list(args.methods, str, "--methods") if args.methods else available_methods()
     seeds = _list(args.seeds, int, "--seeds")
     grid = parse_grid(args.grid)
     console = Console(soft_wrap=True)

@@ -254,15 +254,6 @@ class RunConfig(ValidatedConfig):
     def eval_batch_size(self) -> int:
         return self.eval.batch_size or self.train.batch_size
 
-    def preprocessor(self, backbone):
-        """The run's preprocessing: the backbone's own, with the text length and image size set here."""
-        from mitp.data.preprocess import Preprocessor
-
-        try:
-            return Preprocessor.for_backbone(backbone, self.train.max_text_length, self.train.image_size)
-        except ValueError as err:
-            raise ConfigError("train", str(err)) from err
-
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:
     """Set dotted keys (``train.lr``) in a nested dict; sections are created as needed.

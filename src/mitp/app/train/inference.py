@@ -16,6 +16,7 @@ from mitp.configuration import ConfigError
 from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
+from .setup import run_preprocessor
 
 
 @dataclass
@@ -52,7 +53,7 @@ def split_dataset(loaded: LoadedRun, split: str, missing=None):
     from mitp.data.dataset import ManifestDataset
 
     config = loaded.config
-    dataset = ManifestDataset(config.data, split, config.preprocessor(loaded.backbone),
+    dataset = ManifestDataset(config.data, split, run_preprocessor(config, loaded.backbone),
                               on_bad_sample=config.train.on_bad_sample,
                               allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
                               missing=config.eval.missing if missing is None else missing)

@@ -17,6 +17,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
 from mitp.data.dataset import build_datasets, check_splits
+from mitp.data.preprocess import Preprocessor
 from mitp.methods import build_model
 from mitp.runs import TRACKER_DIRS
 
@@ -97,12 +98,20 @@ class RunParts:
     model: torch.nn.Module
 
 
+def run_preprocessor(config: RunConfig, backbone) -> Preprocessor:
+    """The run's preprocessing: the backbone's own, with the text length and image size of ``train``."""
+    try:
+        return Preprocessor.for_backbone(backbone, config.train.max_text_length, config.train.image_size)
+    except ValueError as err:
+        raise ConfigError("train", str(err)) from err
+
+
 def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     data_dir = Path(config.data)
     if not (data_dir / "labels.json").is_file():
         raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
-    datasets = build_datasets(data_dir, preprocessor=config.preprocessor(backbone),
+    datasets = build_datasets(data_dir, preprocessor=run_preprocessor(config, backbone),
                               on_bad_sample=config.train.on_bad_sample, splits=splits,
                               allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
                               missing=config.missing_by_split())
