@@ -44,3 +44,93 @@ def test_a_method_folder_imports_no_other_method(path):
     others = sorted(m for m in imported_modules(path) for other in methods - {own}
                     if m == f"mitp.methods.{other}" or m.startswith(f"mitp.methods.{other}."))
     assert not others, f"{path.relative_to(PACKAGE)} imports another method: {others}"
+
+
+def module_name(path: Path) -> str:
+    parts = ["mitp", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# Modules that import every module of a package by discovery (pkgutil.iter_modules), invisible to ast.
+DISCOVERY = {"mitp.app.cli": "mitp.app.commands", "mitp.backbones": "mitp.backbones.families",
+             "mitp.methods": "mitp.methods", "mitp.data.prepare": "mitp.data.prepare"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """mitp module -> the mitp modules it imports, anywhere in the file (function-local imports included),
+    discovered ones too. ``from package import submodule`` is an edge to the submodule only."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: {m for m in modules if m.startswith(DISCOVERY[name] + ".") and ".".join(
+        m.split(".")[:DISCOVERY[name].count(".") + 2]) == m} if name in DISCOVERY else set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                submodules = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in modules]
+                targets = submodules if submodules and len(submodules) == len(node.names) else [module] + submodules
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:  # a name inside a module: the module
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_mitp_modules():
+    graph = import_graph()
+    assert "mitp.app.cli" in graph["mitp.__main__"] and "mitp.runs" in graph["mitp.classifier"]
+    assert "mitp.app.commands.train" in graph["mitp.app.cli"]  # by discovery
+    discovering = {module_name(p) for p in PACKAGE.rglob("*.py") if "iter_modules(" in p.read_text()}
+    assert discovering == set(DISCOVERY), "a module discovers submodules: add it to DISCOVERY"
+    assert cycles(graph) == []

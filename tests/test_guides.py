@@ -44,13 +44,13 @@ def write(files: dict[str, str], root: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def method_from_guide(tmp_path):
-    from mitp import methods
+    from mitp.methods import registry
 
     files = write(guide_files("adding-a-method.md"), tmp_path)
     assert sorted(Path(p).name for p in files) == ["__init__.py", "config.py", "model.py"]
     load_as("mitp.methods.vision_prompts", files["src/mitp/methods/vision_prompts/__init__.py"], package=True)
     yield "vision_prompts"
-    methods._REGISTRY.pop("vision_prompts", None)
+    registry._REGISTRY.pop("vision_prompts", None)
     for name in [m for m in sys.modules if m.startswith("mitp.methods.vision_prompts")]:
         del sys.modules[name]
 

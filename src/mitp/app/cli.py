@@ -15,32 +15,7 @@ import sys
 from mitp import __version__
 
 from . import commands
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed without a traceback, exit code 2."""
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (a batch size, a count)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number in 1-65535, got {value}")
-    return value
+from .errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):

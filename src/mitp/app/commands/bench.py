@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserError
+from ._args import non_negative_int, positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import non_negative_int, positive_int
-
     p = subparsers.add_parser(
         "bench", help="time training steps and inference, and measure training memory, for several methods",
         description="One fresh worker process per method, all on the same backbone (random weights); the "
@@ -71,8 +72,6 @@ def run(args) -> int:
     from mitp.methods import available_methods
 
     from ..bench import BenchError, BenchSettings, Target, render_table, run_benchmark, to_markdown
-    from ..cli import UserError
-
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) or tuple(available_methods())
     targets = tuple(Target.parse(text) for text in args.targets)
     if args.epochs is not None:
@@ -111,8 +110,6 @@ def run_epochs(args, methods) -> int:
     from mitp.methods import get_method
 
     from ..bench.epochs import epoch_benchmark, render
-    from ..cli import UserError
-
     from ..bench.settings import parse_method_spec
 
     for method in methods:
@@ -137,8 +134,6 @@ def run_serve(args, methods) -> int:
     from mitp.methods import get_method
 
     from ..bench.serving import render, serve_benchmark
-    from ..cli import UserError
-
     get_method(methods[0])
     if args.load is not None:
         from ..bench.load import load_benchmark, render_load

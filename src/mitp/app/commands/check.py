@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
+from ._args import non_negative_int, positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import non_negative_int, positive_int
-
     p = subparsers.add_parser(
         "check", help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
         description="Validate a prepared dataset. Prints one line per problem (file:line), a summary, and "
@@ -32,7 +33,6 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..cli import UserError
     from mitp.data.check import check_dataset
     from mitp.data.progress import rich_tracker
 

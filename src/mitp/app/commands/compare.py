@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -30,8 +32,6 @@ def add_parser(subparsers) -> None:
 
 
 def _list(text: str, kind, flag: str) -> list:
-    from ..cli import UserError
-
     try:
         items = [kind(x.strip()) for x in text.split(",") if x.strip()]
     except ValueError as err:
@@ -43,8 +43,6 @@ def _list(text: str, kind, flag: str) -> list:
 
 def missing_overrides(spec: str | None) -> list[str]:
     """``image=0.35,text=0.35`` -> the same keys under train.missing and eval.missing, as --set pairs."""
-    from ..cli import UserError
-
     if not spec:
         return []
     pairs = []

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ._args import non_negative_int, positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import non_negative_int, positive_int
-
     p = subparsers.add_parser("demo", help="build MITP on tiny-clip and train it on generated image-text batches")
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--steps", type=positive_int, default=60, help="optimizer steps (default: 60)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ._args import positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import positive_int
-
     p = subparsers.add_parser("evaluate", help="evaluate a run's best checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("explain", help="hub similarity and attention on prompts for one pair (figure + JSON)")
@@ -94,7 +96,6 @@ def plot(report: dict, path: Path) -> Path:
 def run(args) -> int:
     from mitp.classifier import Classifier, InputError
 
-    from ..cli import UserError
     from ..train.rundir import RunDirError, check_outputs
 
     figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"

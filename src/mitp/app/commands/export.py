@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a run's best model as config.json + model.safetensors + README.md",
@@ -17,8 +19,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from mitp.classifier import Classifier
-
-    from ..cli import UserError
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ._args import positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import positive_int
-
     p = subparsers.add_parser("params", help="count trainable and total parameters, by component")
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")

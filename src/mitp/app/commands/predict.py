@@ -11,10 +11,11 @@ import os
 import sys
 import time
 
+from ..errors import UserError
+from ._args import positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import positive_int
-
     p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint (JSON lines)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--image", help="image file (alone, or with --text)")
@@ -29,7 +30,6 @@ def add_parser(subparsers) -> None:
 
 def _pairs(args):
     """(id, image_path, text, manifest, line) for every requested prediction."""
-    from ..cli import UserError
     from mitp.data.errors import BadJson, BadRecord, EmptyText
     from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
 
@@ -76,8 +76,6 @@ def _pairs(args):
 
 def _output_path(args):
     """Where predictions go: never onto an input, the parent directory created if missing."""
-    from ..cli import UserError
-
     if not args.out:
         return None
     from ..train.rundir import RunDirError, check_outputs

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_parser(subparsers) -> None:
     from mitp.data.prepare import converters
@@ -38,7 +40,6 @@ def run(args) -> int:
     from mitp.data.prepare import PUBLISHED, get_converter
     from mitp.data.progress import rich_tracker
 
-    from ..cli import UserError
     from mitp.runs import MANIFEST_FILES
 
     from ..train.rundir import RunDirError, check_outputs

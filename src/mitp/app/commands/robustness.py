@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UserError
+from ._args import positive_int
+
 
 def add_parser(subparsers) -> None:
-    from ..cli import positive_int
-
     p = subparsers.add_parser("robustness", help="a run's metric as the image or the text goes missing, on one plot "
                                                  "for several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -31,8 +32,6 @@ def add_parser(subparsers) -> None:
 
 
 def parse_rates(text: str) -> list[float]:
-    from ..cli import UserError
-
     try:
         rates = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -142,7 +141,6 @@ def plot(report: dict, path: Path) -> Path:
 
 
 def run(args) -> int:
-    from ..cli import UserError
     from ..train.reports import write_json_atomic, write_text_atomic
     from ..train.rundir import RunDirError, check_outputs
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
+from ._args import port_number, positive_int
+
 
 def add_parser(subparsers) -> None:
     from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
-
-    from ..cli import port_number, positive_int
 
     p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP (API + web page)",
                               description="Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
@@ -34,7 +35,6 @@ def run(args) -> int:
 
     from mitp.classifier import Classifier
 
-    from ..cli import UserError
     from ..serve import create_app
 
     if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):

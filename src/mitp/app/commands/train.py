@@ -7,6 +7,8 @@ import shlex
 import time
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a method (YAML config; resumable)")
@@ -25,8 +27,6 @@ def _run_dir(args, config) -> Path:
     if args.out:
         return Path(args.out)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from ..cli import UserError
-
         raise UserError("--out is required when several processes train together")
     return Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -34,7 +34,6 @@ def _run_dir(args, config) -> Path:
 def run(args) -> int:
     from rich.console import Console
 
-    from ..cli import UserError
     from ..train.config import load_run_config
     from mitp.runs import Run
 

@@ -1,4 +1,4 @@
-from .. import register_method
+from ..registry import register_method
 from .config import DeepPromptsConfig
 from .model import DeepPrompts
 
