@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone
+from .errors import MitpError
 from .jsonio import JSONError, read_json
 from .methods import ConfigError, MultimodalClassifier, build_model, config_from_dict
 
@@ -23,7 +24,7 @@ WEIGHTS_NAME = "trainable.safetensors"
 CONFIG_NAME = "method.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MitpError):
     """A checkpoint that is missing, malformed or does not fit the backbone."""
 
 

@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .errors import MitpError
 
-class ConfigError(ValueError):
+
+class ConfigError(MitpError):
     """A config key that is unknown or holds an invalid value."""
 
     def __init__(self, key: str, message: str):

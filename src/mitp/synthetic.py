@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .backbones import Backbone
+from .data.manifest import LabelSpace, Record, write_manifest
 
 NUM_CLASSES = 4
 WORDS_PER_BIT = 4
@@ -39,7 +40,6 @@ def toy_batch(backbone: Backbone, batch_size: int, seq_len: int = 12,
     batch["labels"] = 2 * image_bit + text_bit
     return batch
 
-
 # --- a generated dataset on disk, in the manifest format --------------------------------------
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60)}
@@ -57,8 +57,6 @@ def write_toy_dataset(out_dir, sizes: tuple[int, int, int] = (64, 32, 32), seed:
     from pathlib import Path
 
     from PIL import Image
-
-    from .data.manifest import LabelSpace, Record, write_manifest
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from mitp import __version__
+from mitp.errors import MitpError
 
 from . import commands
 from .errors import UserError
@@ -37,11 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mitp.backbones import BackboneError
-    from mitp.checkpoint import CheckpointError
-    from mitp.data.errors import ManifestError
-    from mitp.methods import ConfigError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # the command as given, for the records of a run
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, BackboneError, ManifestError, CheckpointError) as err:
+    except (UserError, MitpError) as err:  # config keys, manifest lines, checkpoints, backbone specs
         print(f"mitp {args.command}: error: {err}", file=sys.stderr)
         return 2
 

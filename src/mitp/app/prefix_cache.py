@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from mitp.backbones import TowerState
+from mitp.configuration import ConfigError
+from mitp.data.dataset import make_dataloader, model_inputs
 
 FORMAT_VERSION = 1
 
 
 def default_root() -> Path:
     return Path(os.environ.get("MITP_CACHE", Path.home() / ".cache" / "mitp")) / "prefix"
-
 
 def backbone_fingerprint(backbone) -> str:
     """A cheap hash of the backbone's identity: spec, shapes and a sample of every weight tensor."""
@@ -44,7 +45,6 @@ def backbone_fingerprint(backbone) -> str:
         digest.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
-
 def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: str, max_length: int) -> str:
     digest = hashlib.sha256()
     digest.update(Path(manifest).read_bytes())
@@ -52,7 +52,6 @@ def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: 
             "preprocessing": preprocessing, "max_length": max_length}
     digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()[:24]
-
 
 class PrefixStore:
     """Per-sample prefix states of one split, memory-mapped from ``directory``."""
@@ -130,7 +129,6 @@ class PrefixStore:
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
 
-
 @dataclass(frozen=True)
 class StorePlan:
     """Where one split's store lives and its shapes, known before anything is written."""
@@ -151,7 +149,6 @@ class StorePlan:
         held = sum(f.stat().st_blocks * 512 for f in self.directory.glob("*.npy")) if self.directory.is_dir() else 0
         return max(0, self.size_bytes - held)
 
-
 def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StorePlan:
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
@@ -164,12 +161,10 @@ def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StoreP
     return StorePlan(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
                      (tokens, backbone.vision.width))
 
-
 def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
     """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
     plan = plan_store(root, dataset, backbone, depths)
     return PrefixStore(plan.directory, plan.ids, plan.text_shape, plan.vision_shape)
-
 
 DISK_MARGIN = 0.1          # keep this fraction of the store's size free on top of it
 DISK_RESERVE = 256 * 2**20  # and this much besides
@@ -177,7 +172,6 @@ DISK_RESERVE = 256 * 2**20  # and this much besides
 
 def check_disk(root: Path, needed: int, depths: tuple[int, int], free: int | None = None) -> None:
     """Refuse, before writing anything, a cache that would not fit the free disk (with a margin)."""
-    from mitp.configuration import ConfigError
 
     if free is None:
         where = Path(root)
@@ -191,7 +185,6 @@ def check_disk(root: Path, needed: int, depths: tuple[int, int], free: int | Non
                                                 f"prefix ends at text layer {depths[0]}, vision layer {depths[1]}), "
                                                 "train.cache_dir on a larger disk, or train.cache_prefix: false")
 
-
 def _vision_tokens(backbone, height: int, width: int) -> int:
     """Sequence length of the vision tower for images of this size (one dummy image, no grad)."""
     param = next(backbone.vision.parameters())
@@ -199,7 +192,6 @@ def _vision_tokens(backbone, height: int, width: int) -> int:
         state = backbone.vision.embed(pixel_values=torch.zeros(1, 3, height, width, dtype=param.dtype,
                                                                device=param.device))
     return state.hidden.shape[1]
-
 
 class CachedSplit(torch.utils.data.Dataset):
     """A split whose prefix states are all cached: items are ids and labels, no image decoding.
@@ -222,7 +214,6 @@ class CachedSplit(torch.utils.data.Dataset):
     def collate(items: list[dict]) -> dict:
         return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]),
                 "modality_mask": torch.stack([x["modality_mask"] for x in items]), "skipped": []}
-
 
 class PrefixCache:
     """A run's view of its prefix stores: which loader to read, and what inputs to give the model.
@@ -268,7 +259,6 @@ class PrefixCache:
         if store is None or not self._complete(store):
             return loader
         if split not in self._cached_loaders:
-            from mitp.data.dataset import make_dataloader
 
             cached = make_dataloader(CachedSplit(self.datasets[split], store), self.batch_sizes[split],
                                      shuffle=split == "train", seed=self.seed)
@@ -287,7 +277,6 @@ class PrefixCache:
     def inputs(self, batch: dict, split: str, encoder, labels: bool = True) -> dict:
         """Keyword arguments for the model: the batch's own inputs, or its cached prefix states (rows still
         missing are computed with ``encoder.encode_prefix`` and stored first)."""
-        from mitp.data.dataset import model_inputs
 
         store = self.stores.get(split)
         if store is None:

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import MitpError
 from .towers import Tower
 
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 VIT_LIKE = {"vit", "dinov2"}
 
 
-class BackboneError(ValueError):
+class BackboneError(MitpError):
     """A backbone spec that cannot be resolved or loaded."""
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 
+from ..errors import MitpError
 
-class ManifestError(ValueError):
+
+class ManifestError(MitpError):
     """A problem in a manifest or raw dataset file, located by file and line."""
 
     kind = "manifest_error"

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import yaml
 
+from mitp.backbones import build_backbone, is_builtin
+from mitp.methods import build_model, make_config
 from mitp.runs import Run
+from mitp.synthetic import write_toy_dataset
 
 from ..train.rundir import MetricsLog
-from .settings import REFERENCE
-
+from .settings import REFERENCE, parse_method_spec
 
 
 def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
@@ -44,18 +46,13 @@ def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
             "peak_memory_mb": results["peak_memory_mb"], "trainable_params": results["trainable_params"],
             "infer_samples_per_s": results["test_samples"] / max(results["test_seconds"], 1e-9)}
 
-
 def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, batch_size: int = 8, epochs: int = 2,
                     rounds: int = 2, threads: int | None = None, compile: bool = False, seed: int = 0,
                     progress=print) -> list[dict]:
     """One row per method: its last epoch (min / median / max over rounds) and ratios to full fine-tuning."""
-    from mitp.backbones import build_backbone, is_builtin
-    from mitp.methods import build_model, make_config
-    from mitp.synthetic import write_toy_dataset
 
     if epochs < 2:
         raise ValueError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
-    from .settings import parse_method_spec
 
     meta = build_backbone(backbone, device="meta" if is_builtin(backbone) else None)
     specs = {m: parse_method_spec(m) for m in methods}  # "mitp[prompt_gate=false]": a setting as a row
@@ -97,7 +94,6 @@ def epoch_benchmark(backbone: str, methods: tuple[str, ...], samples: int = 16, 
                         ("ratio_memory_vs_full", "peak_memory_mb")):
             row[key] = round(row[of] / reference[of], 3) if reference and reference[of] else None
     return rows
-
 
 def render(rows: list[dict]) -> str:
     first = rows[0]

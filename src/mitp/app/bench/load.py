@@ -27,10 +27,12 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ..serve.local import free_port
+from .serving import _classifier
+
 # share of each request kind (good ones first)
 MIX = {"good_multipart": 0.60, "good_json": 0.20, "bad_json": 0.04, "deep_json": 0.04, "surrogate": 0.04,
        "pixel_bomb": 0.04, "body_over_limit": 0.04}
-
 
 def _bomb_png(width: int = 13000, height: int = 13000) -> bytes:
     """A few hundred bytes whose PNG header claims width x height pixels."""
@@ -38,7 +40,6 @@ def _bomb_png(width: int = 13000, height: int = 13000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
 
 def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
     """kind -> (path, a function giving the httpx request keyword arguments)."""
@@ -66,7 +67,6 @@ def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
                                                  "headers": json_headers}),
     }
 
-
 def _rss_mb(pid: int) -> tuple[float, float]:
     """(resident, peak resident) memory of a process in MB."""
     values = {}
@@ -76,12 +76,9 @@ def _rss_mb(pid: int) -> tuple[float, float]:
             values[key] = int(rest.split()[0]) / 1024
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
-
 def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
     """A random model exported to ``folder``; returns a PNG the size the backbone expects."""
     from PIL import Image
-
-    from .serving import _classifier
 
     classifier = _classifier(backbone, method, 10)
     classifier.save_pretrained(folder)
@@ -90,12 +87,9 @@ def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
     Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
     return buffer.getvalue()
 
-
 def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: int = 200, seed: int = 0,
                    progress=print) -> dict:
     import httpx
-
-    from ..serve.local import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         image = _export_random_model(backbone, method, Path(tmp) / "model")
@@ -131,7 +125,6 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
             except subprocess.TimeoutExpired:
                 server.kill()
     return {"backbone": backbone, "method": method, "clients": clients, "seconds": seconds, **result}
-
 
 async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int, pid: int) -> dict:
     import httpx
@@ -197,7 +190,6 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
                    "end": round(rss_end, 1), "high_water": round(rss_peak, 1)},
     }
 
-
 def render_load(row: dict) -> str:
     lines = [f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
              f"{row['backbone']}", "",
@@ -212,6 +204,5 @@ def render_load(row: dict) -> str:
         answers = ", ".join(f"{s}: {n:,}" for s, n in row["statuses"].get(kind, {}).items())
         lines.append(f"| {kind} | {share:.0%} | {answers} | {row['retried_503'].get(kind, 0):,} |")
     return "\n".join(lines)
-
 
 __all__ = ["MIX", "load_benchmark", "render_load"]

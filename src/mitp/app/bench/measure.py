@@ -5,15 +5,16 @@ from __future__ import annotations
 import statistics
 import time
 
+from mitp.backbones import build_backbone, family_of
+from mitp.configuration import ConfigError
+from mitp.methods import get_method
+
 from .protocol import _WorkerHandle
 from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
 
 def validate(settings: BenchSettings) -> None:
     """Errors that need no worker: unknown or repeated methods, unknown built-in specs, bad numbers."""
-    from mitp.backbones import build_backbone, family_of
-    from mitp.configuration import ConfigError
-    from mitp.methods import get_method
 
     if not settings.methods:
         raise ConfigError("methods", "no method given")
@@ -42,25 +43,20 @@ def validate(settings: BenchSettings) -> None:
     if family_of(settings.backbone).builtin:  # an unknown shape: a BackboneError now, not in a worker
         build_backbone(settings.backbone, device="meta")
 
-
 def _walls(times: list[tuple[float, float]]) -> list[float]:
     return [wall for wall, _ in times]
-
 
 def _timings(reply: dict) -> str:
     return (f"train {_median_ms(_walls(reply['train'])):9.1f} ms/step  "
             f"infer {_median_ms(_walls(reply['infer'])):9.1f} ms/batch")
 
-
 def _median_ms(seconds: list[float]) -> float:
     return statistics.median(seconds) * 1000
-
 
 def _ratio(value, reference):
     if value is None or not reference:
         return None
     return round(value / reference, 3)
-
 
 def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -> list[dict]:
     rows = []
@@ -96,7 +92,6 @@ def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -
             row["ratio_step_cpu_vs_full"] = _ratio(row["train_step_cpu_ms"], reference["train_step_cpu_ms"])
             row["ratio_memory_vs_full"] = _ratio(row["peak_memory_mb"], reference["peak_memory_mb"])
     return rows
-
 
 def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     """Measure every method in ``settings.methods``; ``progress(message)`` hears about each request.
@@ -151,6 +146,5 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     if REFERENCE not in settings.methods:
         notes.append(f"{REFERENCE} was not measured: the ratio columns are null")
     return BenchResult(settings, rows, schedule, notes, time.perf_counter() - started)
-
 
 # --- reports -------------------------------------------------------------------------------------

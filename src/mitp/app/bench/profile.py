@@ -6,17 +6,17 @@ lists the operators with the most self CPU time, so two methods' steps can be re
 
 from __future__ import annotations
 
+from mitp.backbones import build_backbone
+from mitp.methods import build_model, make_config
+
+from ..train.setup import make_optimizer
+from ..train.step import train_step
+
 
 def profile_step(backbone: str, method: str, batch_size: int = 8, seq_len: int = 32, steps: int = 2,
                  warmup: int = 1, top: int = 12, num_classes: int = 10) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
-
-    from mitp.backbones import build_backbone
-    from mitp.methods import build_model, make_config
-
-    from ..train.setup import make_optimizer
-    from ..train.step import train_step
 
     backbone = build_backbone(backbone)
     torch.manual_seed(0)
@@ -37,7 +37,6 @@ def profile_step(backbone: str, method: str, batch_size: int = 8, seq_len: int =
             "ops": [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
                      "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
                     for e in events[:top]]}
-
 
 def render(profiles: list[dict]) -> str:
     lines = []

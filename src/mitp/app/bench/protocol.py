@@ -10,6 +10,12 @@ import os
 import re
 import time
 
+from mitp.backbones import BackboneError, build_backbone
+from mitp.configuration import ConfigError
+from mitp.methods import build_model, make_config
+
+from ..train.setup import make_optimizer
+from ..train.step import train_step
 from .settings import BenchError, BenchSettings, parse_method_spec
 
 
@@ -23,7 +29,6 @@ def _proc_status_mb(key: str) -> float | None:
         return None
     return int(match.group(1)) / 1024 if match else None
 
-
 def _rss_mb() -> float:
     value = _proc_status_mb("VmRSS")
     if value is None:  # no /proc: fall back to the process peak, the best stdlib measure there is
@@ -32,7 +37,6 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return value
 
-
 def _peak_rss_mb() -> float:
     value = _proc_status_mb("VmHWM")
     if value is None:
@@ -40,7 +44,6 @@ def _peak_rss_mb() -> float:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return value
-
 
 def _reset_peak_rss() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it."""
@@ -51,7 +54,6 @@ def _reset_peak_rss() -> bool:
         return False
     return _proc_status_mb("VmHWM") is not None
 
-
 # --- worker side ---------------------------------------------------------------------------------
 
 class _Worker:
@@ -59,10 +61,6 @@ class _Worker:
 
     def __init__(self, settings: BenchSettings, method: str):
         import torch
-
-        from mitp.backbones import build_backbone
-        from mitp.methods import build_model, make_config
-        from ..train.setup import make_optimizer
 
         torch.set_num_threads(settings.threads)
         self.torch = torch
@@ -93,7 +91,6 @@ class _Worker:
             self.torch.cuda.synchronize(self.device)
 
     def _train_step(self) -> tuple[float, float]:
-        from ..train.step import train_step
 
         self.model.train()
         self._sync()
@@ -154,13 +151,9 @@ class _Worker:
         return {"peak_memory_mb": max(0.0, peak - base), "model_memory_mb": base, "peak_memory_total_mb": peak,
                 "memory_kind": kind}
 
-
 def _user_error(err: BaseException) -> bool:
-    from mitp.backbones import BackboneError
-    from mitp.configuration import ConfigError
 
     return isinstance(err, (BackboneError, ConfigError))
-
 
 def _worker_main(conn, settings: BenchSettings, method: str) -> None:
     """Entry point of a worker process: build, report, then serve requests until ``close``."""
@@ -183,7 +176,6 @@ def _worker_main(conn, settings: BenchSettings, method: str) -> None:
         except Exception as err:  # noqa: BLE001 - reported to the parent
             conn.send(("error", f"{type(err).__name__}: {err}", False))
     conn.close()
-
 
 # --- parent side ---------------------------------------------------------------------------------
 

@@ -12,15 +12,17 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from mitp.backbones import build_backbone
+from mitp.classifier import Classifier
+from mitp.data.manifest import LabelSpace
+from mitp.data.preprocess import Preprocessor
+from mitp.methods import build_model, make_config
+
+from ..serve import create_app, running
+
 
 def _classifier(backbone_spec: str, method: str, num_classes: int):
     import torch
-
-    from mitp.backbones import build_backbone
-    from mitp.classifier import Classifier
-    from mitp.data.manifest import LabelSpace
-    from mitp.data.preprocess import Preprocessor
-    from mitp.methods import build_model, make_config
 
     backbone = build_backbone(backbone_spec)
     torch.manual_seed(0)
@@ -29,7 +31,6 @@ def _classifier(backbone_spec: str, method: str, num_classes: int):
     info = {"backbone": backbone_spec, "preprocessing": {}, "threshold": 0.5}
     return Classifier(model, Preprocessor.for_backbone(backbone), labels, info)
 
-
 def _png(size: int) -> bytes:
     from PIL import Image
 
@@ -37,13 +38,10 @@ def _png(size: int) -> bytes:
     Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
     return buffer.getvalue()
 
-
 def serve_benchmark(backbone: str, method: str, requests: int = 200, clients: int = 16, max_batch: int = 16,
                     max_wait_ms: float = 10.0, num_classes: int = 10) -> list[dict]:
     """One row per mode (batched, unbatched): requests/s, p50 and p99 latency, batches the server ran."""
     import httpx
-
-    from ..serve import create_app, running
 
     classifier = _classifier(backbone, method, num_classes)
     image = _png(classifier.model.backbone.image_size)
@@ -73,7 +71,6 @@ def serve_benchmark(backbone: str, method: str, requests: int = 200, clients: in
                      "batches": stats.batches - warm_batches, "largest_batch": stats.largest, "method": method,
                      "backbone": backbone})
     return rows
-
 
 def render(rows: list[dict]) -> str:
     lines = ["| mode | max batch | requests/s | p50 latency (ms) | p99 latency (ms) | batches run | largest |",

@@ -6,6 +6,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from mitp.configuration import ConfigError, parse_overrides
+from mitp.methods import available_methods
+
 
 REFERENCE = "full_finetune"  # the ratio columns are to this method's measurements
 
@@ -38,7 +41,6 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> "Target":
-        from mitp.configuration import ConfigError
 
         pair, colon, rest = text.partition(":")
         method, slash, reference = pair.partition("/")
@@ -60,7 +62,6 @@ class Target:
         ratio = by_method[self.method][self.key] / by_method[self.reference][self.key]
         return (f"{self.method} {self.key} / {self.reference} {self.key} = {ratio:.2f} (target <= {self.bound:g}: "
                 f"{'met' if ratio <= self.bound else 'NOT met'})")
-
 
 @dataclass
 class BenchSettings:
@@ -85,11 +86,9 @@ class BenchSettings:
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         threads = self.threads or available_cores()
-        from mitp.methods import available_methods
 
         methods = tuple(self.methods) or tuple(available_methods())
         return dataclasses.replace(self, methods=methods, device=device, threads=threads)
-
 
 @dataclass
 class BenchResult:
@@ -107,7 +106,6 @@ class BenchResult:
     def checks(self) -> list[str]:
         return [line for line in (target.check(self.rows) for target in self.settings.targets) if line]
 
-
 class BenchError(RuntimeError):
     """A worker failed; ``user`` is True when the cause is the input (unknown spec, bad config)."""
 
@@ -115,11 +113,9 @@ class BenchError(RuntimeError):
         super().__init__(message)
         self.user = user
 
-
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``mitp`` -> ("mitp", {}); ``mitp[prompt_gate=false;num_steps=2]`` -> ("mitp", {...}): one method
     setting as a bench row, so settings of one method can be measured side by side."""
-    from mitp.configuration import ConfigError, parse_overrides
 
     name, bracket, rest = spec.partition("[")
     if not bracket:
@@ -127,7 +123,6 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     if not rest.endswith("]"):
         raise ConfigError("methods", f"{spec!r}: expected NAME[key=value,...]")
     return name, parse_overrides([pair for pair in rest[:-1].split(";") if pair])
-
 
 def available_cores() -> int:
     try:

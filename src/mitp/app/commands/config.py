@@ -6,38 +6,30 @@ import json
 
 import yaml
 
-TOP_LEVEL = [
-    {"key": "data", "type": "str or {path, allow_external_paths}", "default": None,
-     "help": "a prepared dataset directory (required); {path: DIR, allow_external_paths: true} reads images "
-             "outside it"},
-    {"key": "backbone", "type": "str", "default": None, "help": "a backbone spec (required); `mitp backbones` lists them"},
-    {"key": "method", "type": "str", "default": None, "help": "a registered method (required)"},
-    {"key": "seed", "type": "int", "default": 0, "help": "seed of the model's init and of the data order"},
-]
+TOP_LEVEL = ("data", "backbone", "method", "seed")  # the rest of RunConfig's keys are the sections below
 
 
 def add_parser(subparsers) -> None:
-    from mitp.methods import available_methods
-
     p = subparsers.add_parser("config", help="print every run-config key with its default and help",
                               description="Print a run config for METHOD with every key at its default, each "
                                           "with what it does (commented YAML), or --json.")
-    p.add_argument("--method", default="mitp", choices=available_methods(), help="the method (default: mitp)")
+    p.add_argument("--method", default="mitp", help="a registered method (default: mitp)")
     p.add_argument("--json", action="store_true", help="one JSON object: sections of {key, type, default, help}")
     p.set_defaults(func=run)
 
 
 def sections(method: str) -> dict[str, list[dict]]:
     """Every key of a run config for ``method``: the top level, then the model, head, train and eval sections."""
+    # torch comes with the methods: loaded when the command runs, so `mitp --help` stays fast
     from mitp.methods import get_method
 
-    from mitp.methods.head import HeadConfig
-
-    from ..train.config import EvalConfig, TrainConfig
+    from ..train.config import EvalConfig, HeadConfig, RunConfig, TrainConfig
 
     model = [row for row in get_method(method).config_class.fields_help()
              if row["key"] not in ("num_classes", "task", "head")]  # from the data, and the head section
-    return {"": TOP_LEVEL, "model": model, "head": HeadConfig.fields_help(), "train": TrainConfig.fields_help(),
+    top = [{**row, "default": None if row["default"] == "" else row["default"]}  # required: no default
+           for row in RunConfig.fields_help() if row["key"] in TOP_LEVEL]
+    return {"": top, "model": model, "head": HeadConfig.fields_help(), "train": TrainConfig.fields_help(),
             "eval": EvalConfig.fields_help()}
 
 

@@ -27,7 +27,10 @@ from typing import ClassVar, Literal
 import yaml
 
 from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, setting
+from mitp.data.errors import ManifestError
+from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
+from mitp.methods import get_method
 from mitp.methods.head import HeadConfig
 
 
@@ -195,8 +198,6 @@ class RunConfig(ValidatedConfig):
     def check_model_keys(self) -> None:
         """``methods.<name>`` names a registered method and only keys it knows (model keys, and a ``train``
         section of train keys for that method); the head has its own section."""
-        from mitp.methods import get_method
-
         if "head" in self.model:
             raise ConfigError("model.head", "the head is configured for every method under `head:`")
         for name, keys in self.methods.items():
@@ -302,8 +303,6 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
 
 def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     """The method's validated config, with the head size and task taken from the dataset."""
-    from mitp.methods import get_method
-
     model = config.model_keys()
     for key, value in (("num_classes", num_classes), ("task", task)):
         if key in model and model[key] != value:
@@ -328,9 +327,6 @@ def resolved(config: RunConfig, method_config) -> RunConfig:
 
 def resolve(config: RunConfig) -> RunConfig:
     """The fully resolved config, as a run's config.yaml holds it (classes and task from labels.json)."""
-    from mitp.data.errors import ManifestError
-    from mitp.data.manifest import read_labels
-
     try:
         labels = read_labels(config.data)
     except ManifestError as err:

@@ -11,11 +11,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
+from mitp.checkpoint import NoCheckpoint
+from mitp.classifier import Classifier
 from mitp.configuration import ConfigError
+from mitp.data.dataset import ManifestDataset, make_dataloader
 from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
+from .evaluation import evaluate
 from .setup import run_preprocessor
 
 
@@ -30,9 +35,6 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
     """The run's resolved config (``data`` replaced if given) and its best checkpoint on a fresh backbone."""
-    from mitp.checkpoint import NoCheckpoint
-    from mitp.classifier import Classifier
-
     run = Run(run_dir)
     if not run.config_path.is_file():
         raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no config.yaml)")
@@ -50,8 +52,6 @@ def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
 def split_dataset(loaded: LoadedRun, split: str, missing=None):
     """``split`` of the run's data with the run's preprocessing; ``missing`` (a MissingConfig) defaults to
     the run's ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
-    from mitp.data.dataset import ManifestDataset
-
     config = loaded.config
     dataset = ManifestDataset(config.data, split, run_preprocessor(config, loaded.backbone),
                               on_bad_sample=config.train.on_bad_sample,
@@ -73,12 +73,6 @@ def split_dataset(loaded: LoadedRun, split: str, missing=None):
 
 def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) -> dict:
     """Metrics, loss and sample count of the run's model on ``dataset`` (one process, its best device)."""
-    from accelerate import Accelerator
-
-    from mitp.data.dataset import make_dataloader
-
-    from .evaluation import evaluate
-
     accelerator = Accelerator(cpu=False)
     loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)

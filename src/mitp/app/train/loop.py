@@ -35,6 +35,7 @@ from mitp.runs import Run
 from ..prefix_cache import PrefixCache
 from .config import RunConfig
 from .evaluation import evaluate
+from .progress import epoch_progress
 from .rundir import MetricsLog, load_training_state, save_checkpoint_dir
 from .setup import (build_run, compile_model, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state,
                     set_rng_state)
@@ -358,7 +359,5 @@ class Trainer:
         self.accelerator.init_trackers("mitp", config=tracker_config(self.config), init_kwargs=init_kwargs)
 
     def _progress(self, total: int, done: int, epoch: int):
-        from .progress import epoch_progress
-
         return epoch_progress(total, done, f"epoch {epoch + 1}/{self.config.train.epochs}",
                               enabled=self.main and self.console is not None, console=self.console)

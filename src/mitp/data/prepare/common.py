@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from ...jsonio import JSONError, parse_json
+from ..errors import BadJson, BadRecord
 from ..manifest import SPLITS, LabelSpace, Record, write_image_roots, write_manifest
 
 # Published sample counts (train / val / test) after conversion.
@@ -24,7 +26,6 @@ Track = Callable[..., Iterable]  # track(iterable, description=..., total=...) -
 
 def no_progress(iterable, description: str = "", total: int | None = None):
     return iterable
-
 
 @dataclass
 class Conversion:
@@ -115,7 +116,6 @@ class Conversion:
         roots = [os.path.realpath(r) for r in self.image_roots]
         return sorted({r for r in roots if os.path.commonpath([r, out]) != out and os.path.dirname(r) != r})
 
-
 def image_ref(image: Path, out_dir: Path) -> str:
     """How a manifest in ``out_dir`` refers to ``image``: a relative POSIX path, absolute if impossible."""
     image, out_dir = Path(os.path.abspath(image)), Path(os.path.abspath(out_dir))
@@ -123,7 +123,6 @@ def image_ref(image: Path, out_dir: Path) -> str:
         return Path(os.path.relpath(image, out_dir)).as_posix()
     except ValueError:  # different drives on Windows
         return image.as_posix()
-
 
 def _raise_field_limit() -> None:
     limit = sys.maxsize
@@ -134,11 +133,8 @@ def _raise_field_limit() -> None:
         except OverflowError:
             limit //= 10
 
-
 def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank JSON line; BadJson names the line of anything else."""
-    from ...jsonio import JSONError, parse_json
-    from ..errors import BadJson
 
     with open(path, "rb") as f:
         for line, raw in enumerate(f, start=1):
@@ -152,10 +148,8 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
                 raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
             yield line, obj
 
-
 def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank CSV row; line numbers are physical, 1-based."""
-    from ..errors import BadRecord
 
     _raise_field_limit()
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -170,6 +164,5 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise BadRecord(path, start, f"not valid UTF-8: {err}") from err
         except csv.Error as err:
             raise BadRecord(path, start, f"malformed CSV: {err}") from err
-
 
 __all__ = ["Conversion", "PUBLISHED", "image_ref", "no_progress", "read_csv_rows", "read_jsonl_objects"]
