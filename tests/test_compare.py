@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mitp.app.cli import main
-from mitp.app.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
+from mitp.app.analysis.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
 from mitp.configuration import ConfigError
 from mitp.synthetic import write_toy_dataset
 from mitp.app.train.config import load_run_config

@@ -70,7 +70,7 @@ def test_robustness_writes_a_curve_per_run_and_rate_zero_is_plain_evaluation(mis
 
 
 def test_runs_that_differ_only_in_the_seed_are_averaged_with_their_sample_std():
-    from mitp.app.commands.robustness import markdown_table, seed_groups
+    from mitp.app.analysis.robustness import markdown_table, seed_groups
 
     def curve(run, seed, values, method="mitp", aware=True):
         return {"run": run, "seed": seed, "method": method, "missing_aware": aware, "label": f"{method} ({run})",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from mitp.data.check import check_dataset
+from mitp.data.progress import rich_tracker
+
 from ..errors import UserError
 from ._args import non_negative_int, positive_int
 
@@ -32,9 +35,6 @@ def run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from mitp.data.check import check_dataset
-    from mitp.data.progress import rich_tracker
 
     if not os.path.isdir(args.data_dir):
         raise UserError(f"{args.data_dir} is not a directory")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from ..errors import UserError
 
 
@@ -55,26 +57,10 @@ def missing_overrides(spec: str | None) -> list[str]:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from ..analysis.compare import compare  # torch: loaded when the command runs (`mitp --help` stays fast)
 
-    from mitp.methods import available_methods
-
-    from ..compare import aggregate, parse_grid, run_comparison, write_reports
-    from ..train.config import load_run_config
-
-    config = load_run_config(args.config, args.overrides + missing_overrides(args.missing))
-    methods = _list(args.methods, str, "--methods") if args.methods else available_methods()
-    seeds = _list(args.seeds, int, "--seeds")
-    grid = parse_grid(args.grid)
-    console = Console(soft_wrap=True)
-    out = Path(args.out)
-    runs = run_comparison(config, methods, seeds, out, grid, force=args.force, console=console)
-    rows = aggregate(runs, methods)
-    write_reports(rows, runs, config, seeds, out, grid)
-    console.rule("comparison")
-    console.print((out / "compare.md").read_text(), markup=False, highlight=False)
-    console.print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}", markup=False)
-    failed = [r for r in runs if "error" in r]
-    if failed:
-        console.print(f"[red]{len(failed)} of {len(runs)} run(s) failed[/red]")
-    return 1 if failed else 0
+    methods = _list(args.methods, str, "--methods") if args.methods else None
+    runs = compare(args.config, args.overrides + missing_overrides(args.missing), methods,
+                   _list(args.seeds, int, "--seeds"), args.grid, Path(args.out), force=args.force,
+                   console=Console(soft_wrap=True))
+    return 1 if any("error" in r for r in runs) else 0

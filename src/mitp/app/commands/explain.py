@@ -1,16 +1,7 @@
-"""``mitp explain``: what a trained prompt method does with one image-text pair.
-
-Saves a figure (and JSON) with, per interaction step, the memory hub's similarity matrix
-(text prompts x vision prompts) and how much of the tokens' attention goes to the prompts
-in each tower, plus how far the method moved the pooled embeddings from the frozen ones.
-"""
+"""``mitp explain``: what a trained prompt method does with one image-text pair (mitp.app.analysis.explain):
+a figure and its JSON."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-
-from ..errors import UserError
 
 
 def add_parser(subparsers) -> None:
@@ -22,98 +13,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def explain(classifier, image, text: str) -> dict:
-    """Run one pair (image: a path, bytes or a PIL image) through the model with tracing on; plain lists."""
-    import torch
-
-    from mitp.methods import build_model, make_config
-    from mitp.methods.base import Trace
-
-    model = classifier.model
-    sample = classifier.prepare(image, text)
-    inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
-              "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
-              "modality_mask": torch.tensor([sample.present])}
-    model.trace = Trace()
-    try:
-        with torch.no_grad():
-            features = model.forward_features(**inputs)
-            logits = model.forward_head(features)
-    finally:
-        trace, model.trace = model.trace, None
-    frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), model.backbone)
-    with torch.no_grad():
-        reference = frozen.forward_features(**inputs)
-    cosine = {part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
-              for part in ("image", "text") if part in features}
-    attention = {key: [round(v, 6) for v in record.prompt_share[0].tolist()]
-                 for key, record in trace.prompt_attention.items() if record.prompt_share}
-    return {
-        "method": model.config.method, "image": image if isinstance(image, str) else "<uploaded>", "text": text,
-        "predictions": classifier.to_predictions(logits, top_k=3)[0],
-        "cosine_to_frozen": cosine,
-        "prompt_attention_share": attention,
-        "hub_similarity": [s[0].tolist() for s in trace.similarity],
-        "diagnostics": model.diagnostics(),
-    }
-
-
-def plot(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    similarity = report["hub_similarity"]
-    attention = report["prompt_attention_share"]
-    columns = max(1, len(similarity)) + 1
-    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.4), squeeze=False)
-    for step, matrix in enumerate(similarity):
-        ax = axes[0, step]
-        image = ax.imshow(np.array(matrix), vmin=0, vmax=1, cmap="viridis")
-        ax.set(title=f"hub similarity, step {step}", xlabel="vision prompt", ylabel="text prompt")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    if not similarity:
-        axes[0, 0].axis("off")
-        axes[0, 0].text(0.5, 0.5, "no similarity hub\nin this method", ha="center", va="center")
-    ax = axes[0, -1]
-    keys = sorted(attention)
-    means = [float(np.mean(attention[k])) for k in keys]
-    ax.bar(range(len(keys)), means, color=["tab:blue" if k.startswith("text") else "tab:orange" for k in keys])
-    for i, key in enumerate(keys):  # one dot per head
-        ax.plot([i] * len(attention[key]), attention[key], "k.", markersize=3)
-    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
-    ax.set(title="attention share on prompts", ylim=(0, 1))
-    best = report["predictions"][0] if report["predictions"] else {"label": "-", "score": 0.0}
-    fig.suptitle(f"{report['method']}: {report['text']!r} -> {best['label']} ({best['score']:.2f})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def run(args) -> int:
-    from mitp.classifier import Classifier, InputError
+    from ..analysis.explain import explain_run  # torch: loaded when the command runs (`mitp --help` stays fast)
 
-    from ..train.rundir import RunDirError, check_outputs
-
-    figure = Path(args.out) if args.out else Path(args.run_dir) / "explain.png"
-    try:
-        check_outputs([figure, figure.with_suffix(".json")], inputs=[args.image], runs=[args.run_dir])
-    except RunDirError as err:
-        raise UserError(f"--out: {err}") from err
-    classifier = Classifier.from_pretrained(args.run_dir)
-    if not classifier.model.inserts_prompts:
-        raise UserError(f"{args.run_dir}: method {classifier.model.config.method!r} inserts no prompts; "
-                        "nothing to explain")
-    try:
-        report = explain(classifier, args.image, args.text)
-    except InputError as err:
-        raise UserError(str(err)) from err
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    plot(report, figure)
-    figure.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    report, figure = explain_run(args.run_dir, args.image, args.text, args.out)
     best = report["predictions"][0]
     print(f"{best['label']} ({best['score']:.3f}); cosine to the frozen embeddings: "
           + ", ".join(f"{k} {v:.4f}" for k, v in report["cosine_to_frozen"].items()))

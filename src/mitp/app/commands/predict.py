@@ -11,6 +11,9 @@ import os
 import sys
 import time
 
+from mitp.data.errors import BadJson, BadRecord, CorruptImage, EmptyText, MissingImage
+from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
+
 from ..errors import UserError
 from ._args import positive_int
 
@@ -30,8 +33,6 @@ def add_parser(subparsers) -> None:
 
 def _pairs(args):
     """(id, image_path, text, manifest, line) for every requested prediction."""
-    from mitp.data.errors import BadJson, BadRecord, EmptyText
-    from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
 
     if args.manifest:
         if args.image or args.text:
@@ -95,8 +96,6 @@ def run(args) -> int:
     import tempfile
 
     from mitp.classifier import Classifier, InputError
-    from mitp.data.errors import CorruptImage, MissingImage
-
 
     out_path = _output_path(args)
     classifier = Classifier.from_pretrained(args.run_dir)

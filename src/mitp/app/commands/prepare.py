@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mitp.data.errors import ManifestError
+from mitp.data.manifest import LABELS_FILE, SPLITS, split_path
+from mitp.data.prepare import PUBLISHED, converters, get_converter
+from mitp.data.progress import rich_tracker
+
 from ..errors import UserError
 
 
 def add_parser(subparsers) -> None:
-    from mitp.data.prepare import converters
-
     kinds = sorted(converters())
     p = subparsers.add_parser(
         "prepare", help=f"convert a raw dataset ({', '.join(kinds)}) into a manifest directory",
@@ -36,12 +39,6 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from mitp.data.errors import ManifestError
-    from mitp.data.prepare import PUBLISHED, get_converter
-    from mitp.data.progress import rich_tracker
-
-    from mitp.runs import MANIFEST_FILES
-
     from ..train.rundir import RunDirError, check_outputs
 
     converter = get_converter(args.kind)
@@ -50,8 +47,8 @@ def run(args) -> int:
     inputs = [str(v) for v in options.values() if isinstance(v, str) and os.path.isfile(v)]
     inputs += [os.path.join(args.raw, str(v)) for v in options.values() if args.raw and isinstance(v, str)]
     try:
-        check_outputs([Path(args.out) / name for name in (*MANIFEST_FILES, "labels.json")], inputs=inputs,
-                      runs=[args.out])
+        manifests = [split_path(args.out, split) for split in SPLITS] + [Path(args.out) / LABELS_FILE]
+        check_outputs(manifests, inputs=inputs, runs=[args.out])
     except RunDirError as err:
         raise UserError(f"--out: {err}") from err
     console = Console(soft_wrap=True)

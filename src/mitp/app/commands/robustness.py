@@ -10,7 +10,6 @@ directory when there is one run).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
@@ -41,108 +40,10 @@ def parse_rates(text: str) -> list[float]:
     return sorted(set(rates))
 
 
-def missing_at(modality: str, rate: float, seed: int):
-    from mitp.data.missing import EvalMissingConfig
-
-    if modality == "both":
-        return EvalMissingConfig(image=rate / 2, text=rate / 2, seed=seed)
-    return EvalMissingConfig(**{modality: rate}, seed=seed)
-
-
-def curve_label(run_dir: Path, method: str, missing_aware) -> str:
-    aware = {True: ", missing-aware", False: ""}.get(missing_aware, "")
-    return f"{method}{aware} ({run_dir.name})"
-
-
-def robustness(run_dir: Path, modality: str, rates: list[float], split: str, batch_size: int | None, progress
-               ) -> tuple[dict, str]:
-    """The run's curve, and a key equal for runs whose configs differ only in the seed."""
-    from ..train.inference import evaluate_dataset, load_run, split_dataset
-
-    loaded = load_run(run_dir)
-    config = loaded.config
-    metric, values, samples = None, [], None
-    for rate in rates:
-        dataset = split_dataset(loaded, split, missing_at(modality, rate, config.eval.missing.seed))
-        result = evaluate_dataset(loaded, dataset, batch_size)
-        # single-label: accuracy; multi-label: the first metric the task reports
-        metric = "accuracy" if "accuracy" in result["metrics"] else next(iter(result["metrics"]))
-        values.append(result["metrics"][metric])
-        samples = result["samples"]
-        progress(f"{run_dir}: {modality} missing at {rate:.0%}: {metric} {values[-1]:.4f}")
-    unseeded = {k: v for k, v in config.to_dict().items() if k != "seed"}
-    return {"run": str(run_dir), "method": config.method, "missing_aware": config.model.get("missing_aware"),
-            "label": curve_label(Path(run_dir), config.method, config.model.get("missing_aware")),
-            "seed": config.seed, "trained_with_missing": config.train.missing.to_dict(), "metric": metric,
-            "values": values, "samples": samples}, json.dumps(unseeded, sort_keys=True, default=str)
-
-
-def seed_groups(curves: list[dict], keys: list[str]) -> list[dict]:
-    """The curves whose ``keys`` are equal (runs that differ only in the seed), as mean and sample std
-    per rate."""
-    from ..compare import mean_std
-
-    grouped: dict[str, list[dict]] = {}
-    for curve, key in zip(curves, keys):
-        grouped.setdefault(key, []).append(curve)
-    groups = []
-    for members in grouped.values():
-        per_rate = [mean_std(list(values)) for values in zip(*(m["values"] for m in members))]
-        first = members[0]
-        label = first["label"]
-        if len(members) > 1:  # named by the seeds' parent directory, unless that is just the method's name
-            parent = Path(first["run"]).parent
-            label = curve_label(parent, first["method"], first["missing_aware"])
-            if parent.name == first["method"]:
-                label = label.rsplit(" (", 1)[0]
-            label += f", {len(members)} seeds"
-        groups.append({"label": label, "method": first["method"], "missing_aware": first["missing_aware"],
-                       "runs": [m["run"] for m in members], "seeds": [m["seed"] for m in members],
-                       "mean": [stat["mean"] for stat in per_rate], "std": [stat["std"] for stat in per_rate]})
-    return groups
-
-
-def markdown_table(report: dict) -> str:
-    """One row per group, one column per rate: ``mean ± std`` (the mean alone for one run)."""
-    what = {"image": "image", "text": "text", "both": "image or text (half each)"}[report["modality"]]
-    header = [f"{report['split']} {report['runs'][0]['metric']}, {what} missing"] + \
-        [f"{r:.0%}" for r in report["rates"]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for group in report["groups"]:
-        cells = [f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "")
-                 for m, s in zip(group["mean"], group["std"])]
-        lines.append("| " + " | ".join([group["label"]] + cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> Path:
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rates = [100 * r for r in report["rates"]]
-    for group in report["groups"]:
-        mean, std = np.array(group["mean"]), np.array(group["std"])
-        line, = ax.plot(rates, mean, marker="o", label=group["label"])
-        if len(group["runs"]) > 1:
-            ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    what = {"image": "images", "text": "texts", "both": "images or texts (half each)"}[report["modality"]]
-    ax.set_xlabel(f"{report['split']} samples without their {what} (%)")
-    ax.set_ylabel(report["runs"][0]["metric"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run(args) -> int:
-    from ..train.reports import write_json_atomic, write_text_atomic
-    from ..train.rundir import RunDirError, check_outputs
+    # torch and the trainer: loaded when the command runs, so `mitp --help` stays fast
+    from ..analysis.robustness import write_report
+    from ..train.rundir import RunDirError
 
     rates = parse_rates(args.rates)
     runs = [Path(r) for r in args.run_dirs]
@@ -150,19 +51,8 @@ def run(args) -> int:
         raise UserError("several runs go on one plot: give --out DIR")
     out = Path(args.out) if args.out else runs[0]
     try:
-        check_outputs([out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], runs=runs)
+        table = write_report(runs, args.modality, rates, args.split, args.batch_size, out)
     except RunDirError as err:
         raise UserError(f"--out: {err}") from err
-    out.mkdir(parents=True, exist_ok=True)
-    curves, keys = zip(*(robustness(r, args.modality, rates, args.split, args.batch_size, print) for r in runs))
-    report = {"modality": args.modality, "split": args.split, "rates": rates,
-              "groups": seed_groups(list(curves), list(keys)), "runs": list(curves)}
-    write_json_atomic(out / "robustness.json", report)
-    plot(report, out / "robustness.png")
-    table = markdown_table(report)
-    write_text_atomic(out / "robustness.md", table)
     print(table + f"wrote {out / 'robustness.json'}, {out / 'robustness.png'}, {out / 'robustness.md'}")
     return 0
-
-
-__all__ = ["markdown_table", "missing_at", "parse_rates", "robustness", "seed_groups"]

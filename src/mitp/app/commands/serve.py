@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
 from ..errors import UserError
 from ._args import port_number, positive_int
 
 
 def add_parser(subparsers) -> None:
-    from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
-
     p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP (API + web page)",
                               description="Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
                                           "GET /health, GET /labels, POST /explain, the OpenAPI docs at /docs "

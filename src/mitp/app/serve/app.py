@@ -26,6 +26,7 @@ from mitp.classifier import Classifier, ImageTooLarge, InputError
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from mitp.jsonio import JSONError, parse_json
 
+from ..analysis.explain import explain_png
 from .batcher import Batcher, Overloaded
 from .limits import RequestLimits
 from .page import PAGE
@@ -144,7 +145,7 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
         if len(data) > limit:
             raise HTTPException(413, f"image: over the {limit:,}-byte limit")
         try:
-            png = await asyncio.to_thread(_explain_png, classifier, data, text)
+            png = await asyncio.to_thread(explain_png, classifier, data, text)
         except InputError as err:
             raise HTTPException(400, str(err)) from None
         return Response(png, media_type="image/png")
@@ -190,14 +191,3 @@ def _first_error(errors: list) -> str:
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     field = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
     return f"{field}: {first.get('msg', 'invalid')}"
-
-
-def _explain_png(classifier: Classifier, image: bytes, text: str) -> bytes:
-    import tempfile
-    from pathlib import Path
-
-    from ..commands.explain import explain, plot
-
-    report = explain(classifier, image, text)
-    with tempfile.TemporaryDirectory() as tmp:
-        return plot(report, Path(tmp) / "explain.png").read_bytes()

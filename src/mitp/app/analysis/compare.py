@@ -26,10 +26,11 @@ from typing import Any
 from rich.markup import escape
 
 from mitp.configuration import ConfigError, flatten, parse_value
-from mitp.methods import get_method
+from mitp.methods import available_methods, get_method
 from mitp.runs import Run
-from .train.config import RunConfig, apply_overrides, load_run_config, resolve
-from .train.reports import write_json_atomic, write_text_atomic
+
+from ..train.config import RunConfig, apply_overrides, load_run_config, resolve
+from ..train.reports import write_json_atomic, write_text_atomic
 
 
 class RunFailed(RuntimeError):
@@ -354,3 +355,23 @@ def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: 
     write_json_atomic(out / "runs.json", [{k: v for k, v in r.items() if k != "results"} for r in runs])
     write_text_atomic(out / "compare.md", markdown_table(rows, config, seeds, grid))
     bar_chart(rows, out / "compare.png")
+
+
+def compare(config_path, overrides: list[str], methods: list[str] | None, seeds: list[int], grid: list[str],
+            out: Path, force: bool = False, console=None) -> list[dict]:
+    """`mitp compare`: plan, train or reuse every run, choose each method's setting on val, write and print the
+    reports; returns the runs (a failed one holds its ``error``). ``methods`` None: every registered method."""
+    config = load_run_config(config_path, overrides)
+    methods = methods or available_methods()
+    points = parse_grid(grid)
+    runs = run_comparison(config, methods, seeds, out, points, force=force, console=console)
+    rows = aggregate(runs, methods)
+    write_reports(rows, runs, config, seeds, out, points)
+    if console is not None:
+        console.rule("comparison")
+        console.print((out / "compare.md").read_text(), markup=False, highlight=False)
+        console.print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}", markup=False)
+        failed = [r for r in runs if "error" in r]
+        if failed:
+            console.print(f"[red]{len(failed)} of {len(runs)} run(s) failed[/red]")
+    return runs

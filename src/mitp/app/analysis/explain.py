@@ -1,0 +1,115 @@
+"""A look inside a trained prompt method for one image-text pair: per interaction step, the memory hub's
+similarity matrix (text prompts x vision prompts) and how much of the tokens' attention goes to the
+prompts in each tower, plus how far the method moved the pooled embeddings from the frozen ones."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mitp.classifier import Classifier, InputError
+from mitp.methods import build_model, make_config
+from mitp.methods.base import Trace
+
+from ..errors import UserError
+from ..train.rundir import RunDirError, check_outputs
+
+
+def explain(classifier, image, text: str) -> dict:
+    """Run one pair (image: a path, bytes or a PIL image) through the model with tracing on; plain lists."""
+    model = classifier.model
+    sample = classifier.prepare(image, text)
+    inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
+              "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
+              "modality_mask": torch.tensor([sample.present])}
+    model.trace = Trace()
+    try:
+        with torch.no_grad():
+            features = model.forward_features(**inputs)
+            logits = model.forward_head(features)
+    finally:
+        trace, model.trace = model.trace, None
+    frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), model.backbone)
+    with torch.no_grad():
+        reference = frozen.forward_features(**inputs)
+    cosine = {part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
+              for part in ("image", "text") if part in features}
+    attention = {key: [round(v, 6) for v in record.prompt_share[0].tolist()]
+                 for key, record in trace.prompt_attention.items() if record.prompt_share}
+    return {
+        "method": model.config.method, "image": image if isinstance(image, str) else "<uploaded>", "text": text,
+        "predictions": classifier.to_predictions(logits, top_k=3)[0],
+        "cosine_to_frozen": cosine,
+        "prompt_attention_share": attention,
+        "hub_similarity": [s[0].tolist() for s in trace.similarity],
+        "diagnostics": model.diagnostics(),
+    }
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after choosing the backend
+
+    similarity = report["hub_similarity"]
+    attention = report["prompt_attention_share"]
+    columns = max(1, len(similarity)) + 1
+    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.4), squeeze=False)
+    for step, matrix in enumerate(similarity):
+        ax = axes[0, step]
+        image = ax.imshow(np.array(matrix), vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=f"hub similarity, step {step}", xlabel="vision prompt", ylabel="text prompt")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    if not similarity:
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, "no similarity hub\nin this method", ha="center", va="center")
+    ax = axes[0, -1]
+    keys = sorted(attention)
+    means = [float(np.mean(attention[k])) for k in keys]
+    ax.bar(range(len(keys)), means, color=["tab:blue" if k.startswith("text") else "tab:orange" for k in keys])
+    for i, key in enumerate(keys):  # one dot per head
+        ax.plot([i] * len(attention[key]), attention[key], "k.", markersize=3)
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
+    ax.set(title="attention share on prompts", ylim=(0, 1))
+    best = report["predictions"][0] if report["predictions"] else {"label": "-", "score": 0.0}
+    fig.suptitle(f"{report['method']}: {report['text']!r} -> {best['label']} ({best['score']:.2f})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | None = None) -> tuple[dict, Path]:
+    """Explain one pair with a run's best checkpoint; write the figure (default RUN_DIR/explain.png) and its
+    JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
+    figure = Path(out) if out else Path(run_dir) / "explain.png"
+    try:
+        check_outputs([figure, figure.with_suffix(".json")], inputs=[image], runs=[run_dir])
+    except RunDirError as err:
+        raise UserError(f"--out: {err}") from err
+    classifier = Classifier.from_pretrained(run_dir)
+    if not classifier.model.inserts_prompts:
+        raise UserError(f"{run_dir}: method {classifier.model.config.method!r} inserts no prompts; nothing to explain")
+    try:
+        report = explain(classifier, image, text)
+    except InputError as err:
+        raise UserError(str(err)) from err
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    plot(report, figure)
+    figure.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return report, figure
+
+
+def explain_png(classifier: Classifier, image, text: str) -> bytes:
+    """The figure of one pair as PNG bytes (the server's /explain)."""
+    report = explain(classifier, image, text)
+    with tempfile.TemporaryDirectory() as tmp:
+        return plot(report, Path(tmp) / "explain.png").read_bytes()
+
+
+__all__ = ["explain", "explain_png", "explain_run", "plot"]
