@@ -134,3 +134,34 @@ def test_no_import_cycle_between_mitp_modules():
     discovering = {module_name(p) for p in PACKAGE.rglob("*.py") if "iter_modules(" in p.read_text()}
     assert discovering == set(DISCOVERY), "a module discovers submodules: add it to DISCOVERY"
     assert cycles(graph) == []
+
+
+def function_local_imports() -> list[tuple[Path, int]]:
+    """(file, line) of every import of a mitp module inside a function."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith("mitp")):
+                        found.append((path, inner.lineno))
+    return found
+
+
+def test_function_local_imports_are_few_and_say_why():
+    """They hide the import graph: only for start-up time (`mitp --help` loads every command module) and
+    optional dependencies, each with its reason on the line or the one above."""
+    found = function_local_imports()
+    assert len(found) <= 40, f"{len(found)} function-local imports of mitp modules"
+    for path, line in found:
+        lines = path.read_text().splitlines()
+        said = [text for text in lines[max(0, line - 3):line] if "#" in text]
+        assert said, f"{path.relative_to(PACKAGE)}:{line}: a function-local import without a comment saying why"
+
+
+def test_the_command_line_starts_without_torch():
+    import subprocess
+    import sys
+
+    script = "import sys; from mitp.app.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip() == "False"

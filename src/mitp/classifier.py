@@ -30,15 +30,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .backbones import build_backbone
-from .jsonio import has_lone_surrogate
 from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, load_checkpoint, load_trainable,
                          method_config, read_json_file, save_checkpoint)
-from .runs import Run
 from .data.dataset import pad_token_ids
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
+from .jsonio import has_lone_surrogate
 from .methods import build_model
+from .model_card import model_card
+from .runs import Run
 
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
@@ -261,8 +262,6 @@ class Classifier:
                   "labels": {"task": self.labels.task, "labels": list(self.labels.labels)},
                   **{k: self.info.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")}}
         (folder / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        from .model_card import model_card
-
         (folder / MODEL_CARD).write_text(model_card(self, config))
         return folder
 

@@ -6,6 +6,9 @@ from collections import OrderedDict
 
 from torch import nn
 
+from .backbones import build_backbone, is_builtin
+from .methods import build_model, make_config
+
 
 def component_of(name: str) -> str:
     """``hub.vision_proj.weight`` -> ``hub.vision_proj``; ``head.1.bias`` -> ``head``."""
@@ -48,3 +51,11 @@ def render_breakdown(breakdown: dict, title: str = "Parameters"):
     table.add_row("all", f"{breakdown['trainable_params']:,}", f"{breakdown['total_params']:,}",
                   style="bold")
     return table
+
+
+def count_parameters(method: str, backbone: str, num_classes: int, overrides: dict | None = None):
+    """(validated method config, breakdown) of ``method`` on ``backbone``; built-in shapes are counted on the
+    meta device, so no weights are allocated."""
+    config = make_config(method, **{"num_classes": num_classes, **(overrides or {})})
+    model = build_model(config, build_backbone(backbone, device="meta" if is_builtin(backbone) else None))
+    return config, parameter_breakdown(model)

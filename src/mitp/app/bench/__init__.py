@@ -29,11 +29,31 @@ an uncached one).
 
 from __future__ import annotations
 
+from mitp.methods import available_methods, get_method
+
+from .epochs import epoch_benchmark
+from .epochs import render as render_epochs
+from .load import load_benchmark, render_load
 from .measure import make_rows, run_benchmark, validate
+from .profile import profile_step
+from .profile import render as render_profiles
 from .render import render_table, to_markdown
+from .serving import render as render_serve
+from .serving import serve_benchmark
 from .settings import (EXTRA_KEYS, MEMORY_KINDS, REFERENCE, REQUIRED_KEYS, ROW_KEYS, BenchError, BenchResult,
-                       BenchSettings, Target, available_cores)
+                       BenchSettings, Target, available_cores, parse_method_spec)
+
+
+def method_names(text: str) -> tuple[str, ...]:
+    """Comma-separated method names (a setting as NAME[key=value;...]), each checked against the registry;
+    empty: every registered method."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip()) or tuple(available_methods())
+    for name in names:
+        get_method(parse_method_spec(name)[0])
+    return names
+
 
 __all__ = ["EXTRA_KEYS", "MEMORY_KINDS", "REFERENCE", "REQUIRED_KEYS", "ROW_KEYS", "BenchError", "BenchResult",
-           "BenchSettings", "Target", "available_cores", "make_rows", "render_table", "run_benchmark", "to_markdown",
-           "validate"]
+           "BenchSettings", "Target", "available_cores", "epoch_benchmark", "load_benchmark", "make_rows",
+           "method_names", "profile_step", "render_epochs", "render_load", "render_profiles", "render_serve",
+           "render_table", "run_benchmark", "serve_benchmark", "to_markdown", "validate"]

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 def _rows() -> list[dict]:
     """One row per registered spec: built-in ones, offline ones with their readiness, then the patterns
     that need the hub or a local checkpoint (the `*` family last)."""
-    from mitp.backbones import registered_backbones
+    from mitp.backbones import registered_backbones  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     families = sorted(registered_backbones(), key=lambda f: (f.pattern == "*", not f.builtin, f.status is None))
     rows = []
@@ -72,6 +72,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    # torch: loaded when the command runs (`mitp --help` stays fast)
     from mitp.backbones.families.offline import cache_root, ensure_offline_backbone
 
     if args.prepare:

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from ..errors import UserError
 from ._args import non_negative_int, positive_int
 
@@ -67,59 +69,48 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .. import bench  # torch: loaded when the command runs (`mitp --help` stays fast)
 
-    from mitp.methods import available_methods
-
-    from ..bench import BenchError, BenchSettings, Target, render_table, run_benchmark, to_markdown
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) or tuple(available_methods())
-    targets = tuple(Target.parse(text) for text in args.targets)
+    methods = bench.method_names(args.methods)
     if args.epochs is not None:
-        return run_epochs(args, methods)
+        return run_epochs(args, methods, bench)
     if args.serve:
-        return run_serve(args, methods)
+        return run_serve(args, methods, bench)
     if args.profile:
-        return run_profile(args, methods)
-    settings = BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
-                             steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
-                             device=args.device, threads=args.threads, num_classes=args.num_classes,
-                             targets=targets)
+        return run_profile(args, methods, bench)
+    settings = bench.BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
+                                   steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
+                                   device=args.device, threads=args.threads, num_classes=args.num_classes,
+                                   targets=tuple(bench.Target.parse(text) for text in args.targets))
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
     log = Console(stderr=True, soft_wrap=True)
     try:
-        result = run_benchmark(settings, progress=lambda message: log.print(message, highlight=False))
-    except BenchError as err:
+        result = bench.run_benchmark(settings, progress=lambda message: log.print(message, highlight=False))
+    except bench.BenchError as err:
         if err.user:
             raise UserError(str(err)) from None
         raise
-    console.print(render_table(result))
+    console.print(bench.render_table(result))
     for line in result.notes + result.checks():
         console.print(line, highlight=False)
     console.print(f"wall time {result.wall_seconds:.0f} s", highlight=False)
     if args.json:
         Path(args.json).write_text(json.dumps(result.rows, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(to_markdown(result, command=command_line(args),
-                                                   date=time.strftime("%Y-%m-%d %H:%M %Z")))
+        Path(args.markdown).write_text(bench.to_markdown(result, command=command_line(args),
+                                                         date=time.strftime("%Y-%m-%d %H:%M %Z")))
     return 0
 
 
-def run_epochs(args, methods) -> int:
+def run_epochs(args, methods, bench) -> int:
     """``--epochs``: every method side by side in its best mode, round after round."""
-    from mitp.methods import get_method
-
-    from ..bench.epochs import epoch_benchmark, render
-    from ..bench.settings import parse_method_spec
-
-    for method in methods:
-        get_method(parse_method_spec(method)[0])
     if args.epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
-    rows = epoch_benchmark(args.backbone, methods, samples=args.samples, batch_size=args.batch_size,
-                           epochs=args.epochs, rounds=args.rounds, threads=args.threads, compile=args.compile,
-                           progress=lambda message: print(message, file=sys.stderr, flush=True))
-    table = render(rows)
+    rows = bench.epoch_benchmark(args.backbone, methods, samples=args.samples, batch_size=args.batch_size,
+                                 epochs=args.epochs, rounds=args.rounds, threads=args.threads, compile=args.compile,
+                                 progress=lambda message: print(message, file=sys.stderr, flush=True))
+    table = bench.render_epochs(rows)
     print(table, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -129,46 +120,35 @@ def run_epochs(args, methods) -> int:
     return 0
 
 
-def run_serve(args, methods) -> int:
-    """``--serve``: `mitp serve` under concurrent load, with request batching and without."""
-    from mitp.methods import get_method
-
-    from ..bench.serving import render, serve_benchmark
-    get_method(methods[0])
+def run_serve(args, methods, bench) -> int:
+    """``--serve``: `mitp serve` under concurrent load, with request batching and without; or, with --load,
+    a server process under many clients sending good and bad requests."""
     if args.load is not None:
-        from ..bench.load import load_benchmark, render_load
-
         if args.load <= 0:
             raise UserError("--load must be > 0 seconds")
-        row = load_benchmark(args.backbone, methods[0], seconds=args.load, clients=args.clients,
-                             progress=lambda message: print(message, file=sys.stderr, flush=True))
-        print(render_load(row), flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(row, indent=2) + "\n")
-        return 0
-    rows = serve_benchmark(args.backbone, methods[0], requests=args.requests, clients=args.clients,
-                           num_classes=args.num_classes)
-    print(render(rows), flush=True)
+        result = bench.load_benchmark(args.backbone, methods[0], seconds=args.load, clients=args.clients,
+                                      progress=lambda message: print(message, file=sys.stderr, flush=True))
+        table = bench.render_load(result)
+    else:
+        result = bench.serve_benchmark(args.backbone, methods[0], requests=args.requests, clients=args.clients,
+                                       num_classes=args.num_classes)
+        table = bench.render_serve(result)
+    print(table, flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
-def run_profile(args, methods) -> int:
+def run_profile(args, methods, bench) -> int:
     """``--profile``: the top operators of a training step, per method."""
-    import torch
-
-    from mitp.methods import get_method
-
-    from ..bench.profile import profile_step, render
-
-    for method in methods:
-        get_method(method)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
-    profiles = [profile_step(args.backbone, method, batch_size=args.batch_size, seq_len=args.seq_len,
-                             steps=args.steps, warmup=args.warmup, num_classes=args.num_classes) for method in methods]
-    print(render(profiles), flush=True)
+    profiles = [bench.profile_step(args.backbone, method, batch_size=args.batch_size, seq_len=args.seq_len,
+                                   steps=args.steps, warmup=args.warmup, num_classes=args.num_classes)
+                for method in methods]
+    print(bench.render_profiles(profiles), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(profiles, indent=2) + "\n")
     return 0

@@ -20,9 +20,8 @@ def add_parser(subparsers) -> None:
 
 def sections(method: str) -> dict[str, list[dict]]:
     """Every key of a run config for ``method``: the top level, then the model, head, train and eval sections."""
-    # torch comes with the methods: loaded when the command runs, so `mitp --help` stays fast
+    # torch: loaded when the command runs (`mitp --help` stays fast)
     from mitp.methods import get_method
-
     from ..train.config import EvalConfig, HeadConfig, RunConfig, TrainConfig
 
     model = [row for row in get_method(method).config_class.fields_help()

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mitp.classifier import Classifier
+    from mitp.classifier import Classifier  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

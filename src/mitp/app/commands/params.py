@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from mitp.configuration import parse_overrides
+
 from ._args import positive_int
 
 
@@ -19,16 +21,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mitp.backbones import build_backbone, is_builtin
-    from mitp.methods import build_model, make_config, parse_overrides
-    from mitp.params import parameter_breakdown, render_breakdown
+    # torch: loaded when the command runs (`mitp --help` stays fast)
+    from mitp.params import count_parameters, render_breakdown
 
-    values = {"num_classes": args.num_classes, **parse_overrides(args.overrides)}
-    config = make_config(args.method, **values)
-    # Built-in shapes are counted on the meta device: no weights are allocated.
-    device = "meta" if is_builtin(args.backbone) else None
-    model = build_model(config, build_backbone(args.backbone, device=device))
-    breakdown = parameter_breakdown(model)
+    config, breakdown = count_parameters(args.method, args.backbone, args.num_classes, parse_overrides(args.overrides))
     if args.json:
         print(json.dumps({"method": config.method, "backbone": args.backbone, **breakdown, "config": config.to_dict()}))
         return 0

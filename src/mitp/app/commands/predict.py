@@ -79,6 +79,7 @@ def _output_path(args):
     """Where predictions go: never onto an input, the parent directory created if missing."""
     if not args.out:
         return None
+    # torch: loaded when the command runs (`mitp --help` stays fast)
     from ..train.rundir import RunDirError, check_outputs
 
     out = os.path.realpath(args.out)
@@ -95,7 +96,7 @@ def _output_path(args):
 def run(args) -> int:
     import tempfile
 
-    from mitp.classifier import Classifier, InputError
+    from mitp.classifier import Classifier, InputError  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     out_path = _output_path(args)
     classifier = Classifier.from_pretrained(args.run_dir)

@@ -39,6 +39,7 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    # torch: loaded when the command runs (`mitp --help` stays fast)
     from ..train.rundir import RunDirError, check_outputs
 
     converter = get_converter(args.kind)

@@ -41,7 +41,7 @@ def parse_rates(text: str) -> list[float]:
 
 
 def run(args) -> int:
-    # torch and the trainer: loaded when the command runs, so `mitp --help` stays fast
+    # torch: loaded when the command runs (`mitp --help` stays fast)
     from ..analysis.robustness import write_report
     from ..train.rundir import RunDirError
 

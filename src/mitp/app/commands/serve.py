@@ -33,9 +33,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import uvicorn
 
-    from mitp.classifier import Classifier
+    from mitp.classifier import Classifier  # torch: loaded when the command runs (`mitp --help` stays fast)
 
-    from ..serve import create_app
+    from ..serve import create_app  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
         raise UserError("--max-wait-ms must be >= 0, --max-upload-mb and --max-body-mb > 0")

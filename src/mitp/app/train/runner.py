@@ -1,15 +1,19 @@
-"""One training run from a config to a finished run directory (used by train and compare)."""
+"""One training run from a config to a finished run directory (`mitp train`; compare runs it as a subprocess)."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from mitp import runs
+from mitp.runs import Run
 
-from .config import RunConfig
-from .loop import Trainer
+from ..errors import UserError
+from .config import RunConfig, load_run_config
+from .loop import Trainer, TrainingDiverged
 from .reports import plot_curves, summary_table, write_json_atomic, write_text_atomic
-from .rundir import MetricsLog, write_marker
+from .rundir import MetricsLog, RunDirError, check_new_run_dir, clear_outputs, run_lock, write_marker
 
 
 def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None,
@@ -33,3 +37,54 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
             console.print(summary_table(results))
             console.print(f"results: {run_dir / runs.RESULTS}", markup=False, highlight=False)
     return results
+
+
+def train_command(config_path, overrides: list[str], out=None, resume=None, overwrite: bool = False, console=None,
+                  command: str | None = None) -> dict:
+    """`mitp train`: a new run from a config (into ``out``, a fresh directory or, with ``overwrite``, an
+    earlier run), or ``resume`` a run directory. Guards the directory (a dataset is never a run, a resume
+    never deletes results), holds its lock, and turns every refusal into a UserError."""
+    # Under torchrun every process runs this; only the first checks, clears and locks the directory.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if resume:
+        if config_path or overrides or overwrite:
+            raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
+        run_dir = Path(resume)
+        if not Run(run_dir).is_run():
+            raise UserError(f"{run_dir}: not a run directory (no run marker or config.yaml)")
+        config = load_run_config(Run(run_dir).config_path)
+    else:
+        if not config_path and not overrides:
+            raise UserError("give --config FILE (and/or --set data=... --set backbone=... --set method=...)")
+        config = load_run_config(config_path, overrides)
+        run_dir = _new_run_dir(out, config)
+    try:
+        if main_process and not resume:
+            check_new_run_dir(run_dir, overwrite)  # before the lock file is created in it
+        with run_lock(run_dir, main_process):
+            resuming = bool(resume) and Run(run_dir).has_checkpoint("last")
+            if main_process:
+                if not resume:
+                    check_new_run_dir(run_dir, overwrite)  # again, now that no one else can start
+                    clear_outputs(run_dir)
+                elif not resuming:
+                    kept = Run(run_dir).finished_work()
+                    if kept:  # a resume never deletes results: without checkpoint/last there is nothing to resume
+                        raise RunDirError(f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
+                                          f"would delete {' and '.join(kept)}; train it again with --config "
+                                          f"{run_dir / 'config.yaml'} --out {run_dir} --overwrite if that is meant")
+                    if console is not None:
+                        console.print(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
+                                      "starting it from the beginning", markup=False, highlight=False)
+                    clear_outputs(run_dir)
+            return run_training(config, run_dir, resume=resuming, console=console, command=command)
+    except (RunDirError, TrainingDiverged) as err:
+        raise UserError(str(err)) from err
+
+
+def _new_run_dir(out, config: RunConfig) -> Path:
+    if out:
+        return Path(out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--out is required when several processes train together")
+    return Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
