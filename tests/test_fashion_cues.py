@@ -12,7 +12,7 @@ from mitp.app.cli import main
 from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.prepare.fashion_cues import (GROUP_OF_CLASS, GROUPS, TEMPLATES, caption, convert_fashion_cues, degrade,
                                             text_only_ceiling)
-from mitp.data.prepare.fashion_ve import FASHION_MNIST_CLASSES
+from mitp.data.fashion_mnist import FASHION_MNIST_CLASSES
 from test_fashion_ve import make_raw
 
 SIZES = dict(train_size=40, val_size=20, test_size=20)

@@ -18,9 +18,10 @@ from mitp.backbones import build_backbone
 from mitp.app.cli import main
 from mitp.data.errors import BadRecord, MissingFile, UnknownLabel
 from mitp.data.manifest import SPLITS, read_labels, read_split
+from mitp.data.fashion_mnist import FASHION_MNIST_CLASSES, read_idx
 from mitp.data.prepare.fashion_ve import (
-    FASHION_MNIST_CLASSES, FASHION_VE_LABELS, HELD_OUT_TEMPLATES, META_FILE, SEEN_TEMPLATES, SIDES, SYNONYMS,
-    TEMPLATES, convert_fashion_ve, cover_block, layout, read_idx, sentence,
+    FASHION_VE_LABELS, HELD_OUT_TEMPLATES, META_FILE, SEEN_TEMPLATES, SIDES, SYNONYMS, TEMPLATES, convert_fashion_ve,
+    cover_block, layout, sentence,
 )
 from mitp.methods import ConfigError, build_model, make_config
 

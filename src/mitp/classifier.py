@@ -55,6 +55,10 @@ class InputError(ValueError):
         self.field = field
 
 
+class NoImageFile(InputError):
+    """An image given as a path that does not name a file."""
+
+
 class ImageTooLarge(InputError):
     """An input image with more pixels than ``Classifier.max_image_pixels``."""
 
@@ -213,7 +217,7 @@ class Classifier:
                     image = to_rgb(img)
             elif isinstance(image, (str, os.PathLike)):
                 if not os.path.isfile(image):
-                    raise InputError(field, f"no image file {os.fspath(image)!r}")
+                    raise NoImageFile(field, f"no image file {os.fspath(image)!r}")
                 with _quiet_bombs(), Image.open(image) as img:
                     self._check_pixels(img, field)
                     img.load()

@@ -1,6 +1,6 @@
 """The ``mitp`` command line.
 
-Each sub-command is a module in ``mitp/commands/`` exposing ``add_parser(subparsers)``,
+Each sub-command is a module in ``mitp/app/commands/`` exposing ``add_parser(subparsers)``,
 which registers its parser and sets ``func(args) -> int``; modules are discovered, so
 a new command touches one file.
 """

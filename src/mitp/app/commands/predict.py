@@ -96,7 +96,7 @@ def _output_path(args):
 def run(args) -> int:
     import tempfile
 
-    from mitp.classifier import Classifier, InputError  # torch: loaded when the command runs (`mitp --help` stays fast)
+    from mitp.classifier import Classifier, InputError, NoImageFile  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     out_path = _output_path(args)
     classifier = Classifier.from_pretrained(args.run_dir)
@@ -115,7 +115,7 @@ def run(args) -> int:
         try:
             return classifier.prepare(image, text)
         except InputError as err:  # named at the manifest line that gave the image
-            error = MissingImage if "no image file" in str(err) else CorruptImage
+            error = MissingImage if isinstance(err, NoImageFile) else CorruptImage
             raise error(manifest, line, f"{err} (id {sample_id!r})") from err
 
     def flush(chunk):

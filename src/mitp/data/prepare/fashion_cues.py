@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fashion_mnist import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
-from .fashion_ve import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
 from .registry import option, register_converter
 
 # Coarse group of each Fashion-MNIST class (index = class value) and how captions name it.

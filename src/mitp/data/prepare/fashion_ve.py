@@ -1,9 +1,5 @@
 """Fashion-VE: a visual-entailment dataset built from real Fashion-MNIST photographs.
 
-(Over 400 lines on purpose: the templates, the garment names and the sampling that makes both
-modalities alone exactly uninformative are one construction; docs/fashion-ve.md proves its
-balance from this one file.)
-
 Every image is a square black canvas with two slots side by side. One slot (the *visible*
 side) holds a real Fashion-MNIST photo, upscaled; the other is *covered* by a checkerboard
 block that is clearly not a garment. The hypothesis names a side and a garment
@@ -37,26 +33,20 @@ its t10k photos feed test. Output: the manifest plus ``images/<split>/<id>.png``
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
-import struct
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadRecord, MissingFile, UnknownLabel
+from ..fashion_mnist import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
 from .registry import option, register_converter
 
-DEFAULT_RAW = "/usr/share/datasets/fashion-mnist"  # Debian/Ubuntu package dataset-fashion-mnist
 FASHION_VE_LABELS = ("entailment", "neutral", "contradiction")
-# Fashion-MNIST's class names, in the order of its label values 0..9.
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
 # Noun phrases (with article) a hypothesis may use for each class; every one occurs in every split.
 SYNONYMS = (
     ("a T-shirt", "a tee", "a top"),
@@ -98,78 +88,6 @@ SEEN_TEMPLATES = tuple(i for i in range(len(TEMPLATES)) if i not in HELD_OUT_TEM
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 600}
 DEFAULT_IMAGE_SIZE = 224
 META_FILE = "fashion_ve_meta.jsonl"
-IDX_FILES = {  # key -> standard file name (also accepted: '.idx' instead of '-idx', and '.gz')
-    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
-}
-INSTALL_HINT = ("install Debian's package with `apt-get install dataset-fashion-mnist` (as root; it puts the "
-                f"files in {DEFAULT_RAW}) or pass --raw DIR holding the standard Fashion-MNIST idx files "
-                "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
-                "(each optionally .gz)")
-
-
-# --- the idx format -----------------------------------------------------------------------------
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An idx file (``.gz`` or plain) of unsigned bytes as a NumPy array; raises BadRecord if malformed."""
-    path = Path(path)
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise BadRecord(path, None, f"cannot read idx file: {err}") from err
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise BadRecord(path, None, "not an idx file (the first two bytes must be zero)")
-    if data[2] != 0x08:
-        raise BadRecord(path, None, f"idx data type 0x{data[2]:02x} is not unsigned byte (0x08)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim < 1 or len(data) < header:
-        raise BadRecord(path, None, f"truncated idx header ({ndim} dimensions)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
-    if len(data) - header != expected:
-        raise BadRecord(path, None, f"idx payload has {len(data) - header:,} bytes, dimensions {dims} need "
-                                    f"{expected:,}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def find_idx(raw: Path, stem: str) -> Path:
-    """The file of ``stem`` in ``raw``: plain or ``.gz``, with ``-idx`` or ``.idx``; MissingFile if none."""
-    names = [stem, stem.replace("-idx", ".idx")]
-    for name in names:
-        for candidate in (raw / name, raw / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    raise MissingFile(raw / f"{stem}.gz", None, f"Fashion-MNIST file {stem}[.gz] not found in {raw}; "
-                                                 f"{INSTALL_HINT}")
-
-
-def load_fashion_mnist(raw: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train": (images (N,H,W) uint8, labels (N,) uint8), "test": (...)}`` from the idx files."""
-    raw = Path(raw if raw is not None else DEFAULT_RAW)
-    if not raw.is_dir():
-        raise MissingFile(raw, None, f"Fashion-MNIST directory not found; {INSTALL_HINT}")
-    paths = {key: find_idx(raw, stem) for key, stem in IDX_FILES.items()}  # all present before reading any
-    out = {}
-    for split in ("train", "test"):
-        images, labels = read_idx(paths[f"{split}_images"]), read_idx(paths[f"{split}_labels"])
-        if images.ndim != 3:
-            raise BadRecord(paths[f"{split}_images"], None, f"expected N x H x W images, got shape {images.shape}")
-        if labels.ndim != 1:
-            raise BadRecord(paths[f"{split}_labels"], None, f"expected a vector of labels, got shape {labels.shape}")
-        if len(images) != len(labels):
-            raise BadRecord(paths[f"{split}_labels"], None, f"{len(labels):,} labels for {len(images):,} images "
-                                                            f"in {paths[f'{split}_images'].name}")
-        bad = np.flatnonzero(labels >= len(FASHION_MNIST_CLASSES))
-        if len(bad):
-            raise UnknownLabel(paths[f"{split}_labels"], None, f"label value {labels[bad[0]]} at index {bad[0]} "
-                                                               f"is not a Fashion-MNIST class (0-9)")
-        out[split] = (images, labels)
-    return out
 
 
 # --- the composite image ------------------------------------------------------------------------
