@@ -96,7 +96,8 @@ def _output_path(args):
 def run(args) -> int:
     import tempfile
 
-    from mitp.classifier import Classifier, InputError, NoImageFile  # torch: loaded when the command runs (`mitp --help` stays fast)
+    # torch: loaded when the command runs (`mitp --help` stays fast)
+    from mitp.classifier import Classifier, InputError, NoImageFile
 
     out_path = _output_path(args)
     classifier = Classifier.from_pretrained(args.run_dir)
