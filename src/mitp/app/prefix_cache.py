@@ -253,6 +253,10 @@ class PrefixCache:
                 f"under {root}; safe to delete at any time")
         return cls(stores, parts.datasets, accelerator, batch_sizes, config.seed)
 
+    def feed(self, split: str, loader, encoder, labels: bool = True) -> "SplitFeed":
+        """One pass over ``split`` as ``(batch, model inputs)`` pairs (see :class:`SplitFeed`)."""
+        return SplitFeed(self, split, self.loader(split, loader), encoder, labels)
+
     def loader(self, split: str, loader):
         """``loader``, or once the split's store is complete everywhere, its cached loader (built once)."""
         store = self.stores.get(split)
@@ -302,3 +306,34 @@ class PrefixCache:
         self.accelerator.wait_for_everyone()
         done = torch.tensor(float(store.complete), device=self.accelerator.device)
         return bool(self.accelerator.reduce(done, reduction="sum").item() == self.accelerator.num_processes)
+
+
+class SplitFeed:
+    """One pass over a split as the model takes it: ``(batch, model inputs)`` pairs.
+
+    Which loader runs (the raw one until the split's store is complete on every process, then the
+    cached one), filling the store with the states of new rows, and marking samples skipped as bad
+    done in it are the feed's business; the trainer only iterates it and calls the model. Without a
+    cache the inputs are the batch's own. A batch whose samples were all skipped has inputs None.
+    """
+
+    def __init__(self, cache: PrefixCache, split: str, loader, encoder, labels: bool = True):
+        self.cache, self.split, self.loader, self.encoder, self.labels = cache, split, loader, encoder, labels
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, skip: int = 0):
+        """The pairs, after the first ``skip`` batches (a resumed epoch)."""
+        loader = self.cache.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        for batch in self.cache.batches(self.split, loader):
+            yield batch, self.inputs(batch) if len(batch["ids"]) else None
+
+    def inputs(self, batch: dict) -> dict:
+        return self.cache.inputs(batch, self.split, self.encoder, labels=self.labels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
@@ -11,22 +13,25 @@ from mitp.data.errors import EmptySplit
 from mitp.metrics import best_threshold, compute_metrics, selection_metric
 
 
-def plain_forward(model, batch: dict, labels: bool = True):
-    inputs = model_inputs(batch)
-    if not labels:
-        inputs.pop("labels", None)
-    return model(**inputs)
+def plain_feed(loader, labels: bool = False) -> Iterator[tuple[dict, dict | None]]:
+    """``(batch, model inputs)`` for every batch of a loader, as the prefix cache's feed yields them when there
+    is no cache; the inputs are None for a batch whose samples were all skipped."""
+    for batch in loader:
+        inputs = model_inputs(batch)
+        if not labels:
+            inputs.pop("labels", None)
+        yield batch, inputs if len(batch["ids"]) else None
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: float | str = 0.5, forward=None,
+def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float | str = 0.5,
              skips: SkipCounter | None = None, split: str = "split", select: str | None = None) -> dict:
-    """Metrics and mean loss over a loader; samples are gathered across processes without duplicates.
+    """Metrics and mean loss over a split's ``(batch, model inputs)`` pairs (a prefix-cache feed, or
+    :func:`plain_feed` of a loader); samples are gathered across processes without duplicates.
 
     A multi-label task is scored at ``threshold``; ``"auto"`` picks the threshold that maximises the
     ``select`` metric on this split (only ever asked of validation) and returns it as ``threshold``.
 
-    ``forward(batch)`` returns the model output for a batch (default: the model on the raw inputs);
     ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
     With several processes, rows are gathered with their sample ids and de-duplicated by id: the
     processes' shares of a batch differ in size when bad samples are skipped (even to zero), and the
@@ -34,12 +39,11 @@ def evaluate(model, loader, accelerator: Accelerator, task: str, threshold: floa
     """
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
-    forward = forward or (lambda batch: plain_forward(model, batch, labels=False))
     rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for batch in loader:
+    for batch, inputs in feed:
         mine = [("skipped", entry) for entry in batch.get("skipped", [])]
-        if len(batch["ids"]):
-            logits = forward(batch).logits.float().cpu()
+        if inputs is not None:
+            logits = model(**inputs).logits.float().cpu()
             mine += [("row", (i, logit, label)) for i, logit, label in zip(batch["ids"], logits, batch["labels"].cpu())]
         if accelerator.num_processes > 1:
             mine = gather_object(mine)

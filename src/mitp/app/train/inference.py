@@ -20,7 +20,7 @@ from mitp.data.dataset import ManifestDataset, make_dataloader
 from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
-from .evaluation import evaluate
+from .evaluation import evaluate, plain_feed
 from .setup import run_preprocessor
 
 
@@ -77,4 +77,4 @@ def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) 
     loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)
     threshold = loaded.threshold if loaded.threshold is not None else loaded.config.eval.threshold
-    return evaluate(model, loader, accelerator, dataset.task, threshold)
+    return evaluate(model, plain_feed(loader), accelerator, dataset.task, threshold)

@@ -170,11 +170,10 @@ class Trainer:
     def _train_epoch(self, epoch: int, position: LoopPosition, train_loader, log, started: float) -> None:
         acc, t = self.accelerator, self.config.train
         self.model.train()
-        epoch_loader = self.cache.loader("train", train_loader)
-        epoch_loader.set_epoch(epoch)
-        loader = acc.skip_first_batches(epoch_loader, position.batch) if position.batch else epoch_loader
-        with self._progress(len(epoch_loader), position.batch, epoch) as advance:
-            for batch in self.cache.batches("train", loader):
+        feed = self.cache.feed("train", train_loader, self.unwrapped)
+        feed.set_epoch(epoch)
+        with self._progress(len(feed), position.batch, epoch) as advance:
+            for batch, inputs in feed.iterate(skip=position.batch):
                 position.batch += 1
                 position.skipped += self.skips["train"].update({"skipped": self._all_skipped(batch)})
                 empty = len(batch["ids"]) == 0  # every sample of this process's share was bad
@@ -184,7 +183,7 @@ class Trainer:
                 diagnose = self.main and (position.step + 1) % t.log_every_steps == 0
                 with acc.accumulate(self.model):
                     # An empty share takes a zero-weight step on a good sample: it stays in the all-reduce.
-                    inputs = self.cache.inputs(self._filler() if empty else batch, "train", self.unwrapped)
+                    inputs = feed.inputs(self._filler()) if empty else inputs
                     loss = train_step(self.model, inputs, self.optimizer, self.scheduler,
                                       max_grad_norm=t.max_grad_norm, clip_scope=t.clip_scope,
                                       weight=0.0 if empty else 1.0, sync=acc.sync_gradients,
@@ -278,11 +277,9 @@ class Trainer:
         """Evaluation runs the bare model: the distributed wrapper's forward synchronises buffers across
         processes, and a process whose share of a batch was all skipped runs no forward. ``threshold``
         overrides eval.threshold (test takes the one validation chose)."""
-        batches = self.cache.batches(split, self.cache.loader(split, loader))
+        feed = self.cache.feed(split, loader, self.unwrapped, labels=False)
         threshold = self.config.eval.threshold if threshold is None else threshold
-        return evaluate(self.unwrapped, batches, self.accelerator, self.task, threshold, select=self.selection,
-                        forward=lambda batch: self.unwrapped(**self.cache.inputs(batch, split, self.unwrapped,
-                                                                                 labels=False)),
+        return evaluate(self.unwrapped, feed, self.accelerator, self.task, threshold, select=self.selection,
                         skips=self.skips[split], split=split)
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, position: LoopPosition) -> None:
