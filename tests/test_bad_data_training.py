@@ -9,6 +9,7 @@ import pytest
 
 from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
+from mitp.app.serve.local import free_port
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
@@ -112,7 +113,7 @@ def test_two_processes_with_skipped_samples_neither_hang_nor_lose_count(toy, tmp
     (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")
     run = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "mitp", "train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
            "--set", "train.batch_size=2", "--set", "train.on_bad_sample=skip", "--out", str(run)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

@@ -9,7 +9,7 @@ backbone with build_backbone(spec) instead of using the session-scoped fixtures.
 import pytest
 from layer_calls import grad_enabled_per_layer, last_layer_outputs, record_layer_calls
 from method_cases import METHOD_CASES, SPECS
-from toy_training import assert_loss_falls, toy_losses
+from toy_training import assert_loss_falls, assert_uses_both_modalities, toy_losses
 import torch
 from safetensors.torch import load_file
 
@@ -41,6 +41,7 @@ def test_loss_falls_on_a_task_that_needs_both_modalities(method, spec, shared):
     # Full fine-tuning moves the towers too (at lr * backbone_lr_scale), so its head lr is lower.
     optimizer = torch.optim.AdamW(model.param_groups(3e-3 if method == "full_finetune" else 1e-2))
     assert_loss_falls(toy_losses(model, backbone, optimizer, steps=30))
+    assert_uses_both_modalities(model, backbone)
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -54,9 +54,3 @@ def test_demo_trains_and_reports(capsys):
     out = capsys.readouterr().out
     assert "step    1  loss" in out and "step    4  loss" in out
     assert "held-out accuracy" in out and "backbone stayed frozen" in out
-
-
-def test_console_script_is_installed():
-    script = Path(sys.executable).parent / "mitp"
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
-    assert result.stdout.startswith("mitp ")

@@ -9,20 +9,14 @@ import yaml
 from mitp.app.cli import main
 from mitp.app.analysis.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
 from mitp.configuration import ConfigError
-from mitp.synthetic import write_toy_dataset
 from mitp.app.train.config import load_run_config
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ROW_KEYS = {"method", "trainable_params", "test", "val", "peak_memory_mb", "train_seconds", "seeds", "selected"}
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
-
-
-def compare_args(toy, out, *extra):
-    return ["compare", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
+def compare_args(toy_dataset, out, *extra):
+    return ["compare", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
             "--out", str(out), *extra]
 
 
@@ -38,9 +32,9 @@ def test_model_keys_go_to_every_method_and_methods_keys_to_one():
     assert err.value.key == "model.prompt_init_std"
 
 
-def test_a_model_key_a_compared_method_does_not_know_fails_before_training(toy, tmp_path, capsys):
+def test_a_model_key_a_compared_method_does_not_know_fails_before_training(toy_dataset, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(compare_args(toy, out, "--set", "model.num_steps=2", "--methods", "mitp,late_fusion")) == 2
+    assert main(compare_args(toy_dataset, out, "--set", "model.num_steps=2", "--methods", "mitp,late_fusion")) == 2
     err = capsys.readouterr().err
     assert "model.num_steps" in err and "'late_fusion'" in err and "methods:" in err
     assert not (out / "mitp").exists(), "nothing trained"
@@ -55,9 +49,9 @@ def test_a_methods_key_the_method_does_not_know_is_named():
     assert err.value.key == "methods.nope"
 
 
-def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy, tmp_path, capsys):
+def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy_dataset, tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = compare_args(toy, out, "--methods", "mitp,late_fusion", "--seeds", "0")
+    args = compare_args(toy_dataset, out, "--methods", "mitp,late_fusion", "--seeds", "0")
     assert main(args) == 0
     rows = json.loads((out / "compare.json").read_text())
     assert [r["method"] for r in rows] == ["mitp", "late_fusion"]
@@ -88,10 +82,10 @@ def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy, tmp_
     assert load_run_config(out / "mitp" / "seed-0" / "config.yaml").train.lr == 0.01
 
 
-def test_a_failing_run_is_reported_the_others_run_and_the_exit_status_says_so(toy, tmp_path):
+def test_a_failing_run_is_reported_the_others_run_and_the_exit_status_says_so(toy_dataset, tmp_path):
     out = tmp_path / "cmp"
     # 50 steps is a valid config but does not fit the 6-layer tiny text tower: the run itself fails.
-    args = compare_args(toy, out, "--set", "methods.mitp.num_steps=50", "--methods", "mitp,late_fusion")
+    args = compare_args(toy_dataset, out, "--set", "methods.mitp.num_steps=50", "--methods", "mitp,late_fusion")
     assert main(args) == 1
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
     assert rows["mitp"]["status"] == "failed" and "num_steps" in json.dumps(rows["mitp"]["errors"])
@@ -143,9 +137,9 @@ def test_a_setting_with_a_failed_seed_cannot_be_chosen():
     assert "(incomplete)" in table and "train.lr=0.01 |" in table
 
 
-def test_grid_end_to_end_chooses_the_best_validation_setting(toy, tmp_path):
+def test_grid_end_to_end_chooses_the_best_validation_setting(toy_dataset, tmp_path):
     out = tmp_path / "grid"
-    args = compare_args(toy, out, "--methods", "late_fusion", "--seeds", "0,1", "--grid", "train.lr=1e-4,3e-2")
+    args = compare_args(toy_dataset, out, "--methods", "late_fusion", "--seeds", "0,1", "--grid", "train.lr=1e-4,3e-2")
     assert main(args) == 0
     (row,) = json.loads((out / "compare.json").read_text())
     val = {}
@@ -160,9 +154,9 @@ def test_grid_end_to_end_chooses_the_best_validation_setting(toy, tmp_path):
     assert "setting chosen on val" in table and "per grid point" in table
 
 
-def test_each_method_can_have_its_own_train_keys(toy, tmp_path):
+def test_each_method_can_have_its_own_train_keys(toy_dataset, tmp_path):
     out = tmp_path / "own-lr"
-    args = compare_args(toy, out, "--methods", "mitp,late_fusion", "--set", "methods.late_fusion.train.lr=0.01")
+    args = compare_args(toy_dataset, out, "--methods", "mitp,late_fusion", "--set", "methods.late_fusion.train.lr=0.01")
     assert main(args) == 0
     lrs = {m: load_run_config(out / m / "seed-0" / "config.yaml").train.lr for m in ("mitp", "late_fusion")}
     assert lrs == {"mitp": 0.003, "late_fusion": 0.01}

@@ -8,7 +8,6 @@ import torch
 
 from mitp.app.cli import main
 from mitp.methods import build_model, make_config
-from mitp.synthetic import write_toy_dataset
 from mitp.app.train.step import gradient_norms
 from mitp.app.train.rundir import MetricsLog
 
@@ -16,14 +15,9 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
-
-
-@pytest.fixture(scope="module")
-def mitp_run(toy, tmp_path_factory):
+def mitp_run(toy_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "mitp"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(run),
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(run),
                  "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2"]) == 0
     return run
 
@@ -57,9 +51,9 @@ def test_training_logs_gradients_gates_prompts_and_hub_entropy(mitp_run):
     assert "diagnostics/gate/text/step0" in events.Tags()["scalars"]
 
 
-def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy, capsys):
+def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy_dataset, capsys):
     figure = mitp_run / "why" / "pair.png"
-    assert main(["explain", str(mitp_run), "--image", str(toy / "images" / "test-0000.png"),
+    assert main(["explain", str(mitp_run), "--image", str(toy_dataset / "images" / "test-0000.png"),
                  "--text", "apple amber", "--out", str(figure)]) == 0
     assert figure.stat().st_size > 0
     report = json.loads(figure.with_suffix(".json").read_text())
@@ -73,21 +67,21 @@ def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy
     assert "cosine to the frozen embeddings" in capsys.readouterr().out
 
 
-def test_explain_refuses_a_method_without_prompts(toy, tmp_path, capsys):
+def test_explain_refuses_a_method_without_prompts(toy_dataset, tmp_path, capsys):
     run = tmp_path / "late"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "method=late_fusion",
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "method=late_fusion",
                  "--out", str(run), "--set", "train.epochs=1"]) == 0
-    assert main(["explain", str(run), "--image", str(toy / "images" / "test-0000.png"), "--text", "x"]) == 2
+    assert main(["explain", str(run), "--image", str(toy_dataset / "images" / "test-0000.png"), "--text", "x"]) == 2
     assert "inserts no prompts" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tracker, made", [("tensorboard", "tensorboard/mitp"), ("mlflow", "mlruns"),
                                             ("wandb", "wandb"), ("none", None)])
-def test_experiment_trackers_work_offline_inside_the_run(toy, tmp_path, monkeypatch, tracker, made):
+def test_experiment_trackers_work_offline_inside_the_run(toy_dataset, tmp_path, monkeypatch, tracker, made):
     monkeypatch.setenv("WANDB_MODE", "offline")  # no network: wandb writes its files and syncs later
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = tmp_path / "run"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(run),
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(run),
                  "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2",
                  "--set", f"train.log_with={tracker}"]) == 0
     written = {p.name for p in run.iterdir()}
@@ -102,11 +96,11 @@ def test_experiment_trackers_work_offline_inside_the_run(toy, tmp_path, monkeypa
             any("diagnostics" in str(p) for p in files)
 
 
-def test_a_tracker_that_is_not_installed_is_named(toy, tmp_path, capsys, monkeypatch):
+def test_a_tracker_that_is_not_installed_is_named(toy_dataset, tmp_path, capsys, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aim" else real(name, *a))
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--out", str(tmp_path / "r"),
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(tmp_path / "r"),
                  "--set", "train.log_with=aim"]) == 2
     assert "train.log_with: aim needs the 'aim' package: pip install aim" in capsys.readouterr().err

@@ -5,7 +5,7 @@
 import pytest
 from layer_calls import grad_enabled_per_layer, last_layer_outputs
 from method_cases import GATES, HEAD
-from toy_training import assert_loss_falls, labelled_batch, toy_losses
+from toy_training import assert_loss_falls, assert_uses_both_modalities, labelled_batch, toy_losses
 import torch
 import torch.nn.functional as F
 
@@ -180,3 +180,4 @@ def test_loss_falls_on_a_task_that_needs_both_modalities(tiny_backbone):
     model = build_model(make_config("mitp", num_classes=NUM_CLASSES), tiny_backbone)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     assert_loss_falls(toy_losses(model, tiny_backbone, optimizer, steps=40))
+    assert_uses_both_modalities(model, tiny_backbone)

@@ -10,25 +10,20 @@ import torch
 from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
 from mitp.methods import build_model, make_config
 from mitp.app.prefix_cache import cache_key, open_store
-from mitp.synthetic import write_toy_dataset
 from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import Trainer
+from mitp.app.serve.local import free_port
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
 
 
 def first_batch(dataset, size=8):
     return next(iter(make_dataloader(dataset, size, shuffle=False)))
 
 
-def test_cache_key_changes_with_manifest_backbone_and_layers(toy, tiny_clip, tiny_pair, tmp_path):
-    dataset = build_datasets(toy, tiny_clip, splits=("train",))["train"]
-    manifest = Path(toy) / "train.jsonl"
+def test_cache_key_changes_with_manifest_backbone_and_layers(toy_dataset, tiny_clip, tiny_pair, tmp_path):
+    dataset = build_datasets(toy_dataset, tiny_clip, splits=("train",))["train"]
+    manifest = Path(toy_dataset) / "train.jsonl"
     key = cache_key(manifest, tiny_clip, (3, 4), "pre", 32)
     assert key == cache_key(manifest, tiny_clip, (3, 4), "pre", 32)
     assert key != cache_key(manifest, tiny_clip, (2, 4), "pre", 32)
@@ -48,8 +43,8 @@ def test_cache_key_changes_with_manifest_backbone_and_layers(toy, tiny_clip, tin
         open_store(tmp_path / "c", dataset, tiny_clip, (2, 4)).directory
 
 
-def run_trainer(toy, tmp_path, name, cache_dir=None, epochs=3):
-    overrides = [f"data={toy}", f"train.epochs={epochs}"]
+def run_trainer(toy_dataset, tmp_path, name, cache_dir=None, epochs=3):
+    overrides = [f"data={toy_dataset}", f"train.epochs={epochs}"]
     if cache_dir is not None:
         overrides += ["train.cache_prefix=true", f"train.cache_dir={cache_dir}"]
     trainer = Trainer(load_run_config(CONFIG, overrides), tmp_path / name)
@@ -57,12 +52,12 @@ def run_trainer(toy, tmp_path, name, cache_dir=None, epochs=3):
     return trainer.fit()
 
 
-def test_training_with_the_cache_decodes_each_image_once_and_matches(toy, tmp_path, monkeypatch):
-    plain = run_trainer(toy, tmp_path, "plain")
+def test_training_with_the_cache_decodes_each_image_once_and_matches(toy_dataset, tmp_path, monkeypatch):
+    plain = run_trainer(toy_dataset, tmp_path, "plain")
     loads = []
     original = ManifestDataset.load
     monkeypatch.setattr(ManifestDataset, "load", lambda self, i: loads.append((self.split, i)) or original(self, i))
-    cached = run_trainer(toy, tmp_path, "cached", cache_dir=tmp_path / "cache")
+    cached = run_trainer(toy_dataset, tmp_path, "cached", cache_dir=tmp_path / "cache")
     # 3 epochs, validation every epoch and a final val+test pass: every sample decoded exactly once
     assert sorted(loads) == sorted(set(loads)) and len(loads) == 32 + 16 + 16
     for split in ("val", "test"):
@@ -71,13 +66,13 @@ def test_training_with_the_cache_decodes_each_image_once_and_matches(toy, tmp_pa
 
     # safe to delete: a fresh run rebuilds the store from scratch and gets the same results
     shutil.rmtree(tmp_path / "cache")
-    again = run_trainer(toy, tmp_path, "again", cache_dir=tmp_path / "cache")
+    again = run_trainer(toy_dataset, tmp_path, "again", cache_dir=tmp_path / "cache")
     assert again["test"] == cached["test"] and again["test_loss"] == pytest.approx(cached["test_loss"], abs=1e-6)
 
 
-def test_partially_filled_store_recomputes_missing_rows(toy, tiny_clip, tmp_path):
+def test_partially_filled_store_recomputes_missing_rows(toy_dataset, tiny_clip, tmp_path):
     model = build_model(make_config("mitp", num_classes=4, num_steps=2), tiny_clip).eval()
-    dataset = build_datasets(toy, tiny_clip, splits=("val",))["val"]
+    dataset = build_datasets(toy_dataset, tiny_clip, splits=("val",))["val"]
     store = open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix())
     batch = first_batch(dataset, 4)
     store.put(batch["ids"], *model.encode_prefix(**{k: v for k, v in model_inputs(batch).items() if k != "labels"}))
@@ -87,7 +82,7 @@ def test_partially_filled_store_recomputes_missing_rows(toy, tiny_clip, tmp_path
     assert json.loads((reopened.directory / "meta.json").read_text())["samples"] == 16
 
 
-def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
+def test_two_processes_share_the_cache_and_match_one_process(toy_dataset, tmp_path):
     """Under torchrun each process fills the rows of its batches; the shared store then serves both."""
     import os
     import subprocess
@@ -95,11 +90,11 @@ def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
 
     from mitp.app.cli import main
 
-    args = ["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=3",
+    args = ["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=3",
             "--set", "train.cache_prefix=true", "--set", "methods.mitp.num_steps=2"]
     assert main([*args, "--set", f"train.cache_dir={tmp_path / 'one-cache'}", "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "mitp", *args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,14 +109,14 @@ def test_two_processes_share_the_cache_and_match_one_process(toy, tmp_path):
         assert np.load(store / "filled.npy").all()
 
 
-def test_the_disk_guard_refuses_a_cache_that_would_not_fit(toy, tmp_path, monkeypatch):
+def test_the_disk_guard_refuses_a_cache_that_would_not_fit(toy_dataset, tmp_path, monkeypatch):
     import shutil as shutil_module
     from collections import namedtuple
 
     from mitp.configuration import ConfigError
 
-    config = load_run_config(CONFIG, [f"data={toy}", "train.cache_prefix=true", f"train.cache_dir={tmp_path / 'c'}",
-                                      "train.epochs=1"])
+    config = load_run_config(CONFIG, [f"data={toy_dataset}", "train.cache_prefix=true",
+                                      f"train.cache_dir={tmp_path / 'c'}", "train.epochs=1"])
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil_module, "disk_usage", lambda path: Usage(10**9, 10**9, 10 * 2**20))  # 10 MB free
     with pytest.raises(ConfigError, match=r"would need .* GB under .* only 0.01 GB are free.*image_size") as err:

@@ -22,8 +22,16 @@ def test_registered_method_builds_and_classifies(name, tiny_backbone):
     assert model.num_parameters(trainable_only=True) > 0
 
 
-def test_mitp_is_registered():
-    assert "mitp" in available_methods()
+def test_every_method_folder_registers_itself_under_its_config_name():
+    from pathlib import Path
+
+    import mitp.methods
+
+    root = Path(mitp.methods.__file__).parent
+    folders = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    assert set(available_methods()) == folders  # nothing registered twice or from elsewhere, none missing
+    for name in folders:
+        assert get_method(name).config_class.method == name
 
 
 def test_registering_a_taken_name_fails():

@@ -16,7 +16,6 @@ from filelock import FileLock
 
 from mitp.checkpoint import CheckpointError
 from mitp.app.cli import main
-from mitp.synthetic import write_toy_dataset
 from mitp.runs import LOCK as LOCK_NAME
 from mitp.app.train.state import load_state, save_state
 
@@ -24,20 +23,15 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(32, 16, 16))
-
-
-def train(toy, out, *extra):
-    return main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
+def train(toy_dataset, out, *extra):
+    return main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
                  "--out", str(out), *extra])
 
 
 @pytest.fixture(scope="module")
-def finished_run(toy, tmp_path_factory):
+def finished_run(toy_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "done"
-    assert train(toy, run) == 0
+    assert train(toy_dataset, run) == 0
     return run
 
 
@@ -119,28 +113,28 @@ def test_a_state_file_missing_a_key_is_named(finished_run, tmp_path, capsys):
 
 
 # --- where a run may be written ------------------------------------------------------------------
-def test_a_run_never_goes_into_a_directory_of_other_files(toy, tmp_path, capsys):
-    labels = (toy / "labels.json").read_text()
-    assert train(toy, toy) == 2
+def test_a_run_never_goes_into_a_directory_of_other_files(toy_dataset, tmp_path, capsys):
+    labels = (toy_dataset / "labels.json").read_text()
+    assert train(toy_dataset, toy_dataset) == 2
     assert "not empty and not a mitp run directory" in capsys.readouterr().err
-    assert (toy / "labels.json").read_text() == labels and not (toy / LOCK_NAME).exists()
+    assert (toy_dataset / "labels.json").read_text() == labels and not (toy_dataset / LOCK_NAME).exists()
 
 
-def test_an_existing_run_needs_resume_or_overwrite(toy, finished_run, tmp_path, capsys):
+def test_an_existing_run_needs_resume_or_overwrite(toy_dataset, finished_run, tmp_path, capsys):
     run = tmp_path / "again"
-    assert train(toy, run) == 0
-    assert train(toy, run) == 2
+    assert train(toy_dataset, run) == 0
+    assert train(toy_dataset, run) == 2
     assert "--overwrite" in capsys.readouterr().err
     first = (run / "results.json").stat().st_mtime_ns
-    assert train(toy, run, "--overwrite") == 0
+    assert train(toy_dataset, run, "--overwrite") == 0
     assert (run / "results.json").stat().st_mtime_ns != first
 
 
-def test_a_second_training_on_the_same_directory_is_refused(toy, tmp_path, capsys):
+def test_a_second_training_on_the_same_directory_is_refused(toy_dataset, tmp_path, capsys):
     run = tmp_path / "busy"
     run.mkdir()
     with FileLock(str(run / LOCK_NAME), timeout=0):  # as a running `mitp train` holds it
-        assert train(toy, run) == 2
+        assert train(toy_dataset, run) == 2
     assert "another `mitp train` is using this run directory" in capsys.readouterr().err
     assert not (run / "metrics.jsonl").exists()
 
@@ -164,15 +158,17 @@ def test_the_lock_dies_with_its_process(tmp_path):
         pass  # released by the kernel with the killed process
 
 
-def test_a_run_that_died_in_its_first_epoch_can_be_resumed_from_the_start(toy, tmp_path, capsys):
-    image = toy / "images" / "train-0003.png"
+def test_a_run_that_died_in_its_first_epoch_can_be_resumed_from_the_start(toy_dataset, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_dataset, data)  # the shared dataset is never changed
+    image = data / "images" / "train-0003.png"
     original = image.read_bytes()
     run = tmp_path / "early"
     image.write_bytes(b"not a png")
-    try:
-        assert train(toy, run) == 2  # the bad image stops the first epoch
-    finally:
-        image.write_bytes(original)
+    assert train(data, run) == 2  # the bad image stops the first epoch
+    image.write_bytes(original)
     assert (run / "config.yaml").is_file() and not (run / "checkpoint").exists()
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
@@ -191,11 +187,11 @@ def snapshot(*paths) -> dict:
     return files
 
 
-def test_a_resume_never_deletes_a_finished_result(toy, tmp_path, capsys):
+def test_a_resume_never_deletes_a_finished_result(toy_dataset, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "finished"
-    assert train(toy, run) == 0
+    assert train(toy_dataset, run) == 0
     shutil.rmtree(run / "checkpoint" / "last")
     before = snapshot(run)
     assert main(["train", "--resume", str(run)]) == 2
@@ -213,9 +209,9 @@ def test_predict_never_writes_over_a_run_file(finished_run, victim, capsys):
     assert snapshot(finished_run) == before
 
 
-def test_explain_and_predict_never_write_over_their_input(toy, finished_run, tmp_path, capsys):
+def test_explain_and_predict_never_write_over_their_input(toy_dataset, finished_run, tmp_path, capsys):
     image = tmp_path / "x.png"
-    image.write_bytes((toy / "images" / "test-0000.png").read_bytes())
+    image.write_bytes((toy_dataset / "images" / "test-0000.png").read_bytes())
     before = snapshot(image, finished_run)
     assert main(["explain", str(finished_run), "--image", str(image), "--text", "a", "--out", str(image)]) == 2
     assert "it is an input of this command" in capsys.readouterr().err
@@ -228,11 +224,11 @@ def test_explain_and_predict_never_write_over_their_input(toy, finished_run, tmp
     assert snapshot(image, finished_run) == before
 
 
-def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy, tmp_path, capsys):
+def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy_dataset, tmp_path, capsys):
     import shutil
 
     data = tmp_path / "data"
-    shutil.copytree(toy, data)
+    shutil.copytree(toy_dataset, data)
     (data / "config.yaml").write_text(CONFIG.read_text())
     (data / "checkpoint").mkdir()
     (data / "checkpoint" / "notes.txt").write_text("mine")
@@ -243,18 +239,19 @@ def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy, tmp_pat
     assert snapshot(data) == before
     # prepare never writes a dataset into a run, nor its manifest over the file it reads
     run = tmp_path / "run"
-    assert train(toy, run) == 0
+    assert train(toy_dataset, run) == 0
     before = snapshot(run)
-    assert main(["prepare", "jsonl", "--input", str(toy / "train.jsonl"), "--out", str(run), "--no-progress"]) == 2
+    assert main(["prepare", "jsonl", "--input", str(toy_dataset / "train.jsonl"), "--out", str(run),
+                 "--no-progress"]) == 2
     assert "it belongs to the run" in capsys.readouterr().err and snapshot(run) == before
     copy = tmp_path / "copy"
-    shutil.copytree(toy, copy)
+    shutil.copytree(toy_dataset, copy)
     before = snapshot(copy)
     assert main(["prepare", "jsonl", "--input", str(copy / "train.jsonl"), "--out", str(copy), "--no-progress"]) == 2
     assert "it is an input of this command" in capsys.readouterr().err and snapshot(copy) == before
 
 
-def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(toy, tmp_path, capsys,
+def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(toy_dataset, tmp_path, capsys,
                                                                                  monkeypatch):
     import json
 
@@ -269,7 +266,7 @@ def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint
 
     monkeypatch.setattr(loop, "train_step", diverging)
     run = tmp_path / "diverged"
-    assert train(toy, run, "--set", "train.epochs=3", "--set", "train.batch_size=8") == 2
+    assert train(toy_dataset, run, "--set", "train.epochs=3", "--set", "train.batch_size=8") == 2
     err = capsys.readouterr().err
     assert "the training loss became nan at epoch 2, batch 2" in err and "Lower train.lr" in err
     assert f"{run / 'checkpoint' / 'last'}" in err and not (run / "results.json").exists()
@@ -279,11 +276,11 @@ def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
 
 
-def test_non_finite_and_negative_values_are_refused_before_training(toy, tmp_path, capsys):
-    assert train(toy, tmp_path / "inf", "--set", "train.lr=.inf") == 2
+def test_non_finite_and_negative_values_are_refused_before_training(toy_dataset, tmp_path, capsys):
+    assert train(toy_dataset, tmp_path / "inf", "--set", "train.lr=.inf") == 2
     assert "train.lr: must be a finite number" in capsys.readouterr().err
-    assert train(toy, tmp_path / "nan", "--set", "train.weight_decay=.nan") == 2
+    assert train(toy_dataset, tmp_path / "nan", "--set", "train.weight_decay=.nan") == 2
     assert "must be a finite number" in capsys.readouterr().err
-    assert train(toy, tmp_path / "seed", "--set", "seed=-1") == 2
+    assert train(toy_dataset, tmp_path / "seed", "--set", "seed=-1") == 2
     assert "seed: must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "inf").exists() or not any((tmp_path / "inf").iterdir())

@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from mitp import Classifier
-from mitp.app.cli import main
 from mitp.app.serve import create_app, running
-from mitp.synthetic import write_toy_dataset
 
-CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 if not (CHROMIUM and CHROMEDRIVER):
@@ -39,17 +36,13 @@ def browser():
     driver.quit()
 
 
-def test_upload_submit_and_read_the_labels(browser, tmp_path):
+def test_upload_submit_and_read_the_labels(browser, tiny_run, toy_dataset, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    toy = write_toy_dataset(tmp_path / "toy", sizes=(32, 16, 16))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-                 "--out", str(run)]) == 0
-    classifier = Classifier.from_pretrained(run)
-    image = toy / "images" / "test-0004.png"
+    classifier = Classifier.from_pretrained(tiny_run)
+    image = toy_dataset / "images" / "test-0004.png"
     expected = classifier.predict([image], ["apple amber"], top_k=3)[0]
     with running(create_app(classifier)) as url:
         browser.get(url)

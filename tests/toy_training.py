@@ -25,6 +25,16 @@ def assert_loss_falls(losses: list[float]) -> None:
     assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, "falls by a quarter"
 
 
+def assert_uses_both_modalities(model, backbone) -> None:
+    """Held-out accuracy well above 0.5: the label is 2 * image_bit + text_bit, so a model that reads one
+    modality alone can be right on at most half of the samples."""
+    model.eval()
+    with torch.no_grad():
+        held_out = toy_batch(backbone, 256, generator=torch.Generator().manual_seed(1))
+        accuracy = (model(**held_out).logits.argmax(-1) == held_out["labels"]).float().mean().item()
+    assert accuracy > 0.75, f"held-out accuracy {accuracy:.3f}: one modality alone reaches at most 0.5"
+
+
 def labelled_batch(backbone, task: str = "single_label") -> dict:
     """Four random, well-formed samples with labels for ``task`` (4 classes)."""
     batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))

@@ -138,6 +138,7 @@ ERROR_KINDS = {cls.kind: cls for cls in (
 )}
 
 __all__ = [
-    "AbsentModality", "BadImageRoots", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
+    "AbsentModality", "BadImageRoots", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId",
+    "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
     "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
 ]

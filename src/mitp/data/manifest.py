@@ -24,8 +24,8 @@ from typing import Iterator
 
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
-    AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError, MissingFile,
-    MissingSplitFile, UnknownLabel,
+    AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError,
+    MissingFile,    MissingSplitFile, UnknownLabel,
 )
 
 SPLITS = ("train", "val", "test")
