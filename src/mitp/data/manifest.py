@@ -25,7 +25,7 @@ from typing import Iterator
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
     AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError,
-    MissingFile,    MissingSplitFile, UnknownLabel,
+    MissingFile, MissingSplitFile, UnknownLabel,
 )
 
 SPLITS = ("train", "val", "test")
