@@ -189,3 +189,32 @@ def test_table_reports_the_tasks_other_metrics_on_test():
     header, _, line = table.splitlines()[4:7]
     assert "| test accuracy | test f1_macro | test f1_weighted |" in header
     assert "| 0.7500 ± 0.0707 | 0.5500 ± 0.0707 | 0.6500 ± 0.0707 |" in line
+
+
+def test_jobs_run_at_once_with_their_share_of_threads_and_give_the_same_results(toy_dataset, tmp_path, capsys):
+    """Two runs at a time (each on cores / 2 threads) against one at a time: the same table, each run
+    recording its threads, a failing job leaving the others alone, and a finished compare reused as is."""
+    from mitp.app.threads import available_cores
+
+    def rows_of(out):
+        return {r["method"]: r for r in json.loads((out / "compare.json").read_text())}
+
+    common = ["--methods", "mitp,late_fusion,deep_prompts", "--seeds", "0", "--set", "methods.deep_prompts.num_steps=50"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(compare_args(toy_dataset, one, *common)) == 1  # deep prompts fails: 50 steps on a 6-layer tower
+    assert main(compare_args(toy_dataset, two, *common, "--jobs", "2")) == 1
+    out = capsys.readouterr().out
+    assert "3 runs, 2 at a time" in out and "finished, val accuracy" in out
+    a, b = rows_of(one), rows_of(two)
+    assert b["deep_prompts"]["status"] == "failed" and {a["mitp"]["status"], b["late_fusion"]["status"]} == {"ok"}
+    for method in ("mitp", "late_fusion"):
+        for split in ("val", "test"):
+            for metric, stat in a[method][split].items():
+                assert b[method][split][metric]["mean"] == pytest.approx(stat["mean"], abs=1e-6), (method, metric)
+        results = json.loads((two / method / "seed-0" / "results.json").read_text())
+        assert results["num_threads"] == max(1, available_cores() // 2)
+        assert load_run_config(two / method / "seed-0" / "config.yaml").train.num_threads == results["num_threads"]
+        assert (two / "logs" / f"{method}-seed-0.log").is_file()
+    before = (two / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns
+    assert main(compare_args(toy_dataset, two, "--methods", "mitp,late_fusion", "--seeds", "0")) == 0  # --jobs 1 now
+    assert (two / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns == before  # threads do not make a conflict

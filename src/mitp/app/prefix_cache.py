@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from mitp.backbones import TowerState
 from mitp.configuration import ConfigError
@@ -70,16 +71,19 @@ class PrefixStore:
         meta = {"samples": n, "text_shape": [length, d_t], "vision_shape": [tokens, d_v], "ids_sha":
                 hashlib.sha256("\n".join(ids).encode()).hexdigest()}
         meta_path = self.directory / "meta.json"
-        if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
-            shutil.rmtree(self.directory)  # same key, other layout: an older format; rebuild
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.arrays = {}
-        for name, (shape, dtype) in shapes.items():
-            path = self.directory / f"{name}.npy"
-            if not path.exists():
-                np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
-            self.arrays[name] = np.load(path, mmap_mode="r+")
-        meta_path.write_text(json.dumps(meta))
+        # Runs started together (compare --jobs) may open the same store: one creates it, the others wait.
+        with FileLock(str(self.directory / ".create.lock")):
+            if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+                for old in self.directory.glob("*.*"):  # same key, other layout: an older format; rebuild
+                    if old.name != ".create.lock":
+                        old.unlink()
+            for name, (shape, dtype) in shapes.items():
+                path = self.directory / f"{name}.npy"
+                if not path.exists():
+                    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+            meta_path.write_text(json.dumps(meta))
+        self.arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r+") for name in shapes}
 
     @property
     def complete(self) -> bool:

@@ -16,10 +16,13 @@ import collections
 import dataclasses
 import itertools
 import json
+import os
+import queue
 import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import available_methods, get_method
 from mitp.runs import Run
 
+from ..threads import available_cores
 from ..train.config import RunConfig, apply_overrides, load_run_config, resolve
 from ..train.reports import write_json_atomic, write_text_atomic
 
@@ -122,11 +126,15 @@ def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[Gri
 
 
 # --- finished runs: reuse only what matches --------------------------------------------------
+# How a run is executed, not what it learns: a finished run is reused whatever these were.
+EXECUTION_KEYS = ("train.num_threads",)
+
+
 def config_differences(existing: RunConfig, wanted: RunConfig) -> list[str]:
     """``["train.lr: 0.001 in the run, 0.003 asked", ...]`` for every key whose value differs."""
     have, want = flatten(existing.to_dict()), flatten(wanted.to_dict())
     return [f"{key}: {have.get(key, '(unset)')!r} in the run, {want.get(key, '(unset)')!r} asked"
-            for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
+            for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key) and key not in EXECUTION_KEYS]
 
 
 def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
@@ -152,8 +160,11 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
                                    + " | ".join(conflicts) + "; use another --out, or --force to train them again")
 
 
-def run_one(run: PlannedRun, console=None) -> dict:
-    """Finish ``run.run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there)."""
+def run_one(run: PlannedRun, console=None, env: dict | None = None, log: Path | None = None) -> dict:
+    """Finish ``run.run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there).
+
+    ``env`` is added to the subprocess's environment; with ``log`` its output goes to that file
+    (several runs at once), else stderr passes through."""
     run_dir, done = run.run_dir, Run(run.run_dir)
     if done.results_path.is_file():
         if console is not None:
@@ -167,35 +178,76 @@ def run_one(run: PlannedRun, console=None) -> dict:
         write_text_atomic(run.config_path, run.config.to_yaml())
         shutil.rmtree(run_dir, ignore_errors=True)  # a run that died before its first checkpoint starts over
         args = ["--config", str(run.config_path), "--out", str(run_dir)]
-    process = subprocess.Popen([sys.executable, "-m", "mitp", "train", *args], stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "mitp", "train", *args]
     tail = collections.deque(maxlen=20)
-    for line in process.stderr:  # pass stderr through, keeping its end for the report
-        sys.stderr.write(line)
-        tail.append(line.rstrip())
-    if process.wait() != 0:
-        raise RunFailed(f"mitp train exited with {process.returncode}: " + " | ".join(list(tail)[-3:]))
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+                                  ).returncode
+        tail.extend(line for line in log.read_text(errors="replace").splitlines()[-20:] if line.strip())
+    else:
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        for line in process.stderr:  # pass stderr through, keeping its end for the report
+            sys.stderr.write(line)
+            tail.append(line.rstrip())
+        code = process.wait()
+    if code != 0:
+        raise RunFailed(f"mitp train exited with {code}: " + " | ".join(list(tail)[-3:]))
     return done.read_results()
 
 
 def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, grid=None,
-                   force: bool = False, console=None) -> list[dict]:
-    """Train every planned run; a failing run is recorded with its error and the others go on."""
+                   force: bool = False, console=None, jobs: int = 1, devices: list[str] | None = None) -> list[dict]:
+    """Train every planned run; a failing run is recorded with its error and the others go on.
+
+    With ``jobs`` > 1, that many runs train at once, each with its share of the cores
+    (``train.num_threads`` = cores / jobs) and, given ``devices``, a device of its own; their output goes
+    to ``out/logs/``. The records come back in the plan's order whatever finished first."""
     runs = plan(config, methods, seeds, grid or [GridPoint()], out)
     check_existing(runs, force, console)
-    records = []
-    for i, run in enumerate(runs, 1):
-        record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
-        if console is not None:
-            setting = f", {run.point.label()}" if run.point.values else ""
-            console.rule(escape(f"[{i}/{len(runs)}] {run.method}{setting}, seed {run.seed}"))
+    if jobs <= 1:
+        return [_run_and_record(i, run, len(runs), console) for i, run in enumerate(runs, 1)]
+    threads = max(1, available_cores() // jobs)
+    runs = [dataclasses.replace(run, config=dataclasses.replace(
+        run.config, train=dataclasses.replace(run.config.train, num_threads=threads))) for run in runs]
+    free = queue.Queue()
+    for slot in range(jobs):
+        free.put(devices[slot % len(devices)] if devices else None)
+    if console is not None:
+        console.print(f"{len(runs)} runs, {jobs} at a time, {threads} thread(s) each"
+                      + (f", devices {', '.join(devices)}" if devices else "") + f"; their logs in {out / 'logs'}",
+                      markup=False, highlight=False)
+
+    def job(i: int, run: PlannedRun) -> dict:
+        device = free.get()
         try:
-            record["results"] = run_one(run, console)
-        except Exception as err:  # one broken run must not stop the comparison
-            if console is not None:
-                console.print(f"[red]{escape(f'{run.method} ({run.point.label()}) seed {run.seed} failed: {err}')}[/red]")
-            record["error"] = f"{type(err).__name__}: {err}"
-        records.append(record)
-    return records
+            env = {"OMP_NUM_THREADS": str(threads), **({"CUDA_VISIBLE_DEVICES": device} if device else {})}
+            log = Path(out) / "logs" / f"{run.config_path.stem}.log"
+            return _run_and_record(i, run, len(runs), console, env=env, log=log)
+        finally:
+            free.put(device)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(job, range(1, len(runs) + 1), runs))
+
+
+def _run_and_record(i: int, run: PlannedRun, total: int, console=None, env=None, log=None) -> dict:
+    record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
+    name = escape(f"[{i}/{total}] {run.method}" + (f", {run.point.label()}" if run.point.values else "")
+                  + f", seed {run.seed}")
+    if console is not None:
+        console.rule(name) if log is None else console.print(f"{name}: started")
+    try:
+        record["results"] = run_one(run, console, env=env, log=log)
+        if console is not None and log is not None:
+            metric = record["results"]["selection_metric"]
+            console.print(f"{name}: finished, val {metric} {record['results']['val'][metric]:.4f}")
+    except Exception as err:  # one broken run must not stop the comparison
+        if console is not None:
+            console.print(f"[red]{name} failed: {escape(str(err))}[/red]")
+        record["error"] = f"{type(err).__name__}: {err}"
+    return record
 
 
 # --- selection and reports -----------------------------------------------------------------------
@@ -358,13 +410,15 @@ def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: 
 
 
 def compare(config_path, overrides: list[str], methods: list[str] | None, seeds: list[int], grid: list[str],
-            out: Path, force: bool = False, console=None) -> list[dict]:
+            out: Path, force: bool = False, console=None, jobs: int = 1, devices: list[str] | None = None
+            ) -> list[dict]:
     """`mitp compare`: plan, train or reuse every run, choose each method's setting on val, write and print the
     reports; returns the runs (a failed one holds its ``error``). ``methods`` None: every registered method."""
     config = load_run_config(config_path, overrides)
     methods = methods or available_methods()
     points = parse_grid(grid)
-    runs = run_comparison(config, methods, seeds, out, points, force=force, console=console)
+    runs = run_comparison(config, methods, seeds, out, points, force=force, console=console, jobs=jobs,
+                          devices=devices)
     rows = aggregate(runs, methods)
     write_reports(rows, runs, config, seeds, out, points)
     if console is not None:

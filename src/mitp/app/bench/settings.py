@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from mitp.configuration import ConfigError, parse_overrides
 from mitp.methods import available_methods
 
+from ..threads import available_cores
+
 
 REFERENCE = "full_finetune"  # the ratio columns are to this method's measurements
 
@@ -124,8 +126,3 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
         raise ConfigError("methods", f"{spec!r}: expected NAME[key=value,...]")
     return name, parse_overrides([pair for pair in rest[:-1].split(";") if pair])
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

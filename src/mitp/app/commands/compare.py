@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from ..errors import UserError
+from ._args import positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -27,6 +29,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--missing", metavar="MODALITY=RATE,...",
                    help="train and evaluate every method with these simulated missing modalities, e.g. "
                         "image=0.35,text=0.35 (train.missing and eval.missing; keys image, text, both, seed)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs training at once, each with cores / N threads and its own device when --devices "
+                        "lists several (default 1); their output goes to OUT/logs/")
+    p.add_argument("--devices", help="comma-separated CUDA devices handed to the jobs in turn (default: "
+                                     "$CUDA_VISIBLE_DEVICES when set)")
     p.add_argument("--force", action="store_true",
                    help="train again runs under --out whose config differs from the one asked for")
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
@@ -60,7 +67,9 @@ def run(args) -> int:
     from ..analysis.compare import compare  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     methods = _list(args.methods, str, "--methods") if args.methods else None
+    devices = args.devices or os.environ.get("CUDA_VISIBLE_DEVICES")
     runs = compare(args.config, args.overrides + missing_overrides(args.missing), methods,
                    _list(args.seeds, int, "--seeds"), args.grid, Path(args.out), force=args.force,
-                   console=Console(soft_wrap=True))
+                   console=Console(soft_wrap=True), jobs=args.jobs,
+                   devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None)
     return 1 if any("error" in r for r in runs) else 0

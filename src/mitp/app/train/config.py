@@ -73,6 +73,9 @@ class TrainConfig(ValidatedConfig):
     checkpoint_every_steps: int = setting(0, "also save the resumable checkpoint every n optimizer steps; 0: only "
                                              "at the end of every epoch")
     cache_prefix: bool = setting(False, "cache the frozen prefix's states on disk after the first pass")
+    num_threads: int | None = setting(None, "torch threads of this run, set before any torch work; null: "
+                                            "$OMP_NUM_THREADS if set, else every core this process may use "
+                                            "(`mitp compare --jobs N` gives each run cores / N)")
     compile: bool = setting(False, "torch.compile the model (inductor); minutes to compile on a CPU, see "
                                    "docs/performance.md for what it gains")
     cache_dir: str | None = setting(None, "where the prefix cache lives; null: $MITP_CACHE/prefix "
@@ -94,6 +97,7 @@ class TrainConfig(ValidatedConfig):
     def check(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
             self.require_at_least(name, 1)
+        self.require_at_least("num_threads", 1, allow_null=True)
         self.require_positive("lr")
         self.require_positive("method_lr_scale")
         self.require_at_least("weight_decay", 0)

@@ -10,6 +10,7 @@ from mitp import runs
 from mitp.runs import Run
 
 from ..errors import UserError
+from ..threads import oversubscribed, use_threads
 from .config import RunConfig, load_run_config
 from .loop import Trainer, TrainingDiverged
 from .reports import plot_curves, summary_table, write_json_atomic, write_text_atomic
@@ -20,6 +21,10 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
                  command: str | None = None) -> dict:
     """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png."""
     run_dir = Path(run_dir)
+    threads = use_threads(config.for_method(config.method).train.num_threads)  # before any torch work
+    crowded = oversubscribed(threads)
+    if crowded and console is not None and int(os.environ.get("RANK", "0")) == 0:
+        console.print(crowded, markup=False, highlight=False)
     trainer = Trainer(config, run_dir, resume=resume, console=console)
     if trainer.main:
         write_marker(run_dir)
@@ -30,6 +35,7 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
     trainer.accelerator.wait_for_everyone()
     results = trainer.fit()
     results["command"] = command  # how this run was made (or resumed), for the model card
+    results["num_threads"] = threads
     if trainer.main:
         write_json_atomic(run_dir / runs.RESULTS, results)
         plot_curves(MetricsLog(run_dir / runs.METRICS).records(), results["selection_metric"], run_dir / runs.CURVES)
