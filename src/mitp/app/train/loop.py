@@ -83,10 +83,15 @@ def tracker_config(config: RunConfig) -> dict:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, console=None):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, console=None,
+                 on_validation=None, test: bool = True):
+        """``on_validation(epoch, score)`` hears each validation's selection metric once the epoch is saved
+        (a sweep's pruner; it may raise to stop the run); ``test=False`` leaves the test split unread."""
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.console = console
+        self.on_validation = on_validation
+        self.test = test
         config = config.for_method(config.method)  # its methods.<name> keys (model and train) merged in
         self.accelerator = make_accelerator(config, self.run_dir)
         self.main = self.accelerator.is_main_process
@@ -222,7 +227,7 @@ class Trainer:
         records = [{"epoch": epoch + 1, "step": position.step, "split": "train", "metrics": {}, "loss": train_loss,
                     "lr": lr, "epoch_seconds": round(epoch_seconds[0], 3),
                     "epoch_cpu_seconds": round(epoch_seconds[1], 3)}]
-        improved = False
+        improved, score = False, None
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
             val = self._evaluate("val", val_loader)
             records.append({"epoch": epoch + 1, "step": position.step, "split": "val", "metrics": val["metrics"],
@@ -245,13 +250,16 @@ class Trainer:
         position.epoch, position.batch, position.loss_sum, position.samples, position.skipped = epoch + 1, 0, 0.0, 0, 0
         position.train_seconds = time.perf_counter() - started
         self._save_last(position)
+        if score is not None and self.on_validation is not None:
+            self.on_validation(epoch + 1, score)
 
     def _final(self, loaders: dict, position: LoopPosition, train_seconds: float) -> dict:
         """The best checkpoint on val and test, and what the run cost."""
         load_trainable(self.unwrapped, Run(self.run_dir).best_checkpoint() / WEIGHTS_NAME)
         val = self._evaluate("val", loaders["val"])
         test_started = time.perf_counter()
-        test = self._evaluate("test", loaders["test"], threshold=val.get("threshold"))  # never chosen on test
+        test = self._evaluate("test", loaders["test"], threshold=val.get("threshold")) if self.test else {
+            "metrics": None, "loss": None, "samples": 0}  # never chosen on test; a sweep's trial never reads it
         test_seconds = time.perf_counter() - test_started
         breakdown = parameter_breakdown(self.unwrapped)
         memory, memory_kind = peak_memory_mb(self.accelerator.device)

@@ -54,7 +54,8 @@ def summary_table(results: dict):
     table.add_column()
     table.add_row("best epoch", f"{results['best_epoch']} of {results['epochs']} (by val {results['selection_metric']})")
     for split in ("val", "test"):
-        table.add_row(split, "  ".join(f"{k} {v:.4f}" for k, v in results[split].items()))
+        table.add_row(split, "  ".join(f"{k} {v:.4f}" for k, v in results[split].items()) if results[split]
+                      else "not read (a sweep reads test for its best trial only)")
     table.add_row("trainable params", f"{results['trainable_params']:,} of {results['total_params']:,} "
                                       f"({100 * results['trainable_params'] / results['total_params']:.3f}%)")
     table.add_row("peak memory", f"{results['peak_memory_mb']:.0f} MB ({results['peak_memory_kind']})")

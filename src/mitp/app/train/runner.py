@@ -18,14 +18,15 @@ from .rundir import MetricsLog, RunDirError, check_new_run_dir, clear_outputs, r
 
 
 def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None,
-                 command: str | None = None) -> dict:
-    """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png."""
+                 command: str | None = None, on_validation=None, test: bool = True) -> dict:
+    """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png; ``on_validation``
+    and ``test`` as for the Trainer."""
     run_dir = Path(run_dir)
     threads = use_threads(config.for_method(config.method).train.num_threads)  # before any torch work
     crowded = oversubscribed(threads)
     if crowded and console is not None and int(os.environ.get("RANK", "0")) == 0:
         console.print(crowded, markup=False, highlight=False)
-    trainer = Trainer(config, run_dir, resume=resume, console=console)
+    trainer = Trainer(config, run_dir, resume=resume, console=console, on_validation=on_validation, test=test)
     if trainer.main:
         write_marker(run_dir)
         write_text_atomic(run_dir / runs.CONFIG, trainer.config.to_yaml())
