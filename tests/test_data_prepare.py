@@ -344,7 +344,7 @@ def test_cli_prepare_errors_exit_2_with_named_error(tmp_path, capsys):
 def test_prepare_lists_every_registered_converter(capsys):
     from mitp.data.prepare import converters
 
-    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "fashion-cues", "mvsa", "jsonl",
+    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "fashion-cues", "mvsa", "hf", "jsonl",
                                  "csv"}
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])

@@ -24,9 +24,11 @@ def add_parser(subparsers) -> None:
     for kind in kinds:
         converter = converters()[kind]
         q = kinds_parsers.add_parser(kind, help=converter.help, description=converter.help)
-        required = converter.raw_default is None
-        q.add_argument("--raw", metavar="RAW_DIR", required=required, default=converter.raw_default or None,
-                       help=converter.raw_help)
+        if converter.raw_positional:
+            q.add_argument("raw", metavar="SOURCE", help=converter.raw_help)
+        else:
+            q.add_argument("--raw", metavar="RAW_DIR", required=converter.raw_default is None,
+                           default=converter.raw_default or None, help=converter.raw_help)
         q.add_argument("--out", required=True, metavar="DATA_DIR", help="output manifest directory")
         for opt in converter.options:
             q.add_argument(*opt.flags, **opt.kwargs)

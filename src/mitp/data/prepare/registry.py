@@ -36,18 +36,19 @@ class Converter:
     raw_help: str
     raw_default: str | None = None  # None: --raw is required
     options: tuple[Option, ...] = ()
+    raw_positional: bool = False  # the raw source is the first positional argument (SOURCE), not --raw
 
 
 _CONVERTERS: dict[str, Converter] = {}
 
 
 def register_converter(kind: str, *, help: str, raw_help: str = "raw dataset directory",
-                       raw_default: str | None = None, options: tuple[Option, ...] = ()):
+                       raw_default: str | None = None, options: tuple[Option, ...] = (), raw_positional: bool = False):
     """Decorator: ``convert(raw, out, *, <options>, track)`` converts raw datasets of ``kind``."""
     def decorate(convert):
         if kind in _CONVERTERS and _CONVERTERS[kind].convert is not convert:
             raise ValueError(f"converter {kind!r} is already registered")
-        _CONVERTERS[kind] = Converter(kind, convert, help, raw_help, raw_default, tuple(options))
+        _CONVERTERS[kind] = Converter(kind, convert, help, raw_help, raw_default, tuple(options), raw_positional)
         return convert
     return decorate
 
