@@ -104,3 +104,21 @@ def test_a_tracker_that_is_not_installed_is_named(toy_dataset, tmp_path, capsys,
     assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(tmp_path / "r"),
                  "--set", "train.log_with=aim"]) == 2
     assert "train.log_with: aim needs the 'aim' package: pip install aim" in capsys.readouterr().err
+
+
+def test_cross_modal_influence_is_zero_for_towers_that_never_meet(tiny_run, toy_dataset, tmp_path, capsys):
+    from mitp.app.analysis.exchange import cross_modal_influence
+
+    mitp = cross_modal_influence(tiny_run, samples=16)
+    assert mitp["samples"] == 16 and mitp["text_when_image_swapped"]["mean"] > 0  # the hub carries the image
+    assert mitp["image_when_text_swapped"]["mean"] > 0 and len(mitp["gate_opening"]["text"]) == 3  # tiny.yaml: 3 steps
+    deep = tmp_path / "deep"
+    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "method=deep_prompts",
+                 "--set", "train.epochs=1", "--out", str(deep)]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(deep), "--exchange", "--samples", "16"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["text_when_image_swapped"] == {"mean": 0.0, "max": 0.0}
+    assert report["image_when_text_swapped"] == {"mean": 0.0, "max": 0.0}
+    assert main(["explain", str(deep)]) == 2
+    assert "give --image and --text (or --exchange)" in capsys.readouterr().err
