@@ -102,6 +102,7 @@ def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, c
     assert main(["evaluate", str(run), "--split", "val", "--json"]) == 0
 
 
+@pytest.mark.slow
 def test_two_processes_with_skipped_samples_neither_hang_nor_lose_count(toy, tmp_path):
     """One sample per process and step: the process whose sample is bad must still join the
     all-reduce (a zero-weight step) and every gather, or the other one waits for ever."""

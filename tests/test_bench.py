@@ -25,6 +25,7 @@ def bench_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
     rows = json.loads((bench_run / "rows.json").read_text())
     assert [row["method"] for row in rows] == ["mitp", "full_finetune"]
@@ -42,6 +43,7 @@ def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
         assert row["timed_train_steps"] == 1 and row["timed_infer_passes"] == 1
 
 
+@pytest.mark.slow
 def test_trainable_params_match_the_built_model(bench_run):
     rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
     backbone = build_backbone("tiny-clip")
@@ -50,6 +52,7 @@ def test_trainable_params_match_the_built_model(bench_run):
         assert rows[method]["trainable_params"] == expected
 
 
+@pytest.mark.slow
 def test_full_finetune_is_the_reference(bench_run):
     rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
     full, mitp = rows["full_finetune"], rows["mitp"]
@@ -58,6 +61,7 @@ def test_full_finetune_is_the_reference(bench_run):
     assert mitp["ratio_memory_vs_full"] == pytest.approx(mitp["peak_memory_mb"] / full["peak_memory_mb"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_markdown_table_is_written(bench_run):
     text = (bench_run / "table.md").read_text()
     assert "| method | trainable params |" in text
@@ -67,6 +71,7 @@ def test_markdown_table_is_written(bench_run):
     assert "mitp train_step_ms / full_finetune train_step_ms =" in text  # the --target, met or not
 
 
+@pytest.mark.slow
 def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
     settings = BenchSettings(backbone="tiny-clip", methods=("late_fusion", "mitp"), batch_size=2, steps=1,
                              rounds=2, warmup=1, seq_len=8, num_classes=3, device="cpu", threads=1)
@@ -99,6 +104,7 @@ def test_targets_are_parsed_and_stated_as_facts():
             Target.parse(bad)
 
 
+@pytest.mark.slow
 def test_a_method_setting_is_a_row_of_its_own(tmp_path, capsys):
     out = tmp_path / "rows.json"
     assert main(["bench", *FAST, "--methods", "mitp,mitp[prompt_gate=false;num_steps=2]", "--rounds", "1",
@@ -146,6 +152,7 @@ def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
     assert "self ms / step" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp_path, capsys):
     from mitp.app.bench.load import MIX
 

@@ -8,6 +8,7 @@ from mitp.app.bench.epochs import epoch_benchmark, render
 from mitp.app.cli import main
 
 
+@pytest.mark.slow
 def test_epoch_benchmark_puts_methods_side_by_side_in_their_best_mode():
     rows = epoch_benchmark("tiny-clip", ("late_fusion", "full_finetune"), samples=8, batch_size=4, epochs=2, rounds=2,
                            progress=lambda message: None)
@@ -26,6 +27,7 @@ def test_epochs_must_allow_a_cached_pass(capsys):
     assert "--epochs must be >= 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_epochs_writes_json(tmp_path, capsys):
     out = tmp_path / "epochs.json"
     assert main(["bench", "--epochs", "2", "--backbone", "tiny-clip", "--methods", "mitp", "--samples", "8",

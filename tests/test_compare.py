@@ -49,6 +49,7 @@ def test_a_methods_key_the_method_does_not_know_is_named():
     assert err.value.key == "methods.nope"
 
 
+@pytest.mark.slow
 def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy_dataset, tmp_path, capsys):
     out = tmp_path / "cmp"
     args = compare_args(toy_dataset, out, "--methods", "mitp,late_fusion", "--seeds", "0")
@@ -82,6 +83,7 @@ def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy_datas
     assert load_run_config(out / "mitp" / "seed-0" / "config.yaml").train.lr == 0.01
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_the_others_run_and_the_exit_status_says_so(toy_dataset, tmp_path):
     out = tmp_path / "cmp"
     # 50 steps is a valid config but does not fit the 6-layer tiny text tower: the run itself fails.
@@ -137,6 +139,7 @@ def test_a_setting_with_a_failed_seed_cannot_be_chosen():
     assert "(incomplete)" in table and "train.lr=0.01 |" in table
 
 
+@pytest.mark.slow
 def test_grid_end_to_end_chooses_the_best_validation_setting(toy_dataset, tmp_path):
     out = tmp_path / "grid"
     args = compare_args(toy_dataset, out, "--methods", "late_fusion", "--seeds", "0,1", "--grid", "train.lr=1e-4,3e-2")
@@ -154,6 +157,7 @@ def test_grid_end_to_end_chooses_the_best_validation_setting(toy_dataset, tmp_pa
     assert "setting chosen on val" in table and "per grid point" in table
 
 
+@pytest.mark.slow
 def test_each_method_can_have_its_own_train_keys(toy_dataset, tmp_path):
     out = tmp_path / "own-lr"
     args = compare_args(toy_dataset, out, "--methods", "mitp,late_fusion", "--set", "methods.late_fusion.train.lr=0.01")
@@ -191,6 +195,7 @@ def test_table_reports_the_tasks_other_metrics_on_test():
     assert "| 0.7500 ± 0.0707 | 0.5500 ± 0.0707 | 0.6500 ± 0.0707 |" in line
 
 
+@pytest.mark.slow
 def test_jobs_run_at_once_with_their_share_of_threads_and_give_the_same_results(toy_dataset, tmp_path, capsys):
     """Two runs at a time (each on cores / 2 threads) against one at a time: the same table, each run
     recording its threads, a failing job leaving the others alone, and a finished compare reused as is."""

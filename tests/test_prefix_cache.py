@@ -82,6 +82,7 @@ def test_partially_filled_store_recomputes_missing_rows(toy_dataset, tiny_clip, 
     assert json.loads((reopened.directory / "meta.json").read_text())["samples"] == 16
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_cache_and_match_one_process(toy_dataset, tmp_path):
     """Under torchrun each process fills the rows of its batches; the shared store then serves both."""
     import os

@@ -94,6 +94,7 @@ def test_an_empty_text_in_a_batch_names_its_item(server, toy_dataset):
     assert reply.status_code == 400 and reply.json()["detail"].startswith("items[1].text:")
 
 
+@pytest.mark.slow
 def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(server, classifier, toy_dataset):
     url, app = server
     texts = ["apple amber", "berry", "cherry", "date", "elder"]

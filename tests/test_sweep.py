@@ -50,6 +50,7 @@ def test_the_space_parses_each_kind_and_keeps_method_keys_to_their_method():
     assert hub.applies_to("mitp") and not hub.applies_to("late_fusion") and lr.applies_to("late_fusion")
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_storage_finish_the_budget_without_running_a_trial_twice(toy_dataset, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", "--config", str(CONFIG), *[a for o in base(toy_dataset, "train.epochs=2") for a in
@@ -85,6 +86,7 @@ def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
     assert record["state"] == "pruned" and record["epochs_trained"] < 4
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_its_trial_where_it_stopped(toy_dataset, tmp_path):
     out = tmp_path / "sweep"
     sets = [a for o in base(toy_dataset, "train.epochs=6", "train.batch_size=4") for a in ("--set", o)]

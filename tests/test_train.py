@@ -193,6 +193,7 @@ def test_errors_name_the_problem(toy, tmp_path, capsys):
 
 # --- crash safety ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
     settings = ["--set", "train.epochs=6", "--set", "train.batch_size=8", "--set", "train.checkpoint_every_steps=1"]
     reference = tmp_path / "reference"
@@ -230,6 +231,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
 
 # --- several processes ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_process(toy, tmp_path):
     settings = ["--set", "train.epochs=2"]
     assert main(train_args(toy, tmp_path / "one", *settings)) == 0
@@ -274,6 +276,7 @@ def test_image_size_override_trains_and_predicts(toy, tmp_path, capsys):
     assert "image_size must be >= 14" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compiled_logits_equal_eager_ones(tiny_clip):
     """The dynamo path (graph capture, guards, dynamic text length) on the aot_eager backend; the trainer
     uses the same helper with inductor (`train.compile`), whose code generation is torch's own."""
