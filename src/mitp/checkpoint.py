@@ -7,73 +7,16 @@ records the backbone's shapes so loading onto a different backbone fails clearly
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
 from .backbones import Backbone
-from .errors import MitpError
-from .jsonio import JSONError, read_json
+from .files import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, NoCheckpoint, check_fields, read_json_file
 from .methods import ConfigError, MultimodalClassifier, build_model, config_from_dict
-
-WEIGHTS_NAME = "trainable.safetensors"
-CONFIG_NAME = "method.json"
-
-
-class CheckpointError(MitpError):
-    """A checkpoint that is missing, malformed or does not fit the backbone."""
-
-
-class NoCheckpoint(CheckpointError):
-    """A run that has not written the checkpoint asked for yet."""
-
-
-def read_json_file(path: str | Path):
-    """A checkpoint or run file's JSON; missing, unreadable, not UTF-8, malformed: a CheckpointError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return read_json(path)
-    except (JSONError, OSError) as err:
-        raise CheckpointError(f"{path}: {err}") from err
-
-
-def check_fields(path: str | Path, obj, fields: dict, required=(), where: str = "", allow_unknown: bool = False):
-    """``obj`` is a mapping whose keys are typed as ``fields`` says (``name -> type or tuple of types``),
-    with every ``required`` key present; anything else is a CheckpointError naming the file and key."""
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: {where or 'the content'} must be a mapping, got {type(obj).__name__}")
-    missing = [key for key in required if key not in obj]
-    if missing:
-        raise CheckpointError(f"{path}: {where}{', '.join(missing)} missing")
-    unknown = sorted(set(obj) - set(fields))
-    if unknown and not allow_unknown:
-        raise CheckpointError(f"{path}: unknown key(s) {', '.join(where + str(k) for k in unknown)}")
-    for key, types in fields.items():
-        types = types if isinstance(types, tuple) else (types,)
-        value = obj.get(key)
-        bad_bool = isinstance(value, bool) and bool not in types
-        if key in obj and (bad_bool or not isinstance(value, types)):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise CheckpointError(f"{path}: {where}{key} must be {names}, got {str(value)[:60]!r}")
-    return obj
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same directory, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(model: MultimodalClassifier, directory: str | Path) -> Path:
@@ -81,8 +24,8 @@ def save_checkpoint(model: MultimodalClassifier, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state_dict().items()}
     meta = {"method": model.config.to_dict(), "backbone": {"spec": model.backbone.spec, **model.backbone.shapes()}}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return directory
 
 

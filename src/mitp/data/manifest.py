@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic import write_text_atomic
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
     AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError,
@@ -334,17 +335,9 @@ def write_manifest(out_dir: str | os.PathLike, splits: dict[str, list[Record]], 
     written = {}
     for split in SPLITS:
         records = sorted(splits.get(split, []), key=lambda r: r.id)
-        written[split] = _write_atomic(split_path(out, split), "".join(r.to_line() for r in records))
-    written["labels"] = _write_atomic(out / LABELS_FILE, space.to_json())
+        written[split] = write_text_atomic(split_path(out, split), "".join(r.to_line() for r in records))
+    written["labels"] = write_text_atomic(out / LABELS_FILE, space.to_json())
     return written
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 __all__ = [

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and rename: readers see the old file or the new one, never half."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+from ...atomic import write_json_atomic, write_text_atomic
 
 
 def plot_curves(records: list[dict], selection: str, path: Path) -> Path:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import write_text_atomic
 from ..fashion_mnist import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
@@ -282,9 +283,7 @@ def convert_fashion_ve(raw: str | os.PathLike | None, out: str | os.PathLike, tr
 
     _summarise(conv, items, sizes, image_size, seed, raw_dir)
     conv.write(out)
-    tmp = out / f"{META_FILE}.tmp"
-    tmp.write_text("".join(sorted(meta_lines)), encoding="utf-8", newline="\n")
-    os.replace(tmp, out / META_FILE)
+    write_text_atomic(out / META_FILE, "".join(sorted(meta_lines)))
     return conv
 
 

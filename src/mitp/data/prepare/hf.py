@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ...atomic import write_bytes_atomic
 from ..errors import BadRecord, CorruptImage, MissingColumn, MissingFile, MissingImage, UnknownLabel
 from ..manifest import LabelSpace, Record
 from ..splits import rarest_label_key, stratified_split
@@ -269,9 +270,7 @@ def _write_image(value, root: Path | None, images: Path, where: str) -> str:
     name = hashlib.sha256(data).hexdigest()[:24] + FORMAT_SUFFIX.get(fmt, ".img")
     target = images / name
     if not target.exists():
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_bytes_atomic(target, data)
     return f"images/{name}"
 
 
