@@ -16,7 +16,7 @@ from mitp.methods import build_model, make_config
 from mitp.methods.base import Trace
 
 from ..errors import UserError
-from ..train.rundir import RunDirError, check_outputs
+from ..outputs import RunDirError, check_outputs
 
 
 def explain(classifier, image, text: str) -> dict:

@@ -12,7 +12,7 @@ from mitp.data.missing import EvalMissingConfig
 
 from ..train.inference import evaluate_dataset, load_run, split_dataset
 from ..train.reports import write_json_atomic, write_text_atomic
-from ..train.rundir import check_outputs
+from ..outputs import check_outputs
 from .compare import mean_std
 
 

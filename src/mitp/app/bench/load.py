@@ -27,6 +27,7 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ..procmem import memory_mb
 from ..serve.local import free_port
 from .serving import _classifier
 
@@ -67,14 +68,8 @@ def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
                                                  "headers": json_headers}),
     }
 
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(resident, peak resident) memory of a process in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+def _process_memory(pid: int) -> tuple[float, float]:
+    return memory_mb(pid) or (0.0, 0.0)
 
 def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
     """A random model exported to ``folder``; returns a PNG the size the backbone expects."""
@@ -134,7 +129,7 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
     latencies: list[float] = []
     retried = Counter()
     unfinished = 0
-    rss_start, _ = _rss_mb(pid)
+    rss_start, _ = _process_memory(pid)
     rss_samples = [rss_start]
     stop_at = time.monotonic() + seconds
 
@@ -165,7 +160,7 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
 
     async def watch_memory():
         while time.monotonic() < stop_at:
-            rss_samples.append(_rss_mb(pid)[0])
+            rss_samples.append(_process_memory(pid)[0])
             await asyncio.sleep(0.25)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -173,7 +168,7 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
         started = time.perf_counter()
         await asyncio.gather(watch_memory(), *(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - started
-    rss_end, rss_peak = _rss_mb(pid)
+    rss_end, rss_peak = _process_memory(pid)
     latencies.sort()
     answered = sum(sum(c.values()) for c in statuses.values())
     good_5xx = sum(n for kind, c in statuses.items() if kind.startswith("good")

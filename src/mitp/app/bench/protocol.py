@@ -7,52 +7,17 @@ reset through ``/proc/self/clear_refs``); CUDA, ``torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from mitp.backbones import BackboneError, build_backbone
 from mitp.configuration import ConfigError
 from mitp.methods import build_model, make_config
 
+from ..procmem import peak_rss_mb, reset_peak_rss, rss_mb
 from ..train.setup import make_optimizer
 from ..train.step import train_step
 from .settings import BenchError, BenchSettings, parse_method_spec
 
-
-# --- memory probes -------------------------------------------------------------------------------
-
-def _proc_status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) / 1024 if match else None
-
-def _rss_mb() -> float:
-    value = _proc_status_mb("VmRSS")
-    if value is None:  # no /proc: fall back to the process peak, the best stdlib measure there is
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return value
-
-def _peak_rss_mb() -> float:
-    value = _proc_status_mb("VmHWM")
-    if value is None:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return value
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _proc_status_mb("VmHWM") is not None
 
 # --- worker side ---------------------------------------------------------------------------------
 
@@ -138,15 +103,15 @@ class _Worker:
         import gc
 
         gc.collect()
-        reset = _reset_peak_rss()
-        return _rss_mb(), reset
+        reset = reset_peak_rss()
+        return rss_mb(), reset
 
     def _memory_after(self, base: float, reset: bool) -> dict:
         if self.cuda:
             peak = self.torch.cuda.max_memory_allocated(self.device) / 2**20
             kind = "cuda_peak_allocated_growth"
         else:
-            peak = _peak_rss_mb()
+            peak = _peakrss_mb()
             kind = "cpu_peak_rss_growth" if reset else "cpu_peak_rss_growth_unreset"
         return {"peak_memory_mb": max(0.0, peak - base), "model_memory_mb": base, "peak_memory_total_mb": peak,
                 "memory_kind": kind}

@@ -11,6 +11,7 @@ from mitp.data.prepare import PUBLISHED, converters, get_converter
 from mitp.data.progress import rich_tracker
 
 from ..errors import UserError
+from ..outputs import RunDirError, check_outputs
 
 
 def add_parser(subparsers) -> None:
@@ -42,7 +43,6 @@ def run(args) -> int:
     from rich.table import Table
 
     # torch: loaded when the command runs (`mitp --help` stays fast)
-    from ..train.rundir import RunDirError, check_outputs
 
     converter = get_converter(args.kind)
     options = {opt.dest: getattr(args, opt.dest) for opt in converter.options}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..outputs import RunDirError
 from ._args import positive_int
 
 
@@ -43,7 +44,6 @@ def parse_rates(text: str) -> list[float]:
 def run(args) -> int:
     # torch: loaded when the command runs (`mitp --help` stays fast)
     from ..analysis.robustness import write_report
-    from ..train.rundir import RunDirError
 
     rates = parse_rates(args.rates)
     runs = [Path(r) for r in args.run_dirs]

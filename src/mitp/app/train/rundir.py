@@ -17,10 +17,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from mitp.atomic import write_text_atomic
 from mitp.checkpoint import CheckpointError, save_checkpoint
 from mitp.jsonio import JSONError, parse_json
 from mitp.runs import CHECKPOINTS, LOCK, MARKER, MARKER_FORMAT, OUTPUTS, STATE, Run
 
+from ..outputs import RunDirError
 from .state import load_state, save_state
 
 STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
@@ -28,33 +30,11 @@ STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
 LEGACY_PICKLE = "training_state.pt"
 
 
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked (named in the message)."""
-
-
 def write_marker(run_dir: Path) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     marker = Path(run_dir) / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
-
-
-def check_outputs(outputs, inputs=(), runs=()) -> None:
-    """Refuse to write any of ``outputs`` over one of the command's ``inputs`` or over a file owned by one
-    of ``runs`` (config, checkpoints, metrics, results: everything a run directory's marker covers)."""
-    taken = {os.path.realpath(p): f"it is an input of this command ({p})" for p in inputs if p and Path(p).exists()}
-    folders = {}
-    for run in runs:
-        if Run(run).is_run():
-            files, owned_folders = Run(run).owned_paths()
-            taken.update({path: f"it belongs to the run {run}" for path in files})
-            folders.update({folder: f"it is inside the run {run}'s {Path(folder).name}/" for folder in owned_folders})
-    for out in outputs:
-        real = os.path.realpath(out)
-        reason = taken.get(real) or next((why for folder, why in folders.items()
-                                          if real.startswith(folder + os.sep)), None)
-        if reason:
-            raise RunDirError(f"refusing to write {out}: {reason}; choose another output path")
 
 
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -192,6 +172,4 @@ class MetricsLog:
             return r["epoch"] <= completed_epochs
 
         kept = [r for r in self.records() if done(r)]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
