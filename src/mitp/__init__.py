@@ -6,9 +6,9 @@ __all__ = ["Classifier", "__version__"]
 
 
 def __getattr__(name):
-    # `from mitp import Classifier` without importing torch for `python -m mitp --help`.
+    # `from mitp import Classifier` without importing torch: the CLI's start-up and ONNX deployments
     if name == "Classifier":
-        from .classifier import Classifier
+        from .api import Classifier
 
         return Classifier
     raise AttributeError(f"module 'mitp' has no attribute {name!r}")

@@ -17,71 +17,27 @@ with missing modalities; each prediction's ``modalities`` records what it saw.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from .backbones import build_backbone
-from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, load_checkpoint, load_trainable,
-                         method_config, read_json_file, save_checkpoint)
+from .checkpoint import load_checkpoint, load_trainable, method_config, save_checkpoint
+from .files import (CONFIG_NAME, EXPORT_CONFIG, EXPORT_WEIGHTS, FORMAT, MODEL_CARD, WEIGHTS_NAME, CheckpointError,
+                    read_export_config)
 from .data.dataset import pad_token_ids
-from .data.images import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
+from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
-from .jsonio import has_lone_surrogate
+from .inputs import (ImageTooLarge, InputError, NoImageFile, Prediction, Prepared, check_request, check_text,
+                     load_image, to_predictions)
 from .methods import build_model
 from .model_card import model_card
 from .runs import Run
 
-EXPORT_CONFIG = "config.json"
-EXPORT_WEIGHTS = "model.safetensors"
-MODEL_CARD = "README.md"
-FORMAT = "mitp-classifier-1"
-
-
-class InputError(ValueError):
-    """A prediction input that cannot be used; ``field`` names it (``images[2]``, ``texts[0]``)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NoImageFile(InputError):
-    """An image given as a path that does not name a file."""
-
-
-class ImageTooLarge(InputError):
-    """An input image with more pixels than ``Classifier.max_image_pixels``."""
-
-
-class Prepared(NamedTuple):
-    """One sample as model inputs: pixels (a blank image if absent), token ids (the specials only if
-    absent) and which modalities are really there."""
-
-    pixels: torch.Tensor
-    tokens: list[int]
-    present: tuple[bool, bool]  # (image, text)
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(name for name, here in zip(("image", "text"), self.present) if here)
-
-
-class Prediction(list):
-    """The ``{"label", "score"}`` rows of one sample (a list), with the ``modalities`` it saw."""
-
-    def __init__(self, rows, modalities: tuple[str, ...] = ("image", "text")):
-        super().__init__(rows)
-        self.modalities = tuple(modalities)
 
 
 @dataclass
@@ -154,6 +110,17 @@ class Classifier:
         return cls(model, preprocessor, labels, info)
 
     # --- predicting ------------------------------------------------------------------------------
+    runtime = "torch"
+
+    @property
+    def method(self) -> str:
+        return self.model.config.method
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether the model inserts prompts, whose hub and attention `mitp explain` can show."""
+        return bool(getattr(self.model, "inserts_prompts", False))
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -167,15 +134,7 @@ class Classifier:
         Images may be PIL images, paths or bytes. A missing modality is ``None`` (per sample, or the
         whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
         :class:`InputError` naming them."""
-        if images is None and texts is None:
-            raise InputError("images", "give images, texts or both")
-        images = [None] * len(texts) if images is None else list(images)
-        texts = [None] * len(images) if texts is None else list(texts)
-        if len(images) != len(texts):
-            raise InputError("texts", f"{len(texts)} texts for {len(images)} images; give one text per image "
-                                      "(None where a text is missing)")
-        if top_k < 1:
-            raise InputError("top_k", f"must be >= 1, got {top_k}")
+        images, texts = check_request(images, texts, top_k)
         samples = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
                    for i, (image, text) in enumerate(zip(images, texts))]
         logits = torch.cat([self.logits(samples[start:start + batch_size])
@@ -186,9 +145,10 @@ class Classifier:
         """One sample as model inputs; either side may be None (missing). InputError names a bad field."""
         if image is None and text is None:
             raise InputError(text_field, f"neither {image_field} nor {text_field} is given; a sample needs one")
-        pixels = self._pixels(image, image_field) if image is not None else \
-            torch.from_numpy(self.preprocessor.blank_image())
-        tokens = self._tokens(text, text_field) if text is not None else self.preprocessor.empty_text()
+        pixels = torch.from_numpy(self.preprocessor.image(load_image(image, image_field, self.max_image_pixels))
+                                  if image is not None else self.preprocessor.blank_image())
+        tokens = self.preprocessor.text(check_text(text, text_field)) if text is not None else \
+            self.preprocessor.empty_text()
         return Prepared(pixels, tokens, (image is not None, text is not None))
 
     @torch.inference_mode()
@@ -203,55 +163,8 @@ class Classifier:
 
     def to_predictions(self, logits: torch.Tensor, top_k: int = 5, modalities: list | None = None
                        ) -> list[Prediction]:
-        rows = scores_to_predictions(logits, self.labels.labels, self.labels.task, top_k,
-                                     self.info.get("threshold") or 0.5)
-        modalities = modalities or [("image", "text")] * len(rows)
-        return [Prediction(row, seen) for row, seen in zip(rows, modalities)]
-
-    def _pixels(self, image, field: str) -> torch.Tensor:
-        try:
-            if isinstance(image, (bytes, bytearray)):
-                with _quiet_bombs(), Image.open(io.BytesIO(image)) as img:
-                    self._check_pixels(img, field)
-                    img.load()
-                    image = to_rgb(img)
-            elif isinstance(image, (str, os.PathLike)):
-                if not os.path.isfile(image):
-                    raise NoImageFile(field, f"no image file {os.fspath(image)!r}")
-                with _quiet_bombs(), Image.open(image) as img:
-                    self._check_pixels(img, field)
-                    img.load()
-                    image = to_rgb(img)
-            elif isinstance(image, Image.Image):
-                image = to_rgb(image)
-            else:
-                raise InputError(field, f"expected a PIL image, a path or bytes, got {type(image).__name__}")
-            return torch.from_numpy(self.preprocessor.image(image))
-        except InputError:
-            raise
-        except Image.DecompressionBombError as err:  # PIL's own refusal (over twice its 89 MP default)
-            raise ImageTooLarge(field, f"over the pixel limit ({err})") from err
-        except UnidentifiedImageError as err:  # PIL's message holds the stream's repr, a memory address
-            raise InputError(field, "cannot be decoded as an image (not a format PIL recognises, or empty)") from err
-        except (OSError, ValueError, SyntaxError) as err:
-            raise InputError(field, f"cannot be decoded as an image ({err})") from err
-
-    def _check_pixels(self, img: Image.Image, field: str) -> None:
-        """Refuse, from the header alone, an image whose decoded pixels would pass ``max_image_pixels``."""
-        limit = self.max_image_pixels
-        width, height = img.size
-        if limit is not None and width * height > limit:
-            raise ImageTooLarge(field, f"{width} x {height} = {width * height:,} pixels is over the "
-                                       f"{limit:,}-pixel limit")
-
-    def _tokens(self, text, field: str) -> list[int]:
-        if not isinstance(text, str):
-            raise InputError(field, f"expected a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError(field, "empty text")
-        if has_lone_surrogate(text):
-            raise InputError(field, "not valid Unicode: the text holds a lone surrogate such as \\ud800")
-        return self.preprocessor.text(text)
+        return to_predictions(logits.float().numpy(), self.labels.labels, self.labels.task, top_k,
+                              self.info.get("threshold") or 0.5, modalities)
 
     # --- saving ------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -270,37 +183,6 @@ class Classifier:
         return folder
 
 
-OPTIONAL_STR = (str, type(None))
-OPTIONAL_INT = (int, type(None))
-
-
-def read_export_config(path: Path) -> dict:
-    """An exported model's config.json, every key checked (an unknown key is an error, not ignored)."""
-    config = check_fields(path, read_json_file(path), {
-        "format": str, "method": dict, "backbone": dict, "labels": dict, "preprocessing": dict,
-        "data": OPTIONAL_STR, "source": OPTIONAL_STR, "results": (dict, type(None)),
-        "threshold": (float, int, type(None))}, required=("format", "method", "backbone", "labels", "preprocessing"))
-    if config["format"] != FORMAT:
-        raise CheckpointError(f"{path}: format is {config['format']!r}, not {FORMAT!r}")
-    check_fields(path, config["backbone"], {"spec": str}, required=("spec",), where="backbone.", allow_unknown=True)
-    check_fields(path, config["labels"], {"task": str, "labels": list}, required=("task", "labels"), where="labels.")
-    if config["labels"]["task"] not in ("single_label", "multi_label") or not config["labels"]["labels"] or \
-            not all(isinstance(name, str) and name for name in config["labels"]["labels"]):
-        raise CheckpointError(f"{path}: labels must hold a task (single_label or multi_label) and a non-empty "
-                              "list of label names")
-    check_fields(path, config["preprocessing"], {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
-                 where="preprocessing.")
-    return config
-
-
-@contextlib.contextmanager
-def _quiet_bombs():
-    """PIL warns on opening a large image; the classifier checks the size itself, right after."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
-
-
 def _check_backbone(where: Path, saved: dict, backbone) -> None:
     differs = {k: (saved[k], v) for k, v in backbone.shapes().items() if k in saved and saved[k] != v}
     if differs:
@@ -308,17 +190,3 @@ def _check_backbone(where: Path, saved: dict, backbone) -> None:
                               + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
 
 
-def scores_to_predictions(logits: torch.Tensor, labels, task: str, top_k: int = 1, threshold: float = 0.5):
-    """One list of {label, score} per row: top-k softmax (single-label) or all above threshold (multi-label)."""
-    rows = []
-    if task == "multi_label":
-        probs = torch.sigmoid(logits.float())
-        for row in probs:
-            picked = [(labels[i], p) for i, p in enumerate(row.tolist()) if p > threshold]
-            rows.append([{"label": name, "score": round(p, 6)} for name, p in sorted(picked, key=lambda x: -x[1])])
-    else:
-        probs = torch.softmax(logits.float(), dim=-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        for v, i in zip(values.tolist(), indices.tolist()):
-            rows.append([{"label": labels[j], "score": round(p, 6)} for p, j in zip(v, i)])
-    return rows

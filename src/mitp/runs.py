@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoint import WEIGHTS_NAME, CheckpointError, NoCheckpoint, check_fields, read_json_file
+from .files import WEIGHTS_NAME, CheckpointError, NoCheckpoint, check_fields, read_json_file
 
 MARKER = ".mitp-run"
 MARKER_FORMAT = "mitp-run-1"

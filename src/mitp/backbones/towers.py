@@ -91,7 +91,7 @@ class Tower(nn.Module):
         allowed = keys_valid[:, None, :].expand(batch, length + num_extra, length + num_extra).clone()
         if self.causal:
             future = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-            allowed[:, :length, :length] &= ~future
+            allowed[:, :length, :length] = allowed[:, :length, :length] & ~future  # not in place: ONNX export
         mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=device)
         mask.masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
         return mask[:, None]

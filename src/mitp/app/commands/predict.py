@@ -15,12 +15,14 @@ from mitp.data.errors import BadJson, BadRecord, CorruptImage, EmptyText, Missin
 from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
 
 from ..errors import UserError
+from ..outputs import RunDirError, check_outputs
 from ._args import positive_int
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint (JSON lines)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint or an exported model "
+                                              "(JSON lines)")
+    p.add_argument("run_dir", metavar="RUN_OR_DIR", help="a run directory, or a folder written by `mitp export`")
     p.add_argument("--image", help="image file (alone, or with --text)")
     p.add_argument("--text", help="text (alone, or with --image)")
     p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional; image or text may be "
@@ -28,6 +30,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", help="write JSON lines here instead of stdout")
     p.add_argument("--top-k", type=positive_int, default=1, help="labels to report per sample (single-label)")
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)")
+    p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
     p.set_defaults(func=run)
 
 
@@ -79,8 +84,6 @@ def _output_path(args):
     """Where predictions go: never onto an input, the parent directory created if missing."""
     if not args.out:
         return None
-    # torch: loaded when the command runs (`mitp --help` stays fast)
-    from ..train.rundir import RunDirError, check_outputs
 
     out = os.path.realpath(args.out)
     try:
@@ -96,11 +99,13 @@ def _output_path(args):
 def run(args) -> int:
     import tempfile
 
-    # torch: loaded when the command runs (`mitp --help` stays fast)
-    from mitp.classifier import Classifier, InputError, NoImageFile
+    from mitp.api import Classifier  # the model's runtime: loaded when the command runs
+    from mitp.inputs import InputError, NoImageFile
 
     out_path = _output_path(args)
-    classifier = Classifier.from_pretrained(args.run_dir)
+    if args.quantized and args.runtime != "onnx":
+        raise UserError("--quantized applies to --runtime onnx (the int8 graph)")
+    classifier = Classifier.from_pretrained(args.run_dir, runtime=args.runtime, quantized=args.quantized)
     if args.top_k > classifier.labels.num_classes and classifier.labels.task == "single_label":
         print(f"note: --top-k {args.top_k} is more than the {classifier.labels.num_classes} classes; showing all",
               file=sys.stderr)

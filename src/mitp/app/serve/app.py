@@ -14,7 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import dataclasses
+import copy
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -22,11 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mitp.classifier import Classifier, ImageTooLarge, InputError
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from mitp.inputs import ImageTooLarge, InputError
 from mitp.jsonio import JSONError, parse_json
 
-from ..analysis.explain import explain_png
 from .batcher import Batcher, Overloaded
 from .limits import RequestLimits
 from .page import PAGE
@@ -46,15 +45,16 @@ class BatchIn(BaseModel):
     top_k: int = Field(5, ge=1)
 
 
-def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
+def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
                max_upload_mb: float = 10.0, max_batch_items: int = 64, max_body_mb: float | None = None,
                max_pending: int = 64, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> FastAPI:
     """The app; ``max_body_mb`` defaults to room for one upload at the limit, base64-encoded, and then some."""
-    classifier = dataclasses.replace(classifier, max_image_pixels=max_image_pixels)
+    classifier = copy.copy(classifier)  # the server's own pixel limit, the caller's classifier unchanged
+    classifier.max_image_pixels = max_image_pixels
     batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_pending)
     limit = int(max_upload_mb * 2**20)
     max_body = int((max_body_mb if max_body_mb is not None else max(32.0, 2 * max_upload_mb)) * 2**20)
-    explains = bool(getattr(classifier.model, "inserts_prompts", False))
+    explains = classifier.can_explain
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -63,7 +63,7 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
         await batcher.stop()
 
     app = FastAPI(title="mitp", version="1", lifespan=lifespan,
-                  description=f"{classifier.model.config.method} on {classifier.info['backbone']}: "
+                  description=f"{classifier.method} on {classifier.info['backbone']}: "
                               f"{classifier.labels.task}, {classifier.labels.num_classes} labels")
     app.state.batcher = batcher
     app.add_middleware(RequestLimits, max_body=max_body, max_pending=max_pending)
@@ -105,7 +105,8 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
     @app.get("/health")
     async def health() -> dict:
         stats = batcher.stats
-        return {"status": "ok", "method": classifier.model.config.method, "backbone": classifier.info["backbone"],
+        return {"status": "ok", "method": classifier.method, "backbone": classifier.info["backbone"],
+                "runtime": classifier.runtime,
                 "explain": explains, "requests": stats.requests, "batches": stats.batches,
                 "largest_batch": stats.largest}
 
@@ -140,11 +141,13 @@ def create_app(classifier: Classifier, max_batch: int = 16, max_wait_ms: float =
     async def explain(image: Annotated[UploadFile, File()], text: Annotated[str, Form()]) -> Response:
         """The hub's similarity per step and the attention on prompts for one pair, as a PNG."""
         if not explains:
-            raise HTTPException(404, f"method {classifier.model.config.method!r} inserts no prompts")
+            raise HTTPException(404, f"method {classifier.method!r} inserts no prompts")
         data = await image.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"image: over the {limit:,}-byte limit")
         try:
+            from ..analysis.explain import explain_png  # torch, only where explain is served
+
             png = await asyncio.to_thread(explain_png, classifier, data, text)
         except InputError as err:
             raise HTTPException(400, str(err)) from None

@@ -11,8 +11,6 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
-
 
 class Overloaded(RuntimeError):
     """The batcher's queue is full: the request should be retried later."""
@@ -59,7 +57,7 @@ class Batcher:
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def logits(self, pairs: list) -> torch.Tensor:
+    async def logits(self, pairs: list):
         """The logits of ``pairs`` (prepared inputs), computed in a batch with whatever else is waiting."""
         future = asyncio.get_running_loop().create_future()
         try:
