@@ -170,3 +170,28 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
         else:  # a body refused while it streams: 413, or the connection closed under the client
             assert all(s == "413" or s.startswith("closed") for s in statuses), statuses
     assert "| kind | share |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    assert main(["bench", "--inference", "--backbone", "tiny-clip", "--methods", "mitp", "--batch-sizes", "1,4",
+                 "--rounds", "1", "--steps", "2", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["runtime"], r["batch_size"]) for r in rows] == [
+        (runtime, size) for size in (1, 4) for runtime in ("torch", "onnx", "onnx-int8")]
+    assert all(r["timed_calls"] == 2 and r["ms_per_batch"] > 0 for r in rows)
+    for r in rows:  # a deployment's process: onnxruntime workers never load torch
+        assert r["torch_in_process"] == (r["runtime"] == "torch")
+        torch_row = next(t for t in rows if t["runtime"] == "torch" and t["batch_size"] == r["batch_size"])
+        assert r["speedup_vs_torch"] == pytest.approx(torch_row["ms_per_batch"] / r["ms_per_batch"], rel=0.02)
+    assert result["parity_max_abs"] < 1e-4 and "| onnx-int8 | 4 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sizes, message", [("1,0", "must be an integer >= 1, got 0"),
+                                            ("1,x", "must be comma-separated integers >= 1, got '1,x'"),
+                                            ("4,4", "lists a value twice: '4,4'")])
+def test_bench_inference_batch_sizes_are_checked(capsys, sizes, message):
+    assert main(["bench", "--inference", "--batch-sizes", sizes]) == 2
+    assert f"argument --batch-sizes: {message}" in capsys.readouterr().err

@@ -24,7 +24,7 @@ weights are fine because speed and memory do not depend on them.
 
 The package: ``settings`` (what is asked and returned), ``protocol`` (the worker processes),
 ``measure`` (the rounds and the rows), ``render`` (tables), ``epochs`` (a cached epoch against
-an uncached one).
+an uncached one), ``inference`` (eager PyTorch against the ONNX graphs).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from mitp.methods import available_methods, get_method
 
 from .epochs import epoch_benchmark
 from .epochs import render as render_epochs
+from .inference import inference_benchmark
+from .inference import render as render_inference
 from .load import load_benchmark, render_load
 from .measure import make_rows, run_benchmark, validate
 from .profile import profile_step
@@ -54,6 +56,7 @@ def method_names(text: str) -> tuple[str, ...]:
 
 
 __all__ = ["EXTRA_KEYS", "MEMORY_KINDS", "REFERENCE", "REQUIRED_KEYS", "ROW_KEYS", "BenchError", "BenchResult",
-           "BenchSettings", "Target", "available_cores", "epoch_benchmark", "load_benchmark", "make_rows",
-           "method_names", "profile_step", "render_epochs", "render_load", "render_profiles", "render_serve",
-           "render_table", "run_benchmark", "serve_benchmark", "to_markdown", "validate"]
+           "BenchSettings", "Target", "available_cores", "epoch_benchmark", "inference_benchmark", "load_benchmark",
+           "make_rows", "method_names", "profile_step", "render_epochs", "render_inference", "render_load",
+           "render_profiles", "render_serve", "render_table", "run_benchmark", "serve_benchmark", "to_markdown",
+           "validate"]

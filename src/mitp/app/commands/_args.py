@@ -20,6 +20,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 1, e.g. batch sizes ``1,16``."""
+    try:
+        values = tuple(positive_int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"lists a value twice: {text!r}")
+    return values
+
+
 def port_number(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -27,4 +38,4 @@ def port_number(text: str) -> int:
     return value
 
 
-__all__ = ["non_negative_int", "port_number", "positive_int"]
+__all__ = ["non_negative_int", "port_number", "positive_int", "positive_int_list"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UserError
-from ._args import non_negative_int, positive_int
+from ._args import non_negative_int, positive_int, positive_int_list
 
 
 def add_parser(subparsers) -> None:
@@ -51,6 +51,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--load", type=float, metavar="SECONDS",
                    help="with --serve: instead, a `mitp serve` process under --clients clients sending good and bad "
                         "requests for SECONDS; requests/s, latency, status codes, server memory (bench/load.py)")
+    p.add_argument("--inference", action="store_true",
+                   help="instead: the first method's forward pass on eager PyTorch, the ONNX graph and the int8 graph "
+                        "(exported once, each runtime in a fresh process, same threads), per batch size")
+    p.add_argument("--batch-sizes", type=positive_int_list, default=(1, 16), metavar="N,N",
+                   help="with --inference: batch sizes (default: 1,16)")
+    p.add_argument("--image-size", type=positive_int, metavar="PX",
+                   help="with --inference: square images of PX pixels (default: the backbone's)")
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)
@@ -78,6 +85,8 @@ def run(args) -> int:
         return run_serve(args, methods, bench)
     if args.profile:
         return run_profile(args, methods, bench)
+    if args.inference:
+        return run_inference(args, methods, bench)
     settings = bench.BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
                                    steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
                                    device=args.device, threads=args.threads, num_classes=args.num_classes,
@@ -151,4 +160,21 @@ def run_profile(args, methods, bench) -> int:
     print(bench.render_profiles(profiles), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(profiles, indent=2) + "\n")
+    return 0
+
+
+def run_inference(args, methods, bench) -> int:
+    """``--inference``: eager PyTorch against onnxruntime, fp32 and int8, on one exported model."""
+    result = bench.inference_benchmark(args.backbone, methods[0], batch_sizes=args.batch_sizes, rounds=args.rounds,
+                                       steps=args.steps, warmup=args.warmup, threads=args.threads or
+                                       bench.available_cores(), seq_len=args.seq_len, image_size=args.image_size,
+                                       num_classes=args.num_classes,
+                                       progress=lambda message: print(message, file=sys.stderr, flush=True))
+    table = bench.render_inference(result)
+    print(table, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"# mitp bench --inference\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
+                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
     return 0
