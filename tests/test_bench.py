@@ -130,13 +130,17 @@ def test_errors_exit_2_and_name_the_problem(capsys, args, message):
 def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
     out = tmp_path / "serve.json"
     assert main(["bench", "--serve", "--backbone", "tiny-clip", "--methods", "late_fusion", "--requests", "40",
-                 "--clients", "8", "--num-classes", "3", "--json", str(out)]) == 0
+                 "--clients", "8", "--num-classes", "3", "--json", str(out), "--markdown",
+                 str(tmp_path / "serve.md")]) == 0
     rows = json.loads(out.read_text())
     assert [r["mode"] for r in rows] == ["batched", "unbatched"]
     batched, unbatched = rows
     assert unbatched["largest_batch"] == 1 and unbatched["batches"] == 40  # one request per batch
     assert batched["batches"] <= 40 and batched["p99_ms"] >= batched["p50_ms"]
-    assert "batched / unbatched throughput" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "batched / unbatched throughput" in table
+    markdown = (tmp_path / "serve.md").read_text()
+    assert markdown.startswith("# mitp bench --serve\n") and table.strip() in markdown
 
 
 def test_bench_profile_lists_the_top_operators(tmp_path, capsys):

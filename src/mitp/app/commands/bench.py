@@ -112,6 +112,15 @@ def run(args) -> int:
     return 0
 
 
+def _write_outputs(args, kind: str, result, table: str) -> None:
+    """--json (the rows) and --markdown (the table with its command and date), for every mode but the step table."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"# mitp bench --{kind}\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
+                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
+
+
 def run_epochs(args, methods, bench) -> int:
     """``--epochs``: every method side by side in its best mode, round after round."""
     if args.epochs < 2:
@@ -121,11 +130,7 @@ def run_epochs(args, methods, bench) -> int:
                                  progress=lambda message: print(message, file=sys.stderr, flush=True))
     table = bench.render_epochs(rows)
     print(table, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(f"# mitp bench --epochs\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
-                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
+    _write_outputs(args, "epochs", rows, table)
     return 0
 
 
@@ -143,8 +148,7 @@ def run_serve(args, methods, bench) -> int:
                                        num_classes=args.num_classes)
         table = bench.render_serve(result)
     print(table, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    _write_outputs(args, "serve", result, table)
     return 0
 
 
@@ -157,9 +161,9 @@ def run_profile(args, methods, bench) -> int:
     profiles = [bench.profile_step(args.backbone, method, batch_size=args.batch_size, seq_len=args.seq_len,
                                    steps=args.steps, warmup=args.warmup, num_classes=args.num_classes)
                 for method in methods]
-    print(bench.render_profiles(profiles), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(profiles, indent=2) + "\n")
+    table = bench.render_profiles(profiles)
+    print(table, flush=True)
+    _write_outputs(args, "profile", profiles, table)
     return 0
 
 
@@ -172,9 +176,5 @@ def run_inference(args, methods, bench) -> int:
                                        progress=lambda message: print(message, file=sys.stderr, flush=True))
     table = bench.render_inference(result)
     print(table, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(f"# mitp bench --inference\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
-                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
+    _write_outputs(args, "inference", result, table)
     return 0
