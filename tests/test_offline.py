@@ -9,6 +9,7 @@ biases named after their layer, position embeddings constant-folded and resized)
 
 import importlib.util
 import json
+import shutil
 import os
 import warnings
 
@@ -284,6 +285,26 @@ def test_a_changed_source_is_reconverted(tmp_path, tiny_graph, tiny_text_dir, co
     _, vision = ensure_offline_backbone(NAME, onnx_path=other, text_dir=tiny_text_dir)
     assert len(counted_conversions) == 2
     assert json.loads((vision.parent / MARKER).read_text())["source"]["onnx"] == str(other)
+
+
+def test_two_environments_with_the_same_wheel_share_one_conversion(tmp_path, tiny_graph, tiny_text_dir,
+                                                                  counted_conversions, monkeypatch):
+    """Two venvs install the same wheel at two paths: the second reuses the first's conversion; a new
+    wheel version is converted again."""
+    copies = [tmp_path / "venv-a" / "g.onnx", tmp_path / "venv-b" / "g.onnx"]
+    for copy in copies:
+        copy.parent.mkdir()
+        shutil.copyfile(tiny_graph[0], copy)
+    version = {"value": "0.1.1"}
+    monkeypatch.setattr(offline_cache, "dist_version", lambda dist: version["value"])
+    for copy in copies:
+        monkeypatch.setattr(offline_cache, "onnx_path_of", lambda spec, copy=copy: copy)
+        _, vision = ensure_offline_backbone(NAME, text_dir=tiny_text_dir)
+    assert len(counted_conversions) == 1
+    assert json.loads((vision.parent / MARKER).read_text())["onnx_file"] == str(copies[0])
+    version["value"] = "0.1.2"
+    ensure_offline_backbone(NAME, text_dir=tiny_text_dir)
+    assert len(counted_conversions) == 2
 
 
 def test_a_crash_mid_conversion_leaves_no_cache(tmp_path, tiny_graph, tiny_text_dir, monkeypatch):

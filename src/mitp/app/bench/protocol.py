@@ -111,7 +111,7 @@ class _Worker:
             peak = self.torch.cuda.max_memory_allocated(self.device) / 2**20
             kind = "cuda_peak_allocated_growth"
         else:
-            peak = _peakrss_mb()
+            peak = peak_rss_mb()
             kind = "cpu_peak_rss_growth" if reset else "cpu_peak_rss_growth_unreset"
         return {"peak_memory_mb": max(0.0, peak - base), "model_memory_mb": base, "peak_memory_total_mb": peak,
                 "memory_kind": kind}

@@ -17,12 +17,13 @@ from .specs import (DEFAULT_ATOL, MARKER, OFFLINE_SPECS, OfflineBackboneError, O
 
 
 def _fingerprint(onnx_path: Path, spec: OfflineSpec | None) -> dict:
-    return {
-        "onnx": str(onnx_path),
-        "onnx_bytes": onnx_path.stat().st_size,
-        "image_dist": spec.image_dist if spec else None,
-        "image_version": dist_version(spec.image_dist) if spec else None,
-    }
+    """What the conversion depends on. A wheel's graph is named by its distribution and version, not by
+    where it is installed: every environment with the same wheel shares one conversion (two venvs on one
+    machine would otherwise reconvert the shared cache back and forth). A graph given by path is its path."""
+    if spec is None:
+        return {"onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size}
+    return {"onnx_bytes": onnx_path.stat().st_size, "image_dist": spec.image_dist,
+            "image_version": dist_version(spec.image_dist)}
 
 
 def _read_marker(target: Path) -> dict | None:
@@ -94,7 +95,7 @@ def ensure_offline_backbone(name: str = "dinov2s-minilm", *, onnx_path=None, tex
         import transformers
 
         marker = {
-            "spec": spec.spec, "source": fingerprint, "text_dir": str(text),
+            "spec": spec.spec, "source": fingerprint, "onnx_file": str(source), "text_dir": str(text),
             "text_dist": spec.text_dist, "text_version": dist_version(spec.text_dist),
             "max_abs_diff": diff, "atol": DEFAULT_ATOL, "convert_seconds": round(seconds, 2),
             "transformers": transformers.__version__, "torch": torch.__version__,
