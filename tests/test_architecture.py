@@ -1,9 +1,12 @@
 """The library (backbones, methods, data, checkpoint, ...) never imports the application (mitp.app)."""
 
 import ast
+import io
 from pathlib import Path
 
 import pytest
+from pyflakes.api import checkRecursive
+from pyflakes.reporter import Reporter
 
 PACKAGE = Path(__file__).parents[1] / "src" / "mitp"
 LIBRARY = sorted(p for p in PACKAGE.rglob("*.py") if "app" not in p.relative_to(PACKAGE).parts)
@@ -165,3 +168,18 @@ def test_the_command_line_starts_without_torch():
 
     script = "import sys; from mitp.app.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_no_undefined_names_or_unused_imports():
+    """pyflakes over the package and the tests: an undefined name (a helper renamed in one place only)
+    fails here, not in the one slow test that happens to reach it."""
+    out, err = io.StringIO(), io.StringIO()
+    found = checkRecursive([str(PACKAGE), str(PACKAGE.parents[1] / "tests")], Reporter(out, err))
+    assert found == 0, out.getvalue() + err.getvalue()
+
+
+def test_the_pyflakes_check_sees_an_undefined_name(tmp_path):
+    (tmp_path / "bad.py").write_text("def f():\n    return _renamed_helper()\n")
+    out = io.StringIO()
+    assert checkRecursive([str(tmp_path)], Reporter(out, io.StringIO())) == 1
+    assert "undefined name '_renamed_helper'" in out.getvalue()

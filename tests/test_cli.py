@@ -1,9 +1,6 @@
 """The mitp command line: params and demo."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .backbones import Backbone
-from .files import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, NoCheckpoint, check_fields, read_json_file
+from .files import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_fields, read_json_file
 from .methods import ConfigError, MultimodalClassifier, build_model, config_from_dict
 
 

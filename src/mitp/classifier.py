@@ -32,8 +32,7 @@ from .data.dataset import pad_token_ids
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
-from .inputs import (ImageTooLarge, InputError, NoImageFile, Prediction, Prepared, check_request, check_text,
-                     load_image, to_predictions)
+from .inputs import InputError, Prediction, Prepared, check_request, check_text, load_image, to_predictions
 from .methods import build_model
 from .model_card import model_card
 from .runs import Run

@@ -28,14 +28,13 @@ from typing import Any
 
 from rich.markup import escape
 
+from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import available_methods, get_method
 from mitp.runs import Run
 
 from ..threads import available_cores
 from ..train.config import RunConfig, apply_overrides, load_run_config, resolve
-from ..train.reports import write_json_atomic, write_text_atomic
-
 
 class RunFailed(RuntimeError):
     pass

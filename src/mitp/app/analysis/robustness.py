@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 
 from ..train.inference import evaluate_dataset, load_run, split_dataset
-from ..train.reports import write_json_atomic, write_text_atomic
 from ..outputs import check_outputs
 from .compare import mean_std
 

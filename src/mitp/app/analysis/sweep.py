@@ -29,6 +29,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.configuration import ConfigError, parse_value
 from mitp.methods import get_method
 from mitp.runs import Run
@@ -37,7 +38,6 @@ from ..errors import UserError
 from ..threads import available_cores
 from ..train.config import load_run_config
 from ..train.inference import evaluate_dataset, load_run, split_dataset
-from ..train.reports import write_json_atomic, write_text_atomic
 from ..train.runner import run_training
 
 KINDS = ("loguniform", "uniform", "int", "choice")

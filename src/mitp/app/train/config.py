@@ -20,7 +20,7 @@ A run's config.yaml holds the resolved config: ``model`` complete for its method
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 

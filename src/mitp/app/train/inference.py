@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from mitp.checkpoint import NoCheckpoint
+from mitp.files import NoCheckpoint
 from mitp.classifier import Classifier
 from mitp.configuration import ConfigError
 from mitp.data.dataset import ManifestDataset, make_dataloader

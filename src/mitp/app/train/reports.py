@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...atomic import write_json_atomic, write_text_atomic
-
 
 def plot_curves(records: list[dict], selection: str, path: Path) -> Path:
     """Loss (train and val) and the validation selection metric per epoch."""

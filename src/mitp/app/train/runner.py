@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from mitp import runs
+from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.runs import Run
 
 from ..errors import UserError
 from ..threads import oversubscribed, use_threads
 from .config import RunConfig, load_run_config
 from .loop import Trainer, TrainingDiverged
-from .reports import plot_curves, summary_table, write_json_atomic, write_text_atomic
+from .reports import plot_curves, summary_table
 from .rundir import MetricsLog, RunDirError, check_new_run_dir, clear_outputs, run_lock, write_marker
 
 

@@ -358,5 +358,5 @@ def _summarise(conv: Conversion, items, sizes, image_size: int, seed: int, raw_d
 __all__ = [
     "DEFAULT_RAW", "DEFAULT_SIZES", "FASHION_MNIST_CLASSES", "FASHION_VE_LABELS", "HELD_OUT_TEMPLATES", "META_FILE",
     "SEEN_TEMPLATES", "SYNONYMS", "TEMPLATES", "composite", "convert_fashion_ve", "layout", "load_fashion_mnist",
-    "read_idx", "sentence",
+    "sentence",
 ]
