@@ -1,6 +1,7 @@
 """mitp serve under hostile input: body limits hold while a body streams, image pixels are limited from
 the header, malformed JSON is a 4xx naming the field, and a full server answers 503 with Retry-After."""
 
+import asyncio
 import io
 import socket
 import struct
@@ -129,6 +130,60 @@ def test_a_full_server_answers_503_with_retry_after_and_recovers(server):
     assert httpx.post(f"{server}/predict", json={"text": "x"}).status_code == 200
 
 
+def test_a_full_server_reads_an_upload_before_its_503_so_the_client_gets_the_answer(server):
+    """Answering and closing while a client still uploads resets the connection: the client would see a
+    broken connection, not the 503 that says when to retry."""
+    hold = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    host, port = server.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port))) for _ in range(2)]
+    sent = []
+
+    def upload():  # 1 MB (under the 2 MB body limit) in 20 pieces, sent over about half a second
+        for _ in range(20):
+            sent.append(1)
+            yield b"x" * 50_000
+
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n")
+    try:
+        for sock in slow:
+            sock.sendall(hold + b'{"text": "')
+        time.sleep(0.3)
+        answer = raw_request(server, head, upload(), pause=0.025)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert len(sent) == 20, "the server stopped reading the upload"
+    assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower()
+    assert b"connection: close" not in answer.lower()  # drained: the connection stays usable
+
+
 def test_an_image_over_pils_own_bomb_limit_is_refused_the_same_way(server):
     reply = httpx.post(f"{server}/predict", files={"image": ("x.png", png_header_claiming(20000, 20000), "image/png")})
     assert reply.status_code == 413 and reply.json()["detail"].startswith("image: ")
+
+
+@pytest.mark.parametrize("drain_s, reads, closes", [(5.0, 3, False), (0.0, 0, True)])
+def test_drain_refused_s_decides_whether_a_refused_body_is_read_first(drain_s, reads, closes):
+    """--drain-refused-s 0 answers a full server's 503 at once and closes, without reading the body."""
+    from mitp.app.serve.limits import RequestLimits
+
+    async def never_called(scope, receive, send):
+        raise AssertionError("a refused request reached the app")
+
+    chunks = [{"type": "http.request", "body": b"x" * 10, "more_body": more} for more in (True, True, False)]
+    read, sent = [], []
+
+    async def receive():
+        read.append(1)
+        return chunks[len(read) - 1]
+
+    async def send(message):
+        sent.append(message)
+
+    limits = RequestLimits(never_called, max_body=100, max_pending=0, drain_s=drain_s)
+    asyncio.run(limits({"type": "http", "method": "POST", "headers": []}, receive, send))
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"1"
+    assert len(read) == reads and (headers.get(b"connection") == b"close") == closes

@@ -27,6 +27,10 @@ def add_parser(subparsers) -> None:
                         f"(default: {DEFAULT_MAX_IMAGE_PIXELS:,})")
     p.add_argument("--max-pending", type=positive_int, default=64,
                    help="requests in the server at once; more get 503 with Retry-After (default: 64)")
+    p.add_argument("--drain-refused-s", type=float, default=5.0,
+                   help="a request refused with 503 has its body read (and dropped) for up to this long first, "
+                        "so an uploading client gets the 503 and not a reset connection; 0: answer and close at "
+                        "once (more throughput under overload, uploads may see resets) (default: 5)")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)")
     p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
@@ -40,11 +44,13 @@ def run(args) -> int:
     from mitp.api import Classifier
     from ..serve import create_app
 
-    if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
-        raise UserError("--max-wait-ms must be >= 0, --max-upload-mb and --max-body-mb > 0")
+    if args.max_wait_ms < 0 or args.drain_refused_s < 0 or args.max_upload_mb <= 0 or \
+            (args.max_body_mb is not None and args.max_body_mb <= 0):
+        raise UserError("--max-wait-ms and --drain-refused-s must be >= 0, --max-upload-mb and --max-body-mb > 0")
     classifier = Classifier.from_pretrained(args.path, runtime=args.runtime, quantized=args.quantized)
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_upload_mb=args.max_upload_mb, max_body_mb=args.max_body_mb, max_pending=args.max_pending,
+                     drain_refused_s=args.drain_refused_s,
                      max_image_pixels=args.max_image_pixels)
     print(f"serving {classifier.method} ({args.path}, {classifier.runtime}) on http://{args.host}:{args.port}/ "
           f"(API docs: /docs)", flush=True)

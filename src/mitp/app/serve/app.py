@@ -47,7 +47,8 @@ class BatchIn(BaseModel):
 
 def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
                max_upload_mb: float = 10.0, max_batch_items: int = 64, max_body_mb: float | None = None,
-               max_pending: int = 64, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> FastAPI:
+               max_pending: int = 64, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+               drain_refused_s: float = 5.0) -> FastAPI:
     """The app; ``max_body_mb`` defaults to room for one upload at the limit, base64-encoded, and then some."""
     classifier = copy.copy(classifier)  # the server's own pixel limit, the caller's classifier unchanged
     classifier.max_image_pixels = max_image_pixels
@@ -66,7 +67,7 @@ def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
                   description=f"{classifier.method} on {classifier.info['backbone']}: "
                               f"{classifier.labels.task}, {classifier.labels.num_classes} labels")
     app.state.batcher = batcher
-    app.add_middleware(RequestLimits, max_body=max_body, max_pending=max_pending)
+    app.add_middleware(RequestLimits, max_body=max_body, max_pending=max_pending, drain_s=drain_refused_s)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
