@@ -165,6 +165,7 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
                  "late_fusion", "--json", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["good_5xx"] == 0 and row["requests"] > 0 and row["rss_mb"]["peak"] >= row["rss_mb"]["start"] > 0
+    assert row["server_tracebacks"] == 0
     expected = {"good_multipart": {"200"}, "good_json": {"200"}, "bad_json": {"400"}, "deep_json": {"400"},
                 "surrogate": {"400"}, "pixel_bomb": {"413"}}
     for kind, statuses in row["statuses"].items():
