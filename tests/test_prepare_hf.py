@@ -11,7 +11,7 @@ datasets = pytest.importorskip("datasets")  # an optional extra; CI installs the
 
 from data_fixtures import write_image  # noqa: E402
 from mitp.app.cli import main  # noqa: E402
-from mitp.data.errors import CorruptImage, MissingColumn, UnknownLabel  # noqa: E402
+from mitp.data.errors import BadRecord, CorruptImage, MissingColumn, UnknownLabel  # noqa: E402
 from mitp.data.manifest import SPLITS, read_labels, read_split  # noqa: E402
 from mitp.data.prepare import prepare  # noqa: E402
 
@@ -156,3 +156,31 @@ def test_without_datasets_the_command_says_which_extra(tmp_path, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "datasets", None)
     assert main(["prepare", "hf", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "pip install 'mitp[hf]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_carved_splits_match_the_jsonl_converters_carving(tmp_path, multi):
+    """A train-only dataset is carved from the on-disk row store exactly as the in-memory carving does."""
+    table = {"train": [r for rs in rows(tmp_path, multi=multi).values() for r in rs]}
+    for i, r in enumerate(table["train"]):
+        r["uid"] = f"u{(i * 7) % 18:02d}"  # ids in another order than the rows
+    dataset_dict(table, multi=multi).save_to_disk(str(tmp_path / "source"))
+    conv = prepare("hf", tmp_path / "source", tmp_path / "out", id_column="uid", seed=3)
+    lines = [json.dumps({"uid": r["uid"], "image": r["image"], "text": r["text"],
+                         "label": [NAMES[i] for i in r["label"]] if multi else NAMES[r["label"]]})
+             for r in table["train"]]
+    (tmp_path / "ref.jsonl").write_text("\n".join(lines) + "\n")
+    prepare("jsonl", None, tmp_path / "ref", input=tmp_path / "ref.jsonl", id_column="uid", labels=NAMES,
+            multi_label=multi, seed=3)
+    same_manifests(tmp_path / "ref", tmp_path / "out", external_a=False)
+    assert sum(conv.counts.values()) == 18 and conv.counts["val"] > 0 and conv.counts["test"] > 0
+    assert not list((tmp_path / "out").glob(".mitp-rows-*"))  # the scratch database is gone
+
+
+def test_a_repeated_id_names_both_rows_and_leaves_no_scratch_file(tmp_path):
+    table = rows(tmp_path)
+    table["test"][2]["uid"] = "train-5"
+    dataset_dict(table).save_to_disk(str(tmp_path / "source"))
+    with pytest.raises(BadRecord, match=r"test row 2: id 'train-5' is already used by train row 5"):
+        prepare("hf", tmp_path / "source", tmp_path / "out", id_column="uid")
+    assert not list((tmp_path / "out").glob(".mitp-rows-*"))

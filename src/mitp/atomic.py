@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -36,6 +36,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, write)
 
 
+def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> Path:
+    """UTF-8 text written as it comes (each string ends its own line), so it is never held whole."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+    return atomic_write(path, write)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
@@ -44,4 +52,4 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-__all__ = ["atomic_write", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "write_bytes_atomic", "write_lines_atomic", "write_json_atomic", "write_text_atomic"]

@@ -20,9 +20,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from ..atomic import write_text_atomic
+from ..atomic import write_lines_atomic, write_text_atomic
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
     AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError,
@@ -315,27 +315,35 @@ def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
 
 # --- writing ------------------------------------------------------------------------------------
 
-def write_manifest(out_dir: str | os.PathLike, splits: dict[str, list[Record]], space: LabelSpace) -> dict[str, Path]:
+def write_manifest(out_dir: str | os.PathLike, splits: dict[str, Iterable[Record]],
+                   space: LabelSpace) -> dict[str, Path]:
     """Write the four manifest files; records are sorted by id so the bytes depend only on content.
 
-    Ids must be unique across splits and labels must be in ``space`` (a converter bug otherwise).
+    Ids must be unique across splits and labels must be in ``space`` (a converter bug otherwise). A
+    split may be a list, or a sequence marked ``presorted`` that yields its records in id order with
+    ids already unique across all splits (a converter's on-disk store): it is streamed, never held.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     owner: dict[str, str] = {}
     for split in SPLITS:
-        for rec in splits.get(split, []):
-            if rec.id in owner:
-                raise DuplicateId(split_path(out, split), None, f"id {rec.id!r} is also in {owner[rec.id]}")
-            owner[rec.id] = split
+        records = splits.get(split, [])
+        presorted = getattr(records, "presorted", False)
+        for rec in records:
+            if not presorted:
+                if rec.id in owner:
+                    raise DuplicateId(split_path(out, split), None, f"id {rec.id!r} is also in {owner[rec.id]}")
+                owner[rec.id] = split
             names = rec.label if isinstance(rec.label, (tuple, list)) else (rec.label,)
             for name in names:
                 if name not in space.index:
                     raise UnknownLabel(split_path(out, split), None, f"label {name!r} of {rec.id!r} not in labels")
     written = {}
     for split in SPLITS:
-        records = sorted(splits.get(split, []), key=lambda r: r.id)
-        written[split] = write_text_atomic(split_path(out, split), "".join(r.to_line() for r in records))
+        records = splits.get(split, [])
+        if not getattr(records, "presorted", False):
+            records = sorted(records, key=lambda r: r.id)
+        written[split] = write_lines_atomic(split_path(out, split), (r.to_line() for r in records))
     written["labels"] = write_text_atomic(out / LABELS_FILE, space.to_json())
     return written
 

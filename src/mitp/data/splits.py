@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, MutableSequence, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -20,28 +20,43 @@ def stratified_split(items: Sequence[T], key: Callable[[T], str], id_of: Callabl
     every group stays in ``rest`` (so a class of one sample is never held out). The result
     depends only on the items, the seed and the fractions, never on input order.
     """
-    for name, fraction in fractions:
-        if not 0 <= fraction < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {fraction}")
-    if sum(f for _, f in fractions) >= 1:
-        raise ValueError(f"held-out fractions sum to {sum(f for _, f in fractions)}; nothing left for {rest}")
+    check_fractions(fractions, rest)
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
         groups[key(item)].append(item)
     out: dict[str, list[T]] = {name: [] for name, _ in fractions}
     out[rest] = []
+    ordered = ((k, sorted(groups[k], key=id_of)) for k in sorted(groups))
+    for name, members in carve_groups(ordered, fractions, seed, rest):
+        out[name].extend(members)
+    return out
+
+
+def check_fractions(fractions: Sequence[tuple[str, float]], rest: str = "train") -> None:
+    for name, fraction in fractions:
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {fraction}")
+    if sum(f for _, f in fractions) >= 1:
+        raise ValueError(f"held-out fractions sum to {sum(f for _, f in fractions)}; nothing left for {rest}")
+
+
+def carve_groups(groups: Iterable[tuple[str, MutableSequence[T]]], fractions: Sequence[tuple[str, float]],
+                 seed: int, rest: str = "train") -> Iterator[tuple[str, MutableSequence[T]]]:
+    """The core of :func:`stratified_split`: ``(split name, members)`` parts of each group.
+
+    ``groups`` come in sorted key order with their members in id order; they are shuffled in place.
+    Any mutable sequence works (an ``array`` of row numbers keeps a large dataset's carving small).
+    """
     rng = random.Random(seed)
-    for k in sorted(groups):
-        members = sorted(groups[k], key=id_of)
+    for _, members in groups:
         rng.shuffle(members)
         pos = 0
         for name, fraction in fractions:
             take = math.ceil(fraction * len(members) - 1e-9)
             take = max(0, min(take, len(members) - pos - 1))
-            out[name].extend(members[pos:pos + take])
+            yield name, members[pos:pos + take]
             pos += take
-        out[rest].extend(members[pos:])
-    return out
+        yield rest, members[pos:]
 
 
 def rarest_label_key(label_lists: Sequence[Sequence[str]]) -> Callable[[Sequence[str]], str]:
@@ -57,4 +72,4 @@ def rarest_label_key(label_lists: Sequence[Sequence[str]]) -> Callable[[Sequence
     return key
 
 
-__all__ = ["rarest_label_key", "stratified_split"]
+__all__ = ["carve_groups", "check_fractions", "rarest_label_key", "stratified_split"]

@@ -3,7 +3,8 @@
 Rows are streamed twice: a first pass reads the labels (to know the label names and to carve the
 splits a dataset lacks, stratified and seeded as for CSV), the second writes each image once under
 ``OUT/images/`` (named by a hash of its bytes, so a repeated image is stored once) and the manifest
-lines. Memory does not grow with the images; it holds one small record per row.
+lines. Rows wait in a scratch database beside the output (:mod:`.rowstore`), so memory stays flat in
+the number of rows as well as in the images.
 
 - Columns by name (``--image-column image --text-column text --label-column label``, ``--id-column``:
   default ``<split>-<row>``); a missing one is an error that lists the dataset's columns.
@@ -29,10 +30,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ...atomic import write_bytes_atomic
 from ..errors import BadRecord, CorruptImage, MissingColumn, MissingFile, MissingImage, UnknownLabel
-from ..manifest import LabelSpace, Record
-from ..splits import rarest_label_key, stratified_split
+from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
 from .registry import option, register_converter
+from .rowstore import RowStore, WrittenSplit
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "dev": "val", "val": "val", "test": "test"}
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
@@ -135,61 +136,73 @@ def convert_hf(raw: str | Path, out: str | Path, image_column: str = "image", te
     streams = {split: (ds.cast_column(image_column, ds_lib.Image(decode=False)) if decode_off else ds)
                for split, ds in sources.items()}
     conv = Conversion("hf")
+    store = RowStore(out)
 
-    # pass 1: labels (and ids), to fix the label names and carve missing splits
-    rows: dict[str, list[tuple[int, str, tuple]]] = {}
-    found: set[str] = set()
-    for split, ds in streams.items():
-        target = SPLIT_NAMES.get(split.lower())
-        if target is None:
-            conv.warnings.append(f"split {split!r} is neither train, validation nor test: left out")
-            continue
-        listed = rows.setdefault(split, [])
-        for index, row in enumerate(track(ds.select_columns([c for c in (label_column, id_column) if c]),
-                                          description=f"reading {split} labels")):
-            labels = _labels(row[label_column], multi, names, raw, split, index)
-            if labels is None:
-                conv.drop("no label", f"{split} row {index}")
+    try:
+        # pass 1: labels and ids, to fix the label names and carve missing splits
+        found: set[str] = set()
+        read: list[str] = []
+        for split, ds in streams.items():
+            target = SPLIT_NAMES.get(split.lower())
+            if target is None:
+                conv.warnings.append(f"split {split!r} is neither train, validation nor test: left out")
                 continue
-            found.update(labels)
-            sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
-            listed.append((index, sample_id, labels))
-    space = LabelSpace("multi_label" if multi else "single_label", tuple(names) if names else tuple(sorted(found)))
-    conv.space = space
-    assignment = _assign(rows, multi, val_fraction, test_fraction, seed, conv)
+            read.append(split)
+            for index, row in enumerate(track(ds.select_columns([c for c in (label_column, id_column) if c]),
+                                              description=f"reading {split} labels")):
+                labels = _labels(row[label_column], multi, names, raw, split, index)
+                if labels is None:
+                    conv.drop("no label", f"{split} row {index}")
+                    continue
+                found.update(labels)
+                sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
+                holder = store.add(split, index, sample_id, labels, target)
+                if holder is not None:
+                    raise BadRecord(raw, None, f"{raw} {split} row {index}: id {sample_id!r} is already used by "
+                                               f"{holder[0]} row {holder[1]}")
+        space = LabelSpace("multi_label" if multi else "single_label", tuple(names) if names else tuple(sorted(found)))
+        conv.space = space
+        missing = [(name, fraction) for name, fraction in (("val", val_fraction), ("test", test_fraction))
+                   if not store.rows(name)]
+        if missing:
+            store.carve(missing, seed, multi)
+            conv.notes.append(", ".join(f"{name} {fraction:g}" for name, fraction in missing)
+                              + f" carved from train per label, seed {seed}")
 
-    # pass 2: images and lines
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    seen_ids: dict[str, str] = {}
-    for split, ds in streams.items():
-        if split not in rows:
-            continue
-        wanted = {index: (sample_id, labels) for index, sample_id, labels in rows[split]}
-        for index, row in enumerate(track(ds, description=f"writing {split}")):
-            if index not in wanted:
-                continue
-            sample_id, labels = wanted[index]
-            where = f"{raw} {split} row {index} (id {sample_id!r})"
-            if sample_id in seen_ids:
-                raise BadRecord(raw, None, f"{where}: id already used by {seen_ids[sample_id]}")
-            seen_ids[sample_id] = where
-            text = row[text_column]
-            if not isinstance(text, str) or not text.strip():
-                conv.drop("empty text", where)
-                continue
-            try:
-                image = _write_image(row[image_column], root, images, where)
-            except (MissingImage, CorruptImage) as err:
-                if on_bad_sample == "error":
-                    raise
-                conv.drop(f"bad image ({err.kind})", where)
-                continue
-            # multi-label: each name once, in the label space's order (as the other converters write them)
-            label = tuple(sorted(set(labels), key=space.index.__getitem__)) if multi else labels[0]
-            conv.splits[assignment[(split, index)]].append(Record(sample_id, image, " ".join(text.split()), label))
+        # pass 2: images and lines, the stream read in step with the stored rows (both in row order)
+        images = out / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        for split in read:
+            stored = store.assigned(split)
+            pending = next(stored, None)
+            for index, row in enumerate(track(streams[split], description=f"writing {split}")):
+                if pending is None or index != pending[0]:
+                    continue
+                _, sample_id, labels, target = pending
+                pending = next(stored, None)
+                where = f"{raw} {split} row {index} (id {sample_id!r})"
+                text = row[text_column]
+                if not isinstance(text, str) or not text.strip():
+                    conv.drop("empty text", where)
+                    continue
+                try:
+                    image = _write_image(row[image_column], root, images, where)
+                except (MissingImage, CorruptImage) as err:
+                    if on_bad_sample == "error":
+                        raise
+                    conv.drop(f"bad image ({err.kind})", where)
+                    continue
+                # multi-label: each name once, in the label space's order (as the other converters write them)
+                label = tuple(sorted(set(labels), key=space.index.__getitem__)) if multi else labels[0]
+                store.record(target, Record(sample_id, image, " ".join(text.split()), label))
+    except BaseException:
+        store.close()  # the scratch database goes now, not at exit
+        raise
+    conv.splits = {name: store.split(name) for name in SPLITS}
     conv.notes.append(f"images written once each under {images} (named by a hash of their bytes)")
     conv.write(out)
+    conv.splits = {name: WrittenSplit(out, name, space) for name in SPLITS}
+    store.close()
     return conv
 
 
@@ -221,27 +234,6 @@ def _labels(value, multi: bool, names: list[str] | None, raw, split: str, index:
 
 def _bad(raw, split, index, value):
     raise BadRecord(raw, None, f"{split} row {index}: label {value!r} is neither a class index nor a name")
-
-
-def _assign(rows: dict, multi: bool, val_fraction: float, test_fraction: float, seed: int,
-            conv: Conversion) -> dict[tuple[str, int], str]:
-    """Source split and row -> manifest split; val or test the dataset lacks are carved from train."""
-    by_target: dict[str, list[tuple[str, int, str, tuple]]] = {"train": [], "val": [], "test": []}
-    for split, listed in rows.items():
-        by_target[SPLIT_NAMES[split.lower()]] += [(split, index, sample_id, tuple(labels))
-                                                  for index, sample_id, labels in listed]
-    missing = [(name, fraction) for name, fraction in (("val", val_fraction), ("test", test_fraction))
-               if not by_target[name]]
-    if missing:
-        key = rarest_label_key([r[3] for r in by_target["train"]]) if multi else None
-        parts = stratified_split(by_target["train"], (lambda r: key(r[3])) if multi else (lambda r: r[3][0]),
-                                 lambda r: r[2], missing, seed)
-        for name, _ in missing:
-            by_target[name] = parts[name]
-        by_target["train"] = parts["train"]
-        conv.notes.append(", ".join(f"{name} {fraction:g}" for name, fraction in missing)
-                          + f" carved from train per label, seed {seed}")
-    return {(split, index): target for target, items in by_target.items() for split, index, _, _ in items}
 
 
 def _write_image(value, root: Path | None, images: Path, where: str) -> str:
