@@ -184,3 +184,16 @@ def test_a_repeated_id_names_both_rows_and_leaves_no_scratch_file(tmp_path):
     with pytest.raises(BadRecord, match=r"test row 2: id 'train-5' is already used by train row 5"):
         prepare("hf", tmp_path / "source", tmp_path / "out", id_column="uid")
     assert not list((tmp_path / "out").glob(".mitp-rows-*"))
+
+
+def test_generated_parquet_files_convert_with_carved_splits(tmp_path):
+    """The generator behind docs/data.md's memory measurement: 3 files of Hub-style Parquet, all converted."""
+    from mitp.synthetic import COLOURS, write_parquet_dataset
+
+    write_parquet_dataset(tmp_path / "src", rows=50, rows_per_file=20)
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == [
+        f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    conv = prepare("hf", tmp_path / "src", tmp_path / "out")
+    assert sum(conv.counts.values()) == 50 and conv.counts["val"] > 0 and conv.counts["test"] > 0
+    assert read_labels(tmp_path / "out").labels == tuple(sorted(COLOURS))
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 50  # distinct images, each written once
