@@ -7,6 +7,10 @@ modality alone can do better than 50% accuracy, so a falling loss means fusion w
 
 from __future__ import annotations
 
+import io
+import random
+from pathlib import Path
+
 import torch
 
 from .backbones import Backbone
@@ -53,9 +57,6 @@ def write_toy_dataset(out_dir, sizes: tuple[int, int, int] = (64, 32, 32), seed:
     single_label: 4 classes ``<colour>-<wordset>``; multi_label: labels {red, green, alpha, beta},
     each sample carries its colour and its word set. Returns the directory.
     """
-    import random
-    from pathlib import Path
-
     from PIL import Image
 
     out = Path(out_dir)
@@ -86,11 +87,7 @@ def write_parquet_dataset(out_dir, rows: int, rows_per_file: int, seed: int = 0)
     """Parquet files as the Hugging Face Hub serves them (``train-00000-of-00010.parquet``): an
     embedded-bytes image column (distinct 16x16 PNGs), an 8-word text and a string label. For measuring
     ``mitp prepare hf`` on large sets. Returns the directory."""
-    import io
-    import random
-    from pathlib import Path
-
-    import pyarrow as pa  # optional: the hf extra brings it
+    import pyarrow as pa  # optional (the hf extra brings it), and only this generator needs it
     import pyarrow.parquet as pq
     from PIL import Image
 
