@@ -10,7 +10,7 @@ from PIL import Image
 from mitp import Classifier
 from mitp.app.cli import main
 from mitp.checkpoint import CheckpointError
-from mitp.classifier import InputError
+from mitp.inputs import InputError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 

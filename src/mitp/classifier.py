@@ -32,7 +32,7 @@ from .data.dataset import pad_token_ids
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
-from .inputs import InputError, Prediction, Prepared, check_request, check_text, load_image, to_predictions
+from .inputs import Prepared, Predictor
 from .methods import build_model
 from .model_card import model_card
 from .runs import Run
@@ -40,7 +40,7 @@ from .runs import Run
 
 
 @dataclass
-class Classifier:
+class Classifier(Predictor):
     """A trained method on its frozen backbone, with its preprocessing and label names."""
 
     model: torch.nn.Module
@@ -124,31 +124,12 @@ class Classifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def predict(self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5,
-                batch_size: int = 32) -> list[Prediction]:
-        """One :class:`Prediction` (a list of ``{"label", "score"}``) per sample: the top-k softmax
-        probabilities (single-label), or every label whose sigmoid probability passes the run's
-        threshold (multi-label).
+    def pixels(self, image):
+        return torch.from_numpy(self.preprocessor.image(image) if image is not None else
+                                self.preprocessor.blank_image())
 
-        Images may be PIL images, paths or bytes. A missing modality is ``None`` (per sample, or the
-        whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
-        :class:`InputError` naming them."""
-        images, texts = check_request(images, texts, top_k)
-        samples = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
-                   for i, (image, text) in enumerate(zip(images, texts))]
-        logits = torch.cat([self.logits(samples[start:start + batch_size])
-                            for start in range(0, len(samples), batch_size)]) if samples else torch.zeros(0)
-        return self.to_predictions(logits, top_k, [s.modalities for s in samples])
-
-    def prepare(self, image, text: str | None, image_field: str = "image", text_field: str = "text") -> Prepared:
-        """One sample as model inputs; either side may be None (missing). InputError names a bad field."""
-        if image is None and text is None:
-            raise InputError(text_field, f"neither {image_field} nor {text_field} is given; a sample needs one")
-        pixels = torch.from_numpy(self.preprocessor.image(load_image(image, image_field, self.max_image_pixels))
-                                  if image is not None else self.preprocessor.blank_image())
-        tokens = self.preprocessor.text(check_text(text, text_field)) if text is not None else \
-            self.preprocessor.empty_text()
-        return Prepared(pixels, tokens, (image is not None, text is not None))
+    def tokens(self, text: str | None) -> list[int]:
+        return self.preprocessor.text(text) if text is not None else self.preprocessor.empty_text()
 
     @torch.inference_mode()
     def logits(self, samples: list[Prepared]) -> torch.Tensor:
@@ -159,11 +140,6 @@ class Classifier:
         return self.model(pixel_values=pixels.to(self.device), input_ids=input_ids.to(self.device),
                           attention_mask=mask.to(self.device),
                           modality_mask=present.to(self.device)).logits.float().cpu()
-
-    def to_predictions(self, logits: torch.Tensor, top_k: int = 5, modalities: list | None = None
-                       ) -> list[Prediction]:
-        return to_predictions(logits.float().numpy(), self.labels.labels, self.labels.task, top_k,
-                              self.info.get("threshold") or 0.5, modalities)
 
     # --- saving ------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

@@ -20,7 +20,7 @@ from .data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageTransform
 from .data.manifest import LabelSpace
 from .data.text import HashTokenizer
 from .files import EXPORT_CONFIG, CheckpointError, check_fields, read_export_config, read_json_file
-from .inputs import InputError, Prediction, Prepared, check_request, check_text, load_image, pad_ids, to_predictions
+from .inputs import Prepared, Predictor, pad_ids
 from .onnx_format import ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT
 
 
@@ -39,7 +39,7 @@ class TokenizersTokenizer:
         return self.tokenizer.encode(text).ids
 
 
-class OnnxClassifier:
+class OnnxClassifier(Predictor):
     """A trained model as an ONNX graph, with its preprocessing and label names."""
 
     runtime = "onnx"
@@ -100,33 +100,17 @@ class OnnxClassifier:
 
     can_explain = False  # the graph has no trace of its hub and attention: explain runs on PyTorch
 
-    def predict(self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5,
-                batch_size: int = 32) -> list[Prediction]:
-        """As :meth:`mitp.classifier.Classifier.predict`."""
-        images, texts = check_request(images, texts, top_k)
-        samples = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
-                   for i, (image, text) in enumerate(zip(images, texts))]
-        logits = np.concatenate([self.logits(samples[start:start + batch_size])
-                                 for start in range(0, len(samples), batch_size)]) if samples else np.zeros((0, 1))
-        return self.to_predictions(logits, top_k, [s.modalities for s in samples])
+    def pixels(self, image):
+        return self.transform(image) if image is not None else self.blank
 
-    def prepare(self, image, text: str | None, image_field: str = "image", text_field: str = "text") -> Prepared:
-        if image is None and text is None:
-            raise InputError(text_field, f"neither {image_field} nor {text_field} is given; a sample needs one")
-        pixels = self.transform(load_image(image, image_field, self.max_image_pixels)) if image is not None \
-            else self.blank
-        tokens = self.tokenize(check_text(text, text_field)) if text is not None else self.empty_text
-        return Prepared(pixels, tokens, (image is not None, text is not None))
+    def tokens(self, text: str | None) -> list[int]:
+        return self.tokenize(text) if text is not None else self.empty_text
 
     def logits(self, samples: list[Prepared]) -> np.ndarray:
         input_ids, mask = pad_ids([s.tokens for s in samples], self.pad_token_id)
         feed = {"pixel_values": np.stack([s.pixels for s in samples]).astype(np.float32), "input_ids": input_ids,
                 "attention_mask": mask, "modality_mask": np.array([s.present for s in samples], dtype=bool)}
         return self.session.run(None, {name: feed[name] for name in self.inputs})[0]
-
-    def to_predictions(self, logits: np.ndarray, top_k: int = 5, modalities: list | None = None) -> list[Prediction]:
-        return to_predictions(logits, self.labels.labels, self.labels.task, top_k, self.info.get("threshold") or 0.5,
-                              modalities)
 
 
 __all__ = ["OnnxClassifier", "TokenizersTokenizer"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mitp.classifier import Classifier, InputError
+from mitp.classifier import Classifier
+from mitp.inputs import InputError
 from mitp.methods import build_model, make_config
 from mitp.methods.base import Trace
 
