@@ -14,11 +14,14 @@ FAST = ["--backbone", "tiny-clip", "--batch-size", "2", "--steps", "1", "--warmu
         "--num-classes", "3", "--threads", "1", "--device", "cpu"]
 
 
+SETTING = "mitp[prompt_gate=false;num_steps=2]"
+
+
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    """One fast CLI run shared by the tests: tiny-clip, mitp and full_finetune, one round."""
+    """One fast CLI run shared by the tests: tiny-clip, mitp, a mitp setting and full_finetune, one round."""
     out = tmp_path_factory.mktemp("bench")
-    argv = ["bench", *FAST, "--methods", "mitp,full_finetune", "--rounds", "1", "--target",
+    argv = ["bench", *FAST, "--methods", f"mitp,{SETTING},full_finetune", "--rounds", "1", "--target",
             "mitp/full_finetune:train_step_ms<=0.45", "--json", str(out / "rows.json"), "--markdown",
             str(out / "table.md")]
     assert main(argv) == 0
@@ -28,7 +31,7 @@ def bench_run(tmp_path_factory):
 @pytest.mark.slow
 def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
     rows = json.loads((bench_run / "rows.json").read_text())
-    assert [row["method"] for row in rows] == ["mitp", "full_finetune"]
+    assert [row["method"] for row in rows] == ["mitp", SETTING, "full_finetune"]
     for row in rows:
         assert set(REQUIRED_KEYS) <= set(row) and set(row) == set(ROW_KEYS)
         assert row["backbone"] == "tiny-clip" and row["batch_size"] == 2
@@ -67,7 +70,7 @@ def test_markdown_table_is_written(bench_run):
     assert "| method | trainable params |" in text
     assert "| mitp |" in text and "| full_finetune |" in text
     assert "growth of peak RSS in a fresh process per method" in text
-    assert "mitp bench --backbone tiny-clip --methods mitp,full_finetune" in text  # the reproducing command
+    assert f"mitp bench --backbone tiny-clip --methods 'mitp,{SETTING},full_finetune'" in text  # shell-quoted
     assert "mitp train_step_ms / full_finetune train_step_ms =" in text  # the --target, met or not
 
 
@@ -105,13 +108,12 @@ def test_targets_are_parsed_and_stated_as_facts():
 
 
 @pytest.mark.slow
-def test_a_method_setting_is_a_row_of_its_own(tmp_path, capsys):
-    out = tmp_path / "rows.json"
-    assert main(["bench", *FAST, "--methods", "mitp,mitp[prompt_gate=false;num_steps=2]", "--rounds", "1",
-                 "--json", str(out)]) == 0
-    gated, ungated = json.loads(out.read_text())
-    assert ungated["method"] == "mitp[prompt_gate=false;num_steps=2]"
-    assert ungated["trainable_params"] < gated["trainable_params"]  # no gates, fewer steps
+def test_a_method_setting_is_a_row_of_its_own(bench_run):
+    rows = {row["method"]: row for row in json.loads((bench_run / "rows.json").read_text())}
+    assert rows[SETTING]["trainable_params"] < rows["mitp"]["trainable_params"]  # no gates, fewer steps
+
+
+def test_a_misspelt_method_setting_is_named(capsys):
     assert main(["bench", *FAST, "--methods", "mitp[prompt_gat=false]"]) == 2
     assert "prompt_gat" in capsys.readouterr().err
 
