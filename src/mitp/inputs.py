@@ -179,8 +179,8 @@ class Predictor:
         return Prepared(pixels, tokens, (image is not None, text is not None))
 
     def to_predictions(self, logits, top_k: int = 5, modalities: list | None = None) -> list[Prediction]:
-        return to_predictions(np.asarray(logits, dtype=np.float32), self.labels.labels, self.labels.task, top_k,
-                              self.info.get("threshold") or 0.5, modalities)
+        return to_predictions(logits, self.labels.labels, self.labels.task, top_k, self.info.get("threshold") or 0.5,
+                              modalities)
 
     def pixels(self, image: Image.Image | None):
         """The model's pixel input for a decoded image, or for a missing one (None)."""

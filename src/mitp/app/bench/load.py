@@ -92,10 +92,10 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
         # The server's log goes to a file, not a pipe nobody reads while it runs (a full pipe would stall it);
         # its tracebacks are counted at the end.
         log_path = Path(tmp) / "server.log"
-        log = open(log_path, "wb")
-        server = subprocess.Popen([sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port",
-                                   str(port)], stdout=subprocess.DEVNULL, stderr=log,
-                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        with open(log_path, "wb") as log:  # the server writes through its own copy of the descriptor
+            server = subprocess.Popen([sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port",
+                                       str(port)], stdout=subprocess.DEVNULL, stderr=log,
+                                      env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -123,7 +123,6 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-            log.close()
         tracebacks = log_path.read_text(errors="replace").count("Traceback (most recent call last)")
     return {"backbone": backbone, "method": method, "clients": clients, "seconds": seconds, **result,
             "server_tracebacks": tracebacks}

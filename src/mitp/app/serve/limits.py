@@ -79,10 +79,8 @@ class RequestLimits:
     async def _drain(self, receive) -> bool:
         """Read the request body to its end and drop it; False if it is over ``max_body`` bytes, slower
         than ``drain_s`` or the client left (then the connection is closed after the answer)."""
-        received = 0
-
         async def read_all() -> bool:
-            nonlocal received
+            received = 0
             while True:
                 message = await receive()
                 if message["type"] != "http.request":

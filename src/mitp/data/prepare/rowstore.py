@@ -76,7 +76,8 @@ class RowStore:
             groups[key(json.loads(labels))].append(rowid)
         parts = carve_groups(((k, groups[k]) for k in sorted(groups)), fractions, seed)
         for name, members in parts:
-            self.db.executemany("UPDATE rows SET target = ? WHERE rowid = ?", ((name, r) for r in members))
+            if name != "train":  # what stays in train is already there
+                self.db.executemany("UPDATE rows SET target = ? WHERE rowid = ?", ((name, r) for r in members))
 
     def _train_labels(self) -> Iterator[list[str]]:
         for (labels,) in self.db.execute("SELECT labels FROM rows WHERE target = 'train'"):
