@@ -2,10 +2,6 @@
 and a killed sweep resuming its trial where it stopped."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +10,7 @@ import pytest
 
 from mitp.app.analysis.sweep import Param, Sweep, counts, parse_space, work
 from mitp.app.cli import main
+from mitp.app.launch import CliProcess
 from mitp.configuration import ConfigError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
@@ -90,17 +87,16 @@ def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
 def test_a_killed_sweep_resumes_its_trial_where_it_stopped(toy_dataset, tmp_path):
     out = tmp_path / "sweep"
     sets = [a for o in base(toy_dataset, "train.epochs=6", "train.batch_size=4") for a in ("--set", o)]
-    command = [sys.executable, "-m", "mitp", "sweep", "--config", str(CONFIG), *sets, "--methods", "mitp",
-               "--space", "train.lr=loguniform:1e-3:1e-2", "--trials", "1", "--no-prune", "--out", str(out)]
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    argv = ["sweep", "--config", str(CONFIG), *sets, "--methods", "mitp", "--space", "train.lr=loguniform:1e-3:1e-2",
+            "--trials", "1", "--no-prune", "--out", str(out)]
+    worker = CliProcess(argv, tmp_path / "worker.log", env={"OMP_NUM_THREADS": "1"}).process
     last = out / "mitp" / "trial-0" / "checkpoint" / "last"
     deadline = time.monotonic() + 180
     while not (last / "training_state.json").is_file():  # killed once the first epoch is saved
-        assert worker.poll() is None and time.monotonic() < deadline, "the worker never saved an epoch"
+        assert worker.is_alive() and time.monotonic() < deadline, "the worker never saved an epoch"
         time.sleep(0.1)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker.kill()
+    worker.join()
     sweep = Sweep(str(CONFIG), base(toy_dataset, "train.epochs=6", "train.batch_size=4"), ["mitp"],
                   parse_space(["train.lr=loguniform:1e-3:1e-2"]), trials=1, out=out, prune=False,
                   heartbeat_s=1, grace_s=2)

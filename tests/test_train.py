@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from mitp.app.cli import main
+from mitp.app.launch import CliProcess
 from mitp.configuration import ConfigError
 from mitp.synthetic import write_toy_dataset
 from mitp.app.train.config import load_run_config, resolve_method_config
@@ -200,20 +201,19 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
     assert main(train_args(toy, reference, *settings)) == 0
 
     crashed = tmp_path / "crashed"
-    proc = subprocess.Popen([sys.executable, "-m", "mitp", *train_args(toy, crashed, *settings)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = CliProcess(train_args(toy, crashed, *settings), tmp_path / "crashed.log", env=ENV).process
     deadline = time.time() + 120
     metrics = crashed / "metrics.jsonl"
     # kill -9 somewhere inside the second epoch, once the first has been logged and checkpointed
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and proc.is_alive():
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
             time.sleep(0.3)
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.is_alive(), "training finished before it could be killed"
+    proc.kill()
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
     assert not (crashed / "results.json").exists()
 
     assert main(["train", "--resume", str(crashed)]) == 0

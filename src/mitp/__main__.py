@@ -4,4 +4,5 @@ import sys
 
 from .app.cli import main  # the only place the library names the application: its entry point
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a worker process imports it as its parent's main module
+    sys.exit(main())

@@ -5,22 +5,19 @@ Every run gets the same data, backbone, head, schedule and evaluation; only ``me
 a method does not know is an error naming both); keys for one method go under
 ``methods.<name>``. With a grid, each method's setting is chosen on the validation split
 (mean over seeds of the selection metric) and the test split is reported for that setting
-only. Each run is a ``mitp train`` subprocess: its peak memory is its own and a crash cannot
+only. Each run is a ``mitp train`` in a fresh process (``app/launch.py``): its peak memory is its own and a crash cannot
 take the others down. Finished runs are reused and interrupted ones resumed, but only when
 their resolved config is the one asked for.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import json
-import os
 import queue
 import shutil
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +30,7 @@ from mitp.configuration import ConfigError, flatten, parse_value
 from mitp.methods import available_methods, get_method
 from mitp.runs import Run
 
+from ..launch import CliProcess
 from ..threads import available_cores
 from ..train.config import RunConfig, apply_overrides, load_run_config, resolve
 
@@ -159,11 +157,11 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
                                    + " | ".join(conflicts) + "; use another --out, or --force to train them again")
 
 
-def run_one(run: PlannedRun, console=None, env: dict | None = None, log: Path | None = None) -> dict:
-    """Finish ``run.run_dir`` with ``mitp train`` in a subprocess (reusing or resuming what is there).
+def run_one(run: PlannedRun, log: Path, console=None, env: dict | None = None, follow: bool = True) -> dict:
+    """Finish ``run.run_dir`` with ``mitp train`` in a fresh process (reusing or resuming what is there).
 
-    ``env`` is added to the subprocess's environment; with ``log`` its output goes to that file
-    (several runs at once), else stderr passes through."""
+    ``env`` is added to that process's environment; its output goes to ``log`` and, with ``follow``,
+    to this process's stdout as it comes."""
     run_dir, done = run.run_dir, Run(run.run_dir)
     if done.results_path.is_file():
         if console is not None:
@@ -177,23 +175,16 @@ def run_one(run: PlannedRun, console=None, env: dict | None = None, log: Path | 
         write_text_atomic(run.config_path, run.config.to_yaml())
         shutil.rmtree(run_dir, ignore_errors=True)  # a run that died before its first checkpoint starts over
         args = ["--config", str(run.config_path), "--out", str(run_dir)]
-    command = [sys.executable, "-m", "mitp", "train", *args]
-    tail = collections.deque(maxlen=20)
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as out:
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-                                  ).returncode
-        tail.extend(line for line in log.read_text(errors="replace").splitlines()[-20:] if line.strip())
-    else:
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-        for line in process.stderr:  # pass stderr through, keeping its end for the report
-            sys.stderr.write(line)
-            tail.append(line.rstrip())
-        code = process.wait()
+    process = CliProcess(["train", *args], log, env)
+    code = process.wait(follow=_write_stdout if follow else None)
     if code != 0:
-        raise RunFailed(f"mitp train exited with {code}: " + " | ".join(list(tail)[-3:]))
+        raise RunFailed(f"mitp train exited with {code}: " + " | ".join(process.tail()[-3:]))
     return done.read_results()
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, grid=None,
@@ -201,12 +192,13 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
     """Train every planned run; a failing run is recorded with its error and the others go on.
 
     With ``jobs`` > 1, that many runs train at once, each with its share of the cores
-    (``train.num_threads`` = cores / jobs) and, given ``devices``, a device of its own; their output goes
-    to ``out/logs/``. The records come back in the plan's order whatever finished first."""
+    (``train.num_threads`` = cores / jobs) and, given ``devices``, a device of its own. Every run's output
+    goes to ``out/logs/``, and also to stdout when runs go one at a time. The records come back in the
+    plan's order whatever finished first."""
     runs = plan(config, methods, seeds, grid or [GridPoint()], out)
     check_existing(runs, force, console)
     if jobs <= 1:
-        return [_run_and_record(i, run, len(runs), console) for i, run in enumerate(runs, 1)]
+        return [_run_and_record(i, run, len(runs), _log_of(out, run), console) for i, run in enumerate(runs, 1)]
     threads = max(1, available_cores() // jobs)
     runs = [dataclasses.replace(run, config=dataclasses.replace(
         run.config, train=dataclasses.replace(run.config.train, num_threads=threads))) for run in runs]
@@ -222,8 +214,7 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
         device = free.get()
         try:
             env = {"OMP_NUM_THREADS": str(threads), **({"CUDA_VISIBLE_DEVICES": device} if device else {})}
-            log = Path(out) / "logs" / f"{run.config_path.stem}.log"
-            return _run_and_record(i, run, len(runs), console, env=env, log=log)
+            return _run_and_record(i, run, len(runs), _log_of(out, run), console, env=env, follow=False)
         finally:
             free.put(device)
 
@@ -231,15 +222,19 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
         return list(pool.map(job, range(1, len(runs) + 1), runs))
 
 
-def _run_and_record(i: int, run: PlannedRun, total: int, console=None, env=None, log=None) -> dict:
+def _log_of(out: Path, run: PlannedRun) -> Path:
+    return Path(out) / "logs" / f"{run.config_path.stem}.log"
+
+
+def _run_and_record(i: int, run: PlannedRun, total: int, log: Path, console=None, env=None, follow=True) -> dict:
     record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
     name = escape(f"[{i}/{total}] {run.method}" + (f", {run.point.label()}" if run.point.values else "")
                   + f", seed {run.seed}")
     if console is not None:
-        console.rule(name) if log is None else console.print(f"{name}: started")
+        console.rule(name) if follow else console.print(f"{name}: started")
     try:
-        record["results"] = run_one(run, console, env=env, log=log)
-        if console is not None and log is not None:
+        record["results"] = run_one(run, log, console, env=env, follow=follow)
+        if console is not None and not follow:
             metric = record["results"]["selection_metric"]
             console.print(f"{name}: finished, val {metric} {record['results']['val'][metric]:.4f}")
     except Exception as err:  # one broken run must not stop the comparison

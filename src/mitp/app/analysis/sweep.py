@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +32,7 @@ from mitp.methods import get_method
 from mitp.runs import Run
 
 from ..errors import UserError
+from ..launch import CliProcess
 from ..threads import available_cores
 from ..train.config import load_run_config
 from ..train.inference import evaluate_dataset, load_run, split_dataset
@@ -216,14 +214,12 @@ def sweep_command(sweep: Sweep, jobs: int = 1, console=None, worker_only: bool =
         sweep.open_study(method)  # the storage's tables and studies exist before workers race to make them
     if jobs > 1:
         threads = max(1, available_cores() // jobs)
-        command = [sys.executable, "-m", "mitp", *worker_argv(sweep)]
         logs = sweep.out / "logs"
-        logs.mkdir(exist_ok=True)
-        workers = [subprocess.Popen(command, stdout=open(logs / f"worker-{i}.log", "a"), stderr=subprocess.STDOUT,
-                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)}) for i in range(jobs)]
+        workers = [CliProcess(worker_argv(sweep), logs / f"worker-{i}.log", env={"OMP_NUM_THREADS": str(threads)})
+                   for i in range(jobs)]
         if console is not None:
             console.print(f"{jobs} workers, {threads} thread(s) each; their logs in {logs}", markup=False)
-        if any(worker.wait() != 0 for worker in workers):
+        if any([worker.wait() != 0 for worker in workers]):  # a list: wait for every worker
             raise UserError(f"a sweep worker failed; see {logs}")
     else:
         work(sweep, console)

@@ -1,8 +1,8 @@
 """Side-by-side speed and memory of the methods on one backbone (``mitp bench``).
 
-One worker process per method (``multiprocessing`` "spawn": a fresh interpreter, so
-memory figures start from a clean process) builds the backbone and the method once
-and keeps them. The parent drives the measurement in rounds: in every round it asks
+One worker process per method (a fresh process forked from a server that has only imported
+the libraries, ``app/launch.py``, so memory figures start from a clean process) builds the
+backbone and the method once and keeps them. The parent drives the measurement in rounds: in every round it asks
 each worker in turn, never two at once, to run ``steps`` timed training steps and
 ``steps`` timed inference passes. Drift of a shared machine therefore hits every
 method alike, and the medians are taken over all rounds.

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,21 +23,19 @@ from mitp.methods import build_model, make_config
 from mitp.runs import Run
 from mitp.synthetic import write_toy_dataset
 
+from ..launch import CliProcess
 from ..train.rundir import MetricsLog
 from .settings import REFERENCE, parse_method_spec
 
 
 def _run(config: dict, run_dir: Path, threads: int | None) -> dict:
     """One `mitp train` in a fresh process; its last epoch's times, peak memory and inference speed."""
-    import os
-
     config_path = run_dir.with_suffix(".yaml")
     config_path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    done = subprocess.run([sys.executable, "-m", "mitp", "train", "--config", str(config_path), "--out", str(run_dir)],
-                          env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"mitp train failed for {config['method']}: {done.stderr.strip()[-2000:]}")
+    process = CliProcess(["train", "--config", str(config_path), "--out", str(run_dir)], run_dir.with_suffix(".log"),
+                         env={"OMP_NUM_THREADS": str(threads)} if threads else None)
+    if process.wait() != 0:
+        raise RuntimeError(f"mitp train failed for {config['method']}: " + "\n".join(process.tail()))
     last = [r for r in MetricsLog(Run(run_dir).metrics_path).records() if r["split"] == "train"][-1]
     results = Run(run_dir).read_results()
     return {"epoch_s": last["epoch_seconds"], "epoch_cpu_s": last["epoch_cpu_seconds"],

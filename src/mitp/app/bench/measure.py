@@ -9,6 +9,7 @@ from mitp.backbones import build_backbone, family_of
 from mitp.configuration import ConfigError
 from mitp.methods import get_method
 
+from ..launch import process_context
 from .protocol import _WorkerHandle
 from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
@@ -96,15 +97,14 @@ def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -
 def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     """Measure every method in ``settings.methods``; ``progress(message)`` hears about each request.
 
-    Workers are spawned, so a script calling this needs the usual ``if __name__ == "__main__":`` guard.
+    Workers are fresh processes (``app/launch.py``), so a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
-    import multiprocessing
-
     settings = settings.resolved()
     validate(settings)
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
+    context = process_context()
     workers: dict[str, _WorkerHandle] = {}
     schedule: list[tuple[int, str]] = []
     times = {m: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for m in settings.methods}

@@ -1,0 +1,102 @@
+"""Fresh processes for runs and benchmark workers, forked from a server that imported torch once.
+
+A ``mitp train`` in a new interpreter spends about 8 s importing torch, transformers and
+matplotlib before a small run's first step. Here a fork server (``multiprocessing``
+"forkserver") imports them once per parent process, and every process forked from it starts in
+milliseconds while sharing nothing else with the parent or its siblings: its memory peak is its
+own and a crash stays its own. The server only imports (it never runs torch work or starts a
+thread), so forking it is safe. Where fork servers do not exist (Windows), "spawn".
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Callable
+
+# What every worker would import anyway; a name that fails to import is skipped by the server.
+PRELOAD = ["torch", "transformers.models.clip.modeling_clip", "matplotlib.pyplot", "mitp.app.train.runner",
+           "mitp.app.cli"]
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)  # takes effect when the server starts, once per parent
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _cli_child(argv: list[str], environ: dict[str, str], log: str) -> None:
+    """``python -m mitp ARGV`` in this process, with the parent's environment and stdout and stderr
+    appended to ``log``; its exit status is this process's."""
+    os.environ.clear()
+    os.environ.update(environ)  # the server's copy is from when it started; OMP_NUM_THREADS is read by the run
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.argv = ["mitp", *argv]
+    try:
+        runpy.run_module("mitp", run_name="__main__", alter_sys=True)  # raises SystemExit with main's code
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+class CliProcess:
+    """``mitp ARGV`` in a fresh process (see the module's docstring), its output appended to ``log``;
+    ``env`` is added to this process's environment."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
+        self.log = Path(log)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        self._offset = self.log.stat().st_size  # what this process writes comes after
+        self.process = process_context().Process(target=_cli_child, name=f"mitp-{argv[0]}",
+                                                 args=(list(argv), {**os.environ, **(env or {})}, str(self.log)))
+        self.process.start()
+
+    def _read_new(self) -> str:
+        with open(self.log, "rb") as reader:
+            reader.seek(self._offset)
+            data = reader.read()
+        self._offset += len(data)
+        return data.decode(errors="replace")
+
+    def wait(self, follow: Callable[[str], object] | None = None, poll_s: float = 0.2) -> int:
+        """The exit code once the process ends; ``follow(text)`` hears its output as it comes. Interrupted,
+        the process is stopped before the interruption goes on."""
+        try:
+            while self.process.is_alive():
+                self.process.join(poll_s)
+                if follow is not None:
+                    text = self._read_new()
+                    if text:
+                        follow(text)
+        finally:
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join()
+        if follow is not None:
+            text = self._read_new()
+            if text:
+                follow(text)
+        return self.process.exitcode
+
+    def tail(self, lines: int = 20) -> list[str]:
+        """The last non-empty lines of the log."""
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return [line for line in text if line.strip()]
+
+
+def run_cli(argv: list[str], log: Path, env: dict[str, str] | None = None,
+            follow: Callable[[str], object] | None = None) -> int:
+    """Run ``mitp ARGV`` in a fresh process and wait for it: its exit code."""
+    return CliProcess(argv, log, env).wait(follow)
+
+
+__all__ = ["CliProcess", "PRELOAD", "process_context", "run_cli"]
