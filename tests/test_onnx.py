@@ -35,12 +35,16 @@ def opened(model) -> None:
                 param.add_(0.3 * torch.randn_like(param))
 
 
-@pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+# Each method's plain case on both backbone families; its variants change the method's part of the
+# graph only, which is the same on either family, so they export on the first.
+EXPORT_CASES = [(case, spec) for case in CASES for spec in SPECS if not case.overrides or spec == SPECS[0]]
+
+
+@pytest.mark.parametrize(("case", "spec"), EXPORT_CASES, ids=lambda value: getattr(value, "id", value))
 def test_every_method_exports_a_graph_that_reproduces_its_logits(case, spec, tmp_path):
     backbone = build_backbone(spec)
-    # the modality-mask input: once per prompt method (its plain case); variants change no input
-    aware = case.method in ("mitp", "deep_prompts") and not case.overrides
+    # the modality-mask input: once per prompt method (its plain case, first family); variants change no input
+    aware = case.method in ("mitp", "deep_prompts") and not case.overrides and spec == SPECS[0]
     for missing_aware in ((False, True) if aware else (False,)):
         extra = {"missing_aware": True} if missing_aware else {}
         model = build_model(make_config(case.method, num_classes=3, **case.overrides, **extra), backbone).eval()
