@@ -12,7 +12,7 @@ from mitp.methods import build_model, make_config
 from mitp.app.prefix_cache import cache_key, open_store
 from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import Trainer
-from mitp.app.serve.local import free_port
+from processes import train_together
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
@@ -84,21 +84,14 @@ def test_partially_filled_store_recomputes_missing_rows(toy_dataset, tiny_clip, 
 
 @pytest.mark.slow
 def test_two_processes_share_the_cache_and_match_one_process(toy_dataset, tmp_path):
-    """Under torchrun each process fills the rows of its batches; the shared store then serves both."""
-    import os
-    import subprocess
-    import sys
-
+    """With two processes each fills the rows of its batches; the shared store then serves both."""
     from mitp.app.cli import main
 
     args = ["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=3",
             "--set", "train.cache_prefix=true", "--set", "methods.mitp.num_steps=2"]
     assert main([*args, "--set", f"train.cache_dir={tmp_path / 'one-cache'}", "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "mitp", *args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_together([*args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")],
+                   tmp_path / "logs")
     one, two = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two"))
     assert two["num_processes"] == 2
     assert two["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=1e-4)
