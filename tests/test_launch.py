@@ -37,3 +37,20 @@ def test_the_environment_is_the_callers_at_start_plus_what_is_given(toy_dataset,
     assert json.loads((out / "results.json").read_text())["num_threads"] == 3  # read from OMP_NUM_THREADS
     assert run_cli([*argv[:-1], str(tmp_path / "run2")], tmp_path / "run2.log", env={"OMP_NUM_THREADS": "2"}) == 0
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["num_threads"] == 2
+
+
+def test_the_fork_server_is_used_on_linux_without_cuda_only(monkeypatch):
+    import sys
+
+    import torch
+
+    from mitp.app.launch import fork_server_is_safe, process_context
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert fork_server_is_safe() and process_context().get_start_method() == "forkserver"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a device must reach an uninitialised driver
+    assert not fork_server_is_safe() and process_context().get_start_method() == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert process_context().get_start_method() == "spawn"

@@ -5,7 +5,8 @@ matplotlib before a small run's first step. Here a fork server (``multiprocessin
 "forkserver") imports them once per parent process, and every process forked from it starts in
 milliseconds while sharing nothing else with the parent or its siblings: its memory peak is its
 own and a crash stays its own. The server only imports (it never runs torch work or starts a
-thread), so forking it is safe. Where fork servers do not exist (Windows), "spawn".
+thread), so forking it is safe. Elsewhere (machines with CUDA, systems other than Linux), "spawn":
+a new interpreter per process.
 """
 
 from __future__ import annotations
@@ -23,11 +24,23 @@ PRELOAD = ["torch", "transformers.models.clip.modeling_clip", "matplotlib.pyplot
 
 
 def process_context() -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """The fork server where :func:`fork_server_is_safe`, else "spawn" (a new interpreter per process)."""
+    if fork_server_is_safe():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)  # takes effect when the server starts, once per parent
         return context
     return multiprocessing.get_context("spawn")
+
+
+def fork_server_is_safe() -> bool:
+    """Linux without CUDA. With CUDA, a run's device (``CUDA_VISIBLE_DEVICES``, set per run by ``compare
+    --devices``) must reach a driver that no parent has initialised, and GPU runs are long enough that
+    start-up does not matter; other systems' frameworks are not safe to fork."""
+    if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    import torch  # the callers have it loaded by now; here so that importing this module stays cheap
+
+    return not torch.cuda.is_available()
 
 
 def _cli_child(argv: list[str], environ: dict[str, str], log: str) -> None:
@@ -99,4 +112,4 @@ def run_cli(argv: list[str], log: Path, env: dict[str, str] | None = None,
     return CliProcess(argv, log, env).wait(follow)
 
 
-__all__ = ["CliProcess", "PRELOAD", "process_context", "run_cli"]
+__all__ = ["CliProcess", "PRELOAD", "fork_server_is_safe", "process_context", "run_cli"]
