@@ -69,7 +69,9 @@ def make_optimizer(model, lr: float, weight_decay: float, method_lr_scale: float
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory, backbone included.
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory, backbone included. A process
+    # forked from the fork server (app/launch.py) counts the library pages it touches, not every page
+    # its imports loaded, so the same run reads lower there than in a new interpreter.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
 
 
