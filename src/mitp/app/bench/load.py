@@ -2,8 +2,8 @@
 requests, in a process of its own so that its memory can be watched.
 
 A random model on the given backbone is exported to a temporary folder and served by a real
-``mitp serve`` process (``app/launch.py``) with its default limits. ``clients`` asyncio clients send
-requests for ``seconds``: mostly good ones (multipart and JSON), and a share of bad ones (not JSON, nested too
+``mitp serve`` subprocess with its default limits. ``clients`` asyncio clients send requests for
+``seconds``: mostly good ones (multipart and JSON), and a share of bad ones (not JSON, nested too
 deeply, a lone surrogate, a decompression bomb, a body over the limit). A client told 503 waits the
 ``Retry-After`` and sends the same request again, as well-behaved clients do. Reported: requests/s,
 p50/p99 latency of good requests, status codes per kind, 5xx answers other than 503, and the
@@ -19,13 +19,14 @@ import os
 import random
 import statistics
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..launch import CliProcess
 from ..procmem import memory_mb
 from ..serve.local import free_port
 from .serving import _classifier
@@ -89,10 +90,13 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
         image = _export_random_model(backbone, method, Path(tmp) / "model")
         port = free_port()
         # The server's log goes to a file, not a pipe nobody reads while it runs (a full pipe would stall it);
-        # its tracebacks are counted at the end.
+        # its tracebacks are counted at the end. A new interpreter, as a deployment starts it, so its memory
+        # figures count every page it loads (not one forked from app/launch.py's server).
         log_path = Path(tmp) / "server.log"
-        server = CliProcess(["serve", str(Path(tmp) / "model"), "--port", str(port)], log_path,
-                            env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).process
+        with open(log_path, "wb") as log:  # the server writes through its own copy of the descriptor
+            server = subprocess.Popen([sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port",
+                                       str(port)], stdout=subprocess.DEVNULL, stderr=log,
+                                      env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -102,7 +106,7 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
                         break
                 except httpx.TransportError:
                     pass
-                if not server.is_alive() or time.monotonic() > deadline:
+                if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"mitp serve did not start: {log_path.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.2)
             warm = _requests(image, 32 * 2**20, asynchronous=False)
@@ -116,10 +120,10 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
             result = asyncio.run(_drive(url, kinds, seconds, clients, seed, server.pid))
         finally:
             server.terminate()
-            server.join(30)
-            if server.is_alive():
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
                 server.kill()
-                server.join()
         tracebacks = log_path.read_text(errors="replace").count("Traceback (most recent call last)")
     return {"backbone": backbone, "method": method, "clients": clients, "seconds": seconds, **result,
             "server_tracebacks": tracebacks}
