@@ -5,9 +5,9 @@ Every run gets the same data, backbone, head, schedule and evaluation; only ``me
 a method does not know is an error naming both); keys for one method go under
 ``methods.<name>``. With a grid, each method's setting is chosen on the validation split
 (mean over seeds of the selection metric) and the test split is reported for that setting
-only. Each run is a ``mitp train`` in a fresh process (``app/launch.py``): its peak memory is its own and a crash cannot
-take the others down. Finished runs are reused and interrupted ones resumed, but only when
-their resolved config is the one asked for.
+only. Each run is a ``mitp train`` in a fresh process (``app/launch.py``): its peak memory is
+its own and a crash cannot take the others down. Finished runs are reused and interrupted ones
+resumed, but only when their resolved config is the one asked for.
 """
 
 from __future__ import annotations
