@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mitp import __version__
-from mitp.app.launch import CliProcess, run_cli
+from mitp.app.launch import CliProcess
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
@@ -16,7 +16,7 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 def test_a_command_runs_elsewhere_with_its_exit_code_and_its_output_appended_to_the_log(tmp_path):
     log = tmp_path / "logs" / "out.log"
     heard = []
-    assert run_cli(["--version"], log, follow=heard.append) == 0
+    assert CliProcess(["--version"], log).wait(follow=heard.append) == 0
     assert "".join(heard) == f"mitp {__version__}\n"
     process = CliProcess(["no-such-command"], log)
     assert process.wait() == 2 and process.process.pid != os.getpid()
@@ -28,14 +28,15 @@ def test_a_command_runs_elsewhere_with_its_exit_code_and_its_output_appended_to_
 @pytest.mark.slow
 def test_the_environment_is_the_callers_at_start_plus_what_is_given(toy_dataset, tmp_path, monkeypatch):
     """The server's environment is from when it started; a run sees the caller's as it is now."""
-    run_cli(["--version"], tmp_path / "start.log")  # the server is up before the change below
+    CliProcess(["--version"], tmp_path / "start.log").wait()  # the server is up before the change below
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     out = tmp_path / "run"
     argv = ["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
             "--out", str(out)]
-    assert run_cli(argv, tmp_path / "run.log") == 0
+    assert CliProcess(argv, tmp_path / "run.log").wait() == 0
     assert json.loads((out / "results.json").read_text())["num_threads"] == 3  # read from OMP_NUM_THREADS
-    assert run_cli([*argv[:-1], str(tmp_path / "run2")], tmp_path / "run2.log", env={"OMP_NUM_THREADS": "2"}) == 0
+    assert CliProcess([*argv[:-1], str(tmp_path / "run2")], tmp_path / "run2.log", env={"OMP_NUM_THREADS": "2"}
+                      ).wait() == 0
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["num_threads"] == 2
 
 

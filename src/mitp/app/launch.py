@@ -83,21 +83,20 @@ class CliProcess:
     def wait(self, follow: Callable[[str], object] | None = None, poll_s: float = 0.2) -> int:
         """The exit code once the process ends; ``follow(text)`` hears its output as it comes. Interrupted,
         the process is stopped before the interruption goes on."""
+        def pass_on() -> None:
+            text = self._read_new() if follow is not None else ""
+            if text:
+                follow(text)
+
         try:
             while self.process.is_alive():
                 self.process.join(poll_s)
-                if follow is not None:
-                    text = self._read_new()
-                    if text:
-                        follow(text)
+                pass_on()
         finally:
             if self.process.is_alive():
                 self.process.terminate()
                 self.process.join()
-        if follow is not None:
-            text = self._read_new()
-            if text:
-                follow(text)
+        pass_on()  # what came after the last poll
         return self.process.exitcode
 
     def tail(self, lines: int = 20) -> list[str]:
@@ -106,10 +105,4 @@ class CliProcess:
         return [line for line in text if line.strip()]
 
 
-def run_cli(argv: list[str], log: Path, env: dict[str, str] | None = None,
-            follow: Callable[[str], object] | None = None) -> int:
-    """Run ``mitp ARGV`` in a fresh process and wait for it: its exit code."""
-    return CliProcess(argv, log, env).wait(follow)
-
-
-__all__ = ["CliProcess", "PRELOAD", "fork_server_is_safe", "process_context", "run_cli"]
+__all__ = ["CliProcess", "PRELOAD", "fork_server_is_safe", "process_context"]

@@ -2,9 +2,9 @@
 
 One worker process per method (a fresh process forked from a server that has only imported
 the libraries, ``app/launch.py``, so memory figures start from a clean process) builds the
-backbone and the method once and keeps them. The parent drives the measurement in rounds: in every round it asks
-each worker in turn, never two at once, to run ``steps`` timed training steps and
-``steps`` timed inference passes. Drift of a shared machine therefore hits every
+backbone and the method once and keeps them. The parent drives the measurement in rounds: in
+every round it asks each worker in turn, never two at once, to run ``steps`` timed training
+steps and ``steps`` timed inference passes. Drift of a shared machine therefore hits every
 method alike, and the medians are taken over all rounds.
 
 * Training step: what ``mitp train`` does per batch (without mixed precision): forward
