@@ -36,9 +36,15 @@ def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
 
 
 def _macro_weighted(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, support: torch.Tensor) -> dict[str, float]:
+    return {name: value.item() for name, value in _macro_weighted_tensors(tp, fp, fn, support).items()}
+
+
+def _macro_weighted_tensors(tp, fp, fn, support) -> dict[str, torch.Tensor]:
+    """Macro and support-weighted F1 over the last dimension (classes) of per-class counts."""
     per_class = _f1(tp, fp, fn)
-    weighted = (per_class * support).sum() / support.sum() if support.sum() > 0 else torch.tensor(0.0)
-    return {"f1_macro": per_class.mean().item(), "f1_weighted": weighted.item()}
+    total = support.sum(-1)
+    weighted = torch.where(total > 0, (per_class * support).sum(-1) / total.clamp_min(1), torch.zeros_like(total))
+    return {"f1_macro": per_class.mean(-1), "f1_weighted": weighted}
 
 
 def multilabel_f1(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -54,11 +60,39 @@ def multilabel_f1(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, fl
 
 def single_label_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Accuracy, macro-F1 and weighted-F1 of the argmax over (N, K) logits against (N,) class indices."""
-    num_classes = logits.shape[-1]
-    predicted = torch.nn.functional.one_hot(logits.argmax(-1), num_classes).bool()
-    target = torch.nn.functional.one_hot(labels.long(), num_classes).bool()
-    f1 = multilabel_f1(predicted, target)  # one-hot rows: per-class counts are the confusion's
+    f1 = multilabel_f1(*decisions(logits, labels, "single_label"))  # one-hot rows: per-class counts are the confusion's
     return {"accuracy": accuracy(logits, labels), "f1_macro": f1["f1_macro"], "f1_weighted": f1["f1_weighted"]}
+
+
+def decisions(logits: torch.Tensor, labels: torch.Tensor, task: str, threshold: float = 0.5):
+    """Boolean (N, K) predictions and targets: the argmax's one-hot row (single-label), or
+    ``sigmoid(logit) > threshold`` (multi-label); what :func:`resampled_metrics` counts."""
+    logits = logits.float()
+    if task == "multi_label":
+        return torch.sigmoid(logits) > threshold, labels > 0.5
+    num_classes = logits.shape[-1]
+    return (torch.nn.functional.one_hot(logits.argmax(-1), num_classes).bool(),
+            torch.nn.functional.one_hot(labels.long(), num_classes).bool())
+
+
+def resampled_metrics(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                      task: str) -> dict[str, torch.Tensor]:
+    """The task's metrics once per row of ``weights`` (R, N): sample i counted ``weights[r, i]`` times, as a
+    bootstrap resample counts it; a row of ones gives :func:`compute_metrics`. ``predicted`` and
+    ``target`` are :func:`decisions`. Returns a tensor of R values per metric."""
+    predicted, target, weights = predicted.bool(), target.bool(), weights.double()
+
+    def counted(per_sample: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (R, ...)
+        return weights @ per_sample.double()
+
+    tp, fp, fn = counted(predicted & target), counted(predicted & ~target), counted(~predicted & target)
+    samples = weights.sum(-1)
+    by_class = _macro_weighted_tensors(tp, fp, fn, tp + fn)
+    if task == "single_label":
+        return {"accuracy": counted((predicted == target).all(-1)) / samples, **by_class}
+    row = [(a & b).sum(-1).double() for a, b in ((predicted, target), (predicted, ~target), (~predicted, target))]
+    return {"f1_micro": _f1(tp.sum(-1), fp.sum(-1), fn.sum(-1)), **by_class,
+            "f1_samples": counted(_f1(*row)) / samples}
 
 
 THRESHOLD_CANDIDATES = tuple(round(0.01 * i, 2) for i in range(1, 100))

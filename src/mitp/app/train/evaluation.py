@@ -31,6 +31,21 @@ def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float 
 
     A multi-label task is scored at ``threshold``; ``"auto"`` picks the threshold that maximises the
     ``select`` metric on this split (only ever asked of validation) and returns it as ``threshold``.
+    ``skips`` and the gathering are :func:`collect_rows`'.
+    """
+    _, logits, labels = collect_rows(model, feed, accelerator, skips, split)
+    out = {"loss": accelerator.unwrap_model(model).loss(logits, labels).item(), "samples": len(labels)}
+    if task == "multi_label":
+        if threshold == "auto":
+            threshold = best_threshold(logits, labels, selection_metric(task, select))
+        out["threshold"] = threshold
+    return {"metrics": compute_metrics(logits, labels, task, out.get("threshold", 0.5)), **out}
+
+
+@torch.no_grad()
+def collect_rows(model, feed, accelerator: Accelerator, skips: SkipCounter | None = None,
+                 split: str = "split") -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Sample ids, logits (N, K) and labels of a split, in the feed's order.
 
     ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
     With several processes, rows are gathered with their sample ids and de-duplicated by id: the
@@ -38,7 +53,6 @@ def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float 
     padding that evens out the last batch repeats samples; every process joins every gather.
     """
     model.eval()
-    unwrapped = accelerator.unwrap_model(model)
     rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for batch, inputs in feed:
         mine = [("skipped", entry) for entry in batch.get("skipped", [])]
@@ -54,11 +68,5 @@ def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float 
     if not rows:
         raise EmptySplit(None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); "
                                      "nothing to evaluate")
-    logits = torch.stack([logit for logit, _ in rows.values()])
-    labels = torch.stack([label for _, label in rows.values()])
-    out = {"loss": unwrapped.loss(logits, labels).item(), "samples": len(labels)}
-    if task == "multi_label":
-        if threshold == "auto":
-            threshold = best_threshold(logits, labels, selection_metric(task, select))
-        out["threshold"] = threshold
-    return {"metrics": compute_metrics(logits, labels, task, out.get("threshold", 0.5)), **out}
+    return (list(rows), torch.stack([logit for logit, _ in rows.values()]),
+            torch.stack([label for _, label in rows.values()]))

@@ -20,7 +20,7 @@ from mitp.data.dataset import ManifestDataset, make_dataloader
 from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
-from .evaluation import evaluate, plain_feed
+from .evaluation import collect_rows, evaluate, plain_feed
 from .setup import run_preprocessor
 
 
@@ -73,8 +73,22 @@ def split_dataset(loaded: LoadedRun, split: str, missing=None):
 
 def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) -> dict:
     """Metrics, loss and sample count of the run's model on ``dataset`` (one process, its best device)."""
+    model, feed, accelerator = _prepared(loaded, dataset, batch_size)
+    return evaluate(model, feed, accelerator, dataset.task, decision_threshold(loaded))
+
+
+def dataset_logits(loaded: LoadedRun, dataset, batch_size: int | None = None):
+    """Sample ids, logits (N, K) and labels of the run's model on ``dataset``, in the dataset's order."""
+    return collect_rows(*_prepared(loaded, dataset, batch_size), split=dataset.split)
+
+
+def decision_threshold(loaded: LoadedRun) -> float | str:
+    """The multi-label threshold the run chose (``eval.threshold: auto``), else its configured one."""
+    return loaded.threshold if loaded.threshold is not None else loaded.config.eval.threshold
+
+
+def _prepared(loaded: LoadedRun, dataset, batch_size: int | None):
     accelerator = Accelerator(cpu=False)
     loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)
-    threshold = loaded.threshold if loaded.threshold is not None else loaded.config.eval.threshold
-    return evaluate(model, plain_feed(loader), accelerator, dataset.task, threshold)
+    return model, plain_feed(loader), accelerator
