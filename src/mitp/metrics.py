@@ -4,6 +4,7 @@ Single-label: accuracy, and macro / weighted F1 over every class of the label sp
 that is neither predicted nor present scores 0 and still counts in the macro average).
 Multi-label predictions are ``sigmoid(logit) > threshold`` over the fixed label order. F1
 follows scikit-learn's definitions with ``zero_division=0`` (tested against it).
+:func:`resampled_metrics` scores many bootstrap resamples of a split at once (one matrix product).
 """
 
 from __future__ import annotations
