@@ -72,12 +72,11 @@ def paired_bootstrap(a: list[ScoredRun], b: list[ScoredRun], resamples: int = 10
     check_paired(a + b)
     task, target, samples = a[0].task, a[0].target, len(a[0].ids)
 
-    def side_mean(side: list[ScoredRun], weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    def per_run(side: list[ScoredRun], weights: torch.Tensor) -> dict[str, torch.Tensor]:  # (runs, resamples)
         scores = [resampled_metrics(run.predicted, target, weights, task) for run in side]
-        return {metric: torch.stack([s[metric] for s in scores]).mean(0) for metric in METRICS[task]}
+        return {metric: torch.stack([s[metric] for s in scores]) for metric in METRICS[task]}
 
-    whole = torch.ones(1, samples)
-    full_a, full_b = side_mean(a, whole), side_mean(b, whole)
+    whole_a, whole_b = per_run(a, torch.ones(1, samples)), per_run(b, torch.ones(1, samples))
     generator = torch.Generator().manual_seed(seed)
     differences: dict[str, list[torch.Tensor]] = {metric: [] for metric in METRICS[task]}
     for start in range(0, resamples, RESAMPLES_AT_ONCE):
@@ -85,9 +84,9 @@ def paired_bootstrap(a: list[ScoredRun], b: list[ScoredRun], resamples: int = 10
         drawn = torch.randint(0, samples, (count, samples), generator=generator)
         weights = torch.zeros(count, samples, dtype=torch.float64).scatter_add_(
             1, drawn, torch.ones(count, samples, dtype=torch.float64))
-        mean_a, mean_b = side_mean(a, weights), side_mean(b, weights)
+        drawn_a, drawn_b = per_run(a, weights), per_run(b, weights)
         for metric in differences:
-            differences[metric].append(mean_a[metric] - mean_b[metric])
+            differences[metric].append(drawn_a[metric].mean(0) - drawn_b[metric].mean(0))
     tail = (1 - level) / 2
     report = {"task": task, "samples": samples, "resamples": resamples, "seed": seed, "level": level,
               "a": {"method": _methods(a), "runs": [r.run for r in a]},
@@ -95,12 +94,11 @@ def paired_bootstrap(a: list[ScoredRun], b: list[ScoredRun], resamples: int = 10
     for metric, chunks in differences.items():
         diff = torch.cat(chunks)
         low, high = torch.quantile(diff, torch.tensor([tail, 1 - tail], dtype=diff.dtype)).tolist()
+        mean_a, mean_b = whole_a[metric].mean(), whole_b[metric].mean()
         report["metrics"][metric] = {
-            "a": full_a[metric].item(), "b": full_b[metric].item(),
-            "difference": (full_a[metric] - full_b[metric]).item(), "interval": [low, high],
+            "a": mean_a.item(), "b": mean_b.item(), "difference": (mean_a - mean_b).item(), "interval": [low, high],
             "p_a_not_above": (diff <= 0).double().mean().item(),
-            "a_per_run": [resampled_metrics(r.predicted, target, whole, task)[metric].item() for r in a],
-            "b_per_run": [resampled_metrics(r.predicted, target, whole, task)[metric].item() for r in b]}
+            "a_per_run": whole_a[metric][:, 0].tolist(), "b_per_run": whole_b[metric][:, 0].tolist()}
     return report
 
 
