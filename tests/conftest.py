@@ -50,6 +50,20 @@ def tiny_run(toy_dataset, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("runs-shared") / "mitp"
     config = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-    assert main(["train", "--config", str(config), "--set", f"data={toy_dataset}", "--set", "train.epochs=2",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "train.epochs=2",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run

@@ -66,11 +66,15 @@ def make_food101(root: Path, classes: dict[str, int] = FOOD_CLASSES, test_per_cl
     for split, split_rows in rows.items():
         with open(root / "texts" / f"{split}_titles.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(split_rows)
-    return {"train": dict(classes), "test": dict.fromkeys(classes, test_per_class),
-            "dropped": {"empty text": 1, "image not found": 1}}
+    return {
+        "train": dict(classes),
+        "test": dict.fromkeys(classes, test_per_class),
+        "dropped": {"empty text": 1, "image not found": 1},
+    }
 
 
 # --- MM-IMDB -------------------------------------------------------------------------------------
+
 
 def make_mmimdb(root: Path) -> dict:
     """Raw MM-IMDB layout with 12 movies: 6 train, 3 dev, 3 test. Returns what the converter should keep."""
@@ -79,7 +83,7 @@ def make_mmimdb(root: Path) -> dict:
         # id: (genres, plots)
         "0000001": (["Drama", "Comedy"], ["Short plot.", "A much longer plot about a family."]),
         "0000002": (["Action", "Sci-Fi", "News"], ["Robots fight."]),
-        "0000003": (["Talk-Show", "Reality-TV"], ["Only dropped genres."]),          # dropped: no genre left
+        "0000003": (["Talk-Show", "Reality-TV"], ["Only dropped genres."]),  # dropped: no genre left
         "0000004": (["Horror"], ["A haunted house.", "A house."]),
         "0000005": (["Film-Noir", "Crime", "Drama"], ["Rain and detectives."]),
         "0000006": (["Comedy"], ["Two friends on a road trip."]),
@@ -88,27 +92,33 @@ def make_mmimdb(root: Path) -> dict:
         "0000009": (["Western"], ["Cowboys."]),
         "0000010": (["Animation", "Family"], ["A talking car."]),
         "0000011": (["War", "History"], ["Trenches."]),
-        "0000012": (["Musical"], []),                                               # dropped: no plot
+        "0000012": (["Musical"], []),  # dropped: no plot
     }
     dataset = root / "dataset"
     dataset.mkdir(parents=True, exist_ok=True)
     for i, (movie, (genres, plots)) in enumerate(movies.items()):
         (dataset / f"{movie}.json").write_text(json.dumps({"genres": genres, "plot": plots, "title": f"M{i}"}))
         write_image(dataset / f"{movie}.jpeg", (18, 26), seed=100 + i)
-    split = {"train": ["0000001", "0000002", "0000003", "0000004", "0000005", "0000006"],
-             "dev": ["0000007", "0000008", "0000009"],
-             "test": ["0000010", "0000011", "0000012"]}
+    split = {
+        "train": ["0000001", "0000002", "0000003", "0000004", "0000005", "0000006"],
+        "dev": ["0000007", "0000008", "0000009"],
+        "test": ["0000010", "0000011", "0000012"],
+    }
     (root / "split.json").write_text(json.dumps(split))
     return {
         "counts": {"train": 5, "val": 3, "test": 2},
-        "labels": {"0000001": ["Drama", "Comedy"], "0000002": ["Action", "Sci-Fi"],
-                   "0000005": ["Drama", "Crime", "Film-Noir"]},
+        "labels": {
+            "0000001": ["Drama", "Comedy"],
+            "0000002": ["Action", "Sci-Fi"],
+            "0000005": ["Drama", "Crime", "Film-Noir"],
+        },
         "texts": {"0000001": "A much longer plot about a family.", "0000004": "A haunted house."},
         "dropped": {"no genre left after removing non-standard genres": 1, "no plot text": 1},
     }
 
 
 # --- SNLI-VE -------------------------------------------------------------------------------------
+
 
 def make_snli_ve(root: Path, images: Path | None = None) -> dict:
     """Raw SNLI-VE layout: 4 Flickr30k images, jsonl splits with both id spellings and '-' labels."""
@@ -123,25 +133,41 @@ def make_snli_ve(root: Path, images: Path | None = None) -> dict:
         for fid in fids:
             for j, gold in enumerate(labels):
                 key, value = ("Flickr30K_ID", fid) if j != 1 else ("Flikr30kID", fid + ".jpg")
-                lines[split].append({key: value, "pairID": f"{fid}.jpg#{j}", "sentence1": "premise text",
-                                     "sentence2": f"Hypothesis {j} about picture {fid}.", "gold_label": gold})
-    lines["train"].append({"Flickr30K_ID": "1000", "pairID": "1000.jpg#9", "sentence2": "No consensus.",
-                           "gold_label": "-"})
-    lines["dev"].append({"Flickr30K_ID": "3000", "pairID": "3000.jpg#9", "sentence2": "Also none.",
-                         "gold_label": "-"})
-    lines["test"].append({"Flickr30K_ID": "9999", "pairID": "9999.jpg#0", "sentence2": "Image is gone.",
-                          "gold_label": "neutral"})
+                lines[split].append(
+                    {
+                        key: value,
+                        "pairID": f"{fid}.jpg#{j}",
+                        "sentence1": "premise text",
+                        "sentence2": f"Hypothesis {j} about picture {fid}.",
+                        "gold_label": gold,
+                    }
+                )
+    lines["train"].append(
+        {"Flickr30K_ID": "1000", "pairID": "1000.jpg#9", "sentence2": "No consensus.", "gold_label": "-"}
+    )
+    lines["dev"].append({"Flickr30K_ID": "3000", "pairID": "3000.jpg#9", "sentence2": "Also none.", "gold_label": "-"})
+    lines["test"].append(
+        {"Flickr30K_ID": "9999", "pairID": "9999.jpg#0", "sentence2": "Image is gone.", "gold_label": "neutral"}
+    )
     for split, objs in lines.items():
         with open(root / f"snli_ve_{split}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(o) + "\n" for o in objs)
-    return {"counts": {"train": 6, "val": 3, "test": 3},
-            "dropped": {"gold_label '-' (no annotator majority)": 2, "image not found": 1}}
+    return {
+        "counts": {"train": 6, "val": 3, "test": 3},
+        "dropped": {"gold_label '-' (no annotator majority)": 2, "image not found": 1},
+    }
 
 
 # --- ready-made manifests --------------------------------------------------------------------------
 
-def make_manifest(root: Path, task: str = "single_label", per_split: dict | None = None,
-                  labels: tuple[str, ...] = ("cat", "dog", "fish"), image_sizes=((24, 18), (17, 31), (32, 32))) -> Path:
+
+def make_manifest(
+    root: Path,
+    task: str = "single_label",
+    per_split: dict | None = None,
+    labels: tuple[str, ...] = ("cat", "dog", "fish"),
+    image_sizes=((24, 18), (17, 31), (32, 32)),
+) -> Path:
     """A valid prepared dataset with images under ``root/images``; returns ``root``."""
     root = Path(root)
     per_split = per_split or {"train": 8, "val": 4, "test": 4}
@@ -155,8 +181,16 @@ def make_manifest(root: Path, task: str = "single_label", per_split: dict | None
             else:
                 label = labels[n % len(labels)]
             words = " ".join(f"word{(n * 7 + k) % 13}" for k in range(1 + n % 9))
-            lines.append(json.dumps({"id": f"{split}-{i:03d}", "image": image.relative_to(root).as_posix(),
-                                     "text": f"Sample {n}: {words}.", "label": label}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"{split}-{i:03d}",
+                        "image": image.relative_to(root).as_posix(),
+                        "text": f"Sample {n}: {words}.",
+                        "label": label,
+                    }
+                )
+            )
             n += 1
         (root / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     (root / "labels.json").write_text(json.dumps({"task": task, "labels": list(labels)}))
@@ -177,14 +211,21 @@ def get_line(path: Path, line: int) -> dict:
 # --- MVSA ---------------------------------------------------------------------------------------
 
 # (text label, image label) per annotator, and what the field's cleaning makes of it.
-MVSA_SINGLE_ROWS = ([("positive", "positive")] * 20 + [("neutral", "positive")] * 6 + [("negative", "neutral")] * 8
-                    + [("negative", "negative")] * 6 + [("neutral", "neutral")] * 10 + [("positive", "negative")] * 3)
+MVSA_SINGLE_ROWS = (
+    [("positive", "positive")] * 20
+    + [("neutral", "positive")] * 6
+    + [("negative", "neutral")] * 8
+    + [("negative", "negative")] * 6
+    + [("neutral", "neutral")] * 10
+    + [("positive", "negative")] * 3
+)
 MVSA_MULTIPLE_ROWS = (
-    [[("positive", "positive"), ("positive", "neutral"), ("neutral", "positive")]] * 10   # positive, positive
+    [[("positive", "positive"), ("positive", "neutral"), ("neutral", "positive")]] * 10  # positive, positive
     + [[("negative", "neutral"), ("negative", "neutral"), ("positive", "positive")]] * 10  # negative, neutral
-    + [[("neutral", "neutral"), ("neutral", "negative"), ("neutral", "neutral")]] * 10    # neutral, neutral
+    + [[("neutral", "neutral"), ("neutral", "negative"), ("neutral", "neutral")]] * 10  # neutral, neutral
     + [[("positive", "negative"), ("negative", "negative"), ("neutral", "positive")]] * 2  # text: no majority
-    + [[("positive", "negative"), ("positive", "negative"), ("neutral", "neutral")]] * 3)  # conflict
+    + [[("positive", "negative"), ("positive", "negative"), ("neutral", "neutral")]] * 3
+)  # conflict
 
 
 def _mvsa_tweets(data: Path, count: int) -> dict[str, str]:

@@ -12,11 +12,15 @@ def record_layer_calls(backbone, run) -> dict:
 
     def hook(module, args, output, key):
         out = output[0] if isinstance(output, tuple) else output
-        calls.setdefault(key, []).append({"input": args[0].detach(), "output": out.detach(),
-                                          "grad": torch.is_grad_enabled()})
+        calls.setdefault(key, []).append(
+            {"input": args[0].detach(), "output": out.detach(), "grad": torch.is_grad_enabled()}
+        )
 
-    hooks = [layer.register_forward_hook(lambda m, a, o, key=(tower, idx): hook(m, a, o, key))
-             for tower in TOWERS for idx, layer in enumerate(getattr(backbone, tower).layers)]
+    hooks = [
+        layer.register_forward_hook(lambda m, a, o, key=(tower, idx): hook(m, a, o, key))
+        for tower in TOWERS
+        for idx, layer in enumerate(getattr(backbone, tower).layers)
+    ]
     try:
         run()
     finally:

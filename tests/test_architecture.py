@@ -1,12 +1,11 @@
 """The library (backbones, methods, data, checkpoint, ...) never imports the application (mitp.app)."""
 
 import ast
-import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from pyflakes.api import checkRecursive
-from pyflakes.reporter import Reporter
 
 PACKAGE = Path(__file__).parents[1] / "src" / "mitp"
 LIBRARY = sorted(p for p in PACKAGE.rglob("*.py") if "app" not in p.relative_to(PACKAGE).parts)
@@ -40,12 +39,18 @@ def test_library_module_does_not_import_the_application(path):
     assert not offending, f"{path.relative_to(PACKAGE)} imports {offending}"
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "methods").glob("*/*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "methods").glob("*/*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_a_method_folder_imports_no_other_method(path):
     own = path.parent.name
     methods = {p.name for p in (PACKAGE / "methods").iterdir() if (p / "__init__.py").is_file()}
-    others = sorted(m for m in imported_modules(path) for other in methods - {own}
-                    if m == f"mitp.methods.{other}" or m.startswith(f"mitp.methods.{other}."))
+    others = sorted(
+        m
+        for m in imported_modules(path)
+        for other in methods - {own}
+        if m == f"mitp.methods.{other}" or m.startswith(f"mitp.methods.{other}.")
+    )
     assert not others, f"{path.relative_to(PACKAGE)} imports another method: {others}"
 
 
@@ -55,16 +60,28 @@ def module_name(path: Path) -> str:
 
 
 # Modules that import every module of a package by discovery (pkgutil.iter_modules), invisible to ast.
-DISCOVERY = {"mitp.app.cli": "mitp.app.commands", "mitp.backbones": "mitp.backbones.families",
-             "mitp.methods": "mitp.methods", "mitp.data.prepare": "mitp.data.prepare"}
+DISCOVERY = {
+    "mitp.app.cli": "mitp.app.commands",
+    "mitp.backbones": "mitp.backbones.families",
+    "mitp.methods": "mitp.methods",
+    "mitp.data.prepare": "mitp.data.prepare",
+}
 
 
 def import_graph() -> dict[str, set[str]]:
     """mitp module -> the mitp modules it imports, anywhere in the file (function-local imports included),
     discovered ones too. ``from package import submodule`` is an edge to the submodule only."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: {m for m in modules if m.startswith(DISCOVERY[name] + ".") and ".".join(
-        m.split(".")[:DISCOVERY[name].count(".") + 2]) == m} if name in DISCOVERY else set() for name in modules}
+    graph = {
+        name: {
+            m
+            for m in modules
+            if m.startswith(DISCOVERY[name] + ".") and ".".join(m.split(".")[: DISCOVERY[name].count(".") + 2]) == m
+        }
+        if name in DISCOVERY
+        else set()
+        for name in modules
+    }
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         for node in ast.walk(ast.parse(path.read_text())):
@@ -158,28 +175,45 @@ def test_function_local_imports_are_few_and_say_why():
     assert len(found) <= 40, f"{len(found)} function-local imports of mitp modules"
     for path, line in found:
         lines = path.read_text().splitlines()
-        said = [text for text in lines[max(0, line - 3):line] if "#" in text]
-        assert said, f"{path.relative_to(PACKAGE)}:{line}: a function-local import without a comment saying why"
+        assert reason_given(lines, line), (
+            f"{path.relative_to(PACKAGE)}:{line}: a function-local import without a comment saying why"
+        )
+
+
+def reason_given(lines: list[str], line: int) -> bool:
+    """A comment on the import's line or the two above it, or above it in the block of imports it continues."""
+    if any("#" in text for text in lines[max(0, line - 3) : line]):
+        return True
+    for text in reversed(lines[:line]):
+        if "#" in text:
+            return True
+        stripped = text.strip()
+        if stripped and not stripped.startswith(("from ", "import ", ")")) and not stripped.endswith(","):
+            return False
+    return False
 
 
 def test_the_command_line_starts_without_torch():
-    import subprocess
-    import sys
-
     script = "import sys; from mitp.app.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_no_undefined_names_or_unused_imports():
-    """pyflakes over the package and the tests: an undefined name (a helper renamed in one place only)
-    fails here, not in the one slow test that happens to reach it."""
-    out, err = io.StringIO(), io.StringIO()
-    found = checkRecursive([str(PACKAGE), str(PACKAGE.parents[1] / "tests")], Reporter(out, err))
-    assert found == 0, out.getvalue() + err.getvalue()
+def ruff(*args: str, cwd: Path = PACKAGE.parents[1]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def test_the_pyflakes_check_sees_an_undefined_name(tmp_path):
+def test_the_code_is_formatted_and_lint_free():
+    """ruff format and ruff check (pyproject.toml: pyflakes, pycodestyle, import order, bugbear, pyupgrade) over
+    the package and the tests: an undefined name (a helper renamed in one place only) fails here, not in the one
+    slow test that happens to reach it."""
+    formatted = ruff("format", "--check", "src", "tests")
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    checked = ruff("check", "src", "tests")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_lint_check_sees_an_undefined_name(tmp_path):
     (tmp_path / "bad.py").write_text("def f():\n    return _renamed_helper()\n")
-    out = io.StringIO()
-    assert checkRecursive([str(tmp_path)], Reporter(out, io.StringIO())) == 1
-    assert "undefined name '_renamed_helper'" in out.getvalue()
+    found = ruff("check", "--no-cache", "--select", "F", "bad.py", cwd=tmp_path)
+    assert found.returncode == 1
+    assert "Undefined name `_renamed_helper`" in found.stdout

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from transformers import (BertConfig, BertModel, CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model, ViTConfig,
-                          ViTModel)
+from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
 from mitp.backbones import BackboneError, build_backbone, from_clip_model, from_encoders
 from mitp.backbones.specs import TINY_BERT, TINY_CLIP, TINY_VIT
@@ -25,8 +24,11 @@ def max_diff(a, b):
 
 
 def tiny_clip_model(attn, **text_overrides):
-    config = CLIPConfig(text_config={**TINY_CLIP["text_config"], **text_overrides},
-                        vision_config=TINY_CLIP["vision_config"], projection_dim=TINY_CLIP["projection_dim"])
+    config = CLIPConfig(
+        text_config={**TINY_CLIP["text_config"], **text_overrides},
+        vision_config=TINY_CLIP["vision_config"],
+        projection_dim=TINY_CLIP["projection_dim"],
+    )
     config._attn_implementation = attn
     for sub in (config.text_config, config.vision_config):
         sub._attn_implementation = attn
@@ -109,8 +111,15 @@ def test_vit_tower_matches_hf(attn):
 
 @pytest.mark.parametrize("attn", ATTN)
 def test_dinov2_tower_matches_hf(attn):
-    config = Dinov2Config(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, mlp_ratio=2,
-                          image_size=28, patch_size=7, layerscale_value=0.5)
+    config = Dinov2Config(
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        mlp_ratio=2,
+        image_size=28,
+        patch_size=7,
+        layerscale_value=0.5,
+    )
     config._attn_implementation = attn
     dino = Dinov2Model(config).eval()
     backbone = from_encoders("test", tiny_bert(attn), dino)
@@ -131,11 +140,14 @@ def test_builtin_specs_are_frozen_and_deterministic(tiny_backbone):
     assert not tiny_backbone.training, "a frozen backbone stays in eval mode"
 
 
-@pytest.mark.parametrize("spec, published", [
-    # Published totals of the OpenAI checkpoints minus CLIP's logit_scale, which no tower uses.
-    ("shape:clip-vit-base-patch16", 149_620_737 - 1),
-    ("shape:clip-vit-large-patch14", 427_616_513 - 1),
-])
+@pytest.mark.parametrize(
+    "spec, published",
+    [
+        # Published totals of the OpenAI checkpoints minus CLIP's logit_scale, which no tower uses.
+        ("shape:clip-vit-base-patch16", 149_620_737 - 1),
+        ("shape:clip-vit-large-patch14", 427_616_513 - 1),
+    ],
+)
 def test_shape_specs_have_published_sizes(spec, published):
     backbone = build_backbone(spec, device="meta")
     assert sum(p.numel() for p in backbone.parameters()) == published
@@ -169,18 +181,23 @@ def test_pair_spec_rejects_wrong_model_types(tmp_path):
         build_backbone(str(tmp_path / "vision"))
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("shape:clip-vit-huge", "unknown shape spec"),
-    ("pair:only-one", "pair:<text>\\+<vision>"),
-    ("/nonexistent/clip-dir", "not a local directory"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("shape:clip-vit-huge", "unknown shape spec"),
+        ("pair:only-one", "pair:<text>\\+<vision>"),
+        ("/nonexistent/clip-dir", "not a local directory"),
+    ],
+)
 def test_bad_specs_raise_named_errors(spec, message):
     with pytest.raises(BackboneError, match=message):
         build_backbone(spec)
 
 
-@pytest.mark.parametrize("spec, suggestion", [("tiny-clipp", "tiny-clip"), ("shape:clip-vit-base-patch61", None),
-                                              ("pair:bert-nope+vit-nope", None)])
+@pytest.mark.parametrize(
+    "spec, suggestion",
+    [("tiny-clipp", "tiny-clip"), ("shape:clip-vit-base-patch61", None), ("pair:bert-nope+vit-nope", None)],
+)
 def test_a_typo_fails_fast_offline_with_the_known_specs(spec, suggestion, monkeypatch):
     import time
 

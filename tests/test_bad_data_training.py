@@ -20,8 +20,22 @@ def toy(tmp_path):
 
 
 def train(data, out, *extra):
-    return main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--set", "train.epochs=2",
-                 "--set", "train.batch_size=8", "--out", str(out), *extra])
+    return main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--set",
+            f"data={data}",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=8",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def lines(path):
@@ -61,19 +75,32 @@ def test_an_id_in_two_splits_is_refused(toy, tmp_path, capsys):
 @pytest.mark.parametrize("cache", [False, True])
 def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, cache):
     train_lines = lines(toy / "train.jsonl")
-    train_lines[1] = json.dumps({**json.loads(train_lines[1]), "text": "  "})          # empty_text
-    (toy / json.loads(train_lines[4])["image"]).unlink()                               # missing_image
+    train_lines[1] = json.dumps({**json.loads(train_lines[1]), "text": "  "})  # empty_text
+    (toy / json.loads(train_lines[4])["image"]).unlink()  # missing_image
     (toy / "train.jsonl").write_text("\n".join(train_lines) + "\n")
-    (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")    # corrupt_image
+    (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")  # corrupt_image
     run = tmp_path / "run"
-    assert train(toy, run, "--set", "train.on_bad_sample=skip", "--set", f"train.cache_prefix={cache}",
-                 "--set", f"train.cache_dir={tmp_path / 'cache'}") == 0
+    assert (
+        train(
+            toy,
+            run,
+            "--set",
+            "train.on_bad_sample=skip",
+            "--set",
+            f"train.cache_prefix={cache}",
+            "--set",
+            f"train.cache_dir={tmp_path / 'cache'}",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "left out invalid manifest lines (on_bad_sample: skip): train: 1 empty_text" in out
     assert "1 missing_image" in out
     skipped = json.loads((run / "results.json").read_text())["skipped"]
-    assert skipped == {"manifest_lines": {"train": {"empty_text": 1}},
-                       "images": {"train": {"missing_image": 1}, "val": {"corrupt_image": 1}}}
+    assert skipped == {
+        "manifest_lines": {"train": {"empty_text": 1}},
+        "images": {"train": {"missing_image": 1}, "val": {"corrupt_image": 1}},
+    }
     if cache:  # the bad rows count as done: the cache completes and later epochs read it alone
         stores = [d for d in (tmp_path / "cache").iterdir() if (d / "skipped.npy").exists()]
         marks = {d: np.load(d / "skipped.npy") for d in stores}
@@ -83,6 +110,7 @@ def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, 
 
 def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, capsys):
     import shutil
+
     import yaml
 
     val = lines(toy / "val.jsonl")
@@ -109,9 +137,24 @@ def test_two_processes_with_skipped_samples_neither_hang_nor_lose_count(toy, tmp
     (toy / json.loads(lines(toy / "train.jsonl")[3])["image"]).write_bytes(b"broken")
     (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")
     run = tmp_path / "two"
-    train_together(["train", "--config", str(CONFIG), "--set", f"data={toy}", "--set", "train.epochs=1",
-                    "--set", "train.batch_size=2", "--set", "train.on_bad_sample=skip", "--out", str(run)],
-                   tmp_path / "logs")
+    train_together(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--set",
+            f"data={toy}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "train.on_bad_sample=skip",
+            "--out",
+            str(run),
+        ],
+        tmp_path / "logs",
+    )
     results = json.loads((run / "results.json").read_text())
     assert results["test_samples"] == 12 and results["num_processes"] == 2
     assert results["skipped"]["images"] == {"train": {"corrupt_image": 1}, "val": {"corrupt_image": 1}}

@@ -5,18 +5,17 @@ full_finetune flips requires_grad on the backbone it is given, so its tests buil
 backbone with build_backbone(spec) instead of using the session-scoped fixtures.
 """
 
-
 import pytest
-from layer_calls import grad_enabled_per_layer, last_layer_outputs, record_layer_calls
-from method_cases import METHOD_CASES, SPECS
-from toy_training import assert_loss_falls, assert_uses_both_modalities, toy_losses
 import torch
 from safetensors.torch import load_file
 
+from layer_calls import grad_enabled_per_layer, last_layer_outputs, record_layer_calls
+from method_cases import METHOD_CASES, SPECS
 from mitp.backbones import build_backbone
 from mitp.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from mitp.methods import ConfigError, build_model, make_config
 from mitp.synthetic import NUM_CLASSES
+from toy_training import assert_loss_falls, assert_uses_both_modalities, toy_losses
 
 METHODS = ["late_fusion", "deep_prompts", "pmf", "full_finetune"]
 DEFAULT_CASES = {c.method: c for c in reversed(METHOD_CASES) if not c.overrides}  # each method's defaults
@@ -68,44 +67,50 @@ def test_checkpoint_round_trip_is_bit_exact_on_a_fresh_backbone(method, spec, sh
 
 
 # --- config validation -----------------------------------------------------------------------
-@pytest.mark.parametrize("method, values, key", [
-    ("late_fusion", {"head": {"hidden_dim": 0}}, "head.hidden_dim"),
-    ("late_fusion", {"head": {"hidden_dim": 8, "dropout": 1.0}}, "head.dropout"),
-    ("late_fusion", {"head": {"dropout": 0.2}}, "head.dropout"),
-    ("late_fusion", {"head": {"norm": "batch"}}, "head.norm"),
-    ("late_fusion", {"head": {"fusion": "mean_of_linear", "hidden_dim": 4}}, "head.hidden_dim"),
-    ("late_fusion", {"head": {"fusion": "mean_of_linear", "norm": "joint"}}, "head.norm"),
-    ("late_fusion", {"head": {"width": 3}}, "head.width"),
-    ("late_fusion", {"hidden_dim": 512}, "hidden_dim"),  # moved to the head section
-    ("late_fusion", {"hub": "none"}, "hub"),
-    ("full_finetune", {"backbone_lr_scale": 0}, "backbone_lr_scale"),
-    ("full_finetune", {"backbone_lr_scale": "fast"}, "backbone_lr_scale"),
-    ("full_finetune", {"head": {"hidden_dim": -1}}, "head.hidden_dim"),
-    ("deep_prompts", {"prompt_gate": "yes"}, "prompt_gate"),
-    ("deep_prompts", {"num_steps": 0}, "num_steps"),
-    ("deep_prompts", {"prompt_length": 0}, "prompt_length"),
-    ("deep_prompts", {"prompt_init_std": 0.0}, "prompt_init_std"),
-    ("deep_prompts", {"text_layers": [1, 2]}, "vision_layers"),
-    ("deep_prompts", {"num_steps": 2, "text_layers": [2, 1], "vision_layers": [1, 2]}, "text_layers"),
-    ("deep_prompts", {"num_steps": 2, "text_layers": [1, 2], "vision_layers": [1, 2, 3]}, "vision_layers"),
-    ("deep_prompts", {"hub": "similarity"}, "hub"),
-    ("pmf", {"n_fusion_layers": 0}, "n_fusion_layers"),
-    ("pmf", {"prompt_length": 0}, "prompt_length"),
-    ("pmf", {"prompt_init_std": -0.1}, "prompt_init_std"),
-    ("pmf", {"mapper_hidden": 0}, "mapper_hidden"),
-    ("pmf", {"n_fusion_layers": 1.5}, "n_fusion_layers"),
-])
+@pytest.mark.parametrize(
+    "method, values, key",
+    [
+        ("late_fusion", {"head": {"hidden_dim": 0}}, "head.hidden_dim"),
+        ("late_fusion", {"head": {"hidden_dim": 8, "dropout": 1.0}}, "head.dropout"),
+        ("late_fusion", {"head": {"dropout": 0.2}}, "head.dropout"),
+        ("late_fusion", {"head": {"norm": "batch"}}, "head.norm"),
+        ("late_fusion", {"head": {"fusion": "mean_of_linear", "hidden_dim": 4}}, "head.hidden_dim"),
+        ("late_fusion", {"head": {"fusion": "mean_of_linear", "norm": "joint"}}, "head.norm"),
+        ("late_fusion", {"head": {"width": 3}}, "head.width"),
+        ("late_fusion", {"hidden_dim": 512}, "hidden_dim"),  # moved to the head section
+        ("late_fusion", {"hub": "none"}, "hub"),
+        ("full_finetune", {"backbone_lr_scale": 0}, "backbone_lr_scale"),
+        ("full_finetune", {"backbone_lr_scale": "fast"}, "backbone_lr_scale"),
+        ("full_finetune", {"head": {"hidden_dim": -1}}, "head.hidden_dim"),
+        ("deep_prompts", {"prompt_gate": "yes"}, "prompt_gate"),
+        ("deep_prompts", {"num_steps": 0}, "num_steps"),
+        ("deep_prompts", {"prompt_length": 0}, "prompt_length"),
+        ("deep_prompts", {"prompt_init_std": 0.0}, "prompt_init_std"),
+        ("deep_prompts", {"text_layers": [1, 2]}, "vision_layers"),
+        ("deep_prompts", {"num_steps": 2, "text_layers": [2, 1], "vision_layers": [1, 2]}, "text_layers"),
+        ("deep_prompts", {"num_steps": 2, "text_layers": [1, 2], "vision_layers": [1, 2, 3]}, "vision_layers"),
+        ("deep_prompts", {"hub": "similarity"}, "hub"),
+        ("pmf", {"n_fusion_layers": 0}, "n_fusion_layers"),
+        ("pmf", {"prompt_length": 0}, "prompt_length"),
+        ("pmf", {"prompt_init_std": -0.1}, "prompt_init_std"),
+        ("pmf", {"mapper_hidden": 0}, "mapper_hidden"),
+        ("pmf", {"n_fusion_layers": 1.5}, "n_fusion_layers"),
+    ],
+)
 def test_invalid_config_names_the_key(method, values, key):
     with pytest.raises(ConfigError) as err:
         make_config(method, num_classes=3, **values)
     assert err.value.key == key
 
 
-@pytest.mark.parametrize("method, values, key", [
-    ("pmf", {"n_fusion_layers": 7}, "n_fusion_layers"),  # tiny-clip text tower has 6 layers
-    ("deep_prompts", {"num_steps": 7}, "num_steps"),
-    ("deep_prompts", {"num_steps": 2, "text_layers": [1, 2], "vision_layers": [3, 8]}, "vision_layers"),
-])
+@pytest.mark.parametrize(
+    "method, values, key",
+    [
+        ("pmf", {"n_fusion_layers": 7}, "n_fusion_layers"),  # tiny-clip text tower has 6 layers
+        ("deep_prompts", {"num_steps": 7}, "num_steps"),
+        ("deep_prompts", {"num_steps": 2, "text_layers": [1, 2], "vision_layers": [3, 8]}, "vision_layers"),
+    ],
+)
 def test_configs_that_do_not_fit_the_backbone_name_the_key(method, values, key, tiny_clip):
     with pytest.raises(ConfigError) as err:
         build_model(make_config(method, num_classes=3, **values), tiny_clip)
@@ -139,16 +144,19 @@ def test_deep_prompts_towers_do_not_exchange(tiny_backbone):
 
 
 def test_deep_prompts_insert_fresh_prompts_only_at_interaction_layers(tiny_clip):
-    config = make_config("deep_prompts", num_classes=2, num_steps=2, text_layers=[2, 4], vision_layers=[3, 6],
-                         prompt_length=3)
+    config = make_config(
+        "deep_prompts", num_classes=2, num_steps=2, text_layers=[2, 4], vision_layers=[3, 6], prompt_length=3
+    )
     model = build_model(config, tiny_clip)
     batch = tiny_clip.random_batch(2, 8, torch.Generator().manual_seed(1))
     lengths = {"text": batch["input_ids"].shape[1], "vision": (32 // 8) ** 2 + 1}
     calls = record_layer_calls(tiny_clip, lambda: model(**batch))
-    extras = {key: entries[0]["input"][:, lengths[key[0]]:] for key, entries in calls.items()}
+    extras = {key: entries[0]["input"][:, lengths[key[0]] :] for key, entries in calls.items()}
     grads = {key: entries[0]["grad"] for key, entries in calls.items()}
-    for tower, layers, prompts, depth in (("text", [2, 4], model.text_prompts, 6),
-                                          ("vision", [3, 6], model.vision_prompts, 8)):
+    for tower, layers, prompts, depth in (
+        ("text", [2, 4], model.text_prompts, 6),
+        ("vision", [3, 6], model.vision_prompts, 8),
+    ):
         for idx in range(depth):
             if idx in layers:
                 expected = prompts[layers.index(idx)].detach().expand(2, -1, -1)

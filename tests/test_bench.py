@@ -4,14 +4,30 @@ import json
 
 import pytest
 
-from mitp.backbones import build_backbone
 from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target, run_benchmark
-from mitp.configuration import ConfigError
 from mitp.app.cli import main
+from mitp.backbones import build_backbone
+from mitp.configuration import ConfigError
 from mitp.methods import build_model, make_config
 
-FAST = ["--backbone", "tiny-clip", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--seq-len", "8",
-        "--num-classes", "3", "--threads", "1", "--device", "cpu"]
+FAST = [
+    "--backbone",
+    "tiny-clip",
+    "--batch-size",
+    "2",
+    "--steps",
+    "1",
+    "--warmup",
+    "1",
+    "--seq-len",
+    "8",
+    "--num-classes",
+    "3",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 SETTING = "mitp[prompt_gate=false;num_steps=2]"
@@ -21,9 +37,20 @@ SETTING = "mitp[prompt_gate=false;num_steps=2]"
 def bench_run(tmp_path_factory):
     """One fast CLI run shared by the tests: tiny-clip, mitp, a mitp setting and full_finetune, one round."""
     out = tmp_path_factory.mktemp("bench")
-    argv = ["bench", *FAST, "--methods", f"mitp,{SETTING},full_finetune", "--rounds", "1", "--target",
-            "mitp/full_finetune:train_step_ms<=0.45", "--json", str(out / "rows.json"), "--markdown",
-            str(out / "table.md")]
+    argv = [
+        "bench",
+        *FAST,
+        "--methods",
+        f"mitp,{SETTING},full_finetune",
+        "--rounds",
+        "1",
+        "--target",
+        "mitp/full_finetune:train_step_ms<=0.45",
+        "--json",
+        str(out / "rows.json"),
+        "--markdown",
+        str(out / "table.md"),
+    ]
     assert main(argv) == 0
     return out
 
@@ -40,7 +67,8 @@ def test_json_rows_have_the_required_keys_with_sane_types(bench_run):
             assert isinstance(row[key], (int, float)), key
         # the peak is what the training steps add to the built model (clamped at 0 by definition)
         assert row["peak_memory_mb"] == pytest.approx(
-            max(0.0, row["peak_memory_total_mb"] - row["model_memory_mb"]), abs=0.15)
+            max(0.0, row["peak_memory_total_mb"] - row["model_memory_mb"]), abs=0.15
+        )
         assert row["infer_samples_per_s"] == pytest.approx(2 / (row["infer_ms"] / 1000), rel=0.01)
         assert row["device"] == "cpu" and row["threads"] == 1 and row["memory_kind"].startswith("cpu_peak_rss")
         assert row["timed_train_steps"] == 1 and row["timed_infer_passes"] == 1
@@ -76,11 +104,27 @@ def test_markdown_table_is_written(bench_run):
 
 @pytest.mark.slow
 def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
-    settings = BenchSettings(backbone="tiny-clip", methods=("late_fusion", "mitp"), batch_size=2, steps=1,
-                             rounds=2, warmup=1, seq_len=8, num_classes=3, device="cpu", threads=1)
+    settings = BenchSettings(
+        backbone="tiny-clip",
+        methods=("late_fusion", "mitp"),
+        batch_size=2,
+        steps=1,
+        rounds=2,
+        warmup=1,
+        seq_len=8,
+        num_classes=3,
+        device="cpu",
+        threads=1,
+    )
     result = run_benchmark(settings)
-    assert result.schedule == [(0, "late_fusion"), (0, "mitp"), (1, "late_fusion"), (1, "mitp"),
-                               (2, "late_fusion"), (2, "mitp")]
+    assert result.schedule == [
+        (0, "late_fusion"),
+        (0, "mitp"),
+        (1, "late_fusion"),
+        (1, "mitp"),
+        (2, "late_fusion"),
+        (2, "mitp"),
+    ]
     assert [m for r, m in result.schedule if r > 0] == ["late_fusion", "mitp", "late_fusion", "mitp"]
     assert all(row["timed_train_steps"] == 2 for row in result.rows)
     assert all(row["ratio_step_vs_full"] is None and row["ratio_memory_vs_full"] is None for row in result.rows)
@@ -88,13 +132,19 @@ def test_rounds_alternate_the_methods_and_ratios_need_the_reference():
 
 
 def test_targets_are_parsed_and_stated_as_facts():
-    rows = [{"method": "mitp", "train_step_ms": 30.0, "peak_memory_mb": 50.0},
-            {"method": "pmf", "train_step_ms": 20.0, "peak_memory_mb": 40.0},
-            {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0},
-            {"method": "mitp[prompt_gate=false]", "train_step_ms": 28.0, "peak_memory_mb": 50.0}]
-    specs = ["mitp/full_finetune:train_step_ms<=0.45", "mitp/full_finetune:peak_memory_mb<=0.27",
-             "mitp/pmf:train_step_ms<=1.3", "mitp/mitp[prompt_gate=false]:train_step_ms<=1.1",
-             "mitp/deep_prompts:train_step_ms<=1"]  # deep_prompts was not measured: no line
+    rows = [
+        {"method": "mitp", "train_step_ms": 30.0, "peak_memory_mb": 50.0},
+        {"method": "pmf", "train_step_ms": 20.0, "peak_memory_mb": 40.0},
+        {"method": "full_finetune", "train_step_ms": 100.0, "peak_memory_mb": 100.0},
+        {"method": "mitp[prompt_gate=false]", "train_step_ms": 28.0, "peak_memory_mb": 50.0},
+    ]
+    specs = [
+        "mitp/full_finetune:train_step_ms<=0.45",
+        "mitp/full_finetune:peak_memory_mb<=0.27",
+        "mitp/pmf:train_step_ms<=1.3",
+        "mitp/mitp[prompt_gate=false]:train_step_ms<=1.1",
+        "mitp/deep_prompts:train_step_ms<=1",
+    ]  # deep_prompts was not measured: no line
     lines = [line for line in (Target.parse(spec).check(rows) for spec in specs) if line]
     assert lines == [
         "mitp train_step_ms / full_finetune train_step_ms = 0.30 (target <= 0.45: met)",
@@ -118,12 +168,15 @@ def test_a_misspelt_method_setting_is_named(capsys):
     assert "prompt_gat" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--methods", "mitp,nope"], "unknown method 'nope'"),
-    (["--methods", "mitp,mitp"], "'mitp' is listed twice"),
-    (["--backbone", "shape:nope"], "unknown shape spec"),
-    (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "mitp,nope"], "unknown method 'nope'"),
+        (["--methods", "mitp,mitp"], "'mitp' is listed twice"),
+        (["--backbone", "shape:nope"], "unknown shape spec"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+    ],
+)
 def test_errors_exit_2_and_name_the_problem(capsys, args, message):
     assert main(["bench", *FAST, *args]) == 2
     assert message in capsys.readouterr().err
@@ -131,9 +184,29 @@ def test_errors_exit_2_and_name_the_problem(capsys, args, message):
 
 def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
     out = tmp_path / "serve.json"
-    assert main(["bench", "--serve", "--backbone", "tiny-clip", "--methods", "late_fusion", "--requests", "40",
-                 "--clients", "8", "--num-classes", "3", "--json", str(out), "--markdown",
-                 str(tmp_path / "serve.md")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--serve",
+                "--backbone",
+                "tiny-clip",
+                "--methods",
+                "late_fusion",
+                "--requests",
+                "40",
+                "--clients",
+                "8",
+                "--num-classes",
+                "3",
+                "--json",
+                str(out),
+                "--markdown",
+                str(tmp_path / "serve.md"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())
     assert [r["mode"] for r in rows] == ["batched", "unbatched"]
     batched, unbatched = rows
@@ -147,8 +220,29 @@ def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
 
 def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
     out = tmp_path / "profile.json"
-    assert main(["bench", "--profile", "--backbone", "tiny-clip", "--methods", "mitp,deep_prompts", "--steps", "1",
-                 "--warmup", "1", "--batch-size", "2", "--seq-len", "8", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--profile",
+                "--backbone",
+                "tiny-clip",
+                "--methods",
+                "mitp,deep_prompts",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     profiles = json.loads(out.read_text())
     assert [p["method"] for p in profiles] == ["mitp", "deep_prompts"]
     for p in profiles:
@@ -163,13 +257,36 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
     from mitp.app.bench.load import MIX
 
     out = tmp_path / "load.json"
-    assert main(["bench", "--serve", "--load", "3", "--clients", "6", "--backbone", "tiny-clip", "--methods",
-                 "late_fusion", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--serve",
+                "--load",
+                "3",
+                "--clients",
+                "6",
+                "--backbone",
+                "tiny-clip",
+                "--methods",
+                "late_fusion",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())
     assert row["good_5xx"] == 0 and row["requests"] > 0 and row["rss_mb"]["peak"] >= row["rss_mb"]["start"] > 0
     assert row["server_tracebacks"] == 0
-    expected = {"good_multipart": {"200"}, "good_json": {"200"}, "bad_json": {"400"}, "deep_json": {"400"},
-                "surrogate": {"400"}, "pixel_bomb": {"413"}}
+    expected = {
+        "good_multipart": {"200"},
+        "good_json": {"200"},
+        "bad_json": {"400"},
+        "deep_json": {"400"},
+        "surrogate": {"400"},
+        "pixel_bomb": {"413"},
+    }
     for kind, statuses in row["statuses"].items():
         assert kind in MIX
         if kind in expected:
@@ -182,12 +299,36 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
 @pytest.mark.slow
 def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys):
     out = tmp_path / "inference.json"
-    assert main(["bench", "--inference", "--backbone", "tiny-clip", "--methods", "mitp", "--batch-sizes", "1,4",
-                 "--rounds", "1", "--steps", "2", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--inference",
+                "--backbone",
+                "tiny-clip",
+                "--methods",
+                "mitp",
+                "--batch-sizes",
+                "1,4",
+                "--rounds",
+                "1",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [
-        (runtime, size) for size in (1, 4) for runtime in ("torch", "onnx", "onnx-int8")]
+        (runtime, size) for size in (1, 4) for runtime in ("torch", "onnx", "onnx-int8")
+    ]
     assert all(r["timed_calls"] == 2 and r["ms_per_batch"] > 0 for r in rows)
     for r in rows:  # a deployment's process: onnxruntime workers never load torch
         assert r["torch_in_process"] == (r["runtime"] == "torch")
@@ -196,9 +337,14 @@ def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys)
     assert result["parity_max_abs"] < 1e-4 and "| onnx-int8 | 4 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sizes, message", [("1,0", "must be an integer >= 1, got 0"),
-                                            ("1,x", "must be comma-separated integers >= 1, got '1,x'"),
-                                            ("4,4", "lists a value twice: '4,4'")])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ("1,0", "must be an integer >= 1, got 0"),
+        ("1,x", "must be comma-separated integers >= 1, got '1,x'"),
+        ("4,4", "lists a value twice: '4,4'"),
+    ],
+)
 def test_bench_inference_batch_sizes_are_checked(capsys, sizes, message):
     assert main(["bench", "--inference", "--batch-sizes", sizes]) == 2
     assert f"argument --batch-sizes: {message}" in capsys.readouterr().err

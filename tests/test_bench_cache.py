@@ -11,8 +11,28 @@ from mitp.app.cli import main
 @pytest.mark.slow
 def test_epoch_benchmark_puts_methods_side_by_side_in_their_best_mode(tmp_path):
     out = tmp_path / "epochs.json"
-    assert main(["bench", "--epochs", "2", "--backbone", "tiny-clip", "--methods", "late_fusion,full_finetune",
-                 "--samples", "8", "--batch-size", "4", "--rounds", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--epochs",
+                "2",
+                "--backbone",
+                "tiny-clip",
+                "--methods",
+                "late_fusion,full_finetune",
+                "--samples",
+                "8",
+                "--batch-size",
+                "4",
+                "--rounds",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())
     late, full = rows
     assert late["mode"] == "prefix cache" and full["mode"].startswith("no cache")

@@ -38,12 +38,15 @@ def test_batches_give_the_same_scores_as_single_pairs(tiny_run, toy_dataset):
         assert [p["score"] for p in a] == pytest.approx([p["score"] for p in b], abs=1e-5)
 
 
-@pytest.mark.parametrize("images, texts, field", [
-    ([b"not an image"], ["x"], "images[0]"),
-    (["/no/such/file.png"], ["x"], "images[0]"),
-    ([3], ["x"], "images[0]"),
-    ([None, None], ["x"], "texts"),
-])
+@pytest.mark.parametrize(
+    "images, texts, field",
+    [
+        ([b"not an image"], ["x"], "images[0]"),
+        (["/no/such/file.png"], ["x"], "images[0]"),
+        ([3], ["x"], "images[0]"),
+        ([None, None], ["x"], "texts"),
+    ],
+)
 def test_bad_inputs_are_named(tiny_run, images, texts, field):
     clf = Classifier.from_pretrained(tiny_run)
     with pytest.raises(InputError) as err:
@@ -66,8 +69,13 @@ def test_export_round_trips_and_writes_a_model_card(tiny_run, toy_dataset, tmp_p
     assert config["labels"]["labels"] == json.loads((toy_dataset / "labels.json").read_text())["labels"]
     results = json.loads((tiny_run / "results.json").read_text())
     card = (out / "README.md").read_text()
-    for needed in (f"{results['test']['accuracy']:.4f}", f"{results['trainable_params']:,}", "mitp train",
-                   "## Limitations", "from mitp import Classifier"):
+    for needed in (
+        f"{results['test']['accuracy']:.4f}",
+        f"{results['trainable_params']:,}",
+        "mitp train",
+        "## Limitations",
+        "from mitp import Classifier",
+    ):
         assert needed in card, needed
     images, texts = [toy_dataset / "images" / "test-0001.png"], ["berry"]
     exported = Classifier.from_pretrained(out).predict(images, texts)

@@ -23,8 +23,9 @@ def test_params_json_for_clip_vit_large_matches_the_paper_budget(capsys):
 
 def test_params_set_overrides_change_the_count(capsys):
     base = params_json(capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101")
-    longer = params_json(capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101",
-                         "--set", "prompt_length=16")
+    longer = params_json(
+        capsys, "--backbone", "shape:clip-vit-large-patch14", "--num-classes", "101", "--set", "prompt_length=16"
+    )
     assert longer["trainable_params"] - base["trainable_params"] == 8 * 768  # 8 more text prompt tokens
     assert longer["config"]["prompt_length"] == 16
 
@@ -35,12 +36,15 @@ def test_params_table(capsys):
     assert "hub.vision_proj" in out and "trainable:" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "prompt_lenght=4"], "prompt_lenght: unknown key"),
-    (["--set", "hub=attention"], "hub: 'attention' is not one of"),
-    (["--backbone", "shape:nope"], "unknown shape spec"),
-    (["--method", "nope"], "unknown method 'nope'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "prompt_lenght=4"], "prompt_lenght: unknown key"),
+        (["--set", "hub=attention"], "hub: 'attention' is not one of"),
+        (["--backbone", "shape:nope"], "unknown shape spec"),
+        (["--method", "nope"], "unknown method 'nope'"),
+    ],
+)
 def test_params_errors_name_the_problem(capsys, args, message):
     assert main(["params", *args]) == 2
     assert message in capsys.readouterr().err

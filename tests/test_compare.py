@@ -6,24 +6,37 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mitp.app.cli import main
 from mitp.app.analysis.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
-from mitp.configuration import ConfigError
+from mitp.app.cli import main
 from mitp.app.train.config import load_run_config
+from mitp.configuration import ConfigError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ROW_KEYS = {"method", "trainable_params", "test", "val", "peak_memory_mb", "train_seconds", "seeds", "selected"}
 
 
 def compare_args(toy_dataset, out, *extra):
-    return ["compare", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
-            "--out", str(out), *extra]
+    return [
+        "compare",
+        "--config",
+        str(CONFIG),
+        "--set",
+        f"data={toy_dataset}",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_model_keys_go_to_every_method_and_methods_keys_to_one():
     config = load_run_config(CONFIG, ["model.prompt_init_std=0.01"])
-    assert config_for_method(config, "deep_prompts", 3).model == {"prompt_init_std": 0.01, "num_steps": 3,
-                                                                  "prompt_length": 4}
+    assert config_for_method(config, "deep_prompts", 3).model == {
+        "prompt_init_std": 0.01,
+        "num_steps": 3,
+        "prompt_length": 4,
+    }
     assert config_for_method(config, "pmf", 1).model == {"prompt_init_std": 0.01}
     late = load_run_config(CONFIG)
     assert config_for_method(late, "late_fusion", 1).model == {} and config_for_method(late, "late_fusion", 1).seed == 1
@@ -52,8 +65,9 @@ def test_a_methods_key_the_method_does_not_know_is_named():
 @pytest.mark.slow
 def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy_dataset, tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = compare_args(toy_dataset, out, "--methods", "mitp,late_fusion", "--seeds", "0",
-                        "--set", "methods.late_fusion.train.lr=0.01")  # a train key for one method only
+    args = compare_args(
+        toy_dataset, out, "--methods", "mitp,late_fusion", "--seeds", "0", "--set", "methods.late_fusion.train.lr=0.01"
+    )  # a train key for one method only
     assert main(args) == 0
     rows = json.loads((out / "compare.json").read_text())
     lrs = {m: load_run_config(out / m / "seed-0" / "config.yaml").train.lr for m in ("mitp", "late_fusion")}
@@ -95,8 +109,11 @@ def test_unknown_method_fails_before_training(tmp_path, capsys):
 def test_grid_is_the_cartesian_product_in_order():
     grid = parse_grid(["train.lr=1e-4,1e-3", "head.dropout=0,0.1"])
     assert [p.as_dict() for p in grid] == [
-        {"train.lr": 1e-4, "head.dropout": 0}, {"train.lr": 1e-4, "head.dropout": 0.1},
-        {"train.lr": 1e-3, "head.dropout": 0}, {"train.lr": 1e-3, "head.dropout": 0.1}]
+        {"train.lr": 1e-4, "head.dropout": 0},
+        {"train.lr": 1e-4, "head.dropout": 0.1},
+        {"train.lr": 1e-3, "head.dropout": 0},
+        {"train.lr": 1e-3, "head.dropout": 0.1},
+    ]
     assert parse_grid([]) == [GridPoint()]
     for bad in (["train.lr"], ["train.lr=1,1"], ["seed=0,1"], ["train.lr=1", "train.lr=2"]):
         with pytest.raises(ConfigError):
@@ -104,14 +121,21 @@ def test_grid_is_the_cartesian_product_in_order():
 
 
 def fake_run(method, lr, seed, val, test):
-    results = {"selection_metric": "accuracy", "val": {"accuracy": val}, "test": {"accuracy": test},
-               "trainable_params": 10, "total_params": 100, "peak_memory_mb": 1.0, "peak_memory_kind": "x",
-               "train_seconds": 1.0}
+    results = {
+        "selection_metric": "accuracy",
+        "val": {"accuracy": val},
+        "test": {"accuracy": test},
+        "trainable_params": 10,
+        "total_params": 100,
+        "peak_memory_mb": 1.0,
+        "peak_memory_kind": "x",
+        "train_seconds": 1.0,
+    }
     return {"method": method, "setting": {"train.lr": lr}, "seed": seed, "results": results}
 
 
 def test_selection_uses_validation_never_test():
-    runs = [fake_run("m", 0.1, s, val=0.6, test=0.9) for s in (0, 1)]      # best on test
+    runs = [fake_run("m", 0.1, s, val=0.6, test=0.9) for s in (0, 1)]  # best on test
     runs += [fake_run("m", 0.01, s, val=0.7 + s / 100, test=0.5) for s in (0, 1)]  # best on val
     (row,) = aggregate(runs, ["m"])
     assert row["selected"] == {"train.lr": 0.01}
@@ -121,9 +145,12 @@ def test_selection_uses_validation_never_test():
 
 
 def test_a_setting_with_a_failed_seed_cannot_be_chosen():
-    runs = [fake_run("m", 0.1, 0, val=0.99, test=0.9),
-            {"method": "m", "setting": {"train.lr": 0.1}, "seed": 1, "error": "RunFailed: boom"},
-            fake_run("m", 0.01, 0, val=0.5, test=0.5), fake_run("m", 0.01, 1, val=0.5, test=0.5)]
+    runs = [
+        fake_run("m", 0.1, 0, val=0.99, test=0.9),
+        {"method": "m", "setting": {"train.lr": 0.1}, "seed": 1, "error": "RunFailed: boom"},
+        fake_run("m", 0.01, 0, val=0.5, test=0.5),
+        fake_run("m", 0.01, 1, val=0.5, test=0.5),
+    ]
     (row,) = aggregate(runs, ["m"])
     assert row["selected"] == {"train.lr": 0.01} and row["status"] == "partial"
     table = markdown_table([row], load_run_config(CONFIG), [0, 1], parse_grid(["train.lr=0.1,0.01"]))
@@ -138,8 +165,10 @@ def test_grid_end_to_end_chooses_the_best_validation_setting(toy_dataset, tmp_pa
     (row,) = json.loads((out / "compare.json").read_text())
     val = {}
     for lr in ("0.0001", "0.03"):
-        runs = [json.loads((out / "late_fusion" / f"train.lr={lr}" / f"seed-{s}" / "results.json").read_text())
-                for s in (0, 1)]
+        runs = [
+            json.loads((out / "late_fusion" / f"train.lr={lr}" / f"seed-{s}" / "results.json").read_text())
+            for s in (0, 1)
+        ]
         assert {r["seed"] for r in runs} == {0, 1}
         val[float(lr)] = sum(r["val"]["accuracy"] for r in runs) / 2
     assert row["selected"] == {"train.lr": max(val, key=val.get)}
@@ -192,8 +221,14 @@ def test_jobs_run_at_once_with_their_share_of_threads_and_give_the_same_results(
     failing = ["--set", "methods.deep_prompts.num_steps=50"]  # a valid config; 50 steps do not fit a 6-layer tower
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(compare_args(toy_dataset, one, "--methods", "mitp,late_fusion", "--seeds", "0")) == 0
-    assert main(compare_args(toy_dataset, two, "--methods", "mitp,late_fusion,deep_prompts", "--seeds", "0",
-                             *failing, "--jobs", "2")) == 1
+    assert (
+        main(
+            compare_args(
+                toy_dataset, two, "--methods", "mitp,late_fusion,deep_prompts", "--seeds", "0", *failing, "--jobs", "2"
+            )
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "3 runs, 2 at a time" in out and "finished, val accuracy" in out
     a, b = rows_of(one), rows_of(two)

@@ -9,9 +9,18 @@ from mitp.methods.mitp import MITPConfig
 
 
 def test_json_round_trip(tmp_path):
-    config = make_config("mitp", num_classes=23, task="multi_label", hub="mean", tau=0.5, num_steps=2,
-                         text_layers=[9, 11], vision_layers=[20, 23], tied_generators=False,
-                         head_input="pooled+memory")
+    config = make_config(
+        "mitp",
+        num_classes=23,
+        task="multi_label",
+        hub="mean",
+        tau=0.5,
+        num_steps=2,
+        text_layers=[9, 11],
+        vision_layers=[20, 23],
+        tied_generators=False,
+        head_input="pooled+memory",
+    )
     path = tmp_path / "method.json"
     config.to_json(path)
     assert json.loads(path.read_text())["method"] == "mitp"
@@ -33,19 +42,22 @@ def test_unknown_key_is_named():
     assert "prompt_lenght" in str(err.value)
 
 
-@pytest.mark.parametrize("key, value", [
-    ("hub", "attention"),
-    ("vision_init", "zeros"),
-    ("head_input", "memory"),
-    ("task", "regression"),
-    ("tau", 0),
-    ("num_steps", 0),
-    ("prompt_length", -1),
-    ("num_steps", "six"),
-    ("tied_generators", "yes"),
-    ("num_classes", 1),
-    ("text_layers", [1, 2, 3, 4, 5, 6]),  # without vision_layers
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("hub", "attention"),
+        ("vision_init", "zeros"),
+        ("head_input", "memory"),
+        ("task", "regression"),
+        ("tau", 0),
+        ("num_steps", 0),
+        ("prompt_length", -1),
+        ("num_steps", "six"),
+        ("tied_generators", "yes"),
+        ("num_classes", 1),
+        ("text_layers", [1, 2, 3, 4, 5, 6]),  # without vision_layers
+    ],
+)
 def test_invalid_values_are_named(key, value):
     with pytest.raises(ConfigError) as err:
         make_config("mitp", **{"num_classes": 3, key: value})
@@ -53,12 +65,15 @@ def test_invalid_values_are_named(key, value):
     assert err.value.key in str(err.value)
 
 
-@pytest.mark.parametrize("text, vision, key", [
-    ([1, 2], [1, 2, 3], "text_layers"),       # length differs from num_steps=3
-    ([1, 2, 2], [1, 2, 3], "text_layers"),    # not strictly increasing
-    ([1, 2, 3], [3, 2, 1], "vision_layers"),
-    ([-1, 2, 3], [1, 2, 3], "text_layers"),
-])
+@pytest.mark.parametrize(
+    "text, vision, key",
+    [
+        ([1, 2], [1, 2, 3], "text_layers"),  # length differs from num_steps=3
+        ([1, 2, 2], [1, 2, 3], "text_layers"),  # not strictly increasing
+        ([1, 2, 3], [3, 2, 1], "vision_layers"),
+        ([-1, 2, 3], [1, 2, 3], "text_layers"),
+    ],
+)
 def test_bad_layer_lists_are_named(text, vision, key):
     with pytest.raises(ConfigError) as err:
         make_config("mitp", num_classes=2, num_steps=3, text_layers=text, vision_layers=vision)
@@ -75,13 +90,21 @@ def test_ints_are_accepted_for_floats_and_method_must_match():
 
 def test_overrides_parse_yaml_values():
     assert parse_overrides(["tau=0.2", "text_layers=[1, 2]", "hub_norm=false", "hub=none"]) == {
-        "tau": 0.2, "text_layers": [1, 2], "hub_norm": False, "hub": "none"}
+        "tau": 0.2,
+        "text_layers": [1, 2],
+        "hub_norm": False,
+        "hub": "none",
+    }
     # YAML 1.1 would keep these as strings; on a command line and in a config file they are numbers.
     assert make_config("mitp", num_classes=2, tau="5e-2").tau == 0.05
     with pytest.raises(ConfigError):
         make_config("mitp", num_classes=2, tau="fast")
     assert parse_overrides(["lr=1e-4", "x=3E+2", "y=.5e1", "name=1e-4x"]) == {
-        "lr": 1e-4, "x": 300.0, "y": 5.0, "name": "1e-4x"}
+        "lr": 1e-4,
+        "x": 300.0,
+        "y": 5.0,
+        "name": "1e-4x",
+    }
     with pytest.raises(ConfigError):
         parse_overrides(["tau"])
 
@@ -99,7 +122,9 @@ def test_an_override_reaches_only_its_own_section_even_through_a_yaml_anchor(tmp
     from mitp.app.train.config import load_run_config
 
     path = tmp_path / "run.yaml"
-    path.write_text("data: d\nbackbone: tiny-clip\nmethod: mitp\n"
-                    "methods:\n  mitp: &prompts {num_steps: 2}\n  deep_prompts: *prompts\n")
+    path.write_text(
+        "data: d\nbackbone: tiny-clip\nmethod: mitp\n"
+        "methods:\n  mitp: &prompts {num_steps: 2}\n  deep_prompts: *prompts\n"
+    )
     config = load_run_config(path, ["methods.mitp.hub=mean"])
     assert config.methods == {"mitp": {"num_steps": 2, "hub": "mean"}, "deep_prompts": {"num_steps": 2}}

@@ -52,8 +52,7 @@ def readme_run_config() -> dict:
     return yaml.safe_load(block)
 
 
-@pytest.mark.parametrize("section, config_class", [("head", HeadConfig), ("train", TrainConfig),
-                                                    ("eval", EvalConfig)])
+@pytest.mark.parametrize("section, config_class", [("head", HeadConfig), ("train", TrainConfig), ("eval", EvalConfig)])
 def test_the_readme_block_shows_every_key_with_its_default(section, config_class):
     shown = readme_run_config()[section]
     defaults = {row["key"]: row["default"] for row in config_class.fields_help()}

@@ -11,11 +11,20 @@ from rich.console import Console
 from data_fixtures import get_line, make_manifest, set_line, truncate, write_image
 from mitp.app.cli import main
 from mitp.data.check import check_dataset
-from mitp.data.progress import rich_tracker
 from mitp.data.errors import (
-    BadJson, BadLabels, BadRecord, CorruptImage, DuplicateId, EmptyText, ExternalPath, MissingFile, MissingImage,
-    MissingSplitFile, UnknownLabel,
+    BadJson,
+    BadLabels,
+    BadRecord,
+    CorruptImage,
+    DuplicateId,
+    EmptyText,
+    ExternalPath,
+    MissingFile,
+    MissingImage,
+    MissingSplitFile,
+    UnknownLabel,
 )
+from mitp.data.progress import rich_tracker
 
 
 @pytest.fixture
@@ -118,8 +127,11 @@ def test_several_problems_sorted_by_split_and_line_and_shared_images(data):
     set_line(data / "train.jsonl", 5, "nope")
     report = check_dataset(data, workers=2)
     assert [(type(p), p.path.rsplit("/", 1)[-1], p.line) for p in report.problems] == [
-        (MissingImage, "train.jsonl", 2), (BadJson, "train.jsonl", 5), (MissingImage, "train.jsonl", 7),
-        (MissingImage, "test.jsonl", 4)]
+        (MissingImage, "train.jsonl", 2),
+        (BadJson, "train.jsonl", 5),
+        (MissingImage, "train.jsonl", 7),
+        (MissingImage, "test.jsonl", 4),
+    ]
     assert report.problems_by_kind() == {"missing_image": 3, "bad_json": 1}
 
 

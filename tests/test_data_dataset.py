@@ -43,8 +43,16 @@ PROCESSORS = [
     ("CLIPImageProcessorPil", dict(size={"shortest_edge": 40}, crop_size={"height": 24, "width": 36})),
     ("ViTImageProcessorPil", dict(size={"height": 28, "width": 20})),
     # DINOv2's preprocessor_config.json, scaled down: shortest edge 256 -> 36, crop 224 -> 32
-    ("BitImageProcessorPil", dict(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
-                                  resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])),
+    (
+        "BitImageProcessorPil",
+        dict(
+            size={"shortest_edge": 36},
+            crop_size={"height": 32, "width": 32},
+            resample=3,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ),
+    ),
 ]
 
 
@@ -52,8 +60,9 @@ PROCESSORS = [
 def test_image_transform_matches_hf_image_processors(tmp_path, name, kwargs):
     processor = hf_pil(name, **kwargs)
     transform = ImageTransform.from_hf_processor(processor)
-    for i, (size, mode) in enumerate([((50, 37), "RGB"), ((23, 61), "L"), ((64, 64), "RGBA"), ((31, 30), "P"),
-                                      ((12, 9), "RGB")]):
+    for i, (size, mode) in enumerate(
+        [((50, 37), "RGB"), ((23, 61), "L"), ((64, 64), "RGBA"), ((31, 30), "P"), ((12, 9), "RGB")]
+    ):
         img = Image.open(write_image(tmp_path / f"{i}.png", size, seed=i, mode=mode))
         ours = transform(img)
         # ViT's processor does not convert to RGB (it fails on L / RGBA input); ours always does.
@@ -65,7 +74,8 @@ def test_image_transform_matches_hf_image_processors(tmp_path, name, kwargs):
 
 def test_image_transform_reads_saved_processor_config(tmp_path):
     hf_pil("ViTImageProcessorPil", size={"height": 30, "width": 26}, image_mean=[0.1, 0.2, 0.3]).save_pretrained(
-        tmp_path)
+        tmp_path
+    )
     t = image_transform_from_pretrained(str(tmp_path))
     assert t.resize_to == (30, 26) and t.crop is None and t.mean == (0.1, 0.2, 0.3) and t.resample == 2
     with pytest.raises(ValueError, match="could not load the image processor"):
@@ -73,6 +83,7 @@ def test_image_transform_reads_saved_processor_config(tmp_path):
 
 
 # --- text preprocessing --------------------------------------------------------------------------------------
+
 
 def test_hash_tokenizer_is_stable_truncates_and_adds_specials():
     tok = HashTokenizer(vocab_size=1000, max_length=6, bos_token_id=998, eos_token_id=999)
@@ -97,6 +108,7 @@ def test_preprocessor_for_tiny_backbones(tiny_clip, tiny_pair):
 
 
 # --- dataset items and batches -----------------------------------------------------------------------------
+
 
 def test_items_and_batches_for_tiny_clip(data, tiny_clip):
     ds = ManifestDataset(data, "train", backbone=tiny_clip, max_length=7)
@@ -160,10 +172,11 @@ def test_invalid_lines_raise_at_construction_or_are_left_out_in_skip_mode(data, 
 
 # --- bad samples during loading -----------------------------------------------------------------------------
 
+
 def test_bad_image_raises_naming_file_and_line(data, tiny_clip):
     ds = ManifestDataset(data, "train", backbone=tiny_clip)
-    (data / "images" / "train_2.jpg").unlink()            # deleted since `check`
-    truncate(data / "images" / "train_5.jpg", keep=0.5)   # corrupt
+    (data / "images" / "train_2.jpg").unlink()  # deleted since `check`
+    truncate(data / "images" / "train_5.jpg", keep=0.5)  # corrupt
     with pytest.raises(MissingImage) as info:
         ds[2]
     assert str(info.value).startswith(f"{data / 'train.jsonl'}:3: image ") and "train_2.jpg" in str(info.value)
@@ -202,8 +215,7 @@ def test_skip_mode_drops_counts_and_reports(data, tiny_clip, num_workers):
         seen += batch["ids"]
         assert batch["pixel_values"].shape[0] == len(batch["ids"]) == batch["labels"].shape[0]
     assert counter.count == 2 and sorted(seen) == sorted(f"train-{i:03d}" for i in range(10) if i not in (2, 9))
-    assert sorted(m.split(": ")[0].rsplit("/", 1)[-1] for m in counter.examples) == ["train.jsonl:10",
-                                                                                      "train.jsonl:3"]
+    assert sorted(m.split(": ")[0].rsplit("/", 1)[-1] for m in counter.examples) == ["train.jsonl:10", "train.jsonl:3"]
     report = counter.report()
     assert report.startswith("skipped 2 bad sample(s) this epoch") and "train_2.jpg" in report
     counter.reset()
@@ -220,6 +232,7 @@ def test_all_skipped_batch_is_empty_but_well_formed(data, tiny_clip):
 
 
 # --- deterministic order ----------------------------------------------------------------------------------
+
 
 def epoch_ids(loader, epochs=2):
     return [[i for batch in loader for i in batch["ids"]] for _ in range(epochs)]
@@ -260,6 +273,7 @@ def test_seeded_sampler():
 
 # --- through a model --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec, task", [("tiny_clip", "single_label"), ("tiny_pair", "multi_label")])
 def test_prepared_dataset_trains_one_step_with_mitp(tmp_path, request, spec, task):
     from mitp.methods import build_model, make_config
@@ -279,6 +293,7 @@ def test_prepared_dataset_trains_one_step_with_mitp(tmp_path, request, spec, tas
 
 
 # --- real checkpoints (built locally: no hub access) --------------------------------------------------------
+
 
 def _byte_level_vocab() -> dict:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
@@ -304,12 +319,18 @@ def local_checkpoints(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("checkpoints")
     clip = root / "clip"
-    CLIPModel(CLIPConfig(text_config=TINY_CLIP["text_config"], vision_config=TINY_CLIP["vision_config"],
-                         projection_dim=TINY_CLIP["projection_dim"])).save_pretrained(clip)
+    CLIPModel(
+        CLIPConfig(
+            text_config=TINY_CLIP["text_config"],
+            vision_config=TINY_CLIP["vision_config"],
+            projection_dim=TINY_CLIP["projection_dim"],
+        )
+    ).save_pretrained(clip)
     vocab = {**_byte_level_vocab(), "<|startoftext|>": 998, "<|endoftext|>": 999}
     transformers.CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(clip)
-    hf_pil("CLIPImageProcessorPil", size={"shortest_edge": 32},
-           crop_size={"height": 32, "width": 32}).save_pretrained(clip)
+    hf_pil("CLIPImageProcessorPil", size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        clip
+    )
     text, vision = root / "bert", root / "vit"
     BertModel(BertConfig(**TINY_BERT)).save_pretrained(text)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sample", "word", ":", "."] + [str(i) for i in range(40)]

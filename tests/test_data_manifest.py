@@ -9,7 +9,14 @@ import pytest
 
 from data_fixtures import get_line, make_manifest, set_line
 from mitp.data.errors import (
-    BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ManifestError, MissingFile, MissingSplitFile,
+    BadJson,
+    BadLabels,
+    BadRecord,
+    DuplicateId,
+    EmptyText,
+    ManifestError,
+    MissingFile,
+    MissingSplitFile,
     UnknownLabel,
 )
 from mitp.data.manifest import LabelSpace, Record, parse_line, read_labels, read_split, write_manifest
@@ -45,20 +52,23 @@ def test_parse_valid_single_and_multi_label_lines():
     assert parse_line("m/train.jsonl", 2, line(label=[]), None).label == ()
 
 
-@pytest.mark.parametrize("raw, space, error, fragment", [
-    ("{not json", SPACE, BadJson, "not valid JSON"),
-    ("[1, 2]", SPACE, BadJson, "JSON object"),
-    (b"\xff\xfe garbage", SPACE, BadJson, "UTF-8"),
-    (line(text=...), SPACE, BadRecord, "'text'"),
-    (line(id=""), SPACE, BadRecord, "'id'"),
-    (line(image=3), SPACE, BadRecord, "'image'"),
-    (line(text=5), SPACE, BadRecord, "'text' must be a string"),
-    (line(text=" \t\n"), SPACE, EmptyText, "empty text"),
-    (line(label="cow"), SPACE, UnknownLabel, "'cow' is not in labels.json"),
-    (line(label=["cat"]), SPACE, BadRecord, "single_label"),
-    (line(label="a"), MULTI, BadRecord, "multi_label"),
-    (line(label=["a", "z"]), MULTI, UnknownLabel, "'z'"),
-])
+@pytest.mark.parametrize(
+    "raw, space, error, fragment",
+    [
+        ("{not json", SPACE, BadJson, "not valid JSON"),
+        ("[1, 2]", SPACE, BadJson, "JSON object"),
+        (b"\xff\xfe garbage", SPACE, BadJson, "UTF-8"),
+        (line(text=...), SPACE, BadRecord, "'text'"),
+        (line(id=""), SPACE, BadRecord, "'id'"),
+        (line(image=3), SPACE, BadRecord, "'image'"),
+        (line(text=5), SPACE, BadRecord, "'text' must be a string"),
+        (line(text=" \t\n"), SPACE, EmptyText, "empty text"),
+        (line(label="cow"), SPACE, UnknownLabel, "'cow' is not in labels.json"),
+        (line(label=["cat"]), SPACE, BadRecord, "single_label"),
+        (line(label="a"), MULTI, BadRecord, "multi_label"),
+        (line(label=["a", "z"]), MULTI, UnknownLabel, "'z'"),
+    ],
+)
 def test_each_bad_line_raises_its_named_error_with_file_and_line(raw, space, error, fragment):
     with pytest.raises(error) as info:
         parse_line("data/train.jsonl", 7, raw, space)
@@ -77,11 +87,13 @@ def test_read_labels_errors(tmp_path):
     with pytest.raises(BadJson) as info:
         read_labels(tmp_path)
     assert str(info.value).startswith(f"{path}:2: ")
-    for bad, fragment in [({"task": "regression", "labels": ["a", "b"]}, "'task'"),
-                          ({"task": "single_label", "labels": ["a"]}, "at least 2"),
-                          ({"task": "multi_label", "labels": []}, "non-empty list"),
-                          ({"task": "multi_label", "labels": ["a", "a"]}, "duplicate"),
-                          ({"task": "multi_label", "labels": ["a"], "extra": 1}, "unknown keys")]:
+    for bad, fragment in [
+        ({"task": "regression", "labels": ["a", "b"]}, "'task'"),
+        ({"task": "single_label", "labels": ["a"]}, "at least 2"),
+        ({"task": "multi_label", "labels": []}, "non-empty list"),
+        ({"task": "multi_label", "labels": ["a", "a"]}, "duplicate"),
+        ({"task": "multi_label", "labels": ["a"], "extra": 1}, "unknown keys"),
+    ]:
         path.write_text(json.dumps(bad))
         with pytest.raises(BadLabels, match=fragment):
             read_labels(tmp_path)
@@ -119,8 +131,13 @@ def test_write_manifest_is_sorted_canonical_and_checked(tmp_path):
     recs = [Record("z", "i/z.jpg", "Zürich ünïcode", ("b",)), Record("a", "i/a.jpg", "first", ("b", "a"))]
     write_manifest(tmp_path, {"train": recs, "val": [], "test": []}, space)
     raw = (tmp_path / "train.jsonl").read_bytes()
-    assert raw == ('{"id": "a", "image": "i/a.jpg", "label": ["b", "a"], "text": "first"}\n'
-                   '{"id": "z", "image": "i/z.jpg", "label": ["b"], "text": "Zürich ünïcode"}\n').encode()
+    assert (
+        raw
+        == (
+            '{"id": "a", "image": "i/a.jpg", "label": ["b", "a"], "text": "first"}\n'
+            '{"id": "z", "image": "i/z.jpg", "label": ["b"], "text": "Zürich ünïcode"}\n'
+        ).encode()
+    )
     assert (tmp_path / "val.jsonl").read_bytes() == b""
     assert json.loads((tmp_path / "labels.json").read_text()) == {"task": "multi_label", "labels": ["b", "a"]}
     assert not list(tmp_path.glob("*.tmp"))
@@ -132,23 +149,25 @@ def test_write_manifest_is_sorted_canonical_and_checked(tmp_path):
 
 def test_stratified_split_counts_per_class_and_determinism():
     items = [(f"{c}{i:02d}", c) for c, n in (("a", 20), ("b", 11), ("c", 3), ("d", 1)) for i in range(n)]
-    parts = stratified_split(items, key=lambda x: x[1], id_of=lambda x: x[0],
-                             fractions=[("val", 0.1), ("test", 0.2)], seed=3)
+    parts = stratified_split(
+        items, key=lambda x: x[1], id_of=lambda x: x[0], fractions=[("val", 0.1), ("test", 0.2)], seed=3
+    )
     per = {name: {c: sum(1 for x in xs if x[1] == c) for c in "abcd"} for name, xs in parts.items()}
     # ceil(f * n) per class, at least one left in train; val taken before test
     assert per["val"] == {"a": 2, "b": 2, "c": 1, "d": 0}
     assert per["test"] == {"a": 4, "b": 3, "c": 1, "d": 0}
     assert per["train"] == {"a": 14, "b": 6, "c": 1, "d": 1}
     assert sorted(x for xs in parts.values() for x in xs) == sorted(items)
-    again = stratified_split(list(reversed(items)), key=lambda x: x[1], id_of=lambda x: x[0],
-                             fractions=[("val", 0.1), ("test", 0.2)], seed=3)
+    again = stratified_split(
+        list(reversed(items)), key=lambda x: x[1], id_of=lambda x: x[0], fractions=[("val", 0.1), ("test", 0.2)], seed=3
+    )
     assert again == parts  # input order does not matter
-    other = stratified_split(items, key=lambda x: x[1], id_of=lambda x: x[0],
-                             fractions=[("val", 0.1), ("test", 0.2)], seed=4)
+    other = stratified_split(
+        items, key=lambda x: x[1], id_of=lambda x: x[0], fractions=[("val", 0.1), ("test", 0.2)], seed=4
+    )
     assert other["val"] != parts["val"]
     with pytest.raises(ValueError):
-        stratified_split(items, key=lambda x: x[1], id_of=lambda x: x[0], fractions=[("val", 0.6), ("t", 0.5)],
-                         seed=0)
+        stratified_split(items, key=lambda x: x[1], id_of=lambda x: x[0], fractions=[("val", 0.6), ("t", 0.5)], seed=0)
 
 
 def test_rarest_label_key():

@@ -41,6 +41,7 @@ def assert_images_resolve(out: Path):
 
 # --- UPMC-Food101 -------------------------------------------------------------------------------
 
+
 def test_food101_converts_with_stratified_val_and_drops(tmp_path):
     expected = make_food101(tmp_path / "raw")
     conv = prepare("food101", tmp_path / "raw", tmp_path / "out", val_fraction=0.1, seed=0)
@@ -80,7 +81,8 @@ def test_food101_unquoted_commas_and_header_are_tolerated(tmp_path):
                 write_image(raw / "images" / split / cls / f"{cls}{i}.jpg", seed=i)
     (raw / "texts").mkdir()
     (raw / "texts" / "train_titles.csv").write_text(
-        "filename,text,class\na0.jpg,one, two, three,a\na1.jpg,x,a\nb0.jpg,y,b\nb1.jpg,z,b\n")
+        "filename,text,class\na0.jpg,one, two, three,a\na1.jpg,x,a\nb0.jpg,y,b\nb1.jpg,z,b\n"
+    )
     (raw / "texts" / "test_titles.csv").write_text("a0.jpg,t,a\nb0.jpg,t,b\n")
     prepare("food101", raw, tmp_path / "out", val_fraction=0.0)
     texts = {s.id: s.text for s in read_in_place(tmp_path / "out", "train")[0]}
@@ -105,6 +107,7 @@ def test_food101_missing_csv_and_missing_column(tmp_path):
 
 
 # --- MM-IMDB ----------------------------------------------------------------------------------------
+
 
 def test_mmimdb_converts_genres_plots_and_dev_split(tmp_path):
     expected = make_mmimdb(tmp_path / "raw")
@@ -153,6 +156,7 @@ def test_mmimdb_bad_split_json_and_movie_json(tmp_path):
 
 
 # --- SNLI-VE ------------------------------------------------------------------------------------------
+
 
 def test_snli_ve_converts_both_id_spellings_and_drops(tmp_path):
     expected = make_snli_ve(tmp_path / "raw")
@@ -215,13 +219,18 @@ def test_snli_ve_missing_split_file(tmp_path):
 
 # --- user JSONL / CSV --------------------------------------------------------------------------------------
 
+
 def _user_rows(root: Path, n_per_class: dict, with_split: bool = False) -> list[dict]:
     rows, k = [], 0
     for label, n in n_per_class.items():
         for i in range(n):
             write_image(root / "pics" / f"{label}{i}.png", seed=k)
-            row = {"uid": f"{label}-{i}", "path": f"pics/{label}{i}.png", "caption": f"a {label} number {i}",
-                   "y": label}
+            row = {
+                "uid": f"{label}-{i}",
+                "path": f"pics/{label}{i}.png",
+                "caption": f"a {label} number {i}",
+                "y": label,
+            }
             if with_split:
                 row["part"] = ["train", "train", "dev", "test"][i % 4]
             rows.append(row)
@@ -232,8 +241,16 @@ def _user_rows(root: Path, n_per_class: dict, with_split: bool = False) -> list[
 def test_jsonl_carves_stratified_val_and_test(tmp_path):
     rows = _user_rows(tmp_path, {"pos": 10, "neg": 20})
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kw = dict(input=tmp_path / "data.jsonl", image_column="path", text_column="caption", label_column="y",
-              id_column="uid", val_fraction=0.1, test_fraction=0.2, seed=5)
+    kw = dict(
+        input=tmp_path / "data.jsonl",
+        image_column="path",
+        text_column="caption",
+        label_column="y",
+        id_column="uid",
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=5,
+    )
     conv = prepare("jsonl", None, tmp_path / "out", **kw)
     assert labels_of(tmp_path / "out", "val") == {"pos": 1, "neg": 2}
     assert labels_of(tmp_path / "out", "test") == {"pos": 2, "neg": 4}
@@ -250,8 +267,17 @@ def test_jsonl_multi_label_lists_and_split_column(tmp_path):
         r["y"] = [r["y"], "c"] if i % 2 else [r["y"]]
     rows[3]["caption"] = ""  # dropped
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    conv = prepare("jsonl", None, tmp_path / "out", input=tmp_path / "d.jsonl", image_column="path",
-                   text_column="caption", label_column="y", id_column="uid", split_column="part")
+    conv = prepare(
+        "jsonl",
+        None,
+        tmp_path / "out",
+        input=tmp_path / "d.jsonl",
+        image_column="path",
+        text_column="caption",
+        label_column="y",
+        id_column="uid",
+        split_column="part",
+    )
     assert read_labels(tmp_path / "out").task == "multi_label"
     assert conv.counts == {"train": 4, "val": 2, "test": 1} and dict(conv.dropped) == {"empty text": 1}
     assert read_labels(tmp_path / "out").labels == ("a", "b", "c")
@@ -288,9 +314,18 @@ def test_csv_with_header_multilabel_and_generated_ids(tmp_path):
         w.writerow(["path", "caption", "tags"])
         for i, r in enumerate(rows):
             w.writerow([r["path"], r["caption"], f"{r['y']}|z" if i % 3 == 0 else r["y"]])
-    conv = prepare("csv", tmp_path, tmp_path / "out", input=tmp_path / "d.csv", image_column="path",
-                   text_column="caption", label_column="tags", multi_label=True, val_fraction=0.2,
-                   test_fraction=0.2)
+    conv = prepare(
+        "csv",
+        tmp_path,
+        tmp_path / "out",
+        input=tmp_path / "d.csv",
+        image_column="path",
+        text_column="caption",
+        label_column="tags",
+        multi_label=True,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     space = read_labels(tmp_path / "out")
     assert space.task == "multi_label" and space.labels == ("x", "y", "z")
     assert sum(conv.counts.values()) == 10
@@ -315,10 +350,22 @@ def test_csv_bad_split_value(tmp_path):
 
 # --- CLI -------------------------------------------------------------------------------------------------
 
+
 def test_cli_prepare_prints_summary_and_warns(tmp_path, capsys):
     make_food101(tmp_path / "raw")
-    code = main(["prepare", "food101", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
-                 "--seed", "3", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            "food101",
+            "--raw",
+            str(tmp_path / "raw"),
+            "--out",
+            str(tmp_path / "out"),
+            "--seed",
+            "3",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "61,142" in out and "6,846" in out and "22,716" in out  # published column
@@ -336,16 +383,26 @@ def test_cli_prepare_errors_exit_2_with_named_error(tmp_path, capsys):
     assert main(["prepare", "csv", "--out", str(tmp_path / "o")]) == 2
     assert "the following arguments are required: --input" in capsys.readouterr().err
     # mmimdb has an official validation split: it takes no --val-fraction
-    assert main(["prepare", "mmimdb", "--raw", str(tmp_path), "--out", str(tmp_path / "o"),
-                 "--val-fraction", "0.2"]) == 2
+    assert (
+        main(["prepare", "mmimdb", "--raw", str(tmp_path), "--out", str(tmp_path / "o"), "--val-fraction", "0.2"]) == 2
+    )
     assert "unrecognized arguments: --val-fraction" in capsys.readouterr().err
 
 
 def test_prepare_lists_every_registered_converter(capsys):
     from mitp.data.prepare import converters
 
-    assert set(converters()) == {"food101", "mmimdb", "snli-ve", "fashion-ve", "fashion-cues", "mvsa", "hf", "jsonl",
-                                 "csv"}
+    assert set(converters()) == {
+        "food101",
+        "mmimdb",
+        "snli-ve",
+        "fashion-ve",
+        "fashion-cues",
+        "mvsa",
+        "hf",
+        "jsonl",
+        "csv",
+    }
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
     out = capsys.readouterr().out
@@ -368,8 +425,11 @@ def test_matching_published_counts_give_no_warning():
     conv.compare_published()
     assert conv.warnings == [] and "67,988 matches the published 67,988" in conv.notes[0]
     conv = Conversion("food101")
-    conv.splits = {"train": [Record("a", "x", "t", "a")] * 61_000, "val": [Record("b", "x", "t", "a")] * 6_988,
-                   "test": [Record("c", "x", "t", "a")] * 22_716}
+    conv.splits = {
+        "train": [Record("a", "x", "t", "a")] * 61_000,
+        "val": [Record("b", "x", "t", "a")] * 6_988,
+        "test": [Record("c", "x", "t", "a")] * 22_716,
+    }
     conv.compare_published()
     assert [w.split(":")[0] for w in conv.warnings] == ["train", "val"] and " matches" in conv.notes[0]
 
@@ -381,17 +441,55 @@ def test_cli_prepare_csv_and_snli_ve_flags(tmp_path, capsys):
         w.writerow(["uid", "path", "caption", "tags", "part"])
         for i, r in enumerate(rows):
             w.writerow([r["uid"], r["path"], r["caption"], f"{r['y']};z" if i % 2 else r["y"], r["part"]])
-    code = main(["prepare", "csv", "--input", str(tmp_path / "d.csv"), "--raw", str(tmp_path / "imgs"),
-                 "--out", str(tmp_path / "out"), "--image-column", "path", "--text-column", "caption",
-                 "--label-column", "tags", "--id-column", "uid", "--split-column", "part", "--multi-label",
-                 "--label-separator", ";", "--labels", "z,y,x", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            "csv",
+            "--input",
+            str(tmp_path / "d.csv"),
+            "--raw",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(tmp_path / "out"),
+            "--image-column",
+            "path",
+            "--text-column",
+            "caption",
+            "--label-column",
+            "tags",
+            "--id-column",
+            "uid",
+            "--split-column",
+            "part",
+            "--multi-label",
+            "--label-separator",
+            ";",
+            "--labels",
+            "z,y,x",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert read_labels(tmp_path / "out").labels == ("z", "y", "x")
     assert {s.id: s.label for s in read_in_place(tmp_path / "out", "train")[0]}["x-1"] == ("z", "x")
     assert [len(read_in_place(tmp_path / "out", s)[0]) for s in SPLITS] == [4, 2, 2]
     make_snli_ve(tmp_path / "sv", images=tmp_path / "flickr")
-    assert main(["prepare", "snli-ve", "--raw", str(tmp_path / "sv"), "--out", str(tmp_path / "sv_out"),
-                 "--images", str(tmp_path / "flickr"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "snli-ve",
+                "--raw",
+                str(tmp_path / "sv"),
+                "--out",
+                str(tmp_path / "sv_out"),
+                "--images",
+                str(tmp_path / "flickr"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "1 x image not found" in capsys.readouterr().out
 
 
@@ -402,8 +500,10 @@ def test_prepared_datasets_read_their_raw_images_without_a_flag(tmp_path, capsys
     from mitp.data.manifest import IMAGE_ROOTS_FILE
 
     make_food101(tmp_path / "raw")
-    assert main(["prepare", "food101", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
-                 "--no-progress"]) == 0
+    assert (
+        main(["prepare", "food101", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--no-progress"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "recorded as this dataset's image root(s)" in out and "--allow-external-paths" not in out
     roots = json.loads((tmp_path / "out" / IMAGE_ROOTS_FILE).read_text())["image_roots"]
@@ -432,8 +532,27 @@ def test_images_outside_the_recorded_root_still_need_the_flag(tmp_path, capsys):
     write_image(elsewhere)
     rows[0]["path"] = str(elsewhere)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["prepare", "jsonl", "--input", str(tmp_path / "d.jsonl"), "--raw", str(tmp_path / "imgs"),
-                 "--out", str(tmp_path / "out"), "--image-column", "path", "--text-column", "caption",
-                 "--label-column", "y", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "jsonl",
+                "--input",
+                str(tmp_path / "d.jsonl"),
+                "--raw",
+                str(tmp_path / "imgs"),
+                "--out",
+                str(tmp_path / "out"),
+                "--image-column",
+                "path",
+                "--text-column",
+                "caption",
+                "--label-column",
+                "y",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 images lie outside" in out and "allow_external_paths: true" in out

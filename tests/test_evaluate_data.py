@@ -15,8 +15,10 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 def run(tmp_path_factory):
     data = write_toy_dataset(tmp_path_factory.mktemp("toy"), sizes=(24, 12, 12))
     run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--set", "train.epochs=1",
-                 "--out", str(run)]) == 0
+    assert (
+        main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--set", "train.epochs=1", "--out", str(run)])
+        == 0
+    )
     return run
 
 

@@ -9,10 +9,17 @@ import pytest
 from PIL import Image
 
 from mitp.app.cli import main
-from mitp.data.manifest import SPLITS, read_labels, read_split
-from mitp.data.prepare.fashion_cues import (GROUP_OF_CLASS, GROUPS, TEMPLATES, caption, convert_fashion_cues, degrade,
-                                            text_only_ceiling)
 from mitp.data.fashion_mnist import FASHION_MNIST_CLASSES
+from mitp.data.manifest import SPLITS, read_labels, read_split
+from mitp.data.prepare.fashion_cues import (
+    GROUP_OF_CLASS,
+    GROUPS,
+    TEMPLATES,
+    caption,
+    convert_fashion_cues,
+    degrade,
+    text_only_ceiling,
+)
 from test_fashion_ve import make_raw
 
 SIZES = dict(train_size=40, val_size=20, test_size=20)
@@ -47,8 +54,9 @@ def test_every_caption_of_a_group_is_shared_by_its_classes(built):
     assert {s.text for s in samples} <= texts
     for c in range(10):
         same_group = [d for d in range(10) if GROUP_OF_CLASS[d] == GROUP_OF_CLASS[c]]
-        assert all(caption(c, t, p) == caption(d, t, p) for d in same_group for t in range(len(TEMPLATES))
-                   for p in range(3))
+        assert all(
+            caption(c, t, p) == caption(d, t, p) for d in same_group for t in range(len(TEMPLATES)) for p in range(3)
+        )
     assert text_only_ceiling() == pytest.approx(0.4)
 
 
@@ -70,8 +78,27 @@ def test_images_are_the_photo_pixelated_and_noisy_and_the_build_is_deterministic
 
 def test_the_cli_builds_it_and_refuses_bad_settings(built, tmp_path, capsys):
     raw, _, _ = built
-    assert main(["prepare", "fashion-cues", "--raw", str(raw), "--out", str(tmp_path / "c"), "--train-size", "20",
-                 "--val-size", "10", "--test-size", "10", "--image-size", "28"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "fashion-cues",
+                "--raw",
+                str(raw),
+                "--out",
+                str(tmp_path / "c"),
+                "--train-size",
+                "20",
+                "--val-size",
+                "10",
+                "--test-size",
+                "10",
+                "--image-size",
+                "28",
+            ]
+        )
+        == 0
+    )
     assert main(["check", str(tmp_path / "c")]) == 0
     assert main(["prepare", "fashion-cues", "--raw", str(raw), "--out", str(tmp_path / "d"), "--pixelate", "1"]) == 2
     assert "--pixelate" in capsys.readouterr().err

@@ -14,14 +14,23 @@ import pytest
 import torch
 from PIL import Image
 
-from mitp.backbones import build_backbone
 from mitp.app.cli import main
+from mitp.backbones import build_backbone
 from mitp.data.errors import BadRecord, MissingFile, UnknownLabel
-from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.fashion_mnist import FASHION_MNIST_CLASSES, read_idx
+from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.prepare.fashion_ve import (
-    FASHION_VE_LABELS, HELD_OUT_TEMPLATES, META_FILE, SEEN_TEMPLATES, SIDES, SYNONYMS, TEMPLATES, convert_fashion_ve,
-    cover_block, layout, sentence,
+    FASHION_VE_LABELS,
+    HELD_OUT_TEMPLATES,
+    META_FILE,
+    SEEN_TEMPLATES,
+    SIDES,
+    SYNONYMS,
+    TEMPLATES,
+    convert_fashion_ve,
+    cover_block,
+    layout,
+    sentence,
 )
 from mitp.methods import ConfigError, build_model, make_config
 
@@ -31,6 +40,7 @@ N_CLASSES = len(FASHION_MNIST_CLASSES)
 
 
 # --- tiny raw Fashion-MNIST in idx format --------------------------------------------------------------
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     array = np.ascontiguousarray(array, dtype=np.uint8)
@@ -84,6 +94,7 @@ def all_bytes(out: Path) -> dict[str, bytes]:
 
 # --- idx reader ----------------------------------------------------------------------------------------
 
+
 def test_read_idx_plain_and_gz_and_errors(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
@@ -100,6 +111,7 @@ def test_read_idx_plain_and_gz_and_errors(tmp_path):
 
 
 # --- the dataset ---------------------------------------------------------------------------------------
+
 
 def test_labels_classes_and_sides_balanced(built):
     out, conv = built
@@ -121,8 +133,7 @@ def test_labels_follow_the_design_and_texts_match(built):
         texts = {s.id: s.text for s in read_split(out, split)[0]}
         for m in metas:
             same_side = m["side"] == m["visible_side"]
-            expected = ("neutral" if not same_side else "entailment" if m["named"] == m["visible"]
-                        else "contradiction")
+            expected = "neutral" if not same_side else "entailment" if m["named"] == m["visible"] else "contradiction"
             assert m["label"] == expected, m
             garment, side = FASHION_MNIST_CLASSES.index(m["named"]), SIDES.index(m["side"])
             assert m["named_as"] in SYNONYMS[garment]
@@ -135,8 +146,10 @@ def test_text_and_image_distributions_do_not_depend_on_the_label(built):
     for split, metas in read_meta(out).items():
         texts = {s.id: s.text for s in read_split(out, split)[0]}
         by_label_text = {lab: Counter(texts[m["id"]] for m in metas if m["label"] == lab) for lab in FASHION_VE_LABELS}
-        by_label_image = {lab: Counter((m["visible_side"], m["visible"]) for m in metas if m["label"] == lab)
-                          for lab in FASHION_VE_LABELS}
+        by_label_image = {
+            lab: Counter((m["visible_side"], m["visible"]) for m in metas if m["label"] == lab)
+            for lab in FASHION_VE_LABELS
+        }
         assert by_label_text["entailment"] == by_label_text["neutral"] == by_label_text["contradiction"]
         assert by_label_image["entailment"] == by_label_image["neutral"] == by_label_image["contradiction"]
         # and so every (template, side) combination that occurs occurs under every label
@@ -154,11 +167,11 @@ def test_images_show_the_photo_on_the_visible_side_and_the_cover_on_the_other(bu
             img = np.asarray(Image.open(paths[m["id"]]))
             assert img.shape == (IMAGE_SIZE, IMAGE_SIZE)
             visible, covered = SIDES.index(m["visible_side"]), 1 - SIDES.index(m["visible_side"])
-            np.testing.assert_array_equal(img[y:y + slot, xs[covered]:xs[covered] + slot], cover_block(slot))
+            np.testing.assert_array_equal(img[y : y + slot, xs[covered] : xs[covered] + slot], cover_block(slot))
             name, index = re.fullmatch(r"(\w+)\[(\d+)\]", m["source"]).groups()
             assert name == ("t10k" if split == "test" else "train")
             photo = np.asarray(Image.fromarray(source[name][int(index)]).resize((slot, slot), Image.Resampling.BICUBIC))
-            np.testing.assert_array_equal(img[y:y + slot, xs[visible]:xs[visible] + slot], photo)
+            np.testing.assert_array_equal(img[y : y + slot, xs[visible] : xs[visible] + slot], photo)
             assert FASHION_MNIST_CLASSES[raw[1][name][1][int(index)]] == m["visible"]
 
 
@@ -178,8 +191,13 @@ def test_held_out_templates_only_in_test(built):
         assert {m["template"] for m in metas[split]} <= set(SEEN_TEMPLATES)
     assert {m["template"] for m in metas["train"]} == set(SEEN_TEMPLATES)  # 20 slots cover all 14
     # On the texts themselves: no training sentence can be produced by a held-out template.
-    held = [re.compile(re.escape(TEMPLATES[t]).replace(r"\{side\}", "(left|right)").replace(r"\{g\}", ".+")
-                       .replace(r"\{G\}", ".+") + "$") for t in HELD_OUT_TEMPLATES]
+    held = [
+        re.compile(
+            re.escape(TEMPLATES[t]).replace(r"\{side\}", "(left|right)").replace(r"\{g\}", ".+").replace(r"\{G\}", ".+")
+            + "$"
+        )
+        for t in HELD_OUT_TEMPLATES
+    ]
     train_texts = [s.text for s in read_split(out, "train")[0]]
     test_texts = [s.text for s in read_split(out, "test")[0]]
     assert not any(p.match(t) for p in held for t in train_texts)
@@ -232,8 +250,27 @@ def test_missing_or_bad_raw_files_are_named_errors(raw, tmp_path):
 
 def test_cli_end_to_end(raw, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["prepare", "fashion-ve", "--raw", str(raw[0]), "--out", str(out), "--train-size", "60",
-                 "--val-size", "30", "--test-size", "30", "--image-size", "32", "--seed", "0", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            "fashion-ve",
+            "--raw",
+            str(raw[0]),
+            "--out",
+            str(out),
+            "--train-size",
+            "60",
+            "--val-size",
+            "30",
+            "--test-size",
+            "30",
+            "--image-size",
+            "32",
+            "--seed",
+            "0",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     assert "fashion-ve" in text and "held-out templates" in text and "20 entailment / 20 neutral" in text
@@ -242,8 +279,10 @@ def test_cli_end_to_end(raw, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prepare", "food101", "--raw", str(raw[0]), "--out", str(tmp_path / "x"), "--train-size", "3"]) == 2
     assert "unrecognized arguments: --train-size" in capsys.readouterr().err
-    assert main(["prepare", "fashion-ve", "--raw", str(raw[0]), "--out", str(tmp_path / "x"),
-                 "--val-fraction", "0.1"]) == 2
+    assert (
+        main(["prepare", "fashion-ve", "--raw", str(raw[0]), "--out", str(tmp_path / "x"), "--val-fraction", "0.1"])
+        == 2
+    )
     assert main(["prepare", "fashion-ve", "--raw", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
     assert "[missing_file]" in capsys.readouterr().err
 
@@ -287,8 +326,9 @@ def test_late_fusion_both_uses_both_and_bad_inputs_rejected(tiny_clip):
     b = tiny_clip.random_batch(4, 10, torch.Generator().manual_seed(1))
     base = _logits(model, a)
     assert not torch.allclose(_logits(model, dict(a, pixel_values=b["pixel_values"])), base)
-    assert not torch.allclose(_logits(model, dict(a, input_ids=b["input_ids"],
-                                                   attention_mask=b["attention_mask"])), base)
+    assert not torch.allclose(
+        _logits(model, dict(a, input_ids=b["input_ids"], attention_mask=b["attention_mask"])), base
+    )
     with pytest.raises(ConfigError, match="inputs"):
         make_config("late_fusion", num_classes=3, inputs="audio")
 
@@ -300,7 +340,8 @@ def test_full_finetune_unimodal_trains_only_the_used_tower():
     assert head_names("image") < trainable
     assert all(n in head_names("image") or n.startswith("backbone.vision.") for n in trainable)
     assert {n for n in trainable if n.startswith("backbone.vision.")} == {
-        f"backbone.{n}" for n, _ in backbone.named_parameters() if n.startswith("vision.")}
+        f"backbone.{n}" for n, _ in backbone.named_parameters() if n.startswith("vision.")
+    }
     batch = backbone.random_batch(4, 10, torch.Generator().manual_seed(0))
     model.train()
     model(**batch, labels=torch.tensor([0, 1, 2, 0])).loss.backward()

@@ -24,13 +24,19 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 # Lines that look like manifest records, with any field missing, mistyped or odd.
-records = st.fixed_dictionaries({}, optional={
-    "id": st.text(max_size=8) | json_values, "image": st.text(max_size=12) | json_values,
-    "text": st.text(max_size=20) | json_values, "label": st.sampled_from(["cat", "dog", "a"]) | json_values,
-    "extra": json_values,
-}).map(lambda d: json.dumps(d).encode())
+records = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=8) | json_values,
+        "image": st.text(max_size=12) | json_values,
+        "text": st.text(max_size=20) | json_values,
+        "label": st.sampled_from(["cat", "dog", "a"]) | json_values,
+        "extra": json_values,
+    },
+).map(lambda d: json.dumps(d).encode())
 any_line = st.binary(max_size=80) | records | st.text(max_size=40).map(str.encode)
 
 
@@ -47,13 +53,18 @@ def test_a_manifest_line_is_a_sample_or_a_named_error(raw, space):
 
 def image_bytes():
     """Valid images, truncated ones, and random bytes, in several formats."""
+
     def encode(size, mode, fmt):
         buffer = io.BytesIO()
         Image.new(mode, size, 128).save(buffer, fmt)
         return buffer.getvalue()
 
-    valid = st.builds(encode, st.tuples(st.integers(1, 20), st.integers(1, 20)),
-                      st.sampled_from(["RGB", "L", "RGBA", "I;16", "P"]), st.sampled_from(["PNG", "TIFF"]))
+    valid = st.builds(
+        encode,
+        st.tuples(st.integers(1, 20), st.integers(1, 20)),
+        st.sampled_from(["RGB", "L", "RGBA", "I;16", "P"]),
+        st.sampled_from(["PNG", "TIFF"]),
+    )
     truncated = st.tuples(valid, st.floats(0, 1)).map(lambda v: v[0][: int(len(v[0]) * v[1])])
     return valid | truncated | st.binary(max_size=64)
 
@@ -72,10 +83,19 @@ def test_image_bytes_decode_or_give_a_named_error(tmp_path, data):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(any_line, max_size=4), image=image_bytes(),
-       labels=st.sampled_from([b'{"task": "single_label", "labels": ["cat", "dog"]}',
-                               b'{"task": "multi_label", "labels": ["a", "b"]}', b"{not json", b""]),
-       name=st.text(string.ascii_letters, min_size=1, max_size=6))
+@given(
+    lines=st.lists(any_line, max_size=4),
+    image=image_bytes(),
+    labels=st.sampled_from(
+        [
+            b'{"task": "single_label", "labels": ["cat", "dog"]}',
+            b'{"task": "multi_label", "labels": ["a", "b"]}',
+            b"{not json",
+            b"",
+        ]
+    ),
+    name=st.text(string.ascii_letters, min_size=1, max_size=6),
+)
 def test_mitp_check_never_shows_a_traceback(tmp_path_factory, capsys, lines, image, labels, name):
     data = tmp_path_factory.mktemp("fuzz")
     (data / "labels.json").write_bytes(labels)

@@ -68,8 +68,10 @@ def test_the_method_guide_builds_trains_and_starts_at_the_frozen_towers(method_f
     batch = tiny_clip.random_batch(3, 8, torch.Generator().manual_seed(0))
     late = build_model(make_config("late_fusion", num_classes=4), tiny_clip)
     with torch.no_grad():
-        ours, frozen = (m.forward_features(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-                        for m in (model, late))
+        ours, frozen = (
+            m.forward_features(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+            for m in (model, late)
+        )
     assert torch.allclose(ours["image"], frozen["image"], atol=1e-6) and torch.equal(ours["text"], frozen["text"])
     optimizer = torch.optim.AdamW(model.param_groups(1e-2))
     assert_loss_falls(toy_losses(model, tiny_clip, optimizer, steps=30))

@@ -21,10 +21,18 @@ def randomise(module):
             p.copy_(torch.randn_like(p))
 
 
-@pytest.mark.parametrize("config", [
-    HeadConfig(), HeadConfig(norm="joint"), HeadConfig(norm="none"), HeadConfig(hidden_dim=7),
-    HeadConfig(fusion="mean_of_linear"), HeadConfig(fusion="mean_of_linear", norm="none"),
-], ids=lambda c: f"{c.norm},{c.fusion},{c.hidden_dim}")
+@pytest.mark.parametrize(
+    "config",
+    [
+        HeadConfig(),
+        HeadConfig(norm="joint"),
+        HeadConfig(norm="none"),
+        HeadConfig(hidden_dim=7),
+        HeadConfig(fusion="mean_of_linear"),
+        HeadConfig(fusion="mean_of_linear", norm="none"),
+    ],
+    ids=lambda c: f"{c.norm},{c.fusion},{c.hidden_dim}",
+)
 def test_head_matches_a_reference_computation(config):
     head = FusionHead({"image": 6, "text": 4}, 3, config).eval()
     randomise(head)
@@ -38,8 +46,10 @@ def test_head_matches_a_reference_computation(config):
 
     normed = {name: ln(name, value) for name, value in x.items()}
     if config.fusion == "mean_of_linear":
-        expected = sum(F.linear(normed[n], head.classifiers[n].weight, head.classifiers[n].bias)
-                       for n in ("image", "text")) / 2
+        expected = (
+            sum(F.linear(normed[n], head.classifiers[n].weight, head.classifiers[n].bias) for n in ("image", "text"))
+            / 2
+        )
     else:
         joint = torch.cat([normed["image"], normed["text"]], -1)
         if config.norm == "joint":

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mitp.app.cli import main
-from mitp.methods import build_model, make_config
-from mitp.app.train.step import gradient_norms
 from mitp.app.train.rundir import MetricsLog
+from mitp.app.train.step import gradient_norms
+from mitp.methods import build_model, make_config
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
@@ -17,8 +17,26 @@ CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 @pytest.fixture(scope="module")
 def mitp_run(toy_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "mitp"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(run),
-                 "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--out",
+                str(run),
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "train.log_every_steps=2",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -39,9 +57,16 @@ def test_training_logs_gradients_gates_prompts_and_hub_entropy(mitp_run):
     records = [r for r in MetricsLog(mitp_run / "metrics.jsonl").records() if r["split"] == "diagnostics"]
     assert [r["step"] for r in records] == [2, 4, 6, 8]  # 4 steps per epoch, every 2 steps
     last = records[-1]["metrics"]
-    for key in ("grad_norm/head.classifier", "grad_norm/text_gates", "grad_norm/text_prompt",
-                "gate/text/step0", "gate/vision/step2", "prompt_norm/text",
-                "hub/similarity_entropy/step0", "hub/similarity_entropy/step1"):
+    for key in (
+        "grad_norm/head.classifier",
+        "grad_norm/text_gates",
+        "grad_norm/text_prompt",
+        "gate/text/step0",
+        "gate/vision/step2",
+        "prompt_norm/text",
+        "hub/similarity_entropy/step0",
+        "hub/similarity_entropy/step1",
+    ):
         assert key in last, key
     assert 0 < last["gate/text/step0"] < 1, "the gates opened from 0"
     assert 0 <= last["hub/similarity_entropy/step0"] <= 1
@@ -53,8 +78,21 @@ def test_training_logs_gradients_gates_prompts_and_hub_entropy(mitp_run):
 
 def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy_dataset, capsys):
     figure = mitp_run / "why" / "pair.png"
-    assert main(["explain", str(mitp_run), "--image", str(toy_dataset / "images" / "test-0000.png"),
-                 "--text", "apple amber", "--out", str(figure)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(mitp_run),
+                "--image",
+                str(toy_dataset / "images" / "test-0000.png"),
+                "--text",
+                "apple amber",
+                "--out",
+                str(figure),
+            ]
+        )
+        == 0
+    )
     assert figure.stat().st_size > 0
     report = json.loads(figure.with_suffix(".json").read_text())
     prompt_length = 4  # configs/tiny.yaml: 3 steps, so the hub runs twice (the last memory is unused)
@@ -69,21 +107,57 @@ def test_explain_saves_the_hub_similarity_and_attention_on_prompts(mitp_run, toy
 
 def test_explain_refuses_a_method_without_prompts(toy_dataset, tmp_path, capsys):
     run = tmp_path / "late"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "method=late_fusion",
-                 "--out", str(run), "--set", "train.epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "method=late_fusion",
+                "--out",
+                str(run),
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     assert main(["explain", str(run), "--image", str(toy_dataset / "images" / "test-0000.png"), "--text", "x"]) == 2
     assert "inserts no prompts" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("tracker, made", [("tensorboard", "tensorboard/mitp"), ("mlflow", "mlruns"),
-                                            ("wandb", "wandb"), ("none", None)])
+@pytest.mark.parametrize(
+    "tracker, made", [("tensorboard", "tensorboard/mitp"), ("mlflow", "mlruns"), ("wandb", "wandb"), ("none", None)]
+)
 def test_experiment_trackers_work_offline_inside_the_run(toy_dataset, tmp_path, monkeypatch, tracker, made):
     monkeypatch.setenv("WANDB_MODE", "offline")  # no network: wandb writes its files and syncs later
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = tmp_path / "run"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(run),
-                 "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.log_every_steps=2",
-                 "--set", f"train.log_with={tracker}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--out",
+                str(run),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "train.log_every_steps=2",
+                "--set",
+                f"train.log_with={tracker}",
+            ]
+        )
+        == 0
+    )
     written = {p.name for p in run.iterdir()}
     others = {"tensorboard", "mlruns", "wandb"} - ({made.split("/")[0]} if made else set())
     assert not written & others, f"{tracker} wrote another tracker's files"
@@ -92,8 +166,9 @@ def test_experiment_trackers_work_offline_inside_the_run(toy_dataset, tmp_path, 
     files = [p for p in (run / made).rglob("*") if p.is_file()]
     assert files, f"{tracker} wrote nothing under {made}"
     if tracker == "mlflow":  # the logged metrics are there, by name
-        assert any(p.parent.name == "metrics" and p.name == "val" for p in run.rglob("val")) or \
-            any("diagnostics" in str(p) for p in files)
+        assert any(p.parent.name == "metrics" and p.name == "val" for p in run.rglob("val")) or any(
+            "diagnostics" in str(p) for p in files
+        )
 
 
 def test_a_tracker_that_is_not_installed_is_named(toy_dataset, tmp_path, capsys, monkeypatch):
@@ -101,8 +176,22 @@ def test_a_tracker_that_is_not_installed_is_named(toy_dataset, tmp_path, capsys,
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aim" else real(name, *a))
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(tmp_path / "r"),
-                 "--set", "train.log_with=aim"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "train.log_with=aim",
+            ]
+        )
+        == 2
+    )
     assert "train.log_with: aim needs the 'aim' package: pip install aim" in capsys.readouterr().err
 
 
@@ -113,8 +202,24 @@ def test_cross_modal_influence_is_zero_for_towers_that_never_meet(tiny_run, toy_
     assert mitp["samples"] == 16 and mitp["text_when_image_swapped"]["mean"] > 0  # the hub carries the image
     assert mitp["image_when_text_swapped"]["mean"] > 0 and len(mitp["gate_opening"]["text"]) == 3  # tiny.yaml: 3 steps
     deep = tmp_path / "deep"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "method=deep_prompts",
-                 "--set", "train.epochs=1", "--out", str(deep)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "method=deep_prompts",
+                "--set",
+                "train.epochs=1",
+                "--out",
+                str(deep),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["explain", str(deep), "--exchange", "--samples", "16"]) == 0
     report = json.loads(capsys.readouterr().out)

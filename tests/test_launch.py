@@ -31,12 +31,23 @@ def test_the_environment_is_the_callers_at_start_plus_what_is_given(toy_dataset,
     CliProcess(["--version"], tmp_path / "start.log").wait()  # the server is up before the change below
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     out = tmp_path / "run"
-    argv = ["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
-            "--out", str(out)]
+    argv = [
+        "train",
+        "--config",
+        str(CONFIG),
+        "--set",
+        f"data={toy_dataset}",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        str(out),
+    ]
     assert CliProcess(argv, tmp_path / "run.log").wait() == 0
     assert json.loads((out / "results.json").read_text())["num_threads"] == 3  # read from OMP_NUM_THREADS
-    assert CliProcess([*argv[:-1], str(tmp_path / "run2")], tmp_path / "run2.log", env={"OMP_NUM_THREADS": "2"}
-                      ).wait() == 0
+    assert (
+        CliProcess([*argv[:-1], str(tmp_path / "run2")], tmp_path / "run2.log", env={"OMP_NUM_THREADS": "2"}).wait()
+        == 0
+    )
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["num_threads"] == 2
 
 

@@ -76,10 +76,12 @@ def test_padding_does_not_change_mitp_logits(tiny_backbone):
     with torch.no_grad():
         padded = model(**batch).logits
         for i, length in enumerate(lengths.tolist()):
-            alone = model(pixel_values=batch["pixel_values"][i:i + 1],
-                          input_ids=batch["input_ids"][i:i + 1, :length],
-                          attention_mask=batch["attention_mask"][i:i + 1, :length]).logits
-            assert torch.allclose(alone, padded[i:i + 1], atol=1e-5), f"row {i} (length {length})"
+            alone = model(
+                pixel_values=batch["pixel_values"][i : i + 1],
+                input_ids=batch["input_ids"][i : i + 1, :length],
+                attention_mask=batch["attention_mask"][i : i + 1, :length],
+            ).logits
+            assert torch.allclose(alone, padded[i : i + 1], atol=1e-5), f"row {i} (length {length})"
 
 
 def test_eos_position_follows_padding(tiny_clip):

@@ -4,13 +4,13 @@ method that inserts prompts starts exactly at the frozen towers."""
 
 import pytest
 import torch
-from toy_training import labelled_batch
-from method_cases import GATES, METHOD_CASES, SPECS, MethodCase
 
+from method_cases import GATES, METHOD_CASES, SPECS, MethodCase
 from mitp.backbones import build_backbone
 from mitp.data.dataset import build_datasets, make_dataloader, model_inputs
 from mitp.methods import available_methods, build_model, get_method, make_config
 from mitp.synthetic import NUM_CLASSES, write_toy_dataset
+from toy_training import labelled_batch
 
 # Attention key biases cannot change any output (softmax ignores a per-query constant): under full
 # fine-tuning their gradient is zero up to rounding. Every other trainable tensor must get gradient.
@@ -110,7 +110,8 @@ def test_a_fresh_prompt_method_reproduces_the_frozen_embeddings(case, tiny_backb
         assert torch.allclose(gated[part], reference[part], atol=1e-6, rtol=0), part
     # The same prompts without gates change the embeddings: the property is the gates' doing.
     torch.manual_seed(0)
-    ungated = features(build_model(make_config(case.method, num_classes=3, **{**case.overrides,
-                                                                               "prompt_gate": False}),
-                                   tiny_backbone), batch)
+    ungated = features(
+        build_model(make_config(case.method, num_classes=3, **{**case.overrides, "prompt_gate": False}), tiny_backbone),
+        batch,
+    )
     assert not torch.allclose(ungated["image"], reference["image"], atol=1e-4)

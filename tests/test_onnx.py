@@ -45,12 +45,13 @@ def test_every_method_exports_a_graph_that_reproduces_its_logits(case, spec, tmp
     backbone = build_backbone(spec)
     # the modality-mask input: once per prompt method (its plain case, first family); variants change no input
     aware = case.method in ("mitp", "deep_prompts") and not case.overrides and spec == SPECS[0]
-    for missing_aware in ((False, True) if aware else (False,)):
+    for missing_aware in (False, True) if aware else (False,):
         extra = {"missing_aware": True} if missing_aware else {}
         model = build_model(make_config(case.method, num_classes=3, **case.overrides, **extra), backbone).eval()
         opened(model)
-        classifier = TorchClassifier(model, Preprocessor.for_backbone(backbone),
-                                     LabelSpace("single_label", ("a", "b", "c")), {"backbone": spec})
+        classifier = TorchClassifier(
+            model, Preprocessor.for_backbone(backbone), LabelSpace("single_label", ("a", "b", "c")), {"backbone": spec}
+        )
         spec_json = export_onnx(classifier, tmp_path / f"m{missing_aware}")
         assert spec_json["parity_max_abs"] < 1e-4 and spec_json["reads_modality_mask"] == missing_aware
         import onnxruntime as ort
@@ -78,8 +79,9 @@ def test_the_runtime_predicts_what_pytorch_predicts(exported, tiny_run, toy_data
     onnx, torch_ = Classifier.from_pretrained(exported, runtime="onnx"), Classifier.from_pretrained(tiny_run)
     got, want = onnx.predict(images, texts, top_k=3), torch_.predict(images, texts, top_k=3)
     assert [[p["label"] for p in row] for row in got] == [[p["label"] for p in row] for row in want]
-    assert [p["score"] for row in got for p in row] == pytest.approx([p["score"] for row in want for p in row],
-                                                                      abs=1e-5)
+    assert [p["score"] for row in got for p in row] == pytest.approx(
+        [p["score"] for row in want for p in row], abs=1e-5
+    )
     assert [row.modalities for row in got] == [row.modalities for row in want]
     int8 = Classifier.from_pretrained(exported, runtime="onnx", quantized=True).predict(images, texts, top_k=1)
     assert len(int8) == 5 and all(row[0]["label"] in onnx.labels.labels for row in int8)
@@ -87,13 +89,20 @@ def test_the_runtime_predicts_what_pytorch_predicts(exported, tiny_run, toy_data
 
 def test_the_onnx_path_imports_only_numpy_pillow_onnxruntime_and_tokenizers(exported, toy_dataset):
     """What a deployment installs (docs/guides/deploy.md): no torch, no transformers, no CLI dependencies."""
-    script = (f"import sys\nfrom mitp import Classifier\n"
-              f"c = Classifier.from_pretrained({str(exported)!r}, runtime='onnx')\n"
-              f"print(c.predict(images=[{str(toy_dataset / 'images' / 'test-0000.png')!r}], texts=['apple'])[0][0]"
-              f"['label'])\n"
-              f"print(*sorted({{m.split('.')[0] for m in sys.modules}} - set(sys.stdlib_module_names)))\n")
-    label, *modules = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+    script = (
+        f"import sys\nfrom mitp import Classifier\n"
+        f"c = Classifier.from_pretrained({str(exported)!r}, runtime='onnx')\n"
+        f"print(c.predict(images=[{str(toy_dataset / 'images' / 'test-0000.png')!r}], texts=['apple'])[0][0]"
+        f"['label'])\n"
+        f"print(*sorted({{m.split('.')[0] for m in sys.modules}} - set(sys.stdlib_module_names)))\n"
+    )
+    label, *modules = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
     assert label in Classifier.from_pretrained(exported, runtime="onnx").labels.labels
     third_party = {m for m in modules if not m.startswith("_") and m != "cython_runtime"}
     assert third_party <= {"mitp", "numpy", "PIL", "onnxruntime", "tokenizers"}, third_party
@@ -109,12 +118,15 @@ def test_the_server_runs_on_the_onnx_graph(exported, toy_dataset):
     with running(create_app(onnx)) as url:
         health = httpx.get(f"{url}/health").json()
         assert health["method"] == "mitp" and health["explain"] is False
-        reply = httpx.post(f"{url}/predict", files={"image": ("x.png", image, "image/png")},
-                           data={"text": "apple amber", "top_k": "2"})
+        reply = httpx.post(
+            f"{url}/predict", files={"image": ("x.png", image, "image/png")}, data={"text": "apple amber", "top_k": "2"}
+        )
         assert reply.status_code == 200
         assert reply.json()["predictions"] == onnx.predict([image], ["apple amber"], top_k=2)[0]
-        assert httpx.post(f"{url}/explain", files={"image": ("x.png", image, "image/png")},
-                          data={"text": "a"}).status_code == 404
+        assert (
+            httpx.post(f"{url}/explain", files={"image": ("x.png", image, "image/png")}, data={"text": "a"}).status_code
+            == 404
+        )
 
 
 def test_a_folder_without_a_graph_or_an_int8_graph_is_named(tiny_run, tmp_path, capsys):
@@ -140,11 +152,16 @@ def test_every_prompt_method_on_the_offline_backbone_exports_within_tolerance(me
             raise RuntimeError("the offline backbone is required here: make offline")
         pytest.skip("the offline backbone is not converted here (make offline)")
     backbone = build_backbone("offline:dinov2s-minilm")
-    model = build_model(make_config(method, num_classes=3, **({"num_steps": 2} if method in ("mitp", "deep_prompts")
-                                                               else {})), backbone).eval()
+    model = build_model(
+        make_config(method, num_classes=3, **({"num_steps": 2} if method in ("mitp", "deep_prompts") else {})), backbone
+    ).eval()
     opened(model)
-    classifier = TorchClassifier(model, Preprocessor.for_backbone(backbone, 32, 112),
-                                 LabelSpace("single_label", ("a", "b", "c")), {"backbone": "offline:dinov2s-minilm"})
+    classifier = TorchClassifier(
+        model,
+        Preprocessor.for_backbone(backbone, 32, 112),
+        LabelSpace("single_label", ("a", "b", "c")),
+        {"backbone": "offline:dinov2s-minilm"},
+    )
     assert export_onnx(classifier, tmp_path / "m")["parity_max_abs"] < 1e-4
     assert (tmp_path / "m" / "tokenizer" / "tokenizer.json").is_file()
 
@@ -168,13 +185,17 @@ def test_predict_on_the_onnx_runtime_writes_what_pytorch_writes(exported, tiny_r
     for name, extra in (("torch", []), ("onnx", ["--runtime", "onnx"]), ("int8", ["--runtime", "onnx", "--quantized"])):
         outs[name] = tmp_path / f"{name}.jsonl"
         model = tiny_run if name == "torch" else exported
-        assert main(["predict", str(model), "--manifest", str(manifest), "--top-k", "2", "--out", str(outs[name]),
-                     *extra]) == 0
+        assert (
+            main(["predict", str(model), "--manifest", str(manifest), "--top-k", "2", "--out", str(outs[name]), *extra])
+            == 0
+        )
     rows = {name: [json.loads(line) for line in path.read_text().splitlines()] for name, path in outs.items()}
     assert len(rows["torch"]) == len(manifest.read_text().splitlines()) == len(rows["int8"])
-    assert [[p["label"] for p in r["predictions"]] for r in rows["onnx"]] == \
-        [[p["label"] for p in r["predictions"]] for r in rows["torch"]]
+    assert [[p["label"] for p in r["predictions"]] for r in rows["onnx"]] == [
+        [p["label"] for p in r["predictions"]] for r in rows["torch"]
+    ]
     assert [p["score"] for r in rows["onnx"] for p in r["predictions"]] == pytest.approx(
-        [p["score"] for r in rows["torch"] for p in r["predictions"]], abs=1e-5)
+        [p["score"] for r in rows["torch"] for p in r["predictions"]], abs=1e-5
+    )
     assert main(["predict", str(tiny_run), "--text", "apple", "--quantized"]) == 2
     assert "--quantized applies to --runtime onnx" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from layer_calls import TOWERS, record_layer_calls
 from mitp.methods import build_model, make_config
 from mitp.synthetic import NUM_CLASSES
 
+
 def sequence_lengths(backbone, batch):
     patches = (backbone.image_size // 8) ** 2  # both tiny specs use 8-pixel patches
     return {"text": batch["input_ids"].shape[1], "vision": patches + 1}
@@ -45,7 +46,7 @@ def test_each_pass_runs_on_the_documented_tokens(tiny_backbone):
                 assert torch.equal(query_pass["input"][:, n:], torch.cat([p.query, p.query_context]).expand(2, -1, -1))
                 # Pass 2: [tokens; translated query of the other tower; fusion context].
                 src = other[tower]
-                q_other = calls[(src, layers[src][k])][0]["output"][:, length[src]:length[src] + m]
+                q_other = calls[(src, layers[src][k])][0]["output"][:, length[src] : length[src] + m]
                 expected = torch.cat([translate_into[tower][k](q_other), p.fusion_context.expand(2, -1, -1)], dim=1)
                 assert torch.allclose(fusion_pass["input"][:, n:], expected, atol=1e-6)
                 # Only the fusion pass's sequence outputs continue: they are the next layer's input.
@@ -74,8 +75,9 @@ def test_queries_cross_towers(tiny_backbone):
     # The text query pass depends on the text alone ...
     assert torch.equal(base[("text", first_text)][0]["output"], changed[("text", first_text)][0]["output"])
     # ... but the fusion pass carries the image in through the translated vision queries.
-    assert not torch.allclose(base[("text", last_text)][1]["output"][:, :n],
-                              changed[("text", last_text)][1]["output"][:, :n])
+    assert not torch.allclose(
+        base[("text", last_text)][1]["output"][:, :n], changed[("text", last_text)][1]["output"][:, :n]
+    )
 
 
 def test_every_prompt_kind_gets_gradient(tiny_backbone):

@@ -46,15 +46,31 @@ def test_missing_output_directories_are_created_and_throughput_is_reported(tiny_
 
 @pytest.mark.parametrize("k", ["0", "-2"])
 def test_top_k_below_one_is_refused(tiny_run, toy_dataset, k, capsys):
-    args = ["predict", str(tiny_run), "--image", str(toy_dataset / "images" / "test-0000.png"), "--text", "apple",
-            "--top-k", k]
+    args = [
+        "predict",
+        str(tiny_run),
+        "--image",
+        str(toy_dataset / "images" / "test-0000.png"),
+        "--text",
+        "apple",
+        "--top-k",
+        k,
+    ]
     assert main(args) == 2
     assert f"argument --top-k: must be an integer >= 1, got {k}" in capsys.readouterr().err
 
 
 def test_top_k_above_the_classes_is_capped_with_a_note(tiny_run, toy_dataset, capsys):
-    args = ["predict", str(tiny_run), "--image", str(toy_dataset / "images" / "test-0000.png"), "--text", "apple",
-            "--top-k", "9"]
+    args = [
+        "predict",
+        str(tiny_run),
+        "--image",
+        str(toy_dataset / "images" / "test-0000.png"),
+        "--text",
+        "apple",
+        "--top-k",
+        "9",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)["predictions"]) == 4 and "showing all" in captured.err

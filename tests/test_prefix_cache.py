@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
-from mitp.methods import build_model, make_config
 from mitp.app.prefix_cache import cache_key, open_store
 from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import Trainer
+from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
+from mitp.methods import build_model, make_config
 from processes import train_together
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
@@ -39,8 +39,10 @@ def test_cache_key_changes_with_manifest_backbone_and_layers(toy_dataset, tiny_c
     with torch.no_grad():
         other.text.layers[0].mlp.fc1.weight.mul_(1.5)
     assert key != cache_key(manifest, other, (3, 4), "pre", 32)
-    assert open_store(tmp_path / "c", dataset, tiny_clip, (3, 4)).directory != \
-        open_store(tmp_path / "c", dataset, tiny_clip, (2, 4)).directory
+    assert (
+        open_store(tmp_path / "c", dataset, tiny_clip, (3, 4)).directory
+        != open_store(tmp_path / "c", dataset, tiny_clip, (2, 4)).directory
+    )
 
 
 def run_trainer(toy_dataset, tmp_path, name, cache_dir=None, epochs=3):
@@ -87,11 +89,23 @@ def test_two_processes_share_the_cache_and_match_one_process(toy_dataset, tmp_pa
     """With two processes each fills the rows of its batches; the shared store then serves both."""
     from mitp.app.cli import main
 
-    args = ["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=3",
-            "--set", "train.cache_prefix=true", "--set", "methods.mitp.num_steps=2"]
+    args = [
+        "train",
+        "--config",
+        str(CONFIG),
+        "--set",
+        f"data={toy_dataset}",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.cache_prefix=true",
+        "--set",
+        "methods.mitp.num_steps=2",
+    ]
     assert main([*args, "--set", f"train.cache_dir={tmp_path / 'one-cache'}", "--out", str(tmp_path / "one")]) == 0
-    train_together([*args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")],
-                   tmp_path / "logs")
+    train_together(
+        [*args, "--set", f"train.cache_dir={tmp_path / 'two-cache'}", "--out", str(tmp_path / "two")], tmp_path / "logs"
+    )
     one, two = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two"))
     assert two["num_processes"] == 2
     assert two["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=1e-4)
@@ -109,8 +123,10 @@ def test_the_disk_guard_refuses_a_cache_that_would_not_fit(toy_dataset, tmp_path
 
     from mitp.configuration import ConfigError
 
-    config = load_run_config(CONFIG, [f"data={toy_dataset}", "train.cache_prefix=true",
-                                      f"train.cache_dir={tmp_path / 'c'}", "train.epochs=1"])
+    config = load_run_config(
+        CONFIG,
+        [f"data={toy_dataset}", "train.cache_prefix=true", f"train.cache_dir={tmp_path / 'c'}", "train.epochs=1"],
+    )
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil_module, "disk_usage", lambda path: Usage(10**9, 10**9, 10 * 2**20))  # 10 MB free
     with pytest.raises(ConfigError, match=r"would need .* GB under .* only 0.01 GB are free.*image_size") as err:
@@ -123,7 +139,8 @@ def test_the_disk_guard_refuses_a_cache_that_would_not_fit(toy_dataset, tmp_path
     from mitp.app.prefix_cache import plan_store
 
     for split, store in trainer.cache.stores.items():
-        plan = plan_store(tmp_path / "c", trainer.parts.datasets[split], trainer.parts.backbone,
-                          trainer.parts.model.frozen_prefix())
+        plan = plan_store(
+            tmp_path / "c", trainer.parts.datasets[split], trainer.parts.backbone, trainer.parts.model.frozen_prefix()
+        )
         on_disk = sum(f.stat().st_size for f in store.directory.glob("*.npy"))
         assert plan.size_bytes <= on_disk <= plan.size_bytes + 6 * 128  # .npy headers

@@ -27,8 +27,9 @@ def rows(root: Path, multi: bool = False) -> dict[str, list[dict]]:
         for i in range(n):
             image = write_image(root / "pics" / f"{split}{i}.png", seed=k if i else 0)  # every first is the same
             label = [k % 3, (k + 1) % 3] if multi else k % 3
-            out[split].append({"uid": f"{split}-{i}", "image": str(image), "text": f"a {NAMES[k % 3]} number {k}",
-                               "label": label})
+            out[split].append(
+                {"uid": f"{split}-{i}", "image": str(image), "text": f"a {NAMES[k % 3]} number {k}", "label": label}
+            )
             k += 1
     return out
 
@@ -37,28 +38,61 @@ def dataset_dict(table: dict[str, list[dict]], multi: bool = False, string_label
     label = datasets.ClassLabel(names=NAMES)
     if string_labels:
         label = datasets.Value("string")
-    features = datasets.Features({"uid": datasets.Value("string"), "image": datasets.Image(),
-                                  "text": datasets.Value("string"),
-                                  "label": datasets.List(label) if multi else label})
+    features = datasets.Features(
+        {
+            "uid": datasets.Value("string"),
+            "image": datasets.Image(),
+            "text": datasets.Value("string"),
+            "label": datasets.List(label) if multi else label,
+        }
+    )
 
     def value(x):
         if not string_labels:
             return x
         return [NAMES[i] for i in x] if multi else NAMES[x]
 
-    return datasets.DatasetDict({split: datasets.Dataset.from_dict(
-        {"uid": [r["uid"] for r in rs], "image": [{"bytes": Path(r["image"]).read_bytes(), "path": None} for r in rs],
-         "text": [r["text"] for r in rs], "label": [value(r["label"]) for r in rs]}, features=features)
-        for split, rs in table.items()})
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {
+                    "uid": [r["uid"] for r in rs],
+                    "image": [{"bytes": Path(r["image"]).read_bytes(), "path": None} for r in rs],
+                    "text": [r["text"] for r in rs],
+                    "label": [value(r["label"]) for r in rs],
+                },
+                features=features,
+            )
+            for split, rs in table.items()
+        }
+    )
 
 
 def jsonl_reference(table, root: Path, out: Path, multi: bool = False) -> Path:
-    lines = [json.dumps({"uid": r["uid"], "image": r["image"], "text": r["text"],
-                         "label": [NAMES[i] for i in r["label"]] if multi else NAMES[r["label"]],
-                         "part": split}) for split, rs in table.items() for r in rs]
+    lines = [
+        json.dumps(
+            {
+                "uid": r["uid"],
+                "image": r["image"],
+                "text": r["text"],
+                "label": [NAMES[i] for i in r["label"]] if multi else NAMES[r["label"]],
+                "part": split,
+            }
+        )
+        for split, rs in table.items()
+        for r in rs
+    ]
     (root / "ref.jsonl").write_text("\n".join(lines) + "\n")
-    prepare("jsonl", None, out, input=root / "ref.jsonl", id_column="uid", split_column="part",
-            labels=NAMES, multi_label=multi)
+    prepare(
+        "jsonl",
+        None,
+        out,
+        input=root / "ref.jsonl",
+        id_column="uid",
+        split_column="part",
+        labels=NAMES,
+        multi_label=multi,
+    )
     return out
 
 
@@ -114,11 +148,27 @@ def test_an_imagefolder_with_metadata_converts_and_carves_its_missing_splits(tmp
 
 def test_a_missing_column_lists_the_datasets_columns(tmp_path, capsys):
     dataset_dict(rows(tmp_path)).save_to_disk(str(tmp_path / "source"))
-    with pytest.raises(MissingColumn, match=r"no text column 'caption'; the dataset's columns are 'uid', 'image', "
-                                            r"'text', 'label' \(choose with --text-column\)"):
+    with pytest.raises(
+        MissingColumn,
+        match=r"no text column 'caption'; the dataset's columns are 'uid', 'image', "
+        r"'text', 'label' \(choose with --text-column\)",
+    ):
         prepare("hf", tmp_path / "source", tmp_path / "out", text_column="caption")
-    assert main(["prepare", "hf", str(tmp_path / "source"), "--out", str(tmp_path / "o"), "--label-column", "y",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "hf",
+                str(tmp_path / "source"),
+                "--out",
+                str(tmp_path / "o"),
+                "--label-column",
+                "y",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "[missing_column]" in capsys.readouterr().err
 
 
@@ -140,11 +190,13 @@ def test_a_label_outside_the_class_label_is_named(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=NAMES)})
+    features = datasets.Features(
+        {"image": datasets.Image(), "text": datasets.Value("string"), "label": datasets.ClassLabel(names=NAMES)}
+    )
     image = write_image(tmp_path / "x.png").read_bytes()
-    table = pa.table({"image": [{"bytes": image, "path": None}] * 2, "text": ["a", "b"],
-                      "label": pa.array([0, 7], pa.int64())})
+    table = pa.table(
+        {"image": [{"bytes": image, "path": None}] * 2, "text": ["a", "b"], "label": pa.array([0, 7], pa.int64())}
+    )
     metadata = {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
     (tmp_path / "src").mkdir()
     pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "src" / "train.parquet")
@@ -166,12 +218,28 @@ def test_carved_splits_match_the_jsonl_converters_carving(tmp_path, multi):
         r["uid"] = f"u{(i * 7) % 18:02d}"  # ids in another order than the rows
     dataset_dict(table, multi=multi).save_to_disk(str(tmp_path / "source"))
     conv = prepare("hf", tmp_path / "source", tmp_path / "out", id_column="uid", seed=3)
-    lines = [json.dumps({"uid": r["uid"], "image": r["image"], "text": r["text"],
-                         "label": [NAMES[i] for i in r["label"]] if multi else NAMES[r["label"]]})
-             for r in table["train"]]
+    lines = [
+        json.dumps(
+            {
+                "uid": r["uid"],
+                "image": r["image"],
+                "text": r["text"],
+                "label": [NAMES[i] for i in r["label"]] if multi else NAMES[r["label"]],
+            }
+        )
+        for r in table["train"]
+    ]
     (tmp_path / "ref.jsonl").write_text("\n".join(lines) + "\n")
-    prepare("jsonl", None, tmp_path / "ref", input=tmp_path / "ref.jsonl", id_column="uid", labels=NAMES,
-            multi_label=multi, seed=3)
+    prepare(
+        "jsonl",
+        None,
+        tmp_path / "ref",
+        input=tmp_path / "ref.jsonl",
+        id_column="uid",
+        labels=NAMES,
+        multi_label=multi,
+        seed=3,
+    )
     same_manifests(tmp_path / "ref", tmp_path / "out", external_a=False)
     assert sum(conv.counts.values()) == 18 and conv.counts["val"] > 0 and conv.counts["test"] > 0
     assert not list((tmp_path / "out").glob(".mitp-rows-*"))  # the scratch database is gone
@@ -191,8 +259,7 @@ def test_generated_parquet_files_convert_with_carved_splits(tmp_path):
     from mitp.synthetic import COLOURS, write_parquet_dataset
 
     write_parquet_dataset(tmp_path / "src", rows=50, rows_per_file=20)
-    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == [
-        f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     conv = prepare("hf", tmp_path / "src", tmp_path / "out")
     assert sum(conv.counts.values()) == 50 and conv.counts["val"] > 0 and conv.counts["test"] > 0
     assert read_labels(tmp_path / "out").labels == tuple(sorted(COLOURS))

@@ -51,8 +51,7 @@ def test_single_layout_cleans_and_splits_8_1_1_by_label(tmp_path):
     assert labels(tmp_path / "out")["val"] == {"positive": 3, "negative": 2, "neutral": 1}
     assert labels(tmp_path / "out")["test"] == labels(tmp_path / "out")["val"]
     assert conv.counts == {"train": 38, "val": 6, "test": 6}
-    assert dict(conv.dropped) == {"text and image labels conflict (positive against negative)": 3,
-                                  "image not found": 1}
+    assert dict(conv.dropped) == {"text and image labels conflict (positive against negative)": 3, "image not found": 1}
     assert conv.dropped_examples["image not found"] == [f"{tmp_path / 'raw' / 'labelResultAll.txt'}:55"]
     assert read_labels(tmp_path / "out").labels == ("negative", "neutral", "positive")
     by_id = {s.id: s for split in SPLITS for s in samples(tmp_path / "out", split)}
@@ -69,9 +68,11 @@ def test_multiple_layout_takes_the_annotators_majority_per_modality(tmp_path):
     by_id = {s.id: s.label for split in SPLITS for s in samples(tmp_path / "out", split)}
     assert Counter(by_id.values()) == {"positive": 10, "negative": 10, "neutral": 10}
     assert by_id["1"] == "positive" and by_id["11"] == "negative" and by_id["21"] == "neutral"
-    assert dict(conv.dropped) == {"no label given by 2 of 3 annotators (text or image)": 2,
-                                  "text and image labels conflict (positive against negative)": 3,
-                                  "image not found": 1}
+    assert dict(conv.dropped) == {
+        "no label given by 2 of 3 annotators (text or image)": 2,
+        "text and image labels conflict (positive against negative)": 3,
+        "image not found": 1,
+    }
     assert any("MVSA-Multiple" in note for note in conv.notes)
 
 
@@ -81,8 +82,9 @@ def test_subset_layout_gives_the_same_manifests_as_the_official_one(tmp_path):
     prepare("mvsa", tmp_path / "single", tmp_path / "a")
     conv = prepare("mvsa", tmp_path / "subset", tmp_path / "b", labels="label/train.txt")
     for split in SPLITS:
-        assert [(s.id, s.text, s.label) for s in samples(tmp_path / "a", split)] == \
-               [(s.id, s.text, s.label) for s in samples(tmp_path / "b", split)]
+        assert [(s.id, s.text, s.label) for s in samples(tmp_path / "a", split)] == [
+            (s.id, s.text, s.label) for s in samples(tmp_path / "b", split)
+        ]
     assert dict(conv.dropped) == {"no label (tag null or empty)": 1, "image not found": 1}
 
 
@@ -117,12 +119,27 @@ def test_bad_label_files_name_file_and_line(tmp_path):
 
 def test_cli_prepare_mvsa_reports_counts_drops_and_decoding(tmp_path, capsys):
     make_mvsa(tmp_path / "raw", "subset")
-    code = main(["prepare", "mvsa", "--raw", str(tmp_path / "raw"), "--labels", "label/train.txt",
-                 "--out", str(tmp_path / "out"), "--seed", "0", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            "mvsa",
+            "--raw",
+            str(tmp_path / "raw"),
+            "--labels",
+            "label/train.txt",
+            "--out",
+            str(tmp_path / "out"),
+            "--seed",
+            "0",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "1 x image not found" in out and "1 x no label (tag null or empty)" in out
     assert "labelled subset" in out and "gb18030 16" in out and "3 labels" in out
-    assert main(["prepare", "mvsa", "--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 2
+    assert (
+        main(["prepare", "mvsa", "--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-progress"])
+        == 2
+    )
     assert "[missing_file]" in capsys.readouterr().err

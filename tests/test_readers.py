@@ -16,11 +16,11 @@ from mitp.app.train.loop import LoopPosition
 from mitp.app.train.rundir import MetricsLog, RunDirError
 from mitp.checkpoint import CheckpointError, read_checkpoint_meta
 from mitp.classifier import Classifier, read_export_config
-from mitp.runs import Run
 from mitp.configuration import ConfigError, parse_overrides
 from mitp.data.errors import BadJson
 from mitp.data.manifest import parse_line
 from mitp.jsonio import JSONError, parse_json
+from mitp.runs import Run
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -28,7 +28,8 @@ DEEP = b"[" * 200_000
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=10)
+    max_leaves=10,
+)
 
 
 @pytest.fixture
@@ -40,15 +41,18 @@ def run(tiny_run, tmp_path):
 
 
 # --- run configs (--config, --set) --------------------------------------------------------------
-@pytest.mark.parametrize("content, message", [
-    (b"data: d\nbackbone: \xff\xfe\n", "not valid UTF-8"),
-    (b"- 1\n- 2\n", "top level must be a mapping"),
-    (b"data: d\nmethod: mitp\n", "backbone: is required"),
-    (b"data: [unclosed\n", "not valid YAML"),
-    (b"x: " + b"[" * 5000 + b"\n", "not valid YAML"),
-    (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {lr: .inf}\n", "train.lr: must be a finite number"),
-    (b"data: d\nbackbone: b\nmethod: mitp\nseed: -1\n", "seed: must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"data: d\nbackbone: \xff\xfe\n", "not valid UTF-8"),
+        (b"- 1\n- 2\n", "top level must be a mapping"),
+        (b"data: d\nmethod: mitp\n", "backbone: is required"),
+        (b"data: [unclosed\n", "not valid YAML"),
+        (b"x: " + b"[" * 5000 + b"\n", "not valid YAML"),
+        (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {lr: .inf}\n", "train.lr: must be a finite number"),
+        (b"data: d\nbackbone: b\nmethod: mitp\nseed: -1\n", "seed: must be >= 0"),
+    ],
+)
 def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
     path = tmp_path / "c.yaml"
     path.write_bytes(content)
@@ -63,14 +67,17 @@ def test_a_set_value_that_is_not_yaml_names_its_key():
 
 
 # --- a run's config.yaml and checkpoint, as predict reads them ----------------------------------
-@pytest.mark.parametrize("content, message", [
-    (b"data: d\nmethod: mitp\n", "backbone missing"),
-    (b"- a\n- b\n", "must be a mapping, got list"),
-    (b"backbone: \xff\n", "not valid UTF-8"),
-    (b"data: 3\nbackbone: tiny-clip\n", "data must be str or dict"),
-    (b"data: {x: 1}\nbackbone: tiny-clip\n", "data.path missing"),
-    (b"data: d\nbackbone: tiny-clip\ntrain: {image_size: big}\n", "train.image_size must be int or null"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"data: d\nmethod: mitp\n", "backbone missing"),
+        (b"- a\n- b\n", "must be a mapping, got list"),
+        (b"backbone: \xff\n", "not valid UTF-8"),
+        (b"data: 3\nbackbone: tiny-clip\n", "data must be str or dict"),
+        (b"data: {x: 1}\nbackbone: tiny-clip\n", "data.path missing"),
+        (b"data: d\nbackbone: tiny-clip\ntrain: {image_size: big}\n", "train.image_size must be int or null"),
+    ],
+)
 def test_a_bad_run_config_yaml_is_named_when_loading_the_model(run, content, message, capsys):
     (run / "config.yaml").write_bytes(content)
     with pytest.raises(CheckpointError, match=message):
@@ -79,15 +86,18 @@ def test_a_bad_run_config_yaml_is_named_when_loading_the_model(run, content, mes
     assert str(run / "config.yaml") in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"[1, 2]", "must be a mapping, got list"),
-    (b'{"method": 5}', "method must be dict"),
-    (b'{"backbone": {}}', "method missing"),
-    (b'{"method": {"method": "nope"}}', "method.method"),
-    (b'{"method": {"method": "mitp", "prompt_lenght": 2}}', "prompt_lenght"),
-    (b'{"method": ', "not valid JSON"),
-    (b"\xff", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[1, 2]", "must be a mapping, got list"),
+        (b'{"method": 5}', "method must be dict"),
+        (b'{"backbone": {}}', "method missing"),
+        (b'{"method": {"method": "nope"}}', "method.method"),
+        (b'{"method": {"method": "mitp", "prompt_lenght": 2}}', "prompt_lenght"),
+        (b'{"method": ', "not valid JSON"),
+        (b"\xff", "not valid UTF-8"),
+    ],
+)
 def test_a_bad_method_json_is_a_checkpoint_error(run, content, message, capsys):
     (run / "checkpoint" / "best" / "method.json").write_bytes(content)
     with pytest.raises(CheckpointError, match=message):
@@ -104,16 +114,19 @@ def export(tiny_run, tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.update(labels="cat"), "labels must be dict"),
-    (lambda c: c.update(surprise=1), r"unknown key\(s\) surprise"),
-    (lambda c: c["preprocessing"].update(image_size="big"), "preprocessing.image_size must be int or null"),
-    (lambda c: c.pop("backbone"), "backbone missing"),
-    (lambda c: c["backbone"].update(spec=7), "backbone.spec must be str"),
-    (lambda c: c["labels"].update(labels=[]), "non-empty list of label names"),
-    (lambda c: c.update(format="other-1"), "format is 'other-1'"),
-    (lambda c: c.update(threshold="high"), "threshold must be float or int or null"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(labels="cat"), "labels must be dict"),
+        (lambda c: c.update(surprise=1), r"unknown key\(s\) surprise"),
+        (lambda c: c["preprocessing"].update(image_size="big"), "preprocessing.image_size must be int or null"),
+        (lambda c: c.pop("backbone"), "backbone missing"),
+        (lambda c: c["backbone"].update(spec=7), "backbone.spec must be str"),
+        (lambda c: c["labels"].update(labels=[]), "non-empty list of label names"),
+        (lambda c: c.update(format="other-1"), "format is 'other-1'"),
+        (lambda c: c.update(threshold="high"), "threshold must be float or int or null"),
+    ],
+)
 def test_a_bad_export_config_is_a_checkpoint_error(export, change, message, capsys):
     config = json.loads((export / "config.json").read_text())
     change(config)
@@ -126,14 +139,17 @@ def test_a_bad_export_config_is_a_checkpoint_error(export, change, message, caps
 
 
 # --- resuming: the training state and the metrics log -----------------------------------------------
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["position"]["__dict__"].__setitem__(0, ["epoch", "two"]), "position.epoch must be int"),
-    (lambda s: s["position"]["__dict__"].pop(0), r"position.epoch missing|epoch"),
-    (lambda s: s["position"]["__dict__"].append(["surprise", 1]), "unknown key"),
-    (lambda s: s["__dict__"].__setitem__(0, ["optimizer", {"__dict__": [["state", 5]]}]), "does not fit this run"),
-    (lambda s: s["__dict__"].pop(), "missing"),
-    (lambda s: s["position"].__setitem__("__dict__", 5), "malformed training state"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s["position"]["__dict__"].__setitem__(0, ["epoch", "two"]), "position.epoch must be int"),
+        (lambda s: s["position"]["__dict__"].pop(0), r"position.epoch missing|epoch"),
+        (lambda s: s["position"]["__dict__"].append(["surprise", 1]), "unknown key"),
+        (lambda s: s["__dict__"].__setitem__(0, ["optimizer", {"__dict__": [["state", 5]]}]), "does not fit this run"),
+        (lambda s: s["__dict__"].pop(), "missing"),
+        (lambda s: s["position"].__setitem__("__dict__", 5), "malformed training state"),
+    ],
+)
 def test_a_bad_training_state_is_named_on_resume(run, change, message, capsys):
     path = run / "checkpoint" / "last" / "training_state.json"
     data = json.loads(path.read_text())
@@ -174,8 +190,9 @@ def test_a_deeply_nested_manifest_line_is_bad_json_everywhere(toy_dataset, tiny_
     assert "nested too deeply" in capsys.readouterr().out
     assert main(["train", "--config", str(CONFIG), "--set", f"data={data}", "--out", str(tmp_path / "r")]) == 2
     assert "val.jsonl:17" in capsys.readouterr().err
-    assert main(["predict", str(tiny_run), "--manifest", str(data / "val.jsonl"), "--out",
-                 str(tmp_path / "p.jsonl")]) == 2
+    assert (
+        main(["predict", str(tiny_run), "--manifest", str(data / "val.jsonl"), "--out", str(tmp_path / "p.jsonl")]) == 2
+    )
     assert "val.jsonl:17" in capsys.readouterr().err
 
 
@@ -201,10 +218,16 @@ def test_checkpoint_meta_is_read_or_named(tmp_path, raw):
         assert isinstance(meta["method"], dict)
 
 
-export_like = st.fixed_dictionaries({}, optional={
-    key: json_values | st.dictionaries(st.sampled_from(["spec", "task", "labels", "image_size", "max_text_length"]),
-                                       json_values, max_size=3)
-    for key in ("format", "method", "backbone", "labels", "preprocessing", "data", "threshold", "odd")})
+export_like = st.fixed_dictionaries(
+    {},
+    optional={
+        key: json_values
+        | st.dictionaries(
+            st.sampled_from(["spec", "task", "labels", "image_size", "max_text_length"]), json_values, max_size=3
+        )
+        for key in ("format", "method", "backbone", "labels", "preprocessing", "data", "threshold", "odd")
+    },
+)
 
 
 @SETTINGS
@@ -240,8 +263,11 @@ def test_a_config_file_is_loaded_or_a_config_error(tmp_path, raw):
 
 
 @SETTINGS
-@given(state=st.dictionaries(st.sampled_from(["epoch", "batch", "step", "best", "loss_sum", "skipped_ids", "x"]),
-                             json_values, max_size=5))
+@given(
+    state=st.dictionaries(
+        st.sampled_from(["epoch", "batch", "step", "best", "loss_sum", "skipped_ids", "x"]), json_values, max_size=5
+    )
+)
 def test_a_loop_position_is_read_or_named(state):
     try:
         LoopPosition.from_state(state, Path("training_state.json"))
@@ -262,8 +288,8 @@ def test_a_metrics_log_is_read_or_named(tmp_path, lines):
 @SETTINGS
 @given(tree=json_values | st.fixed_dictionaries({"format": st.just("mitp-state-1"), "state": json_values}))
 def test_a_training_state_structure_is_read_or_named(tmp_path, tree):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from mitp.app.train.state import load_state
 
@@ -286,11 +312,22 @@ def api(tiny_run):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=60) | st.fixed_dictionaries({}, optional={
-    "image": st.text(max_size=12) | json_values, "text": st.text(max_size=12) | json_values,
-    "top_k": json_values, "items": st.lists(st.fixed_dictionaries({}, optional={
-        "image": json_values, "text": st.text(max_size=8) | json_values}), max_size=3)}).map(
-    lambda d: json.dumps(d).encode()), path=st.sampled_from(["/predict", "/predict/batch"]))
+@given(
+    body=st.binary(max_size=60)
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "image": st.text(max_size=12) | json_values,
+            "text": st.text(max_size=12) | json_values,
+            "top_k": json_values,
+            "items": st.lists(
+                st.fixed_dictionaries({}, optional={"image": json_values, "text": st.text(max_size=8) | json_values}),
+                max_size=3,
+            ),
+        },
+    ).map(lambda d: json.dumps(d).encode()),
+    path=st.sampled_from(["/predict", "/predict/batch"]),
+)
 def test_any_json_body_gets_an_answer_never_a_500(api, body, path):
     reply = api.post(path, content=body, headers={"content-type": "application/json"})
     assert reply.status_code < 500, reply.text

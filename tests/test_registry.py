@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from mitp.backbones import build_backbone
-from mitp.methods import (MethodConfig, MultimodalClassifier, available_methods, build_model, get_method,
-                          make_config, register_method)
+from mitp.methods import (
+    MethodConfig,
+    MultimodalClassifier,
+    available_methods,
+    build_model,
+    get_method,
+    make_config,
+    register_method,
+)
 
 
 @pytest.mark.parametrize("name", available_methods())

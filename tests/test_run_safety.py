@@ -12,20 +12,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from mitp.checkpoint import CheckpointError
 from mitp.app.cli import main
-from mitp.runs import LOCK as LOCK_NAME
 from mitp.app.train.state import load_state, save_state
+from mitp.checkpoint import CheckpointError
+from mitp.runs import LOCK as LOCK_NAME
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def train(toy_dataset, out, *extra):
-    return main(["train", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
-                 "--out", str(out), *extra])
+    return main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--set",
+            f"data={toy_dataset}",
+            "--set",
+            "train.epochs=1",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +53,11 @@ def test_training_state_round_trips_without_pickle(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
-    state = {"optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state(),
-                                                        "numpy": np.random.get_state(), "python": (3, (1, 2), None)},
-             "position": {"epoch": 2, "best": None, "loss": 0.5}}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": (3, (1, 2), None)},
+        "position": {"epoch": 2, "best": None, "loss": 0.5},
+    }
     paths = save_state(state, tmp_path, "state")
     assert sorted(p.name for p in paths) == ["state.json", "state.safetensors"]
     back = load_state(tmp_path, "state", required=("optimizer", "rng"))
@@ -150,7 +164,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    with pytest.raises(Exception):
+    with pytest.raises(Timeout):
         FileLock(str(run / LOCK_NAME), timeout=0).acquire()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -181,7 +195,7 @@ def snapshot(*paths) -> dict:
     """Every file under ``paths`` with its bytes."""
     files = {}
     for path in map(Path, paths):
-        for f in ([path] if path.is_file() else sorted(path.rglob("*"))):
+        for f in [path] if path.is_file() else sorted(path.rglob("*")):
             if f.is_file():
                 files[str(f)] = f.read_bytes()
     return files
@@ -200,8 +214,9 @@ def test_a_resume_never_deletes_a_finished_result(toy_dataset, tmp_path, capsys)
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("victim", ["config.yaml", "results.json", "labels.json", "metrics.jsonl",
-                                    "checkpoint/best/trainable.safetensors"])
+@pytest.mark.parametrize(
+    "victim", ["config.yaml", "results.json", "labels.json", "metrics.jsonl", "checkpoint/best/trainable.safetensors"]
+)
 def test_predict_never_writes_over_a_run_file(finished_run, victim, capsys):
     before = snapshot(finished_run)
     assert main(["predict", str(finished_run), "--text", "apple", "--out", str(finished_run / victim)]) == 2
@@ -219,8 +234,21 @@ def test_explain_and_predict_never_write_over_their_input(toy_dataset, finished_
     assert "it is an input of this command" in capsys.readouterr().err
     assert main(["robustness", str(finished_run), "--rates", "0", "--out", str(finished_run / "checkpoint")]) == 2
     assert "inside the run" in capsys.readouterr().err
-    assert main(["explain", str(finished_run), "--image", str(image), "--text", "a",
-                 "--out", str(finished_run / "curves.png")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(finished_run),
+                "--image",
+                str(image),
+                "--text",
+                "a",
+                "--out",
+                str(finished_run / "curves.png"),
+            ]
+        )
+        == 2
+    )
     assert snapshot(image, finished_run) == before
 
 
@@ -241,8 +269,9 @@ def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy_dataset,
     run = tmp_path / "run"
     assert train(toy_dataset, run) == 0
     before = snapshot(run)
-    assert main(["prepare", "jsonl", "--input", str(toy_dataset / "train.jsonl"), "--out", str(run),
-                 "--no-progress"]) == 2
+    assert (
+        main(["prepare", "jsonl", "--input", str(toy_dataset / "train.jsonl"), "--out", str(run), "--no-progress"]) == 2
+    )
     assert "it belongs to the run" in capsys.readouterr().err and snapshot(run) == before
     copy = tmp_path / "copy"
     shutil.copytree(toy_dataset, copy)
@@ -251,8 +280,9 @@ def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy_dataset,
     assert "it is an input of this command" in capsys.readouterr().err and snapshot(copy) == before
 
 
-def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(toy_dataset, tmp_path, capsys,
-                                                                                 monkeypatch):
+def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(
+    toy_dataset, tmp_path, capsys, monkeypatch
+):
     import json
 
     import mitp.app.train.loop as loop

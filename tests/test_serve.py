@@ -44,28 +44,42 @@ def test_health_labels_and_openapi(server, classifier):
 def test_predict_multipart_and_json_agree_with_the_api(server, classifier, toy_dataset):
     url, _ = server
     expected = classifier.predict([image_bytes(toy_dataset, 2)], ["apple amber"], top_k=3)[0]
-    multipart = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset, 2), "image/png")},
-                           data={"text": "apple amber", "top_k": "3"})
+    multipart = httpx.post(
+        f"{url}/predict",
+        files={"image": ("x.png", image_bytes(toy_dataset, 2), "image/png")},
+        data={"text": "apple amber", "top_k": "3"},
+    )
     assert multipart.status_code == 200 and multipart.json()["predictions"] == expected
-    as_json = httpx.post(f"{url}/predict", json={"image": base64.b64encode(image_bytes(toy_dataset, 2)).decode(),
-                                                 "text": "apple amber", "top_k": 3})
+    as_json = httpx.post(
+        f"{url}/predict",
+        json={"image": base64.b64encode(image_bytes(toy_dataset, 2)).decode(), "text": "apple amber", "top_k": 3},
+    )
     assert as_json.json()["predictions"] == expected
-    batch = httpx.post(f"{url}/predict/batch", json={"items": [
-        {"image": base64.b64encode(image_bytes(toy_dataset, i)).decode(), "text": "berry"} for i in range(3)],
-        "top_k": 2})
+    batch = httpx.post(
+        f"{url}/predict/batch",
+        json={
+            "items": [
+                {"image": base64.b64encode(image_bytes(toy_dataset, i)).decode(), "text": "berry"} for i in range(3)
+            ],
+            "top_k": 2,
+        },
+    )
     images = [image_bytes(toy_dataset, i) for i in range(3)]
     assert batch.json()["predictions"] == classifier.predict(images, ["berry"] * 3, top_k=2)
 
 
-@pytest.mark.parametrize("request_kwargs, status, field", [
-    ({"files": {"image": ("x.png", b"garbage", "image/png")}, "data": {"text": "x"}}, 400, "image"),
-    ({"data": {"top_k": "2"}, "files": {"other": ("x", b"1")}}, 422, "image"),  # neither image nor text
-    ({"files": {"image": ("x.png", b"", "image/png")}}, 400, "image"),
-    ({"json": {"image": "%%%", "text": "x"}}, 400, "image"),
-    ({"json": {"top_k": 2}}, 400, "text"),                                       # neither image nor text
-    ({"json": {"image": "aGk=", "text": "x", "top_k": 0}}, 422, "top_k"),
-    ({"content": b"not json", "headers": {"content-type": "application/json"}}, 400, "body"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, status, field",
+    [
+        ({"files": {"image": ("x.png", b"garbage", "image/png")}, "data": {"text": "x"}}, 400, "image"),
+        ({"data": {"top_k": "2"}, "files": {"other": ("x", b"1")}}, 422, "image"),  # neither image nor text
+        ({"files": {"image": ("x.png", b"", "image/png")}}, 400, "image"),
+        ({"json": {"image": "%%%", "text": "x"}}, 400, "image"),
+        ({"json": {"top_k": 2}}, 400, "text"),  # neither image nor text
+        ({"json": {"image": "aGk=", "text": "x", "top_k": 0}}, 422, "top_k"),
+        ({"content": b"not json", "headers": {"content-type": "application/json"}}, 400, "body"),
+    ],
+)
 def test_bad_input_is_a_4xx_naming_the_field(server, toy_dataset, request_kwargs, status, field):
     url, _ = server
     reply = httpx.post(f"{url}/predict", **request_kwargs)
@@ -77,13 +91,19 @@ def test_one_modality_alone_is_predicted_as_the_api_predicts_it_and_says_what_it
     url, _ = server
     image_only = classifier.predict(images=[image_bytes(toy_dataset, 1)], top_k=2)[0]
     text_only = classifier.predict(texts=["apple amber"], top_k=2)[0]
-    reply = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset, 1), "image/png")},
-                       data={"top_k": "2"}).json()
+    reply = httpx.post(
+        f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset, 1), "image/png")}, data={"top_k": "2"}
+    ).json()
     assert reply == {"predictions": image_only, "modalities": ["image"]}
     reply = httpx.post(f"{url}/predict", json={"text": "apple amber", "top_k": 2}).json()
     assert reply == {"predictions": text_only, "modalities": ["text"]}
-    batch = httpx.post(f"{url}/predict/batch", json={"items": [
-        {"text": "apple amber"}, {"image": base64.b64encode(image_bytes(toy_dataset, 1)).decode()}], "top_k": 2}).json()
+    batch = httpx.post(
+        f"{url}/predict/batch",
+        json={
+            "items": [{"text": "apple amber"}, {"image": base64.b64encode(image_bytes(toy_dataset, 1)).decode()}],
+            "top_k": 2,
+        },
+    ).json()
     assert batch == {"predictions": [text_only, image_only], "modalities": [["text"], ["image"]]}
 
 
@@ -105,8 +125,11 @@ def test_500_requests_from_32_clients_are_all_answered_correctly_in_batches(serv
     def one(n: int):
         i, t = n % 5, (n // 5) % 5
         with httpx.Client(timeout=60) as client:
-            reply = client.post(f"{url}/predict", files={"image": ("x.png", images[i], "image/png")},
-                                data={"text": texts[t], "top_k": "2"})
+            reply = client.post(
+                f"{url}/predict",
+                files={"image": ("x.png", images[i], "image/png")},
+                data={"text": texts[t], "top_k": "2"},
+            )
         return (i, t), reply.status_code, reply.json().get("predictions")
 
     with ThreadPoolExecutor(max_workers=32) as pool:
@@ -124,26 +147,34 @@ def test_faults_do_not_take_the_server_down(server, toy_dataset):
     host, port = url.removeprefix("http://").split(":")
     # a client that disconnects in the middle of an upload
     with socket.create_connection((host, int(port))) as raw:
-        raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                    b"Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"; "
-                    b"filename=\"x.png\"\r\n\r\n" + b"\x89PNG" * 100)
+        raw.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="image"; '
+            b'filename="x.png"\r\n\r\n' + b"\x89PNG" * 100
+        )
     # a 50 MB upload (the limit is 1 MB here) and a corrupt image
-    big = httpx.post(f"{url}/predict", files={"image": ("big.png", b"0" * (50 * 2**20), "image/png")},
-                     data={"text": "x"}, timeout=60)
+    big = httpx.post(
+        f"{url}/predict", files={"image": ("big.png", b"0" * (50 * 2**20), "image/png")}, data={"text": "x"}, timeout=60
+    )
     assert big.status_code == 413
-    corrupt = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset)[:50], "image/png")},
-                         data={"text": "x"})
+    corrupt = httpx.post(
+        f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset)[:50], "image/png")}, data={"text": "x"}
+    )
     assert corrupt.status_code == 400 and corrupt.json()["detail"].startswith("image:")
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
-    ok = httpx.post(f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset), "image/png")},
-                    data={"text": "x"})
+    ok = httpx.post(
+        f"{url}/predict", files={"image": ("x.png", image_bytes(toy_dataset), "image/png")}, data={"text": "x"}
+    )
     assert ok.status_code == 200
 
 
 def test_explain_returns_the_figure(server, toy_dataset):
     url, _ = server
-    reply = httpx.post(f"{url}/explain", files={"image": ("x.png", image_bytes(toy_dataset), "image/png")},
-                       data={"text": "apple amber"})
+    reply = httpx.post(
+        f"{url}/explain",
+        files={"image": ("x.png", image_bytes(toy_dataset), "image/png")},
+        data={"text": "apple amber"},
+    )
     assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
     assert reply.content[:8] == b"\x89PNG\r\n\x1a\n"
 

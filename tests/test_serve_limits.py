@@ -18,8 +18,9 @@ from mitp.app.serve import create_app, running
 
 @pytest.fixture(scope="module")
 def server(tiny_run):
-    app = create_app(Classifier.from_pretrained(tiny_run), max_upload_mb=1, max_body_mb=2, max_pending=2,
-                     max_image_pixels=100_000)
+    app = create_app(
+        Classifier.from_pretrained(tiny_run), max_upload_mb=1, max_body_mb=2, max_pending=2, max_image_pixels=100_000
+    )
     with running(app) as url:
         yield url
 
@@ -58,8 +59,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(server):
             sent.append(len(data))
             yield data
 
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     answer = raw_request(server, head, body())
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"refused while it was being sent" in answer
@@ -67,38 +67,53 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(server):
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading(server):
-    head = (b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 641000000\r\n\r\n")
+    head = (
+        b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 641000000\r\n\r\n"
+    )
     answer = raw_request(server, head, [b"{"])
     assert answer.startswith(b"HTTP/1.1 413") and b"641,000,000 bytes is over the 2,097,152-byte limit" in answer
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header says width x height and whose data is far too short: decoding it would fail."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_image_pixels_are_limited_from_the_header_before_decoding(server):
-    reply = httpx.post(f"{server}/predict", files={"image": ("x.png", png_header_claiming(13000, 13000), "image/png")},
-                       data={"text": "x"})
+    reply = httpx.post(
+        f"{server}/predict",
+        files={"image": ("x.png", png_header_claiming(13000, 13000), "image/png")},
+        data={"text": "x"},
+    )
     assert reply.status_code == 413
-    assert reply.json()["detail"] == ("image: 13000 x 13000 = 169,000,000 pixels is over the 100,000-pixel limit "
-                                      "of this server (--max-image-pixels)")
+    assert reply.json()["detail"] == (
+        "image: 13000 x 13000 = 169,000,000 pixels is over the 100,000-pixel limit of this server (--max-image-pixels)"
+    )
     buffer = io.BytesIO()
     Image.new("L", (400, 300)).save(buffer, "PNG")  # a real, valid 120,000-pixel image is refused as well
     reply = httpx.post(f"{server}/predict", files={"image": ("x.png", buffer.getvalue(), "image/png")})
     assert reply.status_code == 413 and "120,000 pixels" in reply.json()["detail"]
 
 
-@pytest.mark.parametrize("body, status, detail", [
-    (b'{"text": "\\ud800"}', 400, "text: not valid Unicode"),
-    (b"[" * 100_000 + b"]" * 100_000, 400, "body: nested too deeply to read"),
-    (b'{"text": ["a"]}', 422, "text: Input should be a valid string"),
-    (b'{"items": [{"text": {"a": 1}}]}', 422, "items[0].text: Input should be a valid string"),
-])
+@pytest.mark.parametrize(
+    "body, status, detail",
+    [
+        (b'{"text": "\\ud800"}', 400, "text: not valid Unicode"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "body: nested too deeply to read"),
+        (b'{"text": ["a"]}', 422, "text: Input should be a valid string"),
+        (b'{"items": [{"text": {"a": 1}}]}', 422, "items[0].text: Input should be a valid string"),
+    ],
+)
 def test_malformed_json_is_a_4xx_naming_the_field_without_reprs(server, body, status, detail):
     url = f"{server}/predict/batch" if b"items" in body else f"{server}/predict"
     for target in {url, f"{server}/predict/batch"}:
@@ -109,10 +124,13 @@ def test_malformed_json_is_a_4xx_naming_the_field_without_reprs(server, body, st
 
 
 def test_a_full_server_answers_503_with_retry_after_and_recovers(server):
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n")
-    slow = [socket.create_connection(tuple(server.removeprefix("http://").split(":")[:1]) +
-                                     (int(server.rsplit(":", 1)[1]),)) for _ in range(2)]
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    slow = [
+        socket.create_connection(
+            tuple(server.removeprefix("http://").split(":")[:1]) + (int(server.rsplit(":", 1)[1]),)
+        )
+        for _ in range(2)
+    ]
     try:
         for sock in slow:  # two requests that hold their slots: headers sent, the body never finished
             sock.sendall(head + b'{"text": "')
@@ -133,8 +151,7 @@ def test_a_full_server_answers_503_with_retry_after_and_recovers(server):
 def test_a_full_server_reads_an_upload_before_its_503_so_the_client_gets_the_answer(server):
     """Answering and closing while a client still uploads resets the connection: the client would see a
     broken connection, not the 503 that says when to retry."""
-    hold = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n")
+    hold = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     host, port = server.removeprefix("http://").split(":")
     slow = [socket.create_connection((host, int(port))) for _ in range(2)]
     sent = []
@@ -144,8 +161,7 @@ def test_a_full_server_reads_an_upload_before_its_503_so_the_client_gets_the_ans
             sent.append(1)
             yield b"x" * 50_000
 
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000000\r\n\r\n")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
     try:
         for sock in slow:
             sock.sendall(hold + b'{"text": "')

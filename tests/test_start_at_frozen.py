@@ -8,6 +8,7 @@ import torch
 from mitp.backbones.prompt_attention import PromptAttentionRecord
 from mitp.methods import build_model, make_config
 
+
 def frozen_features(backbone, batch):
     late = build_model(make_config("late_fusion", num_classes=3), backbone)
     with torch.no_grad():

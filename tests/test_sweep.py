@@ -22,15 +22,18 @@ def base(toy_dataset, *extra):
     return [f"data={toy_dataset}", "train.log_with=none", *extra]
 
 
-@pytest.mark.parametrize("spec, key, message", [
-    ("train.lr=normal:0:1", "train.lr", "unknown distribution 'normal'"),
-    ("train.lr=loguniform:0:1", "train.lr", "LOW > 0 for loguniform"),
-    ("train.lr=uniform:1", "train.lr", "needs LOW:HIGH numbers"),
-    ("train.epochs=int:5:2", "train.epochs", "LOW < HIGH"),
-    ("methods.mitp.hub=choice:mean,mean", "methods.mitp.hub", "distinct"),
-    ("seed=int:0:3", "seed", "cannot be searched"),
-    ("train.lr", "--space", "expected KEY=KIND:ARGS"),
-])
+@pytest.mark.parametrize(
+    "spec, key, message",
+    [
+        ("train.lr=normal:0:1", "train.lr", "unknown distribution 'normal'"),
+        ("train.lr=loguniform:0:1", "train.lr", "LOW > 0 for loguniform"),
+        ("train.lr=uniform:1", "train.lr", "needs LOW:HIGH numbers"),
+        ("train.epochs=int:5:2", "train.epochs", "LOW < HIGH"),
+        ("methods.mitp.hub=choice:mean,mean", "methods.mitp.hub", "distinct"),
+        ("seed=int:0:3", "seed", "cannot be searched"),
+        ("train.lr", "--space", "expected KEY=KIND:ARGS"),
+    ],
+)
 def test_bad_space_syntax_names_the_key(spec, key, message, capsys):
     with pytest.raises(ConfigError, match=message) as err:
         parse_space([spec])
@@ -40,8 +43,14 @@ def test_bad_space_syntax_names_the_key(spec, key, message, capsys):
 
 
 def test_the_space_parses_each_kind_and_keeps_method_keys_to_their_method():
-    lr, hub, steps, drop = parse_space(["train.lr=loguniform:1e-4:3e-3", "methods.mitp.hub=choice:mean,none",
-                                        "methods.mitp.num_steps=int:1:3", "head.dropout=uniform:0:0.5"])
+    lr, hub, steps, drop = parse_space(
+        [
+            "train.lr=loguniform:1e-4:3e-3",
+            "methods.mitp.hub=choice:mean,none",
+            "methods.mitp.num_steps=int:1:3",
+            "head.dropout=uniform:0:0.5",
+        ]
+    )
     assert lr == Param("train.lr", "loguniform", (1e-4, 3e-3)) and hub.args == ("mean", "none")
     assert steps.args == (1, 3) and drop.kind == "uniform"
     assert hub.applies_to("mitp") and not hub.applies_to("late_fusion") and lr.applies_to("late_fusion")
@@ -50,9 +59,28 @@ def test_the_space_parses_each_kind_and_keeps_method_keys_to_their_method():
 @pytest.mark.slow
 def test_two_workers_on_one_storage_finish_the_budget_without_running_a_trial_twice(toy_dataset, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["sweep", "--config", str(CONFIG), *[a for o in base(toy_dataset, "train.epochs=2") for a in
-                                                     ("--set", o)], "--methods", "late_fusion", "--space",
-                 "train.lr=loguniform:1e-3:1e-1", "--trials", "4", "--no-prune", "--jobs", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--config",
+                str(CONFIG),
+                *[a for o in base(toy_dataset, "train.epochs=2") for a in ("--set", o)],
+                "--methods",
+                "late_fusion",
+                "--space",
+                "train.lr=loguniform:1e-3:1e-1",
+                "--trials",
+                "4",
+                "--no-prune",
+                "--jobs",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "2 workers" in capsys.readouterr().out
     study = optuna.load_study(study_name="mitp-late_fusion", storage=f"sqlite:///{out / 'sweep.db'}")
     trials = study.get_trials()
@@ -60,8 +88,11 @@ def test_two_workers_on_one_storage_finish_the_budget_without_running_a_trial_tw
     dirs = sorted((out / "late_fusion").iterdir())
     assert [d.name for d in dirs] == [f"trial-{t.number}" for t in sorted(trials, key=lambda t: t.number)]
     for run in dirs:  # each trained once: one record per epoch, a value that is its trial's
-        epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()
-                  if json.loads(x)["split"] == "val"]
+        epochs = [
+            json.loads(x)["epoch"]
+            for x in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x)["split"] == "val"
+        ]
         assert epochs == [1, 2]
         record = json.loads((run / "trial.json").read_text())
         assert record["state"] == "complete" and record["value"] == study.trials[record["trial"]].value
@@ -71,8 +102,14 @@ def test_two_workers_on_one_storage_finish_the_budget_without_running_a_trial_tw
 
 
 def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
-    sweep = Sweep(str(CONFIG), base(toy_dataset, "train.epochs=4"), ["late_fusion"],
-                  parse_space(["train.lr=choice:0.05,0.03,0.02,1e-7"]), trials=4, out=tmp_path / "sweep")
+    sweep = Sweep(
+        str(CONFIG),
+        base(toy_dataset, "train.epochs=4"),
+        ["late_fusion"],
+        parse_space(["train.lr=choice:0.05,0.03,0.02,1e-7"]),
+        trials=4,
+        out=tmp_path / "sweep",
+    )
     study = sweep.open_study("late_fusion")
     for lr in (0.05, 0.03, 0.02, 1e-7):  # three that learn first, then one that cannot
         study.enqueue_trial({"train.lr": lr})
@@ -87,8 +124,21 @@ def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
 def test_a_killed_sweep_resumes_its_trial_where_it_stopped(toy_dataset, tmp_path):
     out = tmp_path / "sweep"
     sets = [a for o in base(toy_dataset, "train.epochs=6", "train.batch_size=4") for a in ("--set", o)]
-    argv = ["sweep", "--config", str(CONFIG), *sets, "--methods", "mitp", "--space", "train.lr=loguniform:1e-3:1e-2",
-            "--trials", "1", "--no-prune", "--out", str(out)]
+    argv = [
+        "sweep",
+        "--config",
+        str(CONFIG),
+        *sets,
+        "--methods",
+        "mitp",
+        "--space",
+        "train.lr=loguniform:1e-3:1e-2",
+        "--trials",
+        "1",
+        "--no-prune",
+        "--out",
+        str(out),
+    ]
     worker = CliProcess(argv, tmp_path / "worker.log", env={"OMP_NUM_THREADS": "1"}).process
     last = out / "mitp" / "trial-0" / "checkpoint" / "last"
     deadline = time.monotonic() + 180
@@ -97,9 +147,17 @@ def test_a_killed_sweep_resumes_its_trial_where_it_stopped(toy_dataset, tmp_path
         time.sleep(0.1)
     worker.kill()
     worker.join()
-    sweep = Sweep(str(CONFIG), base(toy_dataset, "train.epochs=6", "train.batch_size=4"), ["mitp"],
-                  parse_space(["train.lr=loguniform:1e-3:1e-2"]), trials=1, out=out, prune=False,
-                  heartbeat_s=1, grace_s=2)
+    sweep = Sweep(
+        str(CONFIG),
+        base(toy_dataset, "train.epochs=6", "train.batch_size=4"),
+        ["mitp"],
+        parse_space(["train.lr=loguniform:1e-3:1e-2"]),
+        trials=1,
+        out=out,
+        prune=False,
+        heartbeat_s=1,
+        grace_s=2,
+    )
     time.sleep(2.5)  # the killed worker's last heartbeat is older than the grace
     work(sweep)
     study = sweep.open_study("mitp")

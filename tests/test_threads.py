@@ -31,9 +31,9 @@ def test_use_threads_sets_torch_and_the_environment(monkeypatch):
 
 
 def test_oversubscription_is_said_from_the_load_average():
-    assert oversubscribed(1, load=1.0, cores=2) is None         # two one-thread runs on two cores: fine
-    assert oversubscribed(2, load=0.1, cores=2) is None         # an idle machine
-    note = oversubscribed(2, load=2.0, cores=2)                 # two two-thread runs on two cores
+    assert oversubscribed(1, load=1.0, cores=2) is None  # two one-thread runs on two cores: fine
+    assert oversubscribed(2, load=0.1, cores=2) is None  # an idle machine
+    note = oversubscribed(2, load=2.0, cores=2)  # two two-thread runs on two cores
     assert note and "2 thread(s) on 2 core(s)" in note and "--jobs" in note and "num_threads" in note
 
 
@@ -43,11 +43,41 @@ def test_a_run_records_the_threads_it_used(toy_dataset, tmp_path, capsys):
     config = Path(__file__).parents[1] / "configs" / "tiny.yaml"
     before = torch.get_num_threads()
     try:
-        assert main(["train", "--config", str(config), "--set", f"data={toy_dataset}", "--set", "train.epochs=1",
-                     "--set", "train.num_threads=1", "--out", str(tmp_path / "run")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    str(config),
+                    "--set",
+                    f"data={toy_dataset}",
+                    "--set",
+                    "train.epochs=1",
+                    "--set",
+                    "train.num_threads=1",
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(before)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["num_threads"] == 1
-    assert main(["train", "--config", str(config), "--set", f"data={toy_dataset}", "--set", "train.num_threads=0",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--set",
+                f"data={toy_dataset}",
+                "--set",
+                "train.num_threads=0",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "train.num_threads: must be >= 1" in capsys.readouterr().err

@@ -14,11 +14,11 @@ import yaml
 
 from mitp.app.cli import main
 from mitp.app.launch import CliProcess
-from mitp.configuration import ConfigError
-from mitp.synthetic import write_toy_dataset
+from mitp.app.serve.local import free_port
 from mitp.app.train.config import load_run_config, resolve_method_config
 from mitp.app.train.rundir import MetricsLog
-from mitp.app.serve.local import free_port
+from mitp.configuration import ConfigError
+from mitp.synthetic import write_toy_dataset
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -44,12 +44,17 @@ def read_json(path):
 
 # --- config -------------------------------------------------------------------------------------
 
+
 def test_config_overrides_and_unknown_keys(tmp_path):
     config = load_run_config(CONFIG, ["train.lr=0.01", "model.prompt_length=2", "eval.threshold=0.4"])
     assert config.train.lr == 0.01 and config.model["prompt_length"] == 2 and config.eval.threshold == 0.4
-    for override, key in (("train.lrr=1", "train.lrr"), ("evaluation.x=1", "evaluation"),
-                          ("train.epochs=0", "train.epochs"), ("train.mixed_precision=fp8", "train.mixed_precision"),
-                          ("seed=abc", "seed")):
+    for override, key in (
+        ("train.lrr=1", "train.lrr"),
+        ("evaluation.x=1", "evaluation"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.mixed_precision=fp8", "train.mixed_precision"),
+        ("seed=abc", "seed"),
+    ):
         with pytest.raises(ConfigError) as err:
             load_run_config(CONFIG, [override])
         assert err.value.key == key
@@ -70,12 +75,20 @@ def test_config_overrides_and_unknown_keys(tmp_path):
 
 # --- end to end ---------------------------------------------------------------------------------
 
+
 def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(train_args(toy, run, "--set", "train.epochs=2")) == 0
-    for name in ("config.yaml", "metrics.jsonl", "results.json", "curves.png", "labels.json",
-                 "checkpoint/best/trainable.safetensors", "checkpoint/last/training_state.json",
-                 "checkpoint/last/training_state.safetensors"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "curves.png",
+        "labels.json",
+        "checkpoint/best/trainable.safetensors",
+        "checkpoint/last/training_state.json",
+        "checkpoint/last/training_state.safetensors",
+    ):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
 
@@ -84,8 +97,17 @@ def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     assert resolved["train"]["epochs"] == 2
 
     results = read_json(run / "results.json")
-    for key in ("method", "backbone", "trainable_params", "total_params", "best_epoch", "val", "test",
-                "peak_memory_mb", "train_seconds"):
+    for key in (
+        "method",
+        "backbone",
+        "trainable_params",
+        "total_params",
+        "best_epoch",
+        "val",
+        "test",
+        "peak_memory_mb",
+        "train_seconds",
+    ):
         assert key in results, key
     assert results["method"] == "mitp" and results["test_samples"] == 32
     records = MetricsLog(run / "metrics.jsonl").records()
@@ -97,8 +119,21 @@ def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     assert main(["evaluate", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(results["test"])
 
-    assert main(["predict", str(run), "--image", str(toy / "images" / "test-0000.png"),
-                 "--text", "apple amber", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--image",
+                str(toy / "images" / "test-0000.png"),
+                "--text",
+                "apple amber",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     line = json.loads(capsys.readouterr().out)
     assert len(line["predictions"]) == 3
     assert {p["label"] for p in line["predictions"]} <= {"green-alpha", "green-beta", "red-alpha", "red-beta"}
@@ -136,8 +171,23 @@ def test_auto_threshold_is_chosen_on_val_and_used_for_test(toy_multi, tmp_path, 
     from mitp.metrics import THRESHOLD_CANDIDATES, compute_metrics
 
     run = tmp_path / "run"
-    assert main(train_args(toy_multi, run, "--set", "train.epochs=2", "--set", "train.batch_size=8",
-                           "--set", "eval.threshold=auto", "--set", "eval.select=f1_macro")) == 0
+    assert (
+        main(
+            train_args(
+                toy_multi,
+                run,
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "eval.threshold=auto",
+                "--set",
+                "eval.select=f1_macro",
+            )
+        )
+        == 0
+    )
     results = read_json(run / "results.json")
     assert results["selection_metric"] == "f1_macro" and results["threshold"] in THRESHOLD_CANDIDATES
     # val at the chosen threshold is the best any candidate gives; test is scored at val's threshold
@@ -150,8 +200,9 @@ def test_auto_threshold_is_chosen_on_val_and_used_for_test(toy_multi, tmp_path, 
             logits[split] = (loaded.model(**model_inputs(batch)).logits, batch["labels"])
     val = {t: compute_metrics(*logits["val"], "multi_label", t)["f1_macro"] for t in THRESHOLD_CANDIDATES}
     assert results["val"]["f1_macro"] == pytest.approx(max(val.values()), abs=1e-6)
-    assert results["test"] == pytest.approx(compute_metrics(*logits["test"], "multi_label", results["threshold"]),
-                                            abs=1e-6)
+    assert results["test"] == pytest.approx(
+        compute_metrics(*logits["test"], "multi_label", results["threshold"]), abs=1e-6
+    )
     capsys.readouterr()
     assert main(["evaluate", str(run), "--json"]) == 0  # evaluate never re-tunes on the split it scores
     assert json.loads(capsys.readouterr().out) == pytest.approx(results["test"], abs=1e-6)
@@ -175,9 +226,13 @@ def test_eval_select_picks_the_checkpoint_and_must_fit_the_task(toy, tmp_path, c
 def test_same_seed_same_run_and_loss_goes_down(toy, tmp_path):
     for name in ("a", "b"):
         assert main(train_args(toy, tmp_path / name, "--set", "train.epochs=3")) == 0
-    a, b = ([{k: v for k, v in r.items() if k not in ("epoch_seconds", "epoch_cpu_seconds")}
-             for r in MetricsLog(tmp_path / n / "metrics.jsonl")
-             .records()] for n in ("a", "b"))
+    a, b = (
+        [
+            {k: v for k, v in r.items() if k not in ("epoch_seconds", "epoch_cpu_seconds")}
+            for r in MetricsLog(tmp_path / n / "metrics.jsonl").records()
+        ]
+        for n in ("a", "b")
+    )
     assert a == b  # everything but the wall-clock time
     train_losses = [r["loss"] for r in a if r["split"] == "train"]
     assert train_losses[-1] < train_losses[0]
@@ -193,6 +248,7 @@ def test_errors_name_the_problem(toy, tmp_path, capsys):
 
 
 # --- crash safety ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
@@ -231,12 +287,23 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy, tmp_path):
 
 # --- several processes ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_process(toy, tmp_path):
     settings = ["--set", "train.epochs=2"]
     assert main(train_args(toy, tmp_path / "one", *settings)) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "mitp", *train_args(toy, tmp_path / "two", *settings)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "mitp",
+        *train_args(toy, tmp_path / "two", *settings),
+    ]
     result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = read_json(tmp_path / "one" / "results.json"), read_json(tmp_path / "two" / "results.json")
@@ -289,9 +356,11 @@ def test_compiled_logits_equal_eager_ones():
     from mitp.backbones.specs import TINY_CLIP
     from mitp.methods import build_model, make_config
 
-    config = CLIPConfig(text_config={**TINY_CLIP["text_config"], "num_hidden_layers": 2},
-                        vision_config={**TINY_CLIP["vision_config"], "num_hidden_layers": 3},
-                        projection_dim=TINY_CLIP["projection_dim"])
+    config = CLIPConfig(
+        text_config={**TINY_CLIP["text_config"], "num_hidden_layers": 2},
+        vision_config={**TINY_CLIP["vision_config"], "num_hidden_layers": 3},
+        projection_dim=TINY_CLIP["projection_dim"],
+    )
     backbone = from_clip_model("tiny-clip", CLIPModel(config).eval())
     model = build_model(make_config("mitp", num_classes=3, num_steps=2), backbone).eval()
     with torch.no_grad():

@@ -16,8 +16,10 @@ if not (CHROMIUM and CHROMEDRIVER):
     # CI installs them (.ci/run) and sets MITP_REQUIRE_BROWSER=1: there a missing browser is a failure.
     if os.environ.get("MITP_REQUIRE_BROWSER") == "1":
         raise RuntimeError("chromium and chromedriver are required: apt-get install chromium chromium-driver")
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,18 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1000,1100"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1000,1100",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -53,10 +64,13 @@ def test_upload_submit_and_read_the_labels(browser, tiny_run, toy_dataset, tmp_p
         top_k.clear()
         top_k.send_keys("3")
         browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, 30).until(expected_conditions.presence_of_all_elements_located(
-            (By.CSS_SELECTOR, "#results .prediction")))
-        shown = [row.find_element(By.CLASS_NAME, "name").text
-                 for row in browser.find_elements(By.CSS_SELECTOR, "#results .prediction")]
+        WebDriverWait(browser, 30).until(
+            expected_conditions.presence_of_all_elements_located((By.CSS_SELECTOR, "#results .prediction"))
+        )
+        shown = [
+            row.find_element(By.CLASS_NAME, "name").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#results .prediction")
+        ]
         assert shown == [p["label"] for p in expected]
         WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "explain").is_displayed())
         screenshot = Path(os.environ.get("MITP_SCREENSHOT", tmp_path / "page.png"))  # the README's is made so

@@ -30,17 +30,21 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """UTF-8 text with ``\\n`` line ends on every platform."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+
     return atomic_write(path, write)
 
 
 def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> Path:
     """UTF-8 text written as it comes (each string ends its own line), so it is never held whole."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(lines)
+
     return atomic_write(path, write)
 
 

@@ -45,7 +45,8 @@ def load_checkpoint(directory: str | Path, backbone: Backbone) -> MultimodalClas
         raise CheckpointError(
             f"{directory}: checkpoint was trained on backbone {saved.get('spec')!r} ({_shapes(saved)}) but this "
             f"backbone {backbone.spec!r} has {_shapes(current)}; differing: "
-            + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
+            + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items())
+        )
     model = build_model(method_config(directory / CONFIG_NAME, meta["method"]), backbone)
     load_trainable(model, directory / WEIGHTS_NAME, saved_backbone=meta.get("backbone", {}))
     return model
@@ -78,23 +79,30 @@ def load_trainable(model: MultimodalClassifier, path: str | Path, saved_backbone
     expected = model.trainable_state_dict()
     shape_note = ""
     if saved_backbone:
-        shape_note = (f" (checkpoint backbone {saved_backbone.get('spec')!r} {_shapes(saved_backbone)}; "
-                      f"this backbone {model.backbone.spec!r} {_shapes(model.backbone.shapes())})")
+        shape_note = (
+            f" (checkpoint backbone {saved_backbone.get('spec')!r} {_shapes(saved_backbone)}; "
+            f"this backbone {model.backbone.spec!r} {_shapes(model.backbone.shapes())})"
+        )
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the model: missing {missing}, unexpected {unexpected}"
-                              + shape_note)
+        raise CheckpointError(
+            f"{path}: tensors do not match the model: missing {missing}, unexpected {unexpected}" + shape_note
+        )
     for name, param in expected.items():
         saved = tensors[name]
         if saved.shape != param.shape:
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(saved.shape)} in the checkpoint but "
-                                  f"{tuple(param.shape)} in the model" + shape_note)
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has shape {tuple(saved.shape)} in the checkpoint but "
+                f"{tuple(param.shape)} in the model" + shape_note
+            )
     with torch.no_grad():
         for name, param in expected.items():
             param.copy_(tensors[name])
 
 
 def _shapes(shapes: dict) -> str:
-    return (f"text {shapes.get('text_layers')}x{shapes.get('text_width')}, "
-            f"vision {shapes.get('vision_layers')}x{shapes.get('vision_width')}")
+    return (
+        f"text {shapes.get('text_layers')}x{shapes.get('text_width')}, "
+        f"vision {shapes.get('vision_layers')}x{shapes.get('vision_width')}"
+    )

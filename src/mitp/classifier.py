@@ -26,17 +26,24 @@ import torch
 
 from .backbones import build_backbone
 from .checkpoint import load_checkpoint, load_trainable, method_config, save_checkpoint
-from .files import (CONFIG_NAME, EXPORT_CONFIG, EXPORT_WEIGHTS, FORMAT, MODEL_CARD, WEIGHTS_NAME, CheckpointError,
-                    read_export_config)
 from .data.dataset import pad_token_ids
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .data.manifest import LabelSpace, read_labels
 from .data.preprocess import Preprocessor
-from .inputs import Prepared, Predictor
+from .files import (
+    CONFIG_NAME,
+    EXPORT_CONFIG,
+    EXPORT_WEIGHTS,
+    FORMAT,
+    MODEL_CARD,
+    WEIGHTS_NAME,
+    CheckpointError,
+    read_export_config,
+)
+from .inputs import Predictor, Prepared
 from .methods import build_model
 from .model_card import model_card
 from .runs import Run
-
 
 
 @dataclass
@@ -52,18 +59,19 @@ class Classifier(Predictor):
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Classifier":
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Classifier:
         """A run directory (its best checkpoint) or an exported folder."""
         path = Path(path)
         if (path / EXPORT_CONFIG).is_file() and (path / EXPORT_WEIGHTS).is_file():
             return cls._from_export(path, device)
         if Run(path).config_path.is_file():
             return cls._from_run(Run(path), device)
-        raise CheckpointError(f"{path}: neither an exported model ({EXPORT_CONFIG} + {EXPORT_WEIGHTS}) nor a run "
-                              "directory (config.yaml)")
+        raise CheckpointError(
+            f"{path}: neither an exported model ({EXPORT_CONFIG} + {EXPORT_WEIGHTS}) nor a run directory (config.yaml)"
+        )
 
     @classmethod
-    def _from_run(cls, run: Run, device) -> "Classifier":
+    def _from_run(cls, run: Run, device) -> Classifier:
         config = run.read_config()
         best = run.best_checkpoint()
         backbone = build_backbone(config["backbone"])
@@ -77,15 +85,23 @@ class Classifier(Predictor):
             threshold = 0.5  # unused by single-label predictions
         elif threshold == "auto":  # chosen on validation when the run finished
             if not isinstance(results.get("threshold"), (int, float)):
-                raise CheckpointError(f"{run.path}: eval.threshold is auto, and the threshold is chosen on "
-                                      "validation when training finishes; this run has no results.json with it yet")
+                raise CheckpointError(
+                    f"{run.path}: eval.threshold is auto, and the threshold is chosen on "
+                    "validation when training finishes; this run has no results.json with it yet"
+                )
             threshold = results["threshold"]
-        info = {"backbone": config["backbone"], "preprocessing": preprocessing, "data": run.data_dir(config),
-                "source": str(run.path), "results": results, "threshold": threshold}
+        info = {
+            "backbone": config["backbone"],
+            "preprocessing": preprocessing,
+            "data": run.data_dir(config),
+            "source": str(run.path),
+            "results": results,
+            "threshold": threshold,
+        }
         return cls._assemble(model, backbone, labels, info, device)
 
     @classmethod
-    def _from_export(cls, folder: Path, device) -> "Classifier":
+    def _from_export(cls, folder: Path, device) -> Classifier:
         path = folder / EXPORT_CONFIG
         config = read_export_config(path)
         backbone = build_backbone(config["backbone"]["spec"])
@@ -98,10 +114,12 @@ class Classifier(Predictor):
         return cls._assemble(model.eval(), backbone, labels, info, device)
 
     @classmethod
-    def _assemble(cls, model, backbone, labels: LabelSpace, info: dict, device) -> "Classifier":
+    def _assemble(cls, model, backbone, labels: LabelSpace, info: dict, device) -> Classifier:
         if labels.num_classes != model.config.num_classes or labels.task != model.config.task:
-            raise CheckpointError(f"the labels ({labels.task}, {labels.num_classes}) do not fit the model "
-                                  f"({model.config.task}, {model.config.num_classes} outputs)")
+            raise CheckpointError(
+                f"the labels ({labels.task}, {labels.num_classes}) do not fit the model "
+                f"({model.config.task}, {model.config.num_classes} outputs)"
+            )
         pre = info["preprocessing"]
         preprocessor = Preprocessor.for_backbone(backbone, pre.get("max_text_length"), pre.get("image_size"))
         if device is not None:
@@ -125,8 +143,9 @@ class Classifier(Predictor):
         return next(self.model.parameters()).device
 
     def pixels(self, image):
-        return torch.from_numpy(self.preprocessor.image(image) if image is not None else
-                                self.preprocessor.blank_image())
+        return torch.from_numpy(
+            self.preprocessor.image(image) if image is not None else self.preprocessor.blank_image()
+        )
 
     def tokens(self, text: str | None) -> list[int]:
         return self.preprocessor.text(text) if text is not None else self.preprocessor.empty_text()
@@ -137,9 +156,16 @@ class Classifier(Predictor):
         input_ids, mask = pad_token_ids([s.tokens for s in samples], self.preprocessor.pad_token_id)
         pixels = torch.stack([s.pixels for s in samples])
         present = torch.tensor([s.present for s in samples], dtype=torch.bool)
-        return self.model(pixel_values=pixels.to(self.device), input_ids=input_ids.to(self.device),
-                          attention_mask=mask.to(self.device),
-                          modality_mask=present.to(self.device)).logits.float().cpu()
+        return (
+            self.model(
+                pixel_values=pixels.to(self.device),
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                modality_mask=present.to(self.device),
+            )
+            .logits.float()
+            .cpu()
+        )
 
     # --- saving ------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -150,9 +176,13 @@ class Classifier(Predictor):
         os.replace(folder / WEIGHTS_NAME, folder / EXPORT_WEIGHTS)
         meta = json.loads((folder / CONFIG_NAME).read_text())
         (folder / CONFIG_NAME).unlink()
-        config = {"format": FORMAT, "method": meta["method"], "backbone": meta["backbone"],
-                  "labels": {"task": self.labels.task, "labels": list(self.labels.labels)},
-                  **{k: self.info.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")}}
+        config = {
+            "format": FORMAT,
+            "method": meta["method"],
+            "backbone": meta["backbone"],
+            "labels": {"task": self.labels.task, "labels": list(self.labels.labels)},
+            **{k: self.info.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")},
+        }
         (folder / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         (folder / MODEL_CARD).write_text(model_card(self, config))
         return folder
@@ -161,7 +191,7 @@ class Classifier(Predictor):
 def _check_backbone(where: Path, saved: dict, backbone) -> None:
     differs = {k: (saved[k], v) for k, v in backbone.shapes().items() if k in saved and saved[k] != v}
     if differs:
-        raise CheckpointError(f"{where}: trained on backbone {saved.get('spec')!r} but {backbone.spec!r} differs: "
-                              + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items()))
-
-
+        raise CheckpointError(
+            f"{where}: trained on backbone {saved.get('spec')!r} but {backbone.spec!r} differs: "
+            + ", ".join(f"{k} {a} != {b}" for k, (a, b) in differs.items())
+        )

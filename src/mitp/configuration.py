@@ -29,7 +29,7 @@ class ConfigError(MitpError):
         self.key = key
         self.message = message
 
-    def rekeyed(self, key: str, suffix: str = "") -> "ConfigError":
+    def rekeyed(self, key: str, suffix: str = "") -> ConfigError:
         """The same error under another key (a section prefix added), the message kept."""
         return ConfigError(key, self.message + suffix)
 
@@ -156,12 +156,16 @@ class ValidatedConfig:
         hints = typing.get_type_hints(cls)
         rows = []
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            )
             if dataclasses.is_dataclass(default):
                 default = dataclasses.asdict(default)
-            rows.append({"key": f.name, "type": describe(hints[f.name]), "default": default,
-                         "help": f.metadata.get("help", "")})
+            rows.append(
+                {"key": f.name, "type": describe(hints[f.name]), "default": default, "help": f.metadata.get("help", "")}
+            )
         return rows
 
     def check(self) -> None:

@@ -9,8 +9,8 @@ from .errors import MitpError
 from .jsonio import JSONError, read_json
 
 WEIGHTS_NAME = "trainable.safetensors"  # a checkpoint: trainable tensors
-CONFIG_NAME = "method.json"             # and the method config with the backbone's shapes
-EXPORT_CONFIG = "config.json"            # an exported model: method, backbone, labels, preprocessing
+CONFIG_NAME = "method.json"  # and the method config with the backbone's shapes
+EXPORT_CONFIG = "config.json"  # an exported model: method, backbone, labels, preprocessing
 EXPORT_WEIGHTS = "model.safetensors"
 MODEL_CARD = "README.md"
 FORMAT = "mitp-classifier-1"
@@ -62,22 +62,53 @@ OPTIONAL_INT = (int, type(None))
 
 def read_export_config(path: Path) -> dict:
     """An exported model's config.json, every key checked (an unknown key is an error, not ignored)."""
-    config = check_fields(path, read_json_file(path), {
-        "format": str, "method": dict, "backbone": dict, "labels": dict, "preprocessing": dict,
-        "data": OPTIONAL_STR, "source": OPTIONAL_STR, "results": (dict, type(None)),
-        "threshold": (float, int, type(None))}, required=("format", "method", "backbone", "labels", "preprocessing"))
+    config = check_fields(
+        path,
+        read_json_file(path),
+        {
+            "format": str,
+            "method": dict,
+            "backbone": dict,
+            "labels": dict,
+            "preprocessing": dict,
+            "data": OPTIONAL_STR,
+            "source": OPTIONAL_STR,
+            "results": (dict, type(None)),
+            "threshold": (float, int, type(None)),
+        },
+        required=("format", "method", "backbone", "labels", "preprocessing"),
+    )
     if config["format"] != FORMAT:
         raise CheckpointError(f"{path}: format is {config['format']!r}, not {FORMAT!r}")
     check_fields(path, config["backbone"], {"spec": str}, required=("spec",), where="backbone.", allow_unknown=True)
     check_fields(path, config["labels"], {"task": str, "labels": list}, required=("task", "labels"), where="labels.")
-    if config["labels"]["task"] not in ("single_label", "multi_label") or not config["labels"]["labels"] or \
-            not all(isinstance(name, str) and name for name in config["labels"]["labels"]):
-        raise CheckpointError(f"{path}: labels must hold a task (single_label or multi_label) and a non-empty "
-                              "list of label names")
-    check_fields(path, config["preprocessing"], {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
-                 where="preprocessing.")
+    if (
+        config["labels"]["task"] not in ("single_label", "multi_label")
+        or not config["labels"]["labels"]
+        or not all(isinstance(name, str) and name for name in config["labels"]["labels"])
+    ):
+        raise CheckpointError(
+            f"{path}: labels must hold a task (single_label or multi_label) and a non-empty list of label names"
+        )
+    check_fields(
+        path,
+        config["preprocessing"],
+        {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
+        where="preprocessing.",
+    )
     return config
 
 
-__all__ = ["CONFIG_NAME", "CheckpointError", "EXPORT_CONFIG", "EXPORT_WEIGHTS", "FORMAT", "MODEL_CARD",
-           "NoCheckpoint", "WEIGHTS_NAME", "check_fields", "read_export_config", "read_json_file"]
+__all__ = [
+    "CONFIG_NAME",
+    "CheckpointError",
+    "EXPORT_CONFIG",
+    "EXPORT_WEIGHTS",
+    "FORMAT",
+    "MODEL_CARD",
+    "NoCheckpoint",
+    "WEIGHTS_NAME",
+    "check_fields",
+    "read_export_config",
+    "read_json_file",
+]

@@ -76,8 +76,9 @@ def load_image(image, field: str, max_pixels: int | None) -> Image.Image:
         with _quiet_bombs(), Image.open(source) as img:
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(field, f"{width} x {height} = {width * height:,} pixels is over the "
-                                           f"{max_pixels:,}-pixel limit")
+                raise ImageTooLarge(
+                    field, f"{width} x {height} = {width * height:,} pixels is over the {max_pixels:,}-pixel limit"
+                )
             img.load()
             return to_rgb(img)
     except InputError:
@@ -107,8 +108,10 @@ def check_request(images, texts, top_k: int) -> tuple[list, list]:
     images = [None] * len(texts) if images is None else list(images)
     texts = [None] * len(images) if texts is None else list(texts)
     if len(images) != len(texts):
-        raise InputError("texts", f"{len(texts)} texts for {len(images)} images; give one text per image "
-                                  "(None where a text is missing)")
+        raise InputError(
+            "texts",
+            f"{len(texts)} texts for {len(images)} images; give one text per image (None where a text is missing)",
+        )
     if top_k < 1:
         raise InputError("top_k", f"must be >= 1, got {top_k}")
     return images, texts
@@ -120,13 +123,14 @@ def pad_ids(sequences: list[list[int]], pad_token_id: int) -> tuple[np.ndarray, 
     ids = np.full((len(sequences), length), pad_token_id, dtype=np.int64)
     mask = np.zeros((len(sequences), length), dtype=np.int64)
     for row, tokens in enumerate(sequences):
-        ids[row, :len(tokens)] = tokens
-        mask[row, :len(tokens)] = 1
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
     return ids, mask
 
 
-def to_predictions(logits: np.ndarray, labels, task: str, top_k: int = 1, threshold: float = 0.5,
-                   modalities: list | None = None) -> list[Prediction]:
+def to_predictions(
+    logits: np.ndarray, labels, task: str, top_k: int = 1, threshold: float = 0.5, modalities: list | None = None
+) -> list[Prediction]:
     """One Prediction per row of (N, K) logits: the top-k softmax probabilities (single-label), or every
     label whose sigmoid probability passes ``threshold`` (multi-label)."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -140,7 +144,7 @@ def to_predictions(logits: np.ndarray, labels, task: str, top_k: int = 1, thresh
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
         for row in probabilities:
-            order = np.argsort(-row, kind="stable")[:min(top_k, len(labels))]
+            order = np.argsort(-row, kind="stable")[: min(top_k, len(labels))]
             rows.append([{"label": labels[i], "score": round(float(row[i]), 6)} for i in order])
     modalities = modalities or [("image", "text")] * len(rows)
     return [Prediction(row, seen) for row, seen in zip(rows, modalities)]
@@ -153,8 +157,9 @@ class Predictor:
     three hooks: ``pixels(image)`` and ``tokens(text)`` (None: the modality is missing) and ``logits``.
     """
 
-    def predict(self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5,
-                batch_size: int = 32) -> list[Prediction]:
+    def predict(
+        self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5, batch_size: int = 32
+    ) -> list[Prediction]:
         """One :class:`Prediction` (a list of ``{"label", "score"}``) per sample: the top-k softmax
         probabilities (single-label), or every label whose sigmoid probability passes the run's
         threshold (multi-label).
@@ -163,10 +168,14 @@ class Predictor:
         whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
         :class:`InputError` naming them."""
         images, texts = check_request(images, texts, top_k)
-        samples = [self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
-                   for i, (image, text) in enumerate(zip(images, texts))]
-        chunks = [np.asarray(self.logits(samples[start:start + batch_size]), dtype=np.float32)
-                  for start in range(0, len(samples), batch_size)]
+        samples = [
+            self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
+            for i, (image, text) in enumerate(zip(images, texts))
+        ]
+        chunks = [
+            np.asarray(self.logits(samples[start : start + batch_size]), dtype=np.float32)
+            for start in range(0, len(samples), batch_size)
+        ]
         logits = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels.labels)), dtype=np.float32)
         return self.to_predictions(logits, top_k, [s.modalities for s in samples])
 
@@ -179,8 +188,9 @@ class Predictor:
         return Prepared(pixels, tokens, (image is not None, text is not None))
 
     def to_predictions(self, logits, top_k: int = 5, modalities: list | None = None) -> list[Prediction]:
-        return to_predictions(logits, self.labels.labels, self.labels.task, top_k, self.info.get("threshold") or 0.5,
-                              modalities)
+        return to_predictions(
+            logits, self.labels.labels, self.labels.task, top_k, self.info.get("threshold") or 0.5, modalities
+        )
 
     def pixels(self, image: Image.Image | None):
         """The model's pixel input for a decoded image, or for a missing one (None)."""
@@ -195,5 +205,16 @@ class Predictor:
         raise NotImplementedError
 
 
-__all__ = ["ImageTooLarge", "InputError", "NoImageFile", "Prediction", "Predictor", "Prepared", "check_request",
-           "check_text", "load_image", "pad_ids", "to_predictions"]
+__all__ = [
+    "ImageTooLarge",
+    "InputError",
+    "NoImageFile",
+    "Prediction",
+    "Predictor",
+    "Prepared",
+    "check_request",
+    "check_text",
+    "load_image",
+    "pad_ids",
+    "to_predictions",
+]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import torch
 
-METRICS = {"single_label": ("accuracy", "f1_macro", "f1_weighted"),
-           "multi_label": ("f1_micro", "f1_macro", "f1_samples", "f1_weighted")}
+METRICS = {
+    "single_label": ("accuracy", "f1_macro", "f1_weighted"),
+    "multi_label": ("f1_micro", "f1_macro", "f1_samples", "f1_weighted"),
+}
 SELECTION_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro"}  # the default eval.select
 
 
@@ -54,9 +56,11 @@ def multilabel_f1(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, fl
     tp = (predicted & target).double()
     fp = (predicted & ~target).double()
     fn = (~predicted & target).double()
-    return {"f1_micro": _f1(tp.sum(), fp.sum(), fn.sum()).item(),
-            **_macro_weighted(tp.sum(0), fp.sum(0), fn.sum(0), target.double().sum(0)),
-            "f1_samples": _f1(tp.sum(1), fp.sum(1), fn.sum(1)).mean().item()}
+    return {
+        "f1_micro": _f1(tp.sum(), fp.sum(), fn.sum()).item(),
+        **_macro_weighted(tp.sum(0), fp.sum(0), fn.sum(0), target.double().sum(0)),
+        "f1_samples": _f1(tp.sum(1), fp.sum(1), fn.sum(1)).mean().item(),
+    }
 
 
 def single_label_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -72,12 +76,15 @@ def decisions(logits: torch.Tensor, labels: torch.Tensor, task: str, threshold: 
     if task == "multi_label":
         return torch.sigmoid(logits) > threshold, labels > 0.5
     num_classes = logits.shape[-1]
-    return (torch.nn.functional.one_hot(logits.argmax(-1), num_classes).bool(),
-            torch.nn.functional.one_hot(labels.long(), num_classes).bool())
+    return (
+        torch.nn.functional.one_hot(logits.argmax(-1), num_classes).bool(),
+        torch.nn.functional.one_hot(labels.long(), num_classes).bool(),
+    )
 
 
-def resampled_metrics(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
-                      task: str) -> dict[str, torch.Tensor]:
+def resampled_metrics(
+    predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, task: str
+) -> dict[str, torch.Tensor]:
     """The task's metrics once per row of ``weights`` (R, N): sample i counted ``weights[r, i]`` times, as a
     bootstrap resample counts it; a row of ones gives :func:`compute_metrics`. ``predicted`` and
     ``target`` are :func:`decisions`. Returns a tensor of R values per metric."""
@@ -92,8 +99,7 @@ def resampled_metrics(predicted: torch.Tensor, target: torch.Tensor, weights: to
     if task == "single_label":
         return {"accuracy": counted((predicted == target).all(-1)) / samples, **by_class}
     row = [(a & b).sum(-1).double() for a, b in ((predicted, target), (predicted, ~target), (~predicted, target))]
-    return {"f1_micro": _f1(tp.sum(-1), fp.sum(-1), fn.sum(-1)), **by_class,
-            "f1_samples": counted(_f1(*row)) / samples}
+    return {"f1_micro": _f1(tp.sum(-1), fp.sum(-1), fn.sum(-1)), **by_class, "f1_samples": counted(_f1(*row)) / samples}
 
 
 THRESHOLD_CANDIDATES = tuple(round(0.01 * i, 2) for i in range(1, 100))

@@ -18,6 +18,10 @@ def model_card(classifier, config: dict) -> str:
     total = results.get("total_params") or classifier.model.num_parameters()
     shown = ", ".join(labels["labels"][:20]) + (", ..." if len(labels["labels"]) > 20 else "")
     pre = config.get("preprocessing") or {}
+    best = f"best epoch {results.get('best_epoch', '-')} of {results.get('epochs', '-')}"
+    chosen_by = results.get("selection_metric", "-")
+    text_length = pre.get("max_text_length") or "the tower limit"
+    image_size = pre.get("image_size") or "the processor's"
     return f"""---
 library_name: mitp
 tags: [image-text-classification, prompt-tuning, {method}]
@@ -25,19 +29,19 @@ tags: [image-text-classification, prompt-tuning, {method}]
 
 # {method} on `{backbone}`
 
-A {labels['task'].replace('_', '-')} image-text classifier with {len(labels['labels'])} classes ({shown}),
+A {labels["task"].replace("_", "-")} image-text classifier with {len(labels["labels"])} classes ({shown}),
 trained with [mitp](https://arxiv.org/abs/2401.14856) method `{method}` on the frozen backbone
 `{backbone}`. Only the method's own parameters were trained.
 
 | | |
 |---|---|
-| task | {labels['task']} ({len(labels['labels'])} labels) |
-| training data | `{config.get('data')}` |
-| validation | {_metrics(results, 'val')} (best epoch {results.get('best_epoch', '-')} of {results.get('epochs', '-')}, by {results.get('selection_metric', '-')}) |
-| test | {_metrics(results, 'test')} |
+| task | {labels["task"]} ({len(labels["labels"])} labels) |
+| training data | `{config.get("data")}` |
+| validation | {_metrics(results, "val")} ({best}, by {chosen_by}) |
+| test | {_metrics(results, "test")} |
 | parameters | {trainable:,} trained of {total:,} ({100 * trainable / max(total, 1):.3f}%) |
-| preprocessing | text up to {pre.get('max_text_length') or 'the tower limit'} tokens, images at {pre.get('image_size') or "the processor's"} px |
-| trained with | `{results.get('command', 'unknown')}` (seed {results.get('seed', '-')}) |
+| preprocessing | text up to {text_length} tokens, images at {image_size} px |
+| trained with | `{results.get("command", "unknown")}` (seed {results.get("seed", "-")}) |
 
 ## Use
 

@@ -42,8 +42,12 @@ class _Logits(torch.nn.Module):
         self.model, self.reads_mask = model, reads_mask
 
     def forward(self, pixel_values, input_ids, attention_mask, modality_mask=None):
-        return self.model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                          modality_mask=modality_mask if self.reads_mask else None).logits
+        return self.model(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            modality_mask=modality_mask if self.reads_mask else None,
+        ).logits
 
 
 def _batch(classifier, size: int, length: int, seed: int, reads_mask: bool) -> dict[str, torch.Tensor]:
@@ -54,7 +58,7 @@ def _batch(classifier, size: int, length: int, seed: int, reads_mask: bool) -> d
     ids = torch.randint(low + 5, min(fmt.vocab_size, 1000), (size, length), generator=g)
     mask = torch.ones(size, length, dtype=torch.long)
     for row in range(1, size, 2):
-        mask[row, max(2, length // 2):] = 0
+        mask[row, max(2, length // 2) :] = 0
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, classifier.preprocessor.pad_token_id))
     if fmt.bos_token_id is not None:
         ids[:, 0] = fmt.bos_token_id
@@ -81,14 +85,22 @@ def preprocessing_spec(classifier, folder: Path) -> dict:
         tokenize.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
         text = {"kind": "tokenizers", "file": TOKENIZER_FILE, "max_length": tokenize.max_length}
     else:
-        raise ExportError(f"the text tower's tokenizer ({type(tokenize).__name__}) has no fast tokenizer.json; "
-                          "the ONNX runtime needs one")
-    return {"image": transform, "blank_image_shape": list(pre.blank_image().shape), "text": text,
-            "pad_token_id": pre.pad_token_id, "empty_text": pre.empty_text()}
+        raise ExportError(
+            f"the text tower's tokenizer ({type(tokenize).__name__}) has no fast tokenizer.json; "
+            "the ONNX runtime needs one"
+        )
+    return {
+        "image": transform,
+        "blank_image_shape": list(pre.blank_image().shape),
+        "text": text,
+        "pad_token_id": pre.pad_token_id,
+        "empty_text": pre.empty_text(),
+    }
 
 
-def export_onnx(classifier, folder: str | Path, quantize: str | None = None, opset: int = 17,
-                tolerance: float = 1e-4) -> dict:
+def export_onnx(
+    classifier, folder: str | Path, quantize: str | None = None, opset: int = 17, tolerance: float = 1e-4
+) -> dict:
     """Write model.onnx (and model.int8.onnx), onnx.json and the tokenizer into ``folder``; returns onnx.json."""
     import onnxruntime as ort  # the export's own check; a dev/onnx extra
 
@@ -102,9 +114,13 @@ def export_onnx(classifier, folder: str | Path, quantize: str | None = None, ops
     names = ["pixel_values", "input_ids", "attention_mask"] + (["modality_mask"] if reads_mask else [])
     length = min(9, classifier.preprocessor.max_length)
     example = _batch(classifier, 3, length, 0, reads_mask)
-    dynamic = {"pixel_values": {0: "batch"}, "input_ids": {0: "batch", 1: "text"},
-               "attention_mask": {0: "batch", 1: "text"}, "logits": {0: "batch"},
-               **({"modality_mask": {0: "batch"}} if reads_mask else {})}
+    dynamic = {
+        "pixel_values": {0: "batch"},
+        "input_ids": {0: "batch", 1: "text"},
+        "attention_mask": {0: "batch", 1: "text"},
+        "logits": {0: "batch"},
+        **({"modality_mask": {0: "batch"}} if reads_mask else {}),
+    }
     # The tracer warns about every Python branch on a tensor; the parity check on other batch sizes
     # and text lengths below is what shows the trace generalises, so its warnings are noise here.
     # The index warning is about negative indices; the towers index with positions (argmax, arange).
@@ -113,8 +129,16 @@ def export_onnx(classifier, folder: str | Path, quantize: str | None = None, ops
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         try:
-            torch.onnx.export(wrapper, tuple(example[n] for n in names), str(folder / ONNX_FILE), input_names=names,
-                              output_names=["logits"], dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                wrapper,
+                tuple(example[n] for n in names),
+                str(folder / ONNX_FILE),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                dynamo=False,
+            )
         except Exception as err:  # torch's exporter raises many kinds; the cause is in the message
             raise ExportError(f"torch.onnx.export failed for {model.config.method}: {err}") from err
     session = ort.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
@@ -127,15 +151,26 @@ def export_onnx(classifier, folder: str | Path, quantize: str | None = None, ops
         worst = max(worst, float(np.abs(graph - eager).max()))
     if worst > tolerance:
         raise ExportError(f"the ONNX graph's logits differ from eager PyTorch by {worst:.2e} (over {tolerance:g})")
-    spec = {"format": RUNTIME_FORMAT, "inputs": names, "reads_modality_mask": reads_mask, "opset": opset,
-            "parity_max_abs": worst, "int8": None, "preprocessing": preprocessing_spec(classifier, folder)}
+    spec = {
+        "format": RUNTIME_FORMAT,
+        "inputs": names,
+        "reads_modality_mask": reads_mask,
+        "opset": opset,
+        "parity_max_abs": worst,
+        "int8": None,
+        "preprocessing": preprocessing_spec(classifier, folder),
+    }
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(folder / ONNX_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"],
-                         # Per-channel scales: on MVSA validation 96.5% of predictions agree with fp32, 93.5% per tensor.
-                         per_channel=True)
+        quantize_dynamic(
+            str(folder / ONNX_FILE),
+            str(folder / INT8_FILE),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            # Per-channel scales: on MVSA validation 96.5% of predictions agree with fp32, 93.5% per tensor.
+            per_channel=True,
+        )
         spec["int8"] = INT8_FILE
     write_json_atomic(folder / RUNTIME_FILE, spec)
     return spec

@@ -2,7 +2,7 @@
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-RUNTIME_FILE = "onnx.json"          # the graph's inputs, its parity with PyTorch, the preprocessing it expects
+RUNTIME_FILE = "onnx.json"  # the graph's inputs, its parity with PyTorch, the preprocessing it expects
 RUNTIME_FORMAT = "mitp-onnx-1"
 TOKENIZER_FILE = "tokenizer/tokenizer.json"
 

@@ -20,7 +20,7 @@ from .data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageTransform
 from .data.manifest import LabelSpace
 from .data.text import HashTokenizer
 from .files import EXPORT_CONFIG, CheckpointError, check_fields, read_export_config, read_json_file
-from .inputs import Prepared, Predictor, pad_ids
+from .inputs import Predictor, Prepared, pad_ids
 from .onnx_format import ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT
 
 
@@ -44,8 +44,15 @@ class OnnxClassifier(Predictor):
 
     runtime = "onnx"
 
-    def __init__(self, session, labels: LabelSpace, info: dict, spec: dict, folder: Path,
-                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        session,
+        labels: LabelSpace,
+        info: dict,
+        spec: dict,
+        folder: Path,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.session, self.labels, self.info, self.spec = session, labels, info, spec
         self.max_image_pixels = max_image_pixels
         pre = spec["preprocessing"]
@@ -57,28 +64,44 @@ class OnnxClassifier(Predictor):
         self.transform = ImageTransform(**image)
         text = dict(pre["text"])
         kind = text.pop("kind")
-        self.tokenize = TokenizersTokenizer(folder / text["file"], text["max_length"]) if kind == "tokenizers" \
+        self.tokenize = (
+            TokenizersTokenizer(folder / text["file"], text["max_length"])
+            if kind == "tokenizers"
             else HashTokenizer(**text)
+        )
         self.pad_token_id = int(pre["pad_token_id"])
         self.blank = np.ones(pre["blank_image_shape"], dtype=np.float32)
         self.empty_text = list(pre["empty_text"])
         self.inputs = list(spec["inputs"])
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, quantized: bool = False,
-                        threads: int | None = None) -> "OnnxClassifier":
+    def from_pretrained(
+        cls, folder: str | os.PathLike, quantized: bool = False, threads: int | None = None
+    ) -> OnnxClassifier:
         """``threads``: onnxruntime's intra-op threads (default: its own, one per physical core)."""
         import onnxruntime as ort  # a deployment installs it (docs/guides/deploy.md)
 
         folder = Path(folder)
         runtime_file = folder / RUNTIME_FILE
         if not runtime_file.is_file():
-            raise CheckpointError(f"{folder}: no {RUNTIME_FILE}; export the model with `mitp export RUN --out "
-                                  f"{folder} --onnx`")
+            raise CheckpointError(
+                f"{folder}: no {RUNTIME_FILE}; export the model with `mitp export RUN --out {folder} --onnx`"
+            )
         config = read_export_config(folder / EXPORT_CONFIG)
-        spec = check_fields(runtime_file, read_json_file(runtime_file), {
-            "format": str, "inputs": list, "reads_modality_mask": bool, "opset": int, "parity_max_abs": float,
-            "int8": (str, type(None)), "preprocessing": dict}, required=("format", "inputs", "preprocessing"))
+        spec = check_fields(
+            runtime_file,
+            read_json_file(runtime_file),
+            {
+                "format": str,
+                "inputs": list,
+                "reads_modality_mask": bool,
+                "opset": int,
+                "parity_max_abs": float,
+                "int8": (str, type(None)),
+                "preprocessing": dict,
+            },
+            required=("format", "inputs", "preprocessing"),
+        )
         if spec["format"] != RUNTIME_FORMAT:
             raise CheckpointError(f"{runtime_file}: format is {spec['format']!r}, not {RUNTIME_FORMAT!r}")
         if quantized and not spec.get("int8"):
@@ -89,9 +112,12 @@ class OnnxClassifier(Predictor):
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         labels = LabelSpace(config["labels"]["task"], tuple(config["labels"]["labels"]))
-        info = {"backbone": config["backbone"]["spec"], "method": config["method"].get("method"),
-                **{k: config.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")},
-                "graph": graph.name}
+        info = {
+            "backbone": config["backbone"]["spec"],
+            "method": config["method"].get("method"),
+            **{k: config.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")},
+            "graph": graph.name,
+        }
         return cls(session, labels, info, spec, folder)
 
     @property
@@ -108,8 +134,12 @@ class OnnxClassifier(Predictor):
 
     def logits(self, samples: list[Prepared]) -> np.ndarray:
         input_ids, mask = pad_ids([s.tokens for s in samples], self.pad_token_id)
-        feed = {"pixel_values": np.stack([s.pixels for s in samples]).astype(np.float32), "input_ids": input_ids,
-                "attention_mask": mask, "modality_mask": np.array([s.present for s in samples], dtype=bool)}
+        feed = {
+            "pixel_values": np.stack([s.pixels for s in samples]).astype(np.float32),
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "modality_mask": np.array([s.present for s in samples], dtype=bool),
+        }
         return self.session.run(None, {name: feed[name] for name in self.inputs})[0]
 
 

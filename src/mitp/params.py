@@ -48,8 +48,7 @@ def render_breakdown(breakdown: dict, title: str = "Parameters"):
     for row in breakdown["components"]:
         table.add_row(row["component"], f"{row['trainable']:,}", f"{row['total']:,}")
     table.add_section()
-    table.add_row("all", f"{breakdown['trainable_params']:,}", f"{breakdown['total_params']:,}",
-                  style="bold")
+    table.add_row("all", f"{breakdown['trainable_params']:,}", f"{breakdown['total_params']:,}", style="bold")
     return table
 
 

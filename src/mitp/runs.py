@@ -92,8 +92,14 @@ class Run:
 
     def finished_work(self) -> list[str]:
         """What of the run starting over would delete: its best checkpoint and its results."""
-        return [name for name, there in (("checkpoint/best", self.checkpoint("best").is_dir()),
-                                         ("results.json", self.results_path.is_file())) if there]
+        return [
+            name
+            for name, there in (
+                ("checkpoint/best", self.checkpoint("best").is_dir()),
+                ("results.json", self.results_path.is_file()),
+            )
+            if there
+        ]
 
     def owned_paths(self) -> tuple[set[str], set[str]]:
         """(real paths of every file the run owns, real paths of the folders it owns)."""
@@ -119,14 +125,25 @@ class Run:
             raise CheckpointError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
         except (yaml.YAMLError, RecursionError) as err:
             raise CheckpointError(f"{path}: not valid YAML ({str(err)[:200]})") from err
-        check_fields(path, config, {"data": (str, dict), "backbone": str, "train": (dict, type(None)),
-                                    "eval": (dict, type(None))}, required=("data", "backbone"), allow_unknown=True)
+        check_fields(
+            path,
+            config,
+            {"data": (str, dict), "backbone": str, "train": (dict, type(None)), "eval": (dict, type(None))},
+            required=("data", "backbone"),
+            allow_unknown=True,
+        )
         if isinstance(config["data"], dict):
             check_fields(path, config["data"], {"path": str}, required=("path",), where="data.", allow_unknown=True)
-        check_fields(path, config.get("train") or {}, {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
-                     where="train.", allow_unknown=True)
-        check_fields(path, config.get("eval") or {}, {"threshold": (float, int, str)}, where="eval.",
-                     allow_unknown=True)
+        check_fields(
+            path,
+            config.get("train") or {},
+            {"max_text_length": OPTIONAL_INT, "image_size": OPTIONAL_INT},
+            where="train.",
+            allow_unknown=True,
+        )
+        check_fields(
+            path, config.get("eval") or {}, {"threshold": (float, int, str)}, where="eval.", allow_unknown=True
+        )
         return config
 
     def read_results(self) -> dict | None:
@@ -145,5 +162,20 @@ class Run:
         return self.path if (self.path / LABELS).is_file() else Path(self.data_dir(config))
 
 
-__all__ = ["CHECKPOINTS", "CONFIG", "CURVES", "LABELS", "LOCK", "MANIFEST_FILES", "MARKER", "MARKER_FORMAT",
-           "METRICS", "OUTPUTS", "RESULTS", "RUN_FILES", "Run", "STATE", "TRACKER_DIRS"]
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG",
+    "CURVES",
+    "LABELS",
+    "LOCK",
+    "MANIFEST_FILES",
+    "MARKER",
+    "MARKER_FORMAT",
+    "METRICS",
+    "OUTPUTS",
+    "RESULTS",
+    "RUN_FILES",
+    "Run",
+    "STATE",
+    "TRACKER_DIRS",
+]

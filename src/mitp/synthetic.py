@@ -20,8 +20,7 @@ NUM_CLASSES = 4
 WORDS_PER_BIT = 4
 
 
-def toy_batch(backbone: Backbone, batch_size: int, seq_len: int = 12,
-              generator: torch.Generator | None = None) -> dict:
+def toy_batch(backbone: Backbone, batch_size: int, seq_len: int = 12, generator: torch.Generator | None = None) -> dict:
     batch = backbone.random_batch(batch_size, seq_len, generator)
     image_bit = torch.randint(0, 2, (batch_size,), generator=generator)
     text_bit = torch.randint(0, 2, (batch_size,), generator=generator)
@@ -44,14 +43,16 @@ def toy_batch(backbone: Backbone, batch_size: int, seq_len: int = 12,
     batch["labels"] = 2 * image_bit + text_bit
     return batch
 
+
 # --- a generated dataset on disk, in the manifest format --------------------------------------
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60)}
 WORD_SETS = {"alpha": ["apple", "amber", "arch", "atlas"], "beta": ["berry", "bronze", "bridge", "basin"]}
 
 
-def write_toy_dataset(out_dir, sizes: tuple[int, int, int] = (64, 32, 32), seed: int = 0,
-                      task: str = "single_label", image_size: int = 32):
+def write_toy_dataset(
+    out_dir, sizes: tuple[int, int, int] = (64, 32, 32), seed: int = 0, task: str = "single_label", image_size: int = 32
+):
     """Write a small prepared dataset whose label needs both the image colour and the text's words.
 
     single_label: 4 classes ``<colour>-<wordset>``; multi_label: labels {red, green, alpha, beta},
@@ -67,8 +68,11 @@ def write_toy_dataset(out_dir, sizes: tuple[int, int, int] = (64, 32, 32), seed:
         records = []
         for i in range(count):
             colour, words = rng.choice(sorted(COLOURS)), rng.choice(sorted(WORD_SETS))
-            pixels = bytes(max(0, min(255, c + rng.randint(-40, 40)))
-                           for _ in range(image_size * image_size) for c in COLOURS[colour])
+            pixels = bytes(
+                max(0, min(255, c + rng.randint(-40, 40)))
+                for _ in range(image_size * image_size)
+                for c in COLOURS[colour]
+            )
             name = f"images/{split}-{i:04d}.png"
             Image.frombytes("RGB", (image_size, image_size), pixels).save(out / name)
             text = " ".join(rng.choice(WORD_SETS[words]) for _ in range(rng.randint(3, 8)))
@@ -95,8 +99,13 @@ def write_parquet_dataset(out_dir, rows: int, rows_per_file: int, seed: int = 0)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     words = sorted(w for ws in WORD_SETS.values() for w in ws)
-    schema = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                        ("text", pa.string()), ("label", pa.string())])
+    schema = pa.schema(
+        [
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("text", pa.string()),
+            ("label", pa.string()),
+        ]
+    )
     files = -(-rows // rows_per_file)
     for part in range(files):
         count = min(rows_per_file, rows - part * rows_per_file)
@@ -107,6 +116,8 @@ def write_parquet_dataset(out_dir, rows: int, rows_per_file: int, seed: int = 0)
             images.append({"bytes": buf.getvalue(), "path": None})
             texts.append(" ".join(rng.choices(words, k=8)))
             labels.append(rng.choice(sorted(COLOURS)))
-        pq.write_table(pa.table({"image": images, "text": texts, "label": labels}, schema=schema),
-                       out / f"train-{part:05d}-of-{files:05d}.parquet")
+        pq.write_table(
+            pa.table({"image": images, "text": texts, "label": labels}, schema=schema),
+            out / f"train-{part:05d}-of-{files:05d}.parquet",
+        )
     return out

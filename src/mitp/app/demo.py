@@ -18,12 +18,16 @@ def run_demo(backbone_spec: str, steps: int, batch_size: int, lr: float, seed: i
     torch.manual_seed(seed)
     backbone = build_backbone(backbone_spec)
     model = build_model(make_config("mitp", num_classes=NUM_CLASSES), backbone)
-    console.print(f"[bold]MITP on {backbone_spec}[/bold]: text layers {model.text_layers} paired with "
-                  f"vision layers {model.vision_layers}, {model.config.prompt_length} prompt tokens, "
-                  f"hub={model.config.hub}")
+    console.print(
+        f"[bold]MITP on {backbone_spec}[/bold]: text layers {model.text_layers} paired with "
+        f"vision layers {model.vision_layers}, {model.config.prompt_length} prompt tokens, "
+        f"hub={model.config.hub}"
+    )
     console.print(render_breakdown(parameter_breakdown(model), title="Parameters"))
-    console.print(f"Task: label = 2*image_bit + text_bit over {NUM_CLASSES} classes "
-                  "(needs both modalities; chance loss ln 4 = 1.386).")
+    console.print(
+        f"Task: label = 2*image_bit + text_bit over {NUM_CLASSES} classes "
+        "(needs both modalities; chance loss ln 4 = 1.386)."
+    )
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     data_gen = torch.Generator().manual_seed(seed)
@@ -45,7 +49,9 @@ def run_demo(backbone_spec: str, steps: int, batch_size: int, lr: float, seed: i
         accuracy = (model(**held_out).logits.argmax(-1) == held_out["labels"]).float().mean().item()
     window = max(1, len(losses) // 5)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    console.print(f"Mean loss over the first {window} steps {first:.4f} -> last {window} steps {last:.4f}; "
-                  f"held-out accuracy {accuracy:.1%} (chance 25%). Only the {model.num_parameters(True):,} "
-                  "MITP parameters trained; the backbone stayed frozen.")
+    console.print(
+        f"Mean loss over the first {window} steps {first:.4f} -> last {window} steps {last:.4f}; "
+        f"held-out accuracy {accuracy:.1%} (chance 25%). Only the {model.num_parameters(True):,} "
+        "MITP parameters trained; the backbone stayed frozen."
+    )
     return accuracy

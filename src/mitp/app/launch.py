@@ -15,12 +15,17 @@ import multiprocessing
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # What every worker would import anyway; a name that fails to import is skipped by the server.
-PRELOAD = ["torch", "transformers.models.clip.modeling_clip", "matplotlib.pyplot", "mitp.app.train.runner",
-           "mitp.app.cli"]
+PRELOAD = [
+    "torch",
+    "transformers.models.clip.modeling_clip",
+    "matplotlib.pyplot",
+    "mitp.app.train.runner",
+    "mitp.app.cli",
+]
 
 
 def process_context() -> multiprocessing.context.BaseContext:
@@ -69,8 +74,9 @@ class CliProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         self._offset = self.log.stat().st_size  # what this process writes comes after
-        self.process = process_context().Process(target=_cli_child, name=f"mitp-{argv[0]}",
-                                                 args=(list(argv), {**os.environ, **(env or {})}, str(self.log)))
+        self.process = process_context().Process(
+            target=_cli_child, name=f"mitp-{argv[0]}", args=(list(argv), {**os.environ, **(env or {})}, str(self.log))
+        )
         self.process.start()
 
     def _read_new(self) -> str:
@@ -83,6 +89,7 @@ class CliProcess:
     def wait(self, follow: Callable[[str], object] | None = None, poll_s: float = 0.2) -> int:
         """The exit code once the process ends; ``follow(text)`` hears its output as it comes. Interrupted,
         the process is stopped before the interruption goes on."""
+
         def pass_on() -> None:
             text = self._read_new() if follow is not None else ""
             if text:

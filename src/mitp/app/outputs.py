@@ -27,8 +27,9 @@ def check_outputs(outputs, inputs=(), runs=()) -> None:
             folders.update({folder: f"it is inside the run {run}'s {Path(folder).name}/" for folder in owned_folders})
     for out in outputs:
         real = os.path.realpath(out)
-        reason = taken.get(real) or next((why for folder, why in folders.items()
-                                          if real.startswith(folder + os.sep)), None)
+        reason = taken.get(real) or next(
+            (why for folder, why in folders.items() if real.startswith(folder + os.sep)), None
+        )
         if reason:
             raise RunDirError(f"refusing to write {out}: {reason}; choose another output path")
 

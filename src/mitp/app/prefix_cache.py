@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 def default_root() -> Path:
     return Path(os.environ.get("MITP_CACHE", Path.home() / ".cache" / "mitp")) / "prefix"
 
+
 def backbone_fingerprint(backbone) -> str:
     """A cheap hash of the backbone's identity: spec, shapes and a sample of every weight tensor."""
     digest = hashlib.sha256(json.dumps([backbone.spec, backbone.shapes()], sort_keys=True).encode())
@@ -46,13 +47,20 @@ def backbone_fingerprint(backbone) -> str:
         digest.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
+
 def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: str, max_length: int) -> str:
     digest = hashlib.sha256()
     digest.update(Path(manifest).read_bytes())
-    meta = {"version": FORMAT_VERSION, "backbone": backbone_fingerprint(backbone), "depths": list(depths),
-            "preprocessing": preprocessing, "max_length": max_length}
+    meta = {
+        "version": FORMAT_VERSION,
+        "backbone": backbone_fingerprint(backbone),
+        "depths": list(depths),
+        "preprocessing": preprocessing,
+        "max_length": max_length,
+    }
     digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()[:24]
+
 
 class PrefixStore:
     """Per-sample prefix states of one split, memory-mapped from ``directory``."""
@@ -63,13 +71,21 @@ class PrefixStore:
         self.directory = Path(directory)
         self.index = {sample_id: i for i, sample_id in enumerate(ids)}
         n, (length, d_t), (tokens, d_v) = len(ids), text_shape, vision_shape
-        shapes = {"text_hidden": ((n, length, d_t), np.float16), "text_valid": ((n, length), np.bool_),
-                  "text_pool": ((n,), np.int64), "vision_hidden": ((n, tokens, d_v), np.float16),
-                  "filled": ((n,), np.bool_),
-                  # rows whose sample could not be loaded (on_bad_sample: skip): done, never read
-                  "skipped": ((n,), np.bool_)}
-        meta = {"samples": n, "text_shape": [length, d_t], "vision_shape": [tokens, d_v], "ids_sha":
-                hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+        shapes = {
+            "text_hidden": ((n, length, d_t), np.float16),
+            "text_valid": ((n, length), np.bool_),
+            "text_pool": ((n,), np.int64),
+            "vision_hidden": ((n, tokens, d_v), np.float16),
+            "filled": ((n,), np.bool_),
+            # rows whose sample could not be loaded (on_bad_sample: skip): done, never read
+            "skipped": ((n,), np.bool_),
+        }
+        meta = {
+            "samples": n,
+            "text_shape": [length, d_t],
+            "vision_shape": [tokens, d_v],
+            "ids_sha": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        }
         meta_path = self.directory / "meta.json"
         self.directory.mkdir(parents=True, exist_ok=True)
         # Runs started together (compare --jobs) may open the same store: one creates it, the others wait.
@@ -119,11 +135,17 @@ class PrefixStore:
         a = self.arrays
         valid = torch.from_numpy(a["text_valid"][rows])
         length = max(1, int(valid.sum(1).max()))  # trim to the longest text, as batching would
-        text = TowerState(torch.from_numpy(a["text_hidden"][rows, :length]).to(device, dtype),
-                          valid[:, :length].to(device), torch.from_numpy(a["text_pool"][rows]).to(device))
+        text = TowerState(
+            torch.from_numpy(a["text_hidden"][rows, :length]).to(device, dtype),
+            valid[:, :length].to(device),
+            torch.from_numpy(a["text_pool"][rows]).to(device),
+        )
         vision_hidden = torch.from_numpy(a["vision_hidden"][rows]).to(device, dtype)
-        vision = TowerState(vision_hidden, torch.ones(vision_hidden.shape[:2], dtype=torch.bool, device=device),
-                            torch.zeros(len(rows), dtype=torch.long, device=device))
+        vision = TowerState(
+            vision_hidden,
+            torch.ones(vision_hidden.shape[:2], dtype=torch.bool, device=device),
+            torch.zeros(len(rows), dtype=torch.long, device=device),
+        )
         return text, vision
 
     def flush(self) -> None:
@@ -132,6 +154,7 @@ class PrefixStore:
 
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
+
 
 @dataclass(frozen=True)
 class StorePlan:
@@ -153,6 +176,7 @@ class StorePlan:
         held = sum(f.stat().st_blocks * 512 for f in self.directory.glob("*.npy")) if self.directory.is_dir() else 0
         return max(0, self.size_bytes - held)
 
+
 def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StorePlan:
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
@@ -162,15 +186,21 @@ def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StoreP
     t = pre.image_transform
     height, width = t.crop or t.resize_to or (backbone.image_size, backbone.image_size)
     tokens = _vision_tokens(backbone, height, width)
-    return StorePlan(Path(root) / key, [s.id for s in dataset.samples], (pre.max_length, backbone.text.width),
-                     (tokens, backbone.vision.width))
+    return StorePlan(
+        Path(root) / key,
+        [s.id for s in dataset.samples],
+        (pre.max_length, backbone.text.width),
+        (tokens, backbone.vision.width),
+    )
+
 
 def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
     """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
     plan = plan_store(root, dataset, backbone, depths)
     return PrefixStore(plan.directory, plan.ids, plan.text_shape, plan.vision_shape)
 
-DISK_MARGIN = 0.1          # keep this fraction of the store's size free on top of it
+
+DISK_MARGIN = 0.1  # keep this fraction of the store's size free on top of it
 DISK_RESERVE = 256 * 2**20  # and this much besides
 
 
@@ -183,19 +213,25 @@ def check_disk(root: Path, needed: int, depths: tuple[int, int], free: int | Non
             where = where.parent
         free = shutil.disk_usage(where).free
     if needed * (1 + DISK_MARGIN) + DISK_RESERVE > free:
-        raise ConfigError("train.cache_prefix", f"the prefix cache would need {needed / 2**30:.2f} GB under {root} "
-                                                f"but only {free / 2**30:.2f} GB are free (with a margin). Ways out: a "
-                                                f"smaller train.image_size, a deeper first interaction layer (the "
-                                                f"prefix ends at text layer {depths[0]}, vision layer {depths[1]}), "
-                                                "train.cache_dir on a larger disk, or train.cache_prefix: false")
+        raise ConfigError(
+            "train.cache_prefix",
+            f"the prefix cache would need {needed / 2**30:.2f} GB under {root} "
+            f"but only {free / 2**30:.2f} GB are free (with a margin). Ways out: a "
+            f"smaller train.image_size, a deeper first interaction layer (the "
+            f"prefix ends at text layer {depths[0]}, vision layer {depths[1]}), "
+            "train.cache_dir on a larger disk, or train.cache_prefix: false",
+        )
+
 
 def _vision_tokens(backbone, height: int, width: int) -> int:
     """Sequence length of the vision tower for images of this size (one dummy image, no grad)."""
     param = next(backbone.vision.parameters())
     with torch.no_grad():
-        state = backbone.vision.embed(pixel_values=torch.zeros(1, 3, height, width, dtype=param.dtype,
-                                                               device=param.device))
+        state = backbone.vision.embed(
+            pixel_values=torch.zeros(1, 3, height, width, dtype=param.dtype, device=param.device)
+        )
     return state.hidden.shape[1]
+
 
 class CachedSplit(torch.utils.data.Dataset):
     """A split whose prefix states are all cached: items are ids and labels, no image decoding.
@@ -211,13 +247,21 @@ class CachedSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         sample = self.dataset.samples[row]
-        return {"id": sample.id, "label": self.dataset.encode_label(sample),
-                "modality_mask": torch.from_numpy(self.dataset.modality_mask[row].copy())}
+        return {
+            "id": sample.id,
+            "label": self.dataset.encode_label(sample),
+            "modality_mask": torch.from_numpy(self.dataset.modality_mask[row].copy()),
+        }
 
     @staticmethod
     def collate(items: list[dict]) -> dict:
-        return {"ids": [x["id"] for x in items], "labels": torch.stack([x["label"] for x in items]),
-                "modality_mask": torch.stack([x["modality_mask"] for x in items]), "skipped": []}
+        return {
+            "ids": [x["id"] for x in items],
+            "labels": torch.stack([x["label"] for x in items]),
+            "modality_mask": torch.stack([x["modality_mask"] for x in items]),
+            "skipped": [],
+        }
+
 
 class PrefixCache:
     """A run's view of its prefix stores: which loader to read, and what inputs to give the model.
@@ -228,8 +272,9 @@ class PrefixCache:
     process sees a split complete, ``loader`` returns a loader of ids and labels only.
     """
 
-    def __init__(self, stores: dict[str, PrefixStore], datasets: dict, accelerator, batch_sizes: dict[str, int],
-                 seed: int):
+    def __init__(
+        self, stores: dict[str, PrefixStore], datasets: dict, accelerator, batch_sizes: dict[str, int], seed: int
+    ):
         self.stores = stores
         self.datasets = datasets
         self.accelerator = accelerator
@@ -238,7 +283,7 @@ class PrefixCache:
         self._cached_loaders: dict = {}
 
     @classmethod
-    def open(cls, config, parts, accelerator, batch_sizes: dict[str, int], log=print) -> "PrefixCache":
+    def open(cls, config, parts, accelerator, batch_sizes: dict[str, int], log=print) -> PrefixCache:
         """The stores of every split when ``train.cache_prefix`` is on and the method has a frozen prefix."""
         stores = {}
         depths = parts.model.frozen_prefix()
@@ -250,14 +295,17 @@ class PrefixCache:
             check_disk(root, sum(plan.bytes_to_write() for plan in plans.values()), depths)
             # Processes share one store per split; the first creates the files, the others open them.
             with accelerator.main_process_first():
-                stores = {split: PrefixStore(p.directory, p.ids, p.text_shape, p.vision_shape)
-                          for split, p in plans.items()}
+                stores = {
+                    split: PrefixStore(p.directory, p.ids, p.text_shape, p.vision_shape) for split, p in plans.items()
+                }
             size = sum(store.disk_bytes() for store in stores.values()) / 2**20
-            log(f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB when full, "
-                f"under {root}; safe to delete at any time")
+            log(
+                f"prefix cache (text layers < {depths[0]}, vision layers < {depths[1]}): {size:.1f} MB when full, "
+                f"under {root}; safe to delete at any time"
+            )
         return cls(stores, parts.datasets, accelerator, batch_sizes, config.seed)
 
-    def feed(self, split: str, loader, encoder, labels: bool = True) -> "SplitFeed":
+    def feed(self, split: str, loader, encoder, labels: bool = True) -> SplitFeed:
         """One pass over ``split`` as ``(batch, model inputs)`` pairs (see :class:`SplitFeed`)."""
         return SplitFeed(self, split, self.loader(split, loader), encoder, labels)
 
@@ -267,9 +315,12 @@ class PrefixCache:
         if store is None or not self._complete(store):
             return loader
         if split not in self._cached_loaders:
-
-            cached = make_dataloader(CachedSplit(self.datasets[split], store), self.batch_sizes[split],
-                                     shuffle=split == "train", seed=self.seed)
+            cached = make_dataloader(
+                CachedSplit(self.datasets[split], store),
+                self.batch_sizes[split],
+                shuffle=split == "train",
+                seed=self.seed,
+            )
             self._cached_loaders[split] = self.accelerator.prepare(cached)
         return self._cached_loaders[split]
 
@@ -297,8 +348,11 @@ class PrefixCache:
             raw = {k: v for k, v in model_inputs(batch).items() if k not in ("labels", "modality_mask")}
             store.put(ids, *encoder.encode_prefix(**raw))
         prefix = store.get(ids, device=self.accelerator.device)  # fp16-rounded, as every later epoch sees it
-        return {"prefix": prefix, "labels": batch["labels"] if labels else None,
-                "modality_mask": batch.get("modality_mask")}
+        return {
+            "prefix": prefix,
+            "labels": batch["labels"] if labels else None,
+            "modality_mask": batch.get("modality_mask"),
+        }
 
     def flush(self) -> None:
         for store in self.stores.values():

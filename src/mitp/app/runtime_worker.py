@@ -34,8 +34,14 @@ def time_logits(conn, folder: str, runtime: str, threads: int, batch_sizes: tupl
     sample = classifier.prepare(Image.effect_noise((256, 256), 60).convert("RGB"), " ".join(["word"] * seq_len))
     batches = {size: [sample] * size for size in batch_sizes}
     classifier.logits(batches[batch_sizes[0]])  # the first call initialises lazily: not timed
-    conn.send({"load_seconds": load_seconds, "rss_mb": rss_mb(), "peak_resettable": reset_peak_rss(),
-               "torch_imported": "torch" in sys.modules})
+    conn.send(
+        {
+            "load_seconds": load_seconds,
+            "rss_mb": rss_mb(),
+            "peak_resettable": reset_peak_rss(),
+            "torch_imported": "torch" in sys.modules,
+        }
+    )
     while (request := conn.recv()) is not None:
         size, calls = request
         times = []

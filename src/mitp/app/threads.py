@@ -42,10 +42,12 @@ def oversubscribed(threads: int, load: float | None = None, cores: int | None = 
     cores = available_cores() if cores is None else cores
     if load + threads <= cores + 0.5:
         return None
-    return (f"note: this run takes {threads} thread(s) on {cores} core(s) while other processes keep about "
-            f"{load:.1f} busy: runs that share the cores slow each other down several times over. Give each "
-            "run its share (train.num_threads, or OMP_NUM_THREADS=1 for two runs on two cores), or let "
-            "`mitp compare --jobs N` split the cores")
+    return (
+        f"note: this run takes {threads} thread(s) on {cores} core(s) while other processes keep about "
+        f"{load:.1f} busy: runs that share the cores slow each other down several times over. Give each "
+        "run its share (train.num_threads, or OMP_NUM_THREADS=1 for two runs on two cores), or let "
+        "`mitp compare --jobs N` split the cores"
+    )
 
 
 __all__ = ["available_cores", "default_threads", "oversubscribed", "use_threads"]

@@ -19,8 +19,15 @@ import torch
 
 from . import families
 from .base import BERT_LIKE, VIT_LIKE, Backbone, BackboneError, TextFormat
-from .registry import (BackboneFamily, builtin_specs, family_of, is_builtin, known_specs, register_backbone,
-                       registered_backbones)
+from .registry import (
+    BackboneFamily,
+    builtin_specs,
+    family_of,
+    is_builtin,
+    known_specs,
+    register_backbone,
+    registered_backbones,
+)
 from .towers import Tower, TowerState, run_layers
 
 
@@ -44,6 +51,23 @@ _discover()
 from .families.clip import from_clip_model  # noqa: E402  (families register on import, above)
 from .families.encoders import from_encoders  # noqa: E402
 
-__all__ = ["BERT_LIKE", "VIT_LIKE", "Backbone", "BackboneError", "BackboneFamily", "TextFormat", "Tower",
-           "TowerState", "build_backbone", "builtin_specs", "family_of", "from_clip_model", "from_encoders",
-           "is_builtin", "known_specs", "register_backbone", "registered_backbones", "run_layers"]
+__all__ = [
+    "BERT_LIKE",
+    "VIT_LIKE",
+    "Backbone",
+    "BackboneError",
+    "BackboneFamily",
+    "TextFormat",
+    "Tower",
+    "TowerState",
+    "build_backbone",
+    "builtin_specs",
+    "family_of",
+    "from_clip_model",
+    "from_encoders",
+    "is_builtin",
+    "known_specs",
+    "register_backbone",
+    "registered_backbones",
+    "run_layers",
+]

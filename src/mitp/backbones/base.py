@@ -37,8 +37,16 @@ class Backbone(nn.Module):
     live (``None`` for in-process random models).
     """
 
-    def __init__(self, spec: str, text: Tower, vision: Tower, text_format: TextFormat, image_size: int,
-                 text_source: str | None = None, vision_source: str | None = None):
+    def __init__(
+        self,
+        spec: str,
+        text: Tower,
+        vision: Tower,
+        text_format: TextFormat,
+        image_size: int,
+        text_source: str | None = None,
+        vision_source: str | None = None,
+    ):
         super().__init__()
         self.spec = spec
         self.text = text
@@ -57,8 +65,11 @@ class Backbone(nn.Module):
     def shapes(self) -> dict:
         """The shapes a checkpoint depends on, for compatibility checks and reports."""
         return {
-            "text_width": self.text.width, "text_layers": self.text.num_layers, "text_embed_dim": self.text.embed_dim,
-            "vision_width": self.vision.width, "vision_layers": self.vision.num_layers,
+            "text_width": self.text.width,
+            "text_layers": self.text.num_layers,
+            "text_embed_dim": self.text.embed_dim,
+            "vision_width": self.vision.width,
+            "vision_layers": self.vision.num_layers,
             "vision_embed_dim": self.vision.embed_dim,
         }
 

@@ -55,27 +55,54 @@ def _rows(mask: torch.Tensor | None, rows: slice, cols: slice) -> torch.Tensor |
 
 
 def _make_attention(base: str):
-    def prompt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *,
-                         num_prompts: int = 0, prompt_gate: torch.Tensor | None = None,
-                         prompt_record: PromptAttentionRecord | None = None, **kwargs):
+    def prompt_attention(
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        scaling=None,
+        dropout=0.0,
+        *,
+        num_prompts: int = 0,
+        prompt_gate: torch.Tensor | None = None,
+        prompt_record: PromptAttentionRecord | None = None,
+        **kwargs,
+    ):
         attend = _base_attention(module, base)
         if not num_prompts or (prompt_gate is None and prompt_record is None):
             return attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         length = query.shape[2] - num_prompts
         seq, prompts = slice(0, length), slice(length, None)
         if prompt_record is not None:
-            prompt_record.prompt_share.append(_prompt_share(query, key, attention_mask, scaling, length,
-                                                            prompt_gate))
+            prompt_record.prompt_share.append(_prompt_share(query, key, attention_mask, scaling, length, prompt_gate))
         if prompt_gate is None:  # recording an ungated layer: the joint softmax, unchanged
             return attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         q_seq, q_prompts = query[:, :, seq], query[:, :, prompts]
-        tokens, _ = attend(module, q_seq, key[:, :, seq], value[:, :, seq], _rows(attention_mask, seq, seq),
-                           scaling=scaling, dropout=dropout, **kwargs)
+        tokens, _ = attend(
+            module,
+            q_seq,
+            key[:, :, seq],
+            value[:, :, seq],
+            _rows(attention_mask, seq, seq),
+            scaling=scaling,
+            dropout=dropout,
+            **kwargs,
+        )
         # Every token may read every prompt: no mask, its own softmax over the prompt keys.
-        from_prompts, _ = attend(module, q_seq, key[:, :, prompts], value[:, :, prompts], None,
-                                 scaling=scaling, dropout=dropout, **kwargs)
-        prompt_out, _ = attend(module, q_prompts, key, value, _rows(attention_mask, prompts, slice(None)),
-                               scaling=scaling, dropout=dropout, **kwargs)
+        from_prompts, _ = attend(
+            module, q_seq, key[:, :, prompts], value[:, :, prompts], None, scaling=scaling, dropout=dropout, **kwargs
+        )
+        prompt_out, _ = attend(
+            module,
+            q_prompts,
+            key,
+            value,
+            _rows(attention_mask, prompts, slice(None)),
+            scaling=scaling,
+            dropout=dropout,
+            **kwargs,
+        )
         # outputs are (B, L, heads, head_dim); one gate per head
         gated = tokens + torch.tanh(prompt_gate).to(tokens.dtype)[None, None, :, None] * from_prompts
         return torch.cat([gated, prompt_out], dim=1), None
@@ -119,4 +146,3 @@ def install(config) -> None:
     current = config._attn_implementation or "eager"
     if not current.startswith(PREFIX):
         config._attn_implementation = gated_name(current)
-

@@ -11,20 +11,20 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .base import Backbone, BackboneError
 
 
 @dataclass(frozen=True)
 class BackboneFamily:
-    pattern: str                       # exact spec, prefix ending in ":", or "*"
-    build: Callable[..., Backbone]     # build(spec, device=None) -> Backbone
+    pattern: str  # exact spec, prefix ending in ":", or "*"
+    build: Callable[..., Backbone]  # build(spec, device=None) -> Backbone
     description: str
-    display: str = ""                  # how `mitp backbones` shows a pattern (default: the pattern)
-    specs: tuple[str, ...] = ()        # concrete specs a prefix family knows (listed, and built in if builtin)
-    builtin: bool = False              # built in-process from a recipe: no weights read, meta device works
+    display: str = ""  # how `mitp backbones` shows a pattern (default: the pattern)
+    specs: tuple[str, ...] = ()  # concrete specs a prefix family knows (listed, and built in if builtin)
+    builtin: bool = False  # built in-process from a recipe: no weights read, meta device works
     status: Callable[[], dict] | None = field(default=None, compare=False)  # spec -> readiness (offline families)
 
     def known_specs(self) -> tuple[str, ...]:
@@ -36,14 +36,23 @@ class BackboneFamily:
 _FAMILIES: dict[str, BackboneFamily] = {}
 
 
-def register_backbone(pattern: str, *, description: str, display: str = "", specs: tuple[str, ...] = (),
-                      builtin: bool = False, status: Callable[[], dict] | None = None):
+def register_backbone(
+    pattern: str,
+    *,
+    description: str,
+    display: str = "",
+    specs: tuple[str, ...] = (),
+    builtin: bool = False,
+    status: Callable[[], dict] | None = None,
+):
     """Decorator: ``build(spec, device=None) -> Backbone`` builds the specs ``pattern`` matches."""
+
     def decorate(build):
         if pattern in _FAMILIES and _FAMILIES[pattern].build is not build:
             raise ValueError(f"backbone pattern {pattern!r} is already registered")
         _FAMILIES[pattern] = BackboneFamily(pattern, build, description, display, tuple(specs), builtin, status)
         return build
+
     return decorate
 
 
@@ -104,9 +113,11 @@ def _check_resolvable(source: str, what: str) -> None:
     known = sorted(known_specs())
     close = difflib.get_close_matches(source, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise BackboneError(f"{what} {source!r} is not a local directory, not in the Hugging Face cache, and the hub "
-                        f"cannot be reached (offline){hint} Built-in specs: {', '.join(known)}; or pass a local "
-                        "checkpoint directory")
+    raise BackboneError(
+        f"{what} {source!r} is not a local directory, not in the Hugging Face cache, and the hub "
+        f"cannot be reached (offline){hint} Built-in specs: {', '.join(known)}; or pass a local "
+        "checkpoint directory"
+    )
 
 
 def load_pretrained(source: str, what: str):

@@ -30,7 +30,7 @@ class TowerState:
     valid: torch.Tensor
     pool_index: torch.Tensor
 
-    def with_hidden(self, hidden: torch.Tensor) -> "TowerState":
+    def with_hidden(self, hidden: torch.Tensor) -> TowerState:
         return replace(self, hidden=hidden)
 
 
@@ -97,7 +97,11 @@ class Tower(nn.Module):
         return mask[:, None]
 
     def run_layer(
-        self, index: int, state: TowerState, extra: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+        self,
+        index: int,
+        state: TowerState,
+        extra: torch.Tensor | None = None,
+        gate: torch.Tensor | None = None,
         record: PromptAttentionRecord | None = None,
     ) -> tuple[TowerState, torch.Tensor | None]:
         """Run layer ``index`` on the sequence with ``extra`` tokens (B, M, width) appended.

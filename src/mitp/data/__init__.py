@@ -11,15 +11,28 @@ See docs/data.md.
 """
 
 from .errors import (
-    BadJson, BadLabels, BadRecord, CorruptImage, DuplicateId, EmptyText, ManifestError, MissingColumn, MissingFile,
-    MissingImage, MissingSplitFile, UnknownLabel,
+    BadJson,
+    BadLabels,
+    BadRecord,
+    CorruptImage,
+    DuplicateId,
+    EmptyText,
+    ManifestError,
+    MissingColumn,
+    MissingFile,
+    MissingImage,
+    MissingSplitFile,
+    UnknownLabel,
 )
 from .manifest import SPLITS, LabelSpace, Record, Sample, read_labels, read_split, write_manifest
 
-
 _LAZY = {  # torch-dependent parts load on first use, so `mitp check` / `prepare` need not import them
-    "ManifestDataset": "dataset", "SkipCounter": "dataset", "build_datasets": "dataset",
-    "make_dataloader": "dataset", "model_inputs": "dataset", "Preprocessor": "preprocess",
+    "ManifestDataset": "dataset",
+    "SkipCounter": "dataset",
+    "build_datasets": "dataset",
+    "make_dataloader": "dataset",
+    "model_inputs": "dataset",
+    "Preprocessor": "preprocess",
 }
 
 
@@ -32,9 +45,30 @@ def __getattr__(name):
 
 
 __all__ = [
-    "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId", "EmptyText", "LabelSpace", "ManifestError",
-    "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "Record", "SPLITS", "Sample",
-    "UnknownLabel", "read_labels", "read_split", "write_manifest",
+    "BadJson",
+    "BadLabels",
+    "BadRecord",
+    "CorruptImage",
+    "DuplicateId",
+    "EmptyText",
+    "LabelSpace",
+    "ManifestError",
+    "MissingColumn",
+    "MissingFile",
+    "MissingImage",
+    "MissingSplitFile",
+    "Record",
+    "SPLITS",
+    "Sample",
+    "UnknownLabel",
+    "read_labels",
+    "read_split",
+    "write_manifest",
     # lazily imported:
-    "ManifestDataset", "Preprocessor", "SkipCounter", "build_datasets", "make_dataloader", "model_inputs",
+    "ManifestDataset",
+    "Preprocessor",
+    "SkipCounter",
+    "build_datasets",
+    "make_dataloader",
+    "model_inputs",
 ]

@@ -24,8 +24,8 @@ from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_image_roots, 
 class CheckReport:
     data_dir: str
     labels: LabelSpace | None = None
-    lines: dict[str, int] = field(default_factory=dict)   # non-blank lines per split
-    valid: dict[str, int] = field(default_factory=dict)   # samples without any problem per split
+    lines: dict[str, int] = field(default_factory=dict)  # non-blank lines per split
+    valid: dict[str, int] = field(default_factory=dict)  # samples without any problem per split
     problems: list[ManifestError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     images_checked: int = 0
@@ -50,8 +50,14 @@ def _probe(path: str) -> tuple[str, str] | None:
     return None
 
 
-def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, workers: int = 4,
-                  track=None, allow_external_paths: bool = False, allow_missing: bool = False) -> CheckReport:
+def check_dataset(
+    data_dir: str | os.PathLike,
+    decode_images: bool = True,
+    workers: int = 4,
+    track=None,
+    allow_external_paths: bool = False,
+    allow_missing: bool = False,
+) -> CheckReport:
     """Check everything about a prepared dataset; never raises for problems in the data.
 
     ``allow_missing`` accepts samples without an image or a text (``null``); their counts per split
@@ -81,8 +87,9 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
     for split in SPLITS:
         report.lines[split] = 0
         try:
-            items = list(iter_split(data_dir, split, space, allow_external_paths, allow_missing,
-                                    image_roots=report.image_roots))
+            items = list(
+                iter_split(data_dir, split, space, allow_external_paths, allow_missing, image_roots=report.image_roots)
+            )
         except ManifestError as err:  # missing split file
             report.problems.append(err)
             continue
@@ -93,15 +100,21 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
                 bad_lines.add((item.path, item.line))
                 continue
             if item.id in owner:
-                report.problems.append(DuplicateId(item.path, item.line, f"id {item.id!r} already used at "
-                                                                         f"{owner[item.id]}"))
+                report.problems.append(
+                    DuplicateId(item.path, item.line, f"id {item.id!r} already used at {owner[item.id]}")
+                )
                 bad_lines.add((item.path, item.line))
             else:
                 owner[item.id] = item.location
             samples.append(item)
         if report.lines[split] == 0:  # training refuses an empty split (check_splits): so does check
-            report.problems.append(EmptySplit(split_path(data_dir, split), None, "no samples; every split needs at "
-                                                                               "least one to train and evaluate"))
+            report.problems.append(
+                EmptySplit(
+                    split_path(data_dir, split),
+                    None,
+                    "no samples; every split needs at least one to train and evaluate",
+                )
+            )
 
     by_image: dict[str, list[Sample]] = {}
     for s in samples:
@@ -114,8 +127,10 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = list(track(pool.map(_probe, paths), description="decoding images", total=len(paths)))
     else:
-        results = [None if os.path.isfile(p) else ("missing_image", "") for p in
-                   track(paths, description="checking images", total=len(paths))]
+        results = [
+            None if os.path.isfile(p) else ("missing_image", "")
+            for p in track(paths, description="checking images", total=len(paths))
+        ]
     for path, result in zip(paths, results, strict=True):
         if result is None:
             continue
@@ -124,8 +139,7 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
             if kind == "missing_image":
                 err = MissingImage(s.path, s.line, f"image {s.image_path()} not found (id {s.id!r})")
             else:
-                err = CorruptImage(s.path, s.line, f"image {s.image_path()} cannot be decoded (id {s.id!r}): "
-                                                   f"{message}")
+                err = CorruptImage(s.path, s.line, f"image {s.image_path()} cannot be decoded (id {s.id!r}): {message}")
             report.problems.append(err)
             bad_lines.add((s.path, s.line))
 
@@ -134,8 +148,10 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
         report.valid[split] = sum(1 for s in samples if s.path == path and (s.path, s.line) not in bad_lines)
     for split in SPLITS:
         path = str(split_path(data_dir, split))
-        counts = {"image": sum(1 for s in samples if s.path == path and s.image is None),
-                  "text": sum(1 for s in samples if s.path == path and s.text is None)}
+        counts = {
+            "image": sum(1 for s in samples if s.path == path and s.image is None),
+            "text": sum(1 for s in samples if s.path == path and s.text is None),
+        }
         if any(counts.values()):
             report.missing[split] = counts
     if space is not None and space.multi_label:
@@ -143,8 +159,12 @@ def check_dataset(data_dir: str | os.PathLike, decode_images: bool = True, worke
             path = str(split_path(data_dir, split))
             report.no_label[split] = sum(1 for s in samples if s.path == path and not s.label)
     if space is not None:
-        used = {n for s in samples if s.path == str(split_path(data_dir, "train"))
-                for n in (s.label if isinstance(s.label, tuple) else (s.label,))}
+        used = {
+            n
+            for s in samples
+            if s.path == str(split_path(data_dir, "train"))
+            for n in (s.label if isinstance(s.label, tuple) else (s.label,))
+        }
         unused = [n for n in space.labels if n not in used]
         if unused and report.lines.get("train"):
             report.warnings.append(f"labels with no training sample: {', '.join(unused)}")

@@ -71,8 +71,8 @@ def pad_token_ids(sequences: list, pad_token_id: int) -> tuple[torch.Tensor, tor
     ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), length), dtype=torch.long)
     for row, tokens in enumerate(sequences):
-        ids[row, :len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-        mask[row, :len(tokens)] = 1
+        ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
     return ids, mask
 
 
@@ -91,13 +91,21 @@ class Collator:
         if not good:
             h, w = self.image_size or (0, 0)
             labels = torch.zeros(0, self.num_classes) if self.multi_label else torch.zeros(0, dtype=torch.long)
-            return {"pixel_values": torch.zeros(0, 3, h, w), "input_ids": torch.zeros(0, 0, dtype=torch.long),
-                    "attention_mask": torch.zeros(0, 0, dtype=torch.long), "labels": labels,
-                    "modality_mask": torch.zeros(0, 2, dtype=torch.bool), "ids": [], "skipped": skipped}
+            return {
+                "pixel_values": torch.zeros(0, 3, h, w),
+                "input_ids": torch.zeros(0, 0, dtype=torch.long),
+                "attention_mask": torch.zeros(0, 0, dtype=torch.long),
+                "labels": labels,
+                "modality_mask": torch.zeros(0, 2, dtype=torch.bool),
+                "ids": [],
+                "skipped": skipped,
+            }
         shapes = {tuple(x["pixel_values"].shape) for x in good}
         if len(shapes) > 1:
-            raise ValueError(f"images of one batch have different shapes {sorted(shapes)}; the image "
-                             "processor must crop or resize to a fixed size")
+            raise ValueError(
+                f"images of one batch have different shapes {sorted(shapes)}; the image "
+                "processor must crop or resize to a fixed size"
+            )
         ids, mask = pad_token_ids([x["input_ids"] for x in good], self.pad_token_id)
         return {
             "pixel_values": torch.stack([x["pixel_values"] for x in good]),
@@ -119,13 +127,24 @@ class ManifestDataset(Dataset):
     from complete samples (a fixed, seeded pattern).
     """
 
-    def __init__(self, data_dir: str | os.PathLike, split: str, preprocessor: Preprocessor | None = None, *,
-                 backbone=None, max_length: int | None = None, on_bad_sample: str = "error",
-                 labels: LabelSpace | None = None, allow_external_paths: bool = False, allow_missing: bool = False,
-                 missing: MissingConfig | None = None):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        split: str,
+        preprocessor: Preprocessor | None = None,
+        *,
+        backbone=None,
+        max_length: int | None = None,
+        on_bad_sample: str = "error",
+        labels: LabelSpace | None = None,
+        allow_external_paths: bool = False,
+        allow_missing: bool = False,
+        missing: MissingConfig | None = None,
+    ):
         if on_bad_sample not in ON_BAD_SAMPLE:
-            raise ValueError(f"on_bad_sample must be one of {', '.join(map(repr, ON_BAD_SAMPLE))}, "
-                             f"got {on_bad_sample!r}")
+            raise ValueError(
+                f"on_bad_sample must be one of {', '.join(map(repr, ON_BAD_SAMPLE))}, got {on_bad_sample!r}"
+            )
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if preprocessor is None:
@@ -138,17 +157,29 @@ class ManifestDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.label_space = read_labels(data_dir) if labels is None else labels
         mode = "raise" if on_bad_sample == "error" else "collect"
-        self.samples, self.invalid_lines = read_split(data_dir, split, self.label_space, on_error=mode,
-                                                      allow_external_paths=allow_external_paths,
-                                                      allow_missing=allow_missing)
+        self.samples, self.invalid_lines = read_split(
+            data_dir,
+            split,
+            self.label_space,
+            on_error=mode,
+            allow_external_paths=allow_external_paths,
+            allow_missing=allow_missing,
+        )
         self.missing = missing
         # (N, 2) bool: what reaches the model of each sample (the manifest's nulls, then the drops)
-        self.modality_mask = drop_pattern([s.id for s in self.samples], missing,
-                                          np.array([s.present for s in self.samples], dtype=bool).reshape(-1, 2))
+        self.modality_mask = drop_pattern(
+            [s.id for s in self.samples],
+            missing,
+            np.array([s.present for s in self.samples], dtype=bool).reshape(-1, 2),
+        )
         t = preprocessor.image_transform
         size = t.crop or t.resize_to
-        self.collate = Collator(preprocessor.pad_token_id, self.label_space.multi_label,
-                                self.label_space.num_classes, tuple(size) if size else None)
+        self.collate = Collator(
+            preprocessor.pad_token_id,
+            self.label_space.multi_label,
+            self.label_space.num_classes,
+            tuple(size) if size else None,
+        )
 
     # --- info ---------------------------------------------------------------------------------
     @property
@@ -189,8 +220,11 @@ class ManifestDataset(Dataset):
             try:
                 pixels = self.preprocessor.image(image)
             except (OSError, ValueError) as err:  # a decoded image that still cannot be processed
-                raise CorruptImage(sample.path, sample.line, f"image {sample.image_path()} cannot be processed "
-                                                             f"(id {sample.id!r}): {err}") from err
+                raise CorruptImage(
+                    sample.path,
+                    sample.line,
+                    f"image {sample.image_path()} cannot be processed (id {sample.id!r}): {err}",
+                ) from err
         else:
             pixels = self.preprocessor.blank_image()
         return {
@@ -210,10 +244,18 @@ class ManifestDataset(Dataset):
             raise
 
 
-def build_datasets(data_dir: str | os.PathLike, backbone=None, *, preprocessor: Preprocessor | None = None,
-                   max_length: int | None = None, on_bad_sample: str = "error",
-                   splits=SPLITS, allow_external_paths: bool = False, allow_missing: bool = False,
-                   missing: dict[str, MissingConfig] | None = None) -> dict[str, ManifestDataset]:
+def build_datasets(
+    data_dir: str | os.PathLike,
+    backbone=None,
+    *,
+    preprocessor: Preprocessor | None = None,
+    max_length: int | None = None,
+    on_bad_sample: str = "error",
+    splits=SPLITS,
+    allow_external_paths: bool = False,
+    allow_missing: bool = False,
+    missing: dict[str, MissingConfig] | None = None,
+) -> dict[str, ManifestDataset]:
     """Datasets for ``splits`` sharing one preprocessor (tokenizer / image processor loaded once);
     ``missing`` maps a split to its simulated missingness."""
     if preprocessor is None:
@@ -222,9 +264,19 @@ def build_datasets(data_dir: str | os.PathLike, backbone=None, *, preprocessor: 
         preprocessor = Preprocessor.for_backbone(backbone, max_length)
     labels = read_labels(data_dir)
     missing = missing or {}
-    return {s: ManifestDataset(data_dir, s, preprocessor, on_bad_sample=on_bad_sample, labels=labels,
-                               allow_external_paths=allow_external_paths, allow_missing=allow_missing,
-                               missing=missing.get(s)) for s in splits}
+    return {
+        s: ManifestDataset(
+            data_dir,
+            s,
+            preprocessor,
+            on_bad_sample=on_bad_sample,
+            labels=labels,
+            allow_external_paths=allow_external_paths,
+            allow_missing=allow_missing,
+            missing=missing.get(s),
+        )
+        for s in splits
+    }
 
 
 def check_splits(datasets: dict[str, ManifestDataset]) -> None:
@@ -233,20 +285,25 @@ def check_splits(datasets: dict[str, ManifestDataset]) -> None:
     for split, ds in datasets.items():
         if len(ds) == 0:
             dropped = f" after leaving out {len(ds.invalid_lines)} invalid line(s)" if ds.invalid_lines else ""
-            raise EmptySplit(Path(ds.data_dir) / f"{split}.jsonl", None, f"no samples{dropped}; every split "
-                                                                          "needs at least one")
+            raise EmptySplit(
+                Path(ds.data_dir) / f"{split}.jsonl", None, f"no samples{dropped}; every split needs at least one"
+            )
         for sample in ds.samples:
             if sample.id in owner:
                 other_split, other = owner[sample.id]
-                raise DuplicateId(sample.path, sample.line, f"id {sample.id!r} is also in {other_split} "
-                                                            f"({other.location}): a sample in two splits leaks")
+                raise DuplicateId(
+                    sample.path,
+                    sample.line,
+                    f"id {sample.id!r} is also in {other_split} ({other.location}): a sample in two splits leaks",
+                )
             owner[sample.id] = (split, sample)
 
 
 def invalid_line_counts(datasets: dict[str, ManifestDataset]) -> dict[str, dict[str, int]]:
     """Manifest lines left out in skip mode, per split and kind (``{"train": {"empty_text": 2}}``)."""
-    return {split: dict(Counter(err.kind for err in ds.invalid_lines)) for split, ds in datasets.items()
-            if ds.invalid_lines}
+    return {
+        split: dict(Counter(err.kind for err in ds.invalid_lines)) for split, ds in datasets.items() if ds.invalid_lines
+    }
 
 
 @dataclass
@@ -266,7 +323,7 @@ class SkipCounter:
         skipped = batch.get("skipped", [])
         self.count += len(skipped)
         room = self.max_examples - len(self.examples)
-        self.examples.extend(x["message"] for x in skipped[:max(0, room)])
+        self.examples.extend(x["message"] for x in skipped[: max(0, room)])
         for x in skipped:
             self.kinds[x["kind"]] += 1
             self.ids.setdefault(x["kind"], set()).add(x["id"])
@@ -333,8 +390,15 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+def make_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` and the epoch (see :class:`SeededSampler`).
 
     Workers get deterministic seeds (a generator seeded with ``seed``). With
@@ -346,15 +410,32 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int 
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     sampler = SeededSampler(len(dataset), shuffle, seed)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=getattr(dataset, "collate", None), drop_last=drop_last, pin_memory=pin_memory,
-        worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(int(seed)),
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=getattr(dataset, "collate", None),
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(int(seed)),
         persistent_workers=False,
     )
 
 
 __all__ = [
-    "BadSample", "Collator", "MODEL_KEYS", "ManifestDataset", "ON_BAD_SAMPLE", "SeededSampler", "SkipCounter",
-    "build_datasets", "check_splits", "invalid_line_counts", "make_dataloader", "model_inputs", "pad_token_ids",
+    "BadSample",
+    "Collator",
+    "MODEL_KEYS",
+    "ManifestDataset",
+    "ON_BAD_SAMPLE",
+    "SeededSampler",
+    "SkipCounter",
+    "build_datasets",
+    "check_splits",
+    "invalid_line_counts",
+    "make_dataloader",
+    "model_inputs",
+    "pad_token_ids",
     "seed_worker",
 ]

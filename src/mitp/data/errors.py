@@ -132,13 +132,43 @@ class EmptySplit(ManifestError):
     kind = "empty_split"
 
 
-ERROR_KINDS = {cls.kind: cls for cls in (
-    MissingImage, CorruptImage, EmptyText, AbsentModality, UnknownLabel, BadJson, BadRecord, DuplicateId,
-    MissingFile, MissingSplitFile, MissingColumn, BadLabels, ExternalPath, BadImageRoots, EmptySplit,
-)}
+ERROR_KINDS = {
+    cls.kind: cls
+    for cls in (
+        MissingImage,
+        CorruptImage,
+        EmptyText,
+        AbsentModality,
+        UnknownLabel,
+        BadJson,
+        BadRecord,
+        DuplicateId,
+        MissingFile,
+        MissingSplitFile,
+        MissingColumn,
+        BadLabels,
+        ExternalPath,
+        BadImageRoots,
+        EmptySplit,
+    )
+}
 
 __all__ = [
-    "AbsentModality", "BadImageRoots", "BadJson", "BadLabels", "BadRecord", "CorruptImage", "DuplicateId",
-    "ERROR_KINDS", "EmptySplit", "EmptyText", "ExternalPath",
-    "ManifestError", "MissingColumn", "MissingFile", "MissingImage", "MissingSplitFile", "UnknownLabel",
+    "AbsentModality",
+    "BadImageRoots",
+    "BadJson",
+    "BadLabels",
+    "BadRecord",
+    "CorruptImage",
+    "DuplicateId",
+    "ERROR_KINDS",
+    "EmptySplit",
+    "EmptyText",
+    "ExternalPath",
+    "ManifestError",
+    "MissingColumn",
+    "MissingFile",
+    "MissingImage",
+    "MissingSplitFile",
+    "UnknownLabel",
 ]

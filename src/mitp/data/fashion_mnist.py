@@ -14,16 +14,30 @@ from .errors import BadRecord, MissingFile, UnknownLabel
 
 DEFAULT_RAW = "/usr/share/datasets/fashion-mnist"  # Debian/Ubuntu package dataset-fashion-mnist
 # Fashion-MNIST's class names, in the order of its label values 0..9.
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IDX_FILES = {  # key -> standard file name (also accepted: '.idx' instead of '-idx', and '.gz')
-    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
 }
-INSTALL_HINT = ("install Debian's package with `apt-get install dataset-fashion-mnist` (as root; it puts the "
-                f"files in {DEFAULT_RAW}) or pass --raw DIR holding the standard Fashion-MNIST idx files "
-                "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
-                "(each optionally .gz)")
+INSTALL_HINT = (
+    "install Debian's package with `apt-get install dataset-fashion-mnist` (as root; it puts the "
+    f"files in {DEFAULT_RAW}) or pass --raw DIR holding the standard Fashion-MNIST idx files "
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+    "(each optionally .gz)"
+)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -48,8 +62,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(dims, dtype=np.int64))
     if len(data) - header != expected:
-        raise BadRecord(path, None, f"idx payload has {len(data) - header:,} bytes, dimensions {dims} need "
-                                    f"{expected:,}")
+        raise BadRecord(
+            path, None, f"idx payload has {len(data) - header:,} bytes, dimensions {dims} need {expected:,}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -60,8 +75,7 @@ def find_idx(raw: Path, stem: str) -> Path:
         for candidate in (raw / name, raw / f"{name}.gz"):
             if candidate.is_file():
                 return candidate
-    raise MissingFile(raw / f"{stem}.gz", None, f"Fashion-MNIST file {stem}[.gz] not found in {raw}; "
-                                                 f"{INSTALL_HINT}")
+    raise MissingFile(raw / f"{stem}.gz", None, f"Fashion-MNIST file {stem}[.gz] not found in {raw}; {INSTALL_HINT}")
 
 
 def load_fashion_mnist(raw: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -78,15 +92,20 @@ def load_fashion_mnist(raw: str | os.PathLike | None = None) -> dict[str, tuple[
         if labels.ndim != 1:
             raise BadRecord(paths[f"{split}_labels"], None, f"expected a vector of labels, got shape {labels.shape}")
         if len(images) != len(labels):
-            raise BadRecord(paths[f"{split}_labels"], None, f"{len(labels):,} labels for {len(images):,} images "
-                                                            f"in {paths[f'{split}_images'].name}")
+            raise BadRecord(
+                paths[f"{split}_labels"],
+                None,
+                f"{len(labels):,} labels for {len(images):,} images in {paths[f'{split}_images'].name}",
+            )
         bad = np.flatnonzero(labels >= len(FASHION_MNIST_CLASSES))
         if len(bad):
-            raise UnknownLabel(paths[f"{split}_labels"], None, f"label value {labels[bad[0]]} at index {bad[0]} "
-                                                               f"is not a Fashion-MNIST class (0-9)")
+            raise UnknownLabel(
+                paths[f"{split}_labels"],
+                None,
+                f"label value {labels[bad[0]]} at index {bad[0]} is not a Fashion-MNIST class (0-9)",
+            )
         out[split] = (images, labels)
     return out
-
 
 
 __all__ = ["DEFAULT_RAW", "FASHION_MNIST_CLASSES", "IDX_FILES", "find_idx", "load_fashion_mnist", "read_idx"]

@@ -25,6 +25,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # a decompression bomb of a few hundred KB claiming more is refused before it is decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
+
 def open_rgb(image_path: str, manifest: str, line: int | None, sample_id: str | None = None) -> Image.Image:
     """Decode ``image_path`` fully into an RGB image.
 
@@ -92,13 +93,14 @@ class ImageTransform:
     std: tuple[float, float, float] | None = CLIP_STD
 
     @classmethod
-    def clip_like(cls, size: int) -> "ImageTransform":
+    def clip_like(cls, size: int) -> ImageTransform:
         """Shortest side to ``size``, center crop ``size`` x ``size``, CLIP mean/std (tiny models)."""
         return cls(shortest_edge=size, crop=(size, size))
 
     @classmethod
-    def from_hf_processor(cls, processor) -> "ImageTransform":
+    def from_hf_processor(cls, processor) -> ImageTransform:
         """Read size, crop size, resample, rescale, mean and std from a Hugging Face image processor."""
+
         def get(obj, key):
             if obj is None:
                 return None
@@ -115,8 +117,10 @@ class ImageTransform:
             elif get(size, "height") and get(size, "width"):
                 resize_to = (int(get(size, "height")), int(get(size, "width")))
             else:
-                raise ValueError(f"{name}: unsupported resize setting size={size!r}; supported are "
-                                 "{'shortest_edge': N} and {'height': H, 'width': W}")
+                raise ValueError(
+                    f"{name}: unsupported resize setting size={size!r}; supported are "
+                    "{'shortest_edge': N} and {'height': H, 'width': W}"
+                )
         if getattr(processor, "do_center_crop", False):
             crop_size = getattr(processor, "crop_size", None)
             if isinstance(crop_size, int):
@@ -170,10 +174,10 @@ def _center_crop(array: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
         new_h, new_w = max(h, crop_h), max(w, crop_w)
         padded = np.zeros((new_h, new_w) + array.shape[2:], dtype=array.dtype)
         top, left = (new_h - h + 1) // 2, (new_w - w + 1) // 2
-        padded[top:top + h, left:left + w] = array
+        padded[top : top + h, left : left + w] = array
         array, h, w = padded, new_h, new_w
     top, left = (h - crop_h) // 2, (w - crop_w) // 2
-    return array[top:top + crop_h, left:left + crop_w]
+    return array[top : top + crop_h, left : left + crop_w]
 
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "ImageTransform", "open_rgb", "to_rgb", "verify_image"]

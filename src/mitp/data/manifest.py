@@ -18,15 +18,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..atomic import write_lines_atomic, write_text_atomic
 from ..jsonio import JSONError, has_lone_surrogate, parse_json, read_json
 from .errors import (
-    AbsentModality, BadImageRoots, BadJson, BadLabels, BadRecord, DuplicateId, EmptyText, ExternalPath, ManifestError,
-    MissingFile, MissingSplitFile, UnknownLabel,
+    AbsentModality,
+    BadImageRoots,
+    BadJson,
+    BadLabels,
+    BadRecord,
+    DuplicateId,
+    EmptyText,
+    ExternalPath,
+    ManifestError,
+    MissingFile,
+    MissingSplitFile,
+    UnknownLabel,
 )
 
 SPLITS = ("train", "val", "test")
@@ -111,14 +121,19 @@ class Sample:
 
 # --- labels.json ------------------------------------------------------------------------------
 
+
 def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
     """Read and validate ``labels.json``; raises MissingFile / BadJson / BadLabels."""
     path = Path(data_dir) / LABELS_FILE
     if not Path(data_dir).is_dir():
         raise MissingFile(data_dir, None, "dataset directory does not exist")
     if not path.is_file():
-        raise MissingFile(path, None, f"{LABELS_FILE} not found; a prepared dataset needs "
-                                      f"{', '.join(s + '.jsonl' for s in SPLITS)} and {LABELS_FILE}")
+        raise MissingFile(
+            path,
+            None,
+            f"{LABELS_FILE} not found; a prepared dataset needs "
+            f"{', '.join(s + '.jsonl' for s in SPLITS)} and {LABELS_FILE}",
+        )
     try:
         data = read_json(path)
     except JSONError as err:
@@ -143,8 +158,10 @@ def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
 
 # --- JSONL lines --------------------------------------------------------------------------------
 
-def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | None,
-               allow_missing: bool = False) -> Sample:
+
+def parse_line(
+    path: str, line_no: int, raw: bytes | str, space: LabelSpace | None, allow_missing: bool = False
+) -> Sample:
     """Parse and validate one manifest line; raises the named error for the first problem found.
 
     With ``space=None`` (no usable labels.json) label names are not checked against a label list.
@@ -159,8 +176,11 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
         raise BadJson(path, line_no, f"each line must be a JSON object, got {type(obj).__name__}")
     missing = [k for k in REQUIRED_FIELDS if k not in obj]
     if missing:
-        raise BadRecord(path, line_no, f"missing field(s) {', '.join(map(repr, missing))}; "
-                                       f"every line needs {', '.join(REQUIRED_FIELDS)}")
+        raise BadRecord(
+            path,
+            line_no,
+            f"missing field(s) {', '.join(map(repr, missing))}; every line needs {', '.join(REQUIRED_FIELDS)}",
+        )
     sample_id, image, text, label = (obj[k] for k in REQUIRED_FIELDS)
     if not isinstance(sample_id, str) or not sample_id:
         raise BadRecord(path, line_no, f"'id' must be a non-empty string, got {sample_id!r}")
@@ -168,21 +188,29 @@ def parse_line(path: str, line_no: int, raw: bytes | str, space: LabelSpace | No
         raise BadRecord(path, line_no, f"both 'image' and 'text' are null: nothing to classify (id {sample_id!r})")
     for name, value in (("image", image), ("text", text)):
         if value is None and not allow_missing:
-            raise AbsentModality(path, line_no, f"{name!r} is null (id {sample_id!r}); a dataset whose samples can "
-                                                "lack a modality needs `data: {path: ..., allow_missing: true}` "
-                                                "(mitp check --allow-missing)")
+            raise AbsentModality(
+                path,
+                line_no,
+                f"{name!r} is null (id {sample_id!r}); a dataset whose samples can "
+                "lack a modality needs `data: {path: ..., allow_missing: true}` "
+                "(mitp check --allow-missing)",
+            )
     if image is not None and (not isinstance(image, str) or not image):
-        raise BadRecord(path, line_no, f"'image' must be a non-empty path string or null, got {image!r} "
-                                       f"(id {sample_id!r})")
+        raise BadRecord(
+            path, line_no, f"'image' must be a non-empty path string or null, got {image!r} (id {sample_id!r})"
+        )
     if text is not None and not isinstance(text, str):
-        raise BadRecord(path, line_no, f"'text' must be a string or null, got {type(text).__name__} "
-                                       f"(id {sample_id!r})")
+        raise BadRecord(path, line_no, f"'text' must be a string or null, got {type(text).__name__} (id {sample_id!r})")
     if text is not None and not text.strip():
-        raise EmptyText(path, line_no, f"empty text (id {sample_id!r}); a sample without text has \"text\": null")
+        raise EmptyText(path, line_no, f'empty text (id {sample_id!r}); a sample without text has "text": null')
     for name, value in (("id", sample_id), ("image", image), ("text", text)):
         if value is not None and has_lone_surrogate(value):
-            raise BadRecord(path, line_no, f"{name!r} is not valid Unicode: it holds a lone surrogate such as "
-                                           f"\\ud800 (id {sample_id.encode('utf-8', 'replace').decode()!r})")
+            raise BadRecord(
+                path,
+                line_no,
+                f"{name!r} is not valid Unicode: it holds a lone surrogate such as "
+                f"\\ud800 (id {sample_id.encode('utf-8', 'replace').decode()!r})",
+            )
     label = _check_label(path, line_no, sample_id, label, space)
     return Sample(sample_id, image, text, label, str(path), line_no)
 
@@ -191,13 +219,17 @@ def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
     if space is None:  # labels.json unusable: only check the shape of the label
         names = label if isinstance(label, list) else [label]
         if not all(isinstance(n, str) and n for n in names):
-            raise BadRecord(path, line_no, f"'label' must be a name or a list of names, got {label!r} "
-                                           f"(id {sample_id!r})")
+            raise BadRecord(
+                path, line_no, f"'label' must be a name or a list of names, got {label!r} (id {sample_id!r})"
+            )
         return tuple(label) if isinstance(label, list) else label
     if space.multi_label:
         if not isinstance(label, list):
-            raise BadRecord(path, line_no, f"labels.json says multi_label, so 'label' must be a list of names, "
-                                           f"got {label!r} (id {sample_id!r})")
+            raise BadRecord(
+                path,
+                line_no,
+                f"labels.json says multi_label, so 'label' must be a list of names, got {label!r} (id {sample_id!r})",
+            )
         # An empty list is valid multi-label data: no class applies (an all-negative target).
         for name in label:
             if not isinstance(name, str):
@@ -206,8 +238,9 @@ def _check_label(path, line_no, sample_id, label, space: LabelSpace | None):
                 raise UnknownLabel(path, line_no, f"label {name!r} is not in labels.json (id {sample_id!r})")
         return tuple(label)
     if isinstance(label, list):
-        raise BadRecord(path, line_no, f"labels.json says single_label, but 'label' is a list {label!r} "
-                                       f"(id {sample_id!r})")
+        raise BadRecord(
+            path, line_no, f"labels.json says single_label, but 'label' is a list {label!r} (id {sample_id!r})"
+        )
     if not isinstance(label, str):
         raise BadRecord(path, line_no, f"'label' must be a string, got {label!r} (id {sample_id!r})")
     if label not in space.index:
@@ -225,14 +258,18 @@ def read_image_roots(data_dir: str | os.PathLike) -> list[str]:
     except JSONError as err:
         raise BadImageRoots(path, err.line, str(err)) from err
     roots = data.get("image_roots") if isinstance(data, dict) else None
-    if set(data if isinstance(data, dict) else ()) != {"image_roots"} or not isinstance(roots, list) or \
-            not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+    if (
+        set(data if isinstance(data, dict) else ()) != {"image_roots"}
+        or not isinstance(roots, list)
+        or not all(isinstance(r, str) and os.path.isabs(r) for r in roots)
+    ):
         raise BadImageRoots(path, None, '{"image_roots": [absolute folder paths]} expected')
     real = [os.path.realpath(r) for r in roots]
     for root, given in zip(real, roots):
         if os.path.dirname(root) == root:
-            raise BadImageRoots(path, None, f"{given!r} is a filesystem root; an image root must be a dataset's "
-                                            "own folder")
+            raise BadImageRoots(
+                path, None, f"{given!r} is a filesystem root; an image root must be a dataset's own folder"
+            )
     return real
 
 
@@ -251,15 +288,23 @@ def check_inside(sample: Sample, roots: list[str]) -> None:
     resolved = os.path.realpath(sample.image_path())
     if not any(os.path.commonpath([resolved, root]) == root for root in roots):
         recorded = f" and its recorded image roots ({', '.join(roots[1:])})" if len(roots) > 1 else ""
-        raise ExternalPath(sample.path, sample.line,
-                           f"image {sample.image!r} resolves to {resolved}, outside the dataset directory "
-                           f"{roots[0]}{recorded} (id {sample.id!r}); if that is intended, allow it with "
-                           "`data: {path: ..., allow_external_paths: true}` (mitp check --allow-external-paths)")
+        raise ExternalPath(
+            sample.path,
+            sample.line,
+            f"image {sample.image!r} resolves to {resolved}, outside the dataset directory "
+            f"{roots[0]}{recorded} (id {sample.id!r}); if that is intended, allow it with "
+            "`data: {path: ..., allow_external_paths: true}` (mitp check --allow-external-paths)",
+        )
 
 
-def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None,
-               allow_external_paths: bool = False, allow_missing: bool = False,
-               image_roots: list[str] | None = None) -> Iterator[Sample | ManifestError]:
+def iter_split(
+    data_dir: str | os.PathLike,
+    split: str,
+    space: LabelSpace | None,
+    allow_external_paths: bool = False,
+    allow_missing: bool = False,
+    image_roots: list[str] | None = None,
+) -> Iterator[Sample | ManifestError]:
     """Yield each line of ``<split>.jsonl`` as a Sample, or as the error that line has.
 
     Blank lines are ignored. Raises MissingSplitFile if the file does not exist. Unless
@@ -287,9 +332,14 @@ def iter_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
                 yield err
 
 
-def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None = None,
-               on_error: str = "raise", allow_external_paths: bool = False, allow_missing: bool = False
-               ) -> tuple[list[Sample], list[ManifestError]]:
+def read_split(
+    data_dir: str | os.PathLike,
+    split: str,
+    space: LabelSpace | None = None,
+    on_error: str = "raise",
+    allow_external_paths: bool = False,
+    allow_missing: bool = False,
+) -> tuple[list[Sample], list[ManifestError]]:
     """All valid samples of a split and the errors of invalid lines.
 
     ``on_error="raise"`` raises the first error (also duplicate ids within the split);
@@ -315,8 +365,10 @@ def read_split(data_dir: str | os.PathLike, split: str, space: LabelSpace | None
 
 # --- writing ------------------------------------------------------------------------------------
 
-def write_manifest(out_dir: str | os.PathLike, splits: dict[str, Iterable[Record]],
-                   space: LabelSpace) -> dict[str, Path]:
+
+def write_manifest(
+    out_dir: str | os.PathLike, splits: dict[str, Iterable[Record]], space: LabelSpace
+) -> dict[str, Path]:
     """Write the four manifest files; records are sorted by id so the bytes depend only on content.
 
     Ids must be unique across splits and labels must be in ``space`` (a converter bug otherwise). A
@@ -349,7 +401,19 @@ def write_manifest(out_dir: str | os.PathLike, splits: dict[str, Iterable[Record
 
 
 __all__ = [
-    "IMAGE_ROOTS_FILE", "LABELS_FILE", "LabelSpace", "Record", "SPLITS", "Sample", "TASKS", "iter_split",
-    "parse_line", "read_image_roots", "read_labels", "read_split", "split_path", "write_image_roots",
+    "IMAGE_ROOTS_FILE",
+    "LABELS_FILE",
+    "LabelSpace",
+    "Record",
+    "SPLITS",
+    "Sample",
+    "TASKS",
+    "iter_split",
+    "parse_line",
+    "read_image_roots",
+    "read_labels",
+    "read_split",
+    "split_path",
+    "write_image_roots",
     "write_manifest",
 ]

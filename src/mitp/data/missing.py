@@ -24,7 +24,7 @@ import numpy as np
 
 from mitp.configuration import ValidatedConfig, setting
 
-IMAGE, TEXT = 0, 1                 # columns of a modality mask
+IMAGE, TEXT = 0, 1  # columns of a modality mask
 MODALITIES = ("image", "text")
 # Missing cases, the index of each case's prompt in a missing-aware method.
 CASES = ("complete", "image_missing", "text_missing", "both_missing")
@@ -35,8 +35,9 @@ class MissingConfig(ValidatedConfig):
     """Fractions of a split's samples that lose a modality (see the module docs for the pattern)."""
 
     image: float = setting(0.0, "fraction of the samples whose image is dropped (a blank image reaches the model)")
-    text: float = setting(0.0, "fraction of the samples whose text is dropped (the tokenizer's special tokens "
-                               "only reach the model)")
+    text: float = setting(
+        0.0, "fraction of the samples whose text is dropped (the tokenizer's special tokens only reach the model)"
+    )
     both: float = setting(0.0, "fraction of the samples that lose both (none unless asked)")
     seed: int = setting(0, "which samples lose what depends only on this seed and the sample ids")
 
@@ -45,8 +46,11 @@ class MissingConfig(ValidatedConfig):
             value = getattr(self, name)
             self.require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
         total = self.image + self.text + self.both
-        self.require(total <= 1.0 + 1e-9, "image", f"image + text + both must be <= 1 (a sample loses at most one "
-                                                   f"case), got {total:g}")
+        self.require(
+            total <= 1.0 + 1e-9,
+            "image",
+            f"image + text + both must be <= 1 (a sample loses at most one case), got {total:g}",
+        )
 
     @property
     def active(self) -> bool:
@@ -79,7 +83,7 @@ def drop_pattern(ids: list[str], config: MissingConfig | None, present: np.ndarr
     start = 0
     for columns, rate in (((IMAGE,), config.image), ((TEXT,), config.text), ((IMAGE, TEXT), config.both)):
         count = min(int(round(rate * n)), len(candidates) - start)
-        for i in candidates[start:start + count]:
+        for i in candidates[start : start + count]:
             mask[i, list(columns)] = False
         start += count
     return mask
@@ -108,5 +112,16 @@ def describe_pattern(mask: np.ndarray) -> str:
     return f"{len(mask)} samples: " + ", ".join(parts)
 
 
-__all__ = ["CASES", "EvalMissingConfig", "IMAGE", "MODALITIES", "MissingConfig", "TEXT", "TrainMissingConfig",
-           "describe_pattern", "drop_pattern", "missing_case", "pattern_digest"]
+__all__ = [
+    "CASES",
+    "EvalMissingConfig",
+    "IMAGE",
+    "MODALITIES",
+    "MissingConfig",
+    "TEXT",
+    "TrainMissingConfig",
+    "describe_pattern",
+    "drop_pattern",
+    "missing_case",
+    "pattern_digest",
+]

@@ -13,8 +13,8 @@ it falls back to :class:`~mitp.data.text.HashTokenizer` and a CLIP-style transfo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -51,7 +51,7 @@ class Preprocessor:
         return self.tokenize("")
 
     @classmethod
-    def for_backbone(cls, backbone, max_length: int | None = None, image_size: int | None = None) -> "Preprocessor":
+    def for_backbone(cls, backbone, max_length: int | None = None, image_size: int | None = None) -> Preprocessor:
         """The preprocessing ``backbone`` expects; texts are truncated to ``max_length`` tokens.
 
         ``max_length`` defaults to the text tower's limit and may not exceed it. ``image_size``
@@ -64,11 +64,12 @@ class Preprocessor:
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
         if max_length > fmt.max_length:
-            raise ValueError(f"max_length {max_length} exceeds the text tower's limit of {fmt.max_length} "
-                             f"positions for backbone {backbone.spec!r}")
+            raise ValueError(
+                f"max_length {max_length} exceeds the text tower's limit of {fmt.max_length} "
+                f"positions for backbone {backbone.spec!r}"
+            )
         if backbone.text_source is None:
-            tokenize = HashTokenizer(fmt.vocab_size, max_length, fmt.bos_token_id, fmt.eos_token_id,
-                                     fmt.pad_token_id)
+            tokenize = HashTokenizer(fmt.vocab_size, max_length, fmt.bos_token_id, fmt.eos_token_id, fmt.pad_token_id)
             pad, text_desc = fmt.pad_token_id, "hash tokenizer (tiny/random backbones only)"
         else:
             tokenize = HFTokenizer(backbone.text_source, max_length, fmt.pad_token_id)

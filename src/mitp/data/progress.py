@@ -18,8 +18,15 @@ def rich_tracker(console: Console | None = None, enabled: bool = True):
     if not enabled or not console.is_terminal:
         yield lambda iterable, description="", total=None: iterable
         return
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
     def track(iterable, description: str = "", total: int | None = None):
         if total is None and hasattr(iterable, "__len__"):

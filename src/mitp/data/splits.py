@@ -5,13 +5,20 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Callable, Iterable, Iterator, MutableSequence, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def stratified_split(items: Sequence[T], key: Callable[[T], str], id_of: Callable[[T], str],
-                     fractions: Sequence[tuple[str, float]], seed: int, rest: str = "train") -> dict[str, list[T]]:
+def stratified_split(
+    items: Sequence[T],
+    key: Callable[[T], str],
+    id_of: Callable[[T], str],
+    fractions: Sequence[tuple[str, float]],
+    seed: int,
+    rest: str = "train",
+) -> dict[str, list[T]]:
     """Split ``items`` by group ``key`` so every group is spread over the splits in proportion.
 
     For each group (in sorted key order) the members are sorted by id, shuffled with one
@@ -40,8 +47,12 @@ def check_fractions(fractions: Sequence[tuple[str, float]], rest: str = "train")
         raise ValueError(f"held-out fractions sum to {sum(f for _, f in fractions)}; nothing left for {rest}")
 
 
-def carve_groups(groups: Iterable[tuple[str, MutableSequence[T]]], fractions: Sequence[tuple[str, float]],
-                 seed: int, rest: str = "train") -> Iterator[tuple[str, MutableSequence[T]]]:
+def carve_groups(
+    groups: Iterable[tuple[str, MutableSequence[T]]],
+    fractions: Sequence[tuple[str, float]],
+    seed: int,
+    rest: str = "train",
+) -> Iterator[tuple[str, MutableSequence[T]]]:
     """The core of :func:`stratified_split`: ``(split name, members)`` parts of each group.
 
     ``groups`` come in sorted key order with their members in id order; they are shuffled in place.
@@ -54,7 +65,7 @@ def carve_groups(groups: Iterable[tuple[str, MutableSequence[T]]], fractions: Se
         for name, fraction in fractions:
             take = math.ceil(fraction * len(members) - 1e-9)
             take = max(0, min(take, len(members) - pos - 1))
-            yield name, members[pos:pos + take]
+            yield name, members[pos : pos + take]
             pos += take
         yield rest, members[pos:]
 

@@ -12,8 +12,15 @@ import pkgutil
 
 from .base import ClassifierOutput, MultimodalClassifier
 from .config import ConfigError, MethodConfig, parse_overrides
-from .registry import (MethodEntry, available_methods, build_model, config_from_dict, get_method, make_config,
-                       register_method)
+from .registry import (
+    MethodEntry,
+    available_methods,
+    build_model,
+    config_from_dict,
+    get_method,
+    make_config,
+    register_method,
+)
 
 
 def _discover() -> None:
@@ -25,6 +32,16 @@ def _discover() -> None:
 _discover()
 
 __all__ = [
-    "ClassifierOutput", "ConfigError", "MethodConfig", "MethodEntry", "MultimodalClassifier", "available_methods",
-    "build_model", "config_from_dict", "get_method", "make_config", "parse_overrides", "register_method",
+    "ClassifierOutput",
+    "ConfigError",
+    "MethodConfig",
+    "MethodEntry",
+    "MultimodalClassifier",
+    "available_methods",
+    "build_model",
+    "config_from_dict",
+    "get_method",
+    "make_config",
+    "parse_overrides",
+    "register_method",
 ]

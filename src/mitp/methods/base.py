@@ -101,8 +101,9 @@ class MultimodalClassifier(nn.Module):
         """How many bottom (text, vision) layers run frozen on the inputs alone; None if not separable."""
         return None
 
-    def encode_prefix(self, pixel_values, input_ids, attention_mask=None, **text_kwargs
-                      ) -> tuple[TowerState, TowerState]:
+    def encode_prefix(
+        self, pixel_values, input_ids, attention_mask=None, **text_kwargs
+    ) -> tuple[TowerState, TowerState]:
         """States of both towers at the input of the first layer that is not frozen prefix."""
         text_depth, vision_depth = self.frozen_prefix()
         text, vision = self.backbone.text, self.backbone.vision
@@ -116,9 +117,15 @@ class MultimodalClassifier(nn.Module):
         (with a ``modality_mask`` keyword where ``reads_modality_mask`` is set)."""
         raise NotImplementedError
 
-    def forward_features(self, pixel_values=None, input_ids=None, attention_mask=None,
-                         prefix: tuple[TowerState, TowerState] | None = None,
-                         modality_mask: torch.Tensor | None = None, **text_kwargs) -> Features:
+    def forward_features(
+        self,
+        pixel_values=None,
+        input_ids=None,
+        attention_mask=None,
+        prefix: tuple[TowerState, TowerState] | None = None,
+        modality_mask: torch.Tensor | None = None,
+        **text_kwargs,
+    ) -> Features:
         """Feature parts from raw inputs or cached ``prefix`` states; methods without a prefix override this."""
         if self.frozen_prefix() is None:
             raise NotImplementedError(f"{type(self).__name__} must implement forward_features or frozen_prefix")
@@ -131,13 +138,20 @@ class MultimodalClassifier(nn.Module):
     def forward_head(self, features: Features) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
-                attention_mask=None, labels: torch.Tensor | None = None,
-                prefix: tuple[TowerState, TowerState] | None = None, modality_mask: torch.Tensor | None = None,
-                **text_kwargs) -> ClassifierOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask=None,
+        labels: torch.Tensor | None = None,
+        prefix: tuple[TowerState, TowerState] | None = None,
+        modality_mask: torch.Tensor | None = None,
+        **text_kwargs,
+    ) -> ClassifierOutput:
         """Logits (and loss with ``labels``) from raw inputs, or from cached ``prefix`` states."""
-        features = self.forward_features(pixel_values, input_ids, attention_mask, prefix=prefix,
-                                         modality_mask=modality_mask, **text_kwargs)
+        features = self.forward_features(
+            pixel_values, input_ids, attention_mask, prefix=prefix, modality_mask=modality_mask, **text_kwargs
+        )
         logits = self.forward_head(features)
         return ClassifierOutput(logits, None if labels is None else self.loss(logits, labels))
 
@@ -154,8 +168,10 @@ class MultimodalClassifier(nn.Module):
         translators) at ``lr * method_lr_scale``. Empty groups are left out."""
         head = {id(p) for p in self.head.parameters()}
         trainable = [(id(p), p) for p in self.parameters() if p.requires_grad]
-        groups = [{"name": "head", "params": [p for i, p in trainable if i in head], "lr": lr},
-                  {"name": "method", "params": [p for i, p in trainable if i not in head], "lr": lr * method_lr_scale}]
+        groups = [
+            {"name": "head", "params": [p for i, p in trainable if i in head], "lr": lr},
+            {"name": "method", "params": [p for i, p in trainable if i not in head], "lr": lr * method_lr_scale},
+        ]
         return [g for g in groups if g["params"]]
 
     def num_parameters(self, trainable_only: bool = False) -> int:

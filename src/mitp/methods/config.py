@@ -25,10 +25,13 @@ class MethodConfig(ValidatedConfig):
     method: ClassVar[str] = ""
 
     num_classes: int = setting(2, "classes the head predicts (from the dataset's labels.json in a run)")
-    task: Task = setting("single_label", "single_label: softmax cross-entropy; multi_label: sigmoid BCE per class "
-                                         "(from labels.json in a run)")
-    head: HeadConfig = setting(default_factory=HeadConfig,
-                               help="the classification head, the same for every method (a run config's `head:`)")
+    task: Task = setting(
+        "single_label",
+        "single_label: softmax cross-entropy; multi_label: sigmoid BCE per class (from labels.json in a run)",
+    )
+    head: HeadConfig = setting(
+        default_factory=HeadConfig, help="the classification head, the same for every method (a run config's `head:`)"
+    )
 
     def check(self) -> None:
         """Method-specific checks; subclasses extend and raise ConfigError naming the key."""
@@ -38,8 +41,11 @@ class MethodConfig(ValidatedConfig):
             self.head = HeadConfig.from_dict(self.head)
         super().__post_init__()
         self.require_at_least("num_classes", 1)
-        self.require(self.task != "single_label" or self.num_classes >= 2, "num_classes",
-                     "a single-label task needs at least 2 classes")
+        self.require(
+            self.task != "single_label" or self.num_classes >= 2,
+            "num_classes",
+            "a single-label task needs at least 2 classes",
+        )
 
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}
@@ -51,24 +57,29 @@ class MethodConfig(ValidatedConfig):
         return text
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "MethodConfig":
+    def from_dict(cls, data: dict | None) -> MethodConfig:
         data = dict(data or {})
         name = data.pop("method", cls.method)
         if name != cls.method:
             raise ConfigError("method", f"config is for method {name!r}, not {cls.method!r}")
         for key in data:
             if key not in cls.field_names():
-                hint = (f"; the head is configured for every method under `head:` (head.{key})"
-                        if key in HeadConfig.field_names() else "")
-                raise ConfigError(key, f"unknown key for method {cls.method!r}{hint}; known keys: "
-                                       f"{', '.join(sorted(cls.field_names()))}")
+                hint = (
+                    f"; the head is configured for every method under `head:` (head.{key})"
+                    if key in HeadConfig.field_names()
+                    else ""
+                )
+                raise ConfigError(
+                    key,
+                    f"unknown key for method {cls.method!r}{hint}; known keys: {', '.join(sorted(cls.field_names()))}",
+                )
         return cls(**data)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "MethodConfig":
+    def from_json(cls, path: str | Path) -> MethodConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def replace(self, **overrides) -> "MethodConfig":
+    def replace(self, **overrides) -> MethodConfig:
         """A new validated config with ``overrides`` applied (unknown keys are errors)."""
         return type(self).from_dict({**self.to_dict(), **overrides})
 
@@ -79,17 +90,24 @@ class PromptLayersConfig(MethodConfig):
 
     num_steps: int = setting(6, "prompted (interaction) steps; with text_layers/vision_layers their length")
     prompt_length: int = setting(8, "prompt tokens per tower and step")
-    text_layers: list[int] | None = setting(None, "0-based prompted text layers, one per step, strictly increasing; "
-                                                  "null: the last num_steps layers")
-    vision_layers: list[int] | None = setting(None, "0-based prompted vision layers, one per step; null: at the "
-                                                    "same relative depth as the text layers")
+    text_layers: list[int] | None = setting(
+        None, "0-based prompted text layers, one per step, strictly increasing; null: the last num_steps layers"
+    )
+    vision_layers: list[int] | None = setting(
+        None, "0-based prompted vision layers, one per step; null: at the same relative depth as the text layers"
+    )
     prompt_init_std: float = setting(0.02, "std of the Gaussian init of the prompts")
-    prompt_gate: bool = setting(True, "zero-initialised gate per head on what the tokens read from the prompts, "
-                                      "so the method starts exactly at the frozen towers; false: one joint softmax")
+    prompt_gate: bool = setting(
+        True,
+        "zero-initialised gate per head on what the tokens read from the prompts, "
+        "so the method starts exactly at the frozen towers; false: one joint softmax",
+    )
     missing_aware: bool | None = setting(
-        None, "a learned prompt per missing case (complete, no image, no text, neither) joins the prompts, and "
-              "MITP's hub takes nothing from an absent side; null: on when the run's data can miss a modality "
-              "(data.allow_missing, train.missing or eval.missing)")
+        None,
+        "a learned prompt per missing case (complete, no image, no text, neither) joins the prompts, and "
+        "MITP's hub takes nothing from an absent side; null: on when the run's data can miss a modality "
+        "(data.allow_missing, train.missing or eval.missing)",
+    )
 
     def check(self) -> None:
         self.require_at_least("num_steps", 1)
@@ -108,5 +126,4 @@ class PromptLayersConfig(MethodConfig):
                 raise ConfigError(key, f"must be non-negative and strictly increasing, got {layers}")
 
 
-__all__ = ["ConfigError", "HeadConfig", "MethodConfig", "PromptLayersConfig", "TASKS", "parse_overrides",
-           "parse_value"]
+__all__ = ["ConfigError", "HeadConfig", "MethodConfig", "PromptLayersConfig", "TASKS", "parse_overrides", "parse_value"]

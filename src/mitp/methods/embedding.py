@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 
 from ..backbones import Backbone, TowerState
-from .base import Features, MultimodalClassifier
 from ..configuration import setting
+from .base import Features, MultimodalClassifier
 from .config import MethodConfig
 from .layers import embedding
 
@@ -25,8 +25,10 @@ class EmbeddingInputsConfig(MethodConfig):
     """Which embeddings the head sees."""
 
     inputs: Literal["both", "image", "text"] = setting(
-        "both", "the embeddings the head sees; one modality alone is the control that shows a dataset needs "
-                "both (the unused tower is not run, and does not train)")
+        "both",
+        "the embeddings the head sees; one modality alone is the control that shows a dataset needs "
+        "both (the unused tower is not run, and does not train)",
+    )
 
 
 class EmbeddingClassifier(MultimodalClassifier):
@@ -55,8 +57,9 @@ class EmbeddingClassifier(MultimodalClassifier):
             features = {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
         return {name: features[name] for name in self.inputs}
 
-    def forward_features(self, pixel_values=None, input_ids=None, attention_mask=None, prefix=None,
-                         modality_mask=None, **text_kwargs) -> Features:
+    def forward_features(
+        self, pixel_values=None, input_ids=None, attention_mask=None, prefix=None, modality_mask=None, **text_kwargs
+    ) -> Features:
         # A missing modality reaches the towers as its blank input (no method-specific handling).
         if not self.trains_backbone:
             return super().forward_features(pixel_values, input_ids, attention_mask, prefix=prefix, **text_kwargs)

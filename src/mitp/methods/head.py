@@ -26,25 +26,39 @@ from ..configuration import ValidatedConfig, setting
 class HeadConfig(ValidatedConfig):
     key_prefix: ClassVar[str] = "head."
 
-    hidden_dim: int | None = setting(None, "null: one Linear after the normalisation (a linear probe); an int: "
-                                           "Linear -> GELU -> Dropout -> Linear with this hidden width")
+    hidden_dim: int | None = setting(
+        None,
+        "null: one Linear after the normalisation (a linear probe); an int: "
+        "Linear -> GELU -> Dropout -> Linear with this hidden width",
+    )
     dropout: float = setting(0.0, "dropout after the hidden layer's GELU (needs hidden_dim)")
     norm: Literal["per_input", "joint", "none"] = setting(
-        "per_input", "a LayerNorm on each feature part, one on their concatenation, or none")
+        "per_input", "a LayerNorm on each feature part, one on their concatenation, or none"
+    )
     fusion: Literal["concat", "mean_of_linear"] = setting(
-        "concat", "one head on the concatenated parts, or one Linear per part with the logits averaged "
-                  "(PMF's paper head)")
+        "concat",
+        "one head on the concatenated parts, or one Linear per part with the logits averaged (PMF's paper head)",
+    )
 
     def check(self) -> None:
         self.require_at_least("hidden_dim", 1, allow_null=True)
         self.require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         # Refuse settings that would be silently ignored.
-        self.require(self.dropout == 0 or self.hidden_dim is not None, "dropout",
-                     "only applies to the hidden layer; set head.hidden_dim too")
-        self.require(self.fusion == "concat" or self.hidden_dim is None, "hidden_dim",
-                     "mean_of_linear heads are linear; use fusion: concat for a hidden layer")
-        self.require(self.fusion == "concat" or self.norm != "joint", "norm",
-                     "mean_of_linear has one head per part; use per_input or none")
+        self.require(
+            self.dropout == 0 or self.hidden_dim is not None,
+            "dropout",
+            "only applies to the hidden layer; set head.hidden_dim too",
+        )
+        self.require(
+            self.fusion == "concat" or self.hidden_dim is None,
+            "hidden_dim",
+            "mean_of_linear heads are linear; use fusion: concat for a hidden layer",
+        )
+        self.require(
+            self.fusion == "concat" or self.norm != "joint",
+            "norm",
+            "mean_of_linear has one head per part; use per_input or none",
+        )
 
 
 def _norm(width: int, enabled: bool) -> nn.Module:
@@ -54,8 +68,9 @@ def _norm(width: int, enabled: bool) -> nn.Module:
 def _mlp(in_features: int, num_classes: int, hidden_dim: int | None, dropout: float) -> nn.Module:
     if hidden_dim is None:
         return nn.Linear(in_features, num_classes)
-    return nn.Sequential(nn.Linear(in_features, hidden_dim), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(hidden_dim, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
+    )
 
 
 class FusionHead(nn.Module):

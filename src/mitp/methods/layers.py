@@ -17,8 +17,7 @@ from ..data.missing import CASES, missing_case
 from .config import ConfigError, PromptLayersConfig
 
 
-def interaction_layers(config: PromptLayersConfig, text_layers: int, vision_layers: int
-                       ) -> tuple[list[int], list[int]]:
+def interaction_layers(config: PromptLayersConfig, text_layers: int, vision_layers: int) -> tuple[list[int], list[int]]:
     """The (text, vision) layer index of every prompted step, checked against the towers."""
     if config.text_layers is not None:
         text, vision = list(config.text_layers), list(config.vision_layers)
@@ -30,8 +29,11 @@ def interaction_layers(config: PromptLayersConfig, text_layers: int, vision_laye
         # Same relative depth: text layer i ends at fraction (i+1)/L_t of the tower.
         vision = [math.floor((i + 1) * vision_layers / text_layers + 0.5) - 1 for i in text]
         if any(b <= a for a, b in zip(vision, vision[1:])):
-            raise ConfigError("num_steps", f"{n} steps do not map onto distinct layers of a {vision_layers}-layer "
-                                           "vision tower; give text_layers and vision_layers explicitly")
+            raise ConfigError(
+                "num_steps",
+                f"{n} steps do not map onto distinct layers of a {vision_layers}-layer "
+                "vision tower; give text_layers and vision_layers explicitly",
+            )
     for key, layers, depth in (("text_layers", text, text_layers), ("vision_layers", vision, vision_layers)):
         if layers[-1] >= depth:
             raise ConfigError(key, f"layer {layers[-1]} is out of range for a {depth}-layer tower")
@@ -84,15 +86,22 @@ def embedding(tower: Tower, state: TowerState) -> torch.Tensor:
     return tower.project(tower.pool(state))
 
 
-def run_prompted(tower: Tower, state: TowerState, layers: list[int], prompts: nn.ParameterList,
-                 gates: torch.Tensor | None, records: list | None = None) -> TowerState:
+def run_prompted(
+    tower: Tower,
+    state: TowerState,
+    layers: list[int],
+    prompts: nn.ParameterList,
+    gates: torch.Tensor | None,
+    records: list | None = None,
+) -> TowerState:
     """From the first prompted layer to the top; ``prompts[k]`` joins layer ``layers[k]``, outputs dropped."""
     batch = state.hidden.shape[0]
     position = layers[0]
     for k, (layer, prompt) in enumerate(zip(layers, prompts)):
         state = run_layers(tower, state, position, layer)
-        state, _ = tower.run_layer(layer, state, batched(prompt, batch), gate=step_gate(gates, k),
-                                   record=step_record(records, k))
+        state, _ = tower.run_layer(
+            layer, state, batched(prompt, batch), gate=step_gate(gates, k), record=step_record(records, k)
+        )
         position = layer + 1
     return run_layers(tower, state, position, tower.num_layers)
 

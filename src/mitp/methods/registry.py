@@ -54,5 +54,12 @@ def build_model(config: MethodConfig, backbone) -> MultimodalClassifier:
     return get_method(config.method).model_class(config, backbone)
 
 
-__all__ = ["MethodEntry", "available_methods", "build_model", "config_from_dict", "get_method", "make_config",
-           "register_method"]
+__all__ = [
+    "MethodEntry",
+    "available_methods",
+    "build_model",
+    "config_from_dict",
+    "get_method",
+    "make_config",
+    "register_method",
+]

@@ -34,6 +34,7 @@ from ..launch import CliProcess
 from ..threads import available_cores
 from ..train.config import RunConfig, apply_overrides, load_run_config, resolve
 
+
 class RunFailed(RuntimeError):
     pass
 
@@ -96,13 +97,14 @@ def config_for_method(config: RunConfig, method: str, seed: int) -> RunConfig:
     known = get_method(method).config_class.field_names()
     for key in config.model:
         if key not in known:
-            raise ConfigError(f"model.{key}", f"unknown to method {method!r}; keys for one method go under "
-                                              f"`methods: {{{method}: {{...}}}}`")
+            raise ConfigError(
+                f"model.{key}",
+                f"unknown to method {method!r}; keys for one method go under `methods: {{{method}: {{...}}}}`",
+            )
     return config.for_method(method, seed)
 
 
-def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[GridPoint], out: Path
-         ) -> list[PlannedRun]:
+def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[GridPoint], out: Path) -> list[PlannedRun]:
     """Every (method, grid point, seed) run, resolved and validated before anything trains."""
     for method in methods:
         get_method(method)  # unknown names fail before any training starts
@@ -117,8 +119,11 @@ def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[Gri
                     raise err.rekeyed(err.key, f" (method {method})") from err
                 where = Path(out) / method / point.slug() if point.values else Path(out) / method
                 name = "-".join(filter(None, [method, point.slug(), f"seed-{seed}"]))
-                runs.append(PlannedRun(method, point, seed, run_config, where / f"seed-{seed}",
-                                       Path(out) / "configs" / f"{name}.yaml"))
+                runs.append(
+                    PlannedRun(
+                        method, point, seed, run_config, where / f"seed-{seed}", Path(out) / "configs" / f"{name}.yaml"
+                    )
+                )
     return runs
 
 
@@ -130,8 +135,11 @@ EXECUTION_KEYS = ("train.num_threads",)
 def config_differences(existing: RunConfig, wanted: RunConfig) -> list[str]:
     """``["train.lr: 0.001 in the run, 0.003 asked", ...]`` for every key whose value differs."""
     have, want = flatten(existing.to_dict()), flatten(wanted.to_dict())
-    return [f"{key}: {have.get(key, '(unset)')!r} in the run, {want.get(key, '(unset)')!r} asked"
-            for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key) and key not in EXECUTION_KEYS]
+    return [
+        f"{key}: {have.get(key, '(unset)')!r} in the run, {want.get(key, '(unset)')!r} asked"
+        for key in sorted(set(have) | set(want))
+        if have.get(key) != want.get(key) and key not in EXECUTION_KEYS
+    ]
 
 
 def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
@@ -147,14 +155,20 @@ def check_existing(runs: list[PlannedRun], force: bool, console=None) -> None:
             continue
         if force:
             if console is not None:
-                console.print(f"[yellow]{escape(str(run.run_dir))}: other settings "
-                              f"({escape('; '.join(differences))}); --force: training it again[/yellow]")
+                console.print(
+                    f"[yellow]{escape(str(run.run_dir))}: other settings "
+                    f"({escape('; '.join(differences))}); --force: training it again[/yellow]"
+                )
             shutil.rmtree(run.run_dir)
         else:
             conflicts.append(f"{run.run_dir} ({'; '.join(differences)})")
     if conflicts:
-        raise RunConflict("--out", "these run directories hold runs of other settings than asked: "
-                                   + " | ".join(conflicts) + "; use another --out, or --force to train them again")
+        raise RunConflict(
+            "--out",
+            "these run directories hold runs of other settings than asked: "
+            + " | ".join(conflicts)
+            + "; use another --out, or --force to train them again",
+        )
 
 
 def run_one(run: PlannedRun, log: Path, console=None, env: dict | None = None, follow: bool = True) -> dict:
@@ -165,8 +179,9 @@ def run_one(run: PlannedRun, log: Path, console=None, env: dict | None = None, f
     run_dir, done = run.run_dir, Run(run.run_dir)
     if done.results_path.is_file():
         if console is not None:
-            console.print(f"[dim]{escape(str(run_dir))}: finished earlier with the same config, reusing its "
-                          "results[/dim]")
+            console.print(
+                f"[dim]{escape(str(run_dir))}: finished earlier with the same config, reusing its results[/dim]"
+            )
         return done.read_results()
     if done.checkpoint("last").exists():
         args = ["--resume", str(run_dir)]
@@ -187,8 +202,17 @@ def _write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out: Path, grid=None,
-                   force: bool = False, console=None, jobs: int = 1, devices: list[str] | None = None) -> list[dict]:
+def run_comparison(
+    config: RunConfig,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    grid=None,
+    force: bool = False,
+    console=None,
+    jobs: int = 1,
+    devices: list[str] | None = None,
+) -> list[dict]:
     """Train every planned run; a failing run is recorded with its error and the others go on.
 
     With ``jobs`` > 1, that many runs train at once, each with its share of the cores
@@ -200,15 +224,24 @@ def run_comparison(config: RunConfig, methods: list[str], seeds: list[int], out:
     if jobs <= 1:
         return [_run_and_record(i, run, len(runs), _log_of(out, run), console) for i, run in enumerate(runs, 1)]
     threads = max(1, available_cores() // jobs)
-    runs = [dataclasses.replace(run, config=dataclasses.replace(
-        run.config, train=dataclasses.replace(run.config.train, num_threads=threads))) for run in runs]
+    runs = [
+        dataclasses.replace(
+            run,
+            config=dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, num_threads=threads)),
+        )
+        for run in runs
+    ]
     free = queue.Queue()
     for slot in range(jobs):
         free.put(devices[slot % len(devices)] if devices else None)
     if console is not None:
-        console.print(f"{len(runs)} runs, {jobs} at a time, {threads} thread(s) each"
-                      + (f", devices {', '.join(devices)}" if devices else "") + f"; their logs in {out / 'logs'}",
-                      markup=False, highlight=False)
+        console.print(
+            f"{len(runs)} runs, {jobs} at a time, {threads} thread(s) each"
+            + (f", devices {', '.join(devices)}" if devices else "")
+            + f"; their logs in {out / 'logs'}",
+            markup=False,
+            highlight=False,
+        )
 
     def job(i: int, run: PlannedRun) -> dict:
         device = free.get()
@@ -228,8 +261,9 @@ def _log_of(out: Path, run: PlannedRun) -> Path:
 
 def _run_and_record(i: int, run: PlannedRun, total: int, log: Path, console=None, env=None, follow=True) -> dict:
     record = {"method": run.method, "setting": run.point.as_dict(), "seed": run.seed, "run_dir": str(run.run_dir)}
-    name = escape(f"[{i}/{total}] {run.method}" + (f", {run.point.label()}" if run.point.values else "")
-                  + f", seed {run.seed}")
+    name = escape(
+        f"[{i}/{total}] {run.method}" + (f", {run.point.label()}" if run.point.values else "") + f", seed {run.seed}"
+    )
     if console is not None:
         console.rule(name) if follow else console.print(f"{name}: started")
     try:
@@ -270,8 +304,11 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
         grid = []
         for runs_of_setting in settings.values():
             done = [r["results"] for r in runs_of_setting if "results" in r]
-            entry = {"setting": runs_of_setting[0]["setting"], "complete": len(done) == len(runs_of_setting),
-                     "seeds": [r["seed"] for r in runs_of_setting if "results" in r]}
+            entry = {
+                "setting": runs_of_setting[0]["setting"],
+                "complete": len(done) == len(runs_of_setting),
+                "seeds": [r["seed"] for r in runs_of_setting if "results" in r],
+            }
             if done:
                 metric = done[0]["selection_metric"]
                 entry["val"] = mean_std([d["val"][metric] for d in done])
@@ -281,27 +318,40 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
             row["errors"] = {f"{_label(r['setting'])} seed {r['seed']}": r["error"] for r in failed}
         eligible = [g for g in grid if g["complete"] and g["seeds"]]
         if not eligible:
-            rows.append({**row, "status": "failed", "selected": None, "seeds": [], "trainable_params": None,
-                         "val": None, "test": None, "peak_memory_mb": None, "train_seconds": None})
+            rows.append(
+                {
+                    **row,
+                    "status": "failed",
+                    "selected": None,
+                    "seeds": [],
+                    "trainable_params": None,
+                    "val": None,
+                    "test": None,
+                    "peak_memory_mb": None,
+                    "train_seconds": None,
+                }
+            )
             continue
         best = max(eligible, key=lambda g: g["val"]["mean"])  # max keeps the first of equals
         for g in grid:
             g["selected"] = g is best
         results = [r["results"] for r in mine if "results" in r and r["setting"] == best["setting"]]
         first = results[0]
-        row.update({
-            "status": "ok" if not failed else "partial",
-            "selected": best["setting"],
-            "seeds": best["seeds"],
-            "trainable_params": first["trainable_params"],
-            "total_params": first["total_params"],
-            "selection_metric": first["selection_metric"],
-            "val": {k: mean_std([r["val"][k] for r in results]) for k in first["val"]},
-            "test": {k: mean_std([r["test"][k] for r in results]) for k in first["test"]},
-            "peak_memory_mb": statistics.fmean(r["peak_memory_mb"] for r in results),
-            "peak_memory_kind": first["peak_memory_kind"],
-            "train_seconds": statistics.fmean(r["train_seconds"] for r in results),
-        })
+        row.update(
+            {
+                "status": "ok" if not failed else "partial",
+                "selected": best["setting"],
+                "seeds": best["seeds"],
+                "trainable_params": first["trainable_params"],
+                "total_params": first["total_params"],
+                "selection_metric": first["selection_metric"],
+                "val": {k: mean_std([r["val"][k] for r in results]) for k in first["val"]},
+                "test": {k: mean_std([r["test"][k] for r in results]) for k in first["test"]},
+                "peak_memory_mb": statistics.fmean(r["peak_memory_mb"] for r in results),
+                "peak_memory_kind": first["peak_memory_kind"],
+                "train_seconds": statistics.fmean(r["train_seconds"] for r in results),
+            }
+        )
         rows.append(row)
     return rows
 
@@ -327,14 +377,21 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
     lines = [
         f"# Comparison on `{config.data}` with `{config.backbone}`",
         "",
-        (f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; " if spread else
-         f"Seed {seeds[0]}, one run per setting; ")
+        (
+            f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; "
+            if spread
+            else f"Seed {seeds[0]}, one run per setting; "
+        )
         + f"{config.train.epochs} epochs, batch "
         f"{config.train.batch_size}, lr {config.train.lr}; the same head for every method (hidden_dim "
         f"{head.hidden_dim}, norm {head.norm}, fusion {head.fusion}). Test metrics come from each run's best "
         "validation checkpoint."
-        + (f" Each method's setting was chosen on validation (mean {metric} over seeds) among "
-           f"{len(grid)} grid points; test is reported for that setting only." if searched else ""),
+        + (
+            f" Each method's setting was chosen on validation (mean {metric} over seeds) among "
+            f"{len(grid)} grid points; test is reported for that setting only."
+            if searched
+            else ""
+        ),
         "",
         f"| method | {'setting chosen on val | ' if searched else ''}trainable params | val {metric} | "
         f"test {metric} | " + "".join(f"test {k} | " for k in others) + "peak memory (MB) | train time (s) | status |",
@@ -347,14 +404,20 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
             lines.append(f"| {r['method']} | {chosen}" + "- | " * (5 + len(others)) + f"failed: {error[:200]} |")
             continue
         status = r["status"] if r["status"] == "ok" else f"partial: {len(r.get('errors', {}))} run(s) failed"
-        lines.append(f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric, spread)} | "
-                     f"{_pm(r['test'], metric, spread)} | " + "".join(f"{_pm(r['test'], k, spread)} | " for k in others)
-                     + f"{r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |")
+        lines.append(
+            f"| {r['method']} | {chosen}{r['trainable_params']:,} | {_pm(r['val'], metric, spread)} | "
+            f"{_pm(r['test'], metric, spread)} | "
+            + "".join(f"{_pm(r['test'], k, spread)} | " for k in others)
+            + f"{r['peak_memory_mb']:.0f} | {r['train_seconds']:.1f} | {status} |"
+        )
     if searched:
-        lines += ["", f"## Validation {metric} per grid point ({'mean ± std over seeds; ' if spread else ''}* = chosen)",
-                  "",
-                  "| method | " + " | ".join(p.label() for p in grid) + " |",
-                  "|---|" + "---:|" * len(grid)]
+        lines += [
+            "",
+            f"## Validation {metric} per grid point ({'mean ± std over seeds; ' if spread else ''}* = chosen)",
+            "",
+            "| method | " + " | ".join(p.label() for p in grid) + " |",
+            "|---|" + "---:|" * len(grid),
+        ]
         for r in rows:
             by_setting = {_setting_key(g["setting"]): g for g in r["grid"]}
             cells = []
@@ -379,8 +442,13 @@ def bar_chart(rows: list[dict], path: Path) -> Path:
     metric = ok[0]["selection_metric"] if ok else "metric"
     fig, (ax_metric, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["method"] for r in ok]
-    ax_metric.bar(names, [r["test"][metric]["mean"] for r in ok], yerr=[r["test"][metric]["std"] for r in ok],
-                  capsize=4, color="tab:blue")
+    ax_metric.bar(
+        names,
+        [r["test"][metric]["mean"] for r in ok],
+        yerr=[r["test"][metric]["std"] for r in ok],
+        capsize=4,
+        color="tab:blue",
+    )
     ax_metric.set(title=f"test {metric} (mean ± std over seeds)", ylabel=metric)
     ax_params.bar(names, [r["trainable_params"] for r in ok], color="tab:orange")
     ax_params.set(title="trainable parameters", yscale="log")
@@ -393,8 +461,14 @@ def bar_chart(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: list[int], out: Path,
-                  grid: list[GridPoint] | None = None) -> None:
+def write_reports(
+    rows: list[dict],
+    runs: list[dict],
+    config: RunConfig,
+    seeds: list[int],
+    out: Path,
+    grid: list[GridPoint] | None = None,
+) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "compare.json", rows)
@@ -403,16 +477,24 @@ def write_reports(rows: list[dict], runs: list[dict], config: RunConfig, seeds: 
     bar_chart(rows, out / "compare.png")
 
 
-def compare(config_path, overrides: list[str], methods: list[str] | None, seeds: list[int], grid: list[str],
-            out: Path, force: bool = False, console=None, jobs: int = 1, devices: list[str] | None = None
-            ) -> list[dict]:
+def compare(
+    config_path,
+    overrides: list[str],
+    methods: list[str] | None,
+    seeds: list[int],
+    grid: list[str],
+    out: Path,
+    force: bool = False,
+    console=None,
+    jobs: int = 1,
+    devices: list[str] | None = None,
+) -> list[dict]:
     """`mitp compare`: plan, train or reuse every run, choose each method's setting on val, write and print the
     reports; returns the runs (a failed one holds its ``error``). ``methods`` None: every registered method."""
     config = load_run_config(config_path, overrides)
     methods = methods or available_methods()
     points = parse_grid(grid)
-    runs = run_comparison(config, methods, seeds, out, points, force=force, console=console, jobs=jobs,
-                          devices=devices)
+    runs = run_comparison(config, methods, seeds, out, points, force=force, console=console, jobs=jobs, devices=devices)
     rows = aggregate(runs, methods)
     write_reports(rows, runs, config, seeds, out, points)
     if console is not None:

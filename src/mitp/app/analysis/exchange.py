@@ -27,17 +27,24 @@ def cross_modal_influence(run_dir, split: str = "val", samples: int = 256, batch
     indices = list(range(min(samples, len(dataset))))
     moved = {"text_when_image_swapped": [], "image_when_text_swapped": []}
     for start in range(0, len(indices), batch_size):
-        items = [dataset[i] for i in indices[start:start + batch_size]]
+        items = [dataset[i] for i in indices[start : start + batch_size]]
         items = [item for item in items if isinstance(item, dict)]
         if len(items) < 2:
             continue
         inputs = {k: v for k, v in model_inputs(dataset.collate(items)).items() if k != "labels"}
         base = model.forward_features(**inputs)
         rolled_image = model.forward_features(**{**inputs, "pixel_values": inputs["pixel_values"].roll(1, 0)})
-        rolled_text = model.forward_features(**{**inputs, "input_ids": inputs["input_ids"].roll(1, 0),
-                                                "attention_mask": inputs["attention_mask"].roll(1, 0)})
-        for key, part, changed in (("text_when_image_swapped", "text", rolled_image),
-                                   ("image_when_text_swapped", "image", rolled_text)):
+        rolled_text = model.forward_features(
+            **{
+                **inputs,
+                "input_ids": inputs["input_ids"].roll(1, 0),
+                "attention_mask": inputs["attention_mask"].roll(1, 0),
+            }
+        )
+        for key, part, changed in (
+            ("text_when_image_swapped", "text", rolled_image),
+            ("image_when_text_swapped", "image", rolled_text),
+        ):
             delta = (changed[part] - base[part]).norm(dim=-1) / base[part].norm(dim=-1).clamp_min(1e-12)
             moved[key] += delta.tolist()
     gates = {}
@@ -45,10 +52,14 @@ def cross_modal_influence(run_dir, split: str = "val", samples: int = 256, batch
         g = getattr(model, f"{tower}_gates", None)
         if isinstance(g, torch.Tensor):
             gates[tower] = [round(v, 5) for v in torch.tanh(g).abs().mean(1).tolist()]
-    return {"run": str(run_dir), "method": model.config.method, "split": split,
-            "samples": len(moved["text_when_image_swapped"]),
-            **{key: {"mean": statistics.fmean(v), "max": max(v)} if v else None for key, v in moved.items()},
-            "gate_opening": gates}
+    return {
+        "run": str(run_dir),
+        "method": model.config.method,
+        "split": split,
+        "samples": len(moved["text_when_image_swapped"]),
+        **{key: {"mean": statistics.fmean(v), "max": max(v)} if v else None for key, v in moved.items()},
+        "gate_opening": gates,
+    }
 
 
 __all__ = ["cross_modal_influence"]

@@ -24,9 +24,12 @@ def explain(classifier, image, text: str) -> dict:
     """Run one pair (image: a path, bytes or a PIL image) through the model with tracing on; plain lists."""
     model = classifier.model
     sample = classifier.prepare(image, text)
-    inputs = {"pixel_values": sample.pixels[None], "input_ids": torch.tensor([sample.tokens]),
-              "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
-              "modality_mask": torch.tensor([sample.present])}
+    inputs = {
+        "pixel_values": sample.pixels[None],
+        "input_ids": torch.tensor([sample.tokens]),
+        "attention_mask": torch.ones(1, len(sample.tokens), dtype=torch.long),
+        "modality_mask": torch.tensor([sample.present]),
+    }
     model.trace = Trace()
     try:
         with torch.no_grad():
@@ -37,12 +40,20 @@ def explain(classifier, image, text: str) -> dict:
     frozen = build_model(make_config("late_fusion", num_classes=model.config.num_classes), model.backbone)
     with torch.no_grad():
         reference = frozen.forward_features(**inputs)
-    cosine = {part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
-              for part in ("image", "text") if part in features}
-    attention = {key: [round(v, 6) for v in record.prompt_share[0].tolist()]
-                 for key, record in trace.prompt_attention.items() if record.prompt_share}
+    cosine = {
+        part: torch.nn.functional.cosine_similarity(features[part], reference[part]).item()
+        for part in ("image", "text")
+        if part in features
+    }
+    attention = {
+        key: [round(v, 6) for v in record.prompt_share[0].tolist()]
+        for key, record in trace.prompt_attention.items()
+        if record.prompt_share
+    }
     return {
-        "method": model.config.method, "image": image if isinstance(image, str) else "<uploaded>", "text": text,
+        "method": model.config.method,
+        "image": image if isinstance(image, str) else "<uploaded>",
+        "text": text,
         "predictions": classifier.to_predictions(logits, top_k=3)[0],
         "cosine_to_frozen": cosine,
         "prompt_attention_share": attention,

@@ -11,8 +11,8 @@ import numpy as np
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 
-from ..train.inference import evaluate_dataset, load_run, split_dataset
 from ..outputs import check_outputs
+from ..train.inference import evaluate_dataset, load_run, split_dataset
 from .compare import mean_std
 
 
@@ -27,8 +27,9 @@ def curve_label(run_dir: Path, method: str, missing_aware) -> str:
     return f"{method}{aware} ({run_dir.name})"
 
 
-def robustness(run_dir: Path, modality: str, rates: list[float], split: str, batch_size: int | None, progress
-               ) -> tuple[dict, str]:
+def robustness(
+    run_dir: Path, modality: str, rates: list[float], split: str, batch_size: int | None, progress
+) -> tuple[dict, str]:
     """The run's curve, and a key equal for runs whose configs differ only in the seed."""
     loaded = load_run(run_dir)
     config = loaded.config
@@ -42,10 +43,17 @@ def robustness(run_dir: Path, modality: str, rates: list[float], split: str, bat
         samples = result["samples"]
         progress(f"{run_dir}: {modality} missing at {rate:.0%}: {metric} {values[-1]:.4f}")
     unseeded = {k: v for k, v in config.to_dict().items() if k != "seed"}
-    return {"run": str(run_dir), "method": config.method, "missing_aware": config.model.get("missing_aware"),
-            "label": curve_label(Path(run_dir), config.method, config.model.get("missing_aware")),
-            "seed": config.seed, "trained_with_missing": config.train.missing.to_dict(), "metric": metric,
-            "values": values, "samples": samples}, json.dumps(unseeded, sort_keys=True, default=str)
+    return {
+        "run": str(run_dir),
+        "method": config.method,
+        "missing_aware": config.model.get("missing_aware"),
+        "label": curve_label(Path(run_dir), config.method, config.model.get("missing_aware")),
+        "seed": config.seed,
+        "trained_with_missing": config.train.missing.to_dict(),
+        "metric": metric,
+        "values": values,
+        "samples": samples,
+    }, json.dumps(unseeded, sort_keys=True, default=str)
 
 
 def seed_groups(curves: list[dict], keys: list[str]) -> list[dict]:
@@ -65,21 +73,31 @@ def seed_groups(curves: list[dict], keys: list[str]) -> list[dict]:
             if parent.name == first["method"]:
                 label = label.rsplit(" (", 1)[0]
             label += f", {len(members)} seeds"
-        groups.append({"label": label, "method": first["method"], "missing_aware": first["missing_aware"],
-                       "runs": [m["run"] for m in members], "seeds": [m["seed"] for m in members],
-                       "mean": [stat["mean"] for stat in per_rate], "std": [stat["std"] for stat in per_rate]})
+        groups.append(
+            {
+                "label": label,
+                "method": first["method"],
+                "missing_aware": first["missing_aware"],
+                "runs": [m["run"] for m in members],
+                "seeds": [m["seed"] for m in members],
+                "mean": [stat["mean"] for stat in per_rate],
+                "std": [stat["std"] for stat in per_rate],
+            }
+        )
     return groups
 
 
 def markdown_table(report: dict) -> str:
     """One row per group, one column per rate: ``mean ± std`` (the mean alone for one run)."""
     what = {"image": "image", "text": "text", "both": "image or text (half each)"}[report["modality"]]
-    header = [f"{report['split']} {report['runs'][0]['metric']}, {what} missing"] + \
-        [f"{r:.0%}" for r in report["rates"]]
+    header = [f"{report['split']} {report['runs'][0]['metric']}, {what} missing"] + [
+        f"{r:.0%}" for r in report["rates"]
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in report["groups"]:
-        cells = [f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "")
-                 for m, s in zip(group["mean"], group["std"])]
+        cells = [
+            f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "") for m, s in zip(group["mean"], group["std"])
+        ]
         lines.append("| " + " | ".join([group["label"]] + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -94,7 +112,7 @@ def plot(report: dict, path: Path) -> Path:
     rates = [100 * r for r in report["rates"]]
     for group in report["groups"]:
         mean, std = np.array(group["mean"]), np.array(group["std"])
-        line, = ax.plot(rates, mean, marker="o", label=group["label"])
+        (line,) = ax.plot(rates, mean, marker="o", label=group["label"])
         if len(group["runs"]) > 1:
             ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     what = {"image": "images", "text": "texts", "both": "images or texts (half each)"}[report["modality"]]
@@ -108,15 +126,21 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def write_report(runs: list[Path], modality: str, rates: list[float], split: str, batch_size: int | None,
-                 out: Path, progress=print) -> str:
+def write_report(
+    runs: list[Path], modality: str, rates: list[float], split: str, batch_size: int | None, out: Path, progress=print
+) -> str:
     """Evaluate every run at every rate; write robustness.json, .png and .md into ``out``; return the table.
     Never into a run's own files (RunDirError)."""
     check_outputs([out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], runs=runs)
     out.mkdir(parents=True, exist_ok=True)
     curves, keys = zip(*(robustness(r, modality, rates, split, batch_size, progress) for r in runs))
-    report = {"modality": modality, "split": split, "rates": rates,
-              "groups": seed_groups(list(curves), list(keys)), "runs": list(curves)}
+    report = {
+        "modality": modality,
+        "split": split,
+        "rates": rates,
+        "groups": seed_groups(list(curves), list(keys)),
+        "runs": list(curves),
+    }
     write_json_atomic(out / "robustness.json", report)
     plot(report, out / "robustness.png")
     table = markdown_table(report)

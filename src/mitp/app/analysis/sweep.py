@@ -122,14 +122,26 @@ class Sweep:
     def open_study(self, method: str) -> optuna.Study:
         self.out.mkdir(parents=True, exist_ok=True)
         sqlite = self.storage_url().startswith("sqlite")  # several local workers wait for the file's lock
-        storage = RDBStorage(self.storage_url(), heartbeat_interval=self.heartbeat_s, grace_period=self.grace_s,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                             engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if self.prune else \
-            optuna.pruners.NopPruner()
-        return optuna.create_study(study_name=f"{self.study}-{method}", storage=storage, direction="maximize",
-                                   sampler=optuna.samplers.TPESampler(seed=self.seed), pruner=pruner,
-                                   load_if_exists=True)
+        storage = RDBStorage(
+            self.storage_url(),
+            heartbeat_interval=self.heartbeat_s,
+            grace_period=self.grace_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
+        )
+        pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+            if self.prune
+            else optuna.pruners.NopPruner()
+        )
+        return optuna.create_study(
+            study_name=f"{self.study}-{method}",
+            storage=storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=self.seed),
+            pruner=pruner,
+            load_if_exists=True,
+        )
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -142,8 +154,13 @@ def failures(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
     # a retry records the first failed trial: a chain of retries names it, and its later failures are retries too
-    return sum(1 for t in trials if t.state == TrialState.FAIL and t.number not in retried
-               and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None)
+    return sum(
+        1
+        for t in trials
+        if t.state == TrialState.FAIL
+        and t.number not in retried
+        and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None
+    )
 
 
 def run_dir_of(sweep: Sweep, method: str, trial: optuna.trial.FrozenTrial | optuna.Trial) -> Path:
@@ -169,10 +186,20 @@ def objective(sweep: Sweep, method: str, console=None):
                 raise optuna.TrialPruned(f"epoch {epoch}: val {score:.4f} is below the median of earlier trials")
 
         if console is not None:
-            console.print(f"{method} trial {trial.number} ({run_dir}): "
-                          + ", ".join(f"{k}={v}" for k, v in params.items()), markup=False, highlight=False)
-        results = run_training(config, run_dir, resume=resume, console=None, test=False,
-                               command=f"mitp sweep (trial {trial.number})", on_validation=report)
+            console.print(
+                f"{method} trial {trial.number} ({run_dir}): " + ", ".join(f"{k}={v}" for k, v in params.items()),
+                markup=False,
+                highlight=False,
+            )
+        results = run_training(
+            config,
+            run_dir,
+            resume=resume,
+            console=None,
+            test=False,
+            command=f"mitp sweep (trial {trial.number})",
+            on_validation=report,
+        )
         score = results["val"][results["selection_metric"]]
         _record(run_dir, trial.number, params, "complete", results["epochs"], score)
         return score
@@ -181,8 +208,10 @@ def objective(sweep: Sweep, method: str, console=None):
 
 
 def _record(run_dir: Path, number: int, params: dict, state: str, epochs: int, value: float | None = None) -> None:
-    write_json_atomic(run_dir / "trial.json", {"trial": number, "params": params, "state": state,
-                                               "epochs_trained": epochs, "value": value})
+    write_json_atomic(
+        run_dir / "trial.json",
+        {"trial": number, "params": params, "state": state, "epochs_trained": epochs, "value": value},
+    )
 
 
 def work(sweep: Sweep, console=None) -> None:
@@ -197,8 +226,9 @@ def work(sweep: Sweep, console=None) -> None:
                 break
             if failures(study) >= sweep.trials:  # every setting fails: stop instead of trying forever
                 if console is not None:
-                    console.print(f"{method}: {failures(study)} trials failed; stopping (see the run directories)",
-                                  markup=False)
+                    console.print(
+                        f"{method}: {failures(study)} trials failed; stopping (see the run directories)", markup=False
+                    )
                 break
             if not n["waiting"] and n["complete"] + n["pruned"] + n["running"] >= sweep.trials:
                 time.sleep(min(sweep.heartbeat_s, 5))  # running elsewhere, or stale: failed after the grace
@@ -215,8 +245,10 @@ def sweep_command(sweep: Sweep, jobs: int = 1, console=None, worker_only: bool =
     if jobs > 1:
         threads = max(1, available_cores() // jobs)
         logs = sweep.out / "logs"
-        workers = [CliProcess(worker_argv(sweep), logs / f"worker-{i}.log", env={"OMP_NUM_THREADS": str(threads)})
-                   for i in range(jobs)]
+        workers = [
+            CliProcess(worker_argv(sweep), logs / f"worker-{i}.log", env={"OMP_NUM_THREADS": str(threads)})
+            for i in range(jobs)
+        ]
         if console is not None:
             console.print(f"{jobs} workers, {threads} thread(s) each; their logs in {logs}", markup=False)
         if any([worker.wait() != 0 for worker in workers]):  # a list: wait for every worker
@@ -227,9 +259,22 @@ def sweep_command(sweep: Sweep, jobs: int = 1, console=None, worker_only: bool =
 
 
 def worker_argv(sweep: Sweep) -> list[str]:
-    argv = ["sweep", "--worker", "--methods", ",".join(sweep.methods), "--trials", str(sweep.trials),
-            "--out", str(sweep.out), "--study", sweep.study, "--seed", str(sweep.seed),
-            "--storage", sweep.storage_url()]
+    argv = [
+        "sweep",
+        "--worker",
+        "--methods",
+        ",".join(sweep.methods),
+        "--trials",
+        str(sweep.trials),
+        "--out",
+        str(sweep.out),
+        "--study",
+        sweep.study,
+        "--seed",
+        str(sweep.seed),
+        "--storage",
+        sweep.storage_url(),
+    ]
     if sweep.config_path:
         argv += ["--config", str(sweep.config_path)]
     for override in sweep.overrides:
@@ -253,8 +298,14 @@ def report(sweep: Sweep, console=None) -> list[dict]:
             run_dir = run_dir_of(sweep, method, best)
             loaded = load_run(run_dir)
             test = evaluate_dataset(loaded, split_dataset(loaded, "test"))["metrics"]
-            row["best"] = {"trial": best.number, "params": best.params, "val": best.value, "test": test,
-                           "run_dir": str(run_dir), "metric": Run(run_dir).read_results()["selection_metric"]}
+            row["best"] = {
+                "trial": best.number,
+                "params": best.params,
+                "val": best.value,
+                "test": test,
+                "run_dir": str(run_dir),
+                "metric": Run(run_dir).read_results()["selection_metric"],
+            }
         rows.append(row)
     write_json_atomic(sweep.out / "sweep.json", rows)
     write_text_atomic(sweep.out / "sweep.md", markdown(rows, sweep))
@@ -264,10 +315,14 @@ def report(sweep: Sweep, console=None) -> list[dict]:
 
 
 def markdown(rows: list[dict], sweep: Sweep) -> str:
-    lines = [f"# Sweep `{sweep.study}`: {sweep.trials} trials per method", "",
-             "Each method's best trial is chosen on validation; test is read for that trial alone.", "",
-             "| method | complete / pruned / failed | best trial | its settings | val | test |",
-             "|---|---|---:|---|---:|---:|"]
+    lines = [
+        f"# Sweep `{sweep.study}`: {sweep.trials} trials per method",
+        "",
+        "Each method's best trial is chosen on validation; test is read for that trial alone.",
+        "",
+        "| method | complete / pruned / failed | best trial | its settings | val | test |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for row in rows:
         n, best = row["trials"], row["best"]
         done = f"{n['complete']} / {n['pruned']} / {n['fail']}"
@@ -275,8 +330,10 @@ def markdown(rows: list[dict], sweep: Sweep) -> str:
             lines.append(f"| {row['method']} | {done} | - | - | - | - |")
             continue
         settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-        lines.append(f"| {row['method']} | {done} | {best['trial']} | {settings} | {best['metric']} "
-                     f"{best['val']:.4f} | {best['metric']} {best['test'][best['metric']]:.4f} |")
+        lines.append(
+            f"| {row['method']} | {done} | {best['trial']} | {settings} | {best['metric']} "
+            f"{best['val']:.4f} | {best['metric']} {best['test'][best['metric']]:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

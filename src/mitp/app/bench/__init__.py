@@ -42,8 +42,19 @@ from .profile import render as render_profiles
 from .render import render_table, to_markdown
 from .serving import render as render_serve
 from .serving import serve_benchmark
-from .settings import (EXTRA_KEYS, MEMORY_KINDS, REFERENCE, REQUIRED_KEYS, ROW_KEYS, BenchError, BenchResult,
-                       BenchSettings, Target, available_cores, parse_method_spec)
+from .settings import (
+    EXTRA_KEYS,
+    MEMORY_KINDS,
+    REFERENCE,
+    REQUIRED_KEYS,
+    ROW_KEYS,
+    BenchError,
+    BenchResult,
+    BenchSettings,
+    Target,
+    available_cores,
+    parse_method_spec,
+)
 
 
 def method_names(text: str) -> tuple[str, ...]:
@@ -55,8 +66,31 @@ def method_names(text: str) -> tuple[str, ...]:
     return names
 
 
-__all__ = ["EXTRA_KEYS", "MEMORY_KINDS", "REFERENCE", "REQUIRED_KEYS", "ROW_KEYS", "BenchError", "BenchResult",
-           "BenchSettings", "Target", "available_cores", "epoch_benchmark", "inference_benchmark", "load_benchmark",
-           "make_rows", "method_names", "profile_step", "render_epochs", "render_inference", "render_load",
-           "render_profiles", "render_serve", "render_table", "run_benchmark", "serve_benchmark", "to_markdown",
-           "validate"]
+__all__ = [
+    "EXTRA_KEYS",
+    "MEMORY_KINDS",
+    "REFERENCE",
+    "REQUIRED_KEYS",
+    "ROW_KEYS",
+    "BenchError",
+    "BenchResult",
+    "BenchSettings",
+    "Target",
+    "available_cores",
+    "epoch_benchmark",
+    "inference_benchmark",
+    "load_benchmark",
+    "make_rows",
+    "method_names",
+    "profile_step",
+    "render_epochs",
+    "render_inference",
+    "render_load",
+    "render_profiles",
+    "render_serve",
+    "render_table",
+    "run_benchmark",
+    "serve_benchmark",
+    "to_markdown",
+    "validate",
+]

@@ -32,8 +32,9 @@ from .settings import BenchError
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
-def _export(backbone_spec: str, method: str, folder: Path, seq_len: int, image_size: int | None,
-            num_classes: int) -> dict:
+def _export(
+    backbone_spec: str, method: str, folder: Path, seq_len: int, image_size: int | None, num_classes: int
+) -> dict:
     backbone = build_backbone(backbone_spec)
     torch.manual_seed(0)
     model = build_model(make_config(method, num_classes=num_classes), backbone).eval()
@@ -44,13 +45,19 @@ def _export(backbone_spec: str, method: str, folder: Path, seq_len: int, image_s
     max_length = min(seq_len, backbone.text_format.max_length)
     preprocessor = Preprocessor.for_backbone(backbone, max_length, image_size)
     labels = LabelSpace("single_label", tuple(f"class-{i}" for i in range(num_classes)))
-    info = {"backbone": backbone_spec, "threshold": 0.5,
-            "preprocessing": {"max_text_length": max_length, "image_size": image_size}}
+    info = {
+        "backbone": backbone_spec,
+        "threshold": 0.5,
+        "preprocessing": {"max_text_length": max_length, "image_size": image_size},
+    }
     classifier = Classifier(model, preprocessor, labels, info)
     classifier.save_pretrained(folder)
     spec = export_onnx(classifier, folder, quantize="int8")
-    return {"parity_max_abs": spec["parity_max_abs"],
-            "image_size": list(preprocessor.blank_image().shape[1:]), "text_length": max_length}
+    return {
+        "parity_max_abs": spec["parity_max_abs"],
+        "image_size": list(preprocessor.blank_image().shape[1:]),
+        "text_length": max_length,
+    }
 
 
 def _receive(conn, process, runtime: str) -> dict:
@@ -61,9 +68,19 @@ def _receive(conn, process, runtime: str) -> dict:
         raise BenchError(f"the {runtime} worker died (exit code {process.exitcode}); its traceback is above") from None
 
 
-def inference_benchmark(backbone: str, method: str, batch_sizes: tuple[int, ...] = (1, 16), rounds: int = 3,
-                        steps: int = 5, warmup: int = 2, threads: int = 1, seq_len: int = 32,
-                        image_size: int | None = None, num_classes: int = 10, progress=None) -> dict:
+def inference_benchmark(
+    backbone: str,
+    method: str,
+    batch_sizes: tuple[int, ...] = (1, 16),
+    rounds: int = 3,
+    steps: int = 5,
+    warmup: int = 2,
+    threads: int = 1,
+    seq_len: int = 32,
+    image_size: int | None = None,
+    num_classes: int = 10,
+    progress=None,
+) -> dict:
     """Rows per runtime and batch size: median ms per batch, samples/s, speed-up over eager PyTorch."""
     say = progress or (lambda message: None)
     context = multiprocessing.get_context("spawn")
@@ -71,15 +88,18 @@ def inference_benchmark(backbone: str, method: str, batch_sizes: tuple[int, ...]
         folder = Path(tmp) / "model"
         say(f"exporting {method} on {backbone} (fp32 and int8 graphs)")
         export = _export(backbone, method, folder, seq_len, image_size, num_classes)
-        sizes_mb = {"torch": (folder / "model.safetensors").stat().st_size / 2**20,
-                    "onnx": (folder / "model.onnx").stat().st_size / 2**20,
-                    "onnx-int8": (folder / "model.int8.onnx").stat().st_size / 2**20}
+        sizes_mb = {
+            "torch": (folder / "model.safetensors").stat().st_size / 2**20,
+            "onnx": (folder / "model.onnx").stat().st_size / 2**20,
+            "onnx-int8": (folder / "model.int8.onnx").stat().st_size / 2**20,
+        }
         workers, loaded = {}, {}
         try:
             for runtime in RUNTIMES:  # one after another, so load times and memory are not shared
                 parent, child = context.Pipe()
-                process = context.Process(target=time_logits, daemon=True,
-                                          args=(child, str(folder), runtime, threads, batch_sizes, seq_len))
+                process = context.Process(
+                    target=time_logits, daemon=True, args=(child, str(folder), runtime, threads, batch_sizes, seq_len)
+                )
                 process.start()
                 child.close()  # the worker's end: a worker that dies is then an EOFError here, not a hang
                 workers[runtime] = (process, parent)
@@ -97,9 +117,14 @@ def inference_benchmark(backbone: str, method: str, batch_sizes: tuple[int, ...]
                         if round_index or not warmup:
                             times[runtime, size] += reply["times"]
                 if round_index or not warmup:
-                    say(f"round {round_index if warmup else round_index + 1}/{rounds}: " + ", ".join(
-                        f"{r} b{b} {1000 * statistics.median(times[r, b]):.1f} ms"
-                        for b in batch_sizes for r in RUNTIMES))
+                    say(
+                        f"round {round_index if warmup else round_index + 1}/{rounds}: "
+                        + ", ".join(
+                            f"{r} b{b} {1000 * statistics.median(times[r, b]):.1f} ms"
+                            for b in batch_sizes
+                            for r in RUNTIMES
+                        )
+                    )
         finally:
             for process, conn in workers.values():
                 if process.is_alive():
@@ -115,27 +140,51 @@ def inference_benchmark(backbone: str, method: str, batch_sizes: tuple[int, ...]
         eager = statistics.median(times["torch", size])
         for runtime in RUNTIMES:
             median = statistics.median(times[runtime, size])
-            rows.append({"runtime": runtime, "batch_size": size, "ms_per_batch": round(1000 * median, 2),
-                         "samples_per_s": round(size / median, 1), "speedup_vs_torch": round(eager / median, 2),
-                         "load_seconds": round(loaded[runtime]["load_seconds"], 2),
-                         "rss_mb": round(loaded[runtime]["rss_mb"], 1), "peak_rss_mb": round(peaks[runtime], 1),
-                         "file_mb": round(sizes_mb[runtime], 2), "timed_calls": len(times[runtime, size]),
-                         "torch_in_process": loaded[runtime]["torch_imported"]})
-    return {"method": method, "backbone": backbone, "threads": threads, "rounds": rounds, "steps": steps,
-            "warmup": warmup, **export, "rows": rows}
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "batch_size": size,
+                    "ms_per_batch": round(1000 * median, 2),
+                    "samples_per_s": round(size / median, 1),
+                    "speedup_vs_torch": round(eager / median, 2),
+                    "load_seconds": round(loaded[runtime]["load_seconds"], 2),
+                    "rss_mb": round(loaded[runtime]["rss_mb"], 1),
+                    "peak_rss_mb": round(peaks[runtime], 1),
+                    "file_mb": round(sizes_mb[runtime], 2),
+                    "timed_calls": len(times[runtime, size]),
+                    "torch_in_process": loaded[runtime]["torch_imported"],
+                }
+            )
+    return {
+        "method": method,
+        "backbone": backbone,
+        "threads": threads,
+        "rounds": rounds,
+        "steps": steps,
+        "warmup": warmup,
+        **export,
+        "rows": rows,
+    }
 
 
 def render(result: dict) -> str:
-    lines = ["| runtime | batch | ms / batch | samples/s | vs eager PyTorch | load (s) | RSS after load (MB) | "
-             "peak RSS (MB) | weights file (MB) | torch loaded |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| runtime | batch | ms / batch | samples/s | vs eager PyTorch | load (s) | RSS after load (MB) | "
+        "peak RSS (MB) | weights file (MB) | torch loaded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['runtime']} | {r['batch_size']} | {r['ms_per_batch']:.1f} | {r['samples_per_s']:.1f} | "
-                     f"{r['speedup_vs_torch']:.2f}x | {r['load_seconds']:.1f} | {r['rss_mb']:.0f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['file_mb']:.1f} | {'yes' if r['torch_in_process'] else 'no'} |")
+        lines.append(
+            f"| {r['runtime']} | {r['batch_size']} | {r['ms_per_batch']:.1f} | {r['samples_per_s']:.1f} | "
+            f"{r['speedup_vs_torch']:.2f}x | {r['load_seconds']:.1f} | {r['rss_mb']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['file_mb']:.1f} | {'yes' if r['torch_in_process'] else 'no'} |"
+        )
     height, width = result["image_size"]
-    lines.append(f"\n{result['method']} on {result['backbone']}, {height}x{width} images, {result['text_length']} "
-                 f"text tokens, {result['threads']} thread(s) per runtime, medians of {result['rounds']} rounds x "
-                 f"{result['steps']} calls; the fp32 graph's logits are within {result['parity_max_abs']:.1e} of "
-                 "PyTorch's. The PyTorch weights file holds only the trainable tensors (the frozen backbone "
-                 "is rebuilt from its spec); the graphs hold everything.")
+    lines.append(
+        f"\n{result['method']} on {result['backbone']}, {height}x{width} images, {result['text_length']} "
+        f"text tokens, {result['threads']} thread(s) per runtime, medians of {result['rounds']} rounds x "
+        f"{result['steps']} calls; the fp32 graph's logits are within {result['parity_max_abs']:.1e} of "
+        "PyTorch's. The PyTorch weights file holds only the trainable tensors (the frozen backbone "
+        "is rebuilt from its spec); the graphs hold everything."
+    )
     return "\n".join(lines)

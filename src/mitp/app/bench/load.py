@@ -32,21 +32,36 @@ from ..serve.local import free_port
 from .serving import _classifier
 
 # share of each request kind (good ones first)
-MIX = {"good_multipart": 0.60, "good_json": 0.20, "bad_json": 0.04, "deep_json": 0.04, "surrogate": 0.04,
-       "pixel_bomb": 0.04, "body_over_limit": 0.04}
+MIX = {
+    "good_multipart": 0.60,
+    "good_json": 0.20,
+    "bad_json": 0.04,
+    "deep_json": 0.04,
+    "surrogate": 0.04,
+    "pixel_bomb": 0.04,
+    "body_over_limit": 0.04,
+}
+
 
 def _bomb_png(width: int = 13000, height: int = 13000) -> bytes:
     """A few hundred bytes whose PNG header claims width x height pixels."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
 
 def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
     """kind -> (path, a function giving the httpx request keyword arguments)."""
     json_headers = {"content-type": "application/json"}
     over = b'{"text": "' + b"x" * (max_body + 2**20) + b'"}'
-    pieces = [over[start:start + 2**16] for start in range(0, len(over), 2**16)]
+    pieces = [over[start : start + 2**16] for start in range(0, len(over), 2**16)]
 
     async def over_limit_async():  # streamed without a length: refused while it arrives
         for piece in pieces:
@@ -56,20 +71,31 @@ def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
         yield from pieces
 
     return {
-        "good_multipart": ("/predict", lambda: {"files": {"image": ("x.png", image, "image/png")},
-                                                "data": {"text": "a photo of something", "top_k": "1"}}),
-        "good_json": ("/predict", lambda: {"json": {"image": base64.b64encode(image).decode(), "text": "a photo",
-                                                    "top_k": 1}}),
+        "good_multipart": (
+            "/predict",
+            lambda: {
+                "files": {"image": ("x.png", image, "image/png")},
+                "data": {"text": "a photo of something", "top_k": "1"},
+            },
+        ),
+        "good_json": (
+            "/predict",
+            lambda: {"json": {"image": base64.b64encode(image).decode(), "text": "a photo", "top_k": 1}},
+        ),
         "bad_json": ("/predict", lambda: {"content": b"{not json", "headers": json_headers}),
         "deep_json": ("/predict", lambda: {"content": b"[" * 100_000 + b"]" * 100_000, "headers": json_headers}),
         "surrogate": ("/predict", lambda: {"content": b'{"text": "\\ud800"}', "headers": json_headers}),
         "pixel_bomb": ("/predict", lambda: {"files": {"image": ("b.png", _bomb_png(), "image/png")}}),
-        "body_over_limit": ("/predict", lambda: {"content": over_limit_async() if asynchronous else over_limit(),
-                                                 "headers": json_headers}),
+        "body_over_limit": (
+            "/predict",
+            lambda: {"content": over_limit_async() if asynchronous else over_limit(), "headers": json_headers},
+        ),
     }
+
 
 def _process_memory(pid: int) -> tuple[float, float]:
     return memory_mb(pid) or (0.0, 0.0)
+
 
 def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
     """A random model exported to ``folder``; returns a PNG the size the backbone expects."""
@@ -82,8 +108,10 @@ def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
     Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
     return buffer.getvalue()
 
-def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: int = 200, seed: int = 0,
-                   progress=print) -> dict:
+
+def load_benchmark(
+    backbone: str, method: str, seconds: float = 60.0, clients: int = 200, seed: int = 0, progress=print
+) -> dict:
     import httpx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,9 +122,12 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
         # figures count every page it loads (not one forked from app/launch.py's server).
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:  # the server writes through its own copy of the descriptor
-            server = subprocess.Popen([sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port",
-                                       str(port)], stdout=subprocess.DEVNULL, stderr=log,
-                                      env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+            server = subprocess.Popen(
+                [sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -125,8 +156,15 @@ def load_benchmark(backbone: str, method: str, seconds: float = 60.0, clients: i
             except subprocess.TimeoutExpired:
                 server.kill()
         tracebacks = log_path.read_text(errors="replace").count("Traceback (most recent call last)")
-    return {"backbone": backbone, "method": method, "clients": clients, "seconds": seconds, **result,
-            "server_tracebacks": tracebacks}
+    return {
+        "backbone": backbone,
+        "method": method,
+        "clients": clients,
+        "seconds": seconds,
+        **result,
+        "server_tracebacks": tracebacks,
+    }
+
 
 async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int, pid: int) -> dict:
     import httpx
@@ -178,33 +216,53 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
     rss_end, rss_peak = _process_memory(pid)
     latencies.sort()
     answered = sum(sum(c.values()) for c in statuses.values())
-    good_5xx = sum(n for kind, c in statuses.items() if kind.startswith("good")
-                   for status, n in c.items() if isinstance(status, int) and status >= 500)
+    good_5xx = sum(
+        n
+        for kind, c in statuses.items()
+        if kind.startswith("good")
+        for status, n in c.items()
+        if isinstance(status, int) and status >= 500
+    )
     return {
-        "requests": answered, "requests_per_s": round(answered / wall, 1),
+        "requests": answered,
+        "requests_per_s": round(answered / wall, 1),
         "good_ok_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1) if latencies
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)
+        if latencies
         else None,
         "statuses": {kind: {str(s): n for s, n in sorted(c.items(), key=str)} for kind, c in statuses.items()},
-        "retried_503": dict(retried), "unfinished_at_end": unfinished, "good_5xx": good_5xx,
-        "rss_mb": {"start": round(rss_start, 1), "peak": round(max(rss_samples + [rss_end]), 1),
-                   "end": round(rss_end, 1), "high_water": round(rss_peak, 1)},
+        "retried_503": dict(retried),
+        "unfinished_at_end": unfinished,
+        "good_5xx": good_5xx,
+        "rss_mb": {
+            "start": round(rss_start, 1),
+            "peak": round(max(rss_samples + [rss_end]), 1),
+            "end": round(rss_end, 1),
+            "high_water": round(rss_peak, 1),
+        },
     }
 
+
 def render_load(row: dict) -> str:
-    lines = [f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
-             f"{row['backbone']}", "",
-             "| requests answered | requests/s | good answered 200/s | p50 (ms, good) | p99 (ms, good) | 5xx on good "
-             "requests | tracebacks in the server's log | server RSS start / peak / end (MB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|",
-             f"| {row['requests']:,} | {row['requests_per_s']} | {row['good_ok_per_s']} | {row['p50_ms']} | "
-             f"{row['p99_ms']} | {row['good_5xx']} | {row['server_tracebacks']} | {row['rss_mb']['start']} / "
-             f"{row['rss_mb']['peak']} / {row['rss_mb']['end']} |", "", "| kind | share | answers (status: count) | 503s retried |",
-             "|---|---:|---|---:|"]
+    lines = [
+        f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
+        f"{row['backbone']}",
+        "",
+        "| requests answered | requests/s | good answered 200/s | p50 (ms, good) | p99 (ms, good) | 5xx on good "
+        "requests | tracebacks in the server's log | server RSS start / peak / end (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {row['requests']:,} | {row['requests_per_s']} | {row['good_ok_per_s']} | {row['p50_ms']} | "
+        f"{row['p99_ms']} | {row['good_5xx']} | {row['server_tracebacks']} | {row['rss_mb']['start']} / "
+        f"{row['rss_mb']['peak']} / {row['rss_mb']['end']} |",
+        "",
+        "| kind | share | answers (status: count) | 503s retried |",
+        "|---|---:|---|---:|",
+    ]
     for kind, share in MIX.items():
         answers = ", ".join(f"{s}: {n:,}" for s, n in row["statuses"].get(kind, {}).items())
         lines.append(f"| {kind} | {share:.0%} | {answers} | {row['retried_503'].get(kind, 0):,} |")
     return "\n".join(lines)
+
 
 __all__ = ["MIX", "load_benchmark", "render_load"]

@@ -26,8 +26,7 @@ def validate(settings: BenchSettings) -> None:
         if name in seen:
             raise ConfigError("methods", f"{name!r} is listed twice")
         seen.add(name)
-    for key, low in (("batch_size", 1), ("steps", 1), ("rounds", 1), ("warmup", 0), ("seq_len", 2),
-                     ("num_classes", 2)):
+    for key, low in (("batch_size", 1), ("steps", 1), ("rounds", 1), ("warmup", 0), ("seq_len", 2), ("num_classes", 2)):
         if getattr(settings, key) < low:
             raise ConfigError(key, f"must be >= {low}, got {getattr(settings, key)}")
     if settings.threads is not None and settings.threads < 1:
@@ -44,20 +43,27 @@ def validate(settings: BenchSettings) -> None:
     if family_of(settings.backbone).builtin:  # an unknown shape: a BackboneError now, not in a worker
         build_backbone(settings.backbone, device="meta")
 
+
 def _walls(times: list[tuple[float, float]]) -> list[float]:
     return [wall for wall, _ in times]
 
+
 def _timings(reply: dict) -> str:
-    return (f"train {_median_ms(_walls(reply['train'])):9.1f} ms/step  "
-            f"infer {_median_ms(_walls(reply['infer'])):9.1f} ms/batch")
+    return (
+        f"train {_median_ms(_walls(reply['train'])):9.1f} ms/step  "
+        f"infer {_median_ms(_walls(reply['infer'])):9.1f} ms/batch"
+    )
+
 
 def _median_ms(seconds: list[float]) -> float:
     return statistics.median(seconds) * 1000
+
 
 def _ratio(value, reference):
     if value is None or not reference:
         return None
     return round(value / reference, 3)
+
 
 def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -> list[dict]:
     rows = []
@@ -66,26 +72,38 @@ def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -
         train, infer = times[method]["train"], times[method]["infer"]
         infer_ms = _median_ms(infer)
         mem = memory[method]
-        rows.append({
-            "method": method, "backbone": settings.backbone, "batch_size": settings.batch_size,
-            "trainable_params": infos[method]["trainable_params"],
-            "peak_memory_mb": round(mem["peak_memory_mb"], 1),
-            "train_step_ms": round(_median_ms(train), 2),
-            "infer_samples_per_s": round(settings.batch_size / (infer_ms / 1000), 2),
-            "ratio_step_vs_full": None, "ratio_memory_vs_full": None,
-            "total_params": infos[method]["total_params"],
-            "model_memory_mb": round(mem["model_memory_mb"], 1),
-            "peak_memory_total_mb": round(mem["peak_memory_total_mb"], 1),
-            "infer_ms": round(infer_ms, 2),
-            "train_step_ms_min": round(min(train) * 1000, 2), "train_step_ms_max": round(max(train) * 1000, 2),
-            # Process CPU time (all threads) says little on a GPU: only reported on the CPU.
-            "train_step_cpu_ms": round(_median_ms(times[method]["train_cpu"]), 2) if on_cpu else None,
-            "infer_cpu_ms": round(_median_ms(times[method]["infer_cpu"]), 2) if on_cpu else None,
-            "ratio_step_cpu_vs_full": None,
-            "device": settings.device, "threads": settings.threads, "memory_kind": mem["memory_kind"],
-            "rounds": settings.rounds, "steps": settings.steps, "warmup": settings.warmup,
-            "seq_len": settings.seq_len, "timed_train_steps": len(train), "timed_infer_passes": len(infer),
-        })
+        rows.append(
+            {
+                "method": method,
+                "backbone": settings.backbone,
+                "batch_size": settings.batch_size,
+                "trainable_params": infos[method]["trainable_params"],
+                "peak_memory_mb": round(mem["peak_memory_mb"], 1),
+                "train_step_ms": round(_median_ms(train), 2),
+                "infer_samples_per_s": round(settings.batch_size / (infer_ms / 1000), 2),
+                "ratio_step_vs_full": None,
+                "ratio_memory_vs_full": None,
+                "total_params": infos[method]["total_params"],
+                "model_memory_mb": round(mem["model_memory_mb"], 1),
+                "peak_memory_total_mb": round(mem["peak_memory_total_mb"], 1),
+                "infer_ms": round(infer_ms, 2),
+                "train_step_ms_min": round(min(train) * 1000, 2),
+                "train_step_ms_max": round(max(train) * 1000, 2),
+                # Process CPU time (all threads) says little on a GPU: only reported on the CPU.
+                "train_step_cpu_ms": round(_median_ms(times[method]["train_cpu"]), 2) if on_cpu else None,
+                "infer_cpu_ms": round(_median_ms(times[method]["infer_cpu"]), 2) if on_cpu else None,
+                "ratio_step_cpu_vs_full": None,
+                "device": settings.device,
+                "threads": settings.threads,
+                "memory_kind": mem["memory_kind"],
+                "rounds": settings.rounds,
+                "steps": settings.steps,
+                "warmup": settings.warmup,
+                "seq_len": settings.seq_len,
+                "timed_train_steps": len(train),
+                "timed_infer_passes": len(infer),
+            }
+        )
     reference = next((row for row in rows if row["method"] == REFERENCE), None)
     if reference is not None:
         for row in rows:
@@ -93,6 +111,7 @@ def make_rows(settings: BenchSettings, infos: dict, times: dict, memory: dict) -
             row["ratio_step_cpu_vs_full"] = _ratio(row["train_step_cpu_ms"], reference["train_step_cpu_ms"])
             row["ratio_memory_vs_full"] = _ratio(row["peak_memory_mb"], reference["peak_memory_mb"])
     return rows
+
 
 def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     """Measure every method in ``settings.methods``; ``progress(message)`` hears about each request.
@@ -135,16 +154,23 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
         for handle in workers.values():
             handle.close()
     rows = make_rows(settings, infos, times, memory)
-    notes = [MEMORY_KINDS.get(rows[0]["memory_kind"], rows[0]["memory_kind"]),
-             (f"{settings.device}, {settings.threads} torch threads per worker; one worker process per method, "
-              f"asked in turn (never two at once); {settings.rounds} rounds x {settings.steps} timed steps after "
-              f"{settings.warmup} warm-up steps; medians over all rounds")]
+    notes = [
+        MEMORY_KINDS.get(rows[0]["memory_kind"], rows[0]["memory_kind"]),
+        (
+            f"{settings.device}, {settings.threads} torch threads per worker; one worker process per method, "
+            f"asked in turn (never two at once); {settings.rounds} rounds x {settings.steps} timed steps after "
+            f"{settings.warmup} warm-up steps; medians over all rounds"
+        ),
+    ]
     if settings.device == "cpu":
-        notes.append(f"train step CPU: process CPU time of a step summed over its threads; unloaded it is close "
-                     f"to {settings.threads} x the wall time, and much less means the workers waited for cores "
-                     "(other load on the machine), which inflates wall time more than CPU time")
+        notes.append(
+            f"train step CPU: process CPU time of a step summed over its threads; unloaded it is close "
+            f"to {settings.threads} x the wall time, and much less means the workers waited for cores "
+            "(other load on the machine), which inflates wall time more than CPU time"
+        )
     if REFERENCE not in settings.methods:
         notes.append(f"{REFERENCE} was not measured: the ratio columns are null")
     return BenchResult(settings, rows, schedule, notes, time.perf_counter() - started)
+
 
 # --- reports -------------------------------------------------------------------------------------

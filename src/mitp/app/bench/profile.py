@@ -13,8 +13,16 @@ from ..train.setup import make_optimizer
 from ..train.step import train_step
 
 
-def profile_step(backbone: str, method: str, batch_size: int = 8, seq_len: int = 32, steps: int = 2,
-                 warmup: int = 1, top: int = 12, num_classes: int = 10) -> dict:
+def profile_step(
+    backbone: str,
+    method: str,
+    batch_size: int = 8,
+    seq_len: int = 32,
+    steps: int = 2,
+    warmup: int = 1,
+    top: int = 12,
+    num_classes: int = 10,
+) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -22,8 +30,10 @@ def profile_step(backbone: str, method: str, batch_size: int = 8, seq_len: int =
     torch.manual_seed(0)
     model = build_model(make_config(method, num_classes=num_classes), backbone)
     generator = torch.Generator().manual_seed(0)
-    inputs = {**backbone.random_batch(batch_size, seq_len, generator=generator),
-              "labels": torch.randint(0, num_classes, (batch_size,), generator=generator)}
+    inputs = {
+        **backbone.random_batch(batch_size, seq_len, generator=generator),
+        "labels": torch.randint(0, num_classes, (batch_size,), generator=generator),
+    }
     optimizer = make_optimizer(model, 1e-3, 0.01)
     model.train()
     for _ in range(warmup):
@@ -33,17 +43,35 @@ def profile_step(backbone: str, method: str, batch_size: int = 8, seq_len: int =
             train_step(model, inputs, optimizer, max_grad_norm=1.0)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
-    return {"method": method, "backbone": backbone.spec, "steps": steps, "step_ms": total / 1000 / steps,
-            "ops": [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
-                     "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
-                    for e in events[:top]]}
+    return {
+        "method": method,
+        "backbone": backbone.spec,
+        "steps": steps,
+        "step_ms": total / 1000 / steps,
+        "ops": [
+            {
+                "op": e.key,
+                "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
+                "share": e.self_cpu_time_total / total,
+                "calls_per_step": e.count / steps,
+            }
+            for e in events[:top]
+        ],
+    }
+
 
 def render(profiles: list[dict]) -> str:
     lines = []
     for p in profiles:
-        lines += [f"{p['method']} on {p['backbone']}: {p['step_ms']:.0f} ms of operator CPU time per step", "",
-                  "| operator | self ms / step | share | calls / step |", "|---|---:|---:|---:|"]
-        lines += [f"| `{o['op']}` | {o['self_ms_per_step']:.1f} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} |"
-                  for o in p["ops"]]
+        lines += [
+            f"{p['method']} on {p['backbone']}: {p['step_ms']:.0f} ms of operator CPU time per step",
+            "",
+            "| operator | self ms / step | share | calls / step |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| `{o['op']}` | {o['self_ms_per_step']:.1f} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} |"
+            for o in p["ops"]
+        ]
         lines.append("")
     return "\n".join(lines)

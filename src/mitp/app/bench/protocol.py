@@ -18,8 +18,8 @@ from ..train.setup import make_optimizer
 from ..train.step import train_step
 from .settings import BenchError, BenchSettings, parse_method_spec
 
-
 # --- worker side ---------------------------------------------------------------------------------
+
 
 class _Worker:
     """One method on one backbone, built once; runs timed steps on request."""
@@ -35,8 +35,9 @@ class _Worker:
         backbone = build_backbone(settings.backbone, device=self.device)
         torch.manual_seed(settings.seed)
         name, overrides = parse_method_spec(method)
-        self.model = build_model(make_config(name, num_classes=settings.num_classes, **overrides),
-                                 backbone).to(self.device)
+        self.model = build_model(make_config(name, num_classes=settings.num_classes, **overrides), backbone).to(
+            self.device
+        )
         generator = torch.Generator().manual_seed(settings.seed)
         batch = backbone.random_batch(settings.batch_size, settings.seq_len, generator=generator)
         labels = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=generator)
@@ -44,12 +45,16 @@ class _Worker:
         self.labels = labels.to(self.device)
         self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)  # as mitp train does
         self._baseline = None  # memory before the first training step, and whether the peak was reset
-        self.memory = None     # peak growth, base, peak total and kind, after the latest training call
+        self.memory = None  # peak growth, base, peak total and kind, after the latest training call
         self.cuda = self.device.type == "cuda"
 
     def info(self) -> dict:
-        return {"trainable_params": self.model.num_parameters(True), "total_params": self.model.num_parameters(),
-                "pid": os.getpid(), "threads": self.torch.get_num_threads()}
+        return {
+            "trainable_params": self.model.num_parameters(True),
+            "total_params": self.model.num_parameters(),
+            "pid": os.getpid(),
+            "threads": self.torch.get_num_threads(),
+        }
 
     def _sync(self) -> None:
         if self.cuda:
@@ -60,8 +65,12 @@ class _Worker:
         self.model.train()
         self._sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss = train_step(self.model, {**self.inputs, "labels": self.labels}, self.optimizer,
-                          max_grad_norm=self.settings.max_grad_norm)  # clip_scope: mitp train's default
+        loss = train_step(
+            self.model,
+            {**self.inputs, "labels": self.labels},
+            self.optimizer,
+            max_grad_norm=self.settings.max_grad_norm,
+        )  # clip_scope: mitp train's default
         loss.item()  # the training loop reads the loss every step
         self._sync()
         return time.perf_counter() - start, time.process_time() - cpu_start
@@ -91,8 +100,7 @@ class _Worker:
 
     def run(self, request: dict) -> dict:
         """Training steps first, then inference passes: ``{"train": n, "infer": n}`` -> (wall, CPU) seconds."""
-        return {"train": self.train(request["train"]), "infer": self.infer(request["infer"]),
-                "memory": self.memory}
+        return {"train": self.train(request["train"]), "infer": self.infer(request["infer"]), "memory": self.memory}
 
     def _memory_before(self) -> tuple[float, bool]:
         if self.cuda:
@@ -113,12 +121,18 @@ class _Worker:
         else:
             peak = peak_rss_mb()
             kind = "cpu_peak_rss_growth" if reset else "cpu_peak_rss_growth_unreset"
-        return {"peak_memory_mb": max(0.0, peak - base), "model_memory_mb": base, "peak_memory_total_mb": peak,
-                "memory_kind": kind}
+        return {
+            "peak_memory_mb": max(0.0, peak - base),
+            "model_memory_mb": base,
+            "peak_memory_total_mb": peak,
+            "memory_kind": kind,
+        }
+
 
 def _user_error(err: BaseException) -> bool:
 
     return isinstance(err, (BackboneError, ConfigError))
+
 
 def _worker_main(conn, settings: BenchSettings, method: str) -> None:
     """Entry point of a worker process: build, report, then serve requests until ``close``."""
@@ -142,14 +156,17 @@ def _worker_main(conn, settings: BenchSettings, method: str) -> None:
             conn.send(("error", f"{type(err).__name__}: {err}", False))
     conn.close()
 
+
 # --- parent side ---------------------------------------------------------------------------------
+
 
 class _WorkerHandle:
     def __init__(self, context, settings: BenchSettings, method: str):
         self.method = method
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, settings, method),
-                                       name=f"mitp-bench-{method}", daemon=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child, settings, method), name=f"mitp-bench-{method}", daemon=True
+        )
         self.process.start()
         child.close()
 

@@ -10,26 +10,51 @@ from mitp.methods import available_methods
 
 from ..threads import available_cores
 
-
 REFERENCE = "full_finetune"  # the ratio columns are to this method's measurements
 
 # Keys every JSON row has: the nine a user needs first, then the measurement's details.
-REQUIRED_KEYS = ("method", "backbone", "batch_size", "trainable_params", "peak_memory_mb", "train_step_ms",
-                 "infer_samples_per_s", "ratio_step_vs_full", "ratio_memory_vs_full")
-EXTRA_KEYS = ("total_params", "model_memory_mb", "peak_memory_total_mb", "infer_ms", "train_step_ms_min",
-              "train_step_ms_max", "train_step_cpu_ms", "infer_cpu_ms", "ratio_step_cpu_vs_full", "device",
-              "threads", "memory_kind", "rounds", "steps", "warmup", "seq_len", "timed_train_steps",
-              "timed_infer_passes")
+REQUIRED_KEYS = (
+    "method",
+    "backbone",
+    "batch_size",
+    "trainable_params",
+    "peak_memory_mb",
+    "train_step_ms",
+    "infer_samples_per_s",
+    "ratio_step_vs_full",
+    "ratio_memory_vs_full",
+)
+EXTRA_KEYS = (
+    "total_params",
+    "model_memory_mb",
+    "peak_memory_total_mb",
+    "infer_ms",
+    "train_step_ms_min",
+    "train_step_ms_max",
+    "train_step_cpu_ms",
+    "infer_cpu_ms",
+    "ratio_step_cpu_vs_full",
+    "device",
+    "threads",
+    "memory_kind",
+    "rounds",
+    "steps",
+    "warmup",
+    "seq_len",
+    "timed_train_steps",
+    "timed_infer_passes",
+)
 ROW_KEYS = REQUIRED_KEYS + EXTRA_KEYS
 
 MEMORY_KINDS = {
     "cpu_peak_rss_growth": "cpu: growth of peak RSS in a fresh process per method (VmHWM reset after the model "
-                           "is built; weights and the Python runtime excluded)",
+    "is built; weights and the Python runtime excluded)",
     "cpu_peak_rss_growth_unreset": "cpu: growth of peak RSS in a fresh process per method (VmHWM could not be "
-                                   "reset, so a build-time peak may hide part of the growth)",
+    "reset, so a build-time peak may hide part of the growth)",
     "cuda_peak_allocated_growth": "cuda: peak torch.cuda.max_memory_allocated during the training steps minus "
-                                  "the memory allocated before them (weights, input batch)",
+    "the memory allocated before them (weights, input batch)",
 }
+
 
 @dataclass(frozen=True)
 class Target:
@@ -41,7 +66,7 @@ class Target:
     bound: float
 
     @classmethod
-    def parse(cls, text: str) -> "Target":
+    def parse(cls, text: str) -> Target:
 
         pair, colon, rest = text.partition(":")
         method, slash, reference = pair.partition("/")
@@ -51,8 +76,11 @@ class Target:
         except ValueError:
             value = None
         if not (colon and slash and sep and method and reference and key.strip() in ROW_KEYS and value):
-            raise ConfigError("--target", f"{text!r}: expected METHOD/REFERENCE:KEY<=BOUND with KEY a row key "
-                                          "(e.g. mitp/full_finetune:train_step_ms<=0.45)")
+            raise ConfigError(
+                "--target",
+                f"{text!r}: expected METHOD/REFERENCE:KEY<=BOUND with KEY a row key "
+                "(e.g. mitp/full_finetune:train_step_ms<=0.45)",
+            )
         return cls(method.strip(), reference.strip(), key.strip(), value)
 
     def check(self, rows: list[dict]) -> str | None:
@@ -61,19 +89,22 @@ class Target:
         if self.method not in by_method or not by_method.get(self.reference, {}).get(self.key):
             return None
         ratio = by_method[self.method][self.key] / by_method[self.reference][self.key]
-        return (f"{self.method} {self.key} / {self.reference} {self.key} = {ratio:.2f} (target <= {self.bound:g}: "
-                f"{'met' if ratio <= self.bound else 'NOT met'})")
+        return (
+            f"{self.method} {self.key} / {self.reference} {self.key} = {ratio:.2f} (target <= {self.bound:g}: "
+            f"{'met' if ratio <= self.bound else 'NOT met'})"
+        )
+
 
 @dataclass
 class BenchSettings:
     backbone: str = "shape:clip-vit-base-patch16"
     methods: tuple[str, ...] = ()  # empty: every registered method
     batch_size: int = 8
-    steps: int = 3           # timed training steps (and inference passes) per method per round
+    steps: int = 3  # timed training steps (and inference passes) per method per round
     rounds: int = 3
-    warmup: int = 2          # untimed training steps and inference passes per method, before round 1
+    warmup: int = 2  # untimed training steps and inference passes per method, before round 1
     seq_len: int = 32
-    device: str | None = None   # None: cuda if available, else cpu
+    device: str | None = None  # None: cuda if available, else cpu
     threads: int | None = None  # None: every core this process may use
     num_classes: int = 101
     seed: int = 0
@@ -91,6 +122,7 @@ class BenchSettings:
         methods = tuple(self.methods) or tuple(available_methods())
         return dataclasses.replace(self, methods=methods, device=device, threads=threads)
 
+
 @dataclass
 class BenchResult:
     settings: BenchSettings
@@ -107,12 +139,14 @@ class BenchResult:
     def checks(self) -> list[str]:
         return [line for line in (target.check(self.rows) for target in self.settings.targets) if line]
 
+
 class BenchError(RuntimeError):
     """A worker failed; ``user`` is True when the cause is the input (unknown spec, bad config)."""
 
     def __init__(self, message: str, user: bool = False):
         super().__init__(message)
         self.user = user
+
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``mitp`` -> ("mitp", {}); ``mitp[prompt_gate=false;num_steps=2]`` -> ("mitp", {...}): one method
@@ -124,4 +158,3 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     if not rest.endswith("]"):
         raise ConfigError("methods", f"{spec!r}: expected NAME[key=value,...]")
     return name, parse_overrides([pair for pair in rest[:-1].split(";") if pair])
-

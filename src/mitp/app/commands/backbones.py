@@ -8,8 +8,11 @@ import json
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("backbones", help="list backbone specs and whether each is ready offline")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--prepare", metavar="SPEC",
-                   help="convert and cache an offline backbone now, e.g. --prepare offline:dinov2s-minilm")
+    p.add_argument(
+        "--prepare",
+        metavar="SPEC",
+        help="convert and cache an offline backbone now, e.g. --prepare offline:dinov2s-minilm",
+    )
     p.set_defaults(func=run)
 
 
@@ -22,17 +25,33 @@ def _rows() -> list[dict]:
     rows = []
     for family in families:
         if family.builtin:
-            rows += [{"spec": spec, "kind": "builtin", "description": family.description, "state": "builtin",
-                      "ready_offline": True} for spec in family.known_specs()]
+            rows += [
+                {
+                    "spec": spec,
+                    "kind": "builtin",
+                    "description": family.description,
+                    "state": "builtin",
+                    "ready_offline": True,
+                }
+                for spec in family.known_specs()
+            ]
         elif family.status is not None:
             for spec, status in family.status().items():
                 state = "ready" if status["ready"] else "installed" if status["installed"] else "missing"
-                rows.append({"spec": spec, "kind": "offline", "state": state, "ready_offline": status["ready"],
-                             **status})
+                rows.append(
+                    {"spec": spec, "kind": "offline", "state": state, "ready_offline": status["ready"], **status}
+                )
         else:
-            rows.append({"spec": family.display or family.pattern, "kind": "pretrained", "state": "needs-hub",
-                         "ready_offline": False, "description": family.description,
-                         "note": "needs the Hugging Face hub or local checkpoint directories"})
+            rows.append(
+                {
+                    "spec": family.display or family.pattern,
+                    "kind": "pretrained",
+                    "state": "needs-hub",
+                    "ready_offline": False,
+                    "description": family.description,
+                    "note": "needs the Hugging Face hub or local checkpoint directories",
+                }
+            )
     return rows
 
 
@@ -79,8 +98,10 @@ def run(args) -> int:
         # Progress goes to stderr with --json, so stdout stays one JSON object.
         progress = Console(stderr=bool(args.json), soft_wrap=True)
         text_dir, vision_dir = ensure_offline_backbone(args.prepare, progress=lambda msg: progress.print(msg))
-        progress.print(f"{args.prepare if args.prepare.startswith('offline:') else 'offline:' + args.prepare} "
-                       f"is ready offline: image encoder {vision_dir}, text encoder {text_dir}")
+        progress.print(
+            f"{args.prepare if args.prepare.startswith('offline:') else 'offline:' + args.prepare} "
+            f"is ready offline: image encoder {vision_dir}, text encoder {text_dir}"
+        )
         if not args.json:
             return 0
     rows = _rows()

@@ -16,48 +16,96 @@ from ._args import non_negative_int, positive_int, positive_int_list
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="time training steps and inference, and measure training memory, for several methods",
+        "bench",
+        help="time training steps and inference, and measure training memory, for several methods",
         description="One fresh worker process per method, all on the same backbone (random weights); the "
-                    "methods are asked in turn, round after round, so machine drift hits all of them alike.")
-    p.add_argument("--backbone", default="shape:clip-vit-base-patch16",
-                   help="backbone spec (default: shape:clip-vit-base-patch16)")
-    p.add_argument("--methods", default="",
-                   help="comma-separated method names, a setting as NAME[key=value;...] e.g. mitp[prompt_gate=false] "
-                        "(default: every registered method)")
-    p.add_argument("--target", dest="targets", action="append", default=[], metavar="METHOD/REF:KEY<=BOUND",
-                   help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
-                        "(repeatable; printed as met or NOT met)")
+        "methods are asked in turn, round after round, so machine drift hits all of them alike.",
+    )
+    p.add_argument(
+        "--backbone", default="shape:clip-vit-base-patch16", help="backbone spec (default: shape:clip-vit-base-patch16)"
+    )
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated method names, a setting as NAME[key=value;...] e.g. mitp[prompt_gate=false] "
+        "(default: every registered method)",
+    )
+    p.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="METHOD/REF:KEY<=BOUND",
+        help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
+        "(repeatable; printed as met or NOT met)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: 8)")
-    p.add_argument("--steps", type=positive_int, default=3,
-                   help="timed training steps and inference passes per method per round (default: 3)")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=3,
+        help="timed training steps and inference passes per method per round (default: 3)",
+    )
     p.add_argument("--rounds", type=positive_int, default=3, help="rounds over all methods (default: 3)")
-    p.add_argument("--warmup", type=non_negative_int, default=2,
-                   help="untimed training steps and inference passes per method first (default: 2)")
+    p.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=2,
+        help="untimed training steps and inference passes per method first (default: 2)",
+    )
     p.add_argument("--seq-len", type=positive_int, default=32, help="text length in tokens (default: 32)")
     p.add_argument("--num-classes", type=positive_int, default=101, help="classes of the head (default: 101)")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: every available core)")
-    p.add_argument("--epochs", type=positive_int, metavar="N",
-                   help="instead: what a user pays per epoch, every method side by side in its best mode (prefix "
-                        "cache on where there is a frozen prefix), N epochs, --rounds rounds")
-    p.add_argument("--samples", type=positive_int, default=16, help="with --epochs: generated training samples (default: 16)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        metavar="N",
+        help="instead: what a user pays per epoch, every method side by side in its best mode (prefix "
+        "cache on where there is a frozen prefix), N epochs, --rounds rounds",
+    )
+    p.add_argument(
+        "--samples", type=positive_int, default=16, help="with --epochs: generated training samples (default: 16)"
+    )
     p.add_argument("--compile", action="store_true", help="with --epochs: train.compile (torch.compile) the methods")
-    p.add_argument("--profile", action="store_true",
-                   help="instead: where a training step's CPU time goes, top operators per method (torch.profiler)")
-    p.add_argument("--serve", action="store_true",
-                   help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: where a training step's CPU time goes, top operators per method (torch.profiler)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not",
+    )
     p.add_argument("--requests", type=positive_int, default=200, help="with --serve: requests per mode (default: 200)")
     p.add_argument("--clients", type=positive_int, default=16, help="with --serve: concurrent clients (default: 16)")
-    p.add_argument("--load", type=float, metavar="SECONDS",
-                   help="with --serve: instead, a `mitp serve` process under --clients clients sending good and bad "
-                        "requests for SECONDS; requests/s, latency, status codes, server memory (bench/load.py)")
-    p.add_argument("--inference", action="store_true",
-                   help="instead: the first method's forward pass on eager PyTorch, the ONNX graph and the int8 graph "
-                        "(exported once, each runtime in a fresh process, same threads), per batch size")
-    p.add_argument("--batch-sizes", type=positive_int_list, default=(1, 16), metavar="N,N",
-                   help="with --inference: batch sizes (default: 1,16)")
-    p.add_argument("--image-size", type=positive_int, metavar="PX",
-                   help="with --inference: square images of PX pixels (default: the backbone's)")
+    p.add_argument(
+        "--load",
+        type=float,
+        metavar="SECONDS",
+        help="with --serve: instead, a `mitp serve` process under --clients clients sending good and bad "
+        "requests for SECONDS; requests/s, latency, status codes, server memory (bench/load.py)",
+    )
+    p.add_argument(
+        "--inference",
+        action="store_true",
+        help="instead: the first method's forward pass on eager PyTorch, the ONNX graph and the int8 graph "
+        "(exported once, each runtime in a fresh process, same threads), per batch size",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=positive_int_list,
+        default=(1, 16),
+        metavar="N,N",
+        help="with --inference: batch sizes (default: 1,16)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PX",
+        help="with --inference: square images of PX pixels (default: the backbone's)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
     p.set_defaults(func=run)
@@ -65,11 +113,32 @@ def add_parser(subparsers) -> None:
 
 def command_line(args) -> str:
     """The command that reproduces this run, every setting spelled out."""
-    parts = ["mitp", "bench", "--backbone", args.backbone, "--methods", args.methods, "--batch-size",
-             str(args.batch_size), "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup",
-             str(args.warmup), "--seq-len", str(args.seq_len), "--num-classes", str(args.num_classes)]
-    for flag, value in (("--device", args.device), ("--threads", args.threads), ("--json", args.json),
-                        ("--markdown", args.markdown)):
+    parts = [
+        "mitp",
+        "bench",
+        "--backbone",
+        args.backbone,
+        "--methods",
+        args.methods,
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--rounds",
+        str(args.rounds),
+        "--warmup",
+        str(args.warmup),
+        "--seq-len",
+        str(args.seq_len),
+        "--num-classes",
+        str(args.num_classes),
+    ]
+    for flag, value in (
+        ("--device", args.device),
+        ("--threads", args.threads),
+        ("--json", args.json),
+        ("--markdown", args.markdown),
+    ):
         if value is not None:
             parts += [flag, str(value)]
     return " ".join(shlex.quote(part) for part in parts)
@@ -87,10 +156,19 @@ def run(args) -> int:
         return run_profile(args, methods, bench)
     if args.inference:
         return run_inference(args, methods, bench)
-    settings = bench.BenchSettings(backbone=args.backbone, methods=methods, batch_size=args.batch_size,
-                                   steps=args.steps, rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len,
-                                   device=args.device, threads=args.threads, num_classes=args.num_classes,
-                                   targets=tuple(bench.Target.parse(text) for text in args.targets))
+    settings = bench.BenchSettings(
+        backbone=args.backbone,
+        methods=methods,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        seq_len=args.seq_len,
+        device=args.device,
+        threads=args.threads,
+        num_classes=args.num_classes,
+        targets=tuple(bench.Target.parse(text) for text in args.targets),
+    )
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
     log = Console(stderr=True, soft_wrap=True)
@@ -107,8 +185,9 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.rows, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(bench.to_markdown(result, command=command_line(args),
-                                                         date=time.strftime("%Y-%m-%d %H:%M %Z")))
+        Path(args.markdown).write_text(
+            bench.to_markdown(result, command=command_line(args), date=time.strftime("%Y-%m-%d %H:%M %Z"))
+        )
     return 0
 
 
@@ -117,17 +196,26 @@ def _write_outputs(args, kind: str, result, table: str) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(f"# mitp bench --{kind}\n\n{table}\n\n    {' '.join(sys.argv)}\n\n"
-                                       f"{time.strftime('%Y-%m-%d %H:%M %Z')}\n")
+        Path(args.markdown).write_text(
+            f"# mitp bench --{kind}\n\n{table}\n\n    {' '.join(sys.argv)}\n\n{time.strftime('%Y-%m-%d %H:%M %Z')}\n"
+        )
 
 
 def run_epochs(args, methods, bench) -> int:
     """``--epochs``: every method side by side in its best mode, round after round."""
     if args.epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
-    rows = bench.epoch_benchmark(args.backbone, methods, samples=args.samples, batch_size=args.batch_size,
-                                 epochs=args.epochs, rounds=args.rounds, threads=args.threads, compile=args.compile,
-                                 progress=lambda message: print(message, file=sys.stderr, flush=True))
+    rows = bench.epoch_benchmark(
+        args.backbone,
+        methods,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        rounds=args.rounds,
+        threads=args.threads,
+        compile=args.compile,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     table = bench.render_epochs(rows)
     print(table, flush=True)
     _write_outputs(args, "epochs", rows, table)
@@ -140,12 +228,18 @@ def run_serve(args, methods, bench) -> int:
     if args.load is not None:
         if args.load <= 0:
             raise UserError("--load must be > 0 seconds")
-        result = bench.load_benchmark(args.backbone, methods[0], seconds=args.load, clients=args.clients,
-                                      progress=lambda message: print(message, file=sys.stderr, flush=True))
+        result = bench.load_benchmark(
+            args.backbone,
+            methods[0],
+            seconds=args.load,
+            clients=args.clients,
+            progress=lambda message: print(message, file=sys.stderr, flush=True),
+        )
         table = bench.render_load(result)
     else:
-        result = bench.serve_benchmark(args.backbone, methods[0], requests=args.requests, clients=args.clients,
-                                       num_classes=args.num_classes)
+        result = bench.serve_benchmark(
+            args.backbone, methods[0], requests=args.requests, clients=args.clients, num_classes=args.num_classes
+        )
         table = bench.render_serve(result)
     print(table, flush=True)
     _write_outputs(args, "serve", result, table)
@@ -158,9 +252,18 @@ def run_profile(args, methods, bench) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    profiles = [bench.profile_step(args.backbone, method, batch_size=args.batch_size, seq_len=args.seq_len,
-                                   steps=args.steps, warmup=args.warmup, num_classes=args.num_classes)
-                for method in methods]
+    profiles = [
+        bench.profile_step(
+            args.backbone,
+            method,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            steps=args.steps,
+            warmup=args.warmup,
+            num_classes=args.num_classes,
+        )
+        for method in methods
+    ]
     table = bench.render_profiles(profiles)
     print(table, flush=True)
     _write_outputs(args, "profile", profiles, table)
@@ -169,11 +272,19 @@ def run_profile(args, methods, bench) -> int:
 
 def run_inference(args, methods, bench) -> int:
     """``--inference``: eager PyTorch against onnxruntime, fp32 and int8, on one exported model."""
-    result = bench.inference_benchmark(args.backbone, methods[0], batch_sizes=args.batch_sizes, rounds=args.rounds,
-                                       steps=args.steps, warmup=args.warmup, threads=args.threads or
-                                       bench.available_cores(), seq_len=args.seq_len, image_size=args.image_size,
-                                       num_classes=args.num_classes,
-                                       progress=lambda message: print(message, file=sys.stderr, flush=True))
+    result = bench.inference_benchmark(
+        args.backbone,
+        methods[0],
+        batch_sizes=args.batch_sizes,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads or bench.available_cores(),
+        seq_len=args.seq_len,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     table = bench.render_inference(result)
     print(table, flush=True)
     _write_outputs(args, "inference", result, table)

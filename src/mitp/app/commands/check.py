@@ -11,21 +11,33 @@ from ._args import non_negative_int, positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "check", help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
+        "check",
+        help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
         description="Validate a prepared dataset. Prints one line per problem (file:line), a summary, and "
-                    "exits 1 if anything is wrong.")
+        "exits 1 if anything is wrong.",
+    )
     p.add_argument("data_dir", metavar="DATA_DIR", help="directory with train/val/test.jsonl and labels.json")
     p.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
     p.add_argument("--workers", type=positive_int, default=4, help="threads decoding images (default 4)")
-    p.add_argument("--max-problems", type=non_negative_int, default=0,
-                   help="print at most this many problem lines (default 0: all)")
+    p.add_argument(
+        "--max-problems",
+        type=non_negative_int,
+        default=0,
+        help="print at most this many problem lines (default 0: all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--allow-external-paths", action="store_true",
-                   help="accept images outside DATA_DIR (absolute paths, .., symlinks), as converters write for "
-                        "raw data kept in place")
-    p.add_argument("--allow-missing", action="store_true",
-                   help='accept samples without an image or a text ("image": null / "text": null), as a run '
-                        "with data.allow_missing: true reads them")
+    p.add_argument(
+        "--allow-external-paths",
+        action="store_true",
+        help="accept images outside DATA_DIR (absolute paths, .., symlinks), as converters write for "
+        "raw data kept in place",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help='accept samples without an image or a text ("image": null / "text": null), as a run '
+        "with data.allow_missing: true reads them",
+    )
     p.set_defaults(func=run)
 
 
@@ -40,15 +52,21 @@ def run(args) -> int:
         raise UserError(f"{args.data_dir} is not a directory")
     console = Console(soft_wrap=True)
     with rich_tracker(enabled=not args.no_progress) as track:
-        report = check_dataset(args.data_dir, decode_images=not args.no_decode, workers=args.workers, track=track,
-                               allow_external_paths=args.allow_external_paths,
-                               allow_missing=args.allow_missing)
+        report = check_dataset(
+            args.data_dir,
+            decode_images=not args.no_decode,
+            workers=args.workers,
+            track=track,
+            allow_external_paths=args.allow_external_paths,
+            allow_missing=args.allow_missing,
+        )
 
-    shown = report.problems if args.max_problems <= 0 else report.problems[:args.max_problems]
+    shown = report.problems if args.max_problems <= 0 else report.problems[: args.max_problems]
     for problem in shown:
         # Plain text: one problem per line, file:line first, easy to grep and click.
-        console.print(f"{problem.location}: [{problem.kind}] {problem.message}", markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"{problem.location}: [{problem.kind}] {problem.message}", markup=False, highlight=False, soft_wrap=True
+        )
     if len(shown) < len(report.problems):
         console.print(f"... {len(report.problems) - len(shown)} more problems not shown", markup=False)
 
@@ -69,12 +87,15 @@ def run(args) -> int:
         table.add_row(split, f"{report.lines[split]:,}", f"{report.valid.get(split, 0):,}", *extra)
     console.print(table)
     if report.labels is not None:
-        console.print(f"task: {report.labels.task}, {report.labels.num_classes} labels; "
-                      f"{report.images_checked:,} distinct images {'checked' if args.no_decode else 'decoded'}",
-                      highlight=False)
+        console.print(
+            f"task: {report.labels.task}, {report.labels.num_classes} labels; "
+            f"{report.images_checked:,} distinct images {'checked' if args.no_decode else 'decoded'}",
+            highlight=False,
+        )
     for root in report.image_roots:
-        console.print(f"image root (recorded by mitp prepare in image_roots.json): {root}", markup=False,
-                      highlight=False)
+        console.print(
+            f"image root (recorded by mitp prepare in image_roots.json): {root}", markup=False, highlight=False
+        )
     for warning in report.warnings:
         console.print(f"warning: {warning}", markup=False, highlight=False)
     if report.ok:

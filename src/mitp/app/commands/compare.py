@@ -13,29 +13,52 @@ from ._args import positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "compare", help="train methods side by side, settings chosen on val (compare.md/.json/.png)",
+        "compare",
+        help="train methods side by side, settings chosen on val (compare.md/.json/.png)",
         description="Train every method (and seed, and grid point) under one config. `model:` keys go to every "
-                    "method; keys for one method go under `methods: {NAME: {...}}`. With --grid, each method's "
-                    "setting is chosen on validation and test is reported for that setting only. Exit status 1 "
-                    "when any run failed.")
+        "method; keys for one method go under `methods: {NAME: {...}}`. With --grid, each method's "
+        "setting is chosen on validation and test is reported for that setting only. Exit status 1 "
+        "when any run failed.",
+    )
     p.add_argument("--config", required=True, help="YAML run config shared by every method")
     p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every run (repeatable)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="values to try for a config key, e.g. train.lr=1e-4,3e-4,1e-3,3e-3 (repeatable: the "
-                        "cartesian product); every method gets the same grid")
-    p.add_argument("--missing", metavar="MODALITY=RATE,...",
-                   help="train and evaluate every method with these simulated missing modalities, e.g. "
-                        "image=0.35,text=0.35 (train.missing and eval.missing; keys image, text, both, seed)")
-    p.add_argument("--jobs", type=positive_int, default=1,
-                   help="runs training at once, each with cores / N threads and its own device when --devices "
-                        "lists several (default 1); their output goes to OUT/logs/")
-    p.add_argument("--devices", help="comma-separated CUDA devices handed to the jobs in turn (default: "
-                                     "$CUDA_VISIBLE_DEVICES when set)")
-    p.add_argument("--force", action="store_true",
-                   help="train again runs under --out whose config differs from the one asked for")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run (repeatable)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values to try for a config key, e.g. train.lr=1e-4,3e-4,1e-3,3e-3 (repeatable: the "
+        "cartesian product); every method gets the same grid",
+    )
+    p.add_argument(
+        "--missing",
+        metavar="MODALITY=RATE,...",
+        help="train and evaluate every method with these simulated missing modalities, e.g. "
+        "image=0.35,text=0.35 (train.missing and eval.missing; keys image, text, both, seed)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="runs training at once, each with cores / N threads and its own device when --devices "
+        "lists several (default 1); their output goes to OUT/logs/",
+    )
+    p.add_argument(
+        "--devices",
+        help="comma-separated CUDA devices handed to the jobs in turn (default: $CUDA_VISIBLE_DEVICES when set)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="train again runs under --out whose config differs from the one asked for"
+    )
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
     p.set_defaults(func=run)
 
@@ -68,8 +91,16 @@ def run(args) -> int:
 
     methods = _list(args.methods, str, "--methods") if args.methods else None
     devices = args.devices or os.environ.get("CUDA_VISIBLE_DEVICES")
-    runs = compare(args.config, args.overrides + missing_overrides(args.missing), methods,
-                   _list(args.seeds, int, "--seeds"), args.grid, Path(args.out), force=args.force,
-                   console=Console(soft_wrap=True), jobs=args.jobs,
-                   devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None)
+    runs = compare(
+        args.config,
+        args.overrides + missing_overrides(args.missing),
+        methods,
+        _list(args.seeds, int, "--seeds"),
+        args.grid,
+        Path(args.out),
+        force=args.force,
+        console=Console(soft_wrap=True),
+        jobs=args.jobs,
+        devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+    )
     return 1 if any("error" in r for r in runs) else 0

@@ -28,6 +28,8 @@ def run(args) -> int:
         print(json.dumps(result["metrics"]))
         return 0
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
-    print(f"{config.method} on {config.backbone}, {args.split} ({result['samples']} samples): {metrics}  "
-          f"loss {result['loss']:.4f}")
+    print(
+        f"{config.method} on {config.backbone}, {args.split} ({result['samples']} samples): {metrics}  "
+        f"loss {result['loss']:.4f}"
+    )
     return 0

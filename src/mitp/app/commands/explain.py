@@ -14,10 +14,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--image", help="image file")
     p.add_argument("--text", help="text")
-    p.add_argument("--exchange", action="store_true",
-                   help="instead: how much each tower's embedding moves when the other modality is swapped for "
-                        "another sample's, over --samples of --split (0 for towers that never meet), and how far "
-                        "the prompt gates opened; prints JSON")
+    p.add_argument(
+        "--exchange",
+        action="store_true",
+        help="instead: how much each tower's embedding moves when the other modality is swapped for "
+        "another sample's, over --samples of --split (0 for towers that never meet), and how far "
+        "the prompt gates opened; prints JSON",
+    )
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="with --exchange (default val)")
     p.add_argument("--samples", type=positive_int, default=256, help="with --exchange (default 256)")
     p.add_argument("--out", help="figure path (default: RUN_DIR/explain.png; the JSON goes next to it)")
@@ -36,7 +39,9 @@ def run(args) -> int:
 
     report, figure = explain_run(args.run_dir, args.image, args.text, args.out)
     best = report["predictions"][0]
-    print(f"{best['label']} ({best['score']:.3f}); cosine to the frozen embeddings: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in report["cosine_to_frozen"].items()))
+    print(
+        f"{best['label']} ({best['score']:.3f}); cosine to the frozen embeddings: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in report["cosine_to_frozen"].items())
+    )
     print(f"wrote {figure} and {figure.with_suffix('.json')}")
     return 0

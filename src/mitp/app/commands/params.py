@@ -14,8 +14,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")
     p.add_argument("--num-classes", type=positive_int, default=2, help="number of classes of the head")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a method config key, e.g. --set prompt_length=16 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method config key, e.g. --set prompt_length=16 (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -32,6 +38,8 @@ def run(args) -> int:
 
     console = Console()
     console.print(render_breakdown(breakdown, title=f"{config.method} on {args.backbone}"))
-    console.print(f"trainable: {breakdown['trainable_params']:,} of {breakdown['total_params']:,} "
-                  f"({breakdown['trainable_percent']:.3f}%)")
+    console.print(
+        f"trainable: {breakdown['trainable_params']:,} of {breakdown['total_params']:,} "
+        f"({breakdown['trainable_percent']:.3f}%)"
+    )
     return 0

@@ -20,18 +20,24 @@ from ._args import positive_int
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="predict labels with a run's best checkpoint or an exported model "
-                                              "(JSON lines)")
+    p = subparsers.add_parser(
+        "predict", help="predict labels with a run's best checkpoint or an exported model (JSON lines)"
+    )
     p.add_argument("run_dir", metavar="RUN_OR_DIR", help="a run directory, or a folder written by `mitp export`")
     p.add_argument("--image", help="image file (alone, or with --text)")
     p.add_argument("--text", help="text (alone, or with --image)")
-    p.add_argument("--manifest", help="JSONL file of {id, image, text} lines (label optional; image or text may be "
-                                      "null or absent)")
+    p.add_argument(
+        "--manifest", help="JSONL file of {id, image, text} lines (label optional; image or text may be null or absent)"
+    )
     p.add_argument("--out", help="write JSON lines here instead of stdout")
     p.add_argument("--top-k", type=positive_int, default=1, help="labels to report per sample (single-label)")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)")
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)",
+    )
     p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
     p.set_defaults(func=run)
 
@@ -62,11 +68,14 @@ def _pairs(args):
                     if value is not None and not isinstance(value, str):
                         raise BadRecord(args.manifest, line_no, f"{name!r} must be a string or null, got {value!r}")
                 if text is not None and not text.strip():
-                    raise EmptyText(args.manifest, line_no, "empty text (a sample without text has \"text\": null)")
+                    raise EmptyText(args.manifest, line_no, 'empty text (a sample without text has "text": null)')
                 for name, value in (("image", image), ("text", text)):
                     if value is not None and has_lone_surrogate(value):
-                        raise BadRecord(args.manifest, line_no, f"{name!r} is not valid Unicode: it holds a lone "
-                                                                "surrogate such as \\ud800")
+                        raise BadRecord(
+                            args.manifest,
+                            line_no,
+                            f"{name!r} is not valid Unicode: it holds a lone surrogate such as \\ud800",
+                        )
                 if image is not None and not os.path.isabs(image):
                     image = os.path.join(base, image)
                 yield str(obj.get("id", line_no)), image, text, args.manifest, line_no
@@ -107,8 +116,10 @@ def run(args) -> int:
         raise UserError("--quantized applies to --runtime onnx (the int8 graph)")
     classifier = Classifier.from_pretrained(args.run_dir, runtime=args.runtime, quantized=args.quantized)
     if args.top_k > classifier.labels.num_classes and classifier.labels.task == "single_label":
-        print(f"note: --top-k {args.top_k} is more than the {classifier.labels.num_classes} classes; showing all",
-              file=sys.stderr)
+        print(
+            f"note: --top-k {args.top_k} is more than the {classifier.labels.num_classes} classes; showing all",
+            file=sys.stderr,
+        )
     # Written to a temporary file next to the target and renamed at the end: a failed predict
     # leaves an existing output untouched.
     if out_path:
@@ -128,8 +139,10 @@ def run(args) -> int:
         logits = classifier.logits([prepare(*pair) for pair in chunk])
         seen = [(image is not None) * ("image",) + (text is not None) * ("text",) for _, image, text, *_ in chunk]
         for (sample_id, *_), predictions in zip(chunk, classifier.to_predictions(logits, args.top_k, seen)):
-            out.write(json.dumps({"id": sample_id, "predictions": predictions,
-                                  "modalities": list(predictions.modalities)}) + "\n")
+            out.write(
+                json.dumps({"id": sample_id, "predictions": predictions, "modalities": list(predictions.modalities)})
+                + "\n"
+            )
 
     from rich.console import Console
     from rich.progress import Progress
@@ -161,6 +174,9 @@ def run(args) -> int:
         os.replace(tmp_path, out_path)
     if args.manifest:
         seconds = time.perf_counter() - started
-        print(f"predicted {done} samples in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} samples/s, batch "
-              f"{args.batch_size})", file=sys.stderr)
+        print(
+            f"predicted {done} samples in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} samples/s, batch "
+            f"{args.batch_size})",
+            file=sys.stderr,
+        )
     return 0

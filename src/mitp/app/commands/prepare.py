@@ -17,10 +17,12 @@ from ..outputs import RunDirError, check_outputs
 def add_parser(subparsers) -> None:
     kinds = sorted(converters())
     p = subparsers.add_parser(
-        "prepare", help=f"convert a raw dataset ({', '.join(kinds)}) into a manifest directory",
+        "prepare",
+        help=f"convert a raw dataset ({', '.join(kinds)}) into a manifest directory",
         description="Convert a raw dataset into train/val/test.jsonl + labels.json. One sub-command per "
-                    "registered converter; `mitp prepare KIND --help` shows its options, docs/data.md the raw "
-                    "layouts.")
+        "registered converter; `mitp prepare KIND --help` shows its options, docs/data.md the raw "
+        "layouts.",
+    )
     kinds_parsers = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind in kinds:
         converter = converters()[kind]
@@ -28,8 +30,13 @@ def add_parser(subparsers) -> None:
         if converter.raw_positional:
             q.add_argument("raw", metavar="SOURCE", help=converter.raw_help)
         else:
-            q.add_argument("--raw", metavar="RAW_DIR", required=converter.raw_default is None,
-                           default=converter.raw_default or None, help=converter.raw_help)
+            q.add_argument(
+                "--raw",
+                metavar="RAW_DIR",
+                required=converter.raw_default is None,
+                default=converter.raw_default or None,
+                help=converter.raw_help,
+            )
         q.add_argument("--out", required=True, metavar="DATA_DIR", help="output manifest directory")
         for opt in converter.options:
             q.add_argument(*opt.flags, **opt.kwargs)
@@ -88,16 +95,26 @@ def run(args) -> int:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     roots, unrooted = conv.recorded_roots(), conv.unrooted_images
     if roots:  # images referenced in place: the folders they came from are the dataset's own
-        console.print(f"note: {conv.external_images - unrooted:,} images are referenced where they are, under "
-                      f"{', '.join(roots)}, recorded as this dataset's image root(s) in "
-                      f"{Path(args.out) / 'image_roots.json'}: runs and checks read them without any flag",
-                      highlight=False, markup=False)
+        console.print(
+            f"note: {conv.external_images - unrooted:,} images are referenced where they are, under "
+            f"{', '.join(roots)}, recorded as this dataset's image root(s) in "
+            f"{Path(args.out) / 'image_roots.json'}: runs and checks read them without any flag",
+            highlight=False,
+            markup=False,
+        )
     if unrooted:  # outside --out and outside the recorded roots: runs must allow that explicitly
-        console.print(f"note: {unrooted:,} images lie outside {args.out} and its image roots; runs on this "
-                      f"dataset need `data: {{path: {args.out}, allow_external_paths: true}}` in their config "
-                      "(or --set data.allow_external_paths=true), checks --allow-external-paths",
-                      highlight=False, markup=False)
+        console.print(
+            f"note: {unrooted:,} images lie outside {args.out} and its image roots; runs on this "
+            f"dataset need `data: {{path: {args.out}, allow_external_paths: true}}` in their config "
+            "(or --set data.allow_external_paths=true), checks --allow-external-paths",
+            highlight=False,
+            markup=False,
+        )
     flag = " --allow-external-paths" if unrooted else ""
-    console.print(f"wrote {args.out}/{{train,val,test}}.jsonl and labels.json; "
-                  f"run `mitp check {args.out}{flag}` to validate images", highlight=False, markup=False)
+    console.print(
+        f"wrote {args.out}/{{train,val,test}}.jsonl and labels.json; "
+        f"run `mitp check {args.out}{flag}` to validate images",
+        highlight=False,
+        markup=False,
+    )
     return 0

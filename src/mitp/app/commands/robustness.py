@@ -18,13 +18,21 @@ from ._args import positive_int
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("robustness", help="a run's metric as the image or the text goes missing, on one plot "
-                                                 "for several runs")
+    p = subparsers.add_parser(
+        "robustness", help="a run's metric as the image or the text goes missing, on one plot for several runs"
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--modality", choices=("image", "text", "both"), default="image",
-                   help="what goes missing: the image, the text, or half of the samples each (default image)")
-    p.add_argument("--rates", default="0,0.3,0.5,0.7,0.9", help="comma-separated fractions of the split's samples "
-                                                                 "(default 0,0.3,0.5,0.7,0.9)")
+    p.add_argument(
+        "--modality",
+        choices=("image", "text", "both"),
+        default="image",
+        help="what goes missing: the image, the text, or half of the samples each (default image)",
+    )
+    p.add_argument(
+        "--rates",
+        default="0,0.3,0.5,0.7,0.9",
+        help="comma-separated fractions of the split's samples (default 0,0.3,0.5,0.7,0.9)",
+    )
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--batch-size", type=positive_int, help="default: each run's eval batch size")
     p.add_argument("--out", help="where robustness.json and .png go (default: the run directory, for one run)")

@@ -15,8 +15,9 @@ from ._args import positive_int
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("significance", help="paired bootstrap: does method A beat method B by more than "
-                                                   "the split's size resolves?")
+    p = subparsers.add_parser(
+        "significance", help="paired bootstrap: does method A beat method B by more than the split's size resolves?"
+    )
     p.add_argument("--a", nargs="+", required=True, metavar="RUN_DIR", help="method A's runs (e.g. its seeds)")
     p.add_argument("--b", nargs="+", required=True, metavar="RUN_DIR", help="method B's runs")
     p.add_argument("--split", default="test", choices=("val", "test"))
@@ -31,7 +32,14 @@ def run(args) -> int:
     # torch: loaded when the command runs (`mitp --help` stays fast)
     from ..analysis.significance import compare_runs, format_report
 
-    report = compare_runs(args.a, args.b, args.split, args.resamples, args.seed, args.batch_size,
-                          progress=lambda message: print(message, file=sys.stderr))
+    report = compare_runs(
+        args.a,
+        args.b,
+        args.split,
+        args.resamples,
+        args.seed,
+        args.batch_size,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
     print(json.dumps(report, indent=1) if args.json else format_report(report, args.split).rstrip("\n"))
     return 0

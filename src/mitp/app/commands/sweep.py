@@ -13,23 +13,47 @@ from ._args import positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "sweep", help="search config keys with Optuna (TPE, median pruning), the same budget for every method",
+        "sweep",
+        help="search config keys with Optuna (TPE, median pruning), the same budget for every method",
         description="One study per method; every trial is a run directory under OUT/<method>/; each method's "
-                    "best trial is chosen on validation and only its test split is read. Workers started with the "
-                    "same command (and a shared --storage) share the trials; a killed sweep resumes.")
+        "best trial is chosen on validation and only its test split is read. Workers started with the "
+        "same command (and a shared --storage) share the trials; a killed sweep resumes.",
+    )
     p.add_argument("--config", help="YAML run config shared by every trial")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every trial (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every trial (repeatable)",
+    )
     p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
-    p.add_argument("--space", action="append", default=[], metavar="KEY=KIND:ARGS",
-                   help="a searched key: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:V1,V2,... "
-                        "(repeatable; methods.NAME.KEY applies to that method only)")
-    p.add_argument("--trials", type=positive_int, default=20,
-                   help="finished (complete or pruned) trials per method, shared by all workers (default 20)")
-    p.add_argument("--jobs", type=positive_int, default=1,
-                   help="worker processes here, each with cores / N threads (default 1: this process)")
-    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in OUT; a PostgreSQL URL lets workers on "
-                                     "many machines share the studies)")
+    p.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="KEY=KIND:ARGS",
+        help="a searched key: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:V1,V2,... "
+        "(repeatable; methods.NAME.KEY applies to that method only)",
+    )
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        default=20,
+        help="finished (complete or pruned) trials per method, shared by all workers (default 20)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes here, each with cores / N threads (default 1: this process)",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: SQLite in OUT; a PostgreSQL URL lets workers on "
+        "many machines share the studies)",
+    )
     p.add_argument("--study", default="mitp", help="study name prefix (default: mitp)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     p.add_argument("--no-prune", action="store_true", help="train every trial to the end")
@@ -45,10 +69,21 @@ def run(args) -> int:
         raise UserError("mitp sweep needs Optuna: pip install 'mitp[sweep]' (or pip install optuna)")
     # torch and optuna: loaded when the command runs (`mitp --help` stays fast)
     from mitp.methods import available_methods
+
     from ..analysis.sweep import Sweep, parse_space, sweep_command
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or available_methods()
-    sweep = Sweep(args.config, args.overrides, methods, parse_space(args.space), args.trials, Path(args.out),
-                  storage=args.storage, study=args.study, seed=args.seed, prune=not args.no_prune)
+    sweep = Sweep(
+        args.config,
+        args.overrides,
+        methods,
+        parse_space(args.space),
+        args.trials,
+        Path(args.out),
+        storage=args.storage,
+        study=args.study,
+        seed=args.seed,
+        prune=not args.no_prune,
+    )
     rows = sweep_command(sweep, jobs=args.jobs, console=Console(soft_wrap=True), worker_only=args.worker)
     return 0 if args.worker or all(row["best"] for row in rows) else 1

@@ -45,10 +45,17 @@ class BatchIn(BaseModel):
     top_k: int = Field(5, ge=1)
 
 
-def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
-               max_upload_mb: float = 10.0, max_batch_items: int = 64, max_body_mb: float | None = None,
-               max_pending: int = 64, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               drain_refused_s: float = 5.0) -> FastAPI:
+def create_app(
+    classifier,
+    max_batch: int = 16,
+    max_wait_ms: float = 10.0,
+    max_upload_mb: float = 10.0,
+    max_batch_items: int = 64,
+    max_body_mb: float | None = None,
+    max_pending: int = 64,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    drain_refused_s: float = 5.0,
+) -> FastAPI:
     """The app; ``max_body_mb`` defaults to room for one upload at the limit, base64-encoded, and then some."""
     classifier = copy.copy(classifier)  # the server's own pixel limit, the caller's classifier unchanged
     classifier.max_image_pixels = max_image_pixels
@@ -63,9 +70,13 @@ def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
         yield
         await batcher.stop()
 
-    app = FastAPI(title="mitp", version="1", lifespan=lifespan,
-                  description=f"{classifier.method} on {classifier.info['backbone']}: "
-                              f"{classifier.labels.task}, {classifier.labels.num_classes} labels")
+    app = FastAPI(
+        title="mitp",
+        version="1",
+        lifespan=lifespan,
+        description=f"{classifier.method} on {classifier.info['backbone']}: "
+        f"{classifier.labels.task}, {classifier.labels.num_classes} labels",
+    )
     app.state.batcher = batcher
     app.add_middleware(RequestLimits, max_body=max_body, max_pending=max_pending, drain_s=drain_refused_s)
 
@@ -106,10 +117,16 @@ def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
     @app.get("/health")
     async def health() -> dict:
         stats = batcher.stats
-        return {"status": "ok", "method": classifier.method, "backbone": classifier.info["backbone"],
-                "runtime": classifier.runtime,
-                "explain": explains, "requests": stats.requests, "batches": stats.batches,
-                "largest_batch": stats.largest}
+        return {
+            "status": "ok",
+            "method": classifier.method,
+            "backbone": classifier.info["backbone"],
+            "runtime": classifier.runtime,
+            "explain": explains,
+            "requests": stats.requests,
+            "batches": stats.batches,
+            "largest_batch": stats.largest,
+        }
 
     @app.get("/labels")
     async def labels() -> dict:
@@ -126,15 +143,21 @@ def create_app(classifier, max_batch: int = 16, max_wait_ms: float = 10.0,
         sample = await prepare(image, text, "image", "text")
         return (await predict_samples([sample], top_k))[0]
 
-    @app.post("/predict/batch", openapi_extra={"requestBody": {"content": {"application/json": {
-        "schema": BatchIn.model_json_schema()}}, "required": True}})
+    @app.post(
+        "/predict/batch",
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": BatchIn.model_json_schema()}}, "required": True}
+        },
+    )
     async def predict_batch(request: Request) -> dict:
         """Several pairs as JSON: ``{"items": [{"image": base64, "text": ...}, ...], "top_k": 5}``."""
         body = await _json(request, BatchIn)
         if len(body.items) > max_batch_items:
             raise HTTPException(413, f"items: {len(body.items)} pairs, at most {max_batch_items} per request")
-        samples = [await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image",
-                                 f"items[{i}].text") for i, item in enumerate(body.items)]
+        samples = [
+            await prepare(decode(item.image, f"items[{i}].image"), item.text, f"items[{i}].image", f"items[{i}].text")
+            for i, item in enumerate(body.items)
+        ]
         results = await predict_samples(samples, body.top_k)
         return {"predictions": [r["predictions"] for r in results], "modalities": [r["modalities"] for r in results]}
 

@@ -75,8 +75,11 @@ class Batcher:
             while size < self.max_batch:
                 remaining = deadline - loop.time()
                 try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining) if remaining > 0 else \
-                        self._queue.get_nowait()
+                    request = (
+                        await asyncio.wait_for(self._queue.get(), remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
                 group.append(request)
@@ -98,7 +101,7 @@ class Batcher:
             self.stats.largest = max(self.stats.largest, len(pairs))
             start = 0
             for request in live:
-                rows = logits[start:start + len(request.pairs)]
+                rows = logits[start : start + len(request.pairs)]
                 start += len(request.pairs)
                 if not request.future.done():
                     request.future.set_result(rows)

@@ -39,13 +39,21 @@ class RequestLimits:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
-            return await self._refuse(send, 413, f"body: {int(declared):,} bytes is over the {self.max_body:,}-byte "
-                                                 "limit of this server (--max-body-mb)")
+            return await self._refuse(
+                send,
+                413,
+                f"body: {int(declared):,} bytes is over the {self.max_body:,}-byte "
+                "limit of this server (--max-body-mb)",
+            )
         if self.pending >= self.max_pending:
             drained = self.drain_s > 0 and await self._drain(receive)
-            return await self._refuse(send, 503, f"server busy: {self.pending} requests pending (--max-pending); "
-                                                 f"retry after {self.retry_after} s", {b"retry-after": self.retry_after},
-                                      keep_alive=drained)
+            return await self._refuse(
+                send,
+                503,
+                f"server busy: {self.pending} requests pending (--max-pending); retry after {self.retry_after} s",
+                {b"retry-after": self.retry_after},
+                keep_alive=drained,
+            )
         self.pending += 1
         received, over, started = 0, False, False
 
@@ -73,12 +81,17 @@ class RequestLimits:
         finally:
             self.pending -= 1
         if over and not started:
-            await self._refuse(send, 413, f"body: over the {self.max_body:,}-byte limit of this server "
-                                          "(--max-body-mb); refused while it was being sent")
+            await self._refuse(
+                send,
+                413,
+                f"body: over the {self.max_body:,}-byte limit of this server "
+                "(--max-body-mb); refused while it was being sent",
+            )
 
     async def _drain(self, receive) -> bool:
         """Read the request body to its end and drop it; False if it is over ``max_body`` bytes, slower
         than ``drain_s`` or the client left (then the connection is closed after the answer)."""
+
         async def read_all() -> bool:
             received = 0
             while True:
@@ -96,12 +109,16 @@ class RequestLimits:
         except asyncio.TimeoutError:
             return False
 
-    async def _refuse(self, send, status: int, detail: str, extra: dict | None = None,
-                      keep_alive: bool = False) -> None:
+    async def _refuse(
+        self, send, status: int, detail: str, extra: dict | None = None, keep_alive: bool = False
+    ) -> None:
         self.refused[str(status)] += 1
         body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   *([] if keep_alive else [(b"connection", b"close")]),
-                   *((k, v.encode()) for k, v in (extra or {}).items())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *([] if keep_alive else [(b"connection", b"close")]),
+            *((k, v.encode()) for k, v in (extra or {}).items()),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

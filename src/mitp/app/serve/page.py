@@ -79,7 +79,9 @@ $("form").addEventListener("submit", async (e) => {
   if (explains) {
     const form = new FormData(); form.append("image", $("image").files[0]); form.append("text", $("text").value);
     const figure = await fetch("/explain", { method: "POST", body: form });
-    if (figure.ok) { $("explain").src = URL.createObjectURL(await figure.blob()); $("explain").style.display = "block"; }
+    if (figure.ok) {
+      $("explain").src = URL.createObjectURL(await figure.blob()); $("explain").style.display = "block";
+    }
   }
 });
 </script>

@@ -51,44 +51,61 @@ class TrainConfig(ValidatedConfig):
     epochs: int = setting(10, "passes over the training split")
     batch_size: int = setting(32, "global batch, split across processes")
     lr: float = setting(1e-3, "the head's learning rate, and the base of every other group's")
-    method_lr_scale: float = setting(1.0, "the method's own parameters (prompts, gates, hub, translators) train at "
-                                          "lr * method_lr_scale")
+    method_lr_scale: float = setting(
+        1.0, "the method's own parameters (prompts, gates, hub, translators) train at lr * method_lr_scale"
+    )
     weight_decay: float = setting(0.01, "AdamW weight decay")
-    scheduler: Literal["cosine", "constant"] = setting("cosine", "after the linear warmup: cosine decay to "
-                                                                 "min_lr_ratio * lr, or constant")
+    scheduler: Literal["cosine", "constant"] = setting(
+        "cosine", "after the linear warmup: cosine decay to min_lr_ratio * lr, or constant"
+    )
     warmup_ratio: float = setting(0.1, "fraction of all optimizer steps spent warming up linearly")
     min_lr_ratio: float = setting(0.0, "where the cosine decay ends, as a fraction of lr")
     grad_accum_steps: int = setting(1, "batches per optimizer step")
     max_grad_norm: float | None = setting(1.0, "gradient clipping norm; null: no clipping")
     clip_scope: Literal["per_group", "global"] = setting(
-        "per_group", "clip each optimizer group (head, method, backbone) on its own, so large prompt gradients "
-                     "cannot shrink the head's step; global: one norm over everything")
+        "per_group",
+        "clip each optimizer group (head, method, backbone) on its own, so large prompt gradients "
+        "cannot shrink the head's step; global: one norm over everything",
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "bf16, or fp16 (CUDA only)")
     num_workers: int = setting(0, "DataLoader worker processes")
     max_text_length: int | None = setting(None, "token limit; null: the text tower's own")
-    image_size: int | None = setting(None, "override the image processor's size (the towers interpolate position "
-                                           "embeddings), e.g. smaller on a CPU")
-    on_bad_sample: Literal["error", "skip"] = setting("error", "a bad image or manifest line stops the run, or is "
-                                                               "skipped, counted and reported")
-    checkpoint_every_steps: int = setting(0, "also save the resumable checkpoint every n optimizer steps; 0: only "
-                                             "at the end of every epoch")
+    image_size: int | None = setting(
+        None, "override the image processor's size (the towers interpolate position embeddings), e.g. smaller on a CPU"
+    )
+    on_bad_sample: Literal["error", "skip"] = setting(
+        "error", "a bad image or manifest line stops the run, or is skipped, counted and reported"
+    )
+    checkpoint_every_steps: int = setting(
+        0, "also save the resumable checkpoint every n optimizer steps; 0: only at the end of every epoch"
+    )
     cache_prefix: bool = setting(False, "cache the frozen prefix's states on disk after the first pass")
-    num_threads: int | None = setting(None, "torch threads of this run, set before any torch work; null: "
-                                            "$OMP_NUM_THREADS if set, else every core this process may use "
-                                            "(`mitp compare --jobs N` gives each run cores / N)")
-    compile: bool = setting(False, "torch.compile the model (inductor); minutes to compile on a CPU, see "
-                                   "docs/performance.md for what it gains")
-    cache_dir: str | None = setting(None, "where the prefix cache lives; null: $MITP_CACHE/prefix "
-                                          "(~/.cache/mitp/prefix)")
-    log_every_steps: int = setting(10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) "
-                                       "every n steps")
+    num_threads: int | None = setting(
+        None,
+        "torch threads of this run, set before any torch work; null: "
+        "$OMP_NUM_THREADS if set, else every core this process may use "
+        "(`mitp compare --jobs N` gives each run cores / N)",
+    )
+    compile: bool = setting(
+        False,
+        "torch.compile the model (inductor); minutes to compile on a CPU, see docs/performance.md for what it gains",
+    )
+    cache_dir: str | None = setting(
+        None, "where the prefix cache lives; null: $MITP_CACHE/prefix (~/.cache/mitp/prefix)"
+    )
+    log_every_steps: int = setting(
+        10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) every n steps"
+    )
     log_with: Literal["tensorboard", "wandb", "mlflow", "aim", "none"] = setting(
-        "tensorboard", "experiment tracker, through Accelerate, its files in the run directory (wandb offline: "
-                       "WANDB_MODE=offline)")
-    missing: MissingConfig = setting(default_factory=TrainMissingConfig,
-                                     help="simulated missing modalities in the training split: the fractions of "
-                                          "samples without their image / text / both, in a fixed pattern chosen by "
-                                          "seed")
+        "tensorboard",
+        "experiment tracker, through Accelerate, its files in the run directory (wandb offline: WANDB_MODE=offline)",
+    )
+    missing: MissingConfig = setting(
+        default_factory=TrainMissingConfig,
+        help="simulated missing modalities in the training split: the fractions of "
+        "samples without their image / text / both, in a fixed pattern chosen by "
+        "seed",
+    )
 
     def __post_init__(self):
         _missing_section(self, TrainMissingConfig)
@@ -115,14 +132,20 @@ class EvalConfig(ValidatedConfig):
     every_epochs: int = setting(1, "validation cadence in epochs; the last epoch is always evaluated")
     batch_size: int | None = setting(None, "null: the training batch size")
     select: Literal["accuracy", "f1_macro", "f1_weighted", "f1_micro", "f1_samples"] | None = setting(
-        None, "the validation metric that picks the best checkpoint (and compare's setting); null: accuracy "
-              "(single-label) or f1_micro (multi-label); single-label also reports f1_macro and f1_weighted, "
-              "multi-label f1_macro, f1_samples and f1_weighted")
+        None,
+        "the validation metric that picks the best checkpoint (and compare's setting); null: accuracy "
+        "(single-label) or f1_micro (multi-label); single-label also reports f1_macro and f1_weighted, "
+        "multi-label f1_macro, f1_samples and f1_weighted",
+    )
     threshold: float | Literal["auto"] = setting(
-        0.5, "multi-label decision threshold on sigmoid probabilities; auto: the one that maximises the "
-             "selection metric on validation, recorded in results.json and used for test and predictions")
-    missing: MissingConfig = setting(default_factory=EvalMissingConfig,
-                                     help="simulated missing modalities in the val and test splits (as train.missing)")
+        0.5,
+        "multi-label decision threshold on sigmoid probabilities; auto: the one that maximises the "
+        "selection metric on validation, recorded in results.json and used for test and predictions",
+    )
+    missing: MissingConfig = setting(
+        default_factory=EvalMissingConfig,
+        help="simulated missing modalities in the val and test splits (as train.missing)",
+    )
 
     def __post_init__(self):
         _missing_section(self, EvalMissingConfig)
@@ -136,13 +159,15 @@ class EvalConfig(ValidatedConfig):
 
 @dataclass
 class RunConfig(ValidatedConfig):
-    data: str = setting("", "a prepared dataset directory (in YAML also a mapping: path, allow_external_paths, "
-                            "allow_missing)")
+    data: str = setting(
+        "", "a prepared dataset directory (in YAML also a mapping: path, allow_external_paths, allow_missing)"
+    )
     backbone: str = setting("", "the frozen backbone's spec")
     method: str = setting("", "a registered method")
     seed: int = setting(0, "seeds the model's init, the data order and every random choice of the run")
-    allow_external_paths: bool = setting(False, "read images outside the dataset directory and its recorded "
-                                                "image roots (absolute paths, .., symlinks)")
+    allow_external_paths: bool = setting(
+        False, "read images outside the dataset directory and its recorded image roots (absolute paths, .., symlinks)"
+    )
     allow_missing: bool = setting(False, 'accept manifest lines with "image": null or "text": null')
     model: dict = setting(default_factory=dict, help="model keys for every method")
     methods: dict = setting(default_factory=dict, help="method name -> model keys (and a train section) for it alone")
@@ -167,13 +192,16 @@ class RunConfig(ValidatedConfig):
     def check(self) -> None:
         self.require(0 <= self.seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {self.seed}")  # numpy, torch
         for name, keys in self.methods.items():
-            self.require(keys is None or isinstance(keys, dict), f"methods.{name}",
-                         f"must be a mapping of model keys, got {keys!r}")
+            self.require(
+                keys is None or isinstance(keys, dict),
+                f"methods.{name}",
+                f"must be a mapping of model keys, got {keys!r}",
+            )
         self.methods = {name: dict(keys or {}) for name, keys in self.methods.items()}
         self.check_model_keys()
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
+    def from_dict(cls, raw: dict) -> RunConfig:
         """From YAML: ``data`` may be a mapping (path and the data flags); the flags live only there."""
         raw = dict(raw)
         known = cls.field_names() - set(cls.DATA_FLAGS)
@@ -213,8 +241,10 @@ class RunConfig(ValidatedConfig):
                 if key == "train":
                     self.train_for(name)  # its keys and values are checked like train:'s own
                 elif key not in known:
-                    raise ConfigError(f"methods.{name}.{key}", f"unknown key for method {name!r}; known keys: "
-                                                                f"{', '.join(sorted(known | {'train'}))}")
+                    raise ConfigError(
+                        f"methods.{name}.{key}",
+                        f"unknown key for method {name!r}; known keys: {', '.join(sorted(known | {'train'}))}",
+                    )
 
     def model_keys(self, method: str | None = None) -> dict:
         """The model keys for ``method`` (default: this run's): ``model`` with ``methods.<method>`` on top."""
@@ -233,15 +263,26 @@ class RunConfig(ValidatedConfig):
         except ConfigError as err:
             raise err.rekeyed(f"methods.{method}.{err.key}") from err
 
-    def for_method(self, method: str, seed: int | None = None) -> "RunConfig":
+    def for_method(self, method: str, seed: int | None = None) -> RunConfig:
         """This config as one run of ``method``: its model and train keys merged in, no ``methods`` section."""
-        return dataclasses.replace(self, method=method, seed=self.seed if seed is None else seed,
-                                   model=self.model_keys(method), train=self.train_for(method), methods={})
+        return dataclasses.replace(
+            self,
+            method=method,
+            seed=self.seed if seed is None else seed,
+            model=self.model_keys(method),
+            train=self.train_for(method),
+            methods={},
+        )
 
     def to_dict(self) -> dict:
         flags = {k: True for k in ("allow_external_paths", "allow_missing") if getattr(self, k)}
-        data = {"data": {"path": self.data, **flags} if flags else self.data,
-                "backbone": self.backbone, "method": self.method, "seed": self.seed, "model": dict(self.model)}
+        data = {
+            "data": {"path": self.data, **flags} if flags else self.data,
+            "backbone": self.backbone,
+            "method": self.method,
+            "seed": self.seed,
+            "model": dict(self.model),
+        }
         if self.methods:
             data["methods"] = {name: dict(keys) for name, keys in self.methods.items()}
         return {**data, "head": self.head.to_dict(), "train": self.train.to_dict(), "eval": self.eval.to_dict()}
@@ -274,7 +315,7 @@ def apply_overrides(raw: dict, overrides: dict) -> dict:
             if child is None:
                 child = {}
             if not isinstance(child, dict):
-                raise ConfigError(".".join(parents[:i + 1]), f"is not a section, cannot set {dotted!r}")
+                raise ConfigError(".".join(parents[: i + 1]), f"is not a section, cannot set {dotted!r}")
             node[part] = child = dict(child)
             node = child
         node[leaf] = value

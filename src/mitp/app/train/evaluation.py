@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -24,8 +24,16 @@ def plain_feed(loader, labels: bool = False) -> Iterator[tuple[dict, dict | None
 
 
 @torch.no_grad()
-def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float | str = 0.5,
-             skips: SkipCounter | None = None, split: str = "split", select: str | None = None) -> dict:
+def evaluate(
+    model,
+    feed,
+    accelerator: Accelerator,
+    task: str,
+    threshold: float | str = 0.5,
+    skips: SkipCounter | None = None,
+    split: str = "split",
+    select: str | None = None,
+) -> dict:
     """Metrics and mean loss over a split's ``(batch, model inputs)`` pairs (a prefix-cache feed, or
     :func:`plain_feed` of a loader); samples are gathered across processes without duplicates.
 
@@ -43,8 +51,9 @@ def evaluate(model, feed, accelerator: Accelerator, task: str, threshold: float 
 
 
 @torch.no_grad()
-def collect_rows(model, feed, accelerator: Accelerator, skips: SkipCounter | None = None,
-                 split: str = "split") -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def collect_rows(
+    model, feed, accelerator: Accelerator, skips: SkipCounter | None = None, split: str = "split"
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Sample ids, logits (N, K) and labels of a split, in the feed's order.
 
     ``skips`` counts the samples skipped as bad. A split with no sample left is an EmptySplit error.
@@ -66,7 +75,11 @@ def collect_rows(model, feed, accelerator: Accelerator, skips: SkipCounter | Non
         for sample_id, logit, label in (entry for kind, entry in mine if kind == "row"):
             rows.setdefault(sample_id, (logit, label))
     if not rows:
-        raise EmptySplit(None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); "
-                                     "nothing to evaluate")
-    return (list(rows), torch.stack([logit for logit, _ in rows.values()]),
-            torch.stack([label for _, label in rows.values()]))
+        raise EmptySplit(
+            None, None, f"{split}: every sample was skipped as bad (on_bad_sample: skip); nothing to evaluate"
+        )
+    return (
+        list(rows),
+        torch.stack([logit for logit, _ in rows.values()]),
+        torch.stack([label for _, label in rows.values()]),
+    )

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from mitp.files import NoCheckpoint
 from mitp.classifier import Classifier
 from mitp.configuration import ConfigError
 from mitp.data.dataset import ManifestDataset, make_dataloader
+from mitp.files import NoCheckpoint
 from mitp.runs import Run
 
 from .config import RunConfig, load_run_config
@@ -45,18 +45,24 @@ def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
         classifier = Classifier.from_pretrained(run_dir)
     except NoCheckpoint as err:
         raise ConfigError("RUN_DIR", str(err)) from err
-    return LoadedRun(config, classifier.model.backbone, classifier.model, classifier.labels,
-                     classifier.info.get("threshold"))
+    return LoadedRun(
+        config, classifier.model.backbone, classifier.model, classifier.labels, classifier.info.get("threshold")
+    )
 
 
 def split_dataset(loaded: LoadedRun, split: str, missing=None):
     """``split`` of the run's data with the run's preprocessing; ``missing`` (a MissingConfig) defaults to
     the run's ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
     config = loaded.config
-    dataset = ManifestDataset(config.data, split, run_preprocessor(config, loaded.backbone),
-                              on_bad_sample=config.train.on_bad_sample,
-                              allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
-                              missing=config.eval.missing if missing is None else missing)
+    dataset = ManifestDataset(
+        config.data,
+        split,
+        run_preprocessor(config, loaded.backbone),
+        on_bad_sample=config.train.on_bad_sample,
+        allow_external_paths=config.allow_external_paths,
+        allow_missing=config.allow_missing,
+        missing=config.eval.missing if missing is None else missing,
+    )
     ours, theirs = loaded.labels, dataset.label_space
     if (theirs.task, theirs.labels) != (ours.task, ours.labels):
         if theirs.task != ours.task:

@@ -37,8 +37,16 @@ from .config import RunConfig
 from .evaluation import evaluate
 from .progress import epoch_progress
 from .rundir import MetricsLog, load_training_state, save_checkpoint_dir
-from .setup import (build_run, compile_model, lr_lambda, make_accelerator, make_optimizer, peak_memory_mb, rng_state,
-                    set_rng_state)
+from .setup import (
+    build_run,
+    compile_model,
+    lr_lambda,
+    make_accelerator,
+    make_optimizer,
+    peak_memory_mb,
+    rng_state,
+    set_rng_state,
+)
 from .step import gradient_norms, train_step
 
 
@@ -50,41 +58,63 @@ class TrainingDiverged(RuntimeError):
 class LoopPosition:
     """Where training is. Saved with every checkpoint, so ``--resume`` continues from exactly here."""
 
-    epoch: int = 0                 # completed epochs
-    batch: int = 0                 # batches of the current epoch already trained
-    step: int = 0                  # optimizer steps
-    loss_sum: float = 0.0          # the current epoch's training loss, summed over its samples
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches of the current epoch already trained
+    step: int = 0  # optimizer steps
+    loss_sum: float = 0.0  # the current epoch's training loss, summed over its samples
     samples: int = 0
-    skipped: int = 0               # samples skipped as bad this epoch
-    best: float | None = None      # best validation selection metric so far, and its epoch
+    skipped: int = 0  # samples skipped as bad this epoch
+    best: float | None = None  # best validation selection metric so far, and its epoch
     best_epoch: int | None = None
     train_seconds: float = 0.0
     skipped_ids: dict = field(default_factory=dict)  # split -> kind -> ids skipped as bad, over the run
 
     @classmethod
-    def from_state(cls, state: dict, where: Path) -> "LoopPosition":
+    def from_state(cls, state: dict, where: Path) -> LoopPosition:
         number, maybe = (int, float), (int, float, type(None))
-        types = {"epoch": int, "batch": int, "step": int, "loss_sum": number, "samples": int, "skipped": int,
-                 "best": maybe, "best_epoch": (int, type(None)), "train_seconds": number, "skipped_ids": dict}
+        types = {
+            "epoch": int,
+            "batch": int,
+            "step": int,
+            "loss_sum": number,
+            "samples": int,
+            "skipped": int,
+            "best": maybe,
+            "best_epoch": (int, type(None)),
+            "train_seconds": number,
+            "skipped_ids": dict,
+        }
         check_fields(where, state, types, required=tuple(types), where="position.")
         if any(isinstance(state.get(k), int) and state[k] < 0 for k in ("epoch", "batch", "step", "samples")):
             raise CheckpointError(f"{where}: position counters must be >= 0, got {state}")
         for split, kinds in state.get("skipped_ids", {}).items():
-            if split not in ("train", "val", "test") or not isinstance(kinds, dict) or not all(
-                    isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in kinds.values()):
+            if (
+                split not in ("train", "val", "test")
+                or not isinstance(kinds, dict)
+                or not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in kinds.values())
+            ):
                 raise CheckpointError(f"{where}: position.skipped_ids must map train/val/test to lists of ids per kind")
         return cls(**state)
 
 
 def tracker_config(config: RunConfig) -> dict:
     """The resolved run config as flat scalars (``train.lr``), what every tracker can store."""
-    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-            for key, value in flatten(config.to_dict()).items()}
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in flatten(config.to_dict()).items()
+    }
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, console=None,
-                 on_validation=None, test: bool = True):
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        resume: bool = False,
+        console=None,
+        on_validation=None,
+        test: bool = True,
+    ):
         """``on_validation(epoch, score)`` hears each validation's selection metric once the epoch is saved
         (a sweep's pruner; it may raise to stop the run); ``test=False`` leaves the test split unread."""
         self.run_dir = Path(run_dir)
@@ -103,18 +133,27 @@ class Trainer:
         except ValueError as err:
             raise ConfigError("eval.select", str(err)) from err
         n = self.accelerator.num_processes
-        for key, size in (("train.batch_size", self.config.train.batch_size),
-                          ("eval.batch_size", self.config.eval_batch_size())):
+        for key, size in (
+            ("train.batch_size", self.config.train.batch_size),
+            ("eval.batch_size", self.config.eval_batch_size()),
+        ):
             if size % n:
                 raise ConfigError(key, f"{size} is not divisible by the {n} processes")
         dropped = invalid_line_counts(self.parts.datasets)
         if dropped:
-            self._log("left out invalid manifest lines (on_bad_sample: skip): " + "; ".join(
-                f"{split}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-                for split, kinds in dropped.items()))
+            self._log(
+                "left out invalid manifest lines (on_bad_sample: skip): "
+                + "; ".join(
+                    f"{split}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+                    for split, kinds in dropped.items()
+                )
+            )
         self.skips = {split: SkipCounter() for split in self.parts.datasets}  # bad images, per split
-        batch_sizes = {"train": self.config.train.batch_size, "val": self.config.eval_batch_size(),
-                       "test": self.config.eval_batch_size()}
+        batch_sizes = {
+            "train": self.config.train.batch_size,
+            "val": self.config.eval_batch_size(),
+            "test": self.config.eval_batch_size(),
+        }
         self.cache = PrefixCache.open(self.config, self.parts, self.accelerator, batch_sizes, log=self._log)
         self._filler_batch = None
 
@@ -130,9 +169,15 @@ class Trainer:
         for epoch in range(position.epoch, t.epochs):
             epoch_started, cpu_started = time.perf_counter(), time.process_time()
             self._train_epoch(epoch, position, loaders["train"], log, started)
-            self._end_epoch(epoch, position, loaders["val"], log, started,
-                            epoch_seconds=(time.perf_counter() - epoch_started, time.process_time() - cpu_started),
-                            final=epoch == t.epochs - 1)
+            self._end_epoch(
+                epoch,
+                position,
+                loaders["val"],
+                log,
+                started,
+                epoch_seconds=(time.perf_counter() - epoch_started, time.process_time() - cpu_started),
+                final=epoch == t.epochs - 1,
+            )
         results = self._final(loaders, position, time.perf_counter() - started)
         acc.end_training()
         return results
@@ -143,13 +188,19 @@ class Trainer:
         if t.compile:
             compile_model(self.parts.model)
         optimizer = make_optimizer(self.parts.model, t.lr, t.weight_decay, t.method_lr_scale)
-        loaders = {split: make_dataloader(ds[split], size, shuffle=split == "train", seed=self.config.seed,
-                                          num_workers=t.num_workers) for split, size in self.cache.batch_sizes.items()}
+        loaders = {
+            split: make_dataloader(
+                ds[split], size, shuffle=split == "train", seed=self.config.seed, num_workers=t.num_workers
+            )
+            for split, size in self.cache.batch_sizes.items()
+        }
         total_steps = math.ceil(len(loaders["train"]) / t.grad_accum_steps) * t.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(total_steps, t.warmup_ratio, t.min_lr_ratio, t.scheduler))
+            optimizer, lr_lambda(total_steps, t.warmup_ratio, t.min_lr_ratio, t.scheduler)
+        )
         self.model, self.optimizer, train, val, test, self.scheduler = acc.prepare(
-            self.parts.model, optimizer, loaders["train"], loaders["val"], loaders["test"], scheduler)
+            self.parts.model, optimizer, loaders["train"], loaders["val"], loaders["test"], scheduler
+        )
         self.unwrapped = acc.unwrap_model(self.model)
         return {"train": train, "val": val, "test": test}
 
@@ -162,14 +213,17 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
-            raise CheckpointError(f"{directory / 'training_state.json'}: the optimizer, scheduler or RNG state does "
-                                  f"not fit this run ({type(err).__name__}: {str(err)[:200]})") from err
+            raise CheckpointError(
+                f"{directory / 'training_state.json'}: the optimizer, scheduler or RNG state does "
+                f"not fit this run ({type(err).__name__}: {str(err)[:200]})"
+            ) from err
         for split, kinds in position.skipped_ids.items():
             self.skips[split].ids = {kind: set(ids) for kind, ids in kinds.items()}
         if self.main:
             MetricsLog(Run(self.run_dir).metrics_path).truncate_after(position.epoch, position.step)
-        self._log(f"resumed from {directory} at epoch {position.epoch + 1}, batch {position.batch}, "
-                  f"step {position.step}")
+        self._log(
+            f"resumed from {directory} at epoch {position.epoch + 1}, batch {position.batch}, step {position.step}"
+        )
         return position
 
     def _train_epoch(self, epoch: int, position: LoopPosition, train_loader, log, started: float) -> None:
@@ -189,12 +243,21 @@ class Trainer:
                 with acc.accumulate(self.model):
                     # An empty share takes a zero-weight step on a good sample: it stays in the all-reduce.
                     inputs = feed.inputs(self._filler()) if empty else inputs
-                    loss = train_step(self.model, inputs, self.optimizer, self.scheduler,
-                                      max_grad_norm=t.max_grad_norm, clip_scope=t.clip_scope,
-                                      weight=0.0 if empty else 1.0, sync=acc.sync_gradients,
-                                      backward=acc.backward, clip=acc.clip_grad_norm_,
-                                      before_clip=(lambda: grad_norms.update(gradient_norms(self.unwrapped)))
-                                      if diagnose else None)
+                    loss = train_step(
+                        self.model,
+                        inputs,
+                        self.optimizer,
+                        self.scheduler,
+                        max_grad_norm=t.max_grad_norm,
+                        clip_scope=t.clip_scope,
+                        weight=0.0 if empty else 1.0,
+                        sync=acc.sync_gradients,
+                        backward=acc.backward,
+                        clip=acc.clip_grad_norm_,
+                        before_clip=(lambda norms=grad_norms: norms.update(gradient_norms(self.unwrapped)))
+                        if diagnose
+                        else None,
+                    )
                 self._check_finite(loss, epoch, position)
                 if not empty:
                     position.loss_sum += loss.item() * len(batch["ids"])
@@ -203,8 +266,9 @@ class Trainer:
                 if acc.sync_gradients:
                     position.step += 1
                     if grad_norms:
-                        self._log_diagnostics(log, epoch, position.step, loss.item(),
-                                              {**grad_norms, **self.unwrapped.diagnostics()})
+                        self._log_diagnostics(
+                            log, epoch, position.step, loss.item(), {**grad_norms, **self.unwrapped.diagnostics()}
+                        )
                     if t.checkpoint_every_steps and position.step % t.checkpoint_every_steps == 0:
                         position.train_seconds = time.perf_counter() - started
                         self._save_last(position)
@@ -212,11 +276,22 @@ class Trainer:
             self._log(self.skips["train"].report())
         self.skips["train"].reset()  # the next epoch's report counts that epoch alone (ids keep the run's totals)
         if not position.step and not acc.reduce(torch.tensor(float(position.samples)), reduction="sum").item():
-            raise EmptySplit(None, None, "train: every sample of the first epoch was skipped as bad "
-                                         "(on_bad_sample: skip); nothing to train on")
+            raise EmptySplit(
+                None,
+                None,
+                "train: every sample of the first epoch was skipped as bad (on_bad_sample: skip); nothing to train on",
+            )
 
-    def _end_epoch(self, epoch: int, position: LoopPosition, val_loader, log, started: float,
-                   epoch_seconds: tuple[float, float], final: bool) -> None:
+    def _end_epoch(
+        self,
+        epoch: int,
+        position: LoopPosition,
+        val_loader,
+        log,
+        started: float,
+        epoch_seconds: tuple[float, float],
+        final: bool,
+    ) -> None:
         """Log the epoch, evaluate on val when due, keep the best checkpoint, save the last one."""
         acc, t = self.accelerator, self.config.train
         totals = acc.reduce(torch.tensor([position.loss_sum, float(position.samples)]), reduction="sum")
@@ -224,27 +299,51 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         # epoch_seconds (wall) and epoch_cpu_seconds (this process, all threads): the training pass alone
         # (a resumed epoch counts from the resume)
-        records = [{"epoch": epoch + 1, "step": position.step, "split": "train", "metrics": {}, "loss": train_loss,
-                    "lr": lr, "epoch_seconds": round(epoch_seconds[0], 3),
-                    "epoch_cpu_seconds": round(epoch_seconds[1], 3)}]
+        records = [
+            {
+                "epoch": epoch + 1,
+                "step": position.step,
+                "split": "train",
+                "metrics": {},
+                "loss": train_loss,
+                "lr": lr,
+                "epoch_seconds": round(epoch_seconds[0], 3),
+                "epoch_cpu_seconds": round(epoch_seconds[1], 3),
+            }
+        ]
         improved, score = False, None
         if (epoch + 1) % self.config.eval.every_epochs == 0 or final:
             val = self._evaluate("val", val_loader)
-            records.append({"epoch": epoch + 1, "step": position.step, "split": "val", "metrics": val["metrics"],
-                            "loss": val["loss"], "lr": lr, **({"threshold": val["threshold"]} if "threshold" in val
-                                                              else {})})
+            records.append(
+                {
+                    "epoch": epoch + 1,
+                    "step": position.step,
+                    "split": "val",
+                    "metrics": val["metrics"],
+                    "loss": val["loss"],
+                    "lr": lr,
+                    **({"threshold": val["threshold"]} if "threshold" in val else {}),
+                }
+            )
             score = val["metrics"][self.selection]
             improved = position.best is None or score > position.best
             if improved:
                 position.best, position.best_epoch = score, epoch + 1
-            self._log(f"epoch {epoch + 1}/{t.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
-                      f"val {self.selection} {score:.4f}" + ("  (best)" if improved else ""))
+            self._log(
+                f"epoch {epoch + 1}/{t.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
+                f"val {self.selection} {score:.4f}" + ("  (best)" if improved else "")
+            )
         if self.main:
             for record in records:
                 log.append(record)
         for record in records:  # the experiment tracker (TensorBoard by default); per epoch
-            self.accelerator.log({**{f"{record['split']}/{name}": value for name, value in record["metrics"].items()},
-                                  f"{record['split']}/epoch_loss": record["loss"]}, step=epoch + 1)
+            self.accelerator.log(
+                {
+                    **{f"{record['split']}/{name}": value for name, value in record["metrics"].items()},
+                    f"{record['split']}/epoch_loss": record["loss"],
+                },
+                step=epoch + 1,
+            )
         if improved:
             self._save("best")
         position.epoch, position.batch, position.loss_sum, position.samples, position.skipped = epoch + 1, 0, 0.0, 0, 0
@@ -258,26 +357,42 @@ class Trainer:
         load_trainable(self.unwrapped, Run(self.run_dir).best_checkpoint() / WEIGHTS_NAME)
         val = self._evaluate("val", loaders["val"])
         test_started = time.perf_counter()
-        test = self._evaluate("test", loaders["test"], threshold=val.get("threshold")) if self.test else {
-            "metrics": None, "loss": None, "samples": 0}  # never chosen on test; a sweep's trial never reads it
+        test = (
+            self._evaluate("test", loaders["test"], threshold=val.get("threshold"))
+            if self.test
+            else {"metrics": None, "loss": None, "samples": 0}
+        )  # never chosen on test; a sweep's trial never reads it
         test_seconds = time.perf_counter() - test_started
         breakdown = parameter_breakdown(self.unwrapped)
         memory, memory_kind = peak_memory_mb(self.accelerator.device)
         return {
-            "method": self.config.method, "backbone": self.config.backbone, "data": self.config.data,
-            "task": self.task, "selection_metric": self.selection,
-            "trainable_params": breakdown["trainable_params"], "total_params": breakdown["total_params"],
-            "best_epoch": position.best_epoch, "val": val["metrics"], "test": test["metrics"],
+            "method": self.config.method,
+            "backbone": self.config.backbone,
+            "data": self.config.data,
+            "task": self.task,
+            "selection_metric": self.selection,
+            "trainable_params": breakdown["trainable_params"],
+            "total_params": breakdown["total_params"],
+            "best_epoch": position.best_epoch,
+            "val": val["metrics"],
+            "test": test["metrics"],
             **({"threshold": val["threshold"]} if "threshold" in val else {}),  # multi-label: the one used
-            "val_loss": val["loss"], "test_loss": test["loss"], "test_samples": test["samples"],
+            "val_loss": val["loss"],
+            "test_loss": test["loss"],
+            "test_samples": test["samples"],
             "test_seconds": round(test_seconds, 3),  # inference over the test split, its prefix included
-            "peak_memory_mb": round(memory, 1), "peak_memory_kind": memory_kind,
-            "train_seconds": round(train_seconds, 2), "epochs": self.config.train.epochs,
-            "seed": self.config.seed, "num_processes": self.accelerator.num_processes,
+            "peak_memory_mb": round(memory, 1),
+            "peak_memory_kind": memory_kind,
+            "train_seconds": round(train_seconds, 2),
+            "epochs": self.config.train.epochs,
+            "seed": self.config.seed,
+            "num_processes": self.accelerator.num_processes,
             # what on_bad_sample: skip left out: invalid manifest lines, and distinct samples whose
             # image could not be loaded, per split and kind
-            "skipped": {"manifest_lines": invalid_line_counts(self.parts.datasets),
-                        "images": {split: c.totals() for split, c in self.skips.items() if c.ids}},
+            "skipped": {
+                "manifest_lines": invalid_line_counts(self.parts.datasets),
+                "images": {split: c.totals() for split, c in self.skips.items() if c.ids},
+            },
         }
 
     # --- helpers -----------------------------------------------------------------------------
@@ -287,8 +402,16 @@ class Trainer:
         overrides eval.threshold (test takes the one validation chose)."""
         feed = self.cache.feed(split, loader, self.unwrapped, labels=False)
         threshold = self.config.eval.threshold if threshold is None else threshold
-        return evaluate(self.unwrapped, feed, self.accelerator, self.task, threshold, select=self.selection,
-                        skips=self.skips[split], split=split)
+        return evaluate(
+            self.unwrapped,
+            feed,
+            self.accelerator,
+            self.task,
+            threshold,
+            select=self.selection,
+            skips=self.skips[split],
+            split=split,
+        )
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, position: LoopPosition) -> None:
         """Stop before anything is saved once the loss is not finite (every process stops together)."""
@@ -298,9 +421,11 @@ class Trainer:
         if bad.item():
             run = Run(self.run_dir)
             where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
-            raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
-                                   f"{position.batch}; training stopped and nothing was saved after it. The last "
-                                   f"good checkpoint: {where}. Lower train.lr, or check the data")
+            raise TrainingDiverged(
+                f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
+                f"{position.batch}; training stopped and nothing was saved after it. The last "
+                f"good checkpoint: {where}. Lower train.lr, or check the data"
+            )
 
     def _all_skipped(self, batch: dict) -> list:
         """The samples skipped in this batch by every process (each counts all of them)."""
@@ -326,10 +451,13 @@ class Trainer:
     def _log_diagnostics(self, log, epoch: int, step: int, loss: float, values: dict) -> None:
         """Per-part gradient norms and the method's own scalars, to metrics.jsonl and the tracker."""
         lr = self.scheduler.get_last_lr()[0]
-        log.append({"epoch": epoch + 1, "step": step, "split": "diagnostics", "metrics": values, "loss": loss,
-                    "lr": lr})
-        self.accelerator.log({"train/loss": loss, "train/lr": lr,
-                              **{f"diagnostics/{name}": value for name, value in values.items()}}, step=step)
+        log.append(
+            {"epoch": epoch + 1, "step": step, "split": "diagnostics", "metrics": values, "loss": loss, "lr": lr}
+        )
+        self.accelerator.log(
+            {"train/loss": loss, "train/lr": lr, **{f"diagnostics/{name}": value for name, value in values.items()}},
+            step=step,
+        )
 
     def _save(self, name: str, state: dict | None = None) -> None:
         self.cache.flush()
@@ -339,10 +467,17 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _save_last(self, position: LoopPosition) -> None:
-        position.skipped_ids = {split: {kind: sorted(ids) for kind, ids in counter.ids.items()}
-                                for split, counter in self.skips.items() if counter.ids}
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": rng_state(), "position": dataclasses.asdict(position)}
+        position.skipped_ids = {
+            split: {kind: sorted(ids) for kind, ids in counter.ids.items()}
+            for split, counter in self.skips.items()
+            if counter.ids
+        }
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "position": dataclasses.asdict(position),
+        }
         self._save("last", state)
 
     def _start_tracking(self) -> None:
@@ -364,5 +499,10 @@ class Trainer:
         self.accelerator.init_trackers("mitp", config=tracker_config(self.config), init_kwargs=init_kwargs)
 
     def _progress(self, total: int, done: int, epoch: int):
-        return epoch_progress(total, done, f"epoch {epoch + 1}/{self.config.train.epochs}",
-                              enabled=self.main and self.console is not None, console=self.console)
+        return epoch_progress(
+            total,
+            done,
+            f"epoch {epoch + 1}/{self.config.train.epochs}",
+            enabled=self.main and self.console is not None,
+            console=self.console,
+        )

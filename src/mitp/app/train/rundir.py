@@ -47,12 +47,16 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     if Run(run_dir).is_run():
         if not overwrite:
-            raise RunDirError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or "
-                              "--overwrite to train it again from the beginning")
+            raise RunDirError(
+                f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or "
+                "--overwrite to train it again from the beginning"
+            )
         return
     if any(entry.name != LOCK for entry in run_dir.iterdir()):
-        raise RunDirError(f"{run_dir}: not empty and not a mitp run directory (no {MARKER} marker); refusing "
-                          "to write a run into it (--overwrite only ever replaces runs), choose another --out")
+        raise RunDirError(
+            f"{run_dir}: not empty and not a mitp run directory (no {MARKER} marker); refusing "
+            "to write a run into it (--overwrite only ever replaces runs), choose another --out"
+        )
 
 
 def clear_outputs(run_dir: Path) -> None:
@@ -80,8 +84,10 @@ def run_lock(run_dir: Path, main_process: bool = True):
     try:
         lock.acquire()
     except Timeout:
-        raise RunDirError(f"{run_dir}: another `mitp train` is using this run directory "
-                          f"(lock {Path(run_dir) / LOCK}); wait for it to finish or use another --out") from None
+        raise RunDirError(
+            f"{run_dir}: another `mitp train` is using this run directory "
+            f"(lock {Path(run_dir) / LOCK}); wait for it to finish or use another --out"
+        ) from None
     try:
         yield
     finally:
@@ -124,9 +130,11 @@ def _fsync(path: Path) -> None:
 def load_training_state(run_dir: Path) -> tuple[Path, dict]:
     directory = Run(run_dir).checkpoint("last")
     if (directory / LEGACY_PICKLE).exists() and not (directory / f"{STATE}.json").exists():
-        raise CheckpointError(f"{directory / LEGACY_PICKLE}: a pickled training state (older mitp, or not "
-                              "written by mitp); it is not loaded, since unpickling can run code. Start the run "
-                              "again with --overwrite")
+        raise CheckpointError(
+            f"{directory / LEGACY_PICKLE}: a pickled training state (older mitp, or not "
+            "written by mitp); it is not loaded, since unpickling can run code. Start the run "
+            "again with --overwrite"
+        )
     if not (directory / f"{STATE}.json").is_file():
         raise CheckpointError(f"{directory / (STATE + '.json')}: no resumable checkpoint in {run_dir}")
     return directory, load_state(directory, STATE, required=STATE_KEYS)
@@ -147,8 +155,9 @@ class MetricsLog:
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        lines = [(number, line) for number, line in enumerate(self.path.read_bytes().splitlines(), start=1)
-                 if line.strip()]
+        lines = [
+            (number, line) for number, line in enumerate(self.path.read_bytes().splitlines(), start=1) if line.strip()
+        ]
         records = []
         for i, (number, line) in enumerate(lines):
             try:
@@ -157,8 +166,12 @@ class MetricsLog:
                 if i == len(lines) - 1:  # a line cut short by a crash; it will be written again
                     break
                 raise RunDirError(f"{self.path}:{number}: {err}") from err
-            if not (isinstance(record, dict) and isinstance(record.get("split"), str)
-                    and isinstance(record.get("epoch"), int) and isinstance(record.get("step", 0), int)):
+            if not (
+                isinstance(record, dict)
+                and isinstance(record.get("split"), str)
+                and isinstance(record.get("epoch"), int)
+                and isinstance(record.get("step", 0), int)
+            ):
                 raise RunDirError(f"{self.path}:{number}: not a metrics record (an object with split, epoch, step)")
             records.append(record)
         return records
@@ -166,6 +179,7 @@ class MetricsLog:
     def truncate_after(self, completed_epochs: int, completed_steps: int | None = None) -> None:
         """Keep the lines the checkpoint had completed (epochs, and per-step diagnostics up to its
         step); later ones will be logged again."""
+
         def done(r: dict) -> bool:
             if r["split"] == "diagnostics" and completed_steps is not None:
                 return r["step"] <= completed_steps

@@ -18,8 +18,15 @@ from .reports import plot_curves, summary_table
 from .rundir import MetricsLog, RunDirError, check_new_run_dir, clear_outputs, run_lock, write_marker
 
 
-def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console=None,
-                 command: str | None = None, on_validation=None, test: bool = True) -> dict:
+def run_training(
+    config: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    console=None,
+    command: str | None = None,
+    on_validation=None,
+    test: bool = True,
+) -> dict:
     """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png; ``on_validation``
     and ``test`` as for the Trainer."""
     run_dir = Path(run_dir)
@@ -47,8 +54,15 @@ def run_training(config: RunConfig, run_dir: Path, resume: bool = False, console
     return results
 
 
-def train_command(config_path, overrides: list[str], out=None, resume=None, overwrite: bool = False, console=None,
-                  command: str | None = None) -> dict:
+def train_command(
+    config_path,
+    overrides: list[str],
+    out=None,
+    resume=None,
+    overwrite: bool = False,
+    console=None,
+    command: str | None = None,
+) -> dict:
     """`mitp train`: a new run from a config (into ``out``, a fresh directory or, with ``overwrite``, an
     earlier run), or ``resume`` a run directory. Guards the directory (a dataset is never a run, a resume
     never deletes results), holds its lock, and turns every refusal into a UserError."""
@@ -78,12 +92,18 @@ def train_command(config_path, overrides: list[str], out=None, resume=None, over
                 elif not resuming:
                     kept = Run(run_dir).finished_work()
                     if kept:  # a resume never deletes results: without checkpoint/last there is nothing to resume
-                        raise RunDirError(f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
-                                          f"would delete {' and '.join(kept)}; train it again with --config "
-                                          f"{run_dir / 'config.yaml'} --out {run_dir} --overwrite if that is meant")
+                        raise RunDirError(
+                            f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
+                            f"would delete {' and '.join(kept)}; train it again with --config "
+                            f"{run_dir / 'config.yaml'} --out {run_dir} --overwrite if that is meant"
+                        )
                     if console is not None:
-                        console.print(f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
-                                      "starting it from the beginning", markup=False, highlight=False)
+                        console.print(
+                            f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
+                            "starting it from the beginning",
+                            markup=False,
+                            highlight=False,
+                        )
                     clear_outputs(run_dir)
             return run_training(config, run_dir, resume=resuming, console=console, command=command)
     except (RunDirError, TrainingDiverged) as err:

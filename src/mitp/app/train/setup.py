@@ -24,8 +24,6 @@ from mitp.runs import TRACKER_DIRS
 from .config import RunConfig, resolve_method_config, resolved
 
 
-
-
 def make_accelerator(config: RunConfig, run_dir: Path | None = None) -> Accelerator:
     precision = config.train.mixed_precision
     if precision == "fp16" and not torch.cuda.is_available():
@@ -39,9 +37,14 @@ def make_accelerator(config: RunConfig, run_dir: Path | None = None) -> Accelera
     project = None
     if run_dir is not None and kind != "none":
         project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / TRACKER_DIRS[kind]))
-    return Accelerator(cpu=on_cpu, mixed_precision=precision, gradient_accumulation_steps=config.train.grad_accum_steps,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True),
-                       log_with=None if kind == "none" or run_dir is None else kind, project_config=project)
+    return Accelerator(
+        cpu=on_cpu,
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.train.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=None if kind == "none" or run_dir is None else kind,
+        project_config=project,
+    )
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, min_ratio: float, kind: str):
@@ -94,7 +97,7 @@ def set_rng_state(state: dict) -> None:
 class RunParts:
     """Everything a run builds from its config (shared by train, evaluate and predict)."""
 
-    config: RunConfig          # resolved: the method section is complete
+    config: RunConfig  # resolved: the method section is complete
     backbone: object
     datasets: dict
     model: torch.nn.Module
@@ -113,10 +116,15 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     if not (data_dir / "labels.json").is_file():
         raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
-    datasets = build_datasets(data_dir, preprocessor=run_preprocessor(config, backbone),
-                              on_bad_sample=config.train.on_bad_sample, splits=splits,
-                              allow_external_paths=config.allow_external_paths, allow_missing=config.allow_missing,
-                              missing=config.missing_by_split())
+    datasets = build_datasets(
+        data_dir,
+        preprocessor=run_preprocessor(config, backbone),
+        on_bad_sample=config.train.on_bad_sample,
+        splits=splits,
+        allow_external_paths=config.allow_external_paths,
+        allow_missing=config.allow_missing,
+        missing=config.missing_by_split(),
+    )
     check_splits(datasets)  # before anything trains: no empty split, no id in two splits
     any_split = next(iter(datasets.values()))
     method_config = resolve_method_config(config, any_split.num_classes, any_split.task)

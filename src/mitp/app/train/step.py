@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,10 +26,20 @@ def gradient_norms(model) -> dict[str, float]:
     return {key: value.sqrt().item() for key, value in squares.items()}
 
 
-def train_step(model, inputs: dict, optimizer, scheduler=None, *, max_grad_norm: float | None = None,
-               clip_scope: str = "per_group", weight: float = 1.0, sync: bool = True,
-               backward: Callable | None = None, clip: Callable = torch.nn.utils.clip_grad_norm_,
-               before_clip: Callable[[], None] | None = None) -> torch.Tensor:
+def train_step(
+    model,
+    inputs: dict,
+    optimizer,
+    scheduler=None,
+    *,
+    max_grad_norm: float | None = None,
+    clip_scope: str = "per_group",
+    weight: float = 1.0,
+    sync: bool = True,
+    backward: Callable | None = None,
+    clip: Callable = torch.nn.utils.clip_grad_norm_,
+    before_clip: Callable[[], None] | None = None,
+) -> torch.Tensor:
     """Forward, backward, clip, optimizer and scheduler step, zero the gradients; returns the loss.
 
     ``weight`` scales the loss (0: take part in a distributed step without changing the model);

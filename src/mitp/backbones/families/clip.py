@@ -85,8 +85,11 @@ def from_clip_model(spec: str, clip_model, source: str | None = None) -> Backbon
 def _clip_from_config(spec: str, shapes: dict, device) -> Backbone:
     from transformers import CLIPConfig, CLIPModel
 
-    config = CLIPConfig(text_config=shapes["text_config"], vision_config=shapes["vision_config"],
-                        projection_dim=shapes["projection_dim"])
+    config = CLIPConfig(
+        text_config=shapes["text_config"],
+        vision_config=shapes["vision_config"],
+        projection_dim=shapes["projection_dim"],
+    )
     with random_init(device):
         model = CLIPModel(config)
     return from_clip_model(spec, model, None)
@@ -97,10 +100,14 @@ def tiny_clip(spec: str, device=None) -> Backbone:
     return _clip_from_config(spec, TINY_CLIP, device)
 
 
-@register_backbone("shape:", specs=tuple(f"shape:{name}" for name in SHAPE_CLIP), builtin=True,
-                   description="random weights with the real shapes (parameter counts, benchmarks)")
+@register_backbone(
+    "shape:",
+    specs=tuple(f"shape:{name}" for name in SHAPE_CLIP),
+    builtin=True,
+    description="random weights with the real shapes (parameter counts, benchmarks)",
+)
 def clip_shape(spec: str, device=None) -> Backbone:
-    name = spec[len("shape:"):]
+    name = spec[len("shape:") :]
     if name not in SHAPE_CLIP:
         raise BackboneError(f"unknown shape spec {spec!r}; known: {', '.join('shape:' + n for n in SHAPE_CLIP)}")
     return _clip_from_config(spec, SHAPE_CLIP[name], device)
@@ -110,6 +117,8 @@ def clip_shape(spec: str, device=None) -> Backbone:
 def pretrained_clip(spec: str, device=None) -> Backbone:
     model = load_pretrained(spec, "CLIP checkpoint")
     if getattr(model.config, "model_type", None) != "clip":
-        raise BackboneError(f"{spec!r} is a {model.config.model_type!r} model, not a CLIPModel checkpoint; "
-                            "use 'pair:<text>+<vision>' for separate encoders")
+        raise BackboneError(
+            f"{spec!r} is a {model.config.model_type!r} model, not a CLIPModel checkpoint; "
+            "use 'pair:<text>+<vision>' for separate encoders"
+        )
     return from_clip_model(spec, model, spec)

@@ -76,12 +76,18 @@ class ViTImageTower(Tower):
 
 
 def _bert_format(config) -> TextFormat:
-    return TextFormat(config.vocab_size, config.max_position_embeddings, getattr(config, "cls_token_id", None),
-                      getattr(config, "sep_token_id", None), config.pad_token_id or 0)
+    return TextFormat(
+        config.vocab_size,
+        config.max_position_embeddings,
+        getattr(config, "cls_token_id", None),
+        getattr(config, "sep_token_id", None),
+        config.pad_token_id or 0,
+    )
 
 
-def from_encoders(spec: str, text_model, vision_model, text_source=None, vision_source=None,
-          text_pooling: str = "mean") -> Backbone:
+def from_encoders(
+    spec: str, text_model, vision_model, text_source=None, vision_source=None, text_pooling: str = "mean"
+) -> Backbone:
     """Wrap a BERT-family text model and a ViT/DINOv2 image model as a frozen backbone."""
     text = BertTextTower(text_model, pooling=text_pooling)
     vision = ViTImageTower(vision_model)
@@ -99,19 +105,26 @@ def tiny_pair(spec: str, device=None) -> Backbone:
     return from_encoders("tiny-pair", text_model, vision_model)
 
 
-@register_backbone("pair:", display="pair:<text>+<vision>",
-                   description="BERT-family text + ViT/DINOv2 image encoders, each a hub id or local dir")
+@register_backbone(
+    "pair:",
+    display="pair:<text>+<vision>",
+    description="BERT-family text + ViT/DINOv2 image encoders, each a hub id or local dir",
+)
 def pretrained_pair(spec: str, device=None) -> Backbone:
-    parts = spec[len("pair:"):].split("+")
+    parts = spec[len("pair:") :].split("+")
     if len(parts) != 2 or not all(parts):
         raise BackboneError(f"pair spec must be 'pair:<text>+<vision>', got {spec!r}")
     text_source, vision_source = parts
     text_model = load_pretrained(text_source, "text encoder")
     if text_model.config.model_type not in BERT_LIKE:
-        raise BackboneError(f"text encoder {text_source!r} is {text_model.config.model_type!r}; "
-                            f"expected a BERT-family model ({', '.join(sorted(BERT_LIKE))})")
+        raise BackboneError(
+            f"text encoder {text_source!r} is {text_model.config.model_type!r}; "
+            f"expected a BERT-family model ({', '.join(sorted(BERT_LIKE))})"
+        )
     vision_model = load_pretrained(vision_source, "image encoder")
     if vision_model.config.model_type not in VIT_LIKE:
-        raise BackboneError(f"image encoder {vision_source!r} is {vision_model.config.model_type!r}; "
-                            f"expected one of {', '.join(sorted(VIT_LIKE))}")
+        raise BackboneError(
+            f"image encoder {vision_source!r} is {vision_model.config.model_type!r}; "
+            f"expected one of {', '.join(sorted(VIT_LIKE))}"
+        )
     return from_encoders(spec, text_model, vision_model, text_source, vision_source)

@@ -36,7 +36,21 @@ from .snli_ve import SNLI_VE_LABELS, convert_snli_ve  # noqa: E402
 from .table import convert_table  # noqa: E402
 
 __all__ = [
-    "Conversion", "Converter", "MMIMDB_DROPPED_GENRES", "MMIMDB_GENRES", "Option", "PUBLISHED", "SNLI_VE_LABELS",
-    "convert_fashion_ve", "convert_food101", "convert_mmimdb", "convert_snli_ve", "convert_table", "converters",
-    "get_converter", "option", "prepare", "register_converter",
+    "Conversion",
+    "Converter",
+    "MMIMDB_DROPPED_GENRES",
+    "MMIMDB_GENRES",
+    "Option",
+    "PUBLISHED",
+    "SNLI_VE_LABELS",
+    "convert_fashion_ve",
+    "convert_food101",
+    "convert_mmimdb",
+    "convert_snli_ve",
+    "convert_table",
+    "converters",
+    "get_converter",
+    "option",
+    "prepare",
+    "register_converter",
 ]

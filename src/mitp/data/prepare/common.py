@@ -6,9 +6,9 @@ import csv
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from ...jsonio import JSONError, parse_json
 from ..errors import BadJson, BadRecord
@@ -26,6 +26,7 @@ Track = Callable[..., Iterable]  # track(iterable, description=..., total=...) -
 
 def no_progress(iterable, description: str = "", total: int | None = None):
     return iterable
+
 
 @dataclass
 class Conversion:
@@ -54,8 +55,12 @@ class Conversion:
     @property
     def external_images(self) -> int:
         """Records whose image lies outside the output directory (raw data referenced in place)."""
-        return sum(1 for records in self.splits.values() for r in records
-                   if os.path.isabs(r.image) or r.image.split("/", 1)[0] == "..")
+        return sum(
+            1
+            for records in self.splits.values()
+            for r in records
+            if os.path.isabs(r.image) or r.image.split("/", 1)[0] == ".."
+        )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -75,14 +80,17 @@ class Conversion:
         for split in SPLITS:
             got, want = self.counts[split], published[split]
             if got != want:
-                self.warnings.append(f"{split}: {got:,} samples, but the published {self.kind} split has "
-                                     f"{want:,} ({got - want:+,})")
+                self.warnings.append(
+                    f"{split}: {got:,} samples, but the published {self.kind} split has {want:,} ({got - want:+,})"
+                )
         if self.kind == "food101":  # val is carved by us: the raw data is complete if the totals match
             got = self.counts["train"] + self.counts["val"]
             want = published["train"] + published["val"]
             same = "matches" if got == want else "does NOT match"
-            self.notes.append(f"train + val = {got:,} {same} the published {want:,}; "
-                              f"test {self.counts['test']:,} vs published {published['test']:,}")
+            self.notes.append(
+                f"train + val = {got:,} {same} the published {want:,}; "
+                f"test {self.counts['test']:,} vs published {published['test']:,}"
+            )
 
     def write(self, out_dir: str | os.PathLike) -> None:
         for split in SPLITS:
@@ -116,6 +124,7 @@ class Conversion:
         roots = [os.path.realpath(r) for r in self.image_roots]
         return sorted({r for r in roots if os.path.commonpath([r, out]) != out and os.path.dirname(r) != r})
 
+
 def image_ref(image: Path, out_dir: Path) -> str:
     """How a manifest in ``out_dir`` refers to ``image``: a relative POSIX path, absolute if impossible."""
     image, out_dir = Path(os.path.abspath(image)), Path(os.path.abspath(out_dir))
@@ -123,6 +132,7 @@ def image_ref(image: Path, out_dir: Path) -> str:
         return Path(os.path.relpath(image, out_dir)).as_posix()
     except ValueError:  # different drives on Windows
         return image.as_posix()
+
 
 def _raise_field_limit() -> None:
     limit = sys.maxsize
@@ -132,6 +142,7 @@ def _raise_field_limit() -> None:
             return
         except OverflowError:
             limit //= 10
+
 
 def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank JSON line; BadJson names the line of anything else."""
@@ -147,6 +158,7 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise BadJson(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
             yield line, obj
+
 
 def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank CSV row; line numbers are physical, 1-based."""
@@ -164,5 +176,6 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise BadRecord(path, start, f"not valid UTF-8: {err}") from err
         except csv.Error as err:
             raise BadRecord(path, start, f"malformed CSV: {err}") from err
+
 
 __all__ = ["Conversion", "PUBLISHED", "image_ref", "no_progress", "read_csv_rows", "read_jsonl_objects"]

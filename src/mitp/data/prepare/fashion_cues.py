@@ -59,8 +59,9 @@ def degrade(photo: np.ndarray, pixelate: int, noise: float, size: int, rng: np.r
     back up to ``size`` px, plus Gaussian noise of std ``noise`` (0-255 scale), clipped."""
     from PIL import Image
 
-    small = Image.fromarray(np.ascontiguousarray(photo, dtype=np.uint8)).resize((pixelate, pixelate),
-                                                                                Image.Resampling.BOX)
+    small = Image.fromarray(np.ascontiguousarray(photo, dtype=np.uint8)).resize(
+        (pixelate, pixelate), Image.Resampling.BOX
+    )
     big = np.asarray(small.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float64)
     noisy = big + rng.normal(0.0, noise, big.shape) if noise > 0 else big
     return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), mode="L")
@@ -89,27 +90,56 @@ def _check(sizes: dict[str, int], image_size: int, pixelate: int, noise: float) 
 
 
 @register_converter(
-    "fashion-cues", help="Fashion-Cues: Fashion-MNIST classes from degraded photos and captions naming only the "
-                         "coarse group; each modality alone carries part of the label (docs/fashion-cues.md)",
-    raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})", raw_default=DEFAULT_RAW,
-    options=(option("--train-size", type=int, default=None, metavar="N", help="training samples; default 1500"),
-             option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
-             option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
-             option("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
-                    help=f"side of the square images in pixels; default {DEFAULT_IMAGE_SIZE}"),
-             option("--pixelate", type=int, default=DEFAULT_PIXELATE, metavar="PX",
-                    help=f"photos are reduced to this many pixels a side first; default {DEFAULT_PIXELATE}"),
-             option("--noise", type=float, default=DEFAULT_NOISE, metavar="STD",
-                    help=f"std of the Gaussian noise on the 0-255 scale; default {DEFAULT_NOISE:g}"),
-             option("--seed", type=int, default=0, help="seed of everything sampled (default 0)")))
-def convert_fashion_cues(raw: str | os.PathLike | None, out: str | os.PathLike, train_size: int | None = None,
-                         val_size: int | None = None, test_size: int | None = None,
-                         image_size: int = DEFAULT_IMAGE_SIZE, pixelate: int = DEFAULT_PIXELATE,
-                         noise: float = DEFAULT_NOISE, seed: int = 0, track=no_progress) -> Conversion:
+    "fashion-cues",
+    help="Fashion-Cues: Fashion-MNIST classes from degraded photos and captions naming only the "
+    "coarse group; each modality alone carries part of the label (docs/fashion-cues.md)",
+    raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
+    raw_default=DEFAULT_RAW,
+    options=(
+        option("--train-size", type=int, default=None, metavar="N", help="training samples; default 1500"),
+        option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
+        option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
+        option(
+            "--image-size",
+            type=int,
+            default=DEFAULT_IMAGE_SIZE,
+            metavar="PX",
+            help=f"side of the square images in pixels; default {DEFAULT_IMAGE_SIZE}",
+        ),
+        option(
+            "--pixelate",
+            type=int,
+            default=DEFAULT_PIXELATE,
+            metavar="PX",
+            help=f"photos are reduced to this many pixels a side first; default {DEFAULT_PIXELATE}",
+        ),
+        option(
+            "--noise",
+            type=float,
+            default=DEFAULT_NOISE,
+            metavar="STD",
+            help=f"std of the Gaussian noise on the 0-255 scale; default {DEFAULT_NOISE:g}",
+        ),
+        option("--seed", type=int, default=0, help="seed of everything sampled (default 0)"),
+    ),
+)
+def convert_fashion_cues(
+    raw: str | os.PathLike | None,
+    out: str | os.PathLike,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    pixelate: int = DEFAULT_PIXELATE,
+    noise: float = DEFAULT_NOISE,
+    seed: int = 0,
+    track=no_progress,
+) -> Conversion:
     """Build Fashion-Cues from the Fashion-MNIST idx files in ``raw`` into ``out``; deterministic in its
     arguments. Raises MissingFile / BadRecord / UnknownLabel for the raw files, ValueError for bad sizes."""
-    sizes = {split: DEFAULT_SIZES[split] if n is None else n
-             for split, n in zip(SPLITS, (train_size, val_size, test_size))}
+    sizes = {
+        split: DEFAULT_SIZES[split] if n is None else n for split, n in zip(SPLITS, (train_size, val_size, test_size))
+    }
     _check(sizes, image_size, pixelate, noise)
     out = Path(out)
     source = load_fashion_mnist(raw)
@@ -123,7 +153,7 @@ def convert_fashion_cues(raw: str | os.PathLike | None, out: str | os.PathLike, 
         if n_train + n_val > len(train_pool) or n_test > len(test_pool):
             raise ValueError(f"not enough {name!r} photos in Fashion-MNIST for these sizes; lower them")
         photos["train"][classes["train"] == c] = train_pool[:n_train]
-        photos["val"][classes["val"] == c] = train_pool[n_train:n_train + n_val]
+        photos["val"][classes["val"] == c] = train_pool[n_train : n_train + n_val]
         photos["test"][classes["test"] == c] = test_pool[:n_test]
 
     conv = Conversion("fashion-cues", space=LabelSpace("single_label", FASHION_MNIST_CLASSES))
@@ -134,18 +164,24 @@ def convert_fashion_cues(raw: str | os.PathLike | None, out: str | os.PathLike, 
         folder.mkdir(parents=True, exist_ok=True)
         images = source["test" if split == "test" else "train"][0]
         width = max(5, len(str(sizes[split] - 1)))
-        for n, (garment, index) in enumerate(track(list(zip(classes[split].tolist(), photos[split].tolist())),
-                                                   description=f"writing {split} images")):
+        for n, (garment, index) in enumerate(
+            track(list(zip(classes[split].tolist(), photos[split].tolist())), description=f"writing {split} images")
+        ):
             sample_id = f"{split}-{n:0{width}d}"
             degrade(images[index], pixelate, noise, image_size, noise_rng).save(folder / f"{sample_id}.png")
             text = caption(garment, int(text_rng.integers(len(TEMPLATES))), int(text_rng.integers(3)))
-            conv.splits[split].append(Record(sample_id, f"images/{split}/{sample_id}.png", text,
-                                             FASHION_MNIST_CLASSES[garment]))
-    conv.notes.append(f"photos: Fashion-MNIST (MIT, Zalando Research) from {Path(raw or DEFAULT_RAW)}; train and val "
-                      f"from its train photos (disjoint), test from t10k; seed {seed}")
-    conv.notes.append(f"images: {image_size}px grayscale, pixelated to {pixelate}px and noise std {noise:g}; texts "
-                      f"name only the coarse group ({'; '.join(g[0] for g in GROUPS)}): text alone reaches at most "
-                      f"{text_only_ceiling():.2f}")
+            conv.splits[split].append(
+                Record(sample_id, f"images/{split}/{sample_id}.png", text, FASHION_MNIST_CLASSES[garment])
+            )
+    conv.notes.append(
+        f"photos: Fashion-MNIST (MIT, Zalando Research) from {Path(raw or DEFAULT_RAW)}; train and val "
+        f"from its train photos (disjoint), test from t10k; seed {seed}"
+    )
+    conv.notes.append(
+        f"images: {image_size}px grayscale, pixelated to {pixelate}px and noise std {noise:g}; texts "
+        f"name only the coarse group ({'; '.join(g[0] for g in GROUPS)}): text alone reaches at most "
+        f"{text_only_ceiling():.2f}"
+    )
     conv.write(out)
     return conv
 

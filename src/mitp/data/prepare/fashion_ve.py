@@ -93,6 +93,7 @@ META_FILE = "fashion_ve_meta.jsonl"
 
 # --- the composite image ------------------------------------------------------------------------
 
+
 def layout(size: int) -> tuple[int, tuple[int, int], int]:
     """(slot side, (left x, right x), y) of the two square slots on a ``size`` x ``size`` canvas.
 
@@ -131,10 +132,12 @@ def sentence(template: int, garment: int, synonym: int, side: int) -> str:
 
 # --- sampling -------------------------------------------------------------------------------------
 
+
 def _balanced(rng: np.random.Generator, n: int, values: int) -> np.ndarray:
     """``n`` values in ``range(values)``, each ``n // values`` or one more times (random extras), shuffled."""
-    out = np.concatenate([np.tile(np.arange(values), n // values),
-                          rng.choice(values, n % values, replace=False)]).astype(np.int64)
+    out = np.concatenate(
+        [np.tile(np.arange(values), n // values), rng.choice(values, n % values, replace=False)]
+    ).astype(np.int64)
     return rng.permutation(out)
 
 
@@ -194,7 +197,7 @@ def _visible(rng: np.random.Generator, label: str, text: dict[str, np.ndarray]) 
         pool = rng.permutation(other)
         if len(pool) < len(idx):  # odd k: one extra, drawn from the other side's garments
             pool = np.concatenate([pool, rng.choice(other if len(other) else garment, len(idx) - len(pool))])
-        shown[idx] = pool[:len(idx)]
+        shown[idx] = pool[: len(idx)]
     return 1 - side, shown
 
 
@@ -206,9 +209,17 @@ def _split_items(rng: np.random.Generator, size: int, templates: tuple[int, ...]
     for label in FASHION_VE_LABELS:
         shown_side, shown = _visible(rng, label, text)
         for i in range(k):
-            items.append({"label": label, "side": int(text["side"][i]), "garment": int(text["garment"][i]),
-                          "template": int(text["template"][i]), "synonym": int(text["synonym"][i]),
-                          "visible_side": int(shown_side[i]), "visible_garment": int(shown[i])})
+            items.append(
+                {
+                    "label": label,
+                    "side": int(text["side"][i]),
+                    "garment": int(text["garment"][i]),
+                    "template": int(text["template"][i]),
+                    "synonym": int(text["synonym"][i]),
+                    "visible_side": int(shown_side[i]),
+                    "visible_garment": int(shown[i]),
+                }
+            )
     return [items[i] for i in rng.permutation(len(items))]
 
 
@@ -223,36 +234,64 @@ def _check_sizes(sizes: dict[str, int], image_size: int) -> None:
 
 # --- the converter --------------------------------------------------------------------------------
 
+
 @register_converter(
-    "fashion-ve", help="Fashion-VE: visual entailment built from Fashion-MNIST photos (docs/fashion-ve.md)",
-    raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})", raw_default=DEFAULT_RAW,
-    options=(option("--train-size", type=int, default=None, metavar="N",
-                    help="training samples, a multiple of 3 (6 for exact balance); default 1500"),
-             option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
-             option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
-             option("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
-                    help=f"side of the square composite images in pixels; default {DEFAULT_IMAGE_SIZE}"),
-             option("--seed", type=int, default=0, help="seed of everything sampled (default 0)")))
-def convert_fashion_ve(raw: str | os.PathLike | None, out: str | os.PathLike, train_size: int | None = None,
-                       val_size: int | None = None, test_size: int | None = None,
-                       image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0, track=no_progress) -> Conversion:
+    "fashion-ve",
+    help="Fashion-VE: visual entailment built from Fashion-MNIST photos (docs/fashion-ve.md)",
+    raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
+    raw_default=DEFAULT_RAW,
+    options=(
+        option(
+            "--train-size",
+            type=int,
+            default=None,
+            metavar="N",
+            help="training samples, a multiple of 3 (6 for exact balance); default 1500",
+        ),
+        option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
+        option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
+        option(
+            "--image-size",
+            type=int,
+            default=DEFAULT_IMAGE_SIZE,
+            metavar="PX",
+            help=f"side of the square composite images in pixels; default {DEFAULT_IMAGE_SIZE}",
+        ),
+        option("--seed", type=int, default=0, help="seed of everything sampled (default 0)"),
+    ),
+)
+def convert_fashion_ve(
+    raw: str | os.PathLike | None,
+    out: str | os.PathLike,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    seed: int = 0,
+    track=no_progress,
+) -> Conversion:
     """Build Fashion-VE from the Fashion-MNIST idx files in ``raw`` (default :data:`DEFAULT_RAW`) into ``out``.
 
     Deterministic: the same files, sizes, image size and seed give byte-identical manifests,
     images and metadata. Raises MissingFile (with how to get the files), BadRecord or
     UnknownLabel for the raw files, ValueError for bad sizes or too few photos.
     """
-    sizes = {"train": DEFAULT_SIZES["train"] if train_size is None else train_size,
-             "val": DEFAULT_SIZES["val"] if val_size is None else val_size,
-             "test": DEFAULT_SIZES["test"] if test_size is None else test_size}
+    sizes = {
+        "train": DEFAULT_SIZES["train"] if train_size is None else train_size,
+        "val": DEFAULT_SIZES["val"] if val_size is None else val_size,
+        "test": DEFAULT_SIZES["test"] if test_size is None else test_size,
+    }
     _check_sizes(sizes, image_size)
     out = Path(out)
     source = load_fashion_mnist(raw)
     raw_dir = Path(raw if raw is not None else DEFAULT_RAW)
 
-    items = {split: _split_items(np.random.default_rng([seed, i]), sizes[split],
-                                 HELD_OUT_TEMPLATES if split == "test" else SEEN_TEMPLATES)
-             for i, split in enumerate(SPLITS)}
+    items = {
+        split: _split_items(
+            np.random.default_rng([seed, i]), sizes[split], HELD_OUT_TEMPLATES if split == "test" else SEEN_TEMPLATES
+        )
+        for i, split in enumerate(SPLITS)
+    }
     photos = _assign_photos(items, source, np.random.default_rng([seed, len(SPLITS)]))
 
     conv = Conversion("fashion-ve", space=LabelSpace("single_label", FASHION_VE_LABELS))
@@ -264,20 +303,27 @@ def convert_fashion_ve(raw: str | os.PathLike | None, out: str | os.PathLike, tr
         written = set()
         source_name = "t10k" if split == "test" else "train"
         images = source["test" if split == "test" else "train"][0]
-        for n, (item, index) in enumerate(track(list(zip(items[split], photos[split])),
-                                                description=f"writing {split} images")):
+        for n, (item, index) in enumerate(
+            track(list(zip(items[split], photos[split])), description=f"writing {split} images")
+        ):
             sample_id = f"{split}-{n:0{width}d}"
             name = f"{sample_id}.png"
             composite(images[index], item["visible_side"], image_size).save(folder / name, format="PNG")
             written.add(name)
             text = sentence(item["template"], item["garment"], item["synonym"], item["side"])
             conv.splits[split].append(Record(sample_id, f"images/{split}/{name}", text, item["label"]))
-            meta = {"id": sample_id, "split": split, "label": item["label"], "template": item["template"],
-                    "side": SIDES[item["side"]], "named": FASHION_MNIST_CLASSES[item["garment"]],
-                    "named_as": SYNONYMS[item["garment"]][item["synonym"]],
-                    "visible_side": SIDES[item["visible_side"]],
-                    "visible": FASHION_MNIST_CLASSES[item["visible_garment"]],
-                    "source": f"{source_name}[{int(index)}]"}
+            meta = {
+                "id": sample_id,
+                "split": split,
+                "label": item["label"],
+                "template": item["template"],
+                "side": SIDES[item["side"]],
+                "named": FASHION_MNIST_CLASSES[item["garment"]],
+                "named_as": SYNONYMS[item["garment"]][item["synonym"]],
+                "visible_side": SIDES[item["visible_side"]],
+                "visible": FASHION_MNIST_CLASSES[item["visible_garment"]],
+                "source": f"{source_name}[{int(index)}]",
+            }
             meta_lines.append(json.dumps(meta, ensure_ascii=False, sort_keys=True) + "\n")
         _remove_stale(folder, split, written)
 
@@ -296,13 +342,16 @@ def _assign_photos(items: dict[str, list[dict]], source, rng: np.random.Generato
         test_idx = rng.permutation(np.flatnonzero(source["test"][1] == c))
         n_train, n_val, n_test = need["train"][c], need["val"][c], need["test"][c]
         if n_train + n_val > len(train_idx):
-            raise ValueError(f"Fashion-MNIST train has {len(train_idx):,} {name!r} photos but train + val need "
-                             f"{n_train + n_val:,}; lower --train-size / --val-size")
+            raise ValueError(
+                f"Fashion-MNIST train has {len(train_idx):,} {name!r} photos but train + val need "
+                f"{n_train + n_val:,}; lower --train-size / --val-size"
+            )
         if n_test > len(test_idx):
-            raise ValueError(f"Fashion-MNIST t10k has {len(test_idx):,} {name!r} photos but test needs "
-                             f"{n_test:,}; lower --test-size")
+            raise ValueError(
+                f"Fashion-MNIST t10k has {len(test_idx):,} {name!r} photos but test needs {n_test:,}; lower --test-size"
+            )
         pools["train"][c] = train_idx[:n_train].tolist()
-        pools["val"][c] = train_idx[n_train:n_train + n_val].tolist()
+        pools["val"][c] = train_idx[n_train : n_train + n_val].tolist()
         pools["test"][c] = test_idx[:n_test].tolist()
     out = {}
     for split in SPLITS:
@@ -326,11 +375,15 @@ def _range(counter: Counter, keys) -> str:
 
 def _summarise(conv: Conversion, items, sizes, image_size: int, seed: int, raw_dir: Path) -> None:
     n_classes = range(len(FASHION_MNIST_CLASSES))
-    conv.notes.append(f"photos: Fashion-MNIST (MIT, Zalando Research) from {raw_dir}; its train photos feed "
-                      f"train and val (disjoint), its t10k photos feed test; seed {seed}")
+    conv.notes.append(
+        f"photos: Fashion-MNIST (MIT, Zalando Research) from {raw_dir}; its train photos feed "
+        f"train and val (disjoint), its t10k photos feed test; seed {seed}"
+    )
     slot, _, _ = layout(image_size)
-    conv.notes.append(f"images: {image_size}x{image_size} grayscale PNGs under images/<split>/, two {slot}px slots "
-                      f"side by side, one photo and one checkerboard cover; per-sample details in {META_FILE}")
+    conv.notes.append(
+        f"images: {image_size}x{image_size} grayscale PNGs under images/<split>/, two {slot}px slots "
+        f"side by side, one photo and one checkerboard cover; per-sample details in {META_FILE}"
+    )
     for split in SPLITS:
         its = items[split]
         labels = Counter(i["label"] for i in its)
@@ -339,24 +392,43 @@ def _summarise(conv: Conversion, items, sizes, image_size: int, seed: int, raw_d
         covered = Counter(SIDES[1 - i["visible_side"]] for i in its)
         templates = sorted({i["template"] for i in its})
         conv.notes.append(
-            f"{split}: " + " / ".join(f"{labels[name]} {name}" for name in FASHION_VE_LABELS)
+            f"{split}: "
+            + " / ".join(f"{labels[name]} {name}" for name in FASHION_VE_LABELS)
             + f"; garment named {_range(named, n_classes)} per class, shown {_range(shown, n_classes)} per class; "
-            f"covered side left {covered['left']} / right {covered['right']}; {len(templates)} templates")
+            f"covered side left {covered['left']} / right {covered['right']}; {len(templates)} templates"
+        )
         if (sizes[split] // 3) % 2:
-            conv.warnings.append(f"{split}: size / 3 = {sizes[split] // 3} is odd, so the visible sides cannot be "
-                                 "split evenly: images are label-independent only up to one sample per label "
-                                 "(use a multiple of 6)")
+            conv.warnings.append(
+                f"{split}: size / 3 = {sizes[split] // 3} is odd, so the visible sides cannot be "
+                "split evenly: images are label-independent only up to one sample per label "
+                "(use a multiple of 6)"
+            )
     held = "; ".join(f"#{t} {TEMPLATES[t]!r}" for t in HELD_OUT_TEMPLATES)
     conv.notes.append(f"held-out templates (test only, never in train or val): {held}")
-    conv.notes.append(f"{len(SEEN_TEMPLATES)} templates in train and val, {len(HELD_OUT_TEMPLATES)} in test; "
-                      f"{sum(len(s) for s in SYNONYMS)} garment names for {len(SYNONYMS)} classes, all in every split")
-    conv.notes.append("label-independent by construction: in every split each label has the same multiset of "
-                      "sentences and of visible (side, garment) pairs, so text-only and image-only models are at "
-                      "chance (1/3)")
+    conv.notes.append(
+        f"{len(SEEN_TEMPLATES)} templates in train and val, {len(HELD_OUT_TEMPLATES)} in test; "
+        f"{sum(len(s) for s in SYNONYMS)} garment names for {len(SYNONYMS)} classes, all in every split"
+    )
+    conv.notes.append(
+        "label-independent by construction: in every split each label has the same multiset of "
+        "sentences and of visible (side, garment) pairs, so text-only and image-only models are at "
+        "chance (1/3)"
+    )
 
 
 __all__ = [
-    "DEFAULT_RAW", "DEFAULT_SIZES", "FASHION_MNIST_CLASSES", "FASHION_VE_LABELS", "HELD_OUT_TEMPLATES", "META_FILE",
-    "SEEN_TEMPLATES", "SYNONYMS", "TEMPLATES", "composite", "convert_fashion_ve", "layout", "load_fashion_mnist",
+    "DEFAULT_RAW",
+    "DEFAULT_SIZES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_VE_LABELS",
+    "HELD_OUT_TEMPLATES",
+    "META_FILE",
+    "SEEN_TEMPLATES",
+    "SYNONYMS",
+    "TEMPLATES",
+    "composite",
+    "convert_fashion_ve",
+    "layout",
+    "load_fashion_mnist",
     "sentence",
 ]

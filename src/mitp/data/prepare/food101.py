@@ -23,23 +23,35 @@ from .common import Conversion, image_ref, no_progress, read_csv_rows
 from .registry import option, register_converter
 
 
-@register_converter("food101", help="UPMC-Food101: 101 food classes, web images with page titles",
-                    raw_help="RAW/images/{train,test}/<class>/*.jpg and RAW/texts/{train,test}_titles.csv",
-                    options=(option("--val-fraction", type=float, default=0.1, help="fraction of train carved for val (default 0.1)"), option("--seed", type=int, default=0, help="seed of the carved splits (default 0)")))
-def convert_food101(raw: str | Path, out: str | Path, val_fraction: float = 0.1, seed: int = 0,
-                    track=no_progress) -> Conversion:
+@register_converter(
+    "food101",
+    help="UPMC-Food101: 101 food classes, web images with page titles",
+    raw_help="RAW/images/{train,test}/<class>/*.jpg and RAW/texts/{train,test}_titles.csv",
+    options=(
+        option("--val-fraction", type=float, default=0.1, help="fraction of train carved for val (default 0.1)"),
+        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+    ),
+)
+def convert_food101(
+    raw: str | Path, out: str | Path, val_fraction: float = 0.1, seed: int = 0, track=no_progress
+) -> Conversion:
     raw, out = Path(raw), Path(out)
     images = raw / "images"
     conv = Conversion("food101", image_roots=[images])
     if not images.is_dir():
-        raise MissingFile(images, None, "UPMC-Food101 image directory not found; expected "
-                                        "RAW/images/{train,test}/<class>/<file>.jpg")
+        raise MissingFile(
+            images, None, "UPMC-Food101 image directory not found; expected RAW/images/{train,test}/<class>/<file>.jpg"
+        )
     raw_splits: dict[str, list[Record]] = {}
     for split in ("train", "test"):
         csv_path = raw / "texts" / f"{split}_titles.csv"
         if not csv_path.is_file():
-            raise MissingSplitFile(csv_path, None, f"UPMC-Food101 text file not found; expected "
-                                                   f"RAW/texts/{split}_titles.csv with rows filename,text,class")
+            raise MissingSplitFile(
+                csv_path,
+                None,
+                f"UPMC-Food101 text file not found; expected "
+                f"RAW/texts/{split}_titles.csv with rows filename,text,class",
+            )
         records, seen = [], set()
         for line, row in track(read_csv_rows(csv_path), description=f"reading {csv_path.name}"):
             if line == 1 and [c.strip().lower() for c in row] == ["filename", "text", "class"]:
@@ -70,8 +82,9 @@ def convert_food101(raw: str | Path, out: str | Path, val_fraction: float = 0.1,
     missing = sorted(set(conv.space.labels) - {r.label for r in raw_splits["train"]})
     if missing:
         conv.warnings.append(f"classes with no training sample: {', '.join(missing)}")
-    parts = stratified_split(raw_splits["train"], key=lambda r: r.label, id_of=lambda r: r.id,
-                             fractions=[("val", val_fraction)], seed=seed)
+    parts = stratified_split(
+        raw_splits["train"], key=lambda r: r.label, id_of=lambda r: r.id, fractions=[("val", val_fraction)], seed=seed
+    )
     conv.splits = {"train": parts["train"], "val": parts["val"], "test": raw_splits["test"]}
     conv.notes.append(f"val carved from train: {val_fraction:g} per class (rounded up), seed {seed}")
     conv.write(out)

@@ -47,8 +47,9 @@ def _datasets():
     try:
         import datasets  # optional: only this converter needs it
     except ImportError as err:
-        raise HFError(None, None, "mitp prepare hf needs the `datasets` package: pip install 'mitp[hf]' "
-                                  "(or pip install datasets)") from err
+        raise HFError(
+            None, None, "mitp prepare hf needs the `datasets` package: pip install 'mitp[hf]' (or pip install datasets)"
+        ) from err
     return datasets
 
 
@@ -63,20 +64,28 @@ def open_source(source: str | Path) -> tuple[dict, Path | None]:
         loaded = ds_lib.load_dataset("imagefolder", data_dir=str(path))
         root = path
     else:
-        files = sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True)) if path.is_dir() else \
-            sorted(glob.glob(str(source), recursive=True))
+        files = (
+            sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True))
+            if path.is_dir()
+            else sorted(glob.glob(str(source), recursive=True))
+        )
         if files:
             loaded = ds_lib.load_dataset("parquet", data_files=_parquet_splits(files), streaming=True)
             root = path if path.is_dir() else Path(files[0]).parent
         elif path.exists():
-            raise MissingFile(path, None, "not a dataset: no save_to_disk files (dataset_dict.json / state.json), "
-                                          "no metadata.jsonl or metadata.csv, no .parquet files")
+            raise MissingFile(
+                path,
+                None,
+                "not a dataset: no save_to_disk files (dataset_dict.json / state.json), "
+                "no metadata.jsonl or metadata.csv, no .parquet files",
+            )
         else:  # a Hub id: needs a network connection
             try:
                 loaded = ds_lib.load_dataset(str(source), streaming=True)
             except Exception as err:  # the Hub's own errors (offline, unknown id) vary by version
-                raise MissingFile(source, None, f"no such folder or files, and not a loadable Hub dataset ({err})"
-                                  ) from err
+                raise MissingFile(
+                    source, None, f"no such folder or files, and not a loadable Hub dataset ({err})"
+                ) from err
             root = None
     if isinstance(loaded, (ds_lib.Dataset, ds_lib.IterableDataset)):
         loaded = {"train": loaded}
@@ -88,8 +97,14 @@ def _parquet_splits(files: list[str]) -> dict[str, list[str]]:
     by_split: dict[str, list[str]] = {}
     for file in files:
         stem = Path(file).stem.lower()
-        split = next((name for name in SPLIT_NAMES if stem == name or stem.startswith(name + "-")
-                      or f"/{name}/" in file.replace(os.sep, "/")), "train")
+        split = next(
+            (
+                name
+                for name in SPLIT_NAMES
+                if stem == name or stem.startswith(name + "-") or f"/{name}/" in file.replace(os.sep, "/")
+            ),
+            "train",
+        )
         by_split.setdefault(split, []).append(file)
     return by_split
 
@@ -103,38 +118,60 @@ def _label_kind(feature, ds_lib) -> tuple[bool, list[str] | None]:
 
 
 @register_converter(
-    "hf", help="a Hugging Face dataset: a save_to_disk folder, Parquet files, an imagefolder, or a Hub id",
+    "hf",
+    help="a Hugging Face dataset: a save_to_disk folder, Parquet files, an imagefolder, or a Hub id",
     raw_help="SOURCE: a folder written by save_to_disk, a folder or glob of .parquet files, an imagefolder "
-             "(with metadata.jsonl/.csv), or a Hub dataset id (online only)",
-    options=(option("--image-column", default="image", help="the image column (default image)"),
-             option("--text-column", default="text", help="the text column (default text)"),
-             option("--label-column", default="label", help="the label column (default label)"),
-             option("--id-column", default=None, help="a column of unique ids (default: <split>-<row>)"),
-             option("--on-bad-sample", choices=("error", "skip"), default="error",
-                    help="a bad image stops the conversion, or is dropped and counted (default error)"),
-             option("--val-fraction", type=float, default=0.1, help="fraction carved for val if missing (0.1)"),
-             option("--test-fraction", type=float, default=0.1, help="fraction carved for test if missing (0.1)"),
-             option("--seed", type=int, default=0, help="seed of the carved splits (default 0)")),
-    raw_positional=True)
-def convert_hf(raw: str | Path, out: str | Path, image_column: str = "image", text_column: str = "text",
-               label_column: str = "label", id_column: str | None = None, on_bad_sample: str = "error",
-               val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, track=no_progress
-               ) -> Conversion:
+    "(with metadata.jsonl/.csv), or a Hub dataset id (online only)",
+    options=(
+        option("--image-column", default="image", help="the image column (default image)"),
+        option("--text-column", default="text", help="the text column (default text)"),
+        option("--label-column", default="label", help="the label column (default label)"),
+        option("--id-column", default=None, help="a column of unique ids (default: <split>-<row>)"),
+        option(
+            "--on-bad-sample",
+            choices=("error", "skip"),
+            default="error",
+            help="a bad image stops the conversion, or is dropped and counted (default error)",
+        ),
+        option("--val-fraction", type=float, default=0.1, help="fraction carved for val if missing (0.1)"),
+        option("--test-fraction", type=float, default=0.1, help="fraction carved for test if missing (0.1)"),
+        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+    ),
+    raw_positional=True,
+)
+def convert_hf(
+    raw: str | Path,
+    out: str | Path,
+    image_column: str = "image",
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    on_bad_sample: str = "error",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    track=no_progress,
+) -> Conversion:
     ds_lib = _datasets()
     out = Path(out)
     sources, root = open_source(raw)
     first = next(iter(sources.values()))
     columns = list(first.features) if first.features is not None else []
-    for role, column in (("image", image_column), ("text", text_column), ("label", label_column),
-                         ("id", id_column)):
+    for role, column in (("image", image_column), ("text", text_column), ("label", label_column), ("id", id_column)):
         if column is not None and column not in columns:
-            raise MissingColumn(raw, None, f"no {role} column {column!r}; the dataset's columns are "
-                                           f"{', '.join(map(repr, columns))} (choose with --{role}-column)")
+            raise MissingColumn(
+                raw,
+                None,
+                f"no {role} column {column!r}; the dataset's columns are "
+                f"{', '.join(map(repr, columns))} (choose with --{role}-column)",
+            )
     multi, names = _label_kind(first.features[label_column], ds_lib)
     image_feature = first.features[image_column]
     decode_off = isinstance(image_feature, ds_lib.Image)
-    streams = {split: (ds.cast_column(image_column, ds_lib.Image(decode=False)) if decode_off else ds)
-               for split, ds in sources.items()}
+    streams = {
+        split: (ds.cast_column(image_column, ds_lib.Image(decode=False)) if decode_off else ds)
+        for split, ds in sources.items()
+    }
     conv = Conversion("hf")
     store = RowStore(out)
 
@@ -148,8 +185,12 @@ def convert_hf(raw: str | Path, out: str | Path, image_column: str = "image", te
                 conv.warnings.append(f"split {split!r} is neither train, validation nor test: left out")
                 continue
             read.append(split)
-            for index, row in enumerate(track(ds.select_columns([c for c in (label_column, id_column) if c]),
-                                              description=f"reading {split} labels")):
+            for index, row in enumerate(
+                track(
+                    ds.select_columns([c for c in (label_column, id_column) if c]),
+                    description=f"reading {split} labels",
+                )
+            ):
                 labels = _labels(row[label_column], multi, names, raw, split, index)
                 if labels is None:
                     conv.drop("no label", f"{split} row {index}")
@@ -158,16 +199,24 @@ def convert_hf(raw: str | Path, out: str | Path, image_column: str = "image", te
                 sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
                 holder = store.add(split, index, sample_id, labels, target)
                 if holder is not None:
-                    raise BadRecord(raw, None, f"{raw} {split} row {index}: id {sample_id!r} is already used by "
-                                               f"{holder[0]} row {holder[1]}")
+                    raise BadRecord(
+                        raw,
+                        None,
+                        f"{raw} {split} row {index}: id {sample_id!r} is already used by {holder[0]} row {holder[1]}",
+                    )
         space = LabelSpace("multi_label" if multi else "single_label", tuple(names) if names else tuple(sorted(found)))
         conv.space = space
-        missing = [(name, fraction) for name, fraction in (("val", val_fraction), ("test", test_fraction))
-                   if not store.rows(name)]
+        missing = [
+            (name, fraction)
+            for name, fraction in (("val", val_fraction), ("test", test_fraction))
+            if not store.rows(name)
+        ]
         if missing:
             store.carve(missing, seed, multi)
-            conv.notes.append(", ".join(f"{name} {fraction:g}" for name, fraction in missing)
-                              + f" carved from train per label, seed {seed}")
+            conv.notes.append(
+                ", ".join(f"{name} {fraction:g}" for name, fraction in missing)
+                + f" carved from train per label, seed {seed}"
+            )
 
         # pass 2: images and lines, the stream read in step with the stored rows (both in row order)
         images = out / "images"
@@ -213,7 +262,7 @@ def _labels(value, multi: bool, names: list[str] | None, raw, split: str, index:
     if multi and not isinstance(value, (list, tuple)):
         _bad(raw, split, index, value)
     out = []
-    for v in (value if multi else [value]):
+    for v in value if multi else [value]:
         if names is None:
             if not isinstance(v, str):
                 _bad(raw, split, index, v)
@@ -226,8 +275,12 @@ def _labels(value, multi: bool, names: list[str] | None, raw, split: str, index:
         if v == -1:  # ClassLabel's "no label"
             return None
         if not 0 <= v < len(names):
-            raise UnknownLabel(raw, None, f"{split} row {index}: label value {v} is not a class of the ClassLabel "
-                                          f"(0..{len(names) - 1}: {', '.join(names)})")
+            raise UnknownLabel(
+                raw,
+                None,
+                f"{split} row {index}: label value {v} is not a class of the ClassLabel "
+                f"(0..{len(names) - 1}: {', '.join(names)})",
+            )
         out.append(names[v])
     return out
 

@@ -24,9 +24,29 @@ from .registry import register_converter
 
 # The standard 23-genre order used by the field (Arevalo et al., 2017).
 MMIMDB_GENRES = (
-    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
-    "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Music", "Animation",
-    "Musical", "Western", "Sport", "Short", "Film-Noir",
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Thriller",
+    "Crime",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Documentary",
+    "Mystery",
+    "Sci-Fi",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "War",
+    "History",
+    "Music",
+    "Animation",
+    "Musical",
+    "Western",
+    "Sport",
+    "Short",
+    "Film-Noir",
 )
 MMIMDB_DROPPED_GENRES = ("News", "Reality-TV", "Talk-Show")
 SPLIT_KEYS = {"train": "train", "dev": "val", "test": "test"}
@@ -49,15 +69,21 @@ def _plot(meta) -> str:
     return max(texts, key=len) if texts else ""  # max keeps the first of equally long plots
 
 
-@register_converter("mmimdb", help="MM-IMDB: 23 movie genres (multi-label), posters with plots",
-                    raw_help="RAW/dataset/<id>.jpeg + <id>.json and RAW/split.json")
+@register_converter(
+    "mmimdb",
+    help="MM-IMDB: 23 movie genres (multi-label), posters with plots",
+    raw_help="RAW/dataset/<id>.jpeg + <id>.json and RAW/split.json",
+)
 def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conversion:
     raw, out = Path(raw), Path(out)
     conv = Conversion("mmimdb", space=LabelSpace("multi_label", MMIMDB_GENRES), image_roots=[raw / "dataset"])
     split_file = raw / "split.json"
     if not split_file.is_file():
-        raise MissingSplitFile(split_file, None, "MM-IMDB split.json not found; expected "
-                                                 '{"train": [ids], "dev": [ids], "test": [ids]} in the raw directory')
+        raise MissingSplitFile(
+            split_file,
+            None,
+            'MM-IMDB split.json not found; expected {"train": [ids], "dev": [ids], "test": [ids]} in the raw directory',
+        )
     split_ids = _load_json(split_file)
     if not isinstance(split_ids, dict):
         raise BadRecord(split_file, None, 'must be an object {"train": [...], "dev": [...], "test": [...]}')
@@ -89,12 +115,14 @@ def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conve
             raw_genres = meta.get("genres") or []
             if not isinstance(raw_genres, list):
                 raise BadRecord(meta_path, None, f"'genres' must be a list, got {raw_genres!r}")
-            genres = sorted({g.strip() for g in raw_genres if isinstance(g, str) and g.strip() in order},
-                            key=order.__getitem__)
+            genres = sorted(
+                {g.strip() for g in raw_genres if isinstance(g, str) and g.strip() in order}, key=order.__getitem__
+            )
             removed.update({g.strip() for g in raw_genres if isinstance(g, str) and g.strip() not in order})
             if not genres:
-                conv.drop("no genre left after removing non-standard genres" if raw_genres else "no genres",
-                          str(meta_path))
+                conv.drop(
+                    "no genre left after removing non-standard genres" if raw_genres else "no genres", str(meta_path)
+                )
                 continue
             text = _plot(meta)
             if not text:

@@ -82,14 +82,21 @@ def read_official_labels(path: Path, conv: Conversion) -> tuple[str, list[tuple[
         raise BadRecord(path, None, "no labelled rows")
     annotators = len(rows[0][1]) - 1
     if annotators not in (1, 3):
-        raise MissingColumn(path, rows[0][0], f"expected ID and 1 (MVSA-Single) or 3 (MVSA-Multiple) "
-                                              f"text,image fields separated by tabs; got {annotators}")
+        raise MissingColumn(
+            path,
+            rows[0][0],
+            f"expected ID and 1 (MVSA-Single) or 3 (MVSA-Multiple) "
+            f"text,image fields separated by tabs; got {annotators}",
+        )
     layout = "MVSA-Single" if annotators == 1 else "MVSA-Multiple"
     out = []
     for number, fields in rows:
         if len(fields) != annotators + 1:
-            raise MissingColumn(path, number, f"expected {annotators + 1} tab-separated fields as in the first row "
-                                              f"({layout}); got {len(fields)}")
+            raise MissingColumn(
+                path,
+                number,
+                f"expected {annotators + 1} tab-separated fields as in the first row ({layout}); got {len(fields)}",
+            )
         sample_id = fields[0].strip()
         pairs = []
         for field in fields[1:]:
@@ -132,16 +139,30 @@ def read_subset_labels(path: Path, conv: Conversion) -> list[tuple[str, str, int
 
 
 @register_converter(
-    "mvsa", help="MVSA-Single / MVSA-Multiple: tweets with their photo, 3-class sentiment (or a guid,tag subset)",
+    "mvsa",
+    help="MVSA-Single / MVSA-Multiple: tweets with their photo, 3-class sentiment (or a guid,tag subset)",
     raw_help="RAW/data/<id>.{jpg,txt} and RAW/labelResultAll.txt (official releases), or --labels FILE",
-    options=(option("--labels", default=None, metavar="FILE",
-                    help="guid,tag rows of a labelled subset instead of RAW/labelResultAll.txt "
-                         "(a path, or relative to RAW)"),
-             option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
-             option("--test-fraction", type=float, default=0.1, help="fraction carved for test (default 0.1)"),
-             option("--seed", type=int, default=0, help="seed of the carved splits (default 0)")))
-def convert_mvsa(raw: str | Path, out: str | Path, labels: str | Path | None = None, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, seed: int = 0, track=no_progress) -> Conversion:
+    options=(
+        option(
+            "--labels",
+            default=None,
+            metavar="FILE",
+            help="guid,tag rows of a labelled subset instead of RAW/labelResultAll.txt (a path, or relative to RAW)",
+        ),
+        option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
+        option("--test-fraction", type=float, default=0.1, help="fraction carved for test (default 0.1)"),
+        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+    ),
+)
+def convert_mvsa(
+    raw: str | Path,
+    out: str | Path,
+    labels: str | Path | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    track=no_progress,
+) -> Conversion:
     raw, out = Path(raw), Path(out)
     data = raw / "data"
     conv = Conversion("mvsa", space=LabelSpace("single_label", MVSA_LABELS), image_roots=[data])
@@ -155,8 +176,12 @@ def convert_mvsa(raw: str | Path, out: str | Path, labels: str | Path | None = N
     else:
         label_file = raw / OFFICIAL_LABELS
         if not label_file.is_file():
-            raise MissingFile(label_file, None, f"MVSA label file not found; expected RAW/{OFFICIAL_LABELS} "
-                                                "(official releases) or --labels FILE with guid,tag rows")
+            raise MissingFile(
+                label_file,
+                None,
+                f"MVSA label file not found; expected RAW/{OFFICIAL_LABELS} "
+                "(official releases) or --labels FILE with guid,tag rows",
+            )
         layout, rows = read_official_labels(label_file, conv)
 
     records, seen, encodings = [], set(), Counter()
@@ -180,11 +205,17 @@ def convert_mvsa(raw: str | Path, out: str | Path, labels: str | Path | None = N
         encodings[encoding] += 1
         records.append(Record(sample_id, image_ref(image, out), text, label))
 
-    conv.splits = stratified_split(records, key=lambda r: r.label, id_of=lambda r: r.id,
-                                   fractions=[("val", val_fraction), ("test", test_fraction)], seed=seed)
+    conv.splits = stratified_split(
+        records,
+        key=lambda r: r.label,
+        id_of=lambda r: r.id,
+        fractions=[("val", val_fraction), ("test", test_fraction)],
+        seed=seed,
+    )
     conv.notes.append(f"layout: {layout} ({label_file}); {len(records):,} labelled pairs kept")
-    conv.notes.append("texts decoded as " + ", ".join(f"{name} {encodings[name]:,}" for name in TEXT_ENCODINGS
-                                                if encodings[name]))
+    conv.notes.append(
+        "texts decoded as " + ", ".join(f"{name} {encodings[name]:,}" for name in TEXT_ENCODINGS if encodings[name])
+    )
     conv.notes.append(f"val and test carved per label ({val_fraction:g} / {test_fraction:g}, rounded up), seed {seed}")
     conv.write(out)
     return conv

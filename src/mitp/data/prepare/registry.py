@@ -7,8 +7,8 @@ them), so adding a converter is one new module in ``data/prepare/`` with one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,23 @@ class Converter:
 _CONVERTERS: dict[str, Converter] = {}
 
 
-def register_converter(kind: str, *, help: str, raw_help: str = "raw dataset directory",
-                       raw_default: str | None = None, options: tuple[Option, ...] = (), raw_positional: bool = False):
+def register_converter(
+    kind: str,
+    *,
+    help: str,
+    raw_help: str = "raw dataset directory",
+    raw_default: str | None = None,
+    options: tuple[Option, ...] = (),
+    raw_positional: bool = False,
+):
     """Decorator: ``convert(raw, out, *, <options>, track)`` converts raw datasets of ``kind``."""
+
     def decorate(convert):
         if kind in _CONVERTERS and _CONVERTERS[kind].convert is not convert:
             raise ValueError(f"converter {kind!r} is already registered")
         _CONVERTERS[kind] = Converter(kind, convert, help, raw_help, raw_default, tuple(options), raw_positional)
         return convert
+
     return decorate
 
 

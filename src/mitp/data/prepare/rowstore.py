@@ -19,8 +19,8 @@ import tempfile
 import weakref
 from array import array
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from ..manifest import LabelSpace, Record, iter_split, split_path
 from ..splits import carve_groups, check_fractions, rarest_label_key
@@ -51,8 +51,9 @@ class RowStore:
     def add(self, source: str, index: int, sample_id: str, labels: Sequence[str], target: str) -> tuple | None:
         """Store a row; if its id is taken, store nothing and return the ``(source, index)`` that holds it."""
         try:
-            self.db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
-                            (source, index, sample_id, json.dumps(list(labels)), target))
+            self.db.execute(
+                "INSERT INTO rows VALUES (?, ?, ?, ?, ?)", (source, index, sample_id, json.dumps(list(labels)), target)
+            )
         except sqlite3.IntegrityError:
             holder = self.db.execute("SELECT source, idx FROM rows WHERE id = ?", (sample_id,)).fetchone()
             if holder is None:  # the (source, index) key itself is repeated: a converter bug
@@ -86,15 +87,17 @@ class RowStore:
     def assigned(self, source: str) -> Iterator[tuple[int, str, list[str], str]]:
         """``(index, id, labels, manifest split)`` of a source split's stored rows, in row order."""
         for index, sample_id, labels, target in self.db.execute(
-                "SELECT idx, id, labels, target FROM rows WHERE source = ? ORDER BY idx", (source,)):
+            "SELECT idx, id, labels, target FROM rows WHERE source = ? ORDER BY idx", (source,)
+        ):
             yield index, sample_id, json.loads(labels), target
 
     def record(self, target: str, record: Record) -> None:
         label = json.dumps(list(record.label) if isinstance(record.label, tuple) else record.label)
-        self.db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-                        (record.id, target, record.image, record.text, label))
+        self.db.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?)", (record.id, target, record.image, record.text, label)
+        )
 
-    def split(self, target: str) -> "StoredSplit":
+    def split(self, target: str) -> StoredSplit:
         return StoredSplit(self, target)
 
 
@@ -114,7 +117,8 @@ class StoredSplit:
 
     def __iter__(self) -> Iterator[Record]:
         for sample_id, image, text, label in self.store.db.execute(
-                "SELECT id, image, text, label FROM records WHERE target = ? ORDER BY id", (self.target,)):
+            "SELECT id, image, text, label FROM records WHERE target = ? ORDER BY id", (self.target,)
+        ):
             label = json.loads(label)
             yield Record(sample_id, image, text, tuple(label) if isinstance(label, list) else label)
 

@@ -25,12 +25,15 @@ SPLIT_FILES = {"train": "train", "dev": "val", "test": "test"}
 IMAGE_KEYS = ("Flickr30K_ID", "Flikr30kID")
 
 
-@register_converter("snli-ve", help="SNLI-VE: visual entailment on Flickr30k (entailment/neutral/contradiction)",
-                    raw_help="RAW/snli_ve_{train,dev,test}.jsonl",
-                    options=(option("--images", metavar="DIR",
-                                    help="Flickr30k images (default RAW/flickr30k_images)"),))
-def convert_snli_ve(raw: str | Path, out: str | Path, images: str | Path | None = None,
-                    track=no_progress) -> Conversion:
+@register_converter(
+    "snli-ve",
+    help="SNLI-VE: visual entailment on Flickr30k (entailment/neutral/contradiction)",
+    raw_help="RAW/snli_ve_{train,dev,test}.jsonl",
+    options=(option("--images", metavar="DIR", help="Flickr30k images (default RAW/flickr30k_images)"),),
+)
+def convert_snli_ve(
+    raw: str | Path, out: str | Path, images: str | Path | None = None, track=no_progress
+) -> Conversion:
     raw, out = Path(raw), Path(out)
     images = Path(images) if images is not None else raw / "flickr30k_images"
     conv = Conversion("snli-ve", space=LabelSpace("single_label", SNLI_VE_LABELS), image_roots=[images])
@@ -38,8 +41,9 @@ def convert_snli_ve(raw: str | Path, out: str | Path, images: str | Path | None 
     for name in SPLIT_FILES:
         paths[name] = raw / f"snli_ve_{name}.jsonl"
         if not paths[name].is_file():
-            raise MissingSplitFile(paths[name], None, f"SNLI-VE split file not found; expected "
-                                                      f"snli_ve_{{train,dev,test}}.jsonl in {raw}")
+            raise MissingSplitFile(
+                paths[name], None, f"SNLI-VE split file not found; expected snli_ve_{{train,dev,test}}.jsonl in {raw}"
+            )
     if not images.is_dir():
         raise MissingFile(images, None, "Flickr30k image directory not found; pass --images DIR")
     refs: dict[str, str | None] = {}  # image stem -> manifest path, None if missing

@@ -32,19 +32,36 @@ def _csv_rows(path: Path, needed: list[str]):
     header = [h.strip() for h in header]
     missing = [c for c in needed if c not in header]
     if missing:
-        raise MissingColumn(path, header_line, f"column(s) {', '.join(map(repr, missing))} not in the header; "
-                                               f"columns are {', '.join(map(repr, header))}")
+        raise MissingColumn(
+            path,
+            header_line,
+            f"column(s) {', '.join(map(repr, missing))} not in the header; columns are {', '.join(map(repr, header))}",
+        )
     for line, row in rows:
         if len(row) != len(header):
             raise BadRecord(path, line, f"{len(row)} fields but the header has {len(header)}")
         yield line, dict(zip(header, row, strict=True))
 
 
-def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path | None = None, *,
-                  image_column: str = "image", text_column: str = "text", label_column: str = "label",
-                  id_column: str | None = None, split_column: str | None = None, multi_label: bool = False,
-                  label_separator: str = "|", labels: list[str] | None = None, val_fraction: float = 0.1,
-                  test_fraction: float = 0.1, seed: int = 0, track=no_progress) -> Conversion:
+def convert_table(
+    kind: str,
+    input: str | Path,
+    out: str | Path,
+    raw: str | Path | None = None,
+    *,
+    image_column: str = "image",
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    split_column: str | None = None,
+    multi_label: bool = False,
+    label_separator: str = "|",
+    labels: list[str] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    track=no_progress,
+) -> Conversion:
     if kind not in ("jsonl", "csv"):
         raise ValueError(f"kind must be 'jsonl' or 'csv', got {kind!r}")
     path, out = Path(input), Path(out)
@@ -106,8 +123,9 @@ def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path
         if split_column:
             value = str(row[split_column] or "").strip().lower()
             if value not in SPLIT_ALIASES:
-                raise BadRecord(path, line, f"split {row[split_column]!r} is not one of "
-                                            f"{', '.join(sorted(SPLIT_ALIASES))}")
+                raise BadRecord(
+                    path, line, f"split {row[split_column]!r} is not one of {', '.join(sorted(SPLIT_ALIASES))}"
+                )
             split = SPLIT_ALIASES[value]
 
         image_value = row[image_column]
@@ -150,11 +168,15 @@ def convert_table(kind: str, input: str | Path, out: str | Path, raw: str | Path
 
     def key(rec: Record) -> str:  # stratify by the class (multi-label: by the sample's rarest label)
         return rarest(rec.label) if rarest else rec.label
+
     if split_column is None:
-        parts = stratified_split([r for r, _ in records], key, lambda r: r.id,
-                                 [("val", val_fraction), ("test", test_fraction)], seed)
-        conv.notes.append(f"no split column: val {val_fraction:g} and test {test_fraction:g} carved per "
-                          f"{how} (rounded up), seed {seed}")
+        parts = stratified_split(
+            [r for r, _ in records], key, lambda r: r.id, [("val", val_fraction), ("test", test_fraction)], seed
+        )
+        conv.notes.append(
+            f"no split column: val {val_fraction:g} and test {test_fraction:g} carved per "
+            f"{how} (rounded up), seed {seed}"
+        )
     else:
         parts = defaultdict(list)
         for r, split in records:
@@ -178,28 +200,48 @@ TABLE_OPTIONS = (
     option("--text-column", default="text", help="column with the text (default: text)"),
     option("--label-column", default="label", help="column with the label(s) (default: label)"),
     option("--id-column", default=None, help="column with unique ids (default: 'id' if present, else line numbers)"),
-    option("--split-column", default=None,
-           help="column with train/val/test (dev/valid/validation = val); default: carve splits"),
+    option(
+        "--split-column",
+        default=None,
+        help="column with train/val/test (dev/valid/validation = val); default: carve splits",
+    ),
     option("--multi-label", action="store_true", help="labels are lists (JSON) or separated (CSV)"),
     option("--label-separator", default="|", help="separator of CSV multi-labels (default: |)"),
-    option("--labels", type=_names, default=None,
-           help="comma-separated label names in fixed order (default: sorted names found); others are errors"),
+    option(
+        "--labels",
+        type=_names,
+        default=None,
+        help="comma-separated label names in fixed order (default: sorted names found); others are errors",
+    ),
     option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
-    option("--test-fraction", type=float, default=0.1,
-           help="fraction carved for test when there is no split column (default 0.1)"),
+    option(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="fraction carved for test when there is no split column (default 0.1)",
+    ),
     option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
 )
 RAW_HELP = "where image paths are relative to (default: the --input file's directory)"
 
 
-@register_converter("jsonl", help="your own data as JSON lines (image, text, label per line)", raw_help=RAW_HELP,
-                    raw_default="", options=TABLE_OPTIONS)
+@register_converter(
+    "jsonl",
+    help="your own data as JSON lines (image, text, label per line)",
+    raw_help=RAW_HELP,
+    raw_default="",
+    options=TABLE_OPTIONS,
+)
 def convert_jsonl(raw, out, *, input, track=no_progress, **options) -> Conversion:
     return convert_table("jsonl", input, out, raw or None, track=track, **options)
 
 
-@register_converter("csv", help="your own data as a CSV file with a header row", raw_help=RAW_HELP, raw_default="",
-                    options=TABLE_OPTIONS)
+@register_converter(
+    "csv",
+    help="your own data as a CSV file with a header row",
+    raw_help=RAW_HELP,
+    raw_default="",
+    options=TABLE_OPTIONS,
+)
 def convert_csv(raw, out, *, input, track=no_progress, **options) -> Conversion:
     return convert_table("csv", input, out, raw or None, track=track, **options)
-

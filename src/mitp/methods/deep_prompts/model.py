@@ -15,8 +15,17 @@ from torch import nn
 
 from ...backbones import Backbone, TowerState
 from ..base import Features, MultimodalClassifier
-from ..layers import (MissingCasePrompts, batched, embedding, gate_diagnostics, interaction_layers, prompt_gates,
-                      prompt_list, prompt_norm_diagnostics, run_prompted)
+from ..layers import (
+    MissingCasePrompts,
+    batched,
+    embedding,
+    gate_diagnostics,
+    interaction_layers,
+    prompt_gates,
+    prompt_list,
+    prompt_norm_diagnostics,
+    run_prompted,
+)
 from .config import DeepPromptsConfig
 
 
@@ -53,13 +62,18 @@ class DeepPrompts(MultimodalClassifier):
             batch = t_state.hidden.shape[0]
             t_prompts = [batched(p, batch) + m(modality_mask, batch) for p, m in zip(t_prompts, self.missing_text)]
             v_prompts = [batched(p, batch) + m(modality_mask, batch) for p, m in zip(v_prompts, self.missing_vision)]
-        t_state = run_prompted(text, t_state, self.text_layers, t_prompts, self.text_gates,
-                               self.trace_records("text", steps))
-        v_state = run_prompted(vision, v_state, self.vision_layers, v_prompts, self.vision_gates,
-                               self.trace_records("vision", steps))
+        t_state = run_prompted(
+            text, t_state, self.text_layers, t_prompts, self.text_gates, self.trace_records("text", steps)
+        )
+        v_state = run_prompted(
+            vision, v_state, self.vision_layers, v_prompts, self.vision_gates, self.trace_records("vision", steps)
+        )
         return {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
 
     def diagnostics(self) -> dict[str, float]:
-        return {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates),
-                **prompt_norm_diagnostics("prompt_norm/text", self.text_prompts),
-                **prompt_norm_diagnostics("prompt_norm/vision", self.vision_prompts)}
+        return {
+            **gate_diagnostics("gate/text", self.text_gates),
+            **gate_diagnostics("gate/vision", self.vision_gates),
+            **prompt_norm_diagnostics("prompt_norm/text", self.text_prompts),
+            **prompt_norm_diagnostics("prompt_norm/vision", self.vision_prompts),
+        }

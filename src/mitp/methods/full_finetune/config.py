@@ -13,8 +13,10 @@ from ..embedding import EmbeddingInputsConfig
 class FullFinetuneConfig(EmbeddingInputsConfig):
     method: ClassVar[str] = "full_finetune"
 
-    backbone_lr_scale: float = setting(0.1, "the towers train at train.lr * backbone_lr_scale, the head at "
-                                            "train.lr (a scale, so an lr sweep moves both)")
+    backbone_lr_scale: float = setting(
+        0.1,
+        "the towers train at train.lr * backbone_lr_scale, the head at train.lr (a scale, so an lr sweep moves both)",
+    )
 
     def check(self) -> None:
         super().check()

@@ -21,5 +21,7 @@ class FullFinetune(EmbeddingClassifier):
     def param_groups(self, lr: float, method_lr_scale: float = 1.0) -> list[dict]:
         # No prompts or hub here: the towers are the method's parameters, at their own scale.
         tower_params = [p for p in self.backbone.parameters() if p.requires_grad]
-        return [{"params": tower_params, "lr": lr * self.config.backbone_lr_scale, "name": "backbone"},
-                {"params": list(self.head.parameters()), "lr": lr, "name": "head"}]
+        return [
+            {"params": tower_params, "lr": lr * self.config.backbone_lr_scale, "name": "backbone"},
+            {"params": list(self.head.parameters()), "lr": lr, "name": "head"},
+        ]

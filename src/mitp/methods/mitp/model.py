@@ -20,8 +20,17 @@ from torch import nn
 from ...backbones import Backbone, TowerState
 from ...backbones.towers import run_layers
 from ..base import Features, MultimodalClassifier
-from ..layers import (MissingCasePrompts, batched, embedding, gate_diagnostics, gaussian_prompt, interaction_layers,
-                      prompt_gates, step_gate, step_record)
+from ..layers import (
+    MissingCasePrompts,
+    batched,
+    embedding,
+    gate_diagnostics,
+    gaussian_prompt,
+    interaction_layers,
+    prompt_gates,
+    step_gate,
+    step_record,
+)
 from .config import MITPConfig
 
 
@@ -38,8 +47,16 @@ class MemoryHub(nn.Module):
     ``dropout`` drops parts of the exchange terms while training.
     """
 
-    def __init__(self, text_width: int, vision_width: int, mode: str = "similarity", tau: float = 0.1,
-                 norm: bool = True, learn_tau: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        text_width: int,
+        vision_width: int,
+        mode: str = "similarity",
+        tau: float = 0.1,
+        norm: bool = True,
+        learn_tau: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.mode = mode
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau))) if learn_tau else None
@@ -58,8 +75,13 @@ class MemoryHub(nn.Module):
         cos = F.normalize(p_t, dim=-1) @ F.normalize(q, dim=-1).transpose(1, 2)
         return torch.softmax(cos / self.tau, dim=-1)
 
-    def forward(self, p_t: torch.Tensor, p_v: torch.Tensor, modality_mask: torch.Tensor | None = None,
-                context: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        p_t: torch.Tensor,
+        p_v: torch.Tensor,
+        modality_mask: torch.Tensor | None = None,
+        context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(text memory, vision memory) of the prompt outputs (B, M, width each); ``context``: each tower's
         (B, width) token mean, added as a slot the other side reads."""
         q = self.vision_proj(p_v)
@@ -107,8 +129,9 @@ class MITP(MultimodalClassifier):
         # With one step and a pooled head the hub output would be unused, so it is not built.
         self.hub = None
         if steps > 1 or uses_memory:
-            self.hub = MemoryHub(d_t, d_v, config.hub, config.tau, config.hub_norm, config.learn_tau,
-                                 config.hub_dropout)
+            self.hub = MemoryHub(
+                d_t, d_v, config.hub, config.tau, config.hub_norm, config.learn_tau, config.hub_dropout
+            )
         self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
         self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
         self.reads_modality_mask = bool(config.missing_aware)
@@ -121,8 +144,9 @@ class MITP(MultimodalClassifier):
             parts["memory"] = d_t
         self.head = self.build_head(parts)
 
-    def initial_prompts(self, batch: int, modality_mask: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def initial_prompts(
+        self, batch: int, modality_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first step's (text, vision) prompts, (B, L, width) each, with the missing case's prompts."""
         p_t = batched(self.text_prompt, batch)
         if self.missing_text is not None:
@@ -140,8 +164,9 @@ class MITP(MultimodalClassifier):
         # Layers below the first interaction layer see no prompts: frozen, input-only.
         return self.text_layers[0], self.vision_layers[0]
 
-    def prefix_features(self, t_state: TowerState, v_state: TowerState,
-                        modality_mask: torch.Tensor | None = None) -> Features:
+    def prefix_features(
+        self, t_state: TowerState, v_state: TowerState, modality_mask: torch.Tensor | None = None
+    ) -> Features:
         text, vision = self.backbone.text, self.backbone.vision
         t_pos, v_pos = self.frozen_prefix()
         p_t, p_v = self.initial_prompts(t_state.hidden.shape[0], modality_mask)
@@ -153,10 +178,12 @@ class MITP(MultimodalClassifier):
             t_state = run_layers(text, t_state, t_pos, t_layer)
             v_state = run_layers(vision, v_state, v_pos, v_layer)
             # acquiring: the prompts read the tokens; the tokens read the prompts through the gates
-            t_state, out_t = text.run_layer(t_layer, t_state, p_t, step_gate(self.text_gates, step),
-                                            step_record(t_records, step))
-            v_state, out_v = vision.run_layer(v_layer, v_state, p_v, step_gate(self.vision_gates, step),
-                                              step_record(v_records, step))
+            t_state, out_t = text.run_layer(
+                t_layer, t_state, p_t, step_gate(self.text_gates, step), step_record(t_records, step)
+            )
+            v_state, out_v = vision.run_layer(
+                v_layer, v_state, p_v, step_gate(self.vision_gates, step), step_record(v_records, step)
+            )
             t_pos, v_pos = t_layer + 1, v_layer + 1
             if self.hub is None or (step == steps - 1 and self.config.head_input == "pooled"):
                 continue
@@ -169,7 +196,7 @@ class MITP(MultimodalClassifier):
                 if self.trace is not None:
                     self.trace.similarity.append(self.hub.last_similarity)
             if step < steps - 1:
-                p_t, p_v = m_t, self.vision_generator(step)(m_v)       # activation
+                p_t, p_v = m_t, self.vision_generator(step)(m_v)  # activation
             else:  # last step, reached only when the head reads the memory
                 memory = torch.cat([m_t, m_v], dim=1).mean(1)
 
@@ -181,8 +208,11 @@ class MITP(MultimodalClassifier):
         return features
 
     def diagnostics(self) -> dict[str, float]:
-        stats = {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates),
-                 "prompt_norm/text": self.text_prompt.detach().norm(dim=-1).mean().item()}
+        stats = {
+            **gate_diagnostics("gate/text", self.text_gates),
+            **gate_diagnostics("gate/vision", self.vision_gates),
+            "prompt_norm/text": self.text_prompt.detach().norm(dim=-1).mean().item(),
+        }
         if self.vision_prompt is not None:
             stats["prompt_norm/vision"] = self.vision_prompt.detach().norm(dim=-1).mean().item()
         for step, similarity in enumerate(self.last_similarities):

@@ -20,8 +20,11 @@ class PMFConfig(MethodConfig):
     prompt_length: int = setting(4, "tokens per prompt kind (query, query context, fusion context), tower and layer")
     prompt_init_std: float = setting(0.02, "std of the Gaussian init of the prompts")
     mapper_hidden: int | None = setting(None, "hidden width of the query translators; null: half the source width")
-    prompt_gate: bool = setting(True, "zero-initialised gate per head on what the tokens read from the fusion "
-                                      "pass's prompts (PMF starts at the frozen towers); false: the paper's fusion")
+    prompt_gate: bool = setting(
+        True,
+        "zero-initialised gate per head on what the tokens read from the fusion "
+        "pass's prompts (PMF starts at the frozen towers); false: the paper's fusion",
+    )
 
     def check(self) -> None:
         self.require_at_least("n_fusion_layers", 1)

@@ -59,8 +59,11 @@ class PMF(MultimodalClassifier):
         text, vision = backbone.text, backbone.vision
         n = config.n_fusion_layers
         if n > min(text.num_layers, vision.num_layers):
-            raise ConfigError("n_fusion_layers", f"{n} fusion layers but the towers have {text.num_layers} "
-                                                 f"(text) and {vision.num_layers} (vision) layers")
+            raise ConfigError(
+                "n_fusion_layers",
+                f"{n} fusion layers but the towers have {text.num_layers} "
+                f"(text) and {vision.num_layers} (vision) layers",
+            )
         self.text_layers = list(range(text.num_layers - n, text.num_layers))
         self.vision_layers = list(range(vision.num_layers - n, vision.num_layers))
         d_t, d_v, length, std = text.width, vision.width, config.prompt_length, config.prompt_init_std
@@ -85,19 +88,23 @@ class PMF(MultimodalClassifier):
         for k, (t_layer, v_layer) in enumerate(zip(self.text_layers, self.vision_layers)):
             t_prompts, v_prompts = self.text_prompts[k], self.vision_prompts[k]
             # Pass 1 (query): keep only the query prompts' outputs.
-            _, t_out = text.run_layer(t_layer, t_state, batched(
-                torch.cat([t_prompts.query, t_prompts.query_context]), batch))
-            _, v_out = vision.run_layer(v_layer, v_state, batched(
-                torch.cat([v_prompts.query, v_prompts.query_context]), batch))
+            _, t_out = text.run_layer(
+                t_layer, t_state, batched(torch.cat([t_prompts.query, t_prompts.query_context]), batch)
+            )
+            _, v_out = vision.run_layer(
+                v_layer, v_state, batched(torch.cat([v_prompts.query, v_prompts.query_context]), batch)
+            )
             q_t, q_v = t_out[:, :length], v_out[:, :length]
             # Pass 2 (fusion): same layer, same input tokens, translated queries + fusion context;
             # keep only the sequence outputs.
             t_extra = torch.cat([self.vision_to_text[k](q_v), batched(t_prompts.fusion_context, batch)], dim=1)
             v_extra = torch.cat([self.text_to_vision[k](q_t), batched(v_prompts.fusion_context, batch)], dim=1)
-            t_state, _ = text.run_layer(t_layer, t_state, t_extra, step_gate(self.text_gates, k),
-                                        step_record(t_records, k))
-            v_state, _ = vision.run_layer(v_layer, v_state, v_extra, step_gate(self.vision_gates, k),
-                                          step_record(v_records, k))
+            t_state, _ = text.run_layer(
+                t_layer, t_state, t_extra, step_gate(self.text_gates, k), step_record(t_records, k)
+            )
+            v_state, _ = vision.run_layer(
+                v_layer, v_state, v_extra, step_gate(self.vision_gates, k), step_record(v_records, k)
+            )
         return {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
 
     def diagnostics(self) -> dict[str, float]:

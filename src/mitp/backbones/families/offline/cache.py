@@ -12,8 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .convert import convert_dinov2_onnx, verify_against_onnx
-from .specs import (DEFAULT_ATOL, MARKER, OFFLINE_SPECS, OfflineBackboneError, OfflineSpec, dist_version, onnx_path_of,
-                    spec_of, cache_root, minilm_dir)
+from .specs import (
+    DEFAULT_ATOL,
+    MARKER,
+    OFFLINE_SPECS,
+    OfflineBackboneError,
+    OfflineSpec,
+    cache_root,
+    dist_version,
+    minilm_dir,
+    onnx_path_of,
+    spec_of,
+)
 
 
 def _fingerprint(onnx_path: Path, spec: OfflineSpec | None) -> dict:
@@ -22,8 +32,11 @@ def _fingerprint(onnx_path: Path, spec: OfflineSpec | None) -> dict:
     machine would otherwise reconvert the shared cache back and forth). A graph given by path is its path."""
     if spec is None:
         return {"onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size}
-    return {"onnx_bytes": onnx_path.stat().st_size, "image_dist": spec.image_dist,
-            "image_version": dist_version(spec.image_dist)}
+    return {
+        "onnx_bytes": onnx_path.stat().st_size,
+        "image_dist": spec.image_dist,
+        "image_version": dist_version(spec.image_dist),
+    }
 
 
 def _read_marker(target: Path) -> dict | None:
@@ -35,8 +48,7 @@ def _read_marker(target: Path) -> dict | None:
 
 def _ready(target: Path, fingerprint: dict) -> bool:
     marker = _read_marker(target)
-    return (marker is not None and marker.get("source") == fingerprint
-            and (target / "vision" / "config.json").is_file())
+    return marker is not None and marker.get("source") == fingerprint and (target / "vision" / "config.json").is_file()
 
 
 def _clean_stale_temps(root: Path, name: str) -> None:
@@ -61,8 +73,14 @@ def _umask_permissions(root: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def ensure_offline_backbone(name: str = "dinov2s-minilm", *, onnx_path=None, text_dir=None, cache_dir=None,
-                            progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+def ensure_offline_backbone(
+    name: str = "dinov2s-minilm",
+    *,
+    onnx_path=None,
+    text_dir=None,
+    cache_dir=None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Path, Path]:
     """Return ``(text_dir, vision_dir)`` of an offline backbone, converting the image encoder once.
 
     The converted checkpoint lives in ``<cache>/<name>/vision`` (cache: ``cache_dir``, else
@@ -95,10 +113,17 @@ def ensure_offline_backbone(name: str = "dinov2s-minilm", *, onnx_path=None, tex
         import transformers
 
         marker = {
-            "spec": spec.spec, "source": fingerprint, "onnx_file": str(source), "text_dir": str(text),
-            "text_dist": spec.text_dist, "text_version": dist_version(spec.text_dist),
-            "max_abs_diff": diff, "atol": DEFAULT_ATOL, "convert_seconds": round(seconds, 2),
-            "transformers": transformers.__version__, "torch": torch.__version__,
+            "spec": spec.spec,
+            "source": fingerprint,
+            "onnx_file": str(source),
+            "text_dir": str(text),
+            "text_dist": spec.text_dist,
+            "text_version": dist_version(spec.text_dist),
+            "max_abs_diff": diff,
+            "atol": DEFAULT_ATOL,
+            "convert_seconds": round(seconds, 2),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")

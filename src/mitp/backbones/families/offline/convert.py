@@ -6,7 +6,8 @@ import contextlib
 import json
 from pathlib import Path
 
-from .graph import Graph, Mapping, load_onnx, model_key, numpy_module as _np
+from .graph import Graph, Mapping, load_onnx, model_key
+from .graph import numpy_module as _np
 from .specs import DEFAULT_ATOL, DINOV2_PREPROCESSOR, OfflineBackboneError
 
 
@@ -65,8 +66,10 @@ def convert_dinov2_onnx(onnx_path, out_dir, num_attention_heads: int | None = No
                 orphans.append(f"{mapping.sources[key]} {list(array.shape)} (as {key!r})")
                 continue
             if tuple(array.shape) != tuple(model_keys[target].shape):
-                problems.append(f"{mapping.sources[key]} has shape {list(array.shape)} but {target} needs "
-                                f"{list(model_keys[target].shape)}")
+                problems.append(
+                    f"{mapping.sources[key]} has shape {list(array.shape)} but {target} needs "
+                    f"{list(model_keys[target].shape)}"
+                )
             state[target] = torch.from_numpy(_np().array(array, dtype="float32", order="C", copy=True))
         if orphans:
             problems.append(f"{len(orphans)} backbone tensor(s) map to no Dinov2Model parameter: " + ", ".join(orphans))
@@ -93,8 +96,9 @@ def verify_against_onnx(onnx_path, hf_dir, atol: float = DEFAULT_ATOL, seed: int
     try:
         import onnxruntime
     except ImportError as err:
-        raise OfflineBackboneError("verifying a conversion needs 'onnxruntime': pip install onnxruntime "
-                                   "(or: make offline)") from err
+        raise OfflineBackboneError(
+            "verifying a conversion needs 'onnxruntime': pip install onnxruntime (or: make offline)"
+        ) from err
     np = _np()
     model_proto = onnx.load(str(onnx_path))
     graph = Graph(model_proto)
@@ -104,8 +108,9 @@ def verify_against_onnx(onnx_path, hf_dir, atol: float = DEFAULT_ATOL, seed: int
     del model_proto.graph.output[:]
     model_proto.graph.output.append(onnx.helper.make_tensor_value_info(target, elem_type, None))
     if len(graph.graph_inputs) != 1:
-        raise OfflineBackboneError(f"{onnx_path}: expected one image input, found "
-                                   f"{[i.name for i in graph.graph_inputs]}")
+        raise OfflineBackboneError(
+            f"{onnx_path}: expected one image input, found {[i.name for i in graph.graph_inputs]}"
+        )
     image = graph.graph_inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
     with quiet_transformers():
@@ -116,16 +121,19 @@ def verify_against_onnx(onnx_path, hf_dir, atol: float = DEFAULT_ATOL, seed: int
     pixels = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(model_proto.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     expected = session.run([target], {image.name: pixels})[0]
     with torch.no_grad():
         actual = model(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
     if expected.shape != actual.shape:
-        raise OfflineBackboneError(f"verification of {hf_dir} failed: onnxruntime gives {list(expected.shape)}, "
-                                   f"the converted model {list(actual.shape)}")
+        raise OfflineBackboneError(
+            f"verification of {hf_dir} failed: onnxruntime gives {list(expected.shape)}, "
+            f"the converted model {list(actual.shape)}"
+        )
     diff = float(np.abs(expected - actual).max())
     if not diff <= atol:  # also catches NaN
-        raise OfflineBackboneError(f"verification of {hf_dir} failed: max abs diff {diff:.3g} against onnxruntime "
-                                   f"on {onnx_path} exceeds {atol:g}")
+        raise OfflineBackboneError(
+            f"verification of {hf_dir} failed: max abs diff {diff:.3g} against onnxruntime "
+            f"on {onnx_path} exceeds {atol:g}"
+        )
     return diff

