@@ -233,7 +233,7 @@ def test_explain_and_predict_never_write_over_their_input(toy_dataset, finished_
     assert main(["predict", str(finished_run), "--image", str(image), "--out", str(image)]) == 2
     assert "it is an input of this command" in capsys.readouterr().err
     assert main(["robustness", str(finished_run), "--rates", "0", "--out", str(finished_run / "checkpoint")]) == 2
-    assert "inside the run" in capsys.readouterr().err
+    assert "it belongs to the run" in capsys.readouterr().err
     assert (
         main(
             [
@@ -272,11 +272,14 @@ def test_overwrite_replaces_runs_only_never_a_dataset_with_a_config(toy_dataset,
     assert (
         main(["prepare", "jsonl", "--input", str(toy_dataset / "train.jsonl"), "--out", str(run), "--no-progress"]) == 2
     )
-    assert "it belongs to the run" in capsys.readouterr().err and snapshot(run) == before
+    assert "it holds a run" in capsys.readouterr().err and snapshot(run) == before
     copy = tmp_path / "copy"
     shutil.copytree(toy_dataset, copy)
     before = snapshot(copy)
-    assert main(["prepare", "jsonl", "--input", str(copy / "train.jsonl"), "--out", str(copy), "--no-progress"]) == 2
+    prepare = ["prepare", "jsonl", "--input", str(copy / "train.jsonl"), "--out", str(copy), "--no-progress"]
+    assert main(prepare) == 2
+    assert "it holds a dataset (--overwrite replaces it)" in capsys.readouterr().err and snapshot(copy) == before
+    assert main([*prepare, "--overwrite"]) == 2
     assert "it is an input of this command" in capsys.readouterr().err and snapshot(copy) == before
 
 

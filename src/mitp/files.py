@@ -14,6 +14,14 @@ EXPORT_CONFIG = "config.json"  # an exported model: method, backbone, labels, pr
 EXPORT_WEIGHTS = "model.safetensors"
 MODEL_CARD = "README.md"
 FORMAT = "mitp-classifier-1"
+# an ONNX export adds these (torch-free: the exporter and the runtime share them)
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+RUNTIME_FILE = "onnx.json"  # the graph's inputs, its parity with PyTorch, the preprocessing it expects
+RUNTIME_FORMAT = "mitp-onnx-1"
+TOKENIZER_FILE = "tokenizer/tokenizer.json"
+# every name a model folder owns at its top level: no command writes over these
+MODEL_FILES = (EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_CARD, ONNX_FILE, INT8_FILE, RUNTIME_FILE, "tokenizer")
 
 
 class CheckpointError(MitpError):

@@ -29,7 +29,7 @@ import torch
 from .atomic import write_json_atomic
 from .data.text import HashTokenizer, HFTokenizer
 from .errors import MitpError
-from .onnx_format import INT8_FILE, ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT, TOKENIZER_FILE
+from .files import INT8_FILE, ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT, TOKENIZER_FILE
 
 
 class ExportError(MitpError):

@@ -19,9 +19,17 @@ from PIL import Image
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageTransform
 from .data.manifest import LabelSpace
 from .data.text import HashTokenizer
-from .files import EXPORT_CONFIG, CheckpointError, check_fields, read_export_config, read_json_file
+from .files import (
+    EXPORT_CONFIG,
+    ONNX_FILE,
+    RUNTIME_FILE,
+    RUNTIME_FORMAT,
+    CheckpointError,
+    check_fields,
+    read_export_config,
+    read_json_file,
+)
 from .inputs import Predictor, Prepared, pad_ids
-from .onnx_format import ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT
 
 
 class TokenizersTokenizer:

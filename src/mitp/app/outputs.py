@@ -1,37 +1,121 @@
-"""Guards on what a command writes: never over one of its own inputs, never into a run's files.
+"""The one guard on what a command writes: every ``--out`` passes here before the work starts.
 
-No torch here: ``mitp predict --runtime onnx`` uses them where torch is not installed.
+A command names the files it will write and the folders it will fill, and the paths it reads. Refused,
+with a message naming the path and why:
+
+- a path that is one of the command's inputs, or lies inside a folder given as an input;
+- a path that a run directory, a model folder or a dataset owns (its config, weights, manifests, ...),
+  found from the path's own folders, whoever the command thinks it is writing for;
+- a folder that is a run, a model folder or a dataset, when the command makes a folder of another kind
+  there (``creates``), or of the same kind without ``replace`` (``prepare --overwrite``). A command that
+  only adds its own files to a folder (robustness into a run) creates nothing: its files are checked;
+- a file where a folder is, and a folder where a file is.
+
+No torch here: ``mitp predict --runtime onnx`` uses it where torch is not installed.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from mitp.runs import Run
+from mitp.errors import MitpError
+from mitp.files import EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_FILES
+from mitp.runs import LOCK, MANIFEST_FILES, MARKER, RUN_FILES, Run
+
+DATASET_FILES = (*MANIFEST_FILES, "labels.json", "image_roots.json", "images")
 
 
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked (named in the message)."""
+class OutputError(MitpError):
+    """An output path a command must not write (named in the message)."""
 
 
-def check_outputs(outputs, inputs=(), runs=()) -> None:
-    """Refuse to write any of ``outputs`` over one of the command's ``inputs`` or over a file owned by one
-    of ``runs`` (config, checkpoints, metrics, results: everything a run directory's marker covers)."""
-    taken = {os.path.realpath(p): f"it is an input of this command ({p})" for p in inputs if p and Path(p).exists()}
-    folders = {}
-    for run in runs:
-        if Run(run).is_run():
-            files, owned_folders = Run(run).owned_paths()
-            taken.update({path: f"it belongs to the run {run}" for path in files})
-            folders.update({folder: f"it is inside the run {run}'s {Path(folder).name}/" for folder in owned_folders})
-    for out in outputs:
-        real = os.path.realpath(out)
-        reason = taken.get(real) or next(
-            (why for folder, why in folders.items() if real.startswith(folder + os.sep)), None
+def folder_kind(path: Path) -> str | None:
+    """``run``, ``model folder`` or ``dataset`` when ``path`` is a folder of that kind, else None."""
+    if not path.is_dir():
+        return None
+    if Run(path).is_run():
+        return "run"
+    if (path / EXPORT_CONFIG).is_file() and (path / EXPORT_WEIGHTS).is_file():
+        return "model folder"
+    if any((path / name).is_file() for name in MANIFEST_FILES):
+        return "dataset"
+    return None
+
+
+OWNED = {"run": RUN_FILES, "model folder": MODEL_FILES, "dataset": DATASET_FILES}
+
+
+def owner_of(path: str | os.PathLike) -> tuple[str, Path] | None:
+    """The (kind, folder) of the nearest run, model folder or dataset above ``path`` that owns it (a name the
+    folder owns at its top level, or anything under one), else None."""
+    real = Path(os.path.realpath(path))
+    for parent in real.parents:
+        kind = folder_kind(parent)
+        if kind:
+            return (kind, parent) if real.relative_to(parent).parts[0] in OWNED[kind] else None
+    return None
+
+
+def check_outputs(
+    files: Iterable = (),
+    folders: Iterable = (),
+    inputs: Iterable = (),
+    flag: str = "--out",
+    creates: str | None = None,
+    replace: bool = False,
+) -> None:
+    """Refuse (an :class:`OutputError` naming ``flag``) to write ``files`` or fill ``folders`` where the module's
+    docstring says; ``creates``: the kind of folder the command makes of ``folders``; ``replace``: it may replace
+    one of that kind (``--overwrite``)."""
+    taken = {}
+    for given in inputs:
+        if given and os.path.exists(given):
+            taken[os.path.realpath(given)] = f"it is an input of this command ({given})"
+
+    def refuse(path, why: str):
+        raise OutputError(f"{flag}: refusing to write {path}: {why}; choose another output path")
+
+    def check(path, is_folder: bool) -> None:
+        real = os.path.realpath(path)
+        for source, why in taken.items():
+            if real == source or real.startswith(source.rstrip(os.sep) + os.sep):
+                refuse(path, why)
+        if is_folder and os.path.exists(real) and not os.path.isdir(real):
+            refuse(path, "it exists and is not a directory")
+        kind = folder_kind(Path(real)) if is_folder and creates else None
+        if kind and (kind != creates or not replace):
+            refuse(path, f"it holds a {kind}" + (" (--overwrite replaces it)" if kind == creates else ""))
+        if not is_folder and os.path.isdir(real):
+            refuse(path, "it is a directory; give a file path")
+        owner = owner_of(real)
+        if owner is not None and not (replace and owner[0] == creates):
+            refuse(path, f"it belongs to the {owner[0]} {owner[1]}")
+
+    for folder in folders:
+        check(folder, is_folder=True)
+    for file in files:
+        check(file, is_folder=False)
+
+
+def check_run_output(run_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Where a new run may go: a missing or empty folder, or over a run with ``overwrite``; never into a folder of
+    other files (a dataset, a home directory), nor into what another run, model folder or dataset owns."""
+    run_dir = Path(run_dir)
+    kind = folder_kind(run_dir)
+    if kind == "run" and not overwrite:
+        raise OutputError(
+            f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite to "
+            "train it again from the beginning"
         )
-        if reason:
-            raise RunDirError(f"refusing to write {out}: {reason}; choose another output path")
+    if run_dir.is_dir() and kind != "run" and any(e.name != LOCK for e in run_dir.iterdir()):
+        holds = f" (it holds a {kind})" if kind else ""
+        raise OutputError(
+            f"{run_dir}: not empty and not a mitp run directory{holds}, no {MARKER} marker; refusing to write a "
+            "run into it (--overwrite only ever replaces runs), choose another --out"
+        )
+    check_outputs(folders=[run_dir], creates="run", replace=overwrite)
 
 
-__all__ = ["RunDirError", "check_outputs"]
+__all__ = ["DATASET_FILES", "OutputError", "check_outputs", "check_run_output", "folder_kind", "owner_of"]

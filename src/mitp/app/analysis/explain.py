@@ -17,7 +17,7 @@ from mitp.methods import build_model, make_config
 from mitp.methods.base import Trace
 
 from ..errors import UserError
-from ..outputs import RunDirError, check_outputs
+from ..outputs import check_outputs
 
 
 def explain(classifier, image, text: str) -> dict:
@@ -96,14 +96,21 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def figure_path(out: str | Path) -> Path:
+    """The file the figure is written to: ``out``, with ``.png`` added unless it names a figure format (what
+    matplotlib would do, made explicit so that the guard checks the file really written)."""
+    out = Path(out)
+    return out if out.suffix.lower() in FIGURE_FORMATS else out.with_name(out.name + ".png")
+
+
 def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | None = None) -> tuple[dict, Path]:
     """Explain one pair with a run's best checkpoint; write the figure (default RUN_DIR/explain.png) and its
     JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
-    figure = Path(out) if out else Path(run_dir) / "explain.png"
-    try:
-        check_outputs([figure, figure.with_suffix(".json")], inputs=[image], runs=[run_dir])
-    except RunDirError as err:
-        raise UserError(f"--out: {err}") from err
+    figure = figure_path(out) if out else Path(run_dir) / "explain.png"
+    check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image])
     classifier = Classifier.from_pretrained(run_dir)
     if not classifier.model.inserts_prompts:
         raise UserError(f"{run_dir}: method {classifier.model.config.method!r} inserts no prompts; nothing to explain")

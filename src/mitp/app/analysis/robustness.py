@@ -130,8 +130,8 @@ def write_report(
     runs: list[Path], modality: str, rates: list[float], split: str, batch_size: int | None, out: Path, progress=print
 ) -> str:
     """Evaluate every run at every rate; write robustness.json, .png and .md into ``out``; return the table.
-    Never into a run's own files (RunDirError)."""
-    check_outputs([out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], runs=runs)
+    Never over a run's own files (OutputError, before any evaluation)."""
+    check_outputs(files=[out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], folders=[out])
     out.mkdir(parents=True, exist_ok=True)
     curves, keys = zip(*(robustness(r, modality, rates, split, batch_size, progress) for r in runs))
     report = {

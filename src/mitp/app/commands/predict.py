@@ -15,7 +15,7 @@ from mitp.data.errors import BadJson, BadRecord, CorruptImage, EmptyText, Missin
 from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
 
 from ..errors import UserError
-from ..outputs import RunDirError, check_outputs
+from ..outputs import check_outputs
 from ._args import positive_int
 
 
@@ -95,12 +95,7 @@ def _output_path(args):
         return None
 
     out = os.path.realpath(args.out)
-    try:
-        check_outputs([args.out], inputs=[args.manifest, args.image], runs=[args.run_dir])
-    except RunDirError as err:
-        raise UserError(f"--out: {err}") from err
-    if os.path.isdir(out):
-        raise UserError(f"--out {args.out} is a directory; give a file path")
+    check_outputs(files=[args.out], inputs=[args.manifest, args.image])
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     return out
 

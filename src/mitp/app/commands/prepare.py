@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 from mitp.data.errors import ManifestError
-from mitp.data.manifest import LABELS_FILE, SPLITS, split_path
 from mitp.data.prepare import PUBLISHED, converters, get_converter
 from mitp.data.progress import rich_tracker
 
 from ..errors import UserError
-from ..outputs import RunDirError, check_outputs
+from ..outputs import DATASET_FILES, check_outputs
 
 
 def add_parser(subparsers) -> None:
@@ -38,6 +37,7 @@ def add_parser(subparsers) -> None:
                 help=converter.raw_help,
             )
         q.add_argument("--out", required=True, metavar="DATA_DIR", help="output manifest directory")
+        q.add_argument("--overwrite", action="store_true", help="replace the dataset that --out holds")
         for opt in converter.options:
             q.add_argument(*opt.flags, **opt.kwargs)
         q.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -56,11 +56,14 @@ def run(args) -> int:
     # never onto the files it reads (--input, --labels, ...) nor into a run directory
     inputs = [str(v) for v in options.values() if isinstance(v, str) and os.path.isfile(v)]
     inputs += [os.path.join(args.raw, str(v)) for v in options.values() if args.raw and isinstance(v, str)]
-    try:
-        manifests = [split_path(args.out, split) for split in SPLITS] + [Path(args.out) / LABELS_FILE]
-        check_outputs(manifests, inputs=inputs, runs=[args.out])
-    except RunDirError as err:
-        raise UserError(f"--out: {err}") from err
+    out = Path(args.out)
+    check_outputs(
+        files=[out / name for name in DATASET_FILES],
+        folders=[out],
+        inputs=inputs,
+        creates="dataset",
+        replace=args.overwrite,
+    )
     console = Console(soft_wrap=True)
     try:
         with rich_tracker(enabled=not args.no_progress) as track:

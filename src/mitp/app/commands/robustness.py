@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..outputs import RunDirError
 from ._args import positive_int
 
 
@@ -58,9 +57,6 @@ def run(args) -> int:
     if args.out is None and len(runs) > 1:
         raise UserError("several runs go on one plot: give --out DIR")
     out = Path(args.out) if args.out else runs[0]
-    try:
-        table = write_report(runs, args.modality, rates, args.split, args.batch_size, out)
-    except RunDirError as err:
-        raise UserError(f"--out: {err}") from err
+    table = write_report(runs, args.modality, rates, args.split, args.batch_size, out)
     print(table + f"wrote {out / 'robustness.json'}, {out / 'robustness.png'}, {out / 'robustness.md'}")
     return 0

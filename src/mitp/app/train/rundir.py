@@ -19,11 +19,16 @@ from filelock import FileLock, Timeout
 
 from mitp.atomic import write_text_atomic
 from mitp.checkpoint import CheckpointError, save_checkpoint
+from mitp.errors import MitpError
 from mitp.jsonio import JSONError, parse_json
 from mitp.runs import CHECKPOINTS, LOCK, MARKER, MARKER_FORMAT, OUTPUTS, STATE, Run
 
-from ..outputs import RunDirError
 from .state import load_state, save_state
+
+
+class RunDirError(MitpError):
+    """A run directory that cannot be used as asked: locked by another run, or a damaged metrics log."""
+
 
 STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
 # Never loaded: a pickled training state (unpickling can run code).
@@ -35,28 +40,6 @@ def write_marker(run_dir: Path) -> None:
     marker = Path(run_dir) / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
-
-
-def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A new run may go into a missing or empty directory, or over a run with ``overwrite``; never
-    into a directory of other files (a dataset, a home directory)."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a directory")
-    if Run(run_dir).is_run():
-        if not overwrite:
-            raise RunDirError(
-                f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or "
-                "--overwrite to train it again from the beginning"
-            )
-        return
-    if any(entry.name != LOCK for entry in run_dir.iterdir()):
-        raise RunDirError(
-            f"{run_dir}: not empty and not a mitp run directory (no {MARKER} marker); refusing "
-            "to write a run into it (--overwrite only ever replaces runs), choose another --out"
-        )
 
 
 def clear_outputs(run_dir: Path) -> None:

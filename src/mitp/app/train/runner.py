@@ -11,11 +11,12 @@ from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.runs import Run
 
 from ..errors import UserError
+from ..outputs import check_run_output
 from ..threads import oversubscribed, use_threads
 from .config import RunConfig, load_run_config
 from .loop import Trainer, TrainingDiverged
 from .reports import plot_curves, summary_table
-from .rundir import MetricsLog, RunDirError, check_new_run_dir, clear_outputs, run_lock, write_marker
+from .rundir import MetricsLog, RunDirError, clear_outputs, run_lock, write_marker
 
 
 def run_training(
@@ -82,12 +83,12 @@ def train_command(
         run_dir = _new_run_dir(out, config)
     try:
         if main_process and not resume:
-            check_new_run_dir(run_dir, overwrite)  # before the lock file is created in it
+            check_run_output(run_dir, overwrite)  # before the lock file is created in it
         with run_lock(run_dir, main_process):
             resuming = bool(resume) and Run(run_dir).has_checkpoint("last")
             if main_process:
                 if not resume:
-                    check_new_run_dir(run_dir, overwrite)  # again, now that no one else can start
+                    check_run_output(run_dir, overwrite)  # again, now that no one else can start
                     clear_outputs(run_dir)
                 elif not resuming:
                     kept = Run(run_dir).finished_work()
