@@ -12,8 +12,10 @@ from safetensors.torch import load_file
 from layer_calls import grad_enabled_per_layer, last_layer_outputs, record_layer_calls
 from method_cases import METHOD_CASES, SPECS
 from mitp.backbones import build_backbone
-from mitp.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from mitp.data.manifest import LabelSpace
+from mitp.files import WEIGHTS_FILE
 from mitp.methods import ConfigError, build_model, make_config
+from mitp.model_folder import load_model, save_model_folder
 from mitp.synthetic import NUM_CLASSES
 from toy_training import assert_loss_falls, assert_uses_both_modalities, toy_losses
 
@@ -54,12 +56,12 @@ def test_checkpoint_round_trip_is_bit_exact_on_a_fresh_backbone(method, spec, sh
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     model.eval()
-    save_checkpoint(model, tmp_path / "ckpt")
-    saved = set(load_file(str(tmp_path / "ckpt" / WEIGHTS_NAME)))
+    save_model_folder(model, tmp_path / "ckpt", LabelSpace("single_label", ("a", "b", "c")), {})
+    saved = set(load_file(str(tmp_path / "ckpt" / WEIGHTS_FILE)))
     assert saved == DEFAULT_CASES[method].expected_trainable(spec)
     assert any(n.startswith("backbone.") for n in saved) == (method == "full_finetune")
 
-    reloaded = load_checkpoint(tmp_path / "ckpt", build_backbone(spec)).eval()
+    reloaded, _ = load_model(tmp_path / "ckpt", build_backbone(spec))
     assert reloaded.config == model.config
     batch = backbone.random_batch(3, 10, torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -9,10 +9,17 @@ from PIL import Image
 
 from mitp import Classifier
 from mitp.app.cli import main
-from mitp.checkpoint import CheckpointError
+from mitp.files import CheckpointError
 from mitp.inputs import InputError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+def test_what_from_pretrained_returns_is_a_classifier(tiny_run):
+    from mitp.torch_runtime import TorchClassifier
+
+    clf = Classifier.from_pretrained(tiny_run)
+    assert isinstance(clf, Classifier) and isinstance(clf, TorchClassifier) and clf.method == "mitp"
 
 
 def test_predict_takes_paths_pil_images_and_bytes_and_matches_mitp_predict(tiny_run, toy_dataset, capsys):
@@ -88,9 +95,9 @@ def test_loading_onto_a_backbone_of_other_shapes_is_a_named_error(tiny_run, tmp_
     config = json.loads((out / "config.json").read_text())
     config["backbone"]["spec"] = "tiny-pair"  # other widths than the tiny-clip it was trained on
     (out / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="trained on backbone 'tiny-pair'.*differs"):
+    with pytest.raises(CheckpointError, match="trained on backbone 'tiny-pair'.*differing: text_embed_dim"):
         Classifier.from_pretrained(out)
-    with pytest.raises(CheckpointError, match="neither an exported model"):
+    with pytest.raises(CheckpointError, match="neither a model folder"):
         Classifier.from_pretrained(tmp_path)
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mitp.app.cli import main
 from mitp.synthetic import write_toy_dataset
@@ -46,13 +47,15 @@ def test_another_task_is_refused(run, tmp_path, capsys):
     assert "task multi_label but the run was trained for single_label" in capsys.readouterr().err
 
 
-def test_a_run_without_its_labels_copy_compares_with_its_own_data(run, tmp_path, capsys):
-    data, _ = relabelled(tmp_path, lambda labels: {**labels, "labels": labels["labels"][::-1]})
-    copy = run / "labels.json"
-    saved = copy.read_text()
-    copy.unlink()
-    try:  # round 1 compared the data's labels with themselves here
+def test_the_labels_compared_are_the_model_folders_not_its_datasets(run, tmp_path, capsys):
+    """The model folder records the labels it was trained with: the run's dataset changed afterwards cannot make
+    a scrambled label order look right."""
+    data, original = relabelled(tmp_path, lambda labels: {**labels, "labels": labels["labels"][::-1]})
+    own = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]) / "labels.json"
+    saved = own.read_text()
+    own.write_text(json.dumps({**original, "labels": original["labels"][::-1]}))
+    try:
         assert main(["evaluate", str(run), "--data", str(data)]) == 2
         assert "another order" in capsys.readouterr().err
     finally:
-        copy.write_text(saved)
+        own.write_text(saved)

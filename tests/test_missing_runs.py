@@ -56,7 +56,7 @@ def test_a_run_with_missing_modalities_trains_resolves_missing_aware_and_keys_it
     assert config["model"]["missing_aware"] is True and config["train"]["missing"]["image"] == 0.35
     from safetensors.torch import load_file
 
-    weights = load_file(run / "checkpoint" / "best" / "trainable.safetensors")
+    weights = load_file(run / "checkpoint" / "best" / "model.safetensors")
     assert weights["missing_text.prompts"].abs().sum() > 0, "the case prompts trained"
     stores = {p.name for p in cache.iterdir() if p.is_dir()}
     assert len(stores) == 3

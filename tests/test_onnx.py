@@ -17,12 +17,11 @@ from method_cases import METHOD_CASES, SPECS  # noqa: E402
 from mitp import Classifier  # noqa: E402
 from mitp.app.cli import main  # noqa: E402
 from mitp.backbones import build_backbone  # noqa: E402
-from mitp.classifier import Classifier as TorchClassifier  # noqa: E402
 from mitp.data.manifest import LabelSpace  # noqa: E402
-from mitp.data.preprocess import Preprocessor  # noqa: E402
 from mitp.files import CheckpointError  # noqa: E402
 from mitp.methods import build_model, make_config  # noqa: E402
 from mitp.onnx_export import _batch, export_onnx  # noqa: E402
+from mitp.torch_runtime import TorchClassifier  # noqa: E402
 
 CASES = [c for c in METHOD_CASES if c.overrides.get("head", {}) == {} and "text_layers" not in c.overrides][:9]
 
@@ -49,9 +48,7 @@ def test_every_method_exports_a_graph_that_reproduces_its_logits(case, spec, tmp
         extra = {"missing_aware": True} if missing_aware else {}
         model = build_model(make_config(case.method, num_classes=3, **case.overrides, **extra), backbone).eval()
         opened(model)
-        classifier = TorchClassifier(
-            model, Preprocessor.for_backbone(backbone), LabelSpace("single_label", ("a", "b", "c")), {"backbone": spec}
-        )
+        classifier = TorchClassifier.from_model(model, LabelSpace("single_label", ("a", "b", "c")))
         spec_json = export_onnx(classifier, tmp_path / f"m{missing_aware}")
         assert spec_json["parity_max_abs"] < 1e-4 and spec_json["reads_modality_mask"] == missing_aware
         import onnxruntime as ort
@@ -87,7 +84,7 @@ def test_the_runtime_predicts_what_pytorch_predicts(exported, tiny_run, toy_data
     assert len(int8) == 5 and all(row[0]["label"] in onnx.labels.labels for row in int8)
 
 
-def test_the_onnx_path_imports_only_numpy_pillow_onnxruntime_and_tokenizers(exported, toy_dataset):
+def test_the_onnx_path_imports_only_numpy_pillow_onnxruntime_tokenizers_and_pydantic(exported, toy_dataset):
     """What a deployment installs (docs/guides/deploy.md): no torch, no transformers, no CLI dependencies."""
     script = (
         f"import sys\nfrom mitp import Classifier\n"
@@ -105,7 +102,9 @@ def test_the_onnx_path_imports_only_numpy_pillow_onnxruntime_and_tokenizers(expo
     ).stdout.split()
     assert label in Classifier.from_pretrained(exported, runtime="onnx").labels.labels
     third_party = {m for m in modules if not m.startswith("_") and m != "cython_runtime"}
-    assert third_party <= {"mitp", "numpy", "PIL", "onnxruntime", "tokenizers"}, third_party
+    # pydantic validates the export's files (with its own dependencies); no torch, no transformers
+    validation = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
+    assert third_party <= {"mitp", "numpy", "PIL", "onnxruntime", "tokenizers", *validation}, third_party
 
 
 def test_the_server_runs_on_the_onnx_graph(exported, toy_dataset):
@@ -156,12 +155,7 @@ def test_every_prompt_method_on_the_offline_backbone_exports_within_tolerance(me
         make_config(method, num_classes=3, **({"num_steps": 2} if method in ("mitp", "deep_prompts") else {})), backbone
     ).eval()
     opened(model)
-    classifier = TorchClassifier(
-        model,
-        Preprocessor.for_backbone(backbone, 32, 112),
-        LabelSpace("single_label", ("a", "b", "c")),
-        {"backbone": "offline:dinov2s-minilm"},
-    )
+    classifier = TorchClassifier.from_model(model, LabelSpace("single_label", ("a", "b", "c")), 32, 112)
     assert export_onnx(classifier, tmp_path / "m")["parity_max_abs"] < 1e-4
     assert (tmp_path / "m" / "tokenizer" / "tokenizer.json").is_file()
 

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 
 from mitp.app.cli import main
 from mitp.app.train.state import load_state, save_state
-from mitp.checkpoint import CheckpointError
+from mitp.files import CheckpointError
 from mitp.runs import LOCK as LOCK_NAME
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
@@ -88,7 +88,7 @@ def test_a_pickle_in_a_run_is_never_loaded(finished_run, tmp_path, capsys):
     try:
         assert main(["train", "--resume", str(finished_run)]) == 2
         err = capsys.readouterr().err
-        assert str(last / "training_state.pt") in err and "not loaded" in err
+        assert str(last / "training_state.json") in err and "no resumable checkpoint" in err
         assert not marker.exists(), "the pickle ran"
     finally:
         (last / "training_state.pt").unlink()
@@ -98,7 +98,7 @@ def test_a_pickle_in_a_run_is_never_loaded(finished_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
 def test_damaged_checkpoint_files_are_named_errors(finished_run, damage, capsys):
-    weights = finished_run / "checkpoint" / "best" / "trainable.safetensors"
+    weights = finished_run / "checkpoint" / "best" / "model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes({"empty": b"", "truncated": original[: len(original) // 2], "garbage": b"\x00" * 64}[damage])
     try:
@@ -215,7 +215,14 @@ def test_a_resume_never_deletes_a_finished_result(toy_dataset, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
-    "victim", ["config.yaml", "results.json", "labels.json", "metrics.jsonl", "checkpoint/best/trainable.safetensors"]
+    "victim",
+    [
+        "config.yaml",
+        "results.json",
+        "checkpoint/best/config.json",
+        "metrics.jsonl",
+        "checkpoint/best/model.safetensors",
+    ],
 )
 def test_predict_never_writes_over_a_run_file(finished_run, victim, capsys):
     before = snapshot(finished_run)

@@ -84,8 +84,8 @@ def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
         "metrics.jsonl",
         "results.json",
         "curves.png",
-        "labels.json",
-        "checkpoint/best/trainable.safetensors",
+        "checkpoint/best/model.safetensors",
+        "checkpoint/best/config.json",
         "checkpoint/last/training_state.json",
         "checkpoint/last/training_state.safetensors",
     ):
@@ -166,7 +166,7 @@ def test_multi_label_run_reports_f1(toy_multi, tmp_path, capsys):
 
 
 def test_auto_threshold_is_chosen_on_val_and_used_for_test(toy_multi, tmp_path, capsys):
-    from mitp.app.train.inference import load_run, split_dataset
+    from mitp.app.train.finished import load_run, split_dataset
     from mitp.data.dataset import model_inputs
     from mitp.metrics import THRESHOLD_CANDIDATES, compute_metrics
 

@@ -24,14 +24,19 @@ from .errors import MitpError
 class ConfigError(MitpError):
     """A config key that is unknown or holds an invalid value."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, message: str, source: str | None = None):
+        super().__init__(f"{source}: {key}: {message}" if source else f"{key}: {message}")
         self.key = key
         self.message = message
+        self.source = source
 
     def rekeyed(self, key: str, suffix: str = "") -> ConfigError:
         """The same error under another key (a section prefix added), the message kept."""
-        return ConfigError(key, self.message + suffix)
+        return ConfigError(key, self.message + suffix, self.source)
+
+    def located(self, source: str) -> ConfigError:
+        """The same error, naming the file the key was read from."""
+        return ConfigError(self.key, self.message, source)
 
 
 # YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.

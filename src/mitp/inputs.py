@@ -150,67 +150,11 @@ def to_predictions(
     return [Prediction(row, seen) for row, seen in zip(rows, modalities)]
 
 
-class Predictor:
-    """What both runtimes share: a request checked, its samples prepared, logits in batches, predictions.
-
-    A runtime gives ``labels`` (a LabelSpace), ``info`` (its ``threshold``), ``max_image_pixels`` and
-    three hooks: ``pixels(image)`` and ``tokens(text)`` (None: the modality is missing) and ``logits``.
-    """
-
-    def predict(
-        self, images: list | None = None, texts: list[str | None] | None = None, top_k: int = 5, batch_size: int = 32
-    ) -> list[Prediction]:
-        """One :class:`Prediction` (a list of ``{"label", "score"}``) per sample: the top-k softmax
-        probabilities (single-label), or every label whose sigmoid probability passes the run's
-        threshold (multi-label).
-
-        Images may be PIL images, paths or bytes. A missing modality is ``None`` (per sample, or the
-        whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
-        :class:`InputError` naming them."""
-        images, texts = check_request(images, texts, top_k)
-        samples = [
-            self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
-            for i, (image, text) in enumerate(zip(images, texts))
-        ]
-        chunks = [
-            np.asarray(self.logits(samples[start : start + batch_size]), dtype=np.float32)
-            for start in range(0, len(samples), batch_size)
-        ]
-        logits = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels.labels)), dtype=np.float32)
-        return self.to_predictions(logits, top_k, [s.modalities for s in samples])
-
-    def prepare(self, image, text: str | None, image_field: str = "image", text_field: str = "text") -> Prepared:
-        """One sample as model inputs; either side may be None (missing). InputError names a bad field."""
-        if image is None and text is None:
-            raise InputError(text_field, f"neither {image_field} nor {text_field} is given; a sample needs one")
-        pixels = self.pixels(load_image(image, image_field, self.max_image_pixels) if image is not None else None)
-        tokens = self.tokens(check_text(text, text_field) if text is not None else None)
-        return Prepared(pixels, tokens, (image is not None, text is not None))
-
-    def to_predictions(self, logits, top_k: int = 5, modalities: list | None = None) -> list[Prediction]:
-        return to_predictions(
-            logits, self.labels.labels, self.labels.task, top_k, self.info.get("threshold") or 0.5, modalities
-        )
-
-    def pixels(self, image: Image.Image | None):
-        """The model's pixel input for a decoded image, or for a missing one (None)."""
-        raise NotImplementedError
-
-    def tokens(self, text: str | None) -> list[int]:
-        """Token ids for a checked text, or for a missing one (None)."""
-        raise NotImplementedError
-
-    def logits(self, samples: list[Prepared]):
-        """(N, K) logits for prepared samples, as one batch (an array or a CPU tensor)."""
-        raise NotImplementedError
-
-
 __all__ = [
     "ImageTooLarge",
     "InputError",
     "NoImageFile",
     "Prediction",
-    "Predictor",
     "Prepared",
     "check_request",
     "check_text",

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from .markdown import table
+from .records import ModelConfig
+
 
 def _metrics(results: dict, split: str) -> str:
     metrics = (results or {}).get(split) or {}
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "not recorded"
 
 
-def model_card(classifier, config: dict) -> str:
-    """Markdown for ``README.md``: task, data, metrics from the run's results.json, parameters, the
-    command that trained it, usage and limitations."""
-    results = config.get("results") or {}
-    method, backbone = config["method"]["method"], config["backbone"]["spec"]
-    labels = config["labels"]
-    trainable = results.get("trainable_params") or classifier.model.num_parameters(trainable_only=True)
-    total = results.get("total_params") or classifier.model.num_parameters()
-    shown = ", ".join(labels["labels"][:20]) + (", ..." if len(labels["labels"]) > 20 else "")
-    pre = config.get("preprocessing") or {}
+def model_card(config: ModelConfig, model) -> str:
+    """Markdown for ``README.md``: task, data, metrics from the run's results, parameters, the command that
+    trained it, usage and limitations."""
+    results = config.results or {}
+    method, backbone, labels = config.method["method"], config.backbone.spec, config.labels
+    trainable = results.get("trainable_params") or model.num_parameters(trainable_only=True)
+    total = results.get("total_params") or model.num_parameters()
+    shown = ", ".join(labels.labels[:20]) + (", ..." if len(labels.labels) > 20 else "")
+    text_length = config.preprocessing.max_text_length or "the tower limit"
+    image_size = config.preprocessing.image_size or "the processor's"
     best = f"best epoch {results.get('best_epoch', '-')} of {results.get('epochs', '-')}"
-    chosen_by = results.get("selection_metric", "-")
-    text_length = pre.get("max_text_length") or "the tower limit"
-    image_size = pre.get("image_size") or "the processor's"
+    facts = table(
+        ["", ""],
+        [
+            ["task", f"{labels.task} ({len(labels.labels)} labels)"],
+            ["training data", f"`{config.data}`"],
+            ["validation", f"{_metrics(results, 'val')} ({best}, by {results.get('selection_metric', '-')})"],
+            ["test", _metrics(results, "test")],
+            ["parameters", f"{trainable:,} trained of {total:,} ({100 * trainable / max(total, 1):.3f}%)"],
+            ["preprocessing", f"text up to {text_length} tokens, images at {image_size} px"],
+            ["trained with", f"`{results.get('command', 'unknown')}` (seed {results.get('seed', '-')})"],
+        ],
+        align="ll",
+    )
     return f"""---
 library_name: mitp
 tags: [image-text-classification, prompt-tuning, {method}]
@@ -29,20 +42,11 @@ tags: [image-text-classification, prompt-tuning, {method}]
 
 # {method} on `{backbone}`
 
-A {labels["task"].replace("_", "-")} image-text classifier with {len(labels["labels"])} classes ({shown}),
+A {labels.task.replace("_", "-")} image-text classifier with {len(labels.labels)} classes ({shown}),
 trained with [mitp](https://arxiv.org/abs/2401.14856) method `{method}` on the frozen backbone
 `{backbone}`. Only the method's own parameters were trained.
 
-| | |
-|---|---|
-| task | {labels["task"]} ({len(labels["labels"])} labels) |
-| training data | `{config.get("data")}` |
-| validation | {_metrics(results, "val")} ({best}, by {chosen_by}) |
-| test | {_metrics(results, "test")} |
-| parameters | {trainable:,} trained of {total:,} ({100 * trainable / max(total, 1):.3f}%) |
-| preprocessing | text up to {text_length} tokens, images at {image_size} px |
-| trained with | `{results.get("command", "unknown")}` (seed {results.get("seed", "-")}) |
-
+{facts}
 ## Use
 
 ```python

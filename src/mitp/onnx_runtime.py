@@ -1,11 +1,13 @@
 """Predict with an exported ONNX graph: onnxruntime, NumPy and PIL, no PyTorch.
 
 ``OnnxClassifier.from_pretrained(folder)`` reads a folder written by ``mitp export RUN --out DIR --onnx``
-(config.json for the labels and threshold, onnx.json for the graph's inputs and preprocessing) and
-answers ``predict`` as :class:`mitp.classifier.Classifier` does: the same inputs (paths, bytes or PIL
-images; None for a missing modality), the same errors, the same outputs. ``quantized=True`` runs the
-int8 graph. A deployment needs NumPy, Pillow, onnxruntime and tokenizers, and no torch (tested: this
-path imports nothing else; docs/guides/deploy.md has the install).
+(config.json for the labels and threshold, onnx.json for the graph's inputs and preprocessing) and answers
+``predict`` as the PyTorch classifier does: the same inputs (paths, bytes or PIL images; None for a missing
+modality), the same errors, the same outputs. ``quantized=True`` runs the int8 graph. Every file is read as a
+file from a stranger: each key of config.json and onnx.json is checked, every file they name must lie inside
+the folder, and the graph's inputs and outputs must be what onnx.json and the labels say. A deployment needs
+NumPy, Pillow, onnxruntime and tokenizers, and no torch (tested: this path imports nothing else;
+docs/guides/deploy.md has the install).
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageTransform
-from .data.manifest import LabelSpace
+from .api import Classifier, labels_of
+from .data.images import ImageTransform
 from .data.text import HashTokenizer
-from .files import (
-    EXPORT_CONFIG,
-    ONNX_FILE,
-    RUNTIME_FILE,
-    RUNTIME_FORMAT,
-    CheckpointError,
-    check_fields,
-    read_export_config,
-    read_json_file,
-)
-from .inputs import Predictor, Prepared, pad_ids
+from .files import ONNX_FILE, RUNTIME_FILE, CheckpointError, file_in
+from .inputs import Prepared, pad_ids
+from .records import ModelConfig, RuntimeSpec, read_model_config, read_runtime_spec
+
+# rank and element type of each graph input, as the exporter writes them
+GRAPH_INPUTS = {
+    "pixel_values": (4, "tensor(float)"),
+    "input_ids": (2, "tensor(int64)"),
+    "attention_mask": (2, "tensor(int64)"),
+    "modality_mask": (2, "tensor(bool)"),
+}
 
 
 class TokenizersTokenizer:
@@ -39,7 +41,10 @@ class TokenizersTokenizer:
     def __init__(self, path: Path, max_length: int):
         from tokenizers import Tokenizer  # comes with the onnx extra (and with transformers)
 
-        self.tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the Rust library raises its own exception type for any malformed file
+            raise CheckpointError(f"{path}: not a readable tokenizer.json ({str(err)[:200]})") from None
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
 
@@ -47,92 +52,50 @@ class TokenizersTokenizer:
         return self.tokenizer.encode(text).ids
 
 
-class OnnxClassifier(Predictor):
+class OnnxClassifier(Classifier):
     """A trained model as an ONNX graph, with its preprocessing and label names."""
 
     runtime = "onnx"
+    can_explain = False  # the graph has no trace of its hub and attention: explain runs on PyTorch
 
-    def __init__(
-        self,
-        session,
-        labels: LabelSpace,
-        info: dict,
-        spec: dict,
-        folder: Path,
-        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-    ):
-        self.session, self.labels, self.info, self.spec = session, labels, info, spec
-        self.max_image_pixels = max_image_pixels
-        pre = spec["preprocessing"]
-        image = dict(pre["image"])
+    def __init__(self, session, config: ModelConfig, spec: RuntimeSpec, folder: Path, graph: Path):
+        self.session, self.config, self.spec, self.graph = session, config, spec, graph
+        self.labels = labels_of(config)
+        pre = spec.preprocessing
+        image = pre.image.model_dump()
         image["resample"] = Image.Resampling(image["resample"])
-        for key in ("resize_to", "crop", "mean", "std"):
-            if image.get(key) is not None:
-                image[key] = tuple(image[key])
-        self.transform = ImageTransform(**image)
-        text = dict(pre["text"])
-        kind = text.pop("kind")
-        self.tokenize = (
-            TokenizersTokenizer(folder / text["file"], text["max_length"])
-            if kind == "tokenizers"
-            else HashTokenizer(**text)
-        )
-        self.pad_token_id = int(pre["pad_token_id"])
-        self.blank = np.ones(pre["blank_image_shape"], dtype=np.float32)
-        self.empty_text = list(pre["empty_text"])
-        self.inputs = list(spec["inputs"])
+        self.transform = ImageTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in image.items()})
+        text = pre.text.model_dump()
+        if text.pop("kind") == "tokenizers":
+            tokenizer = file_in(folder, text["file"], f"{folder / RUNTIME_FILE}: preprocessing.text.file")
+            self.tokenize = TokenizersTokenizer(tokenizer, text["max_length"])
+        else:
+            self.tokenize = HashTokenizer(**text)
+        self.pad_token_id = pre.pad_token_id
+        self.blank = np.ones(pre.blank_image_shape, dtype=np.float32)
+        self.empty_text = list(pre.empty_text)
 
     @classmethod
-    def from_pretrained(
-        cls, folder: str | os.PathLike, quantized: bool = False, threads: int | None = None
-    ) -> OnnxClassifier:
+    def from_pretrained(cls, folder: str | os.PathLike, quantized: bool = False, threads: int | None = None):
         """``threads``: onnxruntime's intra-op threads (default: its own, one per physical core)."""
         import onnxruntime as ort  # a deployment installs it (docs/guides/deploy.md)
 
         folder = Path(folder)
-        runtime_file = folder / RUNTIME_FILE
-        if not runtime_file.is_file():
-            raise CheckpointError(
-                f"{folder}: no {RUNTIME_FILE}; export the model with `mitp export RUN --out {folder} --onnx`"
-            )
-        config = read_export_config(folder / EXPORT_CONFIG)
-        spec = check_fields(
-            runtime_file,
-            read_json_file(runtime_file),
-            {
-                "format": str,
-                "inputs": list,
-                "reads_modality_mask": bool,
-                "opset": int,
-                "parity_max_abs": float,
-                "int8": (str, type(None)),
-                "preprocessing": dict,
-            },
-            required=("format", "inputs", "preprocessing"),
-        )
-        if spec["format"] != RUNTIME_FORMAT:
-            raise CheckpointError(f"{runtime_file}: format is {spec['format']!r}, not {RUNTIME_FORMAT!r}")
-        if quantized and not spec.get("int8"):
+        spec = read_runtime_spec(folder)
+        config = read_model_config(folder)
+        if quantized and not spec.int8:
             raise CheckpointError(f"{folder}: no int8 graph; export with --onnx --quantize int8")
-        graph = folder / (spec["int8"] if quantized else ONNX_FILE)
+        named_by = f"{folder / RUNTIME_FILE}: int8" if quantized else f"{folder}: {ONNX_FILE}"
+        graph = file_in(folder, spec.int8 if quantized else ONNX_FILE, named_by)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        labels = LabelSpace(config["labels"]["task"], tuple(config["labels"]["labels"]))
-        info = {
-            "backbone": config["backbone"]["spec"],
-            "method": config["method"].get("method"),
-            **{k: config.get(k) for k in ("preprocessing", "data", "source", "results", "threshold")},
-            "graph": graph.name,
-        }
-        return cls(session, labels, info, spec, folder)
-
-    @property
-    def method(self) -> str:
-        return self.info["method"]
-
-    can_explain = False  # the graph has no trace of its hub and attention: explain runs on PyTorch
+        try:
+            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for any graph it cannot load
+            raise CheckpointError(f"{graph}: not a loadable ONNX graph ({str(err)[:200]})") from None
+        check_graph(session, graph, spec, len(config.labels.labels))
+        return cls(session, config, spec, folder, graph)
 
     def pixels(self, image):
         return self.transform(image) if image is not None else self.blank
@@ -148,7 +111,41 @@ class OnnxClassifier(Predictor):
             "attention_mask": mask,
             "modality_mask": np.array([s.present for s in samples], dtype=bool),
         }
-        return self.session.run(None, {name: feed[name] for name in self.inputs})[0]
+        logits = self.session.run(None, {name: feed[name] for name in self.spec.inputs})[0]
+        if logits.shape != (len(samples), len(self.labels.labels)):
+            raise CheckpointError(
+                f"{self.graph}: gave logits of shape {logits.shape} for {len(samples)} samples and "
+                f"{len(self.labels.labels)} labels"
+            )
+        return logits
 
 
-__all__ = ["OnnxClassifier", "TokenizersTokenizer"]
+def check_graph(session, graph: Path, spec: RuntimeSpec, num_labels: int) -> None:
+    """The graph takes exactly the inputs onnx.json lists, with the exporter's ranks and types, and gives one
+    (batch, labels) output; anything else is a CheckpointError naming the graph."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if sorted(inputs) != sorted(spec.inputs):
+        raise CheckpointError(f"{graph}: takes inputs {sorted(inputs)}, but onnx.json lists {sorted(spec.inputs)}")
+    for name, node in inputs.items():
+        rank, kind = GRAPH_INPUTS[name]
+        if len(node.shape) != rank or node.type != kind:
+            raise CheckpointError(
+                f"{graph}: input {name} is {node.type} of rank {len(node.shape)}, not {kind} of rank {rank}"
+            )
+    channels = inputs["pixel_values"].shape[1:]
+    static = [d for d in channels if isinstance(d, int)]
+    if static and list(channels) != list(spec.preprocessing.blank_image_shape):
+        raise CheckpointError(
+            f"{graph}: takes images of shape {list(channels)}, onnx.json preprocesses to "
+            f"{spec.preprocessing.blank_image_shape}"
+        )
+    outputs = session.get_outputs()
+    shape = outputs[0].shape if len(outputs) == 1 else None
+    if shape is None or len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != num_labels):
+        described = [list(o.shape) for o in outputs]
+        raise CheckpointError(
+            f"{graph}: gives outputs of shapes {described}, not one (batch, {num_labels}) for the labels"
+        )
+
+
+__all__ = ["OnnxClassifier", "TokenizersTokenizer", "check_graph"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mitp.errors import MitpError
-from mitp.files import EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_FILES
+from mitp.files import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE
 from mitp.runs import LOCK, MANIFEST_FILES, MARKER, RUN_FILES, Run
 
 DATASET_FILES = (*MANIFEST_FILES, "labels.json", "image_roots.json", "images")
@@ -37,7 +37,7 @@ def folder_kind(path: Path) -> str | None:
         return None
     if Run(path).is_run():
         return "run"
-    if (path / EXPORT_CONFIG).is_file() and (path / EXPORT_WEIGHTS).is_file():
+    if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return "model folder"
     if any((path / name).is_file() for name in MANIFEST_FILES):
         return "dataset"
@@ -48,14 +48,15 @@ OWNED = {"run": RUN_FILES, "model folder": MODEL_FILES, "dataset": DATASET_FILES
 
 
 def owner_of(path: str | os.PathLike) -> tuple[str, Path] | None:
-    """The (kind, folder) of the nearest run, model folder or dataset above ``path`` that owns it (a name the
-    folder owns at its top level, or anything under one), else None."""
+    """The (kind, folder) of the outermost run, model folder or dataset above ``path`` that owns it (a name the
+    folder owns at its top level, or anything under one), else None: a run, not its checkpoint's model folder."""
     real = Path(os.path.realpath(path))
+    owner = None
     for parent in real.parents:
         kind = folder_kind(parent)
-        if kind:
-            return (kind, parent) if real.relative_to(parent).parts[0] in OWNED[kind] else None
-    return None
+        if kind and real.relative_to(parent).parts[0] in OWNED[kind]:
+            owner = (kind, parent)
+    return owner
 
 
 def check_outputs(

@@ -7,8 +7,6 @@ Every method's config subclasses :class:`MethodConfig` and sets a class attribut
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from ..configuration import ConfigError, ValidatedConfig, parse_overrides, parse_value, setting
@@ -50,12 +48,6 @@ class MethodConfig(ValidatedConfig):
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
     @classmethod
     def from_dict(cls, data: dict | None) -> MethodConfig:
         data = dict(data or {})
@@ -74,10 +66,6 @@ class MethodConfig(ValidatedConfig):
                     f"unknown key for method {cls.method!r}{hint}; known keys: {', '.join(sorted(cls.field_names()))}",
                 )
         return cls(**data)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> MethodConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def replace(self, **overrides) -> MethodConfig:
         """A new validated config with ``overrides`` applied (unknown keys are errors)."""

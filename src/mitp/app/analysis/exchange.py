@@ -16,7 +16,7 @@ import torch
 
 from mitp.data.dataset import model_inputs
 
-from ..train.inference import load_run, split_dataset
+from ..train.finished import load_run, split_dataset
 
 
 @torch.no_grad()

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mitp.classifier import Classifier
 from mitp.inputs import InputError
 from mitp.methods import build_model, make_config
 from mitp.methods.base import Trace
+from mitp.torch_runtime import TorchClassifier
 
 from ..errors import UserError
 from ..outputs import check_outputs
@@ -111,7 +111,7 @@ def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | No
     JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
     figure = figure_path(out) if out else Path(run_dir) / "explain.png"
     check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image])
-    classifier = Classifier.from_pretrained(run_dir)
+    classifier = TorchClassifier.from_pretrained(run_dir)
     if not classifier.model.inserts_prompts:
         raise UserError(f"{run_dir}: method {classifier.model.config.method!r} inserts no prompts; nothing to explain")
     try:
@@ -124,7 +124,7 @@ def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | No
     return report, figure
 
 
-def explain_png(classifier: Classifier, image, text: str) -> bytes:
+def explain_png(classifier: TorchClassifier, image, text: str) -> bytes:
     """The figure of one pair as PNG bytes (the server's /explain)."""
     report = explain(classifier, image, text)
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 
 from ..outputs import check_outputs
-from ..train.inference import evaluate_dataset, load_run, split_dataset
+from ..train.finished import evaluate_dataset, load_run, split_dataset
 from .compare import mean_std
 
 

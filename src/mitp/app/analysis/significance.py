@@ -19,7 +19,7 @@ import torch
 from mitp.metrics import METRICS, decisions, resampled_metrics
 
 from ..errors import UserError
-from ..train.inference import dataset_logits, decision_threshold, load_run, split_dataset
+from ..train.finished import dataset_logits, load_run, split_dataset
 
 RESAMPLES_AT_ONCE = 1000  # bounds the (resamples, samples) count matrix's memory on large splits
 
@@ -40,13 +40,8 @@ def score_run(run_dir: str | Path, split: str, batch_size: int | None = None) ->
     loaded = load_run(run_dir)
     dataset = split_dataset(loaded, split)
     ids, logits, labels = dataset_logits(loaded, dataset, batch_size)
-    threshold = decision_threshold(loaded)
-    if threshold == "auto":
-        raise UserError(
-            f"{run_dir}: eval.threshold is auto but results.json records no chosen threshold (an unfinished run?)"
-        )
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    predicted, target = decisions(logits[order], labels[order], dataset.task, threshold)
+    predicted, target = decisions(logits[order], labels[order], dataset.task, loaded.threshold)
     return ScoredRun(
         str(run_dir),
         loaded.config.method,

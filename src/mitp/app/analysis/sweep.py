@@ -35,7 +35,7 @@ from ..errors import UserError
 from ..launch import CliProcess
 from ..threads import available_cores
 from ..train.config import load_run_config
-from ..train.inference import evaluate_dataset, load_run, split_dataset
+from ..train.finished import evaluate_dataset, load_run, split_dataset
 from ..train.runner import run_training
 
 KINDS = ("loguniform", "uniform", "int", "choice")

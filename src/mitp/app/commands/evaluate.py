@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     # torch: loaded when the command runs (`mitp --help` stays fast)
-    from ..train.inference import evaluate_dataset, load_run, split_dataset
+    from ..train.finished import evaluate_dataset, load_run, split_dataset
 
     loaded = load_run(args.run_dir, args.data)
     config = loaded.config

@@ -1,24 +1,25 @@
-"""``mitp export``: a run's best checkpoint as a Hub-style folder (config.json, model.safetensors, README.md)."""
+"""``mitp export``: a run's best checkpoint (a model folder) with its model card, and optionally its ONNX graph."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from mitp.files import CONFIG_FILE, MODEL_CARD, MODEL_FILES, WEIGHTS_FILE
+
 from ..errors import UserError
+from ..outputs import check_outputs
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="write a run's best model as config.json + model.safetensors + README.md",
-        description="Write a run's best checkpoint as a folder that Classifier.from_pretrained "
-        "and `mitp serve` load: config.json, model.safetensors (trainable tensors "
-        "only, no pickle) and a model card README.md.",
+        description="Copy a run's best checkpoint, a model folder that Classifier.from_pretrained and `mitp serve` "
+        "load (config.json, model.safetensors: trainable tensors only, no pickle), and add a model card README.md.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a model folder")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created; must be empty)")
     p.add_argument(
         "--onnx",
@@ -33,22 +34,30 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     # torch: loaded when the command runs (`mitp --help` stays fast)
-    from mitp.classifier import Classifier
+    from mitp.model_card import model_card
     from mitp.onnx_export import export_onnx
+    from mitp.torch_runtime import TorchClassifier, model_folder_of
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_outputs(files=[out / name for name in MODEL_FILES], folders=[out], creates="model folder")
+    if out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out {out}: exists and is not an empty directory")
     if args.quantize and not args.onnx:
         raise UserError("--quantize applies to the ONNX graph: add --onnx")
-    classifier = Classifier.from_pretrained(args.run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written in a staging folder beside --out and renamed at the end: a failed export leaves no half folder.
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    staging.chmod(0o755)  # mkdtemp's 0700 would make the exported folder private
+    classifier = TorchClassifier.from_pretrained(args.run_dir)  # every file checked before anything is written
+    source = model_folder_of(args.run_dir)
+    # Written beside --out and renamed at the end: a failed export leaves no half folder, and the staging
+    # folder has a fixed name, so one left by a killed export is removed by the next.
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
-        classifier.save_pretrained(staging)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            shutil.copyfile(source / name, staging / name)
+        (staging / MODEL_CARD).write_text(model_card(classifier.config, classifier.model))
         spec = export_onnx(classifier, staging, quantize=args.quantize) if args.onnx else None
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -74,7 +74,7 @@ def create_app(
         title="mitp",
         version="1",
         lifespan=lifespan,
-        description=f"{classifier.method} on {classifier.info['backbone']}: "
+        description=f"{classifier.method} on {classifier.config.backbone.spec}: "
         f"{classifier.labels.task}, {classifier.labels.num_classes} labels",
     )
     app.state.batcher = batcher
@@ -120,7 +120,7 @@ def create_app(
         return {
             "status": "ok",
             "method": classifier.method,
-            "backbone": classifier.info["backbone"],
+            "backbone": classifier.config.backbone.spec,
             "runtime": classifier.runtime,
             "explain": explains,
             "requests": stats.requests,

@@ -343,7 +343,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
             raw = {**raw, "data": {"path": raw["data"]}}
         if isinstance(overrides.get("data"), str):
             overrides["data.path"] = overrides.pop("data")
-    return RunConfig.from_dict(apply_overrides(raw, overrides))
+    try:
+        return RunConfig.from_dict(apply_overrides(raw, overrides))
+    except ConfigError as err:  # a key of the file, not of --set: name the file
+        given = any(err.key == key or err.key.startswith(key + ".") for key in overrides)
+        raise (err if path is None or given else err.located(str(path))) from None
 
 
 def resolve_method_config(config: RunConfig, num_classes: int, task: str):

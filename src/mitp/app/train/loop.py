@@ -20,16 +20,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 from accelerate.utils import gather_object
+from pydantic import Field
 
-from mitp.checkpoint import WEIGHTS_NAME, CheckpointError, check_fields, load_trainable
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
+from mitp.files import WEIGHTS_FILE, CheckpointError
 from mitp.metrics import selection_metric
+from mitp.model_folder import load_trainable
 from mitp.params import parameter_breakdown
+from mitp.records import Schema, validated
 from mitp.runs import Run
 
 from ..prefix_cache import PrefixCache
@@ -71,30 +75,25 @@ class LoopPosition:
 
     @classmethod
     def from_state(cls, state: dict, where: Path) -> LoopPosition:
-        number, maybe = (int, float), (int, float, type(None))
-        types = {
-            "epoch": int,
-            "batch": int,
-            "step": int,
-            "loss_sum": number,
-            "samples": int,
-            "skipped": int,
-            "best": maybe,
-            "best_epoch": (int, type(None)),
-            "train_seconds": number,
-            "skipped_ids": dict,
-        }
-        check_fields(where, state, types, required=tuple(types), where="position.")
-        if any(isinstance(state.get(k), int) and state[k] < 0 for k in ("epoch", "batch", "step", "samples")):
-            raise CheckpointError(f"{where}: position counters must be >= 0, got {state}")
-        for split, kinds in state.get("skipped_ids", {}).items():
-            if (
-                split not in ("train", "val", "test")
-                or not isinstance(kinds, dict)
-                or not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in kinds.values())
-            ):
-                raise CheckpointError(f"{where}: position.skipped_ids must map train/val/test to lists of ids per kind")
-        return cls(**state)
+        return cls(**validated(where, PositionRecord, state, where="position.").model_dump())
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class PositionRecord(Schema):
+    """A saved :class:`LoopPosition`, every key required."""
+
+    epoch: Count
+    batch: Count
+    step: Count
+    loss_sum: float
+    samples: Count
+    skipped: Count
+    best: float | None
+    best_epoch: int | None
+    train_seconds: float
+    skipped_ids: dict[Literal["train", "val", "test"], dict[str, list[str]]]
 
 
 def tracker_config(config: RunConfig) -> dict:
@@ -128,6 +127,14 @@ class Trainer:
         self.parts = build_run(config)
         self.config = self.parts.config
         self.task = self.parts.model.config.task
+        t, fixed = self.config.train, self.config.eval.threshold
+        self.model_folder = {  # what every checkpoint's config.json records besides the model (mitp.files)
+            "labels": self.parts.datasets["train"].label_space,
+            "preprocessing": {"max_text_length": t.max_text_length, "image_size": t.image_size},
+            "threshold": fixed if self.task == "multi_label" and fixed != "auto" else None,
+            "data": self.config.data,
+            "source": str(self.run_dir),
+        }
         try:
             self.selection = selection_metric(self.task, self.config.eval.select)
         except ValueError as err:
@@ -206,7 +213,7 @@ class Trainer:
 
     def _resume(self) -> LoopPosition:
         directory, state = load_training_state(self.run_dir)
-        load_trainable(self.unwrapped, directory / "trainable.safetensors")
+        load_trainable(self.unwrapped, directory / WEIGHTS_FILE)
         position = LoopPosition.from_state(state["position"], directory / "training_state.json")
         try:  # what torch and the RNGs accept is checked by loading it
             self.optimizer.load_state_dict(state["optimizer"])
@@ -354,7 +361,7 @@ class Trainer:
 
     def _final(self, loaders: dict, position: LoopPosition, train_seconds: float) -> dict:
         """The best checkpoint on val and test, and what the run cost."""
-        load_trainable(self.unwrapped, Run(self.run_dir).best_checkpoint() / WEIGHTS_NAME)
+        load_trainable(self.unwrapped, Run(self.run_dir).best_checkpoint() / WEIGHTS_FILE)
         val = self._evaluate("val", loaders["val"])
         test_started = time.perf_counter()
         test = (
@@ -463,7 +470,7 @@ class Trainer:
         self.cache.flush()
         self.accelerator.wait_for_everyone()
         if self.main:
-            save_checkpoint_dir(self.run_dir, name, self.unwrapped, state)
+            save_checkpoint_dir(self.run_dir, name, self.unwrapped, self.model_folder, state)
         self.accelerator.wait_for_everyone()
 
     def _save_last(self, position: LoopPosition) -> None:

@@ -18,9 +18,10 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mitp.atomic import write_text_atomic
-from mitp.checkpoint import CheckpointError, save_checkpoint
 from mitp.errors import MitpError
+from mitp.files import CheckpointError
 from mitp.jsonio import JSONError, parse_json
+from mitp.model_folder import save_model_folder
 from mitp.runs import CHECKPOINTS, LOCK, MARKER, MARKER_FORMAT, OUTPUTS, STATE, Run
 
 from .state import load_state, save_state
@@ -31,8 +32,6 @@ class RunDirError(MitpError):
 
 
 STATE_KEYS = ("optimizer", "scheduler", "rng", "position")
-# Never loaded: a pickled training state (unpickling can run code).
-LEGACY_PICKLE = "training_state.pt"
 
 
 def write_marker(run_dir: Path) -> None:
@@ -77,13 +76,17 @@ def run_lock(run_dir: Path, main_process: bool = True):
         lock.release()
 
 
-def save_checkpoint_dir(run_dir: Path, name: str, model, training_state: dict | None = None) -> Path:
+def save_checkpoint_dir(run_dir: Path, name: str, model, folder: dict, training_state: dict | None = None) -> Path:
+    """``checkpoint/<name>`` as a model folder (``folder``: the keyword arguments of
+    :func:`~mitp.model_folder.save_model_folder` besides the model), with the training state if given."""
     parent = Path(run_dir) / CHECKPOINTS
     parent.mkdir(parents=True, exist_ok=True)
     target, old = parent / name, parent / f"{name}.old"
+    for stale in parent.glob(f".{name}.*"):  # a save killed half-way; the run's lock says no one else writes here
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
     try:
-        save_checkpoint(model, staging)
+        save_model_folder(model, staging, **folder)
         if training_state is not None:
             save_state(training_state, staging, STATE)
         for child in staging.iterdir():
@@ -112,12 +115,6 @@ def _fsync(path: Path) -> None:
 
 def load_training_state(run_dir: Path) -> tuple[Path, dict]:
     directory = Run(run_dir).checkpoint("last")
-    if (directory / LEGACY_PICKLE).exists() and not (directory / f"{STATE}.json").exists():
-        raise CheckpointError(
-            f"{directory / LEGACY_PICKLE}: a pickled training state (older mitp, or not "
-            "written by mitp); it is not loaded, since unpickling can run code. Start the run "
-            "again with --overwrite"
-        )
     if not (directory / f"{STATE}.json").is_file():
         raise CheckpointError(f"{directory / (STATE + '.json')}: no resumable checkpoint in {run_dir}")
     return directory, load_state(directory, STATE, required=STATE_KEYS)

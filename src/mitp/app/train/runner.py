@@ -8,6 +8,8 @@ from pathlib import Path
 
 from mitp import runs
 from mitp.atomic import write_json_atomic, write_text_atomic
+from mitp.model_folder import write_model_config
+from mitp.records import read_model_config
 from mitp.runs import Run
 
 from ..errors import UserError
@@ -39,7 +41,6 @@ def run_training(
     if trainer.main:
         write_marker(run_dir)
         write_text_atomic(run_dir / runs.CONFIG, trainer.config.to_yaml())
-        write_text_atomic(run_dir / runs.LABELS, (Path(trainer.config.data) / runs.LABELS).read_text())
         if console is not None:
             console.print(f"run directory: {run_dir}", markup=False, highlight=False)
     trainer.accelerator.wait_for_everyone()
@@ -48,6 +49,9 @@ def run_training(
     results["num_threads"] = threads
     if trainer.main:
         write_json_atomic(run_dir / runs.RESULTS, results)
+        best = Run(run_dir).best_checkpoint()  # its config.json gains what only the end knows
+        update = {"threshold": results.get("threshold"), "results": results}
+        write_model_config(best, read_model_config(best).model_copy(update=update))
         plot_curves(MetricsLog(run_dir / runs.METRICS).records(), results["selection_metric"], run_dir / runs.CURVES)
         if console is not None:
             console.print(summary_table(results))

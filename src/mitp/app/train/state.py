@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from mitp.checkpoint import CheckpointError, load_tensors, read_json_file
+from mitp.files import CheckpointError, read_json_file
+from mitp.model_folder import load_tensors
 
 FORMAT = "mitp-state-1"
 

@@ -1,8 +1,8 @@
-"""Loading a finished run for evaluation: its resolved config and the best checkpoint, and a split
-of its data (or of another dataset with the same labels) to evaluate on.
+"""A finished run, loaded for evaluation: its resolved config and its best checkpoint, and a split of its data
+(or of another dataset with the same labels) to evaluate on.
 
-The checkpoint is loaded by the library's :class:`~mitp.classifier.Classifier` (the one path that
-rebuilds a method from a run or an export); this adds the run's resolved config.
+The checkpoint is a model folder, loaded by the library's one loader (:mod:`mitp.torch_runtime`); this adds
+the run's resolved config.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from mitp.classifier import Classifier
 from mitp.configuration import ConfigError
 from mitp.data.dataset import ManifestDataset, make_dataloader
 from mitp.files import NoCheckpoint
-from mitp.runs import Run
+from mitp.runs import MARKER, Run
+from mitp.torch_runtime import TorchClassifier
 
 from .config import RunConfig, load_run_config
 from .evaluation import collect_rows, evaluate, plain_feed
@@ -25,32 +25,43 @@ from .setup import run_preprocessor
 
 
 @dataclass
-class LoadedRun:
+class FinishedRun:
     config: RunConfig
-    backbone: object
-    model: torch.nn.Module
-    labels: object  # LabelSpace
-    threshold: float | None = None  # multi-label decision threshold (eval.threshold: auto resolved from results.json)
+    classifier: TorchClassifier
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.classifier.model
+
+    @property
+    def backbone(self):
+        return self.classifier.model.backbone
+
+    @property
+    def labels(self):  # LabelSpace: the model's, whatever the data's labels.json says now
+        return self.classifier.labels
+
+    @property
+    def threshold(self) -> float:
+        """The multi-label decision threshold the run was tested with (chosen on validation for ``auto``)."""
+        return self.classifier.threshold
 
 
-def load_run(run_dir: str | Path, data: str | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, data: str | None = None) -> FinishedRun:
     """The run's resolved config (``data`` replaced if given) and its best checkpoint on a fresh backbone."""
     run = Run(run_dir)
-    if not run.config_path.is_file():
-        raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no config.yaml)")
+    if not run.is_run():
+        raise ConfigError("RUN_DIR", f"{run_dir}: not a run directory (no {MARKER} marker)")
     config = load_run_config(run.config_path)
     if data is not None:
         config = replace(config, data=str(data))
     try:
-        classifier = Classifier.from_pretrained(run_dir)
+        return FinishedRun(config, TorchClassifier.from_pretrained(run_dir))
     except NoCheckpoint as err:
         raise ConfigError("RUN_DIR", str(err)) from err
-    return LoadedRun(
-        config, classifier.model.backbone, classifier.model, classifier.labels, classifier.info.get("threshold")
-    )
 
 
-def split_dataset(loaded: LoadedRun, split: str, missing=None):
+def split_dataset(loaded: FinishedRun, split: str, missing=None):
     """``split`` of the run's data with the run's preprocessing; ``missing`` (a MissingConfig) defaults to
     the run's ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
     config = loaded.config
@@ -77,23 +88,18 @@ def split_dataset(loaded: LoadedRun, split: str, missing=None):
     return dataset
 
 
-def evaluate_dataset(loaded: LoadedRun, dataset, batch_size: int | None = None) -> dict:
+def evaluate_dataset(loaded: FinishedRun, dataset, batch_size: int | None = None) -> dict:
     """Metrics, loss and sample count of the run's model on ``dataset`` (one process, its best device)."""
     model, feed, accelerator = _prepared(loaded, dataset, batch_size)
-    return evaluate(model, feed, accelerator, dataset.task, decision_threshold(loaded))
+    return evaluate(model, feed, accelerator, dataset.task, loaded.threshold)
 
 
-def dataset_logits(loaded: LoadedRun, dataset, batch_size: int | None = None):
+def dataset_logits(loaded: FinishedRun, dataset, batch_size: int | None = None):
     """Sample ids, logits (N, K) and labels of the run's model on ``dataset``, in the dataset's order."""
     return collect_rows(*_prepared(loaded, dataset, batch_size), split=dataset.split)
 
 
-def decision_threshold(loaded: LoadedRun) -> float | str:
-    """The multi-label threshold the run chose (``eval.threshold: auto``), else its configured one."""
-    return loaded.threshold if loaded.threshold is not None else loaded.config.eval.threshold
-
-
-def _prepared(loaded: LoadedRun, dataset, batch_size: int | None):
+def _prepared(loaded: FinishedRun, dataset, batch_size: int | None):
     accelerator = Accelerator(cpu=False)
     loader = make_dataloader(dataset, batch_size or loaded.config.eval_batch_size(), shuffle=False)
     model, loader = accelerator.prepare(loaded.model, loader)
