@@ -1,11 +1,11 @@
-"""Side-by-side speed and memory of the methods on one backbone (``mitp bench``).
+"""What the methods cost, side by side on one backbone (``mitp bench``).
 
-One worker process per method (a fresh process forked from a server that has only imported
-the libraries, ``app/launch.py``, so memory figures start from a clean process) builds the
-backbone and the method once and keeps them. The parent drives the measurement in rounds: in
-every round it asks each worker in turn, never two at once, to run ``steps`` timed training
-steps and ``steps`` timed inference passes. Drift of a shared machine therefore hits every
-method alike, and the medians are taken over all rounds.
+``step`` (``settings``, ``protocol``, ``measure``, ``render``): one worker process per method (a fresh
+process forked from a server that has only imported the libraries, ``app/launch.py``, so memory figures
+start from a clean process) builds the backbone and the method once and keeps them. The parent drives
+the measurement in rounds: in every round it asks each worker in turn, never two at once, to run
+``steps`` timed training steps and ``steps`` timed inference passes. Drift of a shared machine therefore
+hits every method alike, and the medians are taken over all rounds.
 
 * Training step: what ``mitp train`` does per batch (without mixed precision): forward
   with labels, backward, gradient clipping (``train.max_grad_norm`` default), AdamW
@@ -22,65 +22,36 @@ method alike, and the medians are taken over all rounds.
 Inputs are random but well formed (``Backbone.random_batch``, fixed seed); random
 weights are fine because speed and memory do not depend on them.
 
-The package: ``settings`` (what is asked and returned), ``protocol`` (the worker processes),
-``measure`` (the rounds and the rows), ``render`` (tables), ``epochs`` (a cached epoch against
-an uncached one), ``inference`` (eager PyTorch against the ONNX graphs).
+The other benchmarks: ``profile`` (a step's operators), ``epochs`` (an epoch in each method's best mode),
+``inference`` (eager PyTorch against the ONNX graphs), ``serving`` and ``load`` (`mitp serve`), all on
+``model`` (a random model as a deployment loads it).
 """
 
 from __future__ import annotations
-
-from mitp.methods import available_methods, get_method
 
 from .epochs import epoch_benchmark
 from .epochs import render as render_epochs
 from .inference import inference_benchmark
 from .inference import render as render_inference
 from .load import load_benchmark, render_load
-from .measure import make_rows, run_benchmark, validate
+from .measure import run_benchmark
 from .profile import profile_step
 from .profile import render as render_profiles
 from .render import render_table, to_markdown
 from .serving import render as render_serve
 from .serving import serve_benchmark
-from .settings import (
-    EXTRA_KEYS,
-    MEMORY_KINDS,
-    REFERENCE,
-    REQUIRED_KEYS,
-    ROW_KEYS,
-    BenchError,
-    BenchResult,
-    BenchSettings,
-    Target,
-    available_cores,
-    parse_method_spec,
-)
-
-
-def method_names(text: str) -> tuple[str, ...]:
-    """Comma-separated method names (a setting as NAME[key=value;...]), each checked against the registry;
-    empty: every registered method."""
-    names = tuple(m.strip() for m in text.split(",") if m.strip()) or tuple(available_methods())
-    for name in names:
-        get_method(parse_method_spec(name)[0])
-    return names
-
+from .settings import REQUIRED_KEYS, ROW_KEYS, BenchError, BenchResult, BenchSettings, Target, method_names
 
 __all__ = [
-    "EXTRA_KEYS",
-    "MEMORY_KINDS",
-    "REFERENCE",
     "REQUIRED_KEYS",
     "ROW_KEYS",
     "BenchError",
     "BenchResult",
     "BenchSettings",
     "Target",
-    "available_cores",
     "epoch_benchmark",
     "inference_benchmark",
     "load_benchmark",
-    "make_rows",
     "method_names",
     "profile_step",
     "render_epochs",
@@ -92,5 +63,4 @@ __all__ = [
     "run_benchmark",
     "serve_benchmark",
     "to_markdown",
-    "validate",
 ]

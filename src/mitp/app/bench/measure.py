@@ -5,18 +5,19 @@ from __future__ import annotations
 import statistics
 import time
 
+import torch
+
 from mitp.backbones import build_backbone, family_of
 from mitp.configuration import ConfigError
 from mitp.methods import get_method
 
 from ..launch import process_context
-from .protocol import _WorkerHandle
+from .protocol import WorkerHandle
 from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
 
 def validate(settings: BenchSettings) -> None:
     """Errors that need no worker: unknown or repeated methods, unknown built-in specs, bad numbers."""
-
     if not settings.methods:
         raise ConfigError("methods", "no method given")
     seen = set()
@@ -32,8 +33,6 @@ def validate(settings: BenchSettings) -> None:
     if settings.threads is not None and settings.threads < 1:
         raise ConfigError("threads", f"must be >= 1, got {settings.threads}")
     if settings.device is not None:
-        import torch
-
         try:
             device = torch.device(settings.device)
         except RuntimeError as err:
@@ -44,19 +43,13 @@ def validate(settings: BenchSettings) -> None:
         build_backbone(settings.backbone, device="meta")
 
 
-def _walls(times: list[tuple[float, float]]) -> list[float]:
-    return [wall for wall, _ in times]
+def _median_ms(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1000
 
 
 def _timings(reply: dict) -> str:
-    return (
-        f"train {_median_ms(_walls(reply['train'])):9.1f} ms/step  "
-        f"infer {_median_ms(_walls(reply['infer'])):9.1f} ms/batch"
-    )
-
-
-def _median_ms(seconds: list[float]) -> float:
-    return statistics.median(seconds) * 1000
+    train, infer = ([wall for wall, _ in reply[phase]] for phase in ("train", "infer"))
+    return f"train {_median_ms(train):9.1f} ms/step  infer {_median_ms(infer):9.1f} ms/batch"
 
 
 def _ratio(value, reference):
@@ -124,7 +117,7 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     say = progress or (lambda message: None)
     started = time.perf_counter()
     context = process_context()
-    workers: dict[str, _WorkerHandle] = {}
+    workers: dict[str, WorkerHandle] = {}
     schedule: list[tuple[int, str]] = []
     times = {m: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for m in settings.methods}
     memory: dict[str, dict] = {}
@@ -133,23 +126,20 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
         # Built one after another: every worker holds a whole backbone, so peaks never add up.
         for method in settings.methods:
             say(f"building {method} on {settings.backbone} ({settings.device}, {settings.threads} threads)")
-            workers[method] = _WorkerHandle(context, settings, method)
+            workers[method] = WorkerHandle(context, settings, method)
             infos[method] = workers[method].receive()
-        if settings.warmup:
+        for round_index in range(0 if settings.warmup else 1, settings.rounds + 1):  # round 0: the warm-up
+            steps = settings.steps if round_index else settings.warmup
             for method in settings.methods:
-                reply = workers[method].ask({"train": settings.warmup, "infer": settings.warmup})
-                schedule.append((0, method))
-                memory[method] = reply["memory"]
-                say(f"warm-up   {method:<14} {_timings(reply)}")
-        for round_index in range(1, settings.rounds + 1):
-            for method in settings.methods:
-                reply = workers[method].ask({"train": settings.steps, "infer": settings.steps})
+                reply = workers[method].ask({"train": steps, "infer": steps})
                 schedule.append((round_index, method))
                 memory[method] = reply["memory"]
                 for phase in ("train", "infer"):
-                    times[method][phase] += [wall for wall, _ in reply[phase]]
-                    times[method][phase + "_cpu"] += [cpu for _, cpu in reply[phase]]
-                say(f"round {round_index}/{settings.rounds} {method:<14} {_timings(reply)}")
+                    if round_index:
+                        times[method][phase] += [wall for wall, _ in reply[phase]]
+                        times[method][phase + "_cpu"] += [cpu for _, cpu in reply[phase]]
+                when = f"round {round_index}/{settings.rounds}" if round_index else "warm-up  "
+                say(f"{when} {method:<14} {_timings(reply)}")
     finally:
         for handle in workers.values():
             handle.close()
@@ -171,6 +161,3 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     if REFERENCE not in settings.methods:
         notes.append(f"{REFERENCE} was not measured: the ratio columns are null")
     return BenchResult(settings, rows, schedule, notes, time.perf_counter() - started)
-
-
-# --- reports -------------------------------------------------------------------------------------

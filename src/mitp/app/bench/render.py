@@ -1,92 +1,65 @@
-"""`mitp bench` results as a terminal table and as markdown."""
+"""`mitp bench step` results as a terminal table and as markdown."""
 
 from __future__ import annotations
 
+from rich.table import Table
+
+from mitp.markdown import table
+
 from .settings import BenchResult
 
-
-def _fmt_ratio(value) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _fmt_number(value) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def _fmt_params(n: int) -> str:
-    return f"{n:,}"
-
-
+# (markdown header, short terminal header) per column
 COLUMNS = (
-    "method",
-    "trainable params",
-    "peak train memory (MB)",
-    "train step (ms)",
-    "train step CPU (ms)",
-    "inference (samples/s)",
-    "step vs full",
-    "step CPU vs full",
-    "memory vs full",
+    ("method", "method"),
+    ("trainable params", "trainable"),
+    ("peak train memory (MB)", "peak MB"),
+    ("train step (ms)", "step ms"),
+    ("train step CPU (ms)", "CPU ms"),
+    ("inference (samples/s)", "infer/s"),
+    ("step vs full", "step/full"),
+    ("step CPU vs full", "CPU/full"),
+    ("memory vs full", "mem/full"),
 )
 
 
 def _cells(row: dict) -> list[str]:
+    def ratio(value) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
     return [
         row["method"],
-        _fmt_params(row["trainable_params"]),
+        f"{row['trainable_params']:,}",
         f"{row['peak_memory_mb']:,.1f}",
         f"{row['train_step_ms']:,.1f}",
-        _fmt_number(row["train_step_cpu_ms"]),
+        "-" if row["train_step_cpu_ms"] is None else f"{row['train_step_cpu_ms']:,.1f}",
         f"{row['infer_samples_per_s']:,.2f}",
-        _fmt_ratio(row["ratio_step_vs_full"]),
-        _fmt_ratio(row["ratio_step_cpu_vs_full"]),
-        _fmt_ratio(row["ratio_memory_vs_full"]),
+        ratio(row["ratio_step_vs_full"]),
+        ratio(row["ratio_step_cpu_vs_full"]),
+        ratio(row["ratio_memory_vs_full"]),
     ]
 
 
-# Short headers for the terminal table, in the order of COLUMNS.
-SHORT_COLUMNS = ("method", "trainable", "peak MB", "step ms", "CPU ms", "infer/s", "step/full", "CPU/full", "mem/full")
-
-
-def render_table(result: BenchResult):
-    from rich.table import Table
-
+def render_table(result: BenchResult) -> Table:
     s = result.settings
-    table = Table(
+    terminal = Table(
         title=f"mitp bench: {s.backbone}, batch {s.batch_size}, text length {s.seq_len}, {s.device}",
         caption="peak MB: peak training memory; step ms: median training step (wall); CPU ms: its "
         "process CPU time, all threads; infer/s: inference samples per second; */full: ratio "
         "to full_finetune",
     )
-    for i, name in enumerate(SHORT_COLUMNS):
-        table.add_column(name, justify="left" if i == 0 else "right")
+    for i, (_, name) in enumerate(COLUMNS):
+        terminal.add_column(name, justify="left" if i == 0 else "right")
     for row in result.rows:
-        table.add_row(*_cells(row))
-    return table
+        terminal.add_row(*_cells(row))
+    return terminal
 
 
-def to_markdown(result: BenchResult, command: str | None = None, date: str | None = None) -> str:
+def to_markdown(result: BenchResult) -> str:
+    """The settings, the table, then the notes and the --target checks as a list."""
     s = result.settings
-    lines = [
-        (
-            f"Backbone `{s.backbone}`, batch {s.batch_size}, text length {s.seq_len}, device {s.device}, "
-            f"{s.threads} threads."
-        ),
-        "",
-    ]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|")
-    for row in result.rows:
-        lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines.append("")
-    for note in result.notes:
-        lines.append(f"- {note}")
-    for check in result.checks():
-        lines.append(f"- {check}")
-    if command or date:
-        lines.append("")
-        if command:
-            lines += ["Reproduce with:", "", "```", command, "```", ""]
-        if date:
-            lines.append(f"Measured {date}; the whole run took {result.wall_seconds:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return (
+        f"Backbone `{s.backbone}`, batch {s.batch_size}, text length {s.seq_len}, device {s.device}, "
+        f"{s.threads} threads.\n\n"
+        + table([header for header, _ in COLUMNS], [_cells(row) for row in result.rows])
+        + "".join(f"\n- {line}" for line in result.notes + result.checks())
+    )
