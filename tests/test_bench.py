@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -426,3 +427,29 @@ def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys)
 def test_bench_inference_batch_sizes_are_checked(capsys, sizes, message):
     assert main(["bench", "inference", "--batch-sizes", sizes]) == 2
     assert f"argument --batch-sizes: {message}" in capsys.readouterr().err
+
+
+def documented_bench_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `mitp bench` command line in README.md and docs/ (continued lines joined)."""
+    root = Path(__file__).parents[1]
+    found = []
+    for path in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        text = path.read_text().replace("\\\n", " ")
+        found += [(path.name, line.strip()) for line in text.splitlines() if line.strip().startswith("mitp bench ")]
+    return found
+
+
+def test_every_documented_bench_command_parses():
+    commands = documented_bench_commands()
+    assert len(commands) >= 10 and {command.split()[2] for _, command in commands} >= {
+        "step",
+        "profile",
+        "epochs",
+        "inference",
+        "serve",
+    }
+    for name, command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except Exception as err:  # named with the file and the command
+            pytest.fail(f"{name}: {command}: {err}")
