@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target, run_benchmark
+from mitp.app.bench.measure import run_benchmark
+from mitp.app.bench.settings import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target
 from mitp.app.cli import build_parser, main
 from mitp.app.commands.bench import command_line
 from mitp.backbones import build_backbone

@@ -224,7 +224,7 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
     }
 
 
-def render_load(row: dict) -> str:
+def render(row: dict) -> str:
     rss = row["rss_mb"]
     totals = (
         f"{row['requests']:,}",
@@ -258,4 +258,4 @@ def render_load(row: dict) -> str:
     )
 
 
-__all__ = ["MIX", "load_benchmark", "render_load"]
+__all__ = ["MIX", "load_benchmark", "render"]

@@ -1,4 +1,27 @@
-"""The parent side of `mitp bench`: validate, drive the workers in alternating rounds, make the rows."""
+"""`mitp bench step`, the parent side: validate, drive the workers in alternating rounds, make the rows.
+
+One worker process per method (a fresh process forked from a server that has only imported the
+libraries, ``app/launch.py``, so memory figures start from a clean process) builds the backbone and the
+method once and keeps them. The parent drives the measurement in rounds: in every round it asks each
+worker in turn, never two at once, to run ``steps`` timed training steps and ``steps`` timed inference
+passes. Drift of a shared machine therefore hits every method alike, and the medians are taken over all
+rounds.
+
+* Training step: what ``mitp train`` does per batch (without mixed precision): forward
+  with labels, backward, gradient clipping (``train.max_grad_norm`` default), AdamW
+  step, zero_grad, reading the loss. Only the learning-rate scheduler is left out.
+  Timed as wall time and as process CPU time (all threads; CPU only).
+* Inference pass: forward without labels under ``torch.no_grad`` in eval mode.
+* Peak memory of training: what the training steps add on top of the built model,
+  peak over every training step (warm-up included: step 1 has no AdamW state yet).
+  CPU: growth of the peak resident set (VmHWM, reset after building through
+  ``/proc/self/clear_refs``) in the method's own fresh process. CUDA: peak of
+  ``torch.cuda.max_memory_allocated`` during the training steps minus what was
+  allocated before them (weights and the input batch).
+
+Inputs are random but well formed (``Backbone.random_batch``, fixed seed); random
+weights are fine because speed and memory do not depend on them.
+"""
 
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def run(args) -> int:
         if getattr(args, flag[2:]):
             check_outputs(files=[getattr(args, flag[2:])], flag=flag)
     if "methods" in vars(args):  # checked, and spelled out in the recorded command (none named: every method)
-        args.methods = ",".join(bench.method_names(args.methods))
+        args.methods = ",".join(bench.settings.method_names(args.methods))
     result, markdown = args.measure(args, bench)
     if args.json:
         write_json_atomic(args.json, result)
@@ -215,24 +215,24 @@ def _say(message: str) -> None:
 
 def measure_step(args, bench) -> tuple[list[dict], str]:
     same = ("backbone", "batch_size", "steps", "rounds", "warmup", "seq_len", "device", "threads", "num_classes")
-    settings = bench.BenchSettings(
+    settings = bench.settings.BenchSettings(
         methods=tuple(args.methods.split(",")),
-        targets=tuple(bench.Target.parse(text) for text in args.target),
+        targets=tuple(bench.settings.Target.parse(text) for text in args.target),
         **{name: getattr(args, name) for name in same},
     )
-    result = bench.run_benchmark(settings, progress=_say)
+    result = bench.measure.run_benchmark(settings, progress=_say)
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150, highlight=False)
-    console.print(bench.render_table(result))
+    console.print(bench.render.render_table(result))
     for line in result.notes + result.checks():
         console.print(line)
     console.print(f"wall time {result.wall_seconds:.0f} s")
-    return result.rows, bench.to_markdown(result)
+    return result.rows, bench.render.to_markdown(result)
 
 
 def measure_profile(args, bench) -> tuple[list[dict], str]:
     profiles = [
-        bench.profile_step(
+        bench.profile.profile_step(
             args.backbone,
             method,
             batch_size=args.batch_size,
@@ -244,11 +244,11 @@ def measure_profile(args, bench) -> tuple[list[dict], str]:
         )
         for method in args.methods.split(",")
     ]
-    return _printed(profiles, bench.render_profiles(profiles))
+    return _printed(profiles, bench.profile.render(profiles))
 
 
 def measure_epochs(args, bench) -> tuple[list[dict], str]:
-    rows = bench.epoch_benchmark(
+    rows = bench.epochs.epoch_benchmark(
         args.backbone,
         tuple(args.methods.split(",")),
         samples=args.samples,
@@ -259,11 +259,11 @@ def measure_epochs(args, bench) -> tuple[list[dict], str]:
         compile=args.compile,
         progress=_say,
     )
-    return _printed(rows, bench.render_epochs(rows))
+    return _printed(rows, bench.epochs.render(rows))
 
 
 def measure_inference(args, bench) -> tuple[dict, str]:
-    result = bench.inference_benchmark(
+    result = bench.inference.inference_benchmark(
         args.backbone,
         args.method,
         batch_sizes=args.batch_sizes,
@@ -276,20 +276,20 @@ def measure_inference(args, bench) -> tuple[dict, str]:
         num_classes=args.num_classes,
         progress=_say,
     )
-    return _printed(result, bench.render_inference(result))
+    return _printed(result, bench.inference.render(result))
 
 
 def measure_serve(args, bench) -> tuple[list[dict] | dict, str]:
     if args.load is None:
-        rows = bench.serve_benchmark(
+        rows = bench.serving.serve_benchmark(
             args.backbone, args.method, requests=args.requests, clients=args.clients, num_classes=args.num_classes
         )
-        return _printed(rows, bench.render_serve(rows))
+        return _printed(rows, bench.serving.render(rows))
     args.requests = None  # not sent under --load: left out of the recorded command
-    result = bench.load_benchmark(
+    result = bench.load.load_benchmark(
         args.backbone, args.method, args.load, clients=args.clients, num_classes=args.num_classes, progress=_say
     )
-    return _printed(result, bench.render_load(result))
+    return _printed(result, bench.load.render(result))
 
 
 def _printed(result, markdown: str):
