@@ -1,4 +1,5 @@
-"""`mitp bench step`, the parent side: validate, drive the workers in alternating rounds, make the rows.
+"""`mitp bench step`, the parent side: validate, drive the workers in alternating rounds, make the rows and
+their tables (terminal and markdown).
 
 One worker process per method (a fresh process forked from a server that has only imported the
 libraries, ``app/launch.py``, so memory figures start from a clean process) builds the backbone and the
@@ -29,9 +30,11 @@ import statistics
 import time
 
 import torch
+from rich.table import Table
 
 from mitp.backbones import build_backbone, family_of
 from mitp.configuration import ConfigError
+from mitp.markdown import table
 from mitp.methods import get_method
 
 from ..launch import process_context
@@ -184,3 +187,60 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     if REFERENCE not in settings.methods:
         notes.append(f"{REFERENCE} was not measured: the ratio columns are null")
     return BenchResult(settings, rows, schedule, notes, time.perf_counter() - started)
+
+
+# (markdown header, short terminal header) per column
+COLUMNS = (
+    ("method", "method"),
+    ("trainable params", "trainable"),
+    ("peak train memory (MB)", "peak MB"),
+    ("train step (ms)", "step ms"),
+    ("train step CPU (ms)", "CPU ms"),
+    ("inference (samples/s)", "infer/s"),
+    ("step vs full", "step/full"),
+    ("step CPU vs full", "CPU/full"),
+    ("memory vs full", "mem/full"),
+)
+
+
+def _cells(row: dict) -> list[str]:
+    def ratio(value) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    return [
+        row["method"],
+        f"{row['trainable_params']:,}",
+        f"{row['peak_memory_mb']:,.1f}",
+        f"{row['train_step_ms']:,.1f}",
+        "-" if row["train_step_cpu_ms"] is None else f"{row['train_step_cpu_ms']:,.1f}",
+        f"{row['infer_samples_per_s']:,.2f}",
+        ratio(row["ratio_step_vs_full"]),
+        ratio(row["ratio_step_cpu_vs_full"]),
+        ratio(row["ratio_memory_vs_full"]),
+    ]
+
+
+def terminal_table(result: BenchResult) -> Table:
+    s = result.settings
+    terminal = Table(
+        title=f"mitp bench: {s.backbone}, batch {s.batch_size}, text length {s.seq_len}, {s.device}",
+        caption="peak MB: peak training memory; step ms: median training step (wall); CPU ms: its "
+        "process CPU time, all threads; infer/s: inference samples per second; */full: ratio "
+        "to full_finetune",
+    )
+    for i, (_, name) in enumerate(COLUMNS):
+        terminal.add_column(name, justify="left" if i == 0 else "right")
+    for row in result.rows:
+        terminal.add_row(*_cells(row))
+    return terminal
+
+
+def render(result: BenchResult) -> str:
+    """The settings, the table, then the notes and the --target checks as a list."""
+    s = result.settings
+    return (
+        f"Backbone `{s.backbone}`, batch {s.batch_size}, text length {s.seq_len}, device {s.device}, "
+        f"{s.threads} threads.\n\n"
+        + table([header for header, _ in COLUMNS], [_cells(row) for row in result.rows])
+        + "".join(f"\n- {line}" for line in result.notes + result.checks())
+    )

@@ -223,11 +223,11 @@ def measure_step(args, bench) -> tuple[list[dict], str]:
     result = bench.measure.run_benchmark(settings, progress=_say)
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150, highlight=False)
-    console.print(bench.render.render_table(result))
+    console.print(bench.measure.terminal_table(result))
     for line in result.notes + result.checks():
         console.print(line)
     console.print(f"wall time {result.wall_seconds:.0f} s")
-    return result.rows, bench.render.to_markdown(result)
+    return result.rows, bench.measure.render(result)
 
 
 def measure_profile(args, bench) -> tuple[list[dict], str]:
