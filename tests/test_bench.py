@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mitp.app.bench.measure import run_benchmark
+from mitp.app.bench.model import random_classifier
 from mitp.app.bench.settings import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target
 from mitp.app.cli import build_parser, main
 from mitp.app.commands.bench import command_line
@@ -454,3 +455,12 @@ def test_every_documented_bench_command_parses():
             build_parser().parse_args(shlex.split(command)[1:])
         except Exception as err:  # named with the file and the command
             pytest.fail(f"{name}: {command}: {err}")
+
+
+def test_the_benchmarked_model_takes_a_method_setting_and_opens_its_gates():
+    ungated = random_classifier("tiny-clip", "mitp[prompt_gate=false]", 3, max_length=1000)
+    assert ungated.model.config.prompt_gate is False and ungated.labels.num_classes == 3
+    assert ungated.preprocessor.max_length == ungated.model.backbone.text_format.max_length  # at most the tower's
+    gated = random_classifier("tiny-clip", "mitp", 3, max_length=8, open_gates=True)
+    gates = [p for name, p in gated.model.named_parameters() if "gates" in name]
+    assert gates and all(bool((p == 1).all()) for p in gates) and gated.info["preprocessing"]["max_text_length"] == 8
