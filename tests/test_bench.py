@@ -1,11 +1,16 @@
 """``mitp bench``: rows, ratios, round order and reports (no assertion on timing values)."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
-from mitp.app.bench import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target, run_benchmark
-from mitp.app.cli import main
+from mitp.app.bench.measure import run_benchmark
+from mitp.app.bench.model import random_classifier
+from mitp.app.bench.settings import REQUIRED_KEYS, ROW_KEYS, BenchSettings, Target
+from mitp.app.cli import build_parser, main
+from mitp.app.commands.bench import command_line
 from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
 from mitp.methods import build_model, make_config
@@ -33,12 +38,10 @@ FAST = [
 SETTING = "mitp[prompt_gate=false;num_steps=2]"
 
 
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
-    """One fast CLI run shared by the tests: tiny-clip, mitp, a mitp setting and full_finetune, one round."""
-    out = tmp_path_factory.mktemp("bench")
-    argv = [
+def step_argv(out):
+    return [
         "bench",
+        "step",
         *FAST,
         "--methods",
         f"mitp,{SETTING},full_finetune",
@@ -51,7 +54,13 @@ def bench_run(tmp_path_factory):
         "--markdown",
         str(out / "table.md"),
     ]
-    assert main(argv) == 0
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One fast CLI run shared by the tests: tiny-clip, mitp, a mitp setting and full_finetune, one round."""
+    out = tmp_path_factory.mktemp("bench")
+    assert main(step_argv(out)) == 0
     return out
 
 
@@ -98,8 +107,75 @@ def test_markdown_table_is_written(bench_run):
     assert "| method | trainable params |" in text
     assert "| mitp |" in text and "| full_finetune |" in text
     assert "growth of peak RSS in a fresh process per method" in text
-    assert f"mitp bench --backbone tiny-clip --methods 'mitp,{SETTING},full_finetune'" in text  # shell-quoted
+    assert text.startswith("# mitp bench step\n")
+    assert f"mitp bench step --backbone tiny-clip --methods 'mitp,{SETTING},full_finetune'" in text  # shell-quoted
     assert "mitp train_step_ms / full_finetune train_step_ms =" in text  # the --target, met or not
+
+
+def recorded_command(markdown: str) -> list[str]:
+    """The argv of the command a --markdown report records (the line after "Reproduce with:")."""
+    lines = markdown.splitlines()
+    command = lines[lines.index("Reproduce with:") + 3]
+    assert command.startswith("mitp bench ")
+    return shlex.split(command)[1:]
+
+
+@pytest.mark.slow
+def test_the_recorded_command_reproduces_the_run_setting_for_setting(bench_run):
+    given = vars(build_parser().parse_args(step_argv(bench_run)))
+    recorded = recorded_command((bench_run / "table.md").read_text())
+    assert vars(build_parser().parse_args(recorded)) == given
+    assert "--rounds" in recorded and "--seq-len" in recorded and "--target" in recorded  # defaults spelled out
+
+
+@pytest.mark.parametrize(
+    "argv, default",
+    [
+        (
+            ["step", "--methods", "mitp,pmf", "--target", "mitp/pmf:train_step_ms<=1", "--target", "x/y:infer_ms<=2"],
+            "--rounds",
+        ),
+        (
+            ["profile", "--backbone", "tiny-clip", "--methods", "mitp", "--warmup", "0", "--json", "a b.json"],
+            "--seq-len",
+        ),
+        (["epochs", "--methods", "mitp", "--compile", "--epochs", "3"], "--samples"),
+        (
+            ["inference", "--method", "mitp[prompt_gate=false]", "--batch-sizes", "1,4", "--image-size", "112"],
+            "--steps",
+        ),
+        (["serve", "--method", "late_fusion", "--requests", "9"], "--clients"),
+    ],
+)
+def test_the_recorded_command_spells_out_every_setting(argv, default):
+    args = build_parser().parse_args(["bench", *argv])
+    recorded = shlex.split(command_line(args))
+    assert recorded[:3] == ["mitp", "bench", argv[0]] and default in recorded and "--backbone" in recorded
+    assert vars(build_parser().parse_args(recorded[1:])) == vars(args)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: BENCHMARK"),
+        (["serve", "--epochs", "2"], "unrecognized arguments: --epochs 2"),
+        (["step", "--load", "3"], "unrecognized arguments: --load 3"),
+        (["step", "--serve"], "unrecognized arguments: --serve"),
+        (["epochs", "--device", "cpu"], "unrecognized arguments: --device cpu"),
+        (["inference", "--methods", "mitp"], "unrecognized arguments: --methods mitp"),
+        (["profile", "--target", "mitp/pmf:train_step_ms<=1"], "unrecognized arguments: --target"),
+        (["serve", "--load", "3", "--requests", "5"], "argument --requests: not allowed with argument --load"),
+        (["serve", "--load", "0"], "argument --load: must be a number of seconds > 0, got 0"),
+    ],
+)
+def test_each_benchmark_refuses_the_options_of_the_others(capsys, argv, message):
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_output_path_is_checked_before_the_work(tmp_path, capsys):
+    assert main(["bench", "step", *FAST, "--methods", "mitp", "--markdown", str(tmp_path)]) == 2
+    assert f"--markdown: refusing to write {tmp_path}: it is a directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -164,7 +240,7 @@ def test_a_method_setting_is_a_row_of_its_own(bench_run):
 
 
 def test_a_misspelt_method_setting_is_named(capsys):
-    assert main(["bench", *FAST, "--methods", "mitp[prompt_gat=false]"]) == 2
+    assert main(["bench", "step", *FAST, "--methods", "mitp[prompt_gat=false]"]) == 2
     assert "prompt_gat" in capsys.readouterr().err
 
 
@@ -178,7 +254,7 @@ def test_a_misspelt_method_setting_is_named(capsys):
     ],
 )
 def test_errors_exit_2_and_name_the_problem(capsys, args, message):
-    assert main(["bench", *FAST, *args]) == 2
+    assert main(["bench", "step", *FAST, *args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -188,10 +264,10 @@ def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
         main(
             [
                 "bench",
-                "--serve",
+                "serve",
                 "--backbone",
                 "tiny-clip",
-                "--methods",
+                "--method",
                 "late_fusion",
                 "--requests",
                 "40",
@@ -215,7 +291,7 @@ def test_bench_serve_reports_batched_and_unbatched(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "batched / unbatched throughput" in table
     markdown = (tmp_path / "serve.md").read_text()
-    assert markdown.startswith("# mitp bench --serve\n") and table.strip() in markdown
+    assert markdown.startswith("# mitp bench serve\n") and table.strip() in markdown
 
 
 def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
@@ -224,11 +300,11 @@ def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
         main(
             [
                 "bench",
-                "--profile",
+                "profile",
                 "--backbone",
                 "tiny-clip",
                 "--methods",
-                "mitp,deep_prompts",
+                "mitp,deep_prompts,mitp[prompt_gate=false]",
                 "--steps",
                 "1",
                 "--warmup",
@@ -244,7 +320,7 @@ def test_bench_profile_lists_the_top_operators(tmp_path, capsys):
         == 0
     )
     profiles = json.loads(out.read_text())
-    assert [p["method"] for p in profiles] == ["mitp", "deep_prompts"]
+    assert [p["method"] for p in profiles] == ["mitp", "deep_prompts", "mitp[prompt_gate=false]"]
     for p in profiles:
         shares = [o["share"] for o in p["ops"]]
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
@@ -261,17 +337,19 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
         main(
             [
                 "bench",
-                "--serve",
+                "serve",
                 "--load",
                 "3",
                 "--clients",
                 "6",
                 "--backbone",
                 "tiny-clip",
-                "--methods",
+                "--method",
                 "late_fusion",
                 "--json",
                 str(out),
+                "--markdown",
+                str(tmp_path / "load.md"),
             ]
         )
         == 0
@@ -294,6 +372,9 @@ def test_bench_serve_load_drives_a_server_process_with_good_and_bad_requests(tmp
         else:  # a body refused while it streams: 413, or the connection closed under the client
             assert all(s == "413" or s.startswith("closed") for s in statuses), statuses
     assert "| kind | share |" in capsys.readouterr().out
+    recorded = recorded_command((tmp_path / "load.md").read_text())
+    assert "--requests" not in recorded  # not sent under --load; the command runs as recorded
+    assert build_parser().parse_args(recorded).load == 3
 
 
 @pytest.mark.slow
@@ -303,10 +384,10 @@ def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys)
         main(
             [
                 "bench",
-                "--inference",
+                "inference",
                 "--backbone",
                 "tiny-clip",
-                "--methods",
+                "--method",
                 "mitp",
                 "--batch-sizes",
                 "1,4",
@@ -346,5 +427,40 @@ def test_bench_inference_times_each_runtime_in_its_own_process(tmp_path, capsys)
     ],
 )
 def test_bench_inference_batch_sizes_are_checked(capsys, sizes, message):
-    assert main(["bench", "--inference", "--batch-sizes", sizes]) == 2
+    assert main(["bench", "inference", "--batch-sizes", sizes]) == 2
     assert f"argument --batch-sizes: {message}" in capsys.readouterr().err
+
+
+def documented_bench_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `mitp bench` command line in README.md and docs/ (continued lines joined)."""
+    root = Path(__file__).parents[1]
+    found = []
+    for path in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        text = path.read_text().replace("\\\n", " ")
+        found += [(path.name, line.strip()) for line in text.splitlines() if line.strip().startswith("mitp bench ")]
+    return found
+
+
+def test_every_documented_bench_command_parses():
+    commands = documented_bench_commands()
+    assert len(commands) >= 10 and {command.split()[2] for _, command in commands} >= {
+        "step",
+        "profile",
+        "epochs",
+        "inference",
+        "serve",
+    }
+    for name, command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except Exception as err:  # named with the file and the command
+            pytest.fail(f"{name}: {command}: {err}")
+
+
+def test_the_benchmarked_model_takes_a_method_setting_and_opens_its_gates():
+    ungated = random_classifier("tiny-clip", "mitp[prompt_gate=false]", 3, max_length=1000)
+    assert ungated.model.config.prompt_gate is False and ungated.labels.num_classes == 3
+    assert ungated.preprocessor.max_length == ungated.model.backbone.text_format.max_length  # at most the tower's
+    gated = random_classifier("tiny-clip", "mitp", 3, max_length=8, open_gates=True)
+    gates = [p for name, p in gated.model.named_parameters() if "gates" in name]
+    assert gates and all(bool((p == 1).all()) for p in gates) and gated.info["preprocessing"]["max_text_length"] == 8

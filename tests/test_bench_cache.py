@@ -1,4 +1,4 @@
-"""mitp bench --epochs: every method side by side in its best mode, ratios to full fine-tuning."""
+"""mitp bench epochs: every method side by side in its best mode, ratios to full fine-tuning."""
 
 import json
 
@@ -15,6 +15,7 @@ def test_epoch_benchmark_puts_methods_side_by_side_in_their_best_mode(tmp_path):
         main(
             [
                 "bench",
+                "epochs",
                 "--epochs",
                 "2",
                 "--backbone",
@@ -45,5 +46,5 @@ def test_epoch_benchmark_puts_methods_side_by_side_in_their_best_mode(tmp_path):
 
 
 def test_epochs_must_allow_a_cached_pass(capsys):
-    assert main(["bench", "--epochs", "1", "--backbone", "tiny-clip", "--methods", "mitp"]) == 2
+    assert main(["bench", "epochs", "--epochs", "1", "--backbone", "tiny-clip", "--methods", "mitp"]) == 2
     assert "--epochs must be >= 2" in capsys.readouterr().err

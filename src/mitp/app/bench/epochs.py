@@ -1,4 +1,4 @@
-"""What a user pays per epoch (``mitp bench --epochs N``): every method side by side, each in its best mode.
+"""What a user pays per epoch (``mitp bench epochs``): every method side by side, each in its best mode.
 
 Every method trains ``epochs`` epochs on the same generated dataset, as a real ``mitp train`` in a
 fresh process (its peak memory is its own), with the frozen-prefix cache on where the method has
@@ -19,10 +19,12 @@ from pathlib import Path
 import yaml
 
 from mitp.backbones import build_backbone, is_builtin
+from mitp.markdown import table
 from mitp.methods import build_model, make_config
 from mitp.runs import Run
 from mitp.synthetic import write_toy_dataset
 
+from ..errors import UserError
 from ..launch import CliProcess
 from ..train.rundir import MetricsLog
 from .settings import REFERENCE, parse_method_spec
@@ -63,10 +65,8 @@ def epoch_benchmark(
     progress=print,
 ) -> list[dict]:
     """One row per method: its last epoch (min / median / max over rounds) and ratios to full fine-tuning."""
-
     if epochs < 2:
-        raise ValueError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
-
+        raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
     meta = build_backbone(backbone, device="meta" if is_builtin(backbone) else None)
     specs = {m: parse_method_spec(m) for m in methods}  # "mitp[prompt_gate=false]": a setting as a row
     cached = {
@@ -80,7 +80,7 @@ def epoch_benchmark(
             tmp / "data", sizes=(samples, batch_size, batch_size), seed=seed, image_size=meta.image_size
         )
         for round_ in range(rounds):
-            for method in methods:
+            for index, method in enumerate(methods):
                 name, overrides = specs[method]
                 config = {
                     "data": str(data),
@@ -99,13 +99,7 @@ def epoch_benchmark(
                     },
                     "eval": {"every_epochs": epochs},
                 }
-                figures[method].append(
-                    _run(
-                        config,
-                        tmp / f"round{round_}-{len(figures[method])}-{name}-{list(methods).index(method)}",
-                        threads,
-                    )
-                )
+                figures[method].append(_run(config, tmp / f"round{round_}-{index}-{name}", threads))
                 progress(f"round {round_ + 1}/{rounds}: {method} last epoch {figures[method][-1]['epoch_s']:.2f} s")
     steps = math.ceil(samples / batch_size)
     rows = []
@@ -144,24 +138,31 @@ def epoch_benchmark(
 
 
 def render(rows: list[dict]) -> str:
-    first = rows[0]
-    lines = [
-        f"{first['backbone']}, {first['samples']} samples, batch {first['batch_size']}, last of {first['epochs']} "
-        f"epochs, {first['rounds']} rounds (min / median / max){', compiled' if first['compile'] else ''}:",
-        "",
-        "| method | mode | epoch (s) | step (ms) | epoch CPU (s) | peak memory (MB) | inference (samples/s) | "
-        "epoch vs full | CPU vs full | memory vs full |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
     def ratio(value):
         return "-" if value is None else f"{value:.2f}x"
 
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['mode']} | {r['epoch_s_min']:.2f} / {r['epoch_s']:.2f} / "
-            f"{r['epoch_s_max']:.2f} | {r['step_ms']:.0f} | {r['epoch_cpu_s']:.2f} | {r['peak_memory_mb']:.0f} | "
-            f"{r['infer_samples_per_s']:.1f} | {ratio(r['ratio_epoch_vs_full'])} | "
-            f"{ratio(r['ratio_cpu_vs_full'])} | {ratio(r['ratio_memory_vs_full'])} |"
+    first = rows[0]
+    header = (
+        "method | mode | epoch (s) | step (ms) | epoch CPU (s) | peak memory (MB) | inference (samples/s) | "
+        "epoch vs full | CPU vs full | memory vs full"
+    ).split(" | ")
+    cells = [
+        (
+            r["method"],
+            r["mode"],
+            f"{r['epoch_s_min']:.2f} / {r['epoch_s']:.2f} / {r['epoch_s_max']:.2f}",
+            f"{r['step_ms']:.0f}",
+            f"{r['epoch_cpu_s']:.2f}",
+            f"{r['peak_memory_mb']:.0f}",
+            f"{r['infer_samples_per_s']:.1f}",
+            ratio(r["ratio_epoch_vs_full"]),
+            ratio(r["ratio_cpu_vs_full"]),
+            ratio(r["ratio_memory_vs_full"]),
         )
-    return "\n".join(lines)
+        for r in rows
+    ]
+    return (
+        f"{first['backbone']}, {first['samples']} samples, batch {first['batch_size']}, last of {first['epochs']} "
+        f"epochs, {first['rounds']} rounds (min / median / max){', compiled' if first['compile'] else ''}:\n\n"
+        + table(header, cells, align="ll" + "r" * 8)
+    )

@@ -1,5 +1,5 @@
-"""`mitp bench --inference`: a trained model's forward pass on eager PyTorch, on the ONNX graph and on
-its int8 graph, side by side.
+"""`mitp bench inference`: a trained model's forward pass on eager PyTorch, on the ONNX graph and on its int8
+graph, side by side.
 
 One model (random weights on the given backbone, gates opened so the prompts are live) is exported
 once with ``mitp export --onnx --quantize int8``; each runtime then loads it in its own fresh process
@@ -17,47 +17,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
-
-from mitp.backbones import build_backbone
-from mitp.classifier import Classifier
-from mitp.data.manifest import LabelSpace
-from mitp.data.preprocess import Preprocessor
-from mitp.methods import build_model, make_config
+from mitp.markdown import table
 from mitp.onnx_export import export_onnx
 
 from ..runtime_worker import time_logits
+from .model import random_classifier
 from .settings import BenchError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-
-
-def _export(
-    backbone_spec: str, method: str, folder: Path, seq_len: int, image_size: int | None, num_classes: int
-) -> dict:
-    backbone = build_backbone(backbone_spec)
-    torch.manual_seed(0)
-    model = build_model(make_config(method, num_classes=num_classes), backbone).eval()
-    with torch.no_grad():  # gates open as after training (the work is the same; the logits then depend on prompts)
-        for name, param in model.named_parameters():
-            if "gates" in name:
-                param.fill_(1.0)
-    max_length = min(seq_len, backbone.text_format.max_length)
-    preprocessor = Preprocessor.for_backbone(backbone, max_length, image_size)
-    labels = LabelSpace("single_label", tuple(f"class-{i}" for i in range(num_classes)))
-    info = {
-        "backbone": backbone_spec,
-        "threshold": 0.5,
-        "preprocessing": {"max_text_length": max_length, "image_size": image_size},
-    }
-    classifier = Classifier(model, preprocessor, labels, info)
-    classifier.save_pretrained(folder)
-    spec = export_onnx(classifier, folder, quantize="int8")
-    return {
-        "parity_max_abs": spec["parity_max_abs"],
-        "image_size": list(preprocessor.blank_image().shape[1:]),
-        "text_length": max_length,
-    }
+WEIGHT_FILES = {"torch": "model.safetensors", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 
 
 def _receive(conn, process, runtime: str) -> dict:
@@ -84,15 +52,15 @@ def inference_benchmark(
     """Rows per runtime and batch size: median ms per batch, samples/s, speed-up over eager PyTorch."""
     say = progress or (lambda message: None)
     context = multiprocessing.get_context("spawn")
+    times = {(r, b): [] for r in RUNTIMES for b in batch_sizes}
+    peaks = dict.fromkeys(RUNTIMES, 0.0)
     with tempfile.TemporaryDirectory(prefix="mitp-bench-onnx-") as tmp:
         folder = Path(tmp) / "model"
         say(f"exporting {method} on {backbone} (fp32 and int8 graphs)")
-        export = _export(backbone, method, folder, seq_len, image_size, num_classes)
-        sizes_mb = {
-            "torch": (folder / "model.safetensors").stat().st_size / 2**20,
-            "onnx": (folder / "model.onnx").stat().st_size / 2**20,
-            "onnx-int8": (folder / "model.int8.onnx").stat().st_size / 2**20,
-        }
+        classifier = random_classifier(backbone, method, num_classes, seq_len, image_size, open_gates=True)
+        classifier.save_pretrained(folder)
+        parity = export_onnx(classifier, folder, quantize="int8")["parity_max_abs"]
+        file_mb = {runtime: (folder / name).stat().st_size / 2**20 for runtime, name in WEIGHT_FILES.items()}
         workers, loaded = {}, {}
         try:
             for runtime in RUNTIMES:  # one after another, so load times and memory are not shared
@@ -105,26 +73,22 @@ def inference_benchmark(
                 workers[runtime] = (process, parent)
                 loaded[runtime] = _receive(parent, process, runtime)
                 say(f"loaded {runtime} in {loaded[runtime]['load_seconds']:.1f} s")
-            times = {(r, b): [] for r in RUNTIMES for b in batch_sizes}
-            peaks = dict.fromkeys(RUNTIMES, 0.0)
-            for round_index in range(rounds + (1 if warmup else 0)):
+            for round_index in range(0 if warmup else 1, rounds + 1):  # round 0: the warm-up, not timed
                 for size in batch_sizes:
                     for runtime in RUNTIMES:
-                        conn = workers[runtime][1]
-                        conn.send((size, warmup if round_index == 0 and warmup else steps))
-                        reply = _receive(conn, workers[runtime][0], runtime)
+                        process, conn = workers[runtime]
+                        conn.send((size, steps if round_index else warmup))
+                        reply = _receive(conn, process, runtime)
                         peaks[runtime] = max(peaks[runtime], reply["peak_rss_mb"])
-                        if round_index or not warmup:
+                        if round_index:
                             times[runtime, size] += reply["times"]
-                if round_index or not warmup:
-                    say(
-                        f"round {round_index if warmup else round_index + 1}/{rounds}: "
-                        + ", ".join(
-                            f"{r} b{b} {1000 * statistics.median(times[r, b]):.1f} ms"
-                            for b in batch_sizes
-                            for r in RUNTIMES
-                        )
+                if round_index:
+                    medians = (
+                        f"{r} b{b} {1000 * statistics.median(times[r, b]):.1f} ms"
+                        for b in batch_sizes
+                        for r in RUNTIMES
                     )
+                    say(f"round {round_index}/{rounds}: " + ", ".join(medians))
         finally:
             for process, conn in workers.values():
                 if process.is_alive():
@@ -150,7 +114,7 @@ def inference_benchmark(
                     "load_seconds": round(loaded[runtime]["load_seconds"], 2),
                     "rss_mb": round(loaded[runtime]["rss_mb"], 1),
                     "peak_rss_mb": round(peaks[runtime], 1),
-                    "file_mb": round(sizes_mb[runtime], 2),
+                    "file_mb": round(file_mb[runtime], 2),
                     "timed_calls": len(times[runtime, size]),
                     "torch_in_process": loaded[runtime]["torch_imported"],
                 }
@@ -162,29 +126,39 @@ def inference_benchmark(
         "rounds": rounds,
         "steps": steps,
         "warmup": warmup,
-        **export,
+        "parity_max_abs": parity,
+        "image_size": list(classifier.preprocessor.blank_image().shape[1:]),
+        "text_length": classifier.preprocessor.max_length,
         "rows": rows,
     }
 
 
 def render(result: dict) -> str:
-    lines = [
-        "| runtime | batch | ms / batch | samples/s | vs eager PyTorch | load (s) | RSS after load (MB) | "
-        "peak RSS (MB) | weights file (MB) | torch loaded |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['runtime']} | {r['batch_size']} | {r['ms_per_batch']:.1f} | {r['samples_per_s']:.1f} | "
-            f"{r['speedup_vs_torch']:.2f}x | {r['load_seconds']:.1f} | {r['rss_mb']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} | {r['file_mb']:.1f} | {'yes' if r['torch_in_process'] else 'no'} |"
+    header = (
+        "runtime | batch | ms / batch | samples/s | vs eager PyTorch | load (s) | RSS after load (MB) | peak RSS (MB) "
+        "| weights file (MB) | torch loaded"
+    ).split(" | ")
+    rows = [
+        (
+            r["runtime"],
+            r["batch_size"],
+            f"{r['ms_per_batch']:.1f}",
+            f"{r['samples_per_s']:.1f}",
+            f"{r['speedup_vs_torch']:.2f}x",
+            f"{r['load_seconds']:.1f}",
+            f"{r['rss_mb']:.0f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['file_mb']:.1f}",
+            "yes" if r["torch_in_process"] else "no",
         )
+        for r in result["rows"]
+    ]
     height, width = result["image_size"]
-    lines.append(
-        f"\n{result['method']} on {result['backbone']}, {height}x{width} images, {result['text_length']} "
+    return (
+        table(header, rows, align="l" + "r" * 8 + "l")
+        + f"\n{result['method']} on {result['backbone']}, {height}x{width} images, {result['text_length']} "
         f"text tokens, {result['threads']} thread(s) per runtime, medians of {result['rounds']} rounds x "
         f"{result['steps']} calls; the fp32 graph's logits are within {result['parity_max_abs']:.1e} of "
         "PyTorch's. The PyTorch weights file holds only the trainable tensors (the frozen backbone "
         "is rebuilt from its spec); the graphs hold everything."
     )
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`mitp bench --serve --load SECONDS`: `mitp serve` under many concurrent clients sending good and bad
+"""`mitp bench serve --load SECONDS`: `mitp serve` under many concurrent clients sending good and bad
 requests, in a process of its own so that its memory can be watched.
 
 A random model on the given backbone is exported to a temporary folder and served by a real
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import os
 import random
 import statistics
@@ -27,9 +26,12 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from mitp.markdown import table
+
 from ..procmem import memory_mb
 from ..serve.local import free_port
-from .serving import _classifier
+from .model import noise_png, random_classifier
+from .serving import percentile_ms
 
 # share of each request kind (good ones first)
 MIX = {
@@ -57,65 +59,45 @@ def _bomb_png(width: int = 13000, height: int = 13000) -> bytes:
     )
 
 
-def _requests(image: bytes, max_body: int, asynchronous: bool) -> dict:
-    """kind -> (path, a function giving the httpx request keyword arguments)."""
+def _requests(image: bytes, max_body: int) -> dict:
+    """kind -> a function giving the keyword arguments of one httpx POST to /predict."""
     json_headers = {"content-type": "application/json"}
     over = b'{"text": "' + b"x" * (max_body + 2**20) + b'"}'
-    pieces = [over[start : start + 2**16] for start in range(0, len(over), 2**16)]
 
-    async def over_limit_async():  # streamed without a length: refused while it arrives
-        for piece in pieces:
-            yield piece
-
-    def over_limit():
-        yield from pieces
+    async def over_limit():  # streamed without a length: refused while it arrives
+        for start in range(0, len(over), 2**16):
+            yield over[start : start + 2**16]
 
     return {
-        "good_multipart": (
-            "/predict",
-            lambda: {
-                "files": {"image": ("x.png", image, "image/png")},
-                "data": {"text": "a photo of something", "top_k": "1"},
-            },
-        ),
-        "good_json": (
-            "/predict",
-            lambda: {"json": {"image": base64.b64encode(image).decode(), "text": "a photo", "top_k": 1}},
-        ),
-        "bad_json": ("/predict", lambda: {"content": b"{not json", "headers": json_headers}),
-        "deep_json": ("/predict", lambda: {"content": b"[" * 100_000 + b"]" * 100_000, "headers": json_headers}),
-        "surrogate": ("/predict", lambda: {"content": b'{"text": "\\ud800"}', "headers": json_headers}),
-        "pixel_bomb": ("/predict", lambda: {"files": {"image": ("b.png", _bomb_png(), "image/png")}}),
-        "body_over_limit": (
-            "/predict",
-            lambda: {"content": over_limit_async() if asynchronous else over_limit(), "headers": json_headers},
-        ),
+        "good_multipart": lambda: {
+            "files": {"image": ("x.png", image, "image/png")},
+            "data": {"text": "a photo of something", "top_k": "1"},
+        },
+        "good_json": lambda: {"json": {"image": base64.b64encode(image).decode(), "text": "a photo", "top_k": 1}},
+        "bad_json": lambda: {"content": b"{not json", "headers": json_headers},
+        "deep_json": lambda: {"content": b"[" * 100_000 + b"]" * 100_000, "headers": json_headers},
+        "surrogate": lambda: {"content": b'{"text": "\\ud800"}', "headers": json_headers},
+        "pixel_bomb": lambda: {"files": {"image": ("b.png", _bomb_png(), "image/png")}},
+        "body_over_limit": lambda: {"content": over_limit(), "headers": json_headers},
     }
 
 
-def _process_memory(pid: int) -> tuple[float, float]:
-    return memory_mb(pid) or (0.0, 0.0)
-
-
-def _export_random_model(backbone: str, method: str, folder: Path) -> bytes:
-    """A random model exported to ``folder``; returns a PNG the size the backbone expects."""
-    from PIL import Image
-
-    classifier = _classifier(backbone, method, 10)
-    classifier.save_pretrained(folder)
-    buffer = io.BytesIO()
-    size = classifier.model.backbone.image_size
-    Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def load_benchmark(
-    backbone: str, method: str, seconds: float = 60.0, clients: int = 200, seed: int = 0, progress=print
+    backbone: str,
+    method: str,
+    seconds: float = 60.0,
+    clients: int = 200,
+    num_classes: int = 10,
+    seed: int = 0,
+    progress=print,
 ) -> dict:
-    import httpx
+    import httpx  # a test and bench dependency, not a runtime one
 
     with tempfile.TemporaryDirectory() as tmp:
-        image = _export_random_model(backbone, method, Path(tmp) / "model")
+        classifier = random_classifier(backbone, method, num_classes)
+        classifier.save_pretrained(Path(tmp) / "model")
+        image = noise_png(classifier.model.backbone.image_size)
+        del classifier  # freed here: the server process loads its own copy from the folder
         port = free_port()
         # The server's log goes to a file, not a pipe nobody reads while it runs (a full pipe would stall it);
         # its tracebacks are counted at the end. A new interpreter, as a deployment starts it, so its memory
@@ -140,15 +122,8 @@ def load_benchmark(
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"mitp serve did not start: {log_path.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.2)
-            warm = _requests(image, 32 * 2**20, asynchronous=False)
-            for path, kwargs in warm.values():  # warm-up: one of each
-                try:
-                    httpx.post(f"{url}{path}", timeout=60, **kwargs())
-                except httpx.HTTPError:
-                    pass  # the refused streamed body
-            kinds = _requests(image, 32 * 2**20, asynchronous=True)
             progress(f"server up (pid {server.pid}); {clients} clients for {seconds:.0f} s")
-            result = asyncio.run(_drive(url, kinds, seconds, clients, seed, server.pid))
+            result = asyncio.run(_drive(url, _requests(image, 32 * 2**20), seconds, clients, seed, server.pid))
         finally:
             server.terminate()
             try:
@@ -167,27 +142,26 @@ def load_benchmark(
 
 
 async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int, pid: int) -> dict:
-    import httpx
+    import httpx  # a test and bench dependency, not a runtime one
+
+    def process_memory() -> tuple[float, float]:
+        return memory_mb(pid) or (0.0, 0.0)
 
     names, weights = list(MIX), list(MIX.values())
     statuses: dict[str, Counter] = defaultdict(Counter)
     latencies: list[float] = []
     retried = Counter()
     unfinished = 0
-    rss_start, _ = _process_memory(pid)
-    rss_samples = [rss_start]
-    stop_at = time.monotonic() + seconds
 
     async def client(number: int, http: httpx.AsyncClient):
         nonlocal unfinished
         rng = random.Random(seed * 100_003 + number)
         while time.monotonic() < stop_at:
             kind = rng.choices(names, weights)[0]
-            path, kwargs = kinds[kind]
             started = time.perf_counter()
             while True:
                 try:
-                    reply = await http.post(f"{url}{path}", **kwargs())
+                    reply = await http.post(f"{url}/predict", **kinds[kind]())
                     status = reply.status_code
                 except httpx.HTTPError as err:  # a refused streamed body may end the connection
                     status = f"closed ({type(err).__name__})"
@@ -205,15 +179,23 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
 
     async def watch_memory():
         while time.monotonic() < stop_at:
-            rss_samples.append(_process_memory(pid)[0])
+            rss_samples.append(process_memory()[0])
             await asyncio.sleep(0.25)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        for request in kinds.values():  # warm-up: one of each
+            try:
+                await http.post(f"{url}/predict", timeout=60, **request())
+            except httpx.HTTPError:
+                pass  # the refused streamed body
+        rss_start, _ = process_memory()
+        rss_samples = [rss_start]
+        stop_at = time.monotonic() + seconds
         started = time.perf_counter()
         await asyncio.gather(watch_memory(), *(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - started
-    rss_end, rss_peak = _process_memory(pid)
+    rss_end, rss_peak = process_memory()
     latencies.sort()
     answered = sum(sum(c.values()) for c in statuses.values())
     good_5xx = sum(
@@ -228,9 +210,7 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
         "requests_per_s": round(answered / wall, 1),
         "good_ok_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)
-        if latencies
-        else None,
+        "p99_ms": percentile_ms(latencies, 0.99) if latencies else None,
         "statuses": {kind: {str(s): n for s, n in sorted(c.items(), key=str)} for kind, c in statuses.items()},
         "retried_503": dict(retried),
         "unfinished_at_end": unfinished,
@@ -244,25 +224,38 @@ async def _drive(url: str, kinds: dict, seconds: float, clients: int, seed: int,
     }
 
 
-def render_load(row: dict) -> str:
-    lines = [
-        f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
-        f"{row['backbone']}",
-        "",
-        "| requests answered | requests/s | good answered 200/s | p50 (ms, good) | p99 (ms, good) | 5xx on good "
-        "requests | tracebacks in the server's log | server RSS start / peak / end (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| {row['requests']:,} | {row['requests_per_s']} | {row['good_ok_per_s']} | {row['p50_ms']} | "
-        f"{row['p99_ms']} | {row['good_5xx']} | {row['server_tracebacks']} | {row['rss_mb']['start']} / "
-        f"{row['rss_mb']['peak']} / {row['rss_mb']['end']} |",
-        "",
-        "| kind | share | answers (status: count) | 503s retried |",
-        "|---|---:|---|---:|",
+def render(row: dict) -> str:
+    rss = row["rss_mb"]
+    totals = (
+        f"{row['requests']:,}",
+        row["requests_per_s"],
+        row["good_ok_per_s"],
+        row["p50_ms"],
+        row["p99_ms"],
+        row["good_5xx"],
+        row["server_tracebacks"],
+        f"{rss['start']} / {rss['peak']} / {rss['end']}",
+    )
+    header = (
+        "requests answered | requests/s | good answered 200/s | p50 (ms, good) | p99 (ms, good) | 5xx on good "
+        "requests | tracebacks in the server's log | server RSS start / peak / end (MB)"
+    ).split(" | ")
+    kinds = [
+        (
+            kind,
+            f"{share:.0%}",
+            ", ".join(f"{s}: {n:,}" for s, n in row["statuses"].get(kind, {}).items()),
+            f"{row['retried_503'].get(kind, 0):,}",
+        )
+        for kind, share in MIX.items()
     ]
-    for kind, share in MIX.items():
-        answers = ", ".join(f"{s}: {n:,}" for s, n in row["statuses"].get(kind, {}).items())
-        lines.append(f"| {kind} | {share:.0%} | {answers} | {row['retried_503'].get(kind, 0):,} |")
-    return "\n".join(lines)
+    return (
+        f"`mitp serve` under load: {row['clients']} clients for {row['seconds']:.0f} s, {row['method']} on "
+        f"{row['backbone']}\n\n"
+        + table(header, [totals], align="r" * 7 + "l")
+        + "\n"
+        + table(("kind", "share", "answers (status: count)", "503s retried"), kinds, align="lrlr")
+    )
 
 
-__all__ = ["MIX", "load_benchmark", "render_load"]
+__all__ = ["MIX", "load_benchmark", "render"]

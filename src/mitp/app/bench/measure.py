@@ -1,22 +1,49 @@
-"""The parent side of `mitp bench`: validate, drive the workers in alternating rounds, make the rows."""
+"""`mitp bench step`, the parent side: validate, drive the workers in alternating rounds, make the rows and
+their tables (terminal and markdown).
+
+One worker process per method (a fresh process forked from a server that has only imported the
+libraries, ``app/launch.py``, so memory figures start from a clean process) builds the backbone and the
+method once and keeps them. The parent drives the measurement in rounds: in every round it asks each
+worker in turn, never two at once, to run ``steps`` timed training steps and ``steps`` timed inference
+passes. Drift of a shared machine therefore hits every method alike, and the medians are taken over all
+rounds.
+
+* Training step: what ``mitp train`` does per batch (without mixed precision): forward
+  with labels, backward, gradient clipping (``train.max_grad_norm`` default), AdamW
+  step, zero_grad, reading the loss. Only the learning-rate scheduler is left out.
+  Timed as wall time and as process CPU time (all threads; CPU only).
+* Inference pass: forward without labels under ``torch.no_grad`` in eval mode.
+* Peak memory of training: what the training steps add on top of the built model,
+  peak over every training step (warm-up included: step 1 has no AdamW state yet).
+  CPU: growth of the peak resident set (VmHWM, reset after building through
+  ``/proc/self/clear_refs``) in the method's own fresh process. CUDA: peak of
+  ``torch.cuda.max_memory_allocated`` during the training steps minus what was
+  allocated before them (weights and the input batch).
+
+Inputs are random but well formed (``Backbone.random_batch``, fixed seed); random
+weights are fine because speed and memory do not depend on them.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 
+import torch
+from rich.table import Table
+
 from mitp.backbones import build_backbone, family_of
 from mitp.configuration import ConfigError
+from mitp.markdown import table
 from mitp.methods import get_method
 
 from ..launch import process_context
-from .protocol import _WorkerHandle
+from .protocol import WorkerHandle
 from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
 
 def validate(settings: BenchSettings) -> None:
     """Errors that need no worker: unknown or repeated methods, unknown built-in specs, bad numbers."""
-
     if not settings.methods:
         raise ConfigError("methods", "no method given")
     seen = set()
@@ -32,8 +59,6 @@ def validate(settings: BenchSettings) -> None:
     if settings.threads is not None and settings.threads < 1:
         raise ConfigError("threads", f"must be >= 1, got {settings.threads}")
     if settings.device is not None:
-        import torch
-
         try:
             device = torch.device(settings.device)
         except RuntimeError as err:
@@ -44,19 +69,13 @@ def validate(settings: BenchSettings) -> None:
         build_backbone(settings.backbone, device="meta")
 
 
-def _walls(times: list[tuple[float, float]]) -> list[float]:
-    return [wall for wall, _ in times]
+def _median_ms(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1000
 
 
 def _timings(reply: dict) -> str:
-    return (
-        f"train {_median_ms(_walls(reply['train'])):9.1f} ms/step  "
-        f"infer {_median_ms(_walls(reply['infer'])):9.1f} ms/batch"
-    )
-
-
-def _median_ms(seconds: list[float]) -> float:
-    return statistics.median(seconds) * 1000
+    train, infer = ([wall for wall, _ in reply[phase]] for phase in ("train", "infer"))
+    return f"train {_median_ms(train):9.1f} ms/step  infer {_median_ms(infer):9.1f} ms/batch"
 
 
 def _ratio(value, reference):
@@ -124,7 +143,7 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     say = progress or (lambda message: None)
     started = time.perf_counter()
     context = process_context()
-    workers: dict[str, _WorkerHandle] = {}
+    workers: dict[str, WorkerHandle] = {}
     schedule: list[tuple[int, str]] = []
     times = {m: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for m in settings.methods}
     memory: dict[str, dict] = {}
@@ -133,23 +152,20 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
         # Built one after another: every worker holds a whole backbone, so peaks never add up.
         for method in settings.methods:
             say(f"building {method} on {settings.backbone} ({settings.device}, {settings.threads} threads)")
-            workers[method] = _WorkerHandle(context, settings, method)
+            workers[method] = WorkerHandle(context, settings, method)
             infos[method] = workers[method].receive()
-        if settings.warmup:
+        for round_index in range(0 if settings.warmup else 1, settings.rounds + 1):  # round 0: the warm-up
+            steps = settings.steps if round_index else settings.warmup
             for method in settings.methods:
-                reply = workers[method].ask({"train": settings.warmup, "infer": settings.warmup})
-                schedule.append((0, method))
-                memory[method] = reply["memory"]
-                say(f"warm-up   {method:<14} {_timings(reply)}")
-        for round_index in range(1, settings.rounds + 1):
-            for method in settings.methods:
-                reply = workers[method].ask({"train": settings.steps, "infer": settings.steps})
+                reply = workers[method].ask({"train": steps, "infer": steps})
                 schedule.append((round_index, method))
                 memory[method] = reply["memory"]
                 for phase in ("train", "infer"):
-                    times[method][phase] += [wall for wall, _ in reply[phase]]
-                    times[method][phase + "_cpu"] += [cpu for _, cpu in reply[phase]]
-                say(f"round {round_index}/{settings.rounds} {method:<14} {_timings(reply)}")
+                    if round_index:
+                        times[method][phase] += [wall for wall, _ in reply[phase]]
+                        times[method][phase + "_cpu"] += [cpu for _, cpu in reply[phase]]
+                when = f"round {round_index}/{settings.rounds}" if round_index else "warm-up  "
+                say(f"{when} {method:<14} {_timings(reply)}")
     finally:
         for handle in workers.values():
             handle.close()
@@ -173,4 +189,58 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
     return BenchResult(settings, rows, schedule, notes, time.perf_counter() - started)
 
 
-# --- reports -------------------------------------------------------------------------------------
+# (markdown header, short terminal header) per column
+COLUMNS = (
+    ("method", "method"),
+    ("trainable params", "trainable"),
+    ("peak train memory (MB)", "peak MB"),
+    ("train step (ms)", "step ms"),
+    ("train step CPU (ms)", "CPU ms"),
+    ("inference (samples/s)", "infer/s"),
+    ("step vs full", "step/full"),
+    ("step CPU vs full", "CPU/full"),
+    ("memory vs full", "mem/full"),
+)
+
+
+def _cells(row: dict) -> list[str]:
+    def ratio(value) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    return [
+        row["method"],
+        f"{row['trainable_params']:,}",
+        f"{row['peak_memory_mb']:,.1f}",
+        f"{row['train_step_ms']:,.1f}",
+        "-" if row["train_step_cpu_ms"] is None else f"{row['train_step_cpu_ms']:,.1f}",
+        f"{row['infer_samples_per_s']:,.2f}",
+        ratio(row["ratio_step_vs_full"]),
+        ratio(row["ratio_step_cpu_vs_full"]),
+        ratio(row["ratio_memory_vs_full"]),
+    ]
+
+
+def terminal_table(result: BenchResult) -> Table:
+    s = result.settings
+    terminal = Table(
+        title=f"mitp bench: {s.backbone}, batch {s.batch_size}, text length {s.seq_len}, {s.device}",
+        caption="peak MB: peak training memory; step ms: median training step (wall); CPU ms: its "
+        "process CPU time, all threads; infer/s: inference samples per second; */full: ratio "
+        "to full_finetune",
+    )
+    for i, (_, name) in enumerate(COLUMNS):
+        terminal.add_column(name, justify="left" if i == 0 else "right")
+    for row in result.rows:
+        terminal.add_row(*_cells(row))
+    return terminal
+
+
+def render(result: BenchResult) -> str:
+    """The settings, the table, then the notes and the --target checks as a list."""
+    s = result.settings
+    return (
+        f"Backbone `{s.backbone}`, batch {s.batch_size}, text length {s.seq_len}, device {s.device}, "
+        f"{s.threads} threads.\n\n"
+        + table([header for header, _ in COLUMNS], [_cells(row) for row in result.rows])
+        + "".join(f"\n- {line}" for line in result.notes + result.checks())
+    )

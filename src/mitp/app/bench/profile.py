@@ -1,4 +1,4 @@
-"""`mitp bench --profile`: where a training step's time goes, by operator (torch.profiler), per method.
+"""`mitp bench profile`: where a training step's time goes, by operator (torch.profiler), per method.
 
 Each method takes warm-up steps, then ``steps`` profiled ones on the same random batch; the table
 lists the operators with the most self CPU time, so two methods' steps can be read side by side.
@@ -6,11 +6,16 @@ lists the operators with the most self CPU time, so two methods' steps can be re
 
 from __future__ import annotations
 
+import torch
+from torch.profiler import ProfilerActivity, profile
+
 from mitp.backbones import build_backbone
+from mitp.markdown import table
 from mitp.methods import build_model, make_config
 
 from ..train.setup import make_optimizer
 from ..train.step import train_step
+from .settings import parse_method_spec
 
 
 def profile_step(
@@ -22,13 +27,16 @@ def profile_step(
     warmup: int = 1,
     top: int = 12,
     num_classes: int = 10,
+    threads: int | None = None,
 ) -> dict:
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
+    """The ``top`` operators by self CPU time over ``steps`` training steps of ``method`` (a setting as
+    NAME[key=value;...]); ``threads``: torch's threads in this process (None: as they are)."""
+    if threads:
+        torch.set_num_threads(threads)
     backbone = build_backbone(backbone)
     torch.manual_seed(0)
-    model = build_model(make_config(method, num_classes=num_classes), backbone)
+    name, overrides = parse_method_spec(method)
+    model = build_model(make_config(name, num_classes=num_classes, **overrides), backbone)
     generator = torch.Generator().manual_seed(0)
     inputs = {
         **backbone.random_batch(batch_size, seq_len, generator=generator),
@@ -61,17 +69,20 @@ def profile_step(
 
 
 def render(profiles: list[dict]) -> str:
-    lines = []
-    for p in profiles:
-        lines += [
-            f"{p['method']} on {p['backbone']}: {p['step_ms']:.0f} ms of operator CPU time per step",
-            "",
-            "| operator | self ms / step | share | calls / step |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| `{o['op']}` | {o['self_ms_per_step']:.1f} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} |"
-            for o in p["ops"]
-        ]
-        lines.append("")
-    return "\n".join(lines)
+    header = ("operator", "self ms / step", "share", "calls / step")
+    return "\n".join(
+        f"{p['method']} on {p['backbone']}: {p['step_ms']:.0f} ms of operator CPU time per step\n\n"
+        + table(
+            header,
+            [
+                (
+                    f"`{o['op']}`",
+                    f"{o['self_ms_per_step']:.1f}",
+                    f"{100 * o['share']:.1f}%",
+                    f"{o['calls_per_step']:.0f}",
+                )
+                for o in p["ops"]
+            ],
+        )
+        for p in profiles
+    )

@@ -6,38 +6,36 @@ reset through ``/proc/self/clear_refs``); CUDA, ``torch.cuda.max_memory_allocate
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+
+import torch
 
 from mitp.backbones import BackboneError, build_backbone
 from mitp.configuration import ConfigError
 from mitp.methods import build_model, make_config
 
+from ..errors import UserError
 from ..procmem import peak_rss_mb, reset_peak_rss, rss_mb
 from ..train.setup import make_optimizer
 from ..train.step import train_step
 from .settings import BenchError, BenchSettings, parse_method_spec
-
-# --- worker side ---------------------------------------------------------------------------------
 
 
 class _Worker:
     """One method on one backbone, built once; runs timed steps on request."""
 
     def __init__(self, settings: BenchSettings, method: str):
-        import torch
-
         torch.set_num_threads(settings.threads)
-        self.torch = torch
         self.settings = settings
-        self.method = method
         self.device = torch.device(settings.device)
+        self.cuda = self.device.type == "cuda"
         backbone = build_backbone(settings.backbone, device=self.device)
         torch.manual_seed(settings.seed)
         name, overrides = parse_method_spec(method)
-        self.model = build_model(make_config(name, num_classes=settings.num_classes, **overrides), backbone).to(
-            self.device
-        )
+        config = make_config(name, num_classes=settings.num_classes, **overrides)
+        self.model = build_model(config, backbone).to(self.device)
         generator = torch.Generator().manual_seed(settings.seed)
         batch = backbone.random_batch(settings.batch_size, settings.seq_len, generator=generator)
         labels = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=generator)
@@ -45,78 +43,63 @@ class _Worker:
         self.labels = labels.to(self.device)
         self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)  # as mitp train does
         self._baseline = None  # memory before the first training step, and whether the peak was reset
-        self.memory = None  # peak growth, base, peak total and kind, after the latest training call
-        self.cuda = self.device.type == "cuda"
 
     def info(self) -> dict:
         return {
             "trainable_params": self.model.num_parameters(True),
             "total_params": self.model.num_parameters(),
             "pid": os.getpid(),
-            "threads": self.torch.get_num_threads(),
+            "threads": torch.get_num_threads(),
         }
 
     def _sync(self) -> None:
         if self.cuda:
-            self.torch.cuda.synchronize(self.device)
+            torch.cuda.synchronize(self.device)
 
-    def _train_step(self) -> tuple[float, float]:
-
-        self.model.train()
+    def _timed(self, work) -> tuple[float, float]:
+        """Wall and process CPU seconds of ``work()``, the device synchronised before and after."""
         self._sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss = train_step(
-            self.model,
-            {**self.inputs, "labels": self.labels},
-            self.optimizer,
-            max_grad_norm=self.settings.max_grad_norm,
-        )  # clip_scope: mitp train's default
+        work()
+        self._sync()
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def _train_step(self) -> None:
+        inputs = {**self.inputs, "labels": self.labels}
+        # clip_scope left at mitp train's default
+        loss = train_step(self.model, inputs, self.optimizer, max_grad_norm=self.settings.max_grad_norm)
         loss.item()  # the training loop reads the loss every step
-        self._sync()
-        return time.perf_counter() - start, time.process_time() - cpu_start
 
-    def _infer(self) -> tuple[float, float]:
-        torch, model = self.torch, self.model
-        model.eval()
-        self._sync()
-        start, cpu_start = time.perf_counter(), time.process_time()
+    def _infer(self) -> None:
         with torch.no_grad():
-            model(**self.inputs)
-        self._sync()
-        return time.perf_counter() - start, time.process_time() - cpu_start
+            self.model(**self.inputs)
 
-    def train(self, n: int) -> list[tuple[float, float]]:
+    def run(self, request: dict) -> dict:
+        """Training steps first, then inference passes: ``{"train": n, "infer": n}`` -> (wall, CPU) seconds each,
+        and the training memory."""
         if self._baseline is None:  # before the first training step ever
             self._baseline = self._memory_before()
-        times = [self._train_step() for _ in range(n)]
+        self.model.train()
+        train = [self._timed(self._train_step) for _ in range(request["train"])]
         # The peak counter is never reset again, so this is the peak over every training step so far
         # (step 1 has no AdamW state yet while its graph is alive; later steps hold both). Inference
         # passes in between peak far lower than a training step.
-        self.memory = self._memory_after(*self._baseline)
-        return times
-
-    def infer(self, n: int) -> list[tuple[float, float]]:
-        return [self._infer() for _ in range(n)]
-
-    def run(self, request: dict) -> dict:
-        """Training steps first, then inference passes: ``{"train": n, "infer": n}`` -> (wall, CPU) seconds."""
-        return {"train": self.train(request["train"]), "infer": self.infer(request["infer"]), "memory": self.memory}
+        memory = self._memory_after(*self._baseline)
+        self.model.eval()
+        return {"train": train, "infer": [self._timed(self._infer) for _ in range(request["infer"])], "memory": memory}
 
     def _memory_before(self) -> tuple[float, bool]:
         if self.cuda:
-            torch = self.torch
             self._sync()
             torch.cuda.reset_peak_memory_stats(self.device)
             return torch.cuda.memory_allocated(self.device) / 2**20, True
-        import gc
-
         gc.collect()
         reset = reset_peak_rss()
         return rss_mb(), reset
 
     def _memory_after(self, base: float, reset: bool) -> dict:
         if self.cuda:
-            peak = self.torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
             kind = "cuda_peak_allocated_growth"
         else:
             peak = peak_rss_mb()
@@ -129,18 +112,13 @@ class _Worker:
         }
 
 
-def _user_error(err: BaseException) -> bool:
-
-    return isinstance(err, (BackboneError, ConfigError))
-
-
 def _worker_main(conn, settings: BenchSettings, method: str) -> None:
     """Entry point of a worker process: build, report, then serve requests until ``close``."""
     try:
         worker = _Worker(settings, method)
         conn.send(("ok", worker.info()))
     except Exception as err:  # noqa: BLE001 - reported to the parent, which raises it there
-        conn.send(("error", f"{type(err).__name__}: {err}", _user_error(err)))
+        conn.send(("error", f"{type(err).__name__}: {err}", isinstance(err, (BackboneError, ConfigError))))
         conn.close()
         return
     while True:
@@ -157,10 +135,9 @@ def _worker_main(conn, settings: BenchSettings, method: str) -> None:
     conn.close()
 
 
-# --- parent side ---------------------------------------------------------------------------------
+class WorkerHandle:
+    """The parent's end of one worker: start it, ask it for timed steps, close it."""
 
-
-class _WorkerHandle:
     def __init__(self, context, settings: BenchSettings, method: str):
         self.method = method
         self.conn, child = context.Pipe()
@@ -178,8 +155,8 @@ class _WorkerHandle:
             code = self.process.exitcode
             hint = " (killed: out of memory?)" if code in (-9, 137) else ""
             raise BenchError(f"the worker for method {self.method!r} died with exit code {code}{hint}") from None
-        if reply[0] == "error":
-            raise BenchError(f"method {self.method!r}: {reply[1]}", user=reply[2])
+        if reply[0] == "error":  # a UserError when the input was wrong (unknown spec, bad config)
+            raise (UserError if reply[2] else BenchError)(f"method {self.method!r}: {reply[1]}")
         return reply[1]
 
     def ask(self, payload: dict):

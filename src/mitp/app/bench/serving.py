@@ -1,4 +1,4 @@
-"""`mitp bench --serve`: requests per second and latency of `mitp serve`, with and without batching.
+"""`mitp bench serve`: requests per second and latency of `mitp serve`, with and without batching.
 
 The same model (random weights on the given backbone) is served on 127.0.0.1 twice, once
 grouping concurrent requests into batches (``max_batch``) and once one request per batch;
@@ -7,37 +7,19 @@ grouping concurrent requests into batches (``max_batch``) and once one request p
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from mitp.backbones import build_backbone
-from mitp.classifier import Classifier
-from mitp.data.manifest import LabelSpace
-from mitp.data.preprocess import Preprocessor
-from mitp.methods import build_model, make_config
+from mitp.markdown import table
 
 from ..serve import create_app, running
+from .model import noise_png, random_classifier
 
 
-def _classifier(backbone_spec: str, method: str, num_classes: int):
-    import torch
-
-    backbone = build_backbone(backbone_spec)
-    torch.manual_seed(0)
-    model = build_model(make_config(method, num_classes=num_classes), backbone).eval()
-    labels = LabelSpace("single_label", tuple(f"class-{i}" for i in range(num_classes)))
-    info = {"backbone": backbone_spec, "preprocessing": {}, "threshold": 0.5}
-    return Classifier(model, Preprocessor.for_backbone(backbone), labels, info)
-
-
-def _png(size: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.effect_noise((size, size), 60).convert("RGB").save(buffer, "PNG")
-    return buffer.getvalue()
+def percentile_ms(sorted_seconds: list[float], share: float) -> float:
+    """The ``share`` quantile (nearest rank below) of sorted latencies, in ms."""
+    return round(1000 * sorted_seconds[min(len(sorted_seconds) - 1, int(share * len(sorted_seconds)))], 1)
 
 
 def serve_benchmark(
@@ -50,10 +32,10 @@ def serve_benchmark(
     num_classes: int = 10,
 ) -> list[dict]:
     """One row per mode (batched, unbatched): requests/s, p50 and p99 latency, batches the server ran."""
-    import httpx
+    import httpx  # a test and bench dependency, not a runtime one
 
-    classifier = _classifier(backbone, method, num_classes)
-    image = _png(classifier.model.backbone.image_size)
+    classifier = random_classifier(backbone, method, num_classes)
+    image = noise_png(classifier.model.backbone.image_size)
     rows = []
     for mode, batch in (("batched", max_batch), ("unbatched", 1)):
         app = create_app(classifier, max_batch=batch, max_wait_ms=max_wait_ms if batch > 1 else 0.0)
@@ -85,7 +67,7 @@ def serve_benchmark(
                 "clients": clients,
                 "requests_per_s": round(requests / wall, 2),
                 "p50_ms": round(1000 * statistics.median(latencies), 1),
-                "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+                "p99_ms": percentile_ms(latencies, 0.99),
                 "batches": stats.batches - warm_batches,
                 "largest_batch": stats.largest,
                 "method": method,
@@ -96,19 +78,25 @@ def serve_benchmark(
 
 
 def render(rows: list[dict]) -> str:
-    lines = [
-        "| mode | max batch | requests/s | p50 latency (ms) | p99 latency (ms) | batches run | largest |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+    header = ("mode", "max batch", "requests/s", "p50 latency (ms)", "p99 latency (ms)", "batches run", "largest")
+    cells = [
+        (
+            r["mode"],
+            r["max_batch"],
+            f"{r['requests_per_s']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            r["batches"],
+            r["largest_batch"],
+        )
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['mode']} | {r['max_batch']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['batches']} | {r['largest_batch']} |"
+    text = table(header, cells)
+    batched, unbatched = rows
+    if unbatched["requests_per_s"]:
+        text += (
+            f"\nbatched / unbatched throughput: {batched['requests_per_s'] / unbatched['requests_per_s']:.2f}x "
+            f"({batched['requests']} requests from {batched['clients']} clients each, {batched['method']} "
+            f"on {batched['backbone']})"
         )
-    if len(rows) == 2 and rows[1]["requests_per_s"]:
-        lines.append(
-            f"\nbatched / unbatched throughput: {rows[0]['requests_per_s'] / rows[1]['requests_per_s']:.2f}x "
-            f"({rows[0]['requests']} requests from {rows[0]['clients']} clients each, {rows[0]['method']} "
-            f"on {rows[0]['backbone']})"
-        )
-    return "\n".join(lines)
+    return text

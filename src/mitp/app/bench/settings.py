@@ -1,4 +1,4 @@
-"""What a benchmark is asked (settings), what it returns (rows, result), and its error."""
+"""What a benchmark is asked (settings, method names), what it returns (rows, result), and its error."""
 
 from __future__ import annotations
 
@@ -6,43 +6,21 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from mitp.configuration import ConfigError, parse_overrides
-from mitp.methods import available_methods
+from mitp.methods import available_methods, get_method
 
 from ..threads import available_cores
 
 REFERENCE = "full_finetune"  # the ratio columns are to this method's measurements
 
 # Keys every JSON row has: the nine a user needs first, then the measurement's details.
-REQUIRED_KEYS = (
-    "method",
-    "backbone",
-    "batch_size",
-    "trainable_params",
-    "peak_memory_mb",
-    "train_step_ms",
-    "infer_samples_per_s",
-    "ratio_step_vs_full",
-    "ratio_memory_vs_full",
+REQUIRED_KEYS = tuple(
+    "method backbone batch_size trainable_params peak_memory_mb train_step_ms infer_samples_per_s "
+    "ratio_step_vs_full ratio_memory_vs_full".split()
 )
-EXTRA_KEYS = (
-    "total_params",
-    "model_memory_mb",
-    "peak_memory_total_mb",
-    "infer_ms",
-    "train_step_ms_min",
-    "train_step_ms_max",
-    "train_step_cpu_ms",
-    "infer_cpu_ms",
-    "ratio_step_cpu_vs_full",
-    "device",
-    "threads",
-    "memory_kind",
-    "rounds",
-    "steps",
-    "warmup",
-    "seq_len",
-    "timed_train_steps",
-    "timed_infer_passes",
+EXTRA_KEYS = tuple(
+    "total_params model_memory_mb peak_memory_total_mb infer_ms train_step_ms_min train_step_ms_max "
+    "train_step_cpu_ms infer_cpu_ms ratio_step_cpu_vs_full device threads memory_kind rounds steps warmup "
+    "seq_len timed_train_steps timed_infer_passes".split()
 )
 ROW_KEYS = REQUIRED_KEYS + EXTRA_KEYS
 
@@ -67,7 +45,6 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-
         pair, colon, rest = text.partition(":")
         method, slash, reference = pair.partition("/")
         key, sep, bound = rest.partition("<=")
@@ -114,13 +91,11 @@ class BenchSettings:
     targets: tuple[Target, ...] = ()  # ratios to check the measurements against (--target)
 
     def resolved(self) -> BenchSettings:
-        import torch
+        import torch  # the settings module stays importable without torch until a benchmark runs
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        threads = self.threads or available_cores()
-
         methods = tuple(self.methods) or tuple(available_methods())
-        return dataclasses.replace(self, methods=methods, device=device, threads=threads)
+        return dataclasses.replace(self, methods=methods, device=device, threads=self.threads or available_cores())
 
 
 @dataclass
@@ -132,29 +107,29 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
 
-    @property
-    def memory_kind(self) -> str:
-        return self.rows[0]["memory_kind"] if self.rows else ""
-
     def checks(self) -> list[str]:
         return [line for line in (target.check(self.rows) for target in self.settings.targets) if line]
 
 
 class BenchError(RuntimeError):
-    """A worker failed; ``user`` is True when the cause is the input (unknown spec, bad config)."""
-
-    def __init__(self, message: str, user: bool = False):
-        super().__init__(message)
-        self.user = user
+    """A worker failed for a reason other than its input (which is a UserError)."""
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``mitp`` -> ("mitp", {}); ``mitp[prompt_gate=false;num_steps=2]`` -> ("mitp", {...}): one method
     setting as a bench row, so settings of one method can be measured side by side."""
-
     name, bracket, rest = spec.partition("[")
     if not bracket:
         return spec, {}
     if not rest.endswith("]"):
         raise ConfigError("methods", f"{spec!r}: expected NAME[key=value,...]")
     return name, parse_overrides([pair for pair in rest[:-1].split(";") if pair])
+
+
+def method_names(text: str) -> tuple[str, ...]:
+    """Comma-separated method names (a setting as NAME[key=value;...]), each checked against the registry;
+    empty: every registered method."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip()) or tuple(available_methods())
+    for name in names:
+        get_method(parse_method_spec(name)[0])
+    return names

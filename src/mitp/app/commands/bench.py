@@ -1,259 +1,238 @@
-"""``mitp bench``: training-step time, peak memory and inference speed of every method, side by side."""
+"""``mitp bench``: what the methods cost, side by side, one subcommand per question.
+
+``step``: a training step's time and peak memory, and an inference pass, per method; ``profile``: where a
+training step's CPU time goes; ``epochs``: an epoch in each method's best mode; ``inference``: eager
+PyTorch against the ONNX graphs; ``serve``: `mitp serve` under concurrent clients.
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import UserError
+from mitp.atomic import write_json_atomic, write_text_atomic
+
+from ..outputs import check_outputs
+from ..threads import available_cores
 from ._args import non_negative_int, positive_int, positive_int_list
+
+# Options several benchmarks share; each benchmark adds the ones it honours (and may say them its own way).
+SHARED = {
+    "--backbone": {"default": "shape:clip-vit-base-patch16", "help": "backbone spec (default: %(default)s)"},
+    "--methods": {
+        "default": "",
+        "help": "comma-separated method names, a setting as NAME[key=value;...] e.g. mitp[prompt_gate=false] "
+        "(default: every registered method)",
+    },
+    "--method": {"default": "mitp", "help": "method name, or a setting as NAME[key=value;...] (default: mitp)"},
+    "--batch-size": {"type": positive_int, "default": 8, "help": "batch size (default: 8)"},
+    "--steps": {"type": positive_int, "default": 3},
+    "--rounds": {"type": positive_int, "default": 3},
+    "--warmup": {"type": non_negative_int, "default": 2},
+    "--seq-len": {"type": positive_int, "default": 32, "help": "text length in tokens (default: 32)"},
+    "--num-classes": {"type": positive_int, "default": 101, "help": "classes of the head (default: %(default)s)"},
+    "--threads": {"type": positive_int},
+}
+
+
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    parser = subparsers.add_parser(
         "bench",
-        help="time training steps and inference, and measure training memory, for several methods",
-        description="One fresh worker process per method, all on the same backbone (random weights); the "
-        "methods are asked in turn, round after round, so machine drift hits all of them alike.",
+        help="what the methods cost: training step, profile, epoch, inference runtimes, serving",
+        description="What the methods cost, side by side on one backbone with random weights (speed and memory "
+        "do not depend on the weights): one benchmark per subcommand, each with its own --help.",
     )
-    p.add_argument(
-        "--backbone", default="shape:clip-vit-base-patch16", help="backbone spec (default: shape:clip-vit-base-patch16)"
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+
+    step = _benchmark(
+        benchmarks,
+        measure_step,
+        "training-step time, peak training memory and inference speed of several methods",
+        "One fresh worker process per method; the methods are asked in turn, round after round, so machine "
+        "drift hits all of them alike.",
     )
-    p.add_argument(
-        "--methods",
-        default="",
-        help="comma-separated method names, a setting as NAME[key=value;...] e.g. mitp[prompt_gate=false] "
-        "(default: every registered method)",
+    _shared(
+        step,
+        "--backbone --methods --batch-size --steps --rounds --warmup --seq-len --num-classes --threads",
+        steps="timed training steps and inference passes per method per round (default: 3)",
+        rounds="rounds over all methods (default: 3)",
+        warmup="untimed training steps and inference passes per method first (default: 2)",
+        threads="torch threads per worker (default: every available core)",
     )
-    p.add_argument(
+    step.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
+    step.add_argument(
         "--target",
-        dest="targets",
         action="append",
         default=[],
         metavar="METHOD/REF:KEY<=BOUND",
         help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
         "(repeatable; printed as met or NOT met)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: 8)")
-    p.add_argument(
-        "--steps",
-        type=positive_int,
-        default=3,
-        help="timed training steps and inference passes per method per round (default: 3)",
+
+    profile = _benchmark(
+        benchmarks,
+        measure_profile,
+        "where a training step's CPU time goes: the top operators per method (torch.profiler)",
+        "Each method in this process, on the same random batch: warm-up steps, then profiled ones.",
     )
-    p.add_argument("--rounds", type=positive_int, default=3, help="rounds over all methods (default: 3)")
-    p.add_argument(
-        "--warmup",
-        type=non_negative_int,
-        default=2,
-        help="untimed training steps and inference passes per method first (default: 2)",
+    _shared(
+        profile,
+        "--backbone --methods --batch-size --steps --warmup --seq-len --num-classes --threads",
+        steps="profiled training steps per method (default: 3)",
+        warmup="untimed training steps per method first (default: 2)",
+        threads="torch threads (default: as torch sets them)",
     )
-    p.add_argument("--seq-len", type=positive_int, default=32, help="text length in tokens (default: 32)")
-    p.add_argument("--num-classes", type=positive_int, default=101, help="classes of the head (default: 101)")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
-    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: every available core)")
-    p.add_argument(
-        "--epochs",
-        type=positive_int,
-        metavar="N",
-        help="instead: what a user pays per epoch, every method side by side in its best mode (prefix "
-        "cache on where there is a frozen prefix), N epochs, --rounds rounds",
+
+    epochs = _benchmark(
+        benchmarks,
+        measure_epochs,
+        "what a user pays per epoch, every method in its best mode (prefix cache where there is a frozen prefix)",
+        "Every method trains as a real `mitp train` in a fresh process, the methods in turn round after round; "
+        "the figures are the last epoch's (the first fills the cache).",
     )
-    p.add_argument(
-        "--samples", type=positive_int, default=16, help="with --epochs: generated training samples (default: 16)"
+    _shared(
+        epochs,
+        "--backbone --methods --batch-size --rounds --threads",
+        rounds="rounds over all methods (default: 3)",
+        threads="threads per training run (default: every available core)",
     )
-    p.add_argument("--compile", action="store_true", help="with --epochs: train.compile (torch.compile) the methods")
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="instead: where a training step's CPU time goes, top operators per method (torch.profiler)",
+    epochs.add_argument("--epochs", type=positive_int, default=2, help="epochs per run, >= 2 (default: 2)")
+    epochs.add_argument("--samples", type=positive_int, default=16, help="generated training samples (default: 16)")
+    epochs.add_argument("--compile", action="store_true", help="train.compile (torch.compile) the methods")
+
+    inference = _benchmark(
+        benchmarks,
+        measure_inference,
+        "one method's forward pass on eager PyTorch, the ONNX graph and the int8 graph",
+        "Exported once; each runtime loads it in a fresh process with the same threads, and the runtimes are "
+        "asked in turn, round after round, per batch size.",
     )
-    p.add_argument(
-        "--serve",
-        action="store_true",
-        help="instead: requests/s and p50/p99 latency of `mitp serve` (first method), batched and not",
+    _shared(
+        inference,
+        "--backbone --method --rounds --steps --warmup --seq-len --num-classes --threads",
+        rounds="rounds over all runtimes (default: 3)",
+        steps="timed calls per runtime and batch size per round (default: 3)",
+        warmup="untimed calls per runtime and batch size first (default: 2)",
+        threads="threads per runtime (default: every available core)",
     )
-    p.add_argument("--requests", type=positive_int, default=200, help="with --serve: requests per mode (default: 200)")
-    p.add_argument("--clients", type=positive_int, default=16, help="with --serve: concurrent clients (default: 16)")
-    p.add_argument(
+    inference.add_argument(
+        "--batch-sizes", type=positive_int_list, default=(1, 16), metavar="N,N", help="batch sizes (default: 1,16)"
+    )
+    inference.add_argument("--image-size", type=positive_int, metavar="PX", help="square images (default: backbone's)")
+
+    serve = _benchmark(
+        benchmarks,
+        measure_serve,
+        "requests/s and p50/p99 latency of `mitp serve`, batched and not; or, with --load, a server under load",
+        "Without --load: the app in this process, with request batching and without, --requests each. With "
+        "--load: a `mitp serve` process under --clients clients sending good and bad requests for SECONDS.",
+    )
+    _shared(serve, "--backbone --method")
+    serve.add_argument("--num-classes", type=positive_int, default=10, help="classes of the head (default: 10)")
+    serve.add_argument("--clients", type=positive_int, default=16, help="concurrent clients (default: 16)")
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--requests", type=positive_int, default=200, help="requests per mode (default: 200)")
+    mode.add_argument(
         "--load",
-        type=float,
+        type=positive_seconds,
         metavar="SECONDS",
-        help="with --serve: instead, a `mitp serve` process under --clients clients sending good and bad "
-        "requests for SECONDS; requests/s, latency, status codes, server memory (bench/load.py)",
+        help="instead: requests/s, latency, status codes and server memory of a server process under load",
     )
-    p.add_argument(
-        "--inference",
-        action="store_true",
-        help="instead: the first method's forward pass on eager PyTorch, the ONNX graph and the int8 graph "
-        "(exported once, each runtime in a fresh process, same threads), per batch size",
-    )
-    p.add_argument(
-        "--batch-sizes",
-        type=positive_int_list,
-        default=(1, 16),
-        metavar="N,N",
-        help="with --inference: batch sizes (default: 1,16)",
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PX",
-        help="with --inference: square images of PX pixels (default: the backbone's)",
-    )
-    p.add_argument("--json", metavar="FILE", help="write the rows as a JSON list to FILE")
-    p.add_argument("--markdown", metavar="FILE", help="write a markdown table (with this command and date) to FILE")
-    p.set_defaults(func=run)
+
+    for benchmark in (step, profile, epochs, inference, serve):
+        benchmark.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+        benchmark.add_argument("--markdown", metavar="FILE", help="write a report with its command to FILE")
+
+
+def _benchmark(benchmarks, measure, help: str, description: str) -> argparse.ArgumentParser:
+    parser = benchmarks.add_parser(measure.__name__.removeprefix("measure_"), help=help, description=description)
+    parser.set_defaults(func=run, measure=measure)
+    return parser
+
+
+def _shared(parser, flags: str, **helps: str) -> None:
+    """Add the SHARED options named in ``flags``; where SHARED gives no help, ``helps`` does (``seq_len=`` for
+    --seq-len): what the option means in this benchmark."""
+    for flag in flags.split():
+        parser.add_argument(flag, **{"help": helps.get(flag[2:].replace("-", "_")), **SHARED[flag]})
+
+
+NOT_OPTIONS = ("command", "benchmark", "func", "measure", "argv")  # what the namespace holds besides options
 
 
 def command_line(args) -> str:
-    """The command that reproduces this run, every setting spelled out."""
-    parts = [
-        "mitp",
-        "bench",
-        "--backbone",
-        args.backbone,
-        "--methods",
-        args.methods,
-        "--batch-size",
-        str(args.batch_size),
-        "--steps",
-        str(args.steps),
-        "--rounds",
-        str(args.rounds),
-        "--warmup",
-        str(args.warmup),
-        "--seq-len",
-        str(args.seq_len),
-        "--num-classes",
-        str(args.num_classes),
-    ]
-    for flag, value in (
-        ("--device", args.device),
-        ("--threads", args.threads),
-        ("--json", args.json),
-        ("--markdown", args.markdown),
-    ):
-        if value is not None:
-            parts += [flag, str(value)]
-    return " ".join(shlex.quote(part) for part in parts)
+    """The command that reproduces this run, every setting spelled out (an option's flag is its name)."""
+    parts = ["mitp", "bench", args.benchmark]
+    for name, value in vars(args).items():
+        if name in NOT_OPTIONS or value is None or value is False or value == []:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):  # a repeatable option
+            parts += [part for item in value for part in (flag, item)]
+        else:
+            parts += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return shlex.join(parts)
 
 
 def run(args) -> int:
     from .. import bench  # torch: loaded when the command runs (`mitp --help` stays fast)
 
-    methods = bench.method_names(args.methods)
-    if args.epochs is not None:
-        return run_epochs(args, methods, bench)
-    if args.serve:
-        return run_serve(args, methods, bench)
-    if args.profile:
-        return run_profile(args, methods, bench)
-    if args.inference:
-        return run_inference(args, methods, bench)
-    settings = bench.BenchSettings(
-        backbone=args.backbone,
-        methods=methods,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        rounds=args.rounds,
-        warmup=args.warmup,
-        seq_len=args.seq_len,
-        device=args.device,
-        threads=args.threads,
-        num_classes=args.num_classes,
-        targets=tuple(bench.Target.parse(text) for text in args.targets),
+    started = time.perf_counter()
+    for flag in ("--json", "--markdown"):
+        if getattr(args, flag[2:]):
+            check_outputs(files=[getattr(args, flag[2:])], flag=flag)
+    if "methods" in vars(args):  # checked, and spelled out in the recorded command (none named: every method)
+        args.methods = ",".join(bench.settings.method_names(args.methods))
+    result, markdown = args.measure(args, bench)
+    if args.json:
+        write_json_atomic(args.json, result)
+    if args.markdown:
+        write_text_atomic(
+            args.markdown,
+            f"# mitp bench {args.benchmark}\n\n{markdown.strip()}\n\nReproduce with:\n\n```\n{command_line(args)}\n"
+            f"```\n\nMeasured {time.strftime('%Y-%m-%d %H:%M %Z')}; the whole run took "
+            f"{time.perf_counter() - started:.0f} s.\n",
+        )
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure_step(args, bench) -> tuple[list[dict], str]:
+    same = ("backbone", "batch_size", "steps", "rounds", "warmup", "seq_len", "device", "threads", "num_classes")
+    settings = bench.settings.BenchSettings(
+        methods=tuple(args.methods.split(",")),
+        targets=tuple(bench.settings.Target.parse(text) for text in args.target),
+        **{name: getattr(args, name) for name in same},
     )
+    result = bench.measure.run_benchmark(settings, progress=_say)
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
-    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
-    log = Console(stderr=True, soft_wrap=True)
-    try:
-        result = bench.run_benchmark(settings, progress=lambda message: log.print(message, highlight=False))
-    except bench.BenchError as err:
-        if err.user:
-            raise UserError(str(err)) from None
-        raise
-    console.print(bench.render_table(result))
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150, highlight=False)
+    console.print(bench.measure.terminal_table(result))
     for line in result.notes + result.checks():
-        console.print(line, highlight=False)
-    console.print(f"wall time {result.wall_seconds:.0f} s", highlight=False)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.rows, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(
-            bench.to_markdown(result, command=command_line(args), date=time.strftime("%Y-%m-%d %H:%M %Z"))
-        )
-    return 0
+        console.print(line)
+    console.print(f"wall time {result.wall_seconds:.0f} s")
+    return result.rows, bench.measure.render(result)
 
 
-def _write_outputs(args, kind: str, result, table: str) -> None:
-    """--json (the rows) and --markdown (the table with its command and date), for every mode but the step table."""
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(
-            f"# mitp bench --{kind}\n\n{table}\n\n    {' '.join(sys.argv)}\n\n{time.strftime('%Y-%m-%d %H:%M %Z')}\n"
-        )
-
-
-def run_epochs(args, methods, bench) -> int:
-    """``--epochs``: every method side by side in its best mode, round after round."""
-    if args.epochs < 2:
-        raise UserError("--epochs must be >= 2: the first epoch of a cached method fills its cache")
-    rows = bench.epoch_benchmark(
-        args.backbone,
-        methods,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        rounds=args.rounds,
-        threads=args.threads,
-        compile=args.compile,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
-    )
-    table = bench.render_epochs(rows)
-    print(table, flush=True)
-    _write_outputs(args, "epochs", rows, table)
-    return 0
-
-
-def run_serve(args, methods, bench) -> int:
-    """``--serve``: `mitp serve` under concurrent load, with request batching and without; or, with --load,
-    a server process under many clients sending good and bad requests."""
-    if args.load is not None:
-        if args.load <= 0:
-            raise UserError("--load must be > 0 seconds")
-        result = bench.load_benchmark(
-            args.backbone,
-            methods[0],
-            seconds=args.load,
-            clients=args.clients,
-            progress=lambda message: print(message, file=sys.stderr, flush=True),
-        )
-        table = bench.render_load(result)
-    else:
-        result = bench.serve_benchmark(
-            args.backbone, methods[0], requests=args.requests, clients=args.clients, num_classes=args.num_classes
-        )
-        table = bench.render_serve(result)
-    print(table, flush=True)
-    _write_outputs(args, "serve", result, table)
-    return 0
-
-
-def run_profile(args, methods, bench) -> int:
-    """``--profile``: the top operators of a training step, per method."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+def measure_profile(args, bench) -> tuple[list[dict], str]:
     profiles = [
-        bench.profile_step(
+        bench.profile.profile_step(
             args.backbone,
             method,
             batch_size=args.batch_size,
@@ -261,31 +240,58 @@ def run_profile(args, methods, bench) -> int:
             steps=args.steps,
             warmup=args.warmup,
             num_classes=args.num_classes,
+            threads=args.threads,
         )
-        for method in methods
+        for method in args.methods.split(",")
     ]
-    table = bench.render_profiles(profiles)
-    print(table, flush=True)
-    _write_outputs(args, "profile", profiles, table)
-    return 0
+    return _printed(profiles, bench.profile.render(profiles))
 
 
-def run_inference(args, methods, bench) -> int:
-    """``--inference``: eager PyTorch against onnxruntime, fp32 and int8, on one exported model."""
-    result = bench.inference_benchmark(
+def measure_epochs(args, bench) -> tuple[list[dict], str]:
+    rows = bench.epochs.epoch_benchmark(
         args.backbone,
-        methods[0],
+        tuple(args.methods.split(",")),
+        samples=args.samples,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        rounds=args.rounds,
+        threads=args.threads,
+        compile=args.compile,
+        progress=_say,
+    )
+    return _printed(rows, bench.epochs.render(rows))
+
+
+def measure_inference(args, bench) -> tuple[dict, str]:
+    result = bench.inference.inference_benchmark(
+        args.backbone,
+        args.method,
         batch_sizes=args.batch_sizes,
         rounds=args.rounds,
         steps=args.steps,
         warmup=args.warmup,
-        threads=args.threads or bench.available_cores(),
+        threads=args.threads or available_cores(),
         seq_len=args.seq_len,
         image_size=args.image_size,
         num_classes=args.num_classes,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
+        progress=_say,
     )
-    table = bench.render_inference(result)
-    print(table, flush=True)
-    _write_outputs(args, "inference", result, table)
-    return 0
+    return _printed(result, bench.inference.render(result))
+
+
+def measure_serve(args, bench) -> tuple[list[dict] | dict, str]:
+    if args.load is None:
+        rows = bench.serving.serve_benchmark(
+            args.backbone, args.method, requests=args.requests, clients=args.clients, num_classes=args.num_classes
+        )
+        return _printed(rows, bench.serving.render(rows))
+    args.requests = None  # not sent under --load: left out of the recorded command
+    result = bench.load.load_benchmark(
+        args.backbone, args.method, args.load, clients=args.clients, num_classes=args.num_classes, progress=_say
+    )
+    return _printed(result, bench.load.render(result))
+
+
+def _printed(result, markdown: str):
+    print(markdown, flush=True)
+    return result, markdown
