@@ -463,4 +463,4 @@ def test_the_benchmarked_model_takes_a_method_setting_and_opens_its_gates():
     assert ungated.preprocessor.max_length == ungated.model.backbone.text_format.max_length  # at most the tower's
     gated = random_classifier("tiny-clip", "mitp", 3, max_length=8, open_gates=True)
     gates = [p for name, p in gated.model.named_parameters() if "gates" in name]
-    assert gates and all(bool((p == 1).all()) for p in gates) and gated.info["preprocessing"]["max_text_length"] == 8
+    assert gates and all(bool((p == 1).all()) for p in gates) and gated.config.preprocessing.max_text_length == 8

@@ -1,4 +1,4 @@
-"""The worker process of `mitp bench --inference`: one runtime, loaded as a deployment loads it.
+"""The worker process of `mitp bench inference`: one runtime, loaded as a deployment loads it.
 
 Kept out of the ``bench`` package, whose imports bring torch: a spawned worker imports this
 module only, so the onnxruntime workers' memory and load time are those of a process without torch.
@@ -23,9 +23,9 @@ def time_logits(conn, folder: str, runtime: str, threads: int, batch_sizes: tupl
         import torch
 
         torch.set_num_threads(threads)
-        from mitp.classifier import Classifier  # brings torch: the torch worker only
+        from mitp.torch_runtime import TorchClassifier  # brings torch: the torch worker only
 
-        classifier = Classifier.from_pretrained(folder)
+        classifier = TorchClassifier.from_pretrained(folder)
     else:
         from mitp.onnx_runtime import OnnxClassifier  # numpy, PIL, onnxruntime, tokenizers
 

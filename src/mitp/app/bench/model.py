@@ -9,10 +9,9 @@ import torch
 from PIL import Image
 
 from mitp.backbones import build_backbone
-from mitp.classifier import Classifier
 from mitp.data.manifest import LabelSpace
-from mitp.data.preprocess import Preprocessor
 from mitp.methods import build_model, make_config
+from mitp.torch_runtime import TorchClassifier
 
 from .settings import parse_method_spec
 
@@ -24,7 +23,7 @@ def random_classifier(
     max_length: int | None = None,
     image_size: int | None = None,
     open_gates: bool = False,
-) -> Classifier:
+) -> TorchClassifier:
     """``method`` may be a setting (NAME[key=value;...]); ``max_length``: text tokens, at most the tower's;
     ``open_gates``: prompt gates at 1 as after training (the work is the same; the logits then depend on the
     prompts)."""
@@ -40,12 +39,7 @@ def random_classifier(
     if max_length is not None:
         max_length = min(max_length, backbone.text_format.max_length)
     labels = LabelSpace("single_label", tuple(f"class-{i}" for i in range(num_classes)))
-    info = {
-        "backbone": backbone_spec,
-        "threshold": 0.5,
-        "preprocessing": {"max_text_length": max_length, "image_size": image_size},
-    }
-    return Classifier(model, Preprocessor.for_backbone(backbone, max_length, image_size), labels, info)
+    return TorchClassifier.from_model(model, labels, max_length, image_size)
 
 
 def noise_png(size: int) -> bytes:

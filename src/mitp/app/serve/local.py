@@ -1,4 +1,4 @@
-"""Run `mitp serve`'s app on 127.0.0.1 in a background thread (tests, `mitp bench --serve`)."""
+"""Run `mitp serve`'s app on 127.0.0.1 in a background thread (tests, `mitp bench serve`)."""
 
 import contextlib
 import socket
