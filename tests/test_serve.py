@@ -188,3 +188,32 @@ def test_the_page_is_served(server):
 def test_serve_command_refuses_bad_settings(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
     assert "argument --max-batch: must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_busy_port_is_one_line_before_anything_says_serving(tiny_run, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny_run), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "serving" not in out and f"--port {port}: cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_an_undecodable_image_is_named_without_a_memory_address(server, monkeypatch):
+    """PIL's messages hold the repr of the stream it read; a client is told what is wrong, not where it lived."""
+    import io
+
+    from PIL import Image
+
+    def broken(source, *args, **kwargs):
+        raise OSError(f"broken data stream when reading image file {source!r}")
+
+    monkeypatch.setattr(Image, "open", broken)
+    url, _ = server
+    reply = httpx.post(f"{url}/predict", files={"image": ("x.png", io.BytesIO(b"x" * 40), "image/png")})
+    assert reply.status_code == 400
+    assert (
+        reply.json()["detail"]
+        == "image: cannot be decoded as an image (broken data stream when reading image file the image)"
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import warnings
 from typing import Any, NamedTuple
 
@@ -88,7 +89,12 @@ def load_image(image, field: str, max_pixels: int | None) -> Image.Image:
     except UnidentifiedImageError as err:  # PIL's message holds the stream's repr, a memory address
         raise InputError(field, "cannot be decoded as an image (not a format PIL recognises, or empty)") from err
     except (OSError, ValueError, SyntaxError) as err:
-        raise InputError(field, f"cannot be decoded as an image ({err})") from err
+        raise InputError(field, f"cannot be decoded as an image ({_without_addresses(err)})") from err
+
+
+def _without_addresses(err: Exception) -> str:
+    """PIL's message without the reprs of the streams it read (``<_io.BytesIO object at 0x...>``)."""
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "the image", str(err))
 
 
 def check_text(text, field: str) -> str:

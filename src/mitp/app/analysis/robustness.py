@@ -10,6 +10,7 @@ import numpy as np
 
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
+from mitp.markdown import table
 
 from ..outputs import check_outputs
 from ..train.finished import evaluate_dataset, load_run, split_dataset
@@ -93,13 +94,12 @@ def markdown_table(report: dict) -> str:
     header = [f"{report['split']} {report['runs'][0]['metric']}, {what} missing"] + [
         f"{r:.0%}" for r in report["rates"]
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for group in report["groups"]:
-        cells = [
-            f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "") for m, s in zip(group["mean"], group["std"])
-        ]
-        lines.append("| " + " | ".join([group["label"]] + cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [group["label"]]
+        + [f"{m:.4f}" + (f" ± {s:.4f}" if len(group["runs"]) > 1 else "") for m, s in zip(group["mean"], group["std"])]
+        for group in report["groups"]
+    ]
+    return table(header, rows)
 
 
 def plot(report: dict, path: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 from ..errors import UserError
@@ -89,10 +91,28 @@ def run(args) -> int:
         drain_refused_s=args.drain_refused_s,
         max_image_pixels=args.max_image_pixels,
     )
+    listening = listen(args.host, args.port)  # before saying "serving": a busy port is one line, exit 2
+    port = listening.getsockname()[1]
     print(
-        f"serving {classifier.method} ({args.path}, {classifier.runtime}) on http://{args.host}:{args.port}/ "
+        f"serving {classifier.method} ({args.path}, {classifier.runtime}) on http://{args.host}:{port}/ "
         f"(API docs: /docs)",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (the address uvicorn then serves on), or a UserError saying why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise UserError(f"--host {host}: cannot resolve it ({err.strerror})") from None
+    listening = socket.socket(family, kind, proto)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(address)
+    except OSError as err:
+        listening.close()
+        raise UserError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror})") from None
+    return listening

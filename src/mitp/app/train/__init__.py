@@ -1,0 +1,1 @@
+"""The training application: run configs, the loop, checkpoints in the run directory, finished runs."""
