@@ -10,13 +10,14 @@ starts with the offending key. Every field says what it does in its metadata
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import re
 import types
 import typing
 from typing import Any, ClassVar
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from .errors import MitpError
 
@@ -79,43 +80,40 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+@functools.cache
+def _adapter(annotation: Any) -> TypeAdapter:
+    # strict: no bool for an int, no "1" for a number; an int is a float; no infinity or NaN
+    return TypeAdapter(annotation, config=ConfigDict(strict=True, allow_inf_nan=False))
+
+
 def check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Return ``value`` coerced to ``annotation`` where lossless; raise ConfigError otherwise."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        allowed = typing.get_args(annotation)
-        if value in allowed and not isinstance(value, bool):
-            return value
-        raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            try:
-                return check_type(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(key, f"{value!r} is not a valid {annotation}")
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise ConfigError(key, f"expected null, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"expected a list, got {value!r}")
-        (item_type, *_) = typing.get_args(annotation) or (Any,)
-        return [check_type(key, v, item_type) for v in value]
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+    """``value`` as ``annotation`` (pydantic, strict: an int becomes a float, a list's items are checked,
+    ``Literal`` choices are exact); a ConfigError naming ``key`` otherwise."""
+    if (
+        isinstance(value, str)
+        and _EXPONENT.fullmatch(value.strip())
+        and _adapter(annotation).json_schema().get("type", "") in ("number", "")
+    ):
         value = float(value)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads it as text)
-    if annotation is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(key, f"must be a finite number, got {value!r}")
-    if annotation is int and isinstance(value, bool):
-        raise ConfigError(key, f"expected an integer, got {value!r}")
-    if isinstance(annotation, type) and not isinstance(value, annotation):
+    if dataclasses.is_dataclass(annotation):  # a section, validated on its own construction
+        if isinstance(value, annotation):
+            return value
         raise ConfigError(key, f"expected {_type_name(annotation)}, got {value!r}")
-    return value
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError as err:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            return check_type(key, float(value), annotation)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads text)
+        kinds = {e["type"] for e in err.errors()}
+        if "finite_number" in kinds:
+            raise ConfigError(key, f"must be a finite number, got {value!r}") from None
+        if typing.get_origin(annotation) is typing.Literal:
+            raise ConfigError(
+                key, f"{value!r} is not one of {', '.join(map(repr, typing.get_args(annotation)))}"
+            ) from None
+        raise ConfigError(key, f"expected {describe(annotation)}, got {value!r}") from None
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING):
