@@ -33,6 +33,8 @@ def mitp_run(toy_dataset, tmp_path_factory):
                 "train.batch_size=8",
                 "--set",
                 "train.log_every_steps=2",
+                "--set",
+                "train.log_with=tensorboard",
             ]
         )
         == 0

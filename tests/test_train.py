@@ -78,7 +78,7 @@ def test_config_overrides_and_unknown_keys(tmp_path):
 
 def test_train_evaluate_predict_end_to_end(toy, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(train_args(toy, run, "--set", "train.epochs=2")) == 0
+    assert main(train_args(toy, run, "--set", "train.epochs=2", "--set", "train.log_with=tensorboard")) == 0
     for name in (
         "config.yaml",
         "metrics.jsonl",

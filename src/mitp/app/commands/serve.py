@@ -7,6 +7,7 @@ import socket
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 from ..errors import UserError
+from ..extras import require
 from ._args import port_number, positive_int
 
 
@@ -66,6 +67,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require("serve", "mitp serve")
     import uvicorn
 
     # the model (torch or onnxruntime) and the web app: loaded when the command runs (`mitp --help` stays fast)

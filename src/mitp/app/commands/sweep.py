@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import UserError
+from ..extras import require
 from ._args import positive_int
 
 
@@ -63,10 +63,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import importlib.util
-
-    if importlib.util.find_spec("optuna") is None:
-        raise UserError("mitp sweep needs Optuna: pip install 'mitp[sweep]' (or pip install optuna)")
+    require("sweep", "mitp sweep")
     # torch and optuna: loaded when the command runs (`mitp --help` stays fast)
     from mitp.methods import available_methods
 

@@ -97,8 +97,9 @@ class TrainConfig(ValidatedConfig):
         10, "diagnostics (gradient norm per part, gates, prompt norms, hub entropy) every n steps"
     )
     log_with: Literal["tensorboard", "wandb", "mlflow", "aim", "none"] = setting(
-        "tensorboard",
-        "experiment tracker, through Accelerate, its files in the run directory (wandb offline: WANDB_MODE=offline)",
+        "none",
+        "experiment tracker, through Accelerate, its files in the run directory (pip install 'mitp[trackers]'; "
+        "wandb offline: WANDB_MODE=offline)",
     )
     missing: MissingConfig = setting(
         default_factory=TrainMissingConfig,
