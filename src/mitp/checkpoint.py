@@ -101,6 +101,14 @@ def load_trainable(model: MultimodalClassifier, path: str | Path, saved_backbone
             param.copy_(tensors[name])
 
 
+def non_finite_counts(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The tensors holding NaN or infinite values, each with how many it holds (empty when all are finite)."""
+    if not tensors:
+        return {}
+    counts = torch.stack([(~torch.isfinite(t.detach())).sum() for t in tensors.values()]).tolist()  # one sync
+    return {name: count for name, count in zip(tensors, counts) if count}
+
+
 def _shapes(shapes: dict) -> str:
     return (
         f"text {shapes.get('text_layers')}x{shapes.get('text_width')}, "

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from mitp.checkpoint import WEIGHTS_NAME, CheckpointError, check_fields, load_trainable
+from mitp.checkpoint import WEIGHTS_NAME, CheckpointError, check_fields, load_trainable, non_finite_counts
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
 from mitp.data.errors import EmptySplit
@@ -51,7 +51,8 @@ from .step import gradient_norms, train_step
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the run stops, its last good checkpoint kept."""
+    """The training loss, a trainable weight or a validation metric became NaN or infinite; the run stops
+    before saving anything of it, so its last checkpoint stays its last good one."""
 
 
 @dataclass
@@ -258,7 +259,7 @@ class Trainer:
                         if diagnose
                         else None,
                     )
-                self._check_finite(loss, epoch, position)
+                self._check_finite(loss, epoch, position.batch, weights=acc.sync_gradients)
                 if not empty:
                     position.loss_sum += loss.item() * len(batch["ids"])
                     position.samples += len(batch["ids"])
@@ -325,6 +326,10 @@ class Trainer:
                     **({"threshold": val["threshold"]} if "threshold" in val else {}),
                 }
             )
+            bad = {name: v for name, v in {"loss": val["loss"], **val["metrics"]}.items() if not math.isfinite(v)}
+            if bad:  # never logged, never best, never saved
+                what = f"the validation {', '.join(bad)} became {', '.join(map(str, bad.values()))}"
+                raise self._diverged(what, f"at epoch {epoch + 1}")
             score = val["metrics"][self.selection]
             improved = position.best is None or score > position.best
             if improved:
@@ -413,19 +418,39 @@ class Trainer:
             split=split,
         )
 
-    def _check_finite(self, loss: torch.Tensor, epoch: int, position: LoopPosition) -> None:
-        """Stop before anything is saved once the loss is not finite (every process stops together)."""
-        bad = torch.tensor(float(not torch.isfinite(loss).item()), device=self.accelerator.device)
+    def _check_finite(self, loss: torch.Tensor, epoch: int, batch: int, weights: bool) -> None:
+        """Stop before anything is saved once the loss, or (``weights``: after an optimizer step) a trainable
+        weight, is NaN or infinite. Every process stops together: the flags are summed across processes."""
+        counts = non_finite_counts(self.unwrapped.trainable_state_dict()) if weights else {}
+        flags = torch.tensor([float(not torch.isfinite(loss).item()), float(bool(counts))], device=loss.device)
         if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item():
-            run = Run(self.run_dir)
-            where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
-            raise TrainingDiverged(
-                f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
-                f"{position.batch}; training stopped and nothing was saved after it. The last "
-                f"good checkpoint: {where}. Lower train.lr, or check the data"
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        bad_loss, bad_weights = flags.tolist()
+        when = f"at epoch {epoch + 1}, batch {batch}"
+        if bad_loss:
+            value = loss.item()
+            raise self._diverged(
+                f"the training loss became {value if not math.isfinite(value) else 'non-finite'}", when
             )
+        if bad_weights:
+            raise self._diverged(f"the trainable weights became non-finite{self._describe(counts)}", when)
+
+    def _describe(self, counts: dict[str, int]) -> str:
+        """`` (N of M values, in a, b, c and K more tensors)`` for :func:`non_finite_counts`' answer."""
+        if not counts:
+            return " (on another process)"
+        total = sum(p.numel() for p in self.unwrapped.trainable_state_dict().values())
+        names = list(counts)
+        more = f" and {len(names) - 3} more tensors" if len(names) > 3 else ""
+        return f" ({sum(counts.values())} of {total} values NaN or infinite, in {', '.join(names[:3])}{more})"
+
+    def _diverged(self, what: str, when: str) -> TrainingDiverged:
+        run = Run(self.run_dir)
+        where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
+        return TrainingDiverged(
+            f"{what} {when}; training stopped and nothing was saved after it. The last "
+            f"good checkpoint: {where}. Lower train.lr, or check the data"
+        )
 
     def _all_skipped(self, batch: dict) -> list:
         """The samples skipped in this batch by every process (each counts all of them)."""
