@@ -317,6 +317,18 @@ def all_finite(run: Path) -> bool:
     return bool(files) and all(torch.isfinite(t).all() for f in files for t in load_file(f).values())
 
 
+def test_non_finite_values_are_counted_per_tensor_and_large_finite_ones_are_not():
+    from mitp.checkpoint import non_finite_counts
+
+    tensors = {"a": torch.zeros(4, 3), "b": torch.ones(5), "steps": torch.arange(3)}
+    assert non_finite_counts(tensors) == {}
+    tensors["a"][1, 2], tensors["b"][:2] = float("nan"), float("-inf")
+    assert non_finite_counts(tensors) == {"a": 1, "b": 2}
+    large = {"f32": torch.full((10,), 3e38), "f16": torch.full((10,), 6e4, dtype=torch.float16)}  # sums overflow
+    assert non_finite_counts(large) == {}
+    assert non_finite_counts({"bf16": torch.tensor([1.0, float("inf")], dtype=torch.bfloat16)}) == {"bf16": 1}
+
+
 def test_weights_turned_non_finite_stop_the_run_and_leave_the_checkpoints_as_they_were(
     toy_dataset, tmp_path, capsys, monkeypatch
 ):

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from mitp.checkpoint import WEIGHTS_NAME, CheckpointError, check_fields, load_trainable, non_finite_counts
+from mitp.checkpoint import load_trainable, non_finite_counts
 from mitp.configuration import ConfigError, flatten
 from mitp.data.dataset import invalid_line_counts, left_out_counts, left_out_report, make_dataloader
+from mitp.files import WEIGHTS_NAME, CheckpointError, check_fields
 from mitp.metrics import selection_metric
 from mitp.params import parameter_breakdown
 from mitp.runs import STATE, Run

@@ -19,6 +19,7 @@ from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
 from mitp.data.dataset import ManifestDataset, build_datasets, check_splits, unloadable_samples
 from mitp.data.errors import EmptySplit
+from mitp.data.manifest import LABELS_FILE
 from mitp.data.preprocess import Preprocessor
 from mitp.methods import build_model
 from mitp.runs import TRACKER_DIRS
@@ -116,8 +117,8 @@ def run_preprocessor(config: RunConfig, backbone) -> Preprocessor:
 
 def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     data_dir = Path(config.data)
-    if not (data_dir / "labels.json").is_file():
-        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
+    if not (data_dir / LABELS_FILE).is_file():
+        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no {LABELS_FILE}); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
     datasets = build_datasets(
         data_dir,
