@@ -115,6 +115,9 @@ def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, 
         filled = [np.load(d / "filled.npy") for d in stores]
         assert sorted(len(f) for f in filled) == [11, 12, 22] and all(f.all() for f in filled)  # val, test, train
         assert sorted(loads) == sorted(set(loads)) and len(loads) == 22 + 11 + 12  # each sample loaded once
+    capsys.readouterr()  # evaluate leaves out what training left out, and scores what training scored
+    assert main(["evaluate", str(run), "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((run / "results.json").read_text())["val"]
 
 
 def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, capsys):
@@ -227,3 +230,15 @@ def test_a_resume_refuses_data_whose_bad_samples_changed(toy, tmp_path, capsys):
     assert "(train: train-0005), but now it would leave out nothing: the data changed" in err
     image.write_bytes(b"broken")  # as it was: the resume goes on
     assert main(["train", "--resume", str(run)]) == 0
+
+
+def test_a_run_that_leaves_test_unread_never_checks_its_images(toy, tmp_path):
+    from mitp.app.train.config import load_run_config
+    from mitp.app.train.loop import Trainer
+
+    for split in ("val", "test"):
+        (toy / json.loads(lines(toy / f"{split}.jsonl")[0])["image"]).unlink()
+    config = load_run_config(CONFIG, [f"data={toy}", "train.epochs=1", "train.on_bad_sample=skip"])
+    (tmp_path / "trial").mkdir()
+    results = Trainer(config, tmp_path / "trial", test=False).fit()  # as a sweep's trial runs
+    assert results["skipped"]["images"] == {"val": {"missing_image": 1}} and results["test"] is None

@@ -151,7 +151,8 @@ class Trainer:
                 )
             )
         if self.config.train.on_bad_sample == "skip":
-            leave_out_unloadable(self.parts.datasets, self.accelerator, self.config.train.num_workers, self.console)
+            checked = {split: ds for split, ds in self.parts.datasets.items() if split != "test" or test}
+            leave_out_unloadable(checked, self.accelerator, self.config.train.num_workers, self.console)
             report = left_out_report(self.parts.datasets)
             if report:
                 self._log(report)
