@@ -1,4 +1,5 @@
-"""Model-ready tensors from a manifest, batching, and deterministic loading.
+"""Model-ready tensors from a manifest, batching, and deterministic loading (over 400 lines: a split's
+way from manifest line to batch, bad samples included, in one place).
 
 ``ManifestDataset(data_dir, split, backbone=...)`` yields one sample per manifest line
 using the backbone's own preprocessing (:mod:`mitp.data.preprocess`). Its ``collate``

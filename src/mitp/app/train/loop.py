@@ -9,9 +9,10 @@ The global batch is split across processes (``split_batches``), so a run gives t
 updates whatever the number of processes. Under ``on_bad_sample: skip`` the samples that cannot
 be loaded are left out before the first epoch (``setup.leave_out_unloadable``): every batch the
 loop sees is whole. Checkpoints hold trainable tensors only, plus
-optimizer, scheduler, RNG and loop position, so ``--resume`` continues exactly. What a run
-builds first is in ``setup.py``, one step in ``step.py``, evaluation in ``evaluation.py``,
-the frozen-prefix cache in ``mitp.app.prefix_cache``.
+optimizer, scheduler, RNG and loop position, so ``--resume`` continues exactly. The loop stays
+in one file (over 400 lines) so it reads as one piece; what a run builds first is in ``setup.py``,
+one step in ``step.py``, evaluation in ``evaluation.py``, the frozen-prefix cache in
+``mitp.app.prefix_cache``.
 """
 
 from __future__ import annotations
