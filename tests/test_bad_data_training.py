@@ -1,5 +1,5 @@
 """Training on imperfect data: empty splits and leaks are refused before training, and what
-`on_bad_sample: skip` leaves out is counted by reason and split, printed and recorded."""
+`on_bad_sample: skip` leaves out (before training) is counted by reason and split, printed and recorded."""
 
 import json
 from pathlib import Path
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mitp.app.cli import main
+from mitp.data.dataset import ManifestDataset
 from mitp.synthetic import write_toy_dataset
 from processes import train_together
 
@@ -55,11 +56,13 @@ def test_a_split_emptied_by_skipping_is_refused_before_training(toy, tmp_path, c
     assert "no samples after leaving out 3 invalid line(s)" in capsys.readouterr().err
 
 
-def test_a_split_whose_images_are_all_bad_is_a_named_error(toy, tmp_path, capsys):
+def test_a_split_whose_images_are_all_bad_is_a_named_error_before_training(toy, tmp_path, capsys):
     for line in lines(toy / "val.jsonl"):
         (toy / json.loads(line)["image"]).unlink()
     assert train(toy, tmp_path / "run", "--set", "train.on_bad_sample=skip") == 2
-    assert "val: every sample was skipped as bad" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{toy / 'val.jsonl'}: no samples after leaving out 12 whose image cannot be loaded" in err
+    assert not (tmp_path / "run" / "checkpoint").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_an_id_in_two_splits_is_refused(toy, tmp_path, capsys):
@@ -73,7 +76,10 @@ def test_an_id_in_two_splits_is_refused(toy, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, cache):
+def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, monkeypatch, cache):
+    loads = []
+    original = ManifestDataset.load
+    monkeypatch.setattr(ManifestDataset, "load", lambda self, i: loads.append((self.split, i)) or original(self, i))
     train_lines = lines(toy / "train.jsonl")
     train_lines[1] = json.dumps({**json.loads(train_lines[1]), "text": "  "})  # empty_text
     (toy / json.loads(train_lines[4])["image"]).unlink()  # missing_image
@@ -95,17 +101,23 @@ def test_skipped_samples_are_counted_by_split_and_reason(toy, tmp_path, capsys, 
     )
     out = capsys.readouterr().out
     assert "left out invalid manifest lines (on_bad_sample: skip): train: 1 empty_text" in out
-    assert "1 missing_image" in out
+    assert (
+        "left out 2 sample(s) whose image cannot be loaded (on_bad_sample: skip): "
+        "train: 1 missing_image; val: 1 corrupt_image"
+    ) in out
     skipped = json.loads((run / "results.json").read_text())["skipped"]
     assert skipped == {
         "manifest_lines": {"train": {"empty_text": 1}},
         "images": {"train": {"missing_image": 1}, "val": {"corrupt_image": 1}},
     }
-    if cache:  # the bad rows count as done: the cache completes and later epochs read it alone
-        stores = [d for d in (tmp_path / "cache").iterdir() if (d / "skipped.npy").exists()]
-        marks = {d: np.load(d / "skipped.npy") for d in stores}
-        assert sorted(int(m.sum()) for m in marks.values()) == [0, 1, 1]  # train, val (test has none)
-        assert all((np.load(d / "filled.npy") | marks[d]).all() for d in stores)
+    if cache:  # the stores hold the good samples alone: they complete and later epochs read them alone
+        stores = [d for d in (tmp_path / "cache").iterdir() if (d / "filled.npy").exists()]
+        filled = [np.load(d / "filled.npy") for d in stores]
+        assert sorted(len(f) for f in filled) == [11, 12, 22] and all(f.all() for f in filled)  # val, test, train
+        assert sorted(loads) == sorted(set(loads)) and len(loads) == 22 + 11 + 12  # each sample loaded once
+    capsys.readouterr()  # evaluate leaves out what training left out, and scores what training scored
+    assert main(["evaluate", str(run), "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((run / "results.json").read_text())["val"]
 
 
 def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, capsys):
@@ -132,8 +144,8 @@ def test_an_image_outside_the_dataset_needs_the_run_to_allow_it(toy, tmp_path, c
 
 @pytest.mark.slow
 def test_two_processes_with_skipped_samples_neither_hang_nor_lose_count(toy, tmp_path):
-    """One sample per process and step: the process whose sample is bad must still join the
-    all-reduce (a zero-weight step) and every gather, or the other one waits for ever."""
+    """One sample per process and step: the bad samples are left out before training by both processes
+    alike (each checks half of every split), so both train and evaluate on the same whole batches."""
     (toy / json.loads(lines(toy / "train.jsonl")[3])["image"]).write_bytes(b"broken")
     (toy / json.loads(lines(toy / "val.jsonl")[0])["image"]).write_bytes(b"broken")
     run = tmp_path / "two"
@@ -186,7 +198,7 @@ def test_a_lone_surrogate_text_is_a_bad_sample_for_check_train_and_predict(toy, 
     assert "--text is not valid Unicode" in capsys.readouterr().err
 
 
-def test_markup_in_user_strings_is_printed_literally_and_skip_counts_reset(toy, tmp_path, capsys):
+def test_markup_in_user_strings_is_printed_literally_and_skips_are_reported_once(toy, tmp_path, capsys):
     odd = toy / "images" / "[" / "x]bad.png"  # a path that reads as a rich closing tag: [/x]
     train_lines = lines(toy / "train.jsonl")
     train_lines[0] = json.dumps({**json.loads(train_lines[0]), "image": "images/[/x]bad.png"})
@@ -196,6 +208,37 @@ def test_markup_in_user_strings_is_printed_literally_and_skip_counts_reset(toy, 
     assert train(toy, run, "--set", "train.on_bad_sample=skip", "--set", "train.epochs=3") == 0
     out = capsys.readouterr().out
     assert "[/x]bad.png" in out
-    # one missing image per epoch: each epoch's report says 1, not a running total
-    reports = [line for line in out.splitlines() if line.startswith("skipped ")]
-    assert len(reports) == 3 and all(line.startswith("skipped 1 bad sample(s) this epoch") for line in reports)
+    # one missing image: one report before training says 1, not a count per epoch or a running total
+    reports = [line for line in out.splitlines() if line.startswith("left out ")]
+    assert reports == [
+        "left out 1 sample(s) whose image cannot be loaded (on_bad_sample: skip): train: 1 missing_image"
+    ]
+
+
+def test_a_resume_refuses_data_whose_bad_samples_changed(toy, tmp_path, capsys):
+    image = toy / json.loads(lines(toy / "train.jsonl")[5])["image"]
+    original = image.read_bytes()
+    image.write_bytes(b"broken")
+    run = tmp_path / "run"
+    assert train(toy, run, "--set", "train.on_bad_sample=skip") == 0
+    (run / "results.json").unlink()
+    image.write_bytes(original)  # the data changed: the run would now train on 24 samples, not 23
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'checkpoint' / 'last' / 'training_state.json'}: before training the run left out" in err
+    assert "(train: train-0005), but now it would leave out nothing: the data changed" in err
+    image.write_bytes(b"broken")  # as it was: the resume goes on
+    assert main(["train", "--resume", str(run)]) == 0
+
+
+def test_a_run_that_leaves_test_unread_never_checks_its_images(toy, tmp_path):
+    from mitp.app.train.config import load_run_config
+    from mitp.app.train.loop import Trainer
+
+    for split in ("val", "test"):
+        (toy / json.loads(lines(toy / f"{split}.jsonl")[0])["image"]).unlink()
+    config = load_run_config(CONFIG, [f"data={toy}", "train.epochs=1", "train.on_bad_sample=skip"])
+    (tmp_path / "trial").mkdir()
+    results = Trainer(config, tmp_path / "trial", test=False).fit()  # as a sweep's trial runs
+    assert results["skipped"]["images"] == {"val": {"missing_image": 1}} and results["test"] is None

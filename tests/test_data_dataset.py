@@ -13,7 +13,15 @@ from PIL import Image
 
 from data_fixtures import get_line, make_manifest, set_line, truncate, write_image
 from mitp.backbones import build_backbone
-from mitp.data.dataset import ManifestDataset, SeededSampler, SkipCounter, build_datasets, make_dataloader, model_inputs
+from mitp.data.dataset import (
+    ManifestDataset,
+    SeededSampler,
+    build_datasets,
+    left_out_report,
+    make_dataloader,
+    model_inputs,
+    unloadable_samples,
+)
 from mitp.data.errors import CorruptImage, EmptyText, ManifestError, MissingImage, UnknownLabel
 from mitp.data.images import CLIP_MEAN, CLIP_STD, ImageTransform, to_rgb
 from mitp.data.preprocess import Preprocessor, image_transform_from_pretrained
@@ -123,9 +131,9 @@ def test_items_and_batches_for_tiny_clip(data, tiny_clip):
     torch.testing.assert_close(item["pixel_values"], expected, rtol=0, atol=1e-5)
     # and by hand: the first pixel of the center crop, normalised with CLIP's mean/std
     batch = ds.collate([ds[i] for i in range(4)])
-    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "modality_mask", "ids", "skipped"}
+    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "modality_mask", "ids"}
     assert batch["modality_mask"].dtype == torch.bool and batch["modality_mask"].all()  # nothing is missing
-    assert batch["ids"] == ["train-000", "train-001", "train-002", "train-003"] and batch["skipped"] == []
+    assert batch["ids"] == ["train-000", "train-001", "train-002", "train-003"]
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert ids.dtype == mask.dtype == torch.long and ids.shape == mask.shape and ids.shape[1] <= 7
     lengths = mask.sum(1)
@@ -203,32 +211,35 @@ def test_bad_image_in_a_worker_keeps_its_error_class(data, tiny_clip, monkeypatc
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_skip_mode_drops_counts_and_reports(data, tiny_clip, num_workers):
+def test_skip_mode_leaves_out_counts_and_reports(data, tiny_clip, num_workers):
     ds = ManifestDataset(data, "train", backbone=tiny_clip, on_bad_sample="skip")
     (data / "images" / "train_2.jpg").unlink()
     truncate(data / "images" / "train_9.jpg", keep=0.5)
-    counter = SkipCounter()
+    bad = ds.leave_out_unloadable(num_workers=num_workers)
+    assert [(b.id, b.kind) for b in bad] == [("train-002", "missing_image"), ("train-009", "corrupt_image")]
+    assert [b.message.split(": ")[0].rsplit("/", 1)[-1] for b in bad] == ["train.jsonl:3", "train.jsonl:10"]
+    assert ds.left_out == bad and len(ds) == 8
     seen = []
     loader = make_dataloader(ds, batch_size=4, shuffle=True, seed=1, num_workers=num_workers)
-    for batch in loader:
-        counter.update(batch)
+    for batch in loader:  # whole batches of the good samples alone
         seen += batch["ids"]
-        assert batch["pixel_values"].shape[0] == len(batch["ids"]) == batch["labels"].shape[0]
-    assert counter.count == 2 and sorted(seen) == sorted(f"train-{i:03d}" for i in range(10) if i not in (2, 9))
-    assert sorted(m.split(": ")[0].rsplit("/", 1)[-1] for m in counter.examples) == ["train.jsonl:10", "train.jsonl:3"]
-    report = counter.report()
-    assert report.startswith("skipped 2 bad sample(s) this epoch") and "train_2.jpg" in report
-    counter.reset()
-    assert counter.count == 0 and counter.report() == "no bad samples skipped"
+        assert batch["pixel_values"].shape[0] == len(batch["ids"]) == batch["labels"].shape[0] == 4
+    assert sorted(seen) == sorted(f"train-{i:03d}" for i in range(10) if i not in (2, 9))
+    report = left_out_report({"train": ds})
+    assert report.startswith(
+        "left out 2 sample(s) whose image cannot be loaded (on_bad_sample: skip): "
+        "train: 1 corrupt_image, 1 missing_image"
+    )
+    assert "train_2.jpg" in report and "train_9.jpg" in report
+    assert left_out_report({"train": ManifestDataset(data, "val", backbone=tiny_clip)}) == ""
 
 
-def test_all_skipped_batch_is_empty_but_well_formed(data, tiny_clip):
+def test_a_split_whose_images_are_all_bad_is_left_empty(data, tiny_clip):
     ds = ManifestDataset(data, "val", backbone=tiny_clip, on_bad_sample="skip")
     for line in range(1, 5):
         (data / get_line(data / "val.jsonl", line)["image"]).unlink()
-    batch = next(iter(make_dataloader(ds, batch_size=4, shuffle=False)))
-    assert batch["ids"] == [] and len(batch["skipped"]) == 4
-    assert batch["pixel_values"].shape == (0, 3, 32, 32) and batch["labels"].shape == (0,)
+    assert [b.kind for b in unloadable_samples(ds, [1, 3])] == ["missing_image"] * 2  # a share of the split
+    assert len(ds.leave_out_unloadable()) == 4 and len(ds) == 0 and ds.modality_mask.shape == (0, 2)
 
 
 # --- deterministic order ----------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def toy(tmp_path_factory):
 
 @pytest.mark.parametrize("case", [c for c in METHOD_CASES if c.cacheable], ids=case_id)
 def test_a_cached_prefix_gives_the_same_logits_to_fp16_tolerance(case, toy, tiny_backbone, tmp_path):
-    from mitp.app.prefix_cache import open_store
+    from prefix_stores import open_store
 
     model = build_model(make_config(case.method, num_classes=4, **case.overrides), tiny_backbone).eval()
     with torch.no_grad():  # open gates, so the prompts' part of the computation is compared too

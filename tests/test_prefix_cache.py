@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mitp.app.prefix_cache import cache_key, open_store
+from mitp.app.prefix_cache import cache_key
 from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import Trainer
 from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
 from mitp.methods import build_model, make_config
+from prefix_stores import open_store
 from processes import train_together
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"

@@ -316,6 +316,96 @@ def test_a_diverging_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
 
 
+def all_finite(run: Path) -> bool:
+    """Every tensor of every checkpoint of ``run`` (weights and training state) is finite."""
+    from safetensors.torch import load_file
+
+    files = list((run / "checkpoint").rglob("*.safetensors"))
+    return bool(files) and all(torch.isfinite(t).all() for f in files for t in load_file(f).values())
+
+
+def test_non_finite_values_are_counted_per_tensor_and_large_finite_ones_are_not():
+    from mitp.model_folder import non_finite_counts
+
+    tensors = {"a": torch.zeros(4, 3), "b": torch.ones(5), "steps": torch.arange(3)}
+    assert non_finite_counts(tensors) == {}
+    tensors["a"][1, 2], tensors["b"][:2] = float("nan"), float("-inf")
+    assert non_finite_counts(tensors) == {"a": 1, "b": 2}
+    large = {"f32": torch.full((10,), 3e38), "f16": torch.full((10,), 6e4, dtype=torch.float16)}  # sums overflow
+    assert non_finite_counts(large) == {}
+    assert non_finite_counts({"bf16": torch.tensor([1.0, float("inf")], dtype=torch.bfloat16)}) == {"bf16": 1}
+
+
+def test_weights_turned_non_finite_stop_the_run_and_leave_the_checkpoints_as_they_were(
+    toy_dataset, tmp_path, capsys, monkeypatch
+):
+    import json
+
+    import mitp.app.train.loop as loop
+
+    real, calls, before = loop.train_step, [], {}
+    run = tmp_path / "poisoned"
+
+    def poisoning(model, *args, **kwargs):  # the sixth step (epoch 2 of 4-step epochs) leaves a NaN weight
+        calls.append(1)
+        if len(calls) == 5:
+            before.update(snapshot(run / "checkpoint"))  # what epoch 1 saved
+        loss = real(model, *args, **kwargs)
+        if len(calls) == 6:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).view(-1)[0] = float("nan")
+        return loss  # still finite
+
+    monkeypatch.setattr(loop, "train_step", poisoning)
+    assert train(toy_dataset, run, "--set", "train.epochs=3", "--set", "train.batch_size=8") == 2
+    out, err = capsys.readouterr()
+    [line] = [x for x in err.splitlines() if "non-finite" in x]  # one line says what, where and what is kept
+    assert "the trainable weights became non-finite (1 of " in line and "at epoch 2, batch 2;" in line
+    assert f"The last good checkpoint: {run / 'checkpoint' / 'last'}." in line
+    assert before and snapshot(run / "checkpoint") == before and all_finite(run)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
+    assert [x.split(":")[0] for x in out.splitlines() if "(best)" in x] == ["epoch 1/3"]
+    assert not (run / "results.json").exists()
+
+
+def test_a_huge_learning_rate_never_saves_or_marks_best_a_non_finite_model(toy_dataset, tmp_path, capsys):
+    run = tmp_path / "huge"  # one step per epoch: its first step makes every weight infinite, its loss finite
+    assert train(toy_dataset, run, "--set", "train.lr=1e300", "--set", "train.batch_size=32") == 2
+    out, err = capsys.readouterr()
+    [line] = [x for x in err.splitlines() if "non-finite" in x]
+    assert "the trainable weights became non-finite" in line and "at epoch 1, batch 1;" in line
+    assert "The last good checkpoint: none yet." in line and "Lower train.lr" in line
+    assert "(best)" not in out and not (run / "checkpoint").exists()
+    assert not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text()
+
+
+def test_a_non_finite_validation_metric_is_never_best_nor_saved(toy_dataset, tmp_path, capsys, monkeypatch):
+    import json
+
+    import mitp.app.train.loop as loop
+
+    real, calls, before = loop.evaluate, [], {}
+    run = tmp_path / "nan-val"
+
+    def overflowing(*args, **kwargs):  # the second validation's loss is NaN, its accuracy a fine number
+        calls.append(1)
+        result = real(*args, **kwargs)
+        if len(calls) == 2:
+            before.update(snapshot(run / "checkpoint"))
+            return {**result, "loss": float("nan")}
+        return result
+
+    monkeypatch.setattr(loop, "evaluate", overflowing)
+    assert train(toy_dataset, run, "--set", "train.epochs=3") == 2
+    out, err = capsys.readouterr()
+    [line] = [x for x in err.splitlines() if "validation" in x]
+    assert "the validation loss became nan at epoch 2;" in line
+    assert f"The last good checkpoint: {run / 'checkpoint' / 'last'}." in line
+    assert before and snapshot(run / "checkpoint") == before and all_finite(run)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
+    assert [x.split(":")[0] for x in out.splitlines() if "(best)" in x] == ["epoch 1/3"]
+
+
 def test_non_finite_and_negative_values_are_refused_before_training(toy_dataset, tmp_path, capsys):
     assert train(toy_dataset, tmp_path / "inf", "--set", "train.lr=.inf") == 2
     assert "train.lr: must be a finite number" in capsys.readouterr().err

@@ -28,9 +28,18 @@ class NonFiniteWeights(CheckpointError):
     """Weights holding NaN or infinity: written by nothing, loaded by nothing."""
 
 
-def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the tensors holding a NaN or an infinity."""
-    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+def non_finite_counts(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The tensors holding NaN or infinite values, each with how many it holds (empty when all are finite)."""
+    floating = {name: t.detach() for name, t in tensors.items() if t.is_floating_point()}
+    if not floating:
+        return {}
+    # A sum is NaN or infinite wherever a value is (or where finite values overflow it: counted exactly below).
+    # One pass without a copy and one sync: several times cheaper than isfinite, and the trainer runs it every step.
+    sums = torch.stack([t.sum(dtype=torch.float32) for t in floating.values()])
+    if torch.isfinite(sums).all().item():
+        return {}
+    counts = torch.stack([(~torch.isfinite(t)).sum() for t in floating.values()]).tolist()
+    return {name: count for name, count in zip(floating, counts) if count}
 
 
 def save_model_folder(
@@ -47,7 +56,7 @@ def save_model_folder(
     Refuses (NonFiniteWeights) a model with non-finite weights, before writing anything."""
     folder = Path(folder)
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state_dict().items()}
-    bad = non_finite(tensors)
+    bad = list(non_finite_counts(tensors))
     if bad:
         raise NonFiniteWeights(
             f"{folder}: not written: {len(bad)} weight tensor(s) hold NaN or infinity, e.g. {bad[0]}"
@@ -132,7 +141,7 @@ def load_trainable(model: MultimodalClassifier, path: str | os.PathLike) -> None
                 f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)} in the file but "
                 f"{tuple(param.shape)} in the model"
             )
-    bad = non_finite(tensors)
+    bad = list(non_finite_counts(tensors))
     if bad:
         raise NonFiniteWeights(
             f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}): a diverged model, refused"
@@ -155,7 +164,7 @@ __all__ = [
     "load_tensors",
     "load_trainable",
     "model_config",
-    "non_finite",
+    "non_finite_counts",
     "save_model_folder",
     "write_model_config",
 ]

@@ -8,8 +8,8 @@ only the upper layers.
 
 The store lives in ``<root>/<key>/``; the key hashes the manifest split's bytes, the
 backbone (spec, shapes, a fingerprint of its weights), the prefix depths, the
-preprocessing and which samples miss a modality (their inputs are blanks), so any change
-selects a different store. A row counts only once its
+preprocessing, which samples miss a modality (their inputs are blanks) and which were left
+out as bad (``on_bad_sample: skip``), so any change selects a different store. A row counts only once its
 ``filled`` flag is set, after its data were written: deleting the directory at any time,
 or killing a run mid-write, costs recomputation and nothing else.
 """
@@ -65,7 +65,7 @@ def cache_key(manifest: Path, backbone, depths: tuple[int, int], preprocessing: 
 class PrefixStore:
     """Per-sample prefix states of one split, memory-mapped from ``directory``."""
 
-    FILES = ("text_hidden", "text_valid", "text_pool", "vision_hidden", "filled", "skipped")
+    FILES = ("text_hidden", "text_valid", "text_pool", "vision_hidden", "filled")
 
     def __init__(self, directory: Path, ids: list[str], text_shape: tuple[int, int], vision_shape: tuple[int, int]):
         self.directory = Path(directory)
@@ -77,8 +77,6 @@ class PrefixStore:
             "text_pool": ((n,), np.int64),
             "vision_hidden": ((n, tokens, d_v), np.float16),
             "filled": ((n,), np.bool_),
-            # rows whose sample could not be loaded (on_bad_sample: skip): done, never read
-            "skipped": ((n,), np.bool_),
         }
         meta = {
             "samples": n,
@@ -103,14 +101,7 @@ class PrefixStore:
 
     @property
     def complete(self) -> bool:
-        return bool((self.arrays["filled"] | self.arrays["skipped"]).all())
-
-    def mark_skipped(self, ids: list[str]) -> None:
-        self.arrays["skipped"][self.rows(ids)] = True
-
-    def usable_rows(self) -> np.ndarray:
-        """Indices of the rows that hold states (every row but the skipped ones)."""
-        return np.flatnonzero(~self.arrays["skipped"][:])
+        return bool(self.arrays["filled"].all())
 
     def rows(self, ids: list[str]) -> np.ndarray:
         return np.array([self.index[i] for i in ids], dtype=np.int64)
@@ -180,8 +171,13 @@ class StorePlan:
 def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StorePlan:
     manifest = Path(dataset.data_dir) / f"{dataset.split}.jsonl"
     pre = dataset.preprocessor
-    missing = getattr(dataset, "missing_key", lambda: "")()
-    preprocessing = pre.description + repr(pre.image_transform) + (f"; missing {missing}" if missing else "")
+    missing, left_out = dataset.missing_key(), dataset.left_out_key()
+    preprocessing = (
+        pre.description
+        + repr(pre.image_transform)
+        + (f"; missing {missing}" if missing else "")
+        + (f"; left out {left_out}" if left_out else "")
+    )
     key = cache_key(manifest, backbone, depths, preprocessing, pre.max_length)
     t = pre.image_transform
     height, width = t.crop or t.resize_to or (backbone.image_size, backbone.image_size)
@@ -192,12 +188,6 @@ def plan_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> StoreP
         (pre.max_length, backbone.text.width),
         (tokens, backbone.vision.width),
     )
-
-
-def open_store(root: Path, dataset, backbone, depths: tuple[int, int]) -> PrefixStore:
-    """The store for one ``ManifestDataset`` split and prefix depth (created empty if new)."""
-    plan = plan_store(root, dataset, backbone, depths)
-    return PrefixStore(plan.directory, plan.ids, plan.text_shape, plan.vision_shape)
 
 
 DISK_MARGIN = 0.1  # keep this fraction of the store's size free on top of it
@@ -234,23 +224,20 @@ def _vision_tokens(backbone, height: int, width: int) -> int:
 
 
 class CachedSplit(torch.utils.data.Dataset):
-    """A split whose prefix states are all cached: items are ids and labels, no image decoding.
-    Samples skipped as bad when the cache was filled are left out."""
+    """A split whose prefix states are all cached: items are ids and labels, no image decoding."""
 
-    def __init__(self, dataset, store: PrefixStore):
+    def __init__(self, dataset):
         self.dataset = dataset
-        self.rows = store.usable_rows().tolist()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        row = self.rows[i]
-        sample = self.dataset.samples[row]
+        sample = self.dataset.samples[i]
         return {
             "id": sample.id,
             "label": self.dataset.encode_label(sample),
-            "modality_mask": torch.from_numpy(self.dataset.modality_mask[row].copy()),
+            "modality_mask": torch.from_numpy(self.dataset.modality_mask[i].copy()),
         }
 
     @staticmethod
@@ -259,7 +246,6 @@ class CachedSplit(torch.utils.data.Dataset):
             "ids": [x["id"] for x in items],
             "labels": torch.stack([x["label"] for x in items]),
             "modality_mask": torch.stack([x["modality_mask"] for x in items]),
-            "skipped": [],
         }
 
 
@@ -268,8 +254,8 @@ class PrefixCache:
 
     Without stores (caching off, or a method with no frozen prefix) it is the identity: the
     given loader, the batch's own model inputs. With stores, each split's first pass fills the
-    rows of its batches (each process its own), bad samples count as done, and once every
-    process sees a split complete, ``loader`` returns a loader of ids and labels only.
+    rows of its batches (each process its own), and once every process sees a split complete,
+    ``loader`` returns a loader of ids and labels only.
     """
 
     def __init__(
@@ -316,22 +302,13 @@ class PrefixCache:
             return loader
         if split not in self._cached_loaders:
             cached = make_dataloader(
-                CachedSplit(self.datasets[split], store),
+                CachedSplit(self.datasets[split]),
                 self.batch_sizes[split],
                 shuffle=split == "train",
                 seed=self.seed,
             )
             self._cached_loaders[split] = self.accelerator.prepare(cached)
         return self._cached_loaders[split]
-
-    def batches(self, split: str, loader):
-        """The loader's batches; samples skipped as bad are marked done in the split's store, so it
-        completes and later epochs never decode them again."""
-        store = self.stores.get(split)
-        for batch in loader:
-            if store is not None and batch.get("skipped"):
-                store.mark_skipped([x["id"] for x in batch["skipped"]])
-            yield batch
 
     def inputs(self, batch: dict, split: str, encoder, labels: bool = True) -> dict:
         """Keyword arguments for the model: the batch's own inputs, or its cached prefix states (rows still
@@ -370,9 +347,8 @@ class SplitFeed:
     """One pass over a split as the model takes it: ``(batch, model inputs)`` pairs.
 
     Which loader runs (the raw one until the split's store is complete on every process, then the
-    cached one), filling the store with the states of new rows, and marking samples skipped as bad
-    done in it are the feed's business; the trainer only iterates it and calls the model. Without a
-    cache the inputs are the batch's own. A batch whose samples were all skipped has inputs None.
+    cached one) and filling the store with the states of new rows are the feed's business; the
+    trainer only iterates it and calls the model. Without a cache the inputs are the batch's own.
     """
 
     def __init__(self, cache: PrefixCache, split: str, loader, encoder, labels: bool = True):
@@ -387,11 +363,11 @@ class SplitFeed:
     def __iter__(self):
         return self.iterate()
 
-    def iterate(self, skip: int = 0):
-        """The pairs, after the first ``skip`` batches (a resumed epoch)."""
-        loader = self.cache.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
-        for batch in self.cache.batches(self.split, loader):
-            yield batch, self.inputs(batch) if len(batch["ids"]) else None
+    def iterate(self, start: int = 0):
+        """The pairs from batch ``start`` on (a resumed epoch)."""
+        loader = self.cache.accelerator.skip_first_batches(self.loader, start) if start else self.loader
+        for batch in loader:
+            yield batch, self.inputs(batch)
 
     def inputs(self, batch: dict) -> dict:
         return self.cache.inputs(batch, self.split, self.encoder, labels=self.labels)

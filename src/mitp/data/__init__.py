@@ -28,7 +28,7 @@ from .manifest import SPLITS, LabelSpace, Record, Sample, read_labels, read_spli
 
 _LAZY = {  # torch-dependent parts load on first use, so `mitp check` / `prepare` need not import them
     "ManifestDataset": "dataset",
-    "SkipCounter": "dataset",
+    "unloadable_samples": "dataset",
     "build_datasets": "dataset",
     "make_dataloader": "dataset",
     "model_inputs": "dataset",
@@ -67,7 +67,7 @@ __all__ = [
     # lazily imported:
     "ManifestDataset",
     "Preprocessor",
-    "SkipCounter",
+    "unloadable_samples",
     "build_datasets",
     "make_dataloader",
     "model_inputs",

@@ -1,4 +1,5 @@
-"""Model-ready tensors from a manifest, batching, and deterministic loading.
+"""Model-ready tensors from a manifest, batching, and deterministic loading (over 400 lines: a split's
+way from manifest line to batch, bad samples included, in one place).
 
 ``ManifestDataset(data_dir, split, backbone=...)`` yields one sample per manifest line
 using the backbone's own preprocessing (:mod:`mitp.data.preprocess`). Its ``collate``
@@ -10,30 +11,30 @@ pads token ids on the right and returns a batch dict::
     labels          (B,) long class indices (single-label) or (B, K) float multi-hot (multi-label)
     modality_mask   (B, 2) bool: [image present, text present] (see :mod:`mitp.data.missing`)
     ids             list[str]  -- the sample ids, NOT a model input
-    skipped         list[dict] -- {"id", "kind", "message"} per sample dropped from this batch
 
-Pass only :func:`model_inputs` of a batch to a model (it drops ``ids`` and ``skipped``).
+Pass only :func:`model_inputs` of a batch to a model (it drops ``ids``).
 
-Bad samples (image deleted since ``mitp check``, corrupt image): with
-``on_bad_sample="error"`` (default) loading raises MissingImage / CorruptImage naming the
-image and the manifest file and line. With ``"skip"`` the sample is dropped from its
-batch and reported in ``batch["skipped"]`` -- this travels with the batch, so it works
-with DataLoader workers; a :class:`SkipCounter` sums it over an epoch. Invalid manifest
-lines (bad JSON, empty text, unknown label, ...) raise at construction in "error" mode and
-are left out, listed in ``dataset.invalid_lines``, in "skip" mode.
+Bad samples (image deleted since ``mitp check``, corrupt image): loading one raises MissingImage /
+CorruptImage naming the image and the manifest file and line. With ``on_bad_sample="skip"``, invalid
+manifest lines (bad JSON, empty text, unknown label, ...) are left out at construction (listed in
+``dataset.invalid_lines``; "error" raises there), and :meth:`ManifestDataset.leave_out_unloadable` (or
+:func:`unloadable_samples` and :meth:`~ManifestDataset.leave_out`, which a multi-process trainer shares
+out) removes the samples whose image cannot be loaded before anything iterates the dataset (listed in
+``dataset.left_out``): every batch is then whole.
 
 Missing modalities: a sample whose manifest line has ``"image": null`` / ``"text": null``
 (``allow_missing``) or that ``missing`` (a :class:`~mitp.data.missing.MissingConfig`) drops
-reaches the model as a blank image / an empty text, with its ``modality_mask`` saying so. A batch whose samples
-were all skipped has zero rows (``len(batch["ids"]) == 0``); trainers should skip it.
+reaches the model as a blank image / an empty text, with its ``modality_mask`` saying so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,8 @@ MODEL_KEYS = ("pixel_values", "input_ids", "attention_mask", "modality_mask", "l
 
 @dataclass(frozen=True)
 class BadSample:
-    """Placeholder a dataset returns (in skip mode) for a sample that could not be loaded."""
+    """A sample whose image cannot be loaded: its id, the error's kind (``missing_image``, ``corrupt_image``)
+    and message (manifest file and line, image path)."""
 
     id: str
     kind: str
@@ -78,43 +80,25 @@ def pad_token_ids(sequences: list, pad_token_id: int) -> tuple[torch.Tensor, tor
 
 @dataclass
 class Collator:
-    """Stacks samples into a batch, right-padding token ids; drops :class:`BadSample` entries."""
+    """Stacks samples into a batch, right-padding token ids."""
 
     pad_token_id: int
-    multi_label: bool
-    num_classes: int
-    image_size: tuple[int, int] | None = None  # only used to shape an all-skipped (empty) batch
 
-    def __call__(self, items: list) -> dict:
-        good = [x for x in items if not isinstance(x, BadSample)]
-        skipped = [{"id": x.id, "kind": x.kind, "message": x.message} for x in items if isinstance(x, BadSample)]
-        if not good:
-            h, w = self.image_size or (0, 0)
-            labels = torch.zeros(0, self.num_classes) if self.multi_label else torch.zeros(0, dtype=torch.long)
-            return {
-                "pixel_values": torch.zeros(0, 3, h, w),
-                "input_ids": torch.zeros(0, 0, dtype=torch.long),
-                "attention_mask": torch.zeros(0, 0, dtype=torch.long),
-                "labels": labels,
-                "modality_mask": torch.zeros(0, 2, dtype=torch.bool),
-                "ids": [],
-                "skipped": skipped,
-            }
-        shapes = {tuple(x["pixel_values"].shape) for x in good}
+    def __call__(self, items: list[dict]) -> dict:
+        shapes = {tuple(x["pixel_values"].shape) for x in items}
         if len(shapes) > 1:
             raise ValueError(
                 f"images of one batch have different shapes {sorted(shapes)}; the image "
                 "processor must crop or resize to a fixed size"
             )
-        ids, mask = pad_token_ids([x["input_ids"] for x in good], self.pad_token_id)
+        ids, mask = pad_token_ids([x["input_ids"] for x in items], self.pad_token_id)
         return {
-            "pixel_values": torch.stack([x["pixel_values"] for x in good]),
+            "pixel_values": torch.stack([x["pixel_values"] for x in items]),
             "input_ids": ids,
             "attention_mask": mask,
-            "labels": torch.stack([x["label"] for x in good]),
-            "modality_mask": torch.stack([x["modality_mask"] for x in good]),
-            "ids": [x["id"] for x in good],
-            "skipped": skipped,
+            "labels": torch.stack([x["label"] for x in items]),
+            "modality_mask": torch.stack([x["modality_mask"] for x in items]),
+            "ids": [x["id"] for x in items],
         }
 
 
@@ -122,7 +106,8 @@ class ManifestDataset(Dataset):
     """One split of a prepared dataset, as model-ready tensors.
 
     Give either ``preprocessor`` or ``backbone`` (then ``Preprocessor.for_backbone(backbone,
-    max_length)`` is used). ``on_bad_sample``: "error" (raise) or "skip" (see module docs).
+    max_length)`` is used). ``on_bad_sample``: "error" (raise) or "skip" (see module docs); ``left_out``
+    lists the samples :meth:`leave_out` removed, in manifest order.
     ``allow_missing`` accepts manifest lines without an image or text; ``missing`` drops modalities
     from complete samples (a fixed, seeded pattern).
     """
@@ -172,14 +157,8 @@ class ManifestDataset(Dataset):
             missing,
             np.array([s.present for s in self.samples], dtype=bool).reshape(-1, 2),
         )
-        t = preprocessor.image_transform
-        size = t.crop or t.resize_to
-        self.collate = Collator(
-            preprocessor.pad_token_id,
-            self.label_space.multi_label,
-            self.label_space.num_classes,
-            tuple(size) if size else None,
-        )
+        self.left_out: list[BadSample] = []
+        self.collate = Collator(preprocessor.pad_token_id)
 
     # --- info ---------------------------------------------------------------------------------
     @property
@@ -201,6 +180,40 @@ class ManifestDataset(Dataset):
         """A short hash of which samples miss what ("" when none do): inputs differ, so caches must too."""
         return pattern_digest(self.modality_mask)
 
+    def left_out_key(self) -> str:
+        """A short hash of the samples :meth:`leave_out` removed ("" when none): the rows differ, so caches must."""
+        if not self.left_out:
+            return ""
+        return hashlib.sha256("\n".join(bad.id for bad in self.left_out).encode()).hexdigest()[:16]
+
+    # --- leaving out samples whose image cannot be loaded ----------------------------------------
+    def check_image(self, i: int) -> BadSample | None:
+        """Load sample ``i``'s image exactly as :meth:`load` does: None if it loads, else why it does not."""
+        try:
+            self._pixels(i)
+        except (MissingImage, CorruptImage) as err:
+            return BadSample(self.samples[i].id, err.kind, str(err))
+        return None
+
+    def leave_out(self, bad: Iterable[BadSample]) -> None:
+        """Remove the samples ``bad`` names from the split (they join ``left_out``)."""
+        bad = list(bad)
+        order = {sample.id: i for i, sample in enumerate(self.samples)}
+        unknown = sorted(b.id for b in bad if b.id not in order)
+        if unknown:
+            raise ValueError(f"{self.split}: no samples with ids {unknown[:5]} to leave out")
+        gone = {b.id for b in bad}
+        keep = [i for i, sample in enumerate(self.samples) if sample.id not in gone]
+        self.left_out = self.left_out + sorted({b.id: b for b in bad}.values(), key=lambda b: order[b.id])
+        self.samples = [self.samples[i] for i in keep]
+        self.modality_mask = self.modality_mask[keep]
+
+    def leave_out_unloadable(self, num_workers: int = 0) -> list[BadSample]:
+        """Find (:func:`unloadable_samples`) and :meth:`leave_out` the samples whose image cannot be loaded."""
+        bad = unloadable_samples(self, num_workers=num_workers)
+        self.leave_out(bad)
+        return bad
+
     # --- items --------------------------------------------------------------------------------
     def encode_label(self, sample: Sample) -> torch.Tensor:
         index = self.label_space.index
@@ -214,34 +227,33 @@ class ManifestDataset(Dataset):
         """Sample ``i`` as tensors; raises MissingImage / CorruptImage naming file and manifest line.
         A missing image is the blank image, a missing text the empty text (``modality_mask`` says which)."""
         sample = self.samples[i]
-        has_image, has_text = (bool(x) for x in self.modality_mask[i])
-        if has_image:
-            image = open_rgb(sample.image_path(), sample.path, sample.line, sample.id)
-            try:
-                pixels = self.preprocessor.image(image)
-            except (OSError, ValueError) as err:  # a decoded image that still cannot be processed
-                raise CorruptImage(
-                    sample.path,
-                    sample.line,
-                    f"image {sample.image_path()} cannot be processed (id {sample.id!r}): {err}",
-                ) from err
-        else:
-            pixels = self.preprocessor.blank_image()
         return {
             "id": sample.id,
-            "pixel_values": torch.from_numpy(pixels),
-            "input_ids": self.preprocessor.text(sample.text) if has_text else self.preprocessor.empty_text(),
+            "pixel_values": torch.from_numpy(self._pixels(i)),
+            "input_ids": self.preprocessor.text(sample.text)
+            if self.modality_mask[i][1]
+            else self.preprocessor.empty_text(),
             "label": self.encode_label(sample),
             "modality_mask": torch.from_numpy(self.modality_mask[i].copy()),
         }
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> dict:
+        return self.load(i)
+
+    def _pixels(self, i: int):
+        """Sample ``i``'s image, decoded and preprocessed (the blank image where it has none)."""
+        sample = self.samples[i]
+        if not self.modality_mask[i][0]:
+            return self.preprocessor.blank_image()
+        image = open_rgb(sample.image_path(), sample.path, sample.line, sample.id)
         try:
-            return self.load(i)
-        except (MissingImage, CorruptImage) as err:
-            if self.on_bad_sample == "skip":
-                return BadSample(self.samples[i].id, err.kind, str(err))
-            raise
+            return self.preprocessor.image(image)
+        except (OSError, ValueError) as err:  # a decoded image that still cannot be processed
+            raise CorruptImage(
+                sample.path,
+                sample.line,
+                f"image {sample.image_path()} cannot be processed (id {sample.id!r}): {err}",
+            ) from err
 
 
 def build_datasets(
@@ -306,47 +318,63 @@ def invalid_line_counts(datasets: dict[str, ManifestDataset]) -> dict[str, dict[
     }
 
 
-@dataclass
-class SkipCounter:
-    """Sums ``batch["skipped"]`` over an epoch: ``update`` per batch, ``report`` and ``reset`` at the end.
+def left_out_counts(datasets: dict[str, ManifestDataset]) -> dict[str, dict[str, int]]:
+    """Samples left out because their image cannot be loaded, per split and kind
+    (``{"val": {"corrupt_image": 1}}``)."""
+    return {split: dict(Counter(b.kind for b in ds.left_out)) for split, ds in datasets.items() if ds.left_out}
 
-    ``ids`` keeps, per kind, every distinct sample id skipped since construction (not reset), for
-    the run's totals."""
 
-    count: int = 0
-    examples: list[str] = field(default_factory=list)
-    kinds: Counter = field(default_factory=Counter)
-    ids: dict[str, set] = field(default_factory=dict)
-    max_examples: int = 5
+def left_out_report(datasets: dict[str, ManifestDataset], max_examples: int = 5) -> str:
+    """One line of counts per split and kind, then the first few messages ("" when nothing was left out)."""
+    counts = left_out_counts(datasets)
+    if not counts:
+        return ""
+    left_out = [b for ds in datasets.values() for b in ds.left_out]
+    lines = [
+        f"left out {len(left_out)} sample(s) whose image cannot be loaded (on_bad_sample: skip): "
+        + "; ".join(
+            f"{split}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            for split, kinds in counts.items()
+        )
+    ]
+    lines += [f"  {b.message}" for b in left_out[:max_examples]]
+    if len(left_out) > max_examples:
+        lines.append(f"  ... and {len(left_out) - max_examples} more")
+    return "\n".join(lines)
 
-    def update(self, batch: dict) -> int:
-        skipped = batch.get("skipped", [])
-        self.count += len(skipped)
-        room = self.max_examples - len(self.examples)
-        self.examples.extend(x["message"] for x in skipped[: max(0, room)])
-        for x in skipped:
-            self.kinds[x["kind"]] += 1
-            self.ids.setdefault(x["kind"], set()).add(x["id"])
-        return len(skipped)
 
-    def reset(self) -> None:
-        self.count = 0
-        self.examples = []
-        self.kinds = Counter()
+class _ImageChecks(Dataset):
+    """:meth:`ManifestDataset.check_image` of some of a split's samples, as a dataset DataLoader workers share."""
 
-    def totals(self) -> dict[str, int]:
-        """Distinct samples skipped since construction, per kind."""
-        return {kind: len(ids) for kind, ids in sorted(self.ids.items())}
+    def __init__(self, dataset: ManifestDataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
 
-    def report(self, what: str = "this epoch") -> str:
-        if not self.count:
-            return "no bad samples skipped"
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.kinds.items()))
-        lines = [f"skipped {self.count} bad sample(s) {what} ({kinds}; on_bad_sample: skip)"]
-        lines += [f"  {m}" for m in self.examples]
-        if self.count > len(self.examples):
-            lines.append(f"  ... and {self.count - len(self.examples)} more")
-        return "\n".join(lines)
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> BadSample | None:
+        return self.dataset.check_image(self.indices[k])
+
+
+CHECK_BATCH = 16  # images per DataLoader batch of the check
+
+
+def unloadable_samples(
+    dataset: ManifestDataset,
+    indices: Iterable[int] | None = None,
+    num_workers: int = 0,
+    on_checked: Callable[[int], None] | None = None,
+) -> list[BadSample]:
+    """The samples among ``indices`` (default: all) whose image cannot be loaded -- missing, or failing to
+    decode or preprocess exactly as training would load it -- in index order. Each image is decoded once,
+    ``num_workers`` DataLoader workers at a time; ``on_checked(n)`` hears each batch of ``n`` samples done."""
+    checks = _ImageChecks(dataset, list(range(len(dataset)) if indices is None else indices))
+    bad = []
+    for batch in DataLoader(checks, batch_size=CHECK_BATCH, num_workers=num_workers, collate_fn=list):
+        bad += [b for b in batch if b is not None]
+        if on_checked is not None:
+            on_checked(len(batch))
+    return bad
 
 
 class SeededSampler(Sampler[int]):
@@ -401,8 +429,7 @@ def make_dataloader(
 ) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` and the epoch (see :class:`SeededSampler`).
 
-    Workers get deterministic seeds (a generator seeded with ``seed``). With
-    ``on_bad_sample="skip"`` batches can be smaller than ``batch_size`` (even empty).
+    Workers get deterministic seeds (a generator seeded with ``seed``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -430,12 +457,14 @@ __all__ = [
     "ManifestDataset",
     "ON_BAD_SAMPLE",
     "SeededSampler",
-    "SkipCounter",
     "build_datasets",
     "check_splits",
     "invalid_line_counts",
+    "left_out_counts",
+    "left_out_report",
     "make_dataloader",
     "model_inputs",
     "pad_token_ids",
     "seed_worker",
+    "unloadable_samples",
 ]

@@ -62,8 +62,9 @@ def load_run(run_dir: str | Path, data: str | None = None) -> FinishedRun:
 
 
 def split_dataset(loaded: FinishedRun, split: str, missing=None):
-    """``split`` of the run's data with the run's preprocessing; ``missing`` (a MissingConfig) defaults to
-    the run's ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
+    """``split`` of the run's data with the run's preprocessing (under ``on_bad_sample: skip``, without the
+    samples whose image cannot be loaded); ``missing`` (a MissingConfig) defaults to the run's
+    ``eval.missing``. Labels that differ from the run's (task, names, order) are a ConfigError."""
     config = loaded.config
     dataset = ManifestDataset(
         config.data,
@@ -85,6 +86,8 @@ def split_dataset(loaded: FinishedRun, split: str, missing=None):
             extra = sorted(set(theirs.labels) - set(ours.labels))
             what = f"other labels (missing {absent}, extra {extra})"
         raise ConfigError("data", f"{config.data}/labels.json: {what}; cannot evaluate this run on it")
+    if config.train.on_bad_sample == "skip":  # what cannot be loaded is left out, as training left it out
+        dataset.leave_out_unloadable(config.train.num_workers)
     return dataset
 
 

@@ -6,10 +6,13 @@
     load the best checkpoint; evaluate val and test; return the results
 
 The global batch is split across processes (``split_batches``), so a run gives the same
-updates whatever the number of processes. Checkpoints hold trainable tensors only, plus
-optimizer, scheduler, RNG and loop position, so ``--resume`` continues exactly. What a run
-builds first is in ``setup.py``, one step in ``step.py``, evaluation in ``evaluation.py``,
-the frozen-prefix cache in ``mitp.app.prefix_cache``.
+updates whatever the number of processes. Under ``on_bad_sample: skip`` the samples that cannot
+be loaded are left out before the first epoch (``setup.leave_out_unloadable``): every batch the
+loop sees is whole. Checkpoints hold trainable tensors only, plus
+optimizer, scheduler, RNG and loop position, so ``--resume`` continues exactly. The loop stays
+in one file (over 400 lines) so it reads as one piece; what a run builds first is in ``setup.py``,
+one step in ``step.py``, evaluation in ``evaluation.py``, the frozen-prefix cache in
+``mitp.app.prefix_cache``.
 """
 
 from __future__ import annotations
@@ -23,18 +26,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from accelerate.utils import gather_object
 from pydantic import Field
 
 from mitp.configuration import ConfigError, flatten
-from mitp.data.dataset import SkipCounter, invalid_line_counts, make_dataloader
-from mitp.data.errors import EmptySplit
+from mitp.data.dataset import invalid_line_counts, left_out_counts, left_out_report, make_dataloader
 from mitp.files import WEIGHTS_FILE, CheckpointError
 from mitp.metrics import selection_metric
-from mitp.model_folder import load_trainable
+from mitp.model_folder import load_trainable, non_finite_counts
 from mitp.params import parameter_breakdown
 from mitp.records import Schema, validated
-from mitp.runs import Run
+from mitp.runs import STATE, Run
 
 from ..prefix_cache import PrefixCache
 from .config import RunConfig
@@ -44,6 +45,7 @@ from .rundir import MetricsLog, load_training_state, save_checkpoint_dir
 from .setup import (
     build_run,
     compile_model,
+    leave_out_unloadable,
     lr_lambda,
     make_accelerator,
     make_optimizer,
@@ -55,7 +57,8 @@ from .step import gradient_norms, train_step
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the run stops, its last good checkpoint kept."""
+    """The training loss, a trainable weight or a validation metric became NaN or infinite; the run stops
+    before saving anything of it, so its last checkpoint stays its last good one."""
 
 
 @dataclass
@@ -67,11 +70,12 @@ class LoopPosition:
     step: int = 0  # optimizer steps
     loss_sum: float = 0.0  # the current epoch's training loss, summed over its samples
     samples: int = 0
-    skipped: int = 0  # samples skipped as bad this epoch
     best: float | None = None  # best validation selection metric so far, and its epoch
     best_epoch: int | None = None
     train_seconds: float = 0.0
-    skipped_ids: dict = field(default_factory=dict)  # split -> kind -> ids skipped as bad, over the run
+    # split -> ids left out before training because their image cannot be loaded (on_bad_sample: skip);
+    # None where unknown
+    left_out: dict | None = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: dict, where: Path) -> LoopPosition:
@@ -89,11 +93,10 @@ class PositionRecord(Schema):
     step: Count
     loss_sum: float
     samples: Count
-    skipped: Count
     best: float | None
     best_epoch: int | None
     train_seconds: float
-    skipped_ids: dict[Literal["train", "val", "test"], dict[str, list[str]]]
+    left_out: dict[Literal["train", "val", "test"], list[str]] | None
 
 
 def tracker_config(config: RunConfig) -> dict:
@@ -155,14 +158,18 @@ class Trainer:
                     for split, kinds in dropped.items()
                 )
             )
-        self.skips = {split: SkipCounter() for split in self.parts.datasets}  # bad images, per split
+        if self.config.train.on_bad_sample == "skip":
+            checked = {split: ds for split, ds in self.parts.datasets.items() if split != "test" or test}
+            leave_out_unloadable(checked, self.accelerator, self.config.train.num_workers, self.console)
+            report = left_out_report(self.parts.datasets)
+            if report:
+                self._log(report)
         batch_sizes = {
             "train": self.config.train.batch_size,
             "val": self.config.eval_batch_size(),
             "test": self.config.eval_batch_size(),
         }
         self.cache = PrefixCache.open(self.config, self.parts, self.accelerator, batch_sizes, log=self._log)
-        self._filler_batch = None
 
     # --- the algorithm -------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -214,18 +221,23 @@ class Trainer:
     def _resume(self) -> LoopPosition:
         directory, state = load_training_state(self.run_dir)
         load_trainable(self.unwrapped, directory / WEIGHTS_FILE)
-        position = LoopPosition.from_state(state["position"], directory / "training_state.json")
+        position = LoopPosition.from_state(state["position"], directory / f"{STATE}.json")
         try:  # what torch and the RNGs accept is checked by loading it
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
             raise CheckpointError(
-                f"{directory / 'training_state.json'}: the optimizer, scheduler or RNG state does "
+                f"{directory / f'{STATE}.json'}: the optimizer, scheduler or RNG state does "
                 f"not fit this run ({type(err).__name__}: {str(err)[:200]})"
             ) from err
-        for split, kinds in position.skipped_ids.items():
-            self.skips[split].ids = {kind: set(ids) for kind, ids in kinds.items()}
+        if position.left_out is not None and position.left_out != self._left_out():
+            raise CheckpointError(
+                f"{directory / f'{STATE}.json'}: before training the run left out samples whose image could not "
+                f"be loaded ({_ids(position.left_out)}), but now it would leave out {_ids(self._left_out())}: "
+                "the data changed, and the batches would differ from those it trained on. Restore the data, or "
+                "train it again with --overwrite"
+            )
         if self.main:
             MetricsLog(Run(self.run_dir).metrics_path).truncate_after(position.epoch, position.step)
         self._log(
@@ -239,17 +251,11 @@ class Trainer:
         feed = self.cache.feed("train", train_loader, self.unwrapped)
         feed.set_epoch(epoch)
         with self._progress(len(feed), position.batch, epoch) as advance:
-            for batch, inputs in feed.iterate(skip=position.batch):
+            for batch, inputs in feed.iterate(start=position.batch):
                 position.batch += 1
-                position.skipped += self.skips["train"].update({"skipped": self._all_skipped(batch)})
-                empty = len(batch["ids"]) == 0  # every sample of this process's share was bad
-                if empty and acc.num_processes == 1:
-                    continue
                 grad_norms = {}
                 diagnose = self.main and (position.step + 1) % t.log_every_steps == 0
                 with acc.accumulate(self.model):
-                    # An empty share takes a zero-weight step on a good sample: it stays in the all-reduce.
-                    inputs = feed.inputs(self._filler()) if empty else inputs
                     loss = train_step(
                         self.model,
                         inputs,
@@ -257,7 +263,6 @@ class Trainer:
                         self.scheduler,
                         max_grad_norm=t.max_grad_norm,
                         clip_scope=t.clip_scope,
-                        weight=0.0 if empty else 1.0,
                         sync=acc.sync_gradients,
                         backward=acc.backward,
                         clip=acc.clip_grad_norm_,
@@ -265,11 +270,10 @@ class Trainer:
                         if diagnose
                         else None,
                     )
-                self._check_finite(loss, epoch, position)
-                if not empty:
-                    position.loss_sum += loss.item() * len(batch["ids"])
-                    position.samples += len(batch["ids"])
-                    advance(loss.item(), len(batch["ids"]) * acc.num_processes)
+                self._check_finite(loss, epoch, position.batch, weights=acc.sync_gradients)
+                position.loss_sum += loss.item() * len(batch["ids"])
+                position.samples += len(batch["ids"])
+                advance(loss.item(), len(batch["ids"]) * acc.num_processes)
                 if acc.sync_gradients:
                     position.step += 1
                     if grad_norms:
@@ -279,15 +283,6 @@ class Trainer:
                     if t.checkpoint_every_steps and position.step % t.checkpoint_every_steps == 0:
                         position.train_seconds = time.perf_counter() - started
                         self._save_last(position)
-        if position.skipped:
-            self._log(self.skips["train"].report())
-        self.skips["train"].reset()  # the next epoch's report counts that epoch alone (ids keep the run's totals)
-        if not position.step and not acc.reduce(torch.tensor(float(position.samples)), reduction="sum").item():
-            raise EmptySplit(
-                None,
-                None,
-                "train: every sample of the first epoch was skipped as bad (on_bad_sample: skip); nothing to train on",
-            )
 
     def _end_epoch(
         self,
@@ -332,6 +327,10 @@ class Trainer:
                     **({"threshold": val["threshold"]} if "threshold" in val else {}),
                 }
             )
+            bad = {name: v for name, v in {"loss": val["loss"], **val["metrics"]}.items() if not math.isfinite(v)}
+            if bad:  # never logged, never best, never saved
+                what = f"the validation {', '.join(bad)} became {', '.join(map(str, bad.values()))}"
+                raise self._diverged(what, f"at epoch {epoch + 1}")
             score = val["metrics"][self.selection]
             improved = position.best is None or score > position.best
             if improved:
@@ -353,7 +352,7 @@ class Trainer:
             )
         if improved:
             self._save("best")
-        position.epoch, position.batch, position.loss_sum, position.samples, position.skipped = epoch + 1, 0, 0.0, 0, 0
+        position.epoch, position.batch, position.loss_sum, position.samples = epoch + 1, 0, 0.0, 0
         position.train_seconds = time.perf_counter() - started
         self._save_last(position)
         if score is not None and self.on_validation is not None:
@@ -394,19 +393,18 @@ class Trainer:
             "epochs": self.config.train.epochs,
             "seed": self.config.seed,
             "num_processes": self.accelerator.num_processes,
-            # what on_bad_sample: skip left out: invalid manifest lines, and distinct samples whose
-            # image could not be loaded, per split and kind
+            # what on_bad_sample: skip left out: invalid manifest lines, and samples whose image could
+            # not be loaded, per split and kind
             "skipped": {
                 "manifest_lines": invalid_line_counts(self.parts.datasets),
-                "images": {split: c.totals() for split, c in self.skips.items() if c.ids},
+                "images": left_out_counts(self.parts.datasets),
             },
         }
 
     # --- helpers -----------------------------------------------------------------------------
     def _evaluate(self, split: str, loader, threshold: float | None = None) -> dict:
         """Evaluation runs the bare model: the distributed wrapper's forward synchronises buffers across
-        processes, and a process whose share of a batch was all skipped runs no forward. ``threshold``
-        overrides eval.threshold (test takes the one validation chose)."""
+        processes. ``threshold`` overrides eval.threshold (test takes the one validation chose)."""
         feed = self.cache.feed(split, loader, self.unwrapped, labels=False)
         threshold = self.config.eval.threshold if threshold is None else threshold
         return evaluate(
@@ -416,40 +414,46 @@ class Trainer:
             self.task,
             threshold,
             select=self.selection,
-            skips=self.skips[split],
             split=split,
         )
 
-    def _check_finite(self, loss: torch.Tensor, epoch: int, position: LoopPosition) -> None:
-        """Stop before anything is saved once the loss is not finite (every process stops together)."""
-        bad = torch.tensor(float(not torch.isfinite(loss).item()), device=self.accelerator.device)
+    def _check_finite(self, loss: torch.Tensor, epoch: int, batch: int, weights: bool) -> None:
+        """Stop before anything is saved once the loss, or (``weights``: after an optimizer step) a trainable
+        weight, is NaN or infinite. Every process stops together: the flags are summed across processes."""
+        counts = non_finite_counts(self.unwrapped.trainable_state_dict()) if weights else {}
+        flags = torch.tensor([float(not torch.isfinite(loss).item()), float(bool(counts))], device=loss.device)
         if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item():
-            run = Run(self.run_dir)
-            where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
-            raise TrainingDiverged(
-                f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
-                f"{position.batch}; training stopped and nothing was saved after it. The last "
-                f"good checkpoint: {where}. Lower train.lr, or check the data"
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        bad_loss, bad_weights = flags.tolist()
+        when = f"at epoch {epoch + 1}, batch {batch}"
+        if bad_loss:
+            value = loss.item()
+            raise self._diverged(
+                f"the training loss became {value if not math.isfinite(value) else 'non-finite'}", when
             )
+        if bad_weights:
+            raise self._diverged(f"the trainable weights became non-finite{self._describe(counts)}", when)
 
-    def _all_skipped(self, batch: dict) -> list:
-        """The samples skipped in this batch by every process (each counts all of them)."""
-        skipped = list(batch.get("skipped", []))
-        if self.accelerator.num_processes > 1 and self.config.train.on_bad_sample == "skip":
-            skipped = gather_object(skipped)
-        return skipped
+    def _describe(self, counts: dict[str, int]) -> str:
+        """`` (N of M values, in a, b, c and K more tensors)`` for :func:`non_finite_counts`' answer."""
+        if not counts:
+            return " (on another process)"
+        total = sum(p.numel() for p in self.unwrapped.trainable_state_dict().values())
+        names = list(counts)
+        more = f" and {len(names) - 3} more tensors" if len(names) > 3 else ""
+        return f" ({sum(counts.values())} of {total} values NaN or infinite, in {', '.join(names[:3])}{more})"
 
-    def _filler(self) -> dict:
-        """A one-sample batch of the first training sample that loads (built once)."""
-        if self._filler_batch is None:
-            dataset = self.parts.datasets["train"]
-            item = next((x for x in map(dataset.__getitem__, range(len(dataset))) if isinstance(x, dict)), None)
-            if item is None:
-                raise EmptySplit(None, None, "train: every sample was skipped as bad; nothing to train on")
-            self._filler_batch = dataset.collate([item])
-        return self._filler_batch
+    def _diverged(self, what: str, when: str) -> TrainingDiverged:
+        run = Run(self.run_dir)
+        where = str(run.checkpoint("last")) if run.has_checkpoint("last") else "none yet"
+        return TrainingDiverged(
+            f"{what} {when}; training stopped and nothing was saved after it. The last "
+            f"good checkpoint: {where}. Lower train.lr, or check the data"
+        )
+
+    def _left_out(self) -> dict[str, list[str]]:
+        """The ids left out before training because their image cannot be loaded, per split that has any."""
+        return {split: [b.id for b in ds.left_out] for split, ds in self.parts.datasets.items() if ds.left_out}
 
     def _log(self, message: str) -> None:
         if self.main and self.console is not None:
@@ -474,11 +478,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _save_last(self, position: LoopPosition) -> None:
-        position.skipped_ids = {
-            split: {kind: sorted(ids) for kind, ids in counter.ids.items()}
-            for split, counter in self.skips.items()
-            if counter.ids
-        }
+        position.left_out = self._left_out()
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -513,3 +513,13 @@ class Trainer:
             enabled=self.main and self.console is not None,
             console=self.console,
         )
+
+
+def _ids(left_out: dict[str, list[str]]) -> str:
+    """``val: a, b; test: c`` (at most 5 ids per split), or ``nothing``."""
+    if not left_out:
+        return "nothing"
+    return "; ".join(
+        f"{split}: {', '.join(ids[:5])}" + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        for split, ids in left_out.items()
+    )

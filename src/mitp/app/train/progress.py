@@ -1,4 +1,4 @@
-"""A per-epoch progress bar showing loss and throughput (rich)."""
+"""Progress bars (rich): per epoch with loss and throughput, and for work counted in items."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def epoch_progress(total: int, done: int, description: str, enabled: bool = True
             progress.update(task, advance=1, loss=f"{loss:.4f}", rate=f"{rate:.1f}")
 
         yield advance
+
+
+@contextlib.contextmanager
+def count_progress(total: int, description: str, enabled: bool = True, console=None):
+    """Yield ``advance(n)`` for work counted in items (``n`` more done); draws nothing when ``enabled`` is False."""
+    if not enabled:
+        yield lambda n: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.update(task, advance=n)

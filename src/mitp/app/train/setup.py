@@ -1,4 +1,5 @@
-"""What a run builds before its first step: accelerator, model and data, optimizer, schedule, RNG state."""
+"""What a run builds before its first step: accelerator, model and data (without the samples that cannot be
+loaded, under on_bad_sample: skip), optimizer, schedule, RNG state."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from mitp.backbones import build_backbone
 from mitp.configuration import ConfigError
-from mitp.data.dataset import build_datasets, check_splits
+from mitp.data.dataset import ManifestDataset, build_datasets, check_splits, unloadable_samples
+from mitp.data.errors import EmptySplit
+from mitp.data.manifest import LABELS_FILE
 from mitp.data.preprocess import Preprocessor
 from mitp.methods import build_model
 from mitp.runs import TRACKER_DIRS
 
 from .config import RunConfig, resolve_method_config, resolved
+from .progress import count_progress
 
 
 def make_accelerator(config: RunConfig, run_dir: Path | None = None) -> Accelerator:
@@ -113,8 +117,8 @@ def run_preprocessor(config: RunConfig, backbone) -> Preprocessor:
 
 def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     data_dir = Path(config.data)
-    if not (data_dir / "labels.json").is_file():
-        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no labels.json); see `mitp prepare`")
+    if not (data_dir / LABELS_FILE).is_file():
+        raise ConfigError("data", f"{data_dir}: not a prepared dataset (no {LABELS_FILE}); see `mitp prepare`")
     backbone = build_backbone(config.backbone)
     datasets = build_datasets(
         data_dir,
@@ -131,6 +135,28 @@ def build_run(config: RunConfig, splits=("train", "val", "test")) -> RunParts:
     set_seed(config.seed)  # model init is part of the seeded run
     model = build_model(method_config, backbone)
     return RunParts(resolved(config, method_config), backbone, datasets, model)
+
+
+def leave_out_unloadable(
+    datasets: dict[str, ManifestDataset], accelerator: Accelerator, num_workers: int = 0, console=None
+) -> None:
+    """``on_bad_sample: skip``, before anything trains: leave out of every split the samples whose image cannot
+    be loaded. Each process checks its share of a split and all leave out the union, so every process sees the
+    same samples (and as many batches). A split this empties is an EmptySplit error naming its manifest."""
+    n, main = accelerator.num_processes, accelerator.is_main_process
+    for split, dataset in datasets.items():
+        share = range(accelerator.process_index, len(dataset), n)
+        description = f"checking {split} images" + (f" (process 1 of {n})" if n > 1 else "")
+        with count_progress(len(share), description, enabled=main and console is not None, console=console) as done:
+            bad = unloadable_samples(dataset, share, num_workers, on_checked=done)
+        dataset.leave_out(gather_object(bad) if n > 1 else bad)
+        if not len(dataset):
+            raise EmptySplit(
+                Path(dataset.data_dir) / f"{split}.jsonl",
+                None,
+                f"no samples after leaving out {len(dataset.left_out)} whose image cannot be loaded "
+                "(on_bad_sample: skip); every split needs at least one",
+            )
 
 
 def compile_model(model, backend: str = "inductor"):

@@ -34,7 +34,6 @@ def train_step(
     *,
     max_grad_norm: float | None = None,
     clip_scope: str = "per_group",
-    weight: float = 1.0,
     sync: bool = True,
     backward: Callable | None = None,
     clip: Callable = torch.nn.utils.clip_grad_norm_,
@@ -42,13 +41,12 @@ def train_step(
 ) -> torch.Tensor:
     """Forward, backward, clip, optimizer and scheduler step, zero the gradients; returns the loss.
 
-    ``weight`` scales the loss (0: take part in a distributed step without changing the model);
     ``sync`` is False on the accumulation steps between optimizer updates (then nothing is
     clipped; Accelerate's optimizer and scheduler skip those steps themselves); ``backward`` and
     ``clip`` are Accelerate's where it runs the step; ``before_clip`` sees the raw gradients.
     """
     loss = model(**inputs).loss
-    (backward or torch.Tensor.backward)(loss * weight if weight != 1.0 else loss)
+    (backward or torch.Tensor.backward)(loss)
     if sync:
         if before_clip is not None:
             before_clip()
