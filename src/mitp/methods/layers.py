@@ -14,6 +14,7 @@ from ..backbones import Tower, TowerState
 from ..backbones.prompt_attention import PromptAttentionRecord
 from ..backbones.towers import run_layers
 from ..data.missing import CASES, missing_case
+from .base import MultimodalClassifier
 from .config import ConfigError, PromptLayersConfig
 
 
@@ -125,3 +126,29 @@ def gate_diagnostics(prefix: str, gates: torch.Tensor | None) -> dict[str, float
 def prompt_norm_diagnostics(prefix: str, prompts) -> dict[str, float]:
     """Mean L2 norm of a prompt's tokens, per prompt tensor."""
     return {f"{prefix}/{k}": p.detach().norm(dim=-1).mean().item() for k, p in enumerate(prompts)}
+
+
+class PromptedClassifier(MultimodalClassifier):
+    """A method that inserts prompts into chosen layers of each tower (``text_layers``, ``vision_layers``), the
+    tokens reading them through zero-initialised per-head gates; the layers below the first prompted ones are
+    its frozen prefix."""
+
+    inserts_prompts = True
+
+    def __init__(self, config, backbone, layers: tuple[list[int], list[int]]):
+        super().__init__(config, backbone)
+        self.text_layers, self.vision_layers = list(layers[0]), list(layers[1])
+
+    def add_gates(self) -> None:
+        """One gate per prompted layer of each tower (a method adds them after its prompts, so that parameters
+        keep the order its checkpoints were written in)."""
+        steps, enabled = len(self.text_layers), self.config.prompt_gate
+        self.text_gates = prompt_gates(steps, self.backbone.text.num_heads, enabled)
+        self.vision_gates = prompt_gates(steps, self.backbone.vision.num_heads, enabled)
+
+    def frozen_prefix(self) -> tuple[int, int]:
+        # Layers below the first prompted layer see no prompts: frozen, input-only.
+        return self.text_layers[0], self.vision_layers[0]
+
+    def diagnostics(self) -> dict[str, float]:
+        return {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates)}

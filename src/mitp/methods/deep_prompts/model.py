@@ -14,14 +14,13 @@ from __future__ import annotations
 from torch import nn
 
 from ...backbones import Backbone, TowerState
-from ..base import Features, MultimodalClassifier
+from ..base import Features
 from ..layers import (
     MissingCasePrompts,
+    PromptedClassifier,
     batched,
     embedding,
-    gate_diagnostics,
     interaction_layers,
-    prompt_gates,
     prompt_list,
     prompt_norm_diagnostics,
     run_prompted,
@@ -29,31 +28,24 @@ from ..layers import (
 from .config import DeepPromptsConfig
 
 
-class DeepPrompts(MultimodalClassifier):
+class DeepPrompts(PromptedClassifier):
     """Independent deep prompts per tower at MITP's interaction layers, the shared head."""
 
     config: DeepPromptsConfig
-    inserts_prompts = True
 
     def __init__(self, config: DeepPromptsConfig, backbone: Backbone):
-        super().__init__(config, backbone)
         text, vision = backbone.text, backbone.vision
-        self.text_layers, self.vision_layers = interaction_layers(config, text.num_layers, vision.num_layers)
+        super().__init__(config, backbone, interaction_layers(config, text.num_layers, vision.num_layers))
         steps, length, std = len(self.text_layers), config.prompt_length, config.prompt_init_std
         self.text_prompts = prompt_list(steps, length, text.width, std)
         self.vision_prompts = prompt_list(steps, length, vision.width, std)
-        self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
-        self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
+        self.add_gates()
         self.reads_modality_mask = bool(config.missing_aware)
         self.missing_text = self.missing_vision = None
         if config.missing_aware:
             self.missing_text = nn.ModuleList(MissingCasePrompts(length, text.width) for _ in range(steps))
             self.missing_vision = nn.ModuleList(MissingCasePrompts(length, vision.width) for _ in range(steps))
         self.head = self.build_head({"image": vision.embed_dim, "text": text.embed_dim})
-
-    def frozen_prefix(self) -> tuple[int, int]:
-        # Frozen layers below each tower's first prompted layer.
-        return self.text_layers[0], self.vision_layers[0]
 
     def prefix_features(self, t_state: TowerState, v_state: TowerState, modality_mask=None) -> Features:
         text, vision, steps = self.backbone.text, self.backbone.vision, len(self.text_layers)
@@ -72,8 +64,7 @@ class DeepPrompts(MultimodalClassifier):
 
     def diagnostics(self) -> dict[str, float]:
         return {
-            **gate_diagnostics("gate/text", self.text_gates),
-            **gate_diagnostics("gate/vision", self.vision_gates),
+            **super().diagnostics(),
             **prompt_norm_diagnostics("prompt_norm/text", self.text_prompts),
             **prompt_norm_diagnostics("prompt_norm/vision", self.vision_prompts),
         }

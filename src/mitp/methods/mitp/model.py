@@ -19,15 +19,14 @@ from torch import nn
 
 from ...backbones import Backbone, TowerState
 from ...backbones.towers import run_layers
-from ..base import Features, MultimodalClassifier
+from ..base import Features
 from ..layers import (
     MissingCasePrompts,
+    PromptedClassifier,
     batched,
     embedding,
-    gate_diagnostics,
     gaussian_prompt,
     interaction_layers,
-    prompt_gates,
     step_gate,
     step_record,
 )
@@ -104,17 +103,15 @@ class MemoryHub(nn.Module):
         return self.text_norm(p_t + self.dropout(from_vision)), self.vision_norm(q + self.dropout(from_text))
 
 
-class MITP(MultimodalClassifier):
+class MITP(PromptedClassifier):
     """Memory-Inspired Temporal Prompt Interaction on a frozen two-tower backbone."""
 
     config: MITPConfig
-    inserts_prompts = True
 
     def __init__(self, config: MITPConfig, backbone: Backbone):
-        super().__init__(config, backbone)
         text, vision = backbone.text, backbone.vision
+        super().__init__(config, backbone, interaction_layers(config, text.num_layers, vision.num_layers))
         d_t, d_v = text.width, vision.width
-        self.text_layers, self.vision_layers = interaction_layers(config, text.num_layers, vision.num_layers)
         steps, length, std = len(self.text_layers), config.prompt_length, config.prompt_init_std
         uses_memory = config.head_input == "pooled+memory"
 
@@ -132,8 +129,7 @@ class MITP(MultimodalClassifier):
             self.hub = MemoryHub(
                 d_t, d_v, config.hub, config.tau, config.hub_norm, config.learn_tau, config.hub_dropout
             )
-        self.text_gates = prompt_gates(steps, text.num_heads, config.prompt_gate)
-        self.vision_gates = prompt_gates(steps, vision.num_heads, config.prompt_gate)
+        self.add_gates()
         self.reads_modality_mask = bool(config.missing_aware)
         self.missing_text = MissingCasePrompts(length, d_t) if config.missing_aware else None
         self.missing_vision = MissingCasePrompts(length, d_v) if config.missing_aware else None
@@ -159,10 +155,6 @@ class MITP(MultimodalClassifier):
     def vision_generator(self, step: int) -> nn.Module:
         """Map from the hub's vision memory to the vision prompts of step ``step + 1``."""
         return self.text_to_vision if self.generators is None else self.generators[step]
-
-    def frozen_prefix(self) -> tuple[int, int]:
-        # Layers below the first interaction layer see no prompts: frozen, input-only.
-        return self.text_layers[0], self.vision_layers[0]
 
     def prefix_features(
         self, t_state: TowerState, v_state: TowerState, modality_mask: torch.Tensor | None = None
@@ -209,8 +201,7 @@ class MITP(MultimodalClassifier):
 
     def diagnostics(self) -> dict[str, float]:
         stats = {
-            **gate_diagnostics("gate/text", self.text_gates),
-            **gate_diagnostics("gate/vision", self.vision_gates),
+            **super().diagnostics(),
             "prompt_norm/text": self.text_prompt.detach().norm(dim=-1).mean().item(),
         }
         if self.vision_prompt is not None:

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ...backbones import Backbone, TowerState
-from ..base import Features, MultimodalClassifier
+from ..base import Features
 from ..config import ConfigError
-from ..layers import batched, embedding, gate_diagnostics, prompt_gates, step_gate, step_record, translator
+from ..layers import PromptedClassifier, batched, embedding, step_gate, step_record, translator
 from .config import PMFConfig
 
 
@@ -48,14 +48,13 @@ class FusionPrompts(nn.Module):
         self.fusion_context = nn.Parameter(torch.randn(length, width) * std)
 
 
-class PMF(MultimodalClassifier):
-    """Prompt-based Multimodal Fusion on a frozen two-tower backbone."""
+class PMF(PromptedClassifier):
+    """Prompt-based Multimodal Fusion on a frozen two-tower backbone: its prompted layers are the top
+    ``n_fusion_layers`` of each tower."""
 
     config: PMFConfig
-    inserts_prompts = True
 
     def __init__(self, config: PMFConfig, backbone: Backbone):
-        super().__init__(config, backbone)
         text, vision = backbone.text, backbone.vision
         n = config.n_fusion_layers
         if n > min(text.num_layers, vision.num_layers):
@@ -64,8 +63,8 @@ class PMF(MultimodalClassifier):
                 f"{n} fusion layers but the towers have {text.num_layers} "
                 f"(text) and {vision.num_layers} (vision) layers",
             )
-        self.text_layers = list(range(text.num_layers - n, text.num_layers))
-        self.vision_layers = list(range(vision.num_layers - n, vision.num_layers))
+        top = (range(text.num_layers - n, text.num_layers), range(vision.num_layers - n, vision.num_layers))
+        super().__init__(config, backbone, top)
         d_t, d_v, length, std = text.width, vision.width, config.prompt_length, config.prompt_init_std
         self.text_prompts = nn.ModuleList(FusionPrompts(length, d_t, std) for _ in range(n))
         self.vision_prompts = nn.ModuleList(FusionPrompts(length, d_v, std) for _ in range(n))
@@ -73,13 +72,8 @@ class PMF(MultimodalClassifier):
         hidden_v2t = config.mapper_hidden or max(1, d_v // 2)
         self.text_to_vision = nn.ModuleList(translator(d_t, d_v, hidden_t2v) for _ in range(n))
         self.vision_to_text = nn.ModuleList(translator(d_v, d_t, hidden_v2t) for _ in range(n))
-        self.text_gates = prompt_gates(n, text.num_heads, config.prompt_gate)
-        self.vision_gates = prompt_gates(n, vision.num_heads, config.prompt_gate)
+        self.add_gates()
         self.head = self.build_head({"image": vision.embed_dim, "text": text.embed_dim})
-
-    def frozen_prefix(self) -> tuple[int, int]:
-        # Layers below the first fusion layer run once, frozen, on the inputs alone.
-        return self.text_layers[0], self.vision_layers[0]
 
     def prefix_features(self, t_state: TowerState, v_state: TowerState) -> Features:
         text, vision = self.backbone.text, self.backbone.vision
@@ -106,6 +100,3 @@ class PMF(MultimodalClassifier):
                 v_layer, v_state, v_extra, step_gate(self.vision_gates, k), step_record(v_records, k)
             )
         return {"image": embedding(vision, v_state), "text": embedding(text, t_state)}
-
-    def diagnostics(self) -> dict[str, float]:
-        return {**gate_diagnostics("gate/text", self.text_gates), **gate_diagnostics("gate/vision", self.vision_gates)}
