@@ -1,17 +1,22 @@
 """Tiny generated datasets for the data-pipeline tests (imported by tests/test_data_*.py).
 
 Everything is written under a pytest ``tmp_path``: small random JPEGs and raw files in
-the layouts of UPMC-Food101, MM-IMDB and SNLI-VE, plus ready-made manifests.
+the layouts of UPMC-Food101, MM-IMDB, SNLI-VE and MVSA, ready-made manifests, and Parquet
+files as the Hugging Face Hub serves them.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mitp.synthetic import COLOURS, WORD_SETS
 
 
 def write_image(path: Path, size: tuple[int, int] = (24, 18), seed: int = 0, mode: str = "RGB") -> Path:
@@ -268,3 +273,41 @@ def make_mvsa(root: Path, layout: str) -> dict:
     lines.append(f"{len(rows) + 1}\t" + "\t".join(["positive,positive"] * annotators))
     (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
     return {"texts": texts}
+
+
+# --- Hugging Face Parquet --------------------------------------------------------------------------
+
+
+def write_parquet_dataset(out_dir, rows: int, rows_per_file: int, seed: int = 0):
+    """Parquet files as the Hugging Face Hub serves them (``train-00000-of-00010.parquet``): an
+    embedded-bytes image column (distinct 16x16 PNGs), an 8-word text and a string label. For measuring
+    ``mitp prepare hf`` on large sets. Returns the directory."""
+    import pyarrow as pa  # optional (the hf extra brings it), and only this generator needs it
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    words = sorted(w for ws in WORD_SETS.values() for w in ws)
+    schema = pa.schema(
+        [
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("text", pa.string()),
+            ("label", pa.string()),
+        ]
+    )
+    files = -(-rows // rows_per_file)
+    for part in range(files):
+        count = min(rows_per_file, rows - part * rows_per_file)
+        images, texts, labels = [], [], []
+        for _ in range(count):
+            buf = io.BytesIO()
+            Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).save(buf, "PNG")
+            images.append({"bytes": buf.getvalue(), "path": None})
+            texts.append(" ".join(rng.choices(words, k=8)))
+            labels.append(rng.choice(sorted(COLOURS)))
+        pq.write_table(
+            pa.table({"image": images, "text": texts, "label": labels}, schema=schema),
+            out / f"train-{part:05d}-of-{files:05d}.parquet",
+        )
+    return out

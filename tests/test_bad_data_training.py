@@ -72,7 +72,10 @@ def test_an_id_in_two_splits_is_refused(toy, tmp_path, capsys):
     (toy / "val.jsonl").write_text("\n".join(val) + "\n")
     assert train(toy, tmp_path / "run") == 2
     err = capsys.readouterr().err
-    assert f"{toy / 'val.jsonl'}:3: id {first_train['id']!r} is also in train ({toy / 'train.jsonl'}:1)" in err
+    assert (
+        f"{toy / 'val.jsonl'}:3: id {first_train['id']!r} already used at {toy / 'train.jsonl'}:1: "
+        "a sample in two splits leaks" in err
+    )
 
 
 @pytest.mark.parametrize("cache", [False, True])

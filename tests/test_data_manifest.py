@@ -19,7 +19,17 @@ from mitp.data.errors import (
     MissingSplitFile,
     UnknownLabel,
 )
-from mitp.data.manifest import LabelSpace, Record, parse_line, read_labels, read_split, write_manifest
+from mitp.data.manifest import (
+    IdOwners,
+    LabelSpace,
+    Record,
+    check_text,
+    parse_line,
+    read_labels,
+    read_split,
+    split_named,
+    write_manifest,
+)
 from mitp.data.splits import rarest_label_key, stratified_split
 
 SPACE = LabelSpace("single_label", ("cat", "dog"))
@@ -75,6 +85,59 @@ def test_each_bad_line_raises_its_named_error_with_file_and_line(raw, space, err
     assert type(info.value) is error
     assert str(info.value).startswith("data/train.jsonl:7: ")
     assert fragment in str(info.value)
+
+
+def test_a_prediction_line_may_leave_out_its_id_label_and_either_modality():
+    def parse(**fields):
+        return parse_line("m/p.jsonl", 4, json.dumps(fields), None, for_prediction=True)
+
+    s = parse(image="x.png")
+    assert (s.id, s.image, s.text, s.label, s.image_path()) == ("4", "x.png", None, None, "m/x.png")
+    assert (parse(id=17, text="hi").id, parse(id="a", text="hi", image=None).present) == ("17", (False, True))
+    assert parse(id="a", text="hi", label="not in any label space").label is None  # labels are not read
+    for fields, error, fragment in [
+        ({"id": "a"}, BadRecord, "both 'image' and 'text' are null or absent: nothing to classify (id 'a')"),
+        ({"text": " "}, EmptyText, "empty text (id '4'); a sample without text has \"text\": null"),
+        ({"text": 5}, BadRecord, "'text' must be a string or null, got int (id '4')"),
+        ({"text": "a \ud800"}, BadRecord, "'text' is not valid Unicode: it holds a lone surrogate"),
+        ({"id": [1], "text": "t"}, BadRecord, "'id' must be a non-empty string, got [1]"),
+        ({"image": 3}, BadRecord, "'image' must be a non-empty path string or null, got 3"),
+    ]:
+        with pytest.raises(error) as info:
+            parse(**fields)
+        assert type(info.value) is error and str(info.value).startswith("m/p.jsonl:4: ") and fragment in str(info.value)
+
+
+def test_one_text_rule_names_the_value_as_asked():
+    assert check_text("a text") == "a text"
+    with pytest.raises(BadRecord, match=r"^--text is not valid Unicode: it holds a lone surrogate"):
+        check_text("\ud800", "--text")
+    with pytest.raises(BadRecord, match=r"^must be a string or null, got list$"):
+        check_text([], "", nullable=True)
+    with pytest.raises(EmptyText, match=r"^empty text$"):
+        check_text(" \n")
+
+
+def test_one_id_rule_names_both_places():
+    owners = IdOwners()
+    assert owners.claim("a", "line 1") is None and owners.claim("b", "line 2") is None
+    duplicate = owners.claim("a", "line 5", "m.jsonl", 5, ": ids are unique")
+    assert (
+        type(duplicate) is DuplicateId and str(duplicate) == "m.jsonl:5: id 'a' already used at line 1: ids are unique"
+    )
+    assert owners.claim("a", "line 6") is not None  # the first place stays the one named
+
+
+def test_split_names_of_raw_datasets():
+    assert [split_named(n) for n in ("train", " Validation", "DEV", "valid", "val", "test")] == [
+        "train",
+        "val",
+        "val",
+        "val",
+        "val",
+        "test",
+    ]
+    assert split_named("holdout") is None and split_named("") is None
 
 
 def test_read_labels_errors(tmp_path):
@@ -141,8 +204,10 @@ def test_write_manifest_is_sorted_canonical_and_checked(tmp_path):
     assert (tmp_path / "val.jsonl").read_bytes() == b""
     assert json.loads((tmp_path / "labels.json").read_text()) == {"task": "multi_label", "labels": ["b", "a"]}
     assert not list(tmp_path.glob("*.tmp"))
-    with pytest.raises(DuplicateId, match="'a'"):
+    with pytest.raises(DuplicateId, match=r"test\.jsonl: id 'a' already used at train\.jsonl"):
         write_manifest(tmp_path, {"train": recs, "test": [recs[1]]}, space)
+    with pytest.raises(DuplicateId, match=r"train\.jsonl: id 'z' already used at train\.jsonl"):
+        write_manifest(tmp_path, {"train": recs + [recs[0]]}, space)
     with pytest.raises(UnknownLabel, match="'q'"):
         write_manifest(tmp_path, {"train": [Record("q1", "x", "t", ("q",))]}, space)
 

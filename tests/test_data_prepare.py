@@ -11,7 +11,15 @@ import pytest
 
 from data_fixtures import make_food101, make_mmimdb, make_snli_ve, write_image
 from mitp.app.cli import main
-from mitp.data.errors import BadJson, BadRecord, DuplicateId, MissingColumn, MissingSplitFile, UnknownLabel
+from mitp.data.errors import (
+    BadJson,
+    BadRecord,
+    DuplicateId,
+    EmptySplit,
+    MissingColumn,
+    MissingSplitFile,
+    UnknownLabel,
+)
 from mitp.data.manifest import SPLITS, read_labels, read_split
 from mitp.data.prepare import MMIMDB_GENRES, PUBLISHED, prepare
 
@@ -84,9 +92,13 @@ def test_food101_unquoted_commas_and_header_are_tolerated(tmp_path):
         "filename,text,class\na0.jpg,one, two, three,a\na1.jpg,x,a\nb0.jpg,y,b\nb1.jpg,z,b\n"
     )
     (raw / "texts" / "test_titles.csv").write_text("a0.jpg,t,a\nb0.jpg,t,b\n")
-    prepare("food101", raw, tmp_path / "out", val_fraction=0.0)
-    texts = {s.id: s.text for s in read_in_place(tmp_path / "out", "train")[0]}
+    prepare("food101", raw, tmp_path / "out")
+    texts = {s.id: s.text for split in ("train", "val") for s in read_in_place(tmp_path / "out", split)[0]}
     assert texts["train/a/a0"] == "one, two, three" and len(texts) == 4
+    # no val asked for: a split without samples is refused, and nothing is written
+    with pytest.raises(EmptySplit, match=r"again/val\.jsonl: no samples for val \(train 4, val 0, test 2\)"):
+        prepare("food101", raw, tmp_path / "again", val_fraction=0.0)
+    assert not (tmp_path / "again").exists()
 
 
 def test_food101_missing_csv_and_missing_column(tmp_path):
@@ -305,6 +317,25 @@ def test_jsonl_errors_bad_json_missing_field_duplicate_id_unknown_label(tmp_path
     write(rows)
     with pytest.raises(UnknownLabel, match=rf"{path.name}:4: label 'b'"):
         prepare("jsonl", None, tmp_path / "out", labels=["a", "z"], **kw)
+
+
+def test_jsonl_text_that_is_not_text_is_named_not_dropped_as_empty(tmp_path):
+    rows = _user_rows(tmp_path, {"a": 4, "b": 4})
+    rows[4]["caption"] = 42
+    rows[1]["caption"] = None  # no text: dropped and counted
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kw = dict(input=path, image_column="path", text_column="caption", label_column="y", id_column="uid")
+    with pytest.raises(BadRecord, match=rf"{path.name}:5: text column 'caption' must be a string or null, got int"):
+        prepare("jsonl", None, tmp_path / "out", **kw)
+    rows[4]["caption"] = "a \ud800 text"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadRecord, match=rf"{path.name}:5: text column 'caption' is not valid Unicode"):
+        prepare("jsonl", None, tmp_path / "out", **kw)
+    del rows[4]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    conv = prepare("jsonl", None, tmp_path / "out", val_fraction=0.2, test_fraction=0.2, **kw)
+    assert dict(conv.dropped) == {"empty text": 1} and conv.counts == {"train": 2, "val": 2, "test": 2}
 
 
 def test_csv_with_header_multilabel_and_generated_ids(tmp_path):

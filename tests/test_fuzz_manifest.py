@@ -51,6 +51,18 @@ def test_a_manifest_line_is_a_sample_or_a_named_error(raw, space):
         assert isinstance(sample, Sample) and sample.id and sample.text.strip()
 
 
+@SETTINGS
+@given(raw=any_line)
+def test_a_prediction_line_is_a_sample_or_a_named_error(raw):
+    try:
+        sample = parse_line("data/p.jsonl", 7, raw, None, for_prediction=True)
+    except ManifestError as err:
+        assert str(err).startswith("data/p.jsonl:7: ") and err.kind
+    else:
+        assert isinstance(sample, Sample) and sample.id and sample.label is None
+        assert sample.image or sample.text.strip()
+
+
 def image_bytes():
     """Valid images, truncated ones, and random bytes, in several formats."""
 

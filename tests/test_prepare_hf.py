@@ -9,11 +9,20 @@ import pytest
 
 datasets = pytest.importorskip("datasets")  # an optional extra; CI installs the dev extras, which include it
 
-from data_fixtures import write_image  # noqa: E402
+from data_fixtures import write_image, write_parquet_dataset  # noqa: E402
 from mitp.app.cli import main  # noqa: E402
-from mitp.data.errors import BadRecord, CorruptImage, MissingColumn, UnknownLabel  # noqa: E402
+from mitp.data.errors import (  # noqa: E402
+    BadLabels,
+    BadRecord,
+    CorruptImage,
+    DuplicateId,
+    EmptySplit,
+    MissingColumn,
+    UnknownLabel,
+)
 from mitp.data.manifest import SPLITS, read_labels, read_split  # noqa: E402
 from mitp.data.prepare import prepare  # noqa: E402
+from mitp.synthetic import COLOURS  # noqa: E402
 
 NAMES = ["cat", "dog", "eel"]
 SIZES = {"train": 12, "validation": 3, "test": 3}
@@ -249,18 +258,206 @@ def test_a_repeated_id_names_both_rows_and_leaves_no_scratch_file(tmp_path):
     table = rows(tmp_path)
     table["test"][2]["uid"] = "train-5"
     dataset_dict(table).save_to_disk(str(tmp_path / "source"))
-    with pytest.raises(BadRecord, match=r"test row 2: id 'train-5' is already used by train row 5"):
+    with pytest.raises(DuplicateId, match=r"source test row 2: id 'train-5' already used at train row 5"):
         prepare("hf", tmp_path / "source", tmp_path / "out", id_column="uid")
     assert not list((tmp_path / "out").glob(".mitp-rows-*"))
 
 
 def test_generated_parquet_files_convert_with_carved_splits(tmp_path):
     """The generator behind docs/data.md's memory measurement: 3 files of Hub-style Parquet, all converted."""
-    from mitp.synthetic import COLOURS, write_parquet_dataset
-
     write_parquet_dataset(tmp_path / "src", rows=50, rows_per_file=20)
     assert sorted(p.name for p in (tmp_path / "src").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     conv = prepare("hf", tmp_path / "src", tmp_path / "out")
     assert sum(conv.counts.values()) == 50 and conv.counts["val"] > 0 and conv.counts["test"] > 0
     assert read_labels(tmp_path / "out").labels == tuple(sorted(COLOURS))
     assert len(list((tmp_path / "out" / "images").iterdir())) == 50  # distinct images, each written once
+
+
+# --- data as users have it: odd columns, hostile images, tiny sources; --out whole or as it was ----------
+
+
+def parquet_source(folder: Path, labels, texts=None, images=None, rows_per_group=None) -> Path:
+    """``folder/train.parquet``: embedded PNGs (distinct), texts and ``labels`` as given (their Arrow types)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(labels)
+    images = images or [{"bytes": write_image(folder / "pngs" / f"{i}.png", seed=i).read_bytes()} for i in range(n)]
+    texts = texts if texts is not None else [f"text number {i}" for i in range(n)]
+    table = pa.table({"image": images, "text": texts, "label": labels})
+    pq.write_table(table, folder / "train.parquet", row_group_size=rows_per_group)
+    return folder
+
+
+def decompression_bomb() -> bytes:
+    """A PNG a few hundred bytes long whose header claims 20000 x 20000 pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 20001 * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def all_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_decompression_bomb_is_named_by_row_or_skipped_and_counted(tmp_path):
+    labels = ["cat", "dog"] * 10
+    images = [{"bytes": write_image(tmp_path / "p" / f"{i}.png", seed=i).read_bytes()} for i in range(20)]
+    images[3] = {"bytes": decompression_bomb()}
+    source = parquet_source(tmp_path / "src", labels, images=images)
+    with pytest.raises(CorruptImage, match=r"train row 3 \(id 'train-3'\): image too large to decode safely"):
+        prepare("hf", source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # no partial images/ left behind
+    conv = prepare("hf", source, tmp_path / "skip", on_bad_sample="skip")
+    assert dict(conv.dropped) == {"bad image (corrupt_image)": 1} and sum(conv.counts.values()) == 19
+
+
+@pytest.mark.parametrize(
+    "values, names",
+    [
+        ([10, 2, 0, 2, 10, 0] * 4, ("0", "2", "10")),  # numeric order, not "10" < "2"
+        ([True, False] * 10, ("False", "True")),
+    ],
+)
+def test_integer_and_bool_label_columns_are_class_values(tmp_path, values, names):
+    conv = prepare("hf", parquet_source(tmp_path / "src", values), tmp_path / "out")
+    assert read_labels(tmp_path / "out").labels == names and sum(conv.counts.values()) == len(values)
+    written = {s.id: s.label for split in SPLITS for s in read_split(tmp_path / "out", split)[0]}
+    assert written == {f"train-{i}": str(v) for i, v in enumerate(values)}
+
+
+def test_a_float_label_column_and_a_text_column_of_numbers_are_refused_before_any_row_is_read(tmp_path):
+    with pytest.raises(BadRecord, match=r"label column 'label' holds float64 values, not classes"):
+        prepare("hf", parquet_source(tmp_path / "floats", [0.0, 1.0] * 10), tmp_path / "out")
+    numbers = parquet_source(tmp_path / "numbers", ["cat", "dog"] * 10, texts=list(range(20)))
+    with pytest.raises(BadRecord, match=r"text column 'text' holds int64 values, not text"):
+        prepare("hf", numbers, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # starts interpreters
+def test_a_conversion_that_stops_mid_stream_exits_2_with_one_line_every_time(tmp_path):
+    """A half-read Parquet stream left to the interpreter's shutdown can abort the process (exit 134) after the
+    error line (apache/arrow#45214): each pass closes its stream. Many row groups, so the stream is mid-file
+    when the error comes; a float label column is refused before any stream is opened."""
+    import os
+    import subprocess
+
+    images = [{"bytes": decompression_bomb()}] + [{"bytes": write_image(tmp_path / "x.png").read_bytes()}] * 299
+    bomb = parquet_source(tmp_path / "bomb", ["cat", "dog"] * 150, images=images, rows_per_group=10)
+    floats = parquet_source(tmp_path / "floats", [0.5, 1.5] * 150, images=images, rows_per_group=10)
+    for source, kind in ((bomb, "[corrupt_image]"), (floats, "[bad_record]")) * 3:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mitp",
+                "prepare",
+                "hf",
+                str(source),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert (done.returncode, len(done.stderr.splitlines())) == (2, 1), done.stderr
+        assert kind in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_source_without_rows_or_too_small_for_three_splits_is_an_empty_split(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "none").mkdir()
+    schema = pa.schema([("image", pa.struct([("bytes", pa.binary())])), ("text", pa.string()), ("label", pa.string())])
+    pq.write_table(schema.empty_table(), tmp_path / "none" / "train.parquet")
+    with pytest.raises(EmptySplit, match=r"none: no rows: every \.parquet file of the source is empty"):
+        prepare("hf", tmp_path / "none", tmp_path / "out")
+    with pytest.raises(EmptySplit, match=r"2 labelled train rows are too few to carve val and test from"):
+        prepare("hf", parquet_source(tmp_path / "two", ["cat", "dog"]), tmp_path / "out")
+    with pytest.raises(EmptySplit, match=r"no labelled rows \(4 rows, none with a label\)"):
+        prepare("hf", parquet_source(tmp_path / "unlabelled", [None, "", " ", None]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_single_class_is_not_a_single_label_dataset(tmp_path):
+    with pytest.raises(BadLabels, match=r"at least 2 classes, found \['cat'\]"):
+        prepare("hf", parquet_source(tmp_path / "src", ["cat"] * 12), tmp_path / "out")
+
+
+@pytest.mark.parametrize("failure", ["corrupt image", "interrupted"])
+def test_a_failed_or_interrupted_prepare_leaves_the_dataset_in_out_as_it_was(tmp_path, monkeypatch, failure):
+    from mitp.data.prepare import hf
+
+    good = parquet_source(tmp_path / "good", ["cat", "dog"] * 10)
+    prepare("hf", good, tmp_path / "out")
+    before = all_files(tmp_path / "out")
+    images = [{"bytes": write_image(tmp_path / "p" / f"{i}.png", seed=50 + i).read_bytes()} for i in range(20)]
+    if failure == "corrupt image":
+        images[15] = {"bytes": b"not an image"}
+    else:
+        written = []
+        real = hf._write_image
+
+        def write_then_interrupt(*args):
+            written.append(real(*args))
+            if len(written) == 10:
+                raise KeyboardInterrupt
+            return written[-1]
+
+        monkeypatch.setattr(hf, "_write_image", write_then_interrupt)
+    bad = parquet_source(tmp_path / "bad", ["cat", "dog"] * 10, images=images)
+    with pytest.raises(CorruptImage if failure == "corrupt image" else KeyboardInterrupt):
+        prepare("hf", bad, tmp_path / "out")
+    assert all_files(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "out", "p"]  # no staging folder left
+
+
+def test_overwrite_replaces_a_dataset_whole_images_included(tmp_path, capsys):
+    first = parquet_source(tmp_path / "first", ["cat", "dog"] * 10)
+    second = tmp_path / "second"
+    images = [{"bytes": write_image(tmp_path / "p" / f"{i}.png", seed=100 + i).read_bytes()} for i in range(16)]
+    parquet_source(second, ["eel", "fox"] * 8, images=images)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+
+    def run(source, out, *flags):
+        return main(["prepare", "hf", str(source), "--out", str(out), "--no-progress", *flags])
+
+    assert run(first, out) == 0
+    assert run(second, out) == 2 and "--overwrite replaces it" in capsys.readouterr().err
+    assert run(second, out, "--overwrite") == 0
+    assert run(second, fresh) == 0
+    assert all_files(out) == all_files(fresh)  # nothing of the first dataset lingers
+    assert len(list((out / "images").iterdir())) == 16 and read_labels(out).labels == ("eel", "fox")
+
+
+def test_a_pass_closes_its_stream_however_it_ends():
+    from mitp.data.prepare.common import no_progress
+    from mitp.data.prepare.hf import _rows
+
+    closed = []
+
+    def stream():
+        try:
+            yield from ({"n": n} for n in range(5))
+        finally:
+            closed.append("stream")
+
+    with pytest.raises(BadRecord), _rows(stream(), no_progress, "reading") as rows:
+        for index, _ in rows:
+            if index == 1:
+                raise BadRecord(None, None, "a bad row")
+    with _rows(stream(), no_progress, "reading") as rows:
+        next(rows)  # left half-read
+    assert closed == ["stream", "stream"]  # closed now, not when the interpreter shuts down

@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .data.errors import ManifestError
 from .data.images import to_rgb
-from .jsonio import has_lone_surrogate
+from .data.manifest import check_text as check_sample_text
 
 
 class InputError(ValueError):
@@ -98,13 +99,11 @@ def _without_addresses(err: Exception) -> str:
 
 
 def check_text(text, field: str) -> str:
-    if not isinstance(text, str):
-        raise InputError(field, f"expected a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InputError(field, "empty text")
-    if has_lone_surrogate(text):
-        raise InputError(field, "not valid Unicode: the text holds a lone surrogate such as \\ud800")
-    return text
+    """``text`` if it can be a sample's text (the manifest's own rule); else an InputError naming ``field``."""
+    try:
+        return check_sample_text(text, "")
+    except ManifestError as err:
+        raise InputError(field, err.message) from None
 
 
 def check_request(images, texts, top_k: int) -> tuple[list, list]:

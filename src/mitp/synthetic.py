@@ -7,7 +7,6 @@ modality alone can do better than 50% accuracy, so a falling loss means fusion w
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
@@ -84,40 +83,4 @@ def write_toy_dataset(
     else:
         labels = LabelSpace("single_label", tuple(f"{c}-{w}" for c in sorted(COLOURS) for w in sorted(WORD_SETS)))
     write_manifest(out, splits, labels)
-    return out
-
-
-def write_parquet_dataset(out_dir, rows: int, rows_per_file: int, seed: int = 0):
-    """Parquet files as the Hugging Face Hub serves them (``train-00000-of-00010.parquet``): an
-    embedded-bytes image column (distinct 16x16 PNGs), an 8-word text and a string label. For measuring
-    ``mitp prepare hf`` on large sets. Returns the directory."""
-    import pyarrow as pa  # optional (the hf extra brings it), and only this generator needs it
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    words = sorted(w for ws in WORD_SETS.values() for w in ws)
-    schema = pa.schema(
-        [
-            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-            ("text", pa.string()),
-            ("label", pa.string()),
-        ]
-    )
-    files = -(-rows // rows_per_file)
-    for part in range(files):
-        count = min(rows_per_file, rows - part * rows_per_file)
-        images, texts, labels = [], [], []
-        for _ in range(count):
-            buf = io.BytesIO()
-            Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).save(buf, "PNG")
-            images.append({"bytes": buf.getvalue(), "path": None})
-            texts.append(" ".join(rng.choices(words, k=8)))
-            labels.append(rng.choice(sorted(COLOURS)))
-        pq.write_table(
-            pa.table({"image": images, "text": texts, "label": labels}, schema=schema),
-            out / f"train-{part:05d}-of-{files:05d}.parquet",
-        )
     return out

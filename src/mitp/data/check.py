@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptImage, DuplicateId, EmptySplit, ManifestError, MissingFile, MissingImage
+from .errors import CorruptImage, EmptySplit, ManifestError, MissingFile, MissingImage
 from .images import open_rgb
-from .manifest import SPLITS, LabelSpace, Sample, iter_split, read_image_roots, read_labels, split_path
+from .manifest import SPLITS, IdOwners, LabelSpace, Sample, iter_split, read_image_roots, read_labels, split_path
 
 
 @dataclass
@@ -81,7 +81,7 @@ def check_dataset(
     except ManifestError as err:
         report.problems.append(err)  # images outside the directory are then reported one by one
 
-    owner: dict[str, str] = {}
+    owners = IdOwners()
     samples: list[Sample] = []
     bad_lines: set[tuple[str, int]] = set()
     for split in SPLITS:
@@ -99,13 +99,10 @@ def check_dataset(
                 report.problems.append(item)
                 bad_lines.add((item.path, item.line))
                 continue
-            if item.id in owner:
-                report.problems.append(
-                    DuplicateId(item.path, item.line, f"id {item.id!r} already used at {owner[item.id]}")
-                )
+            duplicate = owners.claim(item.id, item.location, item.path, item.line)
+            if duplicate:
+                report.problems.append(duplicate)
                 bad_lines.add((item.path, item.line))
-            else:
-                owner[item.id] = item.location
             samples.append(item)
         if report.lines[split] == 0:  # training refuses an empty split (check_splits): so does check
             report.problems.append(

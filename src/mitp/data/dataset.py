@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import CorruptImage, DuplicateId, EmptySplit, MissingImage
+from .errors import CorruptImage, EmptySplit, MissingImage
 from .images import open_rgb
-from .manifest import SPLITS, LabelSpace, Sample, read_labels, read_split
+from .manifest import SPLITS, IdOwners, LabelSpace, Sample, read_labels, read_split
 from .missing import MissingConfig, drop_pattern, pattern_digest
 from .preprocess import Preprocessor
 
@@ -293,7 +293,7 @@ def build_datasets(
 
 def check_splits(datasets: dict[str, ManifestDataset]) -> None:
     """Refuse what would train or evaluate on nothing, or leak: an empty split, and an id in two splits."""
-    owner: dict[str, tuple[str, Sample]] = {}
+    owners = IdOwners()
     for split, ds in datasets.items():
         if len(ds) == 0:
             dropped = f" after leaving out {len(ds.invalid_lines)} invalid line(s)" if ds.invalid_lines else ""
@@ -301,14 +301,10 @@ def check_splits(datasets: dict[str, ManifestDataset]) -> None:
                 Path(ds.data_dir) / f"{split}.jsonl", None, f"no samples{dropped}; every split needs at least one"
             )
         for sample in ds.samples:
-            if sample.id in owner:
-                other_split, other = owner[sample.id]
-                raise DuplicateId(
-                    sample.path,
-                    sample.line,
-                    f"id {sample.id!r} is also in {other_split} ({other.location}): a sample in two splits leaks",
-                )
-            owner[sample.id] = (split, sample)
+            leak = ": a sample in two splits leaks"
+            duplicate = owners.claim(sample.id, sample.location, sample.path, sample.line, leak)
+            if duplicate:
+                raise duplicate
 
 
 def invalid_line_counts(datasets: dict[str, ManifestDataset]) -> dict[str, dict[str, int]]:

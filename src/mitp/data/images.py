@@ -44,11 +44,6 @@ def open_rgb(image_path: str, manifest: str, line: int | None, sample_id: str | 
         raise CorruptImage(manifest, line, f"image {image_path} cannot be decoded{where}: {err}") from err
 
 
-def verify_image(image_path: str, manifest: str, line: int | None, sample_id: str | None = None) -> None:
-    """Like :func:`open_rgb` but only checks that the image decodes."""
-    open_rgb(image_path, manifest, line, sample_id)
-
-
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB copy of ``img``; transparency is composited on white (as Hugging Face does); 16-bit and
     32-bit integer images are scaled to 8 bits (PIL's own conversion clips them to white)."""
@@ -180,4 +175,4 @@ def _center_crop(array: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
     return array[top : top + crop_h, left : left + crop_w]
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "ImageTransform", "open_rgb", "to_rgb", "verify_image"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "ImageTransform", "open_rgb", "to_rgb"]

@@ -12,6 +12,14 @@ when the dataset is read with ``allow_missing`` (a run's ``data.allow_missing: t
 :class:`~mitp.data.errors.AbsentModality` error otherwise. Never both.
 ``labels.json`` is ``{"task": "single_label" | "multi_label", "labels": [names in fixed order]}``;
 the order of ``labels`` is the order of the class indices / multi-hot columns.
+
+The lines ``mitp predict --manifest`` reads are checked by the same :func:`parse_line` with
+``for_prediction=True``: ``id`` and ``label`` may be left out, ``image`` or ``text`` may be null or absent.
+Ids are unique across a dataset's splits: :class:`IdOwners` is that one rule, for readers, writers and
+converters alike.
+
+Over 400 lines because it is the whole format in one place: the one line validator, text rule, id rule and
+writer that training, ``mitp check``, ``mitp predict`` and every converter share.
 """
 
 from __future__ import annotations
@@ -40,12 +48,22 @@ from .errors import (
 )
 
 SPLITS = ("train", "val", "test")
+# How raw datasets name their splits (case and surrounding spaces ignored): the manifest split of each.
+SPLIT_ALIASES = {"train": "train", "validation": "val", "valid": "val", "dev": "val", "val": "val", "test": "test"}
 TASKS = ("single_label", "multi_label")
 LABELS_FILE = "labels.json"
 # The folders `mitp prepare` read images from, outside the dataset directory: images under them are the
 # dataset's own (no allow_external_paths needed); anything else outside stays refused.
 IMAGE_ROOTS_FILE = "image_roots.json"
+IMAGES_DIR = "images"  # where converters that write images put them, inside the dataset directory
+# What a prepared dataset is made of: what `mitp prepare --overwrite` replaces.
+DATASET_FILES = (*(f"{split}.jsonl" for split in SPLITS), LABELS_FILE, IMAGE_ROOTS_FILE, IMAGES_DIR)
 REQUIRED_FIELDS = ("id", "image", "text", "label")
+
+
+def split_named(name) -> str | None:
+    """The manifest split a raw dataset's split name means (``dev`` -> ``val``), or None."""
+    return SPLIT_ALIASES.get(str(name).strip().lower())
 
 
 def split_path(data_dir: str | os.PathLike, split: str) -> Path:
@@ -98,7 +116,7 @@ class Sample:
     id: str
     image: str | None
     text: str | None
-    label: str | tuple[str, ...]
+    label: str | tuple[str, ...] | None  # None: a prediction line (labels are not read)
     path: str  # the manifest file
     line: int  # 1-based
 
@@ -159,13 +177,36 @@ def read_labels(data_dir: str | os.PathLike) -> LabelSpace:
 # --- JSONL lines --------------------------------------------------------------------------------
 
 
+def check_text(text, what: str = "'text'", nullable: bool = False) -> str:
+    """``text`` if it can be a sample's text: a string, not blank, valid Unicode. Else BadRecord or EmptyText,
+    not located (callers say where). ``what`` names the value in the message ("": the caller names it);
+    ``nullable``: None is allowed too (a missing text), as the message says."""
+    name, null = f"{what} " if what else "", " or null" if nullable else ""
+    if not isinstance(text, str):
+        raise BadRecord(None, None, f"{name}must be a string{null}, got {type(text).__name__}")
+    if not text.strip():
+        raise EmptyText(None, None, "empty text")
+    if has_lone_surrogate(text):
+        is_ = "is " if what else ""
+        raise BadRecord(None, None, f"{name}{is_}not valid Unicode: it holds a lone surrogate such as \\ud800")
+    return text
+
+
 def parse_line(
-    path: str, line_no: int, raw: bytes | str, space: LabelSpace | None, allow_missing: bool = False
+    path: str,
+    line_no: int,
+    raw: bytes | str,
+    space: LabelSpace | None,
+    allow_missing: bool = False,
+    *,
+    for_prediction: bool = False,
 ) -> Sample:
     """Parse and validate one manifest line; raises the named error for the first problem found.
 
     With ``space=None`` (no usable labels.json) label names are not checked against a label list.
-    ``allow_missing`` accepts ``"image": null`` or ``"text": null`` (not both).
+    ``allow_missing`` accepts ``"image": null`` or ``"text": null`` (not both). ``for_prediction``: a line
+    to predict on: ``id`` may be absent (the line number) or a number, ``label`` is not read (the sample's
+    is None), ``image`` or ``text`` may be null or absent.
     """
     try:
         obj = parse_json(raw)
@@ -174,20 +215,30 @@ def parse_line(
         raise BadJson(path, line_no, f"{err}: {snippet!r}") from err
     if not isinstance(obj, dict):
         raise BadJson(path, line_no, f"each line must be a JSON object, got {type(obj).__name__}")
-    missing = [k for k in REQUIRED_FIELDS if k not in obj]
-    if missing:
-        raise BadRecord(
-            path,
-            line_no,
-            f"missing field(s) {', '.join(map(repr, missing))}; every line needs {', '.join(REQUIRED_FIELDS)}",
-        )
-    sample_id, image, text, label = (obj[k] for k in REQUIRED_FIELDS)
+    if for_prediction:
+        sample_id, image, text, label = obj.get("id"), obj.get("image"), obj.get("text"), None
+        if sample_id is None:
+            sample_id = str(line_no)
+        elif isinstance(sample_id, int) and not isinstance(sample_id, bool):
+            sample_id = str(sample_id)
+    else:
+        missing = [k for k in REQUIRED_FIELDS if k not in obj]
+        if missing:
+            raise BadRecord(
+                path,
+                line_no,
+                f"missing field(s) {', '.join(map(repr, missing))}; every line needs {', '.join(REQUIRED_FIELDS)}",
+            )
+        sample_id, image, text, label = (obj[k] for k in REQUIRED_FIELDS)
     if not isinstance(sample_id, str) or not sample_id:
         raise BadRecord(path, line_no, f"'id' must be a non-empty string, got {sample_id!r}")
     if image is None and text is None:
-        raise BadRecord(path, line_no, f"both 'image' and 'text' are null: nothing to classify (id {sample_id!r})")
+        absent = " or absent" if for_prediction else ""
+        raise BadRecord(
+            path, line_no, f"both 'image' and 'text' are null{absent}: nothing to classify (id {sample_id!r})"
+        )
     for name, value in (("image", image), ("text", text)):
-        if value is None and not allow_missing:
+        if value is None and not (allow_missing or for_prediction):
             raise AbsentModality(
                 path,
                 line_no,
@@ -199,11 +250,7 @@ def parse_line(
         raise BadRecord(
             path, line_no, f"'image' must be a non-empty path string or null, got {image!r} (id {sample_id!r})"
         )
-    if text is not None and not isinstance(text, str):
-        raise BadRecord(path, line_no, f"'text' must be a string or null, got {type(text).__name__} (id {sample_id!r})")
-    if text is not None and not text.strip():
-        raise EmptyText(path, line_no, f'empty text (id {sample_id!r}); a sample without text has "text": null')
-    for name, value in (("id", sample_id), ("image", image), ("text", text)):
+    for name, value in (("id", sample_id), ("image", image)):
         if value is not None and has_lone_surrogate(value):
             raise BadRecord(
                 path,
@@ -211,7 +258,14 @@ def parse_line(
                 f"{name!r} is not valid Unicode: it holds a lone surrogate such as "
                 f"\\ud800 (id {sample_id.encode('utf-8', 'replace').decode()!r})",
             )
-    label = _check_label(path, line_no, sample_id, label, space)
+    if text is not None:
+        try:
+            check_text(text, nullable=True)
+        except ManifestError as err:
+            hint = '; a sample without text has "text": null' if isinstance(err, EmptyText) else ""
+            raise type(err)(path, line_no, f"{err.message} (id {sample_id!r}){hint}") from None
+    if not for_prediction:
+        label = _check_label(path, line_no, sample_id, label, space)
     return Sample(sample_id, image, text, label, str(path), line_no)
 
 
@@ -297,6 +351,39 @@ def check_inside(sample: Sample, roots: list[str]) -> None:
         )
 
 
+class IdOwners:
+    """Where each sample id was first seen: the one rule that ids are unique (within a file, across splits).
+
+    ``claim`` records an id's place and answers None, or, for an id already claimed, the DuplicateId that
+    names both places (located at ``path``/``line``): readers collect it, writers and converters raise it.
+    """
+
+    def __init__(self):
+        self.first: dict[str, str] = {}
+
+    def claim(
+        self, sample_id: str, where: str, path=None, line: int | None = None, why: str = ""
+    ) -> DuplicateId | None:
+        first = self.first.get(sample_id)
+        if first is None:
+            self.first[sample_id] = where
+            return None
+        return duplicate_id(sample_id, first, path, line, why)
+
+
+def duplicate_id(sample_id: str, first: str, path=None, line: int | None = None, why: str = "") -> DuplicateId:
+    """The error for ``sample_id`` seen again at ``path``/``line``, first used at ``first``."""
+    return DuplicateId(path, line, f"id {sample_id!r} already used at {first}{why}")
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of each non-blank line of a JSONL file; line numbers are physical, 1-based."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if raw.strip():
+                yield line_no, raw
+
+
 def iter_split(
     data_dir: str | os.PathLike,
     split: str,
@@ -319,17 +406,14 @@ def iter_split(
     if image_roots is None and not allow_external_paths:
         image_roots = read_image_roots(data_dir)
     roots = [os.path.realpath(data_dir)] + list(image_roots or [])
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                sample = parse_line(str(path), line_no, raw, space, allow_missing)
-                if not allow_external_paths and sample.image is not None:
-                    check_inside(sample, roots)
-                yield sample
-            except ManifestError as err:
-                yield err
+    for line_no, raw in read_lines(path):
+        try:
+            sample = parse_line(str(path), line_no, raw, space, allow_missing)
+            if not allow_external_paths and sample.image is not None:
+                check_inside(sample, roots)
+            yield sample
+        except ManifestError as err:
+            yield err
 
 
 def read_split(
@@ -348,18 +432,16 @@ def read_split(
     if on_error not in ("raise", "collect"):
         raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
     space = read_labels(data_dir) if space is None else space
-    samples, errors, seen = [], [], {}
+    samples, errors, owners = [], [], IdOwners()
     for item in iter_split(data_dir, split, space, allow_external_paths, allow_missing):
         if isinstance(item, Sample):
-            if item.id in seen:
-                item = DuplicateId(item.path, item.line, f"id {item.id!r} already used at line {seen[item.id]}")
-            else:
-                seen[item.id] = item.line
-                samples.append(item)
-                continue
-        if on_error == "raise":
+            item = owners.claim(item.id, f"line {item.line}", item.path, item.line) or item
+        if isinstance(item, Sample):
+            samples.append(item)
+        elif on_error == "raise":
             raise item
-        errors.append(item)
+        else:
+            errors.append(item)
     return samples, errors
 
 
@@ -377,15 +459,15 @@ def write_manifest(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    owner: dict[str, str] = {}
+    owners = IdOwners()
     for split in SPLITS:
         records = splits.get(split, [])
         presorted = getattr(records, "presorted", False)
+        where = f"{split}.jsonl"
         for rec in records:
-            if not presorted:
-                if rec.id in owner:
-                    raise DuplicateId(split_path(out, split), None, f"id {rec.id!r} is also in {owner[rec.id]}")
-                owner[rec.id] = split
+            duplicate = None if presorted else owners.claim(rec.id, where, split_path(out, split))
+            if duplicate:
+                raise duplicate
             names = rec.label if isinstance(rec.label, (tuple, list)) else (rec.label,)
             for name in names:
                 if name not in space.index:
@@ -401,18 +483,26 @@ def write_manifest(
 
 
 __all__ = [
+    "DATASET_FILES",
+    "IMAGES_DIR",
     "IMAGE_ROOTS_FILE",
+    "IdOwners",
     "LABELS_FILE",
     "LabelSpace",
     "Record",
     "SPLITS",
+    "SPLIT_ALIASES",
     "Sample",
     "TASKS",
+    "check_text",
+    "duplicate_id",
     "iter_split",
     "parse_line",
+    "read_lines",
     "read_image_roots",
     "read_labels",
     "read_split",
+    "split_named",
     "split_path",
     "write_image_roots",
     "write_manifest",

@@ -104,14 +104,6 @@ def pattern_digest(mask: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
 
 
-def describe_pattern(mask: np.ndarray) -> str:
-    """``"600 samples: 390 complete, 105 without image, 105 without text"``."""
-    counts = np.bincount(missing_case(mask), minlength=len(CASES)) if len(mask) else np.zeros(len(CASES), int)
-    parts = [f"{counts[0]} complete"]
-    parts += [f"{c} without {what}" for c, what in zip(counts[1:], ("image", "text", "either")) if c]
-    return f"{len(mask)} samples: " + ", ".join(parts)
-
-
 __all__ = [
     "CASES",
     "EvalMissingConfig",
@@ -120,7 +112,6 @@ __all__ = [
     "MissingConfig",
     "TEXT",
     "TrainMissingConfig",
-    "describe_pattern",
     "drop_pattern",
     "missing_case",
     "pattern_digest",

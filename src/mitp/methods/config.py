@@ -10,9 +10,9 @@ import dataclasses
 from typing import ClassVar, Literal
 
 from ..configuration import ConfigError, ValidatedConfig, parse_overrides, parse_value, setting
+from ..data.manifest import TASKS
 from .head import HeadConfig
 
-TASKS = ("single_label", "multi_label")
 Task = Literal["single_label", "multi_label"]
 
 

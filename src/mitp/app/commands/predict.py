@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from mitp.data.errors import BadJson, BadRecord, CorruptImage, EmptyText, MissingImage
-from mitp.jsonio import JSONError, has_lone_surrogate, parse_json
+from mitp.data.errors import CorruptImage, EmptyText, ManifestError, MissingImage
+from mitp.data.manifest import check_text, parse_line, read_lines
 
 from ..errors import UserError
 from ..outputs import check_outputs
@@ -48,42 +48,20 @@ def _pairs(args):
     if args.manifest:
         if args.image or args.text:
             raise UserError("give either --manifest or --image with --text, not both")
-        base = os.path.dirname(args.manifest)
         if not os.path.isfile(args.manifest):
             raise UserError(f"{args.manifest}: no such file")
-        with open(args.manifest, "rb") as f:
-            for line_no, raw_bytes in enumerate(f, 1):
-                if not raw_bytes.strip():
-                    continue
-                try:
-                    obj = parse_json(raw_bytes)
-                except JSONError as err:
-                    raise BadJson(args.manifest, line_no, str(err)) from err
-                if not isinstance(obj, dict):
-                    raise BadRecord(args.manifest, line_no, "each line must be a JSON object")
-                image, text = obj.get("image"), obj.get("text")
-                if image is None and text is None:
-                    raise BadRecord(args.manifest, line_no, "needs an 'image', a 'text' or both")
-                for name, value in (("image", image), ("text", text)):
-                    if value is not None and not isinstance(value, str):
-                        raise BadRecord(args.manifest, line_no, f"{name!r} must be a string or null, got {value!r}")
-                if text is not None and not text.strip():
-                    raise EmptyText(args.manifest, line_no, 'empty text (a sample without text has "text": null)')
-                for name, value in (("image", image), ("text", text)):
-                    if value is not None and has_lone_surrogate(value):
-                        raise BadRecord(
-                            args.manifest,
-                            line_no,
-                            f"{name!r} is not valid Unicode: it holds a lone surrogate such as \\ud800",
-                        )
-                if image is not None and not os.path.isabs(image):
-                    image = os.path.join(base, image)
-                yield str(obj.get("id", line_no)), image, text, args.manifest, line_no
+        for line_no, raw in read_lines(args.manifest):
+            sample = parse_line(args.manifest, line_no, raw, None, for_prediction=True)
+            image = sample.image_path() if sample.image is not None else None
+            yield sample.id, image, sample.text, args.manifest, line_no
     elif args.image or args.text is not None:
-        if args.text is not None and not args.text.strip():
-            raise UserError("--text is empty (leave it out to classify the image alone)")
-        if args.text is not None and has_lone_surrogate(args.text):
-            raise UserError("--text is not valid Unicode (it holds a lone surrogate)")
+        if args.text is not None:
+            try:
+                check_text(args.text, "--text")
+            except EmptyText as err:
+                raise UserError("--text is empty (leave it out to classify the image alone)") from err
+            except ManifestError as err:
+                raise UserError(err.message) from err
         yield "0", args.image, args.text, "<command line>", None
     else:
         raise UserError("give --image PATH and/or --text STR, or --manifest FILE")

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 from mitp.data.errors import ManifestError
+from mitp.data.manifest import IMAGES_DIR
 from mitp.data.prepare import PUBLISHED, converters, get_converter
 from mitp.data.progress import rich_tracker
 
 from ..errors import UserError
-from ..outputs import DATASET_FILES, check_outputs
+from ..outputs import DATASET_FILES, check_outputs, folder_kind
 
 
 def add_parser(subparsers) -> None:
@@ -57,9 +58,11 @@ def run(args) -> int:
     inputs = [str(v) for v in options.values() if isinstance(v, str) and os.path.isfile(v)]
     inputs += [os.path.join(args.raw, str(v)) for v in options.values() if args.raw and isinstance(v, str)]
     out = Path(args.out)
+    # the images/ folder of a dataset being replaced goes with it; anywhere else an images/ folder is not ours
+    replacing = args.overwrite and folder_kind(out) == "dataset"
     check_outputs(
-        files=[out / name for name in DATASET_FILES],
-        folders=[out],
+        files=[out / name for name in DATASET_FILES if not (replacing and name == IMAGES_DIR)],
+        folders=[out, *([out / IMAGES_DIR] if replacing else [])],
         inputs=inputs,
         creates="dataset",
         replace=args.overwrite,

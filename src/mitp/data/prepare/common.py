@@ -1,18 +1,35 @@
-"""What every converter shares: the conversion result, dropped-row bookkeeping, writing."""
+"""What every converter shares: the conversion result, dropped-row bookkeeping, writing, staging.
+
+A conversion is written into a staging folder beside ``--out`` (:func:`staging`); only a finished one
+replaces the dataset in ``--out``, so a failed or interrupted ``mitp prepare`` leaves ``--out`` as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...jsonio import JSONError, parse_json
-from ..errors import BadJson, BadRecord
-from ..manifest import SPLITS, LabelSpace, Record, write_image_roots, write_manifest
+from ..errors import BadJson, BadRecord, EmptySplit, ManifestError
+from ..manifest import (
+    DATASET_FILES,
+    SPLITS,
+    LabelSpace,
+    Record,
+    check_text,
+    split_path,
+    write_image_roots,
+    write_manifest,
+)
 
 # Published sample counts (train / val / test) after conversion.
 PUBLISHED = {
@@ -93,12 +110,19 @@ class Conversion:
             )
 
     def write(self, out_dir: str | os.PathLike) -> None:
-        for split in SPLITS:
-            if not self.splits.get(split):
-                self.warnings.append(f"{split} split is empty")
+        """Write the manifest; an empty split is an EmptySplit error (nothing could train or evaluate on it)."""
+        empty = [split for split in SPLITS if not self.splits.get(split)]
+        if empty:
+            sizes = ", ".join(f"{split} {self.counts[split]:,}" for split in SPLITS)
+            dropped = f", {sum(self.dropped.values()):,} raw rows dropped" if self.dropped else ""
+            raise EmptySplit(
+                split_path(destination(out_dir), empty[0]),
+                None,
+                f"no samples for {' and '.join(empty)} ({sizes}{dropped}); every split needs at least one",
+            )
         self.compare_published()
         write_manifest(out_dir, self.splits, self.space)
-        self.out_dir = str(out_dir)
+        self.out_dir = str(destination(out_dir))
         write_image_roots(out_dir, self.recorded_roots())
 
     @property
@@ -127,11 +151,79 @@ class Conversion:
 
 def image_ref(image: Path, out_dir: Path) -> str:
     """How a manifest in ``out_dir`` refers to ``image``: a relative POSIX path, absolute if impossible."""
-    image, out_dir = Path(os.path.abspath(image)), Path(os.path.abspath(out_dir))
+    image, out_dir = Path(os.path.abspath(image)), Path(os.path.abspath(destination(out_dir)))
     try:
         return Path(os.path.relpath(image, out_dir)).as_posix()
     except ValueError:  # different drives on Windows
         return image.as_posix()
+
+
+def row_text(value, conv: Conversion, where: str, column: str, path=None, line: int | None = None) -> str | None:
+    """A raw row's text (from ``column``), checked by the manifest's own rule: None (the row dropped and counted
+    as "empty text") when it is missing or blank; a value that is not text is a BadRecord at ``path``/``line``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        conv.drop("empty text", where)
+        return None
+    try:
+        return check_text(value, f"text column {column!r}", nullable=True)
+    except ManifestError as err:
+        raise type(err)(path, line, err.message) from None
+
+
+# --- staging -------------------------------------------------------------------------------------
+
+# (staging folder, --out) while a conversion is staged: image paths and recorded roots are relative to --out
+_STAGED: ContextVar[tuple[str, Path] | None] = ContextVar("mitp_prepare_staged", default=None)
+
+
+def destination(out_dir: str | os.PathLike) -> Path:
+    """The folder a dataset written into ``out_dir`` ends up in: ``--out`` for its staging folder, else itself."""
+    staged = _STAGED.get()
+    if staged is not None and os.path.abspath(out_dir) == staged[0]:
+        return staged[1]
+    return Path(out_dir)
+
+
+@contextlib.contextmanager
+def staging(out: str | os.PathLike) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` to convert into. When the block ends well, what it holds replaces the
+    dataset in ``out`` (:data:`~mitp.data.manifest.DATASET_FILES` of an earlier one, images/ included, go); when
+    it fails or is interrupted, the folder goes and ``out`` stays as it was."""
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-")
+    token = _STAGED.set((stage, out))
+    try:
+        yield Path(stage)
+        _replace_dataset(Path(stage), out)
+    finally:
+        _STAGED.reset(token)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace_dataset(stage: Path, out: Path) -> None:
+    """Move what ``stage`` holds into ``out``, the dataset there first set aside (and put back on failure)."""
+    out.mkdir(parents=True, exist_ok=True)
+    new = sorted(entry.name for entry in stage.iterdir())
+    dataset = any(split_path(out, split).is_file() for split in SPLITS)
+    old = [name for name in sorted(set(new) | set(DATASET_FILES if dataset else ())) if os.path.lexists(out / name)]
+    aside = Path(tempfile.mkdtemp(dir=out, prefix=".mitp-replaced-"))
+    moved_old, moved_new = [], []
+    try:
+        for name in old:
+            os.replace(out / name, aside / name)
+            moved_old.append(name)
+        for name in new:
+            shutil.move(stage / name, out / name)
+            moved_new.append(name)
+    except BaseException:
+        for name in moved_new:
+            shutil.move(out / name, stage / name)
+        for name in moved_old:
+            os.replace(aside / name, out / name)
+        aside.rmdir()  # kept, with what it holds, if putting the old dataset back failed
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _raise_field_limit() -> None:
@@ -178,4 +270,14 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise BadRecord(path, start, f"malformed CSV: {err}") from err
 
 
-__all__ = ["Conversion", "PUBLISHED", "image_ref", "no_progress", "read_csv_rows", "read_jsonl_objects"]
+__all__ = [
+    "Conversion",
+    "PUBLISHED",
+    "destination",
+    "image_ref",
+    "no_progress",
+    "read_csv_rows",
+    "read_jsonl_objects",
+    "row_text",
+    "staging",
+]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -300,7 +299,6 @@ def convert_fashion_ve(
         width = max(5, len(str(sizes[split] - 1)))
         folder = out / "images" / split
         folder.mkdir(parents=True, exist_ok=True)
-        written = set()
         source_name = "t10k" if split == "test" else "train"
         images = source["test" if split == "test" else "train"][0]
         for n, (item, index) in enumerate(
@@ -309,7 +307,6 @@ def convert_fashion_ve(
             sample_id = f"{split}-{n:0{width}d}"
             name = f"{sample_id}.png"
             composite(images[index], item["visible_side"], image_size).save(folder / name, format="PNG")
-            written.add(name)
             text = sentence(item["template"], item["garment"], item["synonym"], item["side"])
             conv.splits[split].append(Record(sample_id, f"images/{split}/{name}", text, item["label"]))
             meta = {
@@ -325,7 +322,6 @@ def convert_fashion_ve(
                 "source": f"{source_name}[{int(index)}]",
             }
             meta_lines.append(json.dumps(meta, ensure_ascii=False, sort_keys=True) + "\n")
-        _remove_stale(folder, split, written)
 
     _summarise(conv, items, sizes, image_size, seed, raw_dir)
     conv.write(out)
@@ -358,14 +354,6 @@ def _assign_photos(items: dict[str, list[dict]], source, rng: np.random.Generato
         taken = {c: iter(pool) for c, pool in pools[split].items()}
         out[split] = [next(taken[item["visible_garment"]]) for item in items[split]]
     return out
-
-
-def _remove_stale(folder: Path, split: str, written: set[str]) -> None:
-    """Delete images of an earlier, larger build (only files named like ours) so the folder matches."""
-    pattern = re.compile(rf"{re.escape(split)}-\d+\.png")
-    for path in folder.iterdir():
-        if pattern.fullmatch(path.name) and path.name not in written:
-            path.unlink()
 
 
 def _range(counter: Counter, keys) -> str:

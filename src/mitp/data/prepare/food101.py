@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadRecord, MissingColumn, MissingFile, MissingSplitFile
-from ..manifest import LabelSpace, Record
+from ..manifest import IdOwners, LabelSpace, Record
 from ..splits import stratified_split
-from .common import Conversion, image_ref, no_progress, read_csv_rows
+from .common import Conversion, image_ref, no_progress, read_csv_rows, row_text
 from .registry import option, register_converter
 
 
@@ -52,7 +52,7 @@ def convert_food101(
                 f"UPMC-Food101 text file not found; expected "
                 f"RAW/texts/{split}_titles.csv with rows filename,text,class",
             )
-        records, seen = [], set()
+        records, owners = [], IdOwners()
         for line, row in track(read_csv_rows(csv_path), description=f"reading {csv_path.name}"):
             if line == 1 and [c.strip().lower() for c in row] == ["filename", "text", "class"]:
                 continue  # tolerate a header row
@@ -64,12 +64,10 @@ def convert_food101(
                 raise BadRecord(csv_path, line, "empty filename or class")
             where = f"{csv_path}:{line}"
             sample_id = f"{split}/{cls}/{Path(filename).stem}"
-            if sample_id in seen:
+            if owners.claim(sample_id, where):
                 conv.drop("duplicate row (same split, class and file; first kept)", where)
                 continue
-            seen.add(sample_id)
-            if not text:
-                conv.drop("empty text", where)
+            if row_text(text, conv, where, "text", csv_path, line) is None:
                 continue
             image = images / split / cls / filename
             if not image.is_file():

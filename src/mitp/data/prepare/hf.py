@@ -8,34 +8,51 @@ the number of rows as well as in the images.
 
 - Columns by name (``--image-column image --text-column text --label-column label``, ``--id-column``:
   default ``<split>-<row>``); a missing one is an error that lists the dataset's columns.
-- Labels: a ``ClassLabel`` gives its names in their order; a string column the sorted set of its values;
-  a list of either means multi-label. A row without a label (``-1``, None, empty) is dropped and counted.
+- Labels: a ``ClassLabel`` gives its names in their order; a string column the sorted set of its values; an
+  integer (or bool) column its values as class names, in numeric order; a list of any of these means
+  multi-label. A row without a label (``-1`` of a ClassLabel, None, empty) is dropped and counted. A float
+  column, or one of anything else, is refused before a row is read, and so is a text column that is not text.
 - Splits: the dataset's own (``validation``/``valid``/``dev``/``val`` -> val); a missing val or test is
   carved from train (``--val-fraction``, ``--test-fraction``, ``--seed``).
 - Images: embedded bytes are written out; a path is resolved against the source folder and must lie
-  inside it. A bad image names its split, row and id; ``--on-bad-sample skip`` drops and counts it.
+  inside it. A bad image (undecodable, or over PIL's decompression-bomb limit) names its split, row and id;
+  ``--on-bad-sample skip`` drops and counts it.
+- Every split needs a sample: a source without rows, or too small to carve val and test, is an EmptySplit.
+- Each pass closes its stream of rows when it ends, however it ends: a half-read Parquet scan left for the
+  interpreter's shutdown aborts the process (apache/arrow#45214).
 
-``datasets`` is an optional dependency (``pip install 'mitp[hf]'``), imported only here.
+``datasets`` is an optional dependency (``pip install 'mitp[hf]'``), imported only here. Over 400 lines: a
+source this converter does not control is checked column by column and row by row, in one place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from ...atomic import write_bytes_atomic
-from ..errors import BadRecord, CorruptImage, MissingColumn, MissingFile, MissingImage, UnknownLabel
-from ..manifest import SPLITS, LabelSpace, Record
-from .common import Conversion, no_progress
+from ..errors import (
+    BadLabels,
+    BadRecord,
+    CorruptImage,
+    EmptySplit,
+    MissingColumn,
+    MissingFile,
+    MissingImage,
+    UnknownLabel,
+)
+from ..manifest import IMAGES_DIR, SPLIT_ALIASES, SPLITS, LabelSpace, Record, duplicate_id, split_named
+from .common import Conversion, destination, no_progress, row_text
 from .registry import option, register_converter
 from .rowstore import RowStore, WrittenSplit
 
-SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "dev": "val", "val": "val", "test": "test"}
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
@@ -70,8 +87,11 @@ def open_source(source: str | Path) -> tuple[dict, Path | None]:
             else sorted(glob.glob(str(source), recursive=True))
         )
         if files:
-            loaded = ds_lib.load_dataset("parquet", data_files=_parquet_splits(files), streaming=True)
             root = path if path.is_dir() else Path(files[0]).parent
+            files = _parquet_with_rows(files)
+            if not files:
+                raise EmptySplit(source, None, "no rows: every .parquet file of the source is empty")
+            loaded = ds_lib.load_dataset("parquet", data_files=_parquet_splits(files), streaming=True)
         elif path.exists():
             raise MissingFile(
                 path,
@@ -92,6 +112,13 @@ def open_source(source: str | Path) -> tuple[dict, Path | None]:
     return dict(loaded), root
 
 
+def _parquet_with_rows(files: list[str]) -> list[str]:
+    """The files that hold a row (``datasets`` cannot stream an empty one), read from their footers."""
+    import pyarrow.parquet as pq  # comes with datasets, the optional dependency imported here only
+
+    return [file for file in files if pq.read_metadata(file).num_rows > 0]
+
+
 def _parquet_splits(files: list[str]) -> dict[str, list[str]]:
     """Parquet files by split, from names like ``train-00000-of-00002.parquet`` or ``test.parquet``."""
     by_split: dict[str, list[str]] = {}
@@ -100,7 +127,7 @@ def _parquet_splits(files: list[str]) -> dict[str, list[str]]:
         split = next(
             (
                 name
-                for name in SPLIT_NAMES
+                for name in SPLIT_ALIASES
                 if stem == name or stem.startswith(name + "-") or f"/{name}/" in file.replace(os.sep, "/")
             ),
             "train",
@@ -109,12 +136,63 @@ def _parquet_splits(files: list[str]) -> dict[str, list[str]]:
     return by_split
 
 
-def _label_kind(feature, ds_lib) -> tuple[bool, list[str] | None]:
-    """(multi-label?, ClassLabel names or None) of a label feature."""
+@dataclass(frozen=True)
+class LabelColumn:
+    """What a label column holds: a ClassLabel's ``names`` (rows hold indices), integer class values
+    (``values``), or class names (strings); ``multi``: a list of them per row."""
+
+    multi: bool
+    names: tuple[str, ...] | None = None
+    values: bool = False
+
+    def expected(self) -> str:
+        what = "a class index" if self.names else "an integer class value" if self.values else "a class name"
+        return f"a list of {what}s" if self.multi else what
+
+
+def _feature_kind(feature, ds_lib) -> str:
+    """A feature's type as a message names it: its dtype (``int64``, ``string``), else its class name."""
+    return feature.dtype if isinstance(feature, ds_lib.Value) else type(feature).__name__
+
+
+def _label_column(feature, ds_lib, raw, column: str) -> LabelColumn:
+    """How to read the label column, from its type; a column that holds no classes is refused here."""
     inner = getattr(feature, "feature", None) if isinstance(feature, (ds_lib.Sequence, ds_lib.List)) else None
-    multi = inner is not None
-    target = inner if multi else feature
-    return multi, list(target.names) if isinstance(target, ds_lib.ClassLabel) else None
+    target = feature if inner is None else inner
+    if isinstance(target, ds_lib.ClassLabel):
+        return LabelColumn(inner is not None, names=tuple(target.names))
+    kind = _feature_kind(target, ds_lib)
+    if kind in ("string", "large_string"):
+        return LabelColumn(inner is not None)
+    if kind == "bool" or kind.startswith(("int", "uint")):
+        return LabelColumn(inner is not None, values=True)
+    raise BadRecord(
+        raw,
+        None,
+        f"label column {column!r} holds {kind} values, not classes; a label column holds class names (strings), "
+        "integer class values or a ClassLabel, or a list of them (choose it with --label-column)",
+    )
+
+
+def _check_text_column(feature, ds_lib, raw, column: str) -> None:
+    kind = _feature_kind(feature, ds_lib)
+    if kind not in ("string", "large_string"):
+        raise BadRecord(
+            raw, None, f"text column {column!r} holds {kind} values, not text (choose it with --text-column)"
+        )
+
+
+@contextlib.contextmanager
+def _rows(ds, track, description: str):
+    """``(row number, row)`` of a split, its stream closed when the block ends, however it ends."""
+    rows = iter(ds)
+    tracked = track(rows, description=description)
+    try:
+        yield enumerate(tracked)
+    finally:
+        for stream in (tracked, rows):
+            if hasattr(stream, "close"):
+                stream.close()
 
 
 @register_converter(
@@ -165,9 +243,10 @@ def convert_hf(
                 f"no {role} column {column!r}; the dataset's columns are "
                 f"{', '.join(map(repr, columns))} (choose with --{role}-column)",
             )
-    multi, names = _label_kind(first.features[label_column], ds_lib)
-    image_feature = first.features[image_column]
-    decode_off = isinstance(image_feature, ds_lib.Image)
+    label_column_kind = _label_column(first.features[label_column], ds_lib, raw, label_column)
+    _check_text_column(first.features[text_column], ds_lib, raw, text_column)
+    multi = label_column_kind.multi
+    decode_off = isinstance(first.features[image_column], ds_lib.Image)
     streams = {
         split: (ds.cast_column(image_column, ds_lib.Image(decode=False)) if decode_off else ds)
         for split, ds in sources.items()
@@ -177,34 +256,29 @@ def convert_hf(
 
     try:
         # pass 1: labels and ids, to fix the label names and carve missing splits
-        found: set[str] = set()
+        found: dict[str, object] = {}  # label name -> its sort key
         read: list[str] = []
         for split, ds in streams.items():
-            target = SPLIT_NAMES.get(split.lower())
+            target = split_named(split)
             if target is None:
                 conv.warnings.append(f"split {split!r} is neither train, validation nor test: left out")
                 continue
             read.append(split)
-            for index, row in enumerate(
-                track(
-                    ds.select_columns([c for c in (label_column, id_column) if c]),
-                    description=f"reading {split} labels",
-                )
-            ):
-                labels = _labels(row[label_column], multi, names, raw, split, index)
-                if labels is None:
-                    conv.drop("no label", f"{split} row {index}")
-                    continue
-                found.update(labels)
-                sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
-                holder = store.add(split, index, sample_id, labels, target)
-                if holder is not None:
-                    raise BadRecord(
-                        raw,
-                        None,
-                        f"{raw} {split} row {index}: id {sample_id!r} is already used by {holder[0]} row {holder[1]}",
-                    )
-        space = LabelSpace("multi_label" if multi else "single_label", tuple(names) if names else tuple(sorted(found)))
+            labels_and_ids = ds.select_columns([c for c in (label_column, id_column) if c])
+            with _rows(labels_and_ids, track, f"reading {split} labels") as rows:
+                for index, row in rows:
+                    labels = _labels(row[label_column], label_column_kind, raw, split, index)
+                    if labels is None:
+                        conv.drop("no label", f"{split} row {index}")
+                        continue
+                    found.update(labels)
+                    sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
+                    holder = store.add(split, index, sample_id, list(labels), target)
+                    if holder is not None:
+                        raise duplicate_id(sample_id, f"{holder[0]} row {holder[1]}", f"{raw} {split} row {index}")
+        names = label_column_kind.names or tuple(sorted(found, key=found.__getitem__))
+        space = LabelSpace("multi_label" if multi else "single_label", names)
+        _check_rows(store, space, conv, raw)
         conv.space = space
         missing = [
             (name, fraction)
@@ -213,80 +287,110 @@ def convert_hf(
         ]
         if missing:
             store.carve(missing, seed, multi)
+            _check_carved(store, missing, raw)
             conv.notes.append(
                 ", ".join(f"{name} {fraction:g}" for name, fraction in missing)
                 + f" carved from train per label, seed {seed}"
             )
 
         # pass 2: images and lines, the stream read in step with the stored rows (both in row order)
-        images = out / "images"
+        images = out / IMAGES_DIR
         images.mkdir(parents=True, exist_ok=True)
         for split in read:
             stored = store.assigned(split)
             pending = next(stored, None)
-            for index, row in enumerate(track(streams[split], description=f"writing {split}")):
-                if pending is None or index != pending[0]:
-                    continue
-                _, sample_id, labels, target = pending
-                pending = next(stored, None)
-                where = f"{raw} {split} row {index} (id {sample_id!r})"
-                text = row[text_column]
-                if not isinstance(text, str) or not text.strip():
-                    conv.drop("empty text", where)
-                    continue
-                try:
-                    image = _write_image(row[image_column], root, images, where)
-                except (MissingImage, CorruptImage) as err:
-                    if on_bad_sample == "error":
-                        raise
-                    conv.drop(f"bad image ({err.kind})", where)
-                    continue
-                # multi-label: each name once, in the label space's order (as the other converters write them)
-                label = tuple(sorted(set(labels), key=space.index.__getitem__)) if multi else labels[0]
-                store.record(target, Record(sample_id, image, " ".join(text.split()), label))
-    except BaseException:
+            with _rows(streams[split], track, f"writing {split}") as rows:
+                for index, row in rows:
+                    if pending is None:
+                        break
+                    if index != pending[0]:
+                        continue
+                    _, sample_id, labels, target = pending
+                    pending = next(stored, None)
+                    where = f"{raw} {split} row {index} (id {sample_id!r})"
+                    text = row_text(row[text_column], conv, where, text_column, where)
+                    if text is None:
+                        continue
+                    try:
+                        image = _write_image(row[image_column], root, images, where)
+                    except (MissingImage, CorruptImage) as err:
+                        if on_bad_sample == "error":
+                            raise
+                        conv.drop(f"bad image ({err.kind})", where)
+                        continue
+                    # multi-label: each name once, in the label space's order (as the other converters write them)
+                    label = tuple(sorted(set(labels), key=space.index.__getitem__)) if multi else labels[0]
+                    store.record(target, Record(sample_id, image, " ".join(text.split()), label))
+        conv.splits = {name: store.split(name) for name in SPLITS}
+        conv.notes.append(
+            f"images written once each under {destination(out) / IMAGES_DIR} (named by a hash of their bytes)"
+        )
+        conv.write(out)
+        conv.splits = {name: WrittenSplit(destination(out), name, space) for name in SPLITS}
+    finally:
         store.close()  # the scratch database goes now, not at exit
-        raise
-    conv.splits = {name: store.split(name) for name in SPLITS}
-    conv.notes.append(f"images written once each under {images} (named by a hash of their bytes)")
-    conv.write(out)
-    conv.splits = {name: WrittenSplit(out, name, space) for name in SPLITS}
-    store.close()
     return conv
 
 
-def _labels(value, multi: bool, names: list[str] | None, raw, split: str, index: int) -> list[str] | None:
-    """A row's label names; None for a row without a label (a multi-label row may have none: [])."""
+def _check_rows(store: RowStore, space: LabelSpace, conv: Conversion, raw) -> None:
+    """Refuse a source with no labelled row, or a single-label one with fewer than two classes."""
+    if not sum(store.rows(name) for name in SPLITS):
+        unlabelled = f" ({conv.dropped['no label']:,} rows, none with a label)" if conv.dropped else ""
+        raise EmptySplit(raw, None, f"no labelled rows{unlabelled}: nothing to train or evaluate on")
+    if not space.multi_label and len(space.labels) < 2:
+        raise BadLabels(raw, None, f"a single-label dataset needs at least 2 classes, found {list(space.labels)}")
+
+
+def _check_carved(store: RowStore, carved: list[tuple[str, float]], raw) -> None:
+    """Refuse carved splits left empty: too few rows (each label keeps one in train) for these fractions."""
+    empty = [(name, fraction) for name, fraction in carved if not store.rows(name)]
+    if empty:
+        asked = ", ".join(f"--{name}-fraction {fraction:g}" for name, fraction in empty)
+        raise EmptySplit(
+            raw,
+            None,
+            f"{store.rows('train'):,} labelled train rows are too few to carve {' and '.join(n for n, _ in empty)} "
+            f"from ({asked}; every label keeps at least one row in train): give more rows, larger fractions, "
+            "or the source's own splits",
+        )
+
+
+def _labels(value, column: LabelColumn, raw, split: str, index: int) -> dict[str, object] | None:
+    """A row's label names, each with its sort key; None for a row without a label (a multi-label row may have
+    none: {})."""
     if value is None:
         return None
-    if multi and not isinstance(value, (list, tuple)):
-        _bad(raw, split, index, value)
-    out = []
-    for v in value if multi else [value]:
-        if names is None:
+    if column.multi and not isinstance(value, (list, tuple)):
+        _bad(raw, split, index, value, column)
+    out = {}
+    for v in value if column.multi else [value]:
+        if column.names is None and not column.values:
             if not isinstance(v, str):
-                _bad(raw, split, index, v)
+                _bad(raw, split, index, v, column)
             if not v.strip():
                 return None
-            out.append(v.strip())
+            out[v.strip()] = v.strip()
             continue
-        if isinstance(v, bool) or not isinstance(v, int):
-            _bad(raw, split, index, v)
+        if not isinstance(v, int) or (column.names is not None and isinstance(v, bool)):
+            _bad(raw, split, index, v, column)
+        if column.values:
+            out[str(v)] = int(v)
+            continue
         if v == -1:  # ClassLabel's "no label"
             return None
-        if not 0 <= v < len(names):
+        if not 0 <= v < len(column.names):
             raise UnknownLabel(
                 raw,
                 None,
                 f"{split} row {index}: label value {v} is not a class of the ClassLabel "
-                f"(0..{len(names) - 1}: {', '.join(names)})",
+                f"(0..{len(column.names) - 1}: {', '.join(column.names)})",
             )
-        out.append(names[v])
+        out[column.names[v]] = v
     return out
 
 
-def _bad(raw, split, index, value):
-    raise BadRecord(raw, None, f"{split} row {index}: label {value!r} is neither a class index nor a name")
+def _bad(raw, split, index, value, column: LabelColumn):
+    raise BadRecord(raw, None, f"{split} row {index}: label {value!r} is not {column.expected()}")
 
 
 def _write_image(value, root: Path | None, images: Path, where: str) -> str:
@@ -310,6 +414,8 @@ def _write_image(value, root: Path | None, images: Path, where: str) -> str:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format
             img.verify()
+    except Image.DecompressionBombError as err:  # a small file that decodes to more pixels than PIL allows
+        raise CorruptImage(where, None, f"image too large to decode safely: {err}") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise CorruptImage(where, None, f"image cannot be decoded ({type(err).__name__})") from err
     name = hashlib.sha256(data).hexdigest()[:24] + FORMAT_SUFFIX.get(fmt, ".img")

@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from ...jsonio import JSONError, read_json
-from ..errors import BadJson, BadRecord, DuplicateId, MissingFile, MissingSplitFile
-from ..manifest import LabelSpace, Record
+from ..errors import BadJson, BadRecord, MissingFile, MissingSplitFile
+from ..manifest import IdOwners, LabelSpace, Record
 from .common import Conversion, image_ref, no_progress
 from .registry import register_converter
 
@@ -96,14 +96,14 @@ def convert_mmimdb(raw: str | Path, out: str | Path, track=no_progress) -> Conve
 
     order = {g: i for i, g in enumerate(MMIMDB_GENRES)}
     removed: Counter = Counter()
-    owner: dict[str, str] = {}
+    owners = IdOwners()
     for key, split in SPLIT_KEYS.items():
         records = []
         for movie in track(split_ids[key], description=f"reading {key} movies"):
             movie = str(movie)
-            if movie in owner:
-                raise DuplicateId(split_file, None, f"movie {movie!r} is listed in both {owner[movie]!r} and {key!r}")
-            owner[movie] = key
+            duplicate = owners.claim(movie, f"{key!r}", split_file, why=f", listed again in {key!r}")
+            if duplicate:
+                raise duplicate
             where = f"{split_file} [{key}] {movie}"
             meta_path, image = dataset / f"{movie}.json", dataset / f"{movie}.jpeg"
             if not meta_path.is_file():

@@ -26,9 +26,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import BadRecord, MissingColumn, MissingFile, UnknownLabel
-from ..manifest import LabelSpace, Record
+from ..manifest import IdOwners, LabelSpace, Record
 from ..splits import stratified_split
-from .common import Conversion, image_ref, no_progress, read_csv_rows
+from .common import Conversion, image_ref, no_progress, read_csv_rows, row_text
 from .registry import option, register_converter
 
 MVSA_LABELS = ("negative", "neutral", "positive")
@@ -184,13 +184,12 @@ def convert_mvsa(
             )
         layout, rows = read_official_labels(label_file, conv)
 
-    records, seen, encodings = [], set(), Counter()
+    records, owners, encodings = [], IdOwners(), Counter()
     for sample_id, label, number in track(rows, description=f"reading {layout}", total=len(rows)):
         where = f"{label_file}:{number}"
-        if sample_id in seen:
+        if owners.claim(sample_id, where):
             conv.drop("duplicate id (first kept)", where)
             continue
-        seen.add(sample_id)
         image, text_file = data / f"{sample_id}.jpg", data / f"{sample_id}.txt"
         if not image.is_file():
             conv.drop("image not found", where)
@@ -199,8 +198,7 @@ def convert_mvsa(
             conv.drop("text not found", where)
             continue
         text, encoding = decode_text(text_file.read_bytes())
-        if not text:
-            conv.drop("empty text", where)
+        if row_text(text, conv, where, "text", text_file) is None:
             continue
         encodings[encoding] += 1
         records.append(Record(sample_id, image_ref(image, out), text, label))

@@ -7,8 +7,11 @@ them), so adding a converter is one new module in ``data/prepare/`` with one
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .common import staging
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,22 @@ def register_converter(
     options: tuple[Option, ...] = (),
     raw_positional: bool = False,
 ):
-    """Decorator: ``convert(raw, out, *, <options>, track)`` converts raw datasets of ``kind``."""
+    """Decorator: ``convert(raw, out, *, <options>, track)`` converts raw datasets of ``kind``.
+
+    What it returns (and registers) converts into a staging folder (:func:`~.common.staging`): ``out`` gets the
+    new dataset whole, or stays as it was."""
 
     def decorate(convert):
-        if kind in _CONVERTERS and _CONVERTERS[kind].convert is not convert:
+        if kind in _CONVERTERS and _CONVERTERS[kind].convert.__wrapped__ is not convert:
             raise ValueError(f"converter {kind!r} is already registered")
-        _CONVERTERS[kind] = Converter(kind, convert, help, raw_help, raw_default, tuple(options), raw_positional)
-        return convert
+
+        @functools.wraps(convert)
+        def staged(raw, out, *args, **kwargs):
+            with staging(out) as stage:
+                return convert(raw, stage, *args, **kwargs)
+
+        _CONVERTERS[kind] = Converter(kind, staged, help, raw_help, raw_default, tuple(options), raw_positional)
+        return staged
 
     return decorate
 

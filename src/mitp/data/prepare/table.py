@@ -14,13 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import BadLabels, BadRecord, DuplicateId, MissingColumn, MissingFile, UnknownLabel
-from ..manifest import LabelSpace, Record
+from ..errors import BadLabels, BadRecord, MissingColumn, MissingFile, UnknownLabel
+from ..manifest import SPLIT_ALIASES, IdOwners, LabelSpace, Record, split_named
 from ..splits import rarest_label_key, stratified_split
-from .common import Conversion, image_ref, no_progress, read_csv_rows, read_jsonl_objects
+from .common import Conversion, image_ref, no_progress, read_csv_rows, read_jsonl_objects, row_text
 from .registry import option, register_converter
-
-SPLIT_ALIASES = {"train": "train", "val": "val", "dev": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def _csv_rows(path: Path, needed: list[str]):
@@ -77,7 +75,7 @@ def convert_table(
 
     fixed = None if labels is None else {name: i for i, name in enumerate(labels)}
     items = []  # (record, split or None, line)
-    first_line: dict[str, int] = {}
+    owners = IdOwners()
     saw_list = False
     auto_id = None
     for line, row in track(rows, description=f"reading {path.name}"):
@@ -97,9 +95,9 @@ def convert_table(
             sample_id = "" if value is None else str(value).strip()
             if not sample_id:
                 raise BadRecord(path, line, f"empty id in column {(id_column or 'id')!r}")
-        if sample_id in first_line:
-            raise DuplicateId(path, line, f"id {sample_id!r} already used at line {first_line[sample_id]}")
-        first_line[sample_id] = line
+        duplicate = owners.claim(sample_id, f"line {line}", path, line)
+        if duplicate:
+            raise duplicate
 
         raw_label = row[label_column]
         if isinstance(raw_label, list):
@@ -121,17 +119,15 @@ def convert_table(
 
         split = None
         if split_column:
-            value = str(row[split_column] or "").strip().lower()
-            if value not in SPLIT_ALIASES:
+            split = split_named(row[split_column] or "")
+            if split is None:
                 raise BadRecord(
                     path, line, f"split {row[split_column]!r} is not one of {', '.join(sorted(SPLIT_ALIASES))}"
                 )
-            split = SPLIT_ALIASES[value]
 
         image_value = row[image_column]
-        text = row[text_column]
-        if not isinstance(text, str) or not text.strip():
-            conv.drop("empty text", where)
+        text = row_text(row[text_column], conv, where, text_column, path, line)
+        if text is None:
             continue
         if not names:
             conv.drop("no label", where)
