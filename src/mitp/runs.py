@@ -34,7 +34,6 @@ STATE = "training_state"
 OUTPUTS = (METRICS, RESULTS, CURVES, *TRACKER_DIRS.values(), CHECKPOINTS)
 # Every file or folder a run owns at its top level: no command may write over these.
 RUN_FILES = (MARKER, LOCK, CONFIG) + OUTPUTS
-MANIFEST_FILES = ("train.jsonl", "val.jsonl", "test.jsonl")  # a directory holding these is a dataset
 
 
 class Run:
@@ -102,7 +101,6 @@ __all__ = [
     "CONFIG",
     "CURVES",
     "LOCK",
-    "MANIFEST_FILES",
     "MARKER",
     "MARKER_FORMAT",
     "METRICS",

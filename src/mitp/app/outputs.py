@@ -20,11 +20,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from mitp.data.manifest import DATASET_FILES, SPLITS
 from mitp.errors import MitpError
 from mitp.files import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE
-from mitp.runs import LOCK, MANIFEST_FILES, MARKER, RUN_FILES, Run
-
-DATASET_FILES = (*MANIFEST_FILES, "labels.json", "image_roots.json", "images")
+from mitp.runs import LOCK, MARKER, RUN_FILES, Run
 
 
 class OutputError(MitpError):
@@ -39,7 +38,7 @@ def folder_kind(path: Path) -> str | None:
         return "run"
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return "model folder"
-    if any((path / name).is_file() for name in MANIFEST_FILES):
+    if any((path / f"{split}.jsonl").is_file() for split in SPLITS):
         return "dataset"
     return None
 
@@ -119,4 +118,4 @@ def check_run_output(run_dir: str | os.PathLike, overwrite: bool) -> None:
     check_outputs(folders=[run_dir], creates="run", replace=overwrite)
 
 
-__all__ = ["DATASET_FILES", "OutputError", "check_outputs", "check_run_output", "folder_kind", "owner_of"]
+__all__ = ["OutputError", "check_outputs", "check_run_output", "folder_kind", "owner_of"]

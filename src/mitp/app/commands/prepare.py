@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 from mitp.data.errors import ManifestError
-from mitp.data.manifest import IMAGES_DIR
+from mitp.data.manifest import DATASET_FILES, IMAGES_DIR
 from mitp.data.prepare import PUBLISHED, converters, get_converter
 from mitp.data.progress import rich_tracker
 
 from ..errors import UserError
-from ..outputs import DATASET_FILES, check_outputs, folder_kind
+from ..outputs import check_outputs, folder_kind
 
 
 def add_parser(subparsers) -> None:
