@@ -13,7 +13,7 @@ from mitp.data.missing import EvalMissingConfig
 
 from ..outputs import check_outputs
 from ..train.inference import evaluate_dataset, load_run, split_dataset
-from .compare import mean_std
+from .compare_report import mean_std
 
 
 def missing_at(modality: str, rate: float, seed: int):
