@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mitp.app.analysis.sweep import work
+from mitp.app.analysis.sweep import report, work
 from mitp.app.analysis.sweep_space import Param, check_space, parse_space
 from mitp.app.analysis.sweep_study import StorageError, Sweep, SweepConflict, counts, open_storage, prepare
 from mitp.app.cli import main
@@ -152,6 +152,19 @@ def test_a_study_of_another_sweep_is_refused_not_reported(toy_dataset, tmp_path,
         (out / "late_fusion" / "trial-0").mkdir(parents=True)
         prepare(Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion"], space, 2, out, study="other"))
     assert len(optuna.load_study(study_name="mitp-late_fusion", storage=sweep.storage_url()).trials) == 1
+
+
+def test_a_report_without_the_best_trials_run_directory_says_so(toy_dataset, tmp_path):
+    """A worker on another machine trained the best trial, and no run directory is shared."""
+    space = parse_space(["train.lr=loguniform:1e-3:1e-2"])
+    sweep = Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion"], space, 1, tmp_path / "sweep")
+    study = sweep.open_study("late_fusion")
+    trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+    trial.set_user_attr("selection_metric", "accuracy")
+    study.tell(trial, 0.75)
+    (row,) = report(sweep)
+    assert row["best"]["test"] is None and row["best"]["val"] == 0.75 and row["best"]["metric"] == "accuracy"
+    assert "| accuracy 0.7500 | - (not on this machine) |" in (tmp_path / "sweep" / "sweep.md").read_text()
 
 
 def test_an_out_that_is_a_file_is_refused_before_the_work(toy_dataset, tmp_path, capsys):

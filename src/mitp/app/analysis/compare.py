@@ -131,7 +131,7 @@ def run_comparison(
             finish(i)
             return None
         env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
-        if devices:
+        if devices and not one_at_a_time:  # one at a time, a run sees the devices this process sees
             env["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
         return CliProcess(argv, _log_of(out, run), env)
 

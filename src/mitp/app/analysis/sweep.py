@@ -34,6 +34,7 @@ from .sweep_space import method_config
 from .sweep_study import MAX_RETRY, Sweep, counts, failures, frozen, prepare, run_dir_of
 
 REPORT_FILES = ("sweep.json", "sweep.md")
+METRIC = "selection_metric"  # a complete trial's user attribute: the metric its value is
 
 
 def objective(sweep: Sweep, method: str, console=None):
@@ -68,6 +69,7 @@ def objective(sweep: Sweep, method: str, console=None):
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(trial.study, frozen(trial))
             raise
         score = results["val"][results["selection_metric"]]
+        trial.set_user_attr(METRIC, results["selection_metric"])  # for a report on a machine without the run
         _record(run_dir, trial.number, params, "complete", results["epochs"], score)
         return score
 
@@ -152,15 +154,17 @@ def report(sweep: Sweep, console=None) -> list[dict]:
         if complete:
             best = max(complete, key=lambda t: t.value)
             run_dir = run_dir_of(sweep, method, best)
-            loaded = load_run(run_dir)
-            test = evaluate_dataset(loaded, split_dataset(loaded, "test"))["metrics"]
+            test = None
+            if Run(run_dir).is_run():  # a worker on another machine without a shared run directory trained it
+                loaded = load_run(run_dir)
+                test = evaluate_dataset(loaded, split_dataset(loaded, "test"))["metrics"]
             row["best"] = {
                 "trial": best.number,
                 "params": best.params,
                 "val": best.value,
                 "test": test,
                 "run_dir": str(run_dir),
-                "metric": Run(run_dir).read_results()["selection_metric"],
+                "metric": best.user_attrs.get(METRIC) or Run(run_dir).read_results()["selection_metric"],
             }
         rows.append(row)
     write_json_atomic(Path(sweep.out) / "sweep.json", rows)
@@ -186,12 +190,13 @@ def markdown(rows: list[dict], sweep: Sweep) -> str:
                 best["trial"],
                 settings,
                 f"{best['metric']} {best['val']:.4f}",
-                f"{best['metric']} {best['test'][best['metric']]:.4f}",
+                f"{best['metric']} {best['test'][best['metric']]:.4f}" if best["test"] else "- (not on this machine)",
             ]
         )
     return (
         f"# Sweep `{sweep.study}`: {sweep.trials} trials per method\n\n"
-        "Each method's best trial is chosen on validation; test is read for that trial alone.\n\n"
+        "Each method's best trial is chosen on validation; test is read for that trial alone (from its run "
+        "directory, where this machine has it).\n\n"
         + table(["method", "complete / pruned / failed", "best trial", "its settings", "val", "test"], body, "llrlrr")
     )
 
