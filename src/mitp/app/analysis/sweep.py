@@ -85,7 +85,6 @@ def _record(run_dir: Path, number: int, params: dict, state: str, epochs: int, v
 
 def work(sweep: Sweep, console=None) -> None:
     """One worker: trials of every method in turn until each study has ``trials`` finished ones."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for method in sweep.methods:
         study = sweep.open_study(method)
         while True:
