@@ -100,6 +100,9 @@ def test_why_a_command_failed_is_its_error_not_the_progress_bar_that_came_last()
     )
     assert why_failed(f"{bar}\n{traceback}{bar}\n", 1) == "RuntimeError: out of memory"
     assert why_failed(f"{bar}\n", -9) == f"killed by signal 9; its last output: {bar}"
+    assert why_failed("usage: mitp train [-h]\nerror: mitp train: unrecognized arguments: --x\n", 2) == (
+        "error: mitp train: unrecognized arguments: --x"
+    )
     assert why_failed("", 1) == "exit status 1, no output"
 
 

@@ -89,8 +89,8 @@ def _cli_child(argv: list[str], environ: dict[str, str], log: str) -> None:
         sys.stderr.flush()
 
 
-# The one-line error the CLI prints (mitp.app.cli.main), and the line a traceback starts with.
-_CLI_ERROR = re.compile(r"^mitp( \S+)?: (error|interrupted)\b")
+# The one-line errors the CLI prints (mitp.app.cli.main: a command's, a usage error), and a traceback's start.
+_CLI_ERROR = re.compile(r"^(mitp( \S+)?: (error|interrupted)\b|error: mitp\b)")
 _TRACEBACK = "Traceback (most recent call last):"
 
 
