@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mitp.app.analysis.compare import GridPoint, aggregate, config_for_method, markdown_table, parse_grid
+from mitp.app.analysis.compare_plan import GridPoint, config_for_method, parse_grid
+from mitp.app.analysis.compare_report import aggregate, markdown_table
 from mitp.app.cli import main
 from mitp.app.train.config import load_run_config
 from mitp.configuration import ConfigError
@@ -98,6 +99,32 @@ def test_compare_two_methods_end_to_end_and_reuse_only_the_same_config(toy_datas
     # ... unless --force, which trains them again with the new settings.
     assert main([*args, "--set", "train.lr=0.01", "--force"]) == 0
     assert load_run_config(out / "mitp" / "seed-0" / "config.yaml").train.lr == 0.01
+
+
+def test_an_out_that_is_a_file_or_a_run_is_refused_before_the_work(toy_dataset, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(compare_args(toy_dataset, taken, "--methods", "late_fusion")) == 2
+    err = capsys.readouterr().err
+    assert f"--out: refusing to write {taken}: it exists and is not a directory" in err and "Traceback" not in err
+    assert taken.read_text() == "not a folder"
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.yaml").write_text(CONFIG.read_text())
+    (run / ".mitp-run").write_text('{"format": 1}\n')
+    assert main(compare_args(toy_dataset, run, "--methods", "late_fusion")) == 2
+    assert "it holds a run" in capsys.readouterr().err and not (run / "late_fusion").exists()
+
+
+def test_an_interrupted_compare_prints_one_line_and_exits_130(toy_dataset, tmp_path, capsys, monkeypatch):
+    import mitp.app.analysis.compare as compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "run_comparison", interrupted)
+    assert main(compare_args(toy_dataset, tmp_path / "cmp", "--methods", "late_fusion")) == 130
+    assert capsys.readouterr().err == "mitp compare: interrupted\n"
 
 
 def test_unknown_method_fails_before_training(tmp_path, capsys):
@@ -232,8 +259,11 @@ def test_jobs_run_at_once_with_their_share_of_threads_and_give_the_same_results(
     out = capsys.readouterr().out
     assert "3 runs, 2 at a time" in out and "finished, val accuracy" in out
     a, b = rows_of(one), rows_of(two)
-    # the failing run is reported, the others ran
+    # the failing run is reported with its real error, on the console as in compare.json; the others ran
     assert b["deep_prompts"]["status"] == "failed" and "num_steps" in json.dumps(b["deep_prompts"]["errors"])
+    (error,) = b["deep_prompts"]["errors"].values()
+    (said,) = [line for line in out.splitlines() if "deep_prompts, seed 0 failed: " in line]
+    assert said.endswith(error) and "mitp train: error: " in error and "num_steps" in error
     assert b["mitp"]["status"] == b["late_fusion"]["status"] == "ok" and "failed:" in (two / "compare.md").read_text()
     for method in ("mitp", "late_fusion"):
         for split in ("val", "test"):

@@ -1,21 +1,29 @@
-"""mitp sweep: the space syntax, workers sharing one storage without running a trial twice, pruning,
-and a killed sweep resuming its trial where it stopped."""
+"""mitp sweep: the space syntax and its check against the config before any trial, named storage errors,
+workers sharing one storage that search (distinct settings) without running a trial twice, a study of
+another sweep refused, pruning, and a killed sweep resuming its trial where it stopped."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from mitp.app.analysis.sweep import Param, Sweep, counts, parse_space, work
+from mitp.app.analysis.sweep import report, work
+from mitp.app.analysis.sweep_space import Param, check_space, parse_space
+from mitp.app.analysis.sweep_study import StorageError, Sweep, SweepConflict, counts, open_storage, prepare
 from mitp.app.cli import main
 from mitp.app.launch import CliProcess
 from mitp.configuration import ConfigError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 # Optuna marks heartbeats and stale-trial retries experimental; the sweep uses them on purpose.
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    # the tests below ask for trials by hand, without Study.optimize and its heartbeat thread
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
+]
 
 
 def base(toy_dataset, *extra):
@@ -31,6 +39,8 @@ def base(toy_dataset, *extra):
         ("train.epochs=int:5:2", "train.epochs", "LOW < HIGH"),
         ("methods.mitp.hub=choice:mean,mean", "methods.mitp.hub", "distinct"),
         ("seed=int:0:3", "seed", "cannot be searched"),
+        ("train.lr=uniform:0:inf", "train.lr", "finite bounds"),
+        ("train.lr=loguniform:1e-4:nan", "train.lr", "finite bounds"),
         ("train.lr", "--space", "expected KEY=KIND:ARGS"),
     ],
 )
@@ -40,6 +50,128 @@ def test_bad_space_syntax_names_the_key(spec, key, message, capsys):
     assert err.value.key == key
     assert main(["sweep", "--config", str(CONFIG), "--space", spec, "--out", "/nonexistent/never-made"]) == 2
     assert message.split("'")[0] in capsys.readouterr().err
+
+
+def sweep_args(toy_dataset, out, *extra):
+    return ["sweep", "--config", str(CONFIG), "--set", f"data={toy_dataset}", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(
+    "space, methods, key, message",
+    [
+        ("train.nope=uniform:0:1", "late_fusion", "train.nope", "unknown key"),
+        ("train.epochs=uniform:1:2", "late_fusion", "train.epochs", "expected int, got 1.0"),
+        ("methods.mitp.hub=choice:mean,nope", "mitp", "methods.mitp.hub", "'nope' is not one of"),
+        ("train.batch_size=int:0:8", "late_fusion", "train.batch_size", "proposes 0"),
+        ("methods.pmf.num_steps=int:1:2", "late_fusion", "methods.pmf.num_steps", "--methods leaves out"),
+    ],
+)
+def test_a_space_no_trial_could_train_is_refused_before_the_first_trial(
+    space, methods, key, message, toy_dataset, tmp_path, capsys
+):
+    with pytest.raises(ConfigError, match=message) as err:
+        check_space(str(CONFIG), [f"data={toy_dataset}"], methods.split(","), parse_space([space]))
+    assert err.value.key == key
+    out = tmp_path / "sweep"
+    assert main(sweep_args(toy_dataset, out, "--methods", methods, "--space", space)) == 2
+    captured = capsys.readouterr()
+    assert f"error: {key}:" in captured.err and message in captured.err and "Traceback" not in captured.err
+    assert not out.exists(), "refused before any study or trial was made"
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("garbage", "not a database URL"),
+        ("nosuchdb://host/db", "unknown kind of database 'nosuchdb'"),
+        ("sqlite:////proc/no/such/dir/sweep.db", "cannot open it (unable to open database file)"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_named_with_the_reason(url, reason, toy_dataset, tmp_path, capsys):
+    with pytest.raises(StorageError, match="--storage") as err:
+        open_storage(url)
+    assert reason in str(err.value) and (url if url != "garbage" else "'garbage'") in str(err.value)
+    args = sweep_args(
+        toy_dataset, tmp_path / "sweep", "--methods", "late_fusion", "--space", "train.lr=uniform:0.01:0.1"
+    )
+    assert main([*args, "--storage", url]) == 2
+    captured = capsys.readouterr()
+    assert reason in captured.err and "Traceback" not in captured.err
+
+
+def test_workers_and_a_restarted_worker_draw_settings_of_their_own(tmp_path, toy_dataset):
+    """Two workers of one study (each with its own sampler, as two processes have) ask in turn; a third,
+    started after the first was killed with its trial running, asks too: every trial gets its own setting,
+    and the same seed gives the same settings again in a new study."""
+
+    def worker(out: Path, seed: int = 0) -> optuna.Study:
+        space = parse_space(["train.lr=loguniform:1e-4:1e-1", "head.dropout=uniform:0:0.5"])
+        return Sweep(str(CONFIG), base(toy_dataset), ["late_fusion"], space, 4, out, seed=seed).open_study(
+            "late_fusion"
+        )
+
+    def draw(study: optuna.Study) -> tuple:
+        trial = study.ask()
+        return (
+            trial.suggest_float("train.lr", 1e-4, 1e-1, log=True),
+            trial.suggest_float("head.dropout", 0, 0.5),
+        )
+
+    first, second = worker(tmp_path / "a"), worker(tmp_path / "a")
+    drawn = [draw(first), draw(second), draw(first), draw(second)]  # two workers, four trials
+    drawn.append(draw(worker(tmp_path / "a")))  # the first is killed (its trial left running); a new one starts
+    assert len(set(drawn)) == len(drawn) == 5
+    again = worker(tmp_path / "b")
+    assert [draw(again) for _ in range(5)] == drawn  # a trial's setting follows from the seed and its number
+    assert draw(worker(tmp_path / "c", seed=1)) != drawn[0]
+
+
+def test_a_study_of_another_sweep_is_refused_not_reported(toy_dataset, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    asked = sweep_args(toy_dataset, out, "--methods", "late_fusion", "--space", "train.lr=loguniform:1e-3:1e-2")
+    space = parse_space(["train.lr=loguniform:1e-3:1e-2"])
+    sweep = Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion"], space, 2, out)
+    prepare(sweep)
+    study = sweep.open_study("late_fusion")
+    study.tell(study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}), 0.5)
+    prepare(sweep)  # the same sweep continues its study
+    other_space = [*asked[:-1], "train.lr=loguniform:1e-1:1"]
+    other_config = [*asked, "--set", "train.epochs=2"]
+    other_data = [*asked, "--set", f"data={tmp_path / 'data'}"]
+    shutil.copytree(toy_dataset, tmp_path / "data")
+    for argv, named in (
+        (other_space, "--space train.lr: loguniform:0.001:0.01 in the study, loguniform:0.1:1.0 asked"),
+        (other_config, "train.epochs: 3 in the study, 2 asked"),
+        (other_data, f"data: {str(toy_dataset)!r} in the study, {str(tmp_path / 'data')!r} asked"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "study mitp-late_fusion" in err and "1 trial(s) of another sweep" in err and named in err, err
+        assert "another --study or --out" in err
+    with pytest.raises(SweepConflict, match="holds trial-0 of another study than other-late_fusion"):
+        (out / "late_fusion" / "trial-0").mkdir(parents=True)
+        prepare(Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion"], space, 2, out, study="other"))
+    assert len(optuna.load_study(study_name="mitp-late_fusion", storage=sweep.storage_url()).trials) == 1
+
+
+def test_a_report_without_the_best_trials_run_directory_says_so(toy_dataset, tmp_path):
+    """A worker on another machine trained the best trial, and no run directory is shared."""
+    space = parse_space(["train.lr=loguniform:1e-3:1e-2"])
+    sweep = Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion"], space, 1, tmp_path / "sweep")
+    study = sweep.open_study("late_fusion")
+    trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+    trial.set_user_attr("selection_metric", "accuracy")
+    study.tell(trial, 0.75)
+    (row,) = report(sweep)
+    assert row["best"]["test"] is None and row["best"]["val"] == 0.75 and row["best"]["metric"] == "accuracy"
+    assert "| accuracy 0.7500 | - (not on this machine) |" in (tmp_path / "sweep" / "sweep.md").read_text()
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_work(toy_dataset, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    assert main(sweep_args(toy_dataset, out, "--methods", "late_fusion", "--space", "train.lr=uniform:0.01:0.1")) == 2
+    assert "it exists and is not a directory" in capsys.readouterr().err and out.read_text() == "not a folder"
 
 
 def test_the_space_parses_each_kind_and_keeps_method_keys_to_their_method():
@@ -85,6 +217,7 @@ def test_two_workers_on_one_storage_finish_the_budget_without_running_a_trial_tw
     study = optuna.load_study(study_name="mitp-late_fusion", storage=f"sqlite:///{out / 'sweep.db'}")
     trials = study.get_trials()
     assert 4 <= counts(study)["complete"] <= 5 and counts(study)["fail"] == 0  # two may start the last at once
+    assert len({t.params["train.lr"] for t in trials}) == len(trials), "the workers searched, not repeated"
     dirs = sorted((out / "late_fusion").iterdir())
     assert [d.name for d in dirs] == [f"trial-{t.number}" for t in sorted(trials, key=lambda t: t.number)]
     for run in dirs:  # each trained once: one record per epoch, a value that is its trial's

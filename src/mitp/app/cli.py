@@ -18,6 +18,8 @@ from mitp.errors import MitpError
 from . import commands
 from .errors import UserError
 
+INTERRUPTED = 128 + 2  # the shell's status for a process ended by SIGINT
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors become UserError (exit 2 from main, with the usage), not SystemExit inside it."""
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, MitpError) as err:  # config keys, manifest lines, checkpoints, backbone specs
         print(f"mitp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the processes a command started are stopped on the way out (app/launch.py)
+        print(f"mitp {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

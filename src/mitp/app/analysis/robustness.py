@@ -14,7 +14,7 @@ from mitp.markdown import table
 
 from ..outputs import check_outputs
 from ..train.finished import evaluate_dataset, load_run, split_dataset
-from .compare import mean_std
+from .compare_report import mean_std
 
 
 def missing_at(modality: str, rate: float, seed: int):

@@ -1,183 +1,48 @@
 """`mitp sweep`: a search over any config keys with Optuna, the same trial budget for every method.
 
-One Optuna study per method (``<study>-<method>``) in one storage: SQLite in the output directory by
-default, or any database URL, so that workers on many machines join the same studies by running the
-same command. TPE samples the space; a median pruner, fed each epoch's validation selection metric,
-stops trials that fall behind. Every trial is a normal run directory, ``OUT/<method>/trial-<n>``,
-trained without reading its test split; test is read once, for each method's best trial, chosen on
-validation. Workers send heartbeats: the trial of a killed worker is failed after a grace period and
-tried again with the same parameters in the same run directory, resumed from its last checkpoint, so
-no trial is trained twice and none is lost.
-
-Space syntax (``--space``): ``KEY=loguniform:LOW:HIGH``, ``uniform:LOW:HIGH``, ``int:LOW:HIGH`` or
-``choice:V1,V2,...`` (values parsed as YAML). ``methods.<name>.KEY`` applies to that method only.
+The studies (storage, sampler, what each searches) are :mod:`.sweep_study`, the space :mod:`.sweep_space`.
+Here the trials are trained and reported. A median pruner, fed each epoch's validation selection metric,
+stops trials that fall behind. Every trial is a normal run directory, ``OUT/<method>/trial-<n>``, trained
+through the guards of ``mitp train`` (its lock included) without reading its test split; test is read
+once, for each method's best trial, chosen on validation. The command checks everything first, then starts
+its workers (the same command with ``--worker``) through the launcher, ``app/launch.py``. A killed worker's
+trial is tried again with the same parameters in the same run directory, resumed from its last checkpoint,
+so no trial is trained twice and none is lost; an interrupted (Ctrl-C) trial is tried again the same way.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from mitp.atomic import write_json_atomic, write_text_atomic
-from mitp.configuration import ConfigError, parse_value
-from mitp.methods import get_method
+from mitp.markdown import table
 from mitp.runs import Run
 
 from ..errors import UserError
-from ..launch import CliProcess
+from ..launch import CliProcess, run_at_most
+from ..outputs import check_outputs
 from ..threads import available_cores
-from ..train.config import load_run_config
 from ..train.finished import evaluate_dataset, load_run, split_dataset
-from ..train.runner import run_training
+from ..train.runner import train_run
+from .sweep_space import method_config
+from .sweep_study import MAX_RETRY, Sweep, counts, failures, frozen, prepare, run_dir_of
 
-KINDS = ("loguniform", "uniform", "int", "choice")
-# Heartbeats and the retry of stale trials are marked experimental in Optuna; they are what makes a killed
-# worker's trial resume, so they are used on purpose.
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
-HEARTBEAT_S, GRACE_S = 10, 30  # a killed worker's trial is failed (and retried) this long after its last beat
-
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One searched config key: ``kind`` and its arguments (bounds, or the choices)."""
-
-    key: str
-    kind: str
-    args: tuple
-
-    def suggest(self, trial: optuna.Trial):
-        if self.kind == "loguniform":
-            return trial.suggest_float(self.key, *self.args, log=True)
-        if self.kind == "uniform":
-            return trial.suggest_float(self.key, *self.args)
-        if self.kind == "int":
-            return trial.suggest_int(self.key, *self.args)
-        return trial.suggest_categorical(self.key, list(self.args))
-
-    def applies_to(self, method: str) -> bool:
-        return not self.key.startswith("methods.") or self.key.split(".")[1] == method
-
-
-def parse_space(specs: list[str]) -> list[Param]:
-    """``["train.lr=loguniform:1e-4:3e-3", "methods.mitp.tau=choice:0.05,0.1"]`` -> Params; a bad one is a
-    ConfigError naming its key."""
-    params = []
-    for spec in specs:
-        key, sep, rest = spec.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError("--space", f"expected KEY=KIND:ARGS, got {spec!r}")
-        kind, _, args = rest.partition(":")
-        if kind not in KINDS:
-            raise ConfigError(key, f"unknown distribution {kind!r}; use one of {', '.join(KINDS)}")
-        if key in ("method", "seed", "data") or any(p.key == key for p in params):
-            raise ConfigError(key, "cannot be searched, or is given twice")
-        if kind == "choice":
-            values = tuple(parse_value(v.strip()) for v in args.split(","))
-            if not args.strip() or len(set(map(repr, values))) != len(values):
-                raise ConfigError(key, f"choice needs distinct comma-separated values, got {args!r}")
-            params.append(Param(key, kind, values))
-            continue
-        bounds = args.split(":")
-        try:
-            low, high = (int(b) if kind == "int" else float(b) for b in bounds)
-        except ValueError:
-            raise ConfigError(key, f"{kind} needs LOW:HIGH numbers, got {args!r}") from None
-        if not low < high or (kind == "loguniform" and low <= 0):
-            raise ConfigError(key, f"{kind} needs LOW < HIGH (and LOW > 0 for loguniform), got {args!r}")
-        params.append(Param(key, kind, (low, high)))
-    if not params:
-        raise ConfigError("--space", "give at least one KEY=KIND:ARGS to search")
-    return params
-
-
-@dataclasses.dataclass
-class Sweep:
-    """What every worker of a sweep agrees on (they are started with the same command)."""
-
-    config_path: str | None
-    overrides: list[str]
-    methods: list[str]
-    space: list[Param]
-    trials: int
-    out: Path
-    storage: str | None = None
-    study: str = "mitp"
-    seed: int = 0
-    prune: bool = True
-    heartbeat_s: int = HEARTBEAT_S
-    grace_s: int = GRACE_S
-
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.out / 'sweep.db').resolve()}"
-
-    def open_study(self, method: str) -> optuna.Study:
-        self.out.mkdir(parents=True, exist_ok=True)
-        sqlite = self.storage_url().startswith("sqlite")  # several local workers wait for the file's lock
-        storage = RDBStorage(
-            self.storage_url(),
-            heartbeat_interval=self.heartbeat_s,
-            grace_period=self.grace_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
-        )
-        pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-            if self.prune
-            else optuna.pruners.NopPruner()
-        )
-        return optuna.create_study(
-            study_name=f"{self.study}-{method}",
-            storage=storage,
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
-            pruner=pruner,
-            load_if_exists=True,
-        )
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return {state.name.lower(): states.count(state) for state in TrialState}
-
-
-def failures(study: optuna.Study) -> int:
-    """Failed trials that are not being tried again (a killed worker's trial is retried, not lost)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
-    # a retry records the first failed trial: a chain of retries names it, and its later failures are retries too
-    return sum(
-        1
-        for t in trials
-        if t.state == TrialState.FAIL
-        and t.number not in retried
-        and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None
-    )
-
-
-def run_dir_of(sweep: Sweep, method: str, trial: optuna.trial.FrozenTrial | optuna.Trial) -> Path:
-    """A trial's run directory; a retried trial (its worker was killed) resumes the original's."""
-    if isinstance(trial, optuna.Trial):
-        trial = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    number = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-    return sweep.out / method / f"trial-{trial.number if number is None else number}"
+REPORT_FILES = ("sweep.json", "sweep.md")
+METRIC = "selection_metric"  # a complete trial's user attribute: the metric its value is
 
 
 def objective(sweep: Sweep, method: str, console=None):
     def run_trial(trial: optuna.Trial) -> float:
         params = {p.key: p.suggest(trial) for p in sweep.space if p.applies_to(method)}
         run_dir = run_dir_of(sweep, method, trial)
-        overrides = [*sweep.overrides, f"method={method}", *(f"{k}={json.dumps(v)}" for k, v in params.items())]
-        config = load_run_config(sweep.config_path, overrides)
-        resume = Run(run_dir).has_checkpoint("last")
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen(trial)) is not None
+        config = method_config(sweep.config_path, sweep.overrides, method, params)
 
         def report(epoch: int, score: float) -> None:
             trial.report(score, epoch)
@@ -191,16 +56,20 @@ def objective(sweep: Sweep, method: str, console=None):
                 markup=False,
                 highlight=False,
             )
-        results = run_training(
-            config,
-            run_dir,
-            resume=resume,
-            console=None,
-            test=False,
-            command=f"mitp sweep (trial {trial.number})",
-            on_validation=report,
-        )
+        try:
+            results = train_run(
+                config,
+                run_dir,
+                resume=retried and Run(run_dir).is_run(),
+                test=False,
+                command=f"mitp sweep (trial {trial.number})",
+                on_validation=report,
+            )
+        except KeyboardInterrupt:  # failed by Optuna on the way out; the next worker tries it again, resumed
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(trial.study, frozen(trial))
+            raise
         score = results["val"][results["selection_metric"]]
+        trial.set_user_attr(METRIC, results["selection_metric"])  # for a report on a machine without the run
         _record(run_dir, trial.number, params, "complete", results["epochs"], score)
         return score
 
@@ -216,7 +85,6 @@ def _record(run_dir: Path, number: int, params: dict, state: str, epochs: int, v
 
 def work(sweep: Sweep, console=None) -> None:
     """One worker: trials of every method in turn until each study has ``trials`` finished ones."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for method in sweep.methods:
         study = sweep.open_study(method)
         while True:
@@ -236,53 +104,42 @@ def work(sweep: Sweep, console=None) -> None:
             study.optimize(objective(sweep, method, console), n_trials=1, catch=(Exception,))
 
 
-def sweep_command(sweep: Sweep, jobs: int = 1, console=None, worker_only: bool = False) -> list[dict]:
-    """Run the sweep with ``jobs`` worker processes here (1: in this process), then report."""
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    for method in sweep.methods:
-        get_method(method)
-        sweep.open_study(method)  # the storage's tables and studies exist before workers race to make them
-    if jobs > 1:
-        threads = max(1, available_cores() // jobs)
-        logs = sweep.out / "logs"
-        workers = [
-            CliProcess(worker_argv(sweep), logs / f"worker-{i}.log", env={"OMP_NUM_THREADS": str(threads)})
-            for i in range(jobs)
-        ]
-        if console is not None:
-            console.print(f"{jobs} workers, {threads} thread(s) each; their logs in {logs}", markup=False)
-        if any([worker.wait() != 0 for worker in workers]):  # a list: wait for every worker
-            raise UserError(f"a sweep worker failed; see {logs}")
-    else:
+def sweep_command(
+    sweep: Sweep, worker_argv: list[str], jobs: int = 1, console=None, worker_only: bool = False
+) -> list[dict]:
+    """`mitp sweep`: check everything (:func:`prepare`), then start ``jobs`` workers (``mitp WORKER_ARGV``, the
+    same command with ``--worker``) through the launcher and report once they end. ``worker_only``: this
+    process is a worker (:func:`work`) and writes no report."""
+    out = Path(sweep.out)
+    check_outputs(
+        folders=[out], files=[out / name for name in REPORT_FILES], inputs=[sweep.config_path], creates="sweep"
+    )
+    prepare(sweep)
+    if worker_only:
         work(sweep, console)
-    return [] if worker_only else report(sweep, console)
+        return []
+    logs = out / "logs"
+    env = {"OMP_NUM_THREADS": str(max(1, available_cores() // jobs))} if jobs > 1 else {}
+    if console is not None and jobs > 1:
+        console.print(f"{jobs} workers, {env['OMP_NUM_THREADS']} thread(s) each; their logs in {logs}", markup=False)
+    workers: list[CliProcess] = []
+
+    def start(i: int) -> CliProcess:
+        workers.append(CliProcess(worker_argv, logs / f"worker-{i}.log", env))
+        return workers[-1]
+
+    codes = run_at_most(
+        jobs, [lambda slot, i=i: start(i) for i in range(jobs)], follow=_write_stdout if jobs == 1 else None
+    )
+    failed = [f"worker {i}: {worker.failure()}" for i, (code, worker) in enumerate(zip(codes, workers)) if code != 0]
+    if failed:
+        raise UserError(f"a sweep worker failed ({'; '.join(failed)}); see {logs}")
+    return report(sweep, console)
 
 
-def worker_argv(sweep: Sweep) -> list[str]:
-    argv = [
-        "sweep",
-        "--worker",
-        "--methods",
-        ",".join(sweep.methods),
-        "--trials",
-        str(sweep.trials),
-        "--out",
-        str(sweep.out),
-        "--study",
-        sweep.study,
-        "--seed",
-        str(sweep.seed),
-        "--storage",
-        sweep.storage_url(),
-    ]
-    if sweep.config_path:
-        argv += ["--config", str(sweep.config_path)]
-    for override in sweep.overrides:
-        argv += ["--set", override]
-    for param in sweep.space:
-        args = ":".join(map(str, param.args)) if param.kind != "choice" else ",".join(map(str, param.args))
-        argv += ["--space", f"{param.key}={param.kind}:{args}"]
-    return argv + ([] if sweep.prune else ["--no-prune"])
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def report(sweep: Sweep, console=None) -> list[dict]:
@@ -296,45 +153,51 @@ def report(sweep: Sweep, console=None) -> list[dict]:
         if complete:
             best = max(complete, key=lambda t: t.value)
             run_dir = run_dir_of(sweep, method, best)
-            loaded = load_run(run_dir)
-            test = evaluate_dataset(loaded, split_dataset(loaded, "test"))["metrics"]
+            test = None
+            if Run(run_dir).is_run():  # a worker on another machine without a shared run directory trained it
+                loaded = load_run(run_dir)
+                test = evaluate_dataset(loaded, split_dataset(loaded, "test"))["metrics"]
             row["best"] = {
                 "trial": best.number,
                 "params": best.params,
                 "val": best.value,
                 "test": test,
                 "run_dir": str(run_dir),
-                "metric": Run(run_dir).read_results()["selection_metric"],
+                "metric": best.user_attrs.get(METRIC) or Run(run_dir).read_results()["selection_metric"],
             }
         rows.append(row)
-    write_json_atomic(sweep.out / "sweep.json", rows)
-    write_text_atomic(sweep.out / "sweep.md", markdown(rows, sweep))
+    write_json_atomic(Path(sweep.out) / "sweep.json", rows)
+    write_text_atomic(Path(sweep.out) / "sweep.md", markdown(rows, sweep))
     if console is not None:
         console.print(markdown(rows, sweep), markup=False, highlight=False)
     return rows
 
 
 def markdown(rows: list[dict], sweep: Sweep) -> str:
-    lines = [
-        f"# Sweep `{sweep.study}`: {sweep.trials} trials per method",
-        "",
-        "Each method's best trial is chosen on validation; test is read for that trial alone.",
-        "",
-        "| method | complete / pruned / failed | best trial | its settings | val | test |",
-        "|---|---|---:|---|---:|---:|",
-    ]
+    body = []
     for row in rows:
         n, best = row["trials"], row["best"]
-        done = f"{n['complete']} / {n['pruned']} / {n['fail']}"
+        finished = f"{n['complete']} / {n['pruned']} / {n['fail']}"
         if best is None:
-            lines.append(f"| {row['method']} | {done} | - | - | - | - |")
+            body.append([row["method"], finished, "-", "-", "-", "-"])
             continue
         settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-        lines.append(
-            f"| {row['method']} | {done} | {best['trial']} | {settings} | {best['metric']} "
-            f"{best['val']:.4f} | {best['metric']} {best['test'][best['metric']]:.4f} |"
+        body.append(
+            [
+                row["method"],
+                finished,
+                best["trial"],
+                settings,
+                f"{best['metric']} {best['val']:.4f}",
+                f"{best['metric']} {best['test'][best['metric']]:.4f}" if best["test"] else "- (not on this machine)",
+            ]
         )
-    return "\n".join(lines) + "\n"
+    return (
+        f"# Sweep `{sweep.study}`: {sweep.trials} trials per method\n\n"
+        "Each method's best trial is chosen on validation; test is read for that trial alone (from its run "
+        "directory, where this machine has it).\n\n"
+        + table(["method", "complete / pruned / failed", "best trial", "its settings", "val", "test"], body, "llrlrr")
+    )
 
 
-__all__ = ["Param", "Sweep", "counts", "parse_space", "report", "sweep_command", "work"]
+__all__ = ["REPORT_FILES", "markdown", "objective", "report", "sweep_command", "work"]

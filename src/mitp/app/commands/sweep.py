@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
         "--jobs",
         type=positive_int,
         default=1,
-        help="worker processes here, each with cores / N threads (default 1: this process)",
+        help="worker processes here, each with cores / N threads (default 1)",
     )
     p.add_argument(
         "--storage",
@@ -67,7 +67,8 @@ def run(args) -> int:
     # torch and optuna: loaded when the command runs (`mitp --help` stays fast)
     from mitp.methods import available_methods
 
-    from ..analysis.sweep import Sweep, parse_space, sweep_command
+    from ..analysis.sweep import Sweep, sweep_command
+    from ..analysis.sweep_space import parse_space
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or available_methods()
     sweep = Sweep(
@@ -82,5 +83,7 @@ def run(args) -> int:
         seed=args.seed,
         prune=not args.no_prune,
     )
-    rows = sweep_command(sweep, jobs=args.jobs, console=Console(soft_wrap=True), worker_only=args.worker)
+    # a worker is this very command with --worker: it checks and joins the same studies, and writes no report
+    worker_argv = [*args.argv, "--worker"]
+    rows = sweep_command(sweep, worker_argv, jobs=args.jobs, console=Console(soft_wrap=True), worker_only=args.worker)
     return 0 if args.worker or all(row["best"] for row in rows) else 1

@@ -1,4 +1,5 @@
-"""One training run from a config to a finished run directory (`mitp train`; compare runs it as a subprocess)."""
+"""One training run from a config to a finished run directory: `mitp train`, every run of `mitp compare` (a
+`mitp train` process) and every trial of `mitp sweep` go through :func:`train_run` and its guards."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .reports import plot_curves, summary_table
 from .rundir import MetricsLog, RunDirError, clear_outputs, run_lock, write_marker
 
 
-def run_training(
+def _train(
     config: RunConfig,
     run_dir: Path,
     resume: bool = False,
@@ -59,37 +60,29 @@ def run_training(
     return results
 
 
-def train_command(
-    config_path,
-    overrides: list[str],
-    out=None,
-    resume=None,
+def train_run(
+    config: RunConfig,
+    run_dir,
+    resume: bool = False,
     overwrite: bool = False,
     console=None,
     command: str | None = None,
+    on_validation=None,
+    test: bool = True,
 ) -> dict:
-    """`mitp train`: a new run from a config (into ``out``, a fresh directory or, with ``overwrite``, an
-    earlier run), or ``resume`` a run directory. Guards the directory (a dataset is never a run, a resume
-    never deletes results), holds its lock, and turns every refusal into a UserError."""
+    """Train ``config`` into ``run_dir`` (a fresh directory, or with ``overwrite`` an earlier run), or with
+    ``resume`` continue the run there (from its last checkpoint; from the beginning when it has none and
+    has nothing finished to lose). The guards: a dataset or another folder is never a run, a resume never
+    deletes results, and the run's lock is held throughout, so two trainings never share a directory.
+    Every refusal is a UserError; ``on_validation`` and ``test`` as for the Trainer."""
+    run_dir = Path(run_dir)
     # Under torchrun every process runs this; only the first checks, clears and locks the directory.
     main_process = int(os.environ.get("RANK", "0")) == 0
-    if resume:
-        if config_path or overrides or overwrite:
-            raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
-        run_dir = Path(resume)
-        if not Run(run_dir).is_run():
-            raise UserError(f"{run_dir}: not a run directory (no run marker or config.yaml)")
-        config = load_run_config(Run(run_dir).config_path)
-    else:
-        if not config_path and not overrides:
-            raise UserError("give --config FILE (and/or --set data=... --set backbone=... --set method=...)")
-        config = load_run_config(config_path, overrides)
-        run_dir = _new_run_dir(out, config)
     try:
         if main_process and not resume:
             check_run_output(run_dir, overwrite)  # before the lock file is created in it
         with run_lock(run_dir, main_process):
-            resuming = bool(resume) and Run(run_dir).has_checkpoint("last")
+            resuming = resume and Run(run_dir).has_checkpoint("last")
             if main_process:
                 if not resume:
                     check_run_output(run_dir, overwrite)  # again, now that no one else can start
@@ -110,9 +103,43 @@ def train_command(
                             highlight=False,
                         )
                     clear_outputs(run_dir)
-            return run_training(config, run_dir, resume=resuming, console=console, command=command)
+            return _train(
+                config,
+                run_dir,
+                resume=resuming,
+                console=console,
+                command=command,
+                on_validation=on_validation,
+                test=test,
+            )
     except (RunDirError, TrainingDiverged) as err:
         raise UserError(str(err)) from err
+
+
+def train_command(
+    config_path,
+    overrides: list[str],
+    out=None,
+    resume=None,
+    overwrite: bool = False,
+    console=None,
+    command: str | None = None,
+) -> dict:
+    """`mitp train`: a new run from a config (into ``out``, a fresh directory or, with ``overwrite``, an
+    earlier run), or ``resume`` a run directory with its saved config; :func:`train_run` guards and trains."""
+    if resume:
+        if config_path or overrides or overwrite:
+            raise UserError("--resume continues a run with its saved config.yaml; drop --config/--set/--overwrite")
+        run_dir = Path(resume)
+        if not Run(run_dir).is_run():
+            raise UserError(f"{run_dir}: not a run directory (no run marker or config.yaml)")
+        config = load_run_config(Run(run_dir).config_path)
+    else:
+        if not config_path and not overrides:
+            raise UserError("give --config FILE (and/or --set data=... --set backbone=... --set method=...)")
+        config = load_run_config(config_path, overrides)
+        run_dir = _new_run_dir(out, config)
+    return train_run(config, run_dir, resume=bool(resume), overwrite=overwrite, console=console, command=command)
 
 
 def _new_run_dir(out, config: RunConfig) -> Path:
