@@ -122,3 +122,24 @@ def test_a_graph_that_takes_other_inputs_than_onnx_json_lists_is_refused(export,
 def test_a_damaged_config_json_is_named_on_the_onnx_runtime_too(export, capsys):
     edit_json(export / "config.json", lambda c: c["labels"].update(task="ranking"))
     refused(export, "config.json: labels.task: input should be", capsys)
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tiny_run, tmp_path):
+    left = tmp_path / ".model.partial"  # what kill -9 during an export leaves beside --out
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"half")
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "model")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_export_interrupted_leaves_nothing_behind(tiny_run, tmp_path, monkeypatch, capsys):
+    import mitp.onnx_export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mitp.onnx_export, "export_onnx", interrupted)
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "model"), "--onnx"]) == 130
+    assert list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
