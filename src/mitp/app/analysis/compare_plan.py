@@ -113,7 +113,7 @@ def plan(config: RunConfig, methods: list[str], seeds: list[int], grid: list[Gri
 
 
 # How a run is executed, not what it learns: a finished run is reused whatever these were.
-EXECUTION_KEYS = ("train.num_threads",)
+EXECUTION_KEYS = ("train.num_threads", "train.log_with")
 
 
 def differences(have: dict, want: dict, have_name: str = "in the run") -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.markdown import table
 
+from ..figures import comparison, draw_if_possible
 from ..train.config import RunConfig
 from .compare_plan import GridPoint
 
@@ -80,6 +81,7 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
                 "selected": best["setting"],
                 "seeds": best["seeds"],
                 "trainable_params": first["trainable_params"],
+                "samples": {"val": first.get("val_samples"), "test": first.get("test_samples")},
                 "total_params": first["total_params"],
                 "selection_metric": first["selection_metric"],
                 "val": {k: mean_std([r["val"][k] for r in results]) for k in first["val"]},
@@ -186,37 +188,6 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
     return text
 
 
-def comparison_figure(rows: list[dict], path: Path) -> Path:
-    """compare.png: each method's test selection metric (mean ± std over seeds) and its trainable parameters.
-    The one place that draws the comparison's figure."""
-    import matplotlib  # a report's dependency, loaded when a report is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the backend
-
-    ok = [r for r in rows if r["status"] != "failed"]
-    metric = ok[0]["selection_metric"] if ok else "metric"
-    fig, (ax_metric, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
-    names = [r["method"] for r in ok]
-    ax_metric.bar(
-        names,
-        [r["test"][metric]["mean"] for r in ok],
-        yerr=[r["test"][metric]["std"] for r in ok],
-        capsize=4,
-        color="tab:blue",
-    )
-    ax_metric.set(title=f"test {metric} (mean ± std over seeds)", ylabel=metric)
-    ax_params.bar(names, [r["trainable_params"] for r in ok], color="tab:orange")
-    ax_params.set(title="trainable parameters", yscale="log")
-    for ax in (ax_metric, ax_params):
-        ax.tick_params(axis="x", rotation=30)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_reports(
     rows: list[dict],
     runs: list[dict],
@@ -224,14 +195,16 @@ def write_reports(
     seeds: list[int],
     out: Path,
     grid: list[GridPoint] | None = None,
+    note=print,
 ) -> None:
-    """compare.json (the rows), runs.json (every run's record without its results), compare.md and compare.png."""
+    """compare.json (the rows), runs.json (every run's record without its results), compare.md and compare.png
+    (where matplotlib is installed; else ``note`` says so)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "compare.json", rows)
     write_json_atomic(out / "runs.json", [{k: v for k, v in r.items() if k != "results"} for r in runs])
     write_text_atomic(out / "compare.md", markdown_table(rows, config, seeds, grid))
-    comparison_figure(rows, out / "compare.png")
+    draw_if_possible(comparison, rows, out / "compare.png", note=note)
 
 
-__all__ = ["REPORT_FILES", "aggregate", "comparison_figure", "markdown_table", "mean_std", "write_reports"]
+__all__ = ["REPORT_FILES", "aggregate", "markdown_table", "mean_std", "write_reports"]

@@ -8,7 +8,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mitp.inputs import InputError
@@ -17,6 +16,8 @@ from mitp.methods.base import Trace
 from mitp.torch_runtime import TorchClassifier
 
 from ..errors import UserError
+from ..extras import require
+from ..figures import explanation
 from ..outputs import check_outputs
 
 
@@ -62,40 +63,6 @@ def explain(classifier, image, text: str) -> dict:
     }
 
 
-def plot(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the backend
-
-    similarity = report["hub_similarity"]
-    attention = report["prompt_attention_share"]
-    columns = max(1, len(similarity)) + 1
-    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.4), squeeze=False)
-    for step, matrix in enumerate(similarity):
-        ax = axes[0, step]
-        image = ax.imshow(np.array(matrix), vmin=0, vmax=1, cmap="viridis")
-        ax.set(title=f"hub similarity, step {step}", xlabel="vision prompt", ylabel="text prompt")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    if not similarity:
-        axes[0, 0].axis("off")
-        axes[0, 0].text(0.5, 0.5, "no similarity hub\nin this method", ha="center", va="center")
-    ax = axes[0, -1]
-    keys = sorted(attention)
-    means = [float(np.mean(attention[k])) for k in keys]
-    ax.bar(range(len(keys)), means, color=["tab:blue" if k.startswith("text") else "tab:orange" for k in keys])
-    for i, key in enumerate(keys):  # one dot per head
-        ax.plot([i] * len(attention[key]), attention[key], "k.", markersize=3)
-    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
-    ax.set(title="attention share on prompts", ylim=(0, 1))
-    best = report["predictions"][0] if report["predictions"] else {"label": "-", "score": 0.0}
-    fig.suptitle(f"{report['method']}: {report['text']!r} -> {best['label']} ({best['score']:.2f})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
@@ -111,6 +78,7 @@ def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | No
     JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
     figure = figure_path(out) if out else Path(run_dir) / "explain.png"
     check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image])
+    require("plots", "mitp explain")
     classifier = TorchClassifier.from_pretrained(run_dir)
     if not classifier.model.inserts_prompts:
         raise UserError(f"{run_dir}: method {classifier.model.config.method!r} inserts no prompts; nothing to explain")
@@ -119,7 +87,7 @@ def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | No
     except InputError as err:
         raise UserError(str(err)) from err
     figure.parent.mkdir(parents=True, exist_ok=True)
-    plot(report, figure)
+    explanation(report, figure)
     figure.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return report, figure
 
@@ -128,7 +96,7 @@ def explain_png(classifier: TorchClassifier, image, text: str) -> bytes:
     """The figure of one pair as PNG bytes (the server's /explain)."""
     report = explain(classifier, image, text)
     with tempfile.TemporaryDirectory() as tmp:
-        return plot(report, Path(tmp) / "explain.png").read_bytes()
+        return explanation(report, Path(tmp) / "explain.png").read_bytes()
 
 
-__all__ = ["explain", "explain_png", "explain_run", "plot"]
+__all__ = ["explain", "explain_png", "explain_run"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 from mitp.markdown import table
 
+from ..figures import draw_if_possible
+from ..figures import robustness as robustness_figure
 from ..outputs import check_outputs
 from ..train.finished import evaluate_dataset, load_run, split_dataset
 from .compare_report import mean_std
@@ -102,30 +102,6 @@ def markdown_table(report: dict) -> str:
     return table(header, rows)
 
 
-def plot(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the backend
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rates = [100 * r for r in report["rates"]]
-    for group in report["groups"]:
-        mean, std = np.array(group["mean"]), np.array(group["std"])
-        (line,) = ax.plot(rates, mean, marker="o", label=group["label"])
-        if len(group["runs"]) > 1:
-            ax.fill_between(rates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    what = {"image": "images", "text": "texts", "both": "images or texts (half each)"}[report["modality"]]
-    ax.set_xlabel(f"{report['split']} samples without their {what} (%)")
-    ax.set_ylabel(report["runs"][0]["metric"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def write_report(
     runs: list[Path], modality: str, rates: list[float], split: str, batch_size: int | None, out: Path, progress=print
 ) -> str:
@@ -142,10 +118,10 @@ def write_report(
         "runs": list(curves),
     }
     write_json_atomic(out / "robustness.json", report)
-    plot(report, out / "robustness.png")
+    draw_if_possible(robustness_figure, report, out / "robustness.png", note=progress)
     table = markdown_table(report)
     write_text_atomic(out / "robustness.md", table)
     return table
 
 
-__all__ = ["curve_label", "markdown_table", "missing_at", "plot", "robustness", "seed_groups", "write_report"]
+__all__ = ["curve_label", "markdown_table", "missing_at", "robustness", "seed_groups", "write_report"]

@@ -25,6 +25,8 @@ from mitp.markdown import table
 from mitp.runs import Run
 
 from ..errors import UserError
+from ..figures import draw_if_possible
+from ..figures import sweep as sweep_figure
 from ..launch import CliProcess, run_at_most
 from ..outputs import check_outputs
 from ..threads import available_cores
@@ -33,7 +35,7 @@ from ..train.runner import train_run
 from .sweep_space import method_config
 from .sweep_study import MAX_RETRY, Sweep, counts, failures, frozen, prepare, run_dir_of
 
-REPORT_FILES = ("sweep.json", "sweep.md")
+REPORT_FILES = ("sweep.json", "sweep.md", "sweep.png")
 METRIC = "selection_metric"  # a complete trial's user attribute: the metric its value is
 
 
@@ -168,9 +170,25 @@ def report(sweep: Sweep, console=None) -> list[dict]:
         rows.append(row)
     write_json_atomic(Path(sweep.out) / "sweep.json", rows)
     write_text_atomic(Path(sweep.out) / "sweep.md", markdown(rows, sweep))
+    trials = {method: trial_points(sweep.open_study(method)) for method in sweep.methods}
+    draw_if_possible(
+        sweep_figure, trials, Path(sweep.out) / "sweep.png", note=print if console is None else console.print
+    )
     if console is not None:
         console.print(markdown(rows, sweep), markup=False, highlight=False)
     return rows
+
+
+def trial_points(study) -> list[dict]:
+    """Every finished trial's settings and value (a pruned one's last reported validation value)."""
+    points = []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE:
+            points.append({"params": trial.params, "value": trial.value, "state": "complete"})
+        elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+            last = trial.intermediate_values[max(trial.intermediate_values)]
+            points.append({"params": trial.params, "value": last, "state": "pruned"})
+    return points
 
 
 def markdown(rows: list[dict], sweep: Sweep) -> str:

@@ -26,6 +26,7 @@ from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from mitp.inputs import ImageTooLarge, InputError
 from mitp.jsonio import JSONError, parse_json
 
+from ..extras import missing
 from .batcher import Batcher, Overloaded
 from .limits import RequestLimits
 from .page import PAGE
@@ -62,7 +63,7 @@ def create_app(
     batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_pending)
     limit = int(max_upload_mb * 2**20)
     max_body = int((max_body_mb if max_body_mb is not None else max(32.0, 2 * max_upload_mb)) * 2**20)
-    explains = classifier.can_explain
+    explains = classifier.can_explain and not missing("plots")  # the figure needs matplotlib
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

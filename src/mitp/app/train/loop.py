@@ -385,6 +385,7 @@ class Trainer:
             **({"threshold": val["threshold"]} if "threshold" in val else {}),  # multi-label: the one used
             "val_loss": val["loss"],
             "test_loss": test["loss"],
+            "val_samples": val["samples"],
             "test_samples": test["samples"],
             "test_seconds": round(test_seconds, 3),  # inference over the test split, its prefix included
             "peak_memory_mb": round(memory, 1),

@@ -1,35 +1,6 @@
-"""What a finished run leaves behind: results.json, curves.png and a one-screen summary."""
+"""A finished run's one-screen summary."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-
-def plot_curves(records: list[dict], selection: str, path: Path) -> Path:
-    """Loss (train and val) and the validation selection metric per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    for split, style in (("train", "-o"), ("val", "-s")):
-        rows = [r for r in records if r["split"] == split]
-        ax_loss.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], style, label=split)
-    val = [r for r in records if r["split"] == "val"]
-    ax_metric.plot([r["epoch"] for r in val], [r["metrics"][selection] for r in val], "-s", color="tab:green")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.legend()
-    ax_metric.set(xlabel="epoch", ylabel=selection, title=f"validation {selection}")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (ax_loss, ax_metric):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def summary_table(results: dict):

@@ -14,11 +14,12 @@ from mitp.records import read_model_config
 from mitp.runs import Run
 
 from ..errors import UserError
+from ..figures import curves, draw_if_possible
 from ..outputs import check_run_output
 from ..threads import oversubscribed, use_threads
 from .config import RunConfig, load_run_config
 from .loop import Trainer, TrainingDiverged
-from .reports import plot_curves, summary_table
+from .reports import summary_table
 from .rundir import MetricsLog, RunDirError, clear_outputs, run_lock, write_marker
 
 
@@ -53,7 +54,9 @@ def _train(
         best = Run(run_dir).best_checkpoint()  # its config.json gains what only the end knows
         update = {"threshold": results.get("threshold"), "results": results}
         write_model_config(best, read_model_config(best).model_copy(update=update))
-        plot_curves(MetricsLog(run_dir / runs.METRICS).records(), results["selection_metric"], run_dir / runs.CURVES)
+        records = MetricsLog(run_dir / runs.METRICS).records()
+        say = print if console is None else (lambda text: console.print(text, markup=False, highlight=False))
+        draw_if_possible(curves, records, results["selection_metric"], run_dir / runs.CURVES, note=say)
         if console is not None:
             console.print(summary_table(results))
             console.print(f"results: {run_dir / runs.RESULTS}", markup=False, highlight=False)
