@@ -276,3 +276,35 @@ def test_jobs_run_at_once_with_their_share_of_threads_and_give_the_same_results(
     before = (two / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns
     assert main(compare_args(toy_dataset, two, "--methods", "mitp,late_fusion", "--seeds", "0")) == 0  # --jobs 1 now
     assert (two / "mitp" / "seed-0" / "results.json").stat().st_mtime_ns == before  # threads do not make a conflict
+
+
+def test_the_table_links_to_the_significance_of_its_differences():
+    """The method best on validation against each other one, on the chosen setting's runs (seeds)."""
+    import shlex
+
+    runs = []
+    for method, val in (("a", 0.6), ("b", 0.7), ("c", 0.65)):
+        for seed in (0, 1):
+            run = fake_run(method, 0.1, seed, val=val, test=0.5)
+            run["run_dir"] = f"out/{method}/seed-{seed}"
+            runs.append(run)
+    runs.append({**fake_run("b", 0.01, 0, val=0.1, test=0.9), "run_dir": "out/b/other"})  # not chosen
+    rows = aggregate(runs, ["a", "b", "c"])
+    table = markdown_table(rows, load_run_config(CONFIG), [0, 1], parse_grid([]))
+    assert "## Is a difference resolved? (b, best on validation, against each other method)" in table
+    commands = [line for line in table.splitlines() if line.startswith("mitp significance")]
+    assert [shlex.split(c) for c in commands] == [
+        [
+            "mitp",
+            "significance",
+            "--a",
+            "out/b/seed-0",
+            "out/b/seed-1",
+            "--b",
+            f"out/{o}/seed-0",
+            f"out/{o}/seed-1",
+            "--split",
+            "test",
+        ]
+        for o in ("c", "a")
+    ]

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
+from mitp.app.analysis.compare_report import significance_command
 from mitp.app.analysis.significance import (
     ScoredRun,
     distinct_run_draws,
     paired_bootstrap,
     parse_missing,
     seeds_for_width,
-    significance_command,
 )
 from mitp.app.cli import build_parser, main
 from mitp.app.errors import UserError

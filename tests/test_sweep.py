@@ -300,3 +300,23 @@ def test_a_killed_sweep_resumes_its_trial_where_it_stopped(toy_dataset, tmp_path
     assert [r["epoch"] for r in lines if r["split"] == "val"] == [1, 2, 3, 4, 5, 6]  # no epoch trained twice
     retried = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE][0]
     assert retried.params == study.trials[0].params
+
+
+def test_the_report_links_to_the_significance_of_the_best_trials_and_draws_every_trial(toy_dataset, tmp_path):
+    """Two methods' best trials (one run each: the command counts sample variance only, and says so)."""
+    import shlex
+
+    space = parse_space(["train.lr=loguniform:1e-3:1e-2"])
+    sweep = Sweep(str(CONFIG), [f"data={toy_dataset}"], ["late_fusion", "mitp"], space, 1, tmp_path / "sweep")
+    for method, value in (("late_fusion", 0.75), ("mitp", 0.8)):
+        study = sweep.open_study(method)
+        trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+        trial.set_user_attr("selection_metric", "accuracy")
+        study.tell(trial, value)
+    report(sweep)
+    text = (tmp_path / "sweep" / "sweep.md").read_text()
+    (command,) = [shlex.split(line) for line in text.splitlines() if line.startswith("mitp significance")]
+    out = tmp_path / "sweep"
+    assert command == ["mitp", "significance", "--a", str(out / "mitp" / "trial-0"), "--b",
+                       str(out / "late_fusion" / "trial-0"), "--split", "test", "--samples-only"]  # fmt: skip
+    assert (out / "sweep.png").stat().st_size > 0

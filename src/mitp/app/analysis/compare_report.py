@@ -4,7 +4,10 @@ setting (compare.json, runs.json), as a markdown table (compare.md) and a figure
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
+from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
 
 from mitp.atomic import write_json_atomic, write_text_atomic
@@ -80,6 +83,9 @@ def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
                 "status": "ok" if not failed else "partial",
                 "selected": best["setting"],
                 "seeds": best["seeds"],
+                "run_dirs": [
+                    r["run_dir"] for r in mine if "results" in r and "run_dir" in r and r["setting"] == best["setting"]
+                ],
                 "trainable_params": first["trainable_params"],
                 "samples": {"val": first.get("val_samples"), "test": first.get("test_samples")},
                 "total_params": first["total_params"],
@@ -104,6 +110,43 @@ def _pm(stat: dict | None, key: str, spread: bool = True) -> str:
         return "-"
     # one seed has no spread: "± 0.0000" would claim a measured one
     return f"{stat[key]['mean']:.4f} ± {stat[key]['std']:.4f}" if spread else f"{stat[key]['mean']:.4f}"
+
+
+def significance_command(
+    a_runs: Sequence[str | PathLike],
+    b_runs: Sequence[str | PathLike],
+    split: str = "test",
+    missing: str | None = None,
+) -> str:
+    """The ``mitp significance`` command line for two sides' run directories, shell-quoted (for a report to
+    link to). Torch-free. ``missing``: a ``--missing`` condition such as ``image=0.9``."""
+    if not a_runs or not b_runs:
+        raise ValueError("significance_command needs at least one run a side")
+    words = ["mitp", "significance", "--a", *map(str, a_runs), "--b", *map(str, b_runs), "--split", split]
+    if missing is not None:
+        words += ["--missing", missing]
+    if min(len(a_runs), len(b_runs)) < 2:
+        words.append("--samples-only")
+    return shlex.join(words)
+
+
+def significance_section(rows: list[dict], metric: str) -> str:
+    """How to ask whether a difference in the table is resolved: the ``mitp significance`` command for the
+    method best on validation against each other one, on their chosen settings' runs."""
+    ranked = sorted((r for r in rows if r.get("run_dirs")), key=lambda r: -r["val"][metric]["mean"])
+    if len(ranked) < 2:
+        return ""
+    best = ranked[0]
+    lines = [
+        "",
+        f"## Is a difference resolved? ({best['method']}, best on validation, against each other method)",
+        "",
+        "```sh",
+        *(significance_command(best["run_dirs"], other["run_dirs"], "test") for other in ranked[1:]),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: list[GridPoint] | None = None) -> str:
@@ -168,6 +211,7 @@ def markdown_table(rows: list[dict], config: RunConfig, seeds: list[int], grid: 
     text = (
         "\n".join(lines) + "\n" + table(header, table_rows, align="l" * (1 + searched) + "r" * (5 + len(others)) + "l")
     )
+    text += significance_section(rows, metric)
     if searched:
         grid_rows = []
         for r in rows:
@@ -207,4 +251,12 @@ def write_reports(
     draw_if_possible(comparison, rows, out / "compare.png", note=note)
 
 
-__all__ = ["REPORT_FILES", "aggregate", "markdown_table", "mean_std", "write_reports"]
+__all__ = [
+    "REPORT_FILES",
+    "aggregate",
+    "markdown_table",
+    "mean_std",
+    "significance_command",
+    "significance_section",
+    "write_reports",
+]

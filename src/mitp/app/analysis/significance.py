@@ -22,7 +22,6 @@ is scored under that one condition, with one drop pattern (``mitp robustness``'s
 from __future__ import annotations
 
 import math
-import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -375,21 +374,3 @@ def compare_runs(
         report["missing"] = {"condition": str(missing), "modality": missing.modality, "rate": missing.rate}
         report["missing"] |= {"seed": drop_seed, "description": description}
     return report
-
-
-def significance_command(
-    a_runs: Sequence[str | PathLike],
-    b_runs: Sequence[str | PathLike],
-    split: str = "test",
-    missing: str | None = None,
-) -> str:
-    """The ``mitp significance`` command line for two sides' run directories, shell-quoted (for a report to
-    link to). Torch-free. ``missing``: a ``--missing`` condition such as ``image=0.9``."""
-    if not a_runs or not b_runs:
-        raise ValueError("significance_command needs at least one run a side")
-    words = ["mitp", "significance", "--a", *map(str, a_runs), "--b", *map(str, b_runs), "--split", split]
-    if missing is not None:
-        words += ["--missing", missing]
-    if min(len(a_runs), len(b_runs)) < 2:
-        words.append("--samples-only")
-    return shlex.join(words)

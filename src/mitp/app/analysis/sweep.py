@@ -32,6 +32,7 @@ from ..outputs import check_outputs
 from ..threads import available_cores
 from ..train.finished import evaluate_dataset, load_run, split_dataset
 from ..train.runner import train_run
+from .compare_report import significance_section
 from .sweep_space import method_config
 from .sweep_study import MAX_RETRY, Sweep, counts, failures, frozen, prepare, run_dir_of
 
@@ -215,6 +216,14 @@ def markdown(rows: list[dict], sweep: Sweep) -> str:
         "Each method's best trial is chosen on validation; test is read for that trial alone (from its run "
         "directory, where this machine has it).\n\n"
         + table(["method", "complete / pruned / failed", "best trial", "its settings", "val", "test"], body, "llrlrr")
+        + significance_section(
+            [
+                {**row, "run_dirs": [row["best"]["run_dir"]], "val": {"value": {"mean": row["best"]["val"]}}}
+                for row in rows
+                if row["best"]
+            ],
+            "value",
+        )
     )
 
 
