@@ -207,11 +207,12 @@ def test_a_resume_never_deletes_a_finished_result(toy_dataset, tmp_path, capsys)
     run = tmp_path / "finished"
     assert train(toy_dataset, run) == 0
     shutil.rmtree(run / "checkpoint" / "last")
+    (run / LOCK_NAME).unlink()  # a run copied from elsewhere: the refusal must not leave a lock file behind
     before = snapshot(run)
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "checkpoint/best and results.json" in err and "--overwrite" in err
-    assert snapshot(run) == before
+    assert snapshot(run) == before and not (run / LOCK_NAME).exists()
 
 
 @pytest.mark.parametrize(

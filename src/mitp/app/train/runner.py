@@ -81,23 +81,17 @@ def train_run(
     run_dir = Path(run_dir)
     # Under torchrun every process runs this; only the first checks, clears and locks the directory.
     main_process = int(os.environ.get("RANK", "0")) == 0
+    check = (lambda: check_run_output(run_dir, overwrite)) if not resume else (lambda: _check_resumable(run_dir))
     try:
-        if main_process and not resume:
-            check_run_output(run_dir, overwrite)  # before the lock file is created in it
+        if main_process:
+            check()  # before the lock file is created in the directory
         with run_lock(run_dir, main_process):
             resuming = resume and Run(run_dir).has_checkpoint("last")
             if main_process:
+                check()  # again, now that no one else can start
                 if not resume:
-                    check_run_output(run_dir, overwrite)  # again, now that no one else can start
                     clear_outputs(run_dir)
                 elif not resuming:
-                    kept = Run(run_dir).finished_work()
-                    if kept:  # a resume never deletes results: without checkpoint/last there is nothing to resume
-                        raise RunDirError(
-                            f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over "
-                            f"would delete {' and '.join(kept)}; train it again with --config "
-                            f"{run_dir / 'config.yaml'} --out {run_dir} --overwrite if that is meant"
-                        )
                     if console is not None:
                         console.print(
                             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); "
@@ -117,6 +111,18 @@ def train_run(
             )
     except (RunDirError, TrainingDiverged) as err:
         raise UserError(str(err)) from err
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """A resume never deletes results: without checkpoint/last there is nothing to resume from."""
+    run = Run(run_dir)
+    kept = [] if run.has_checkpoint("last") else run.finished_work()
+    if kept:
+        raise RunDirError(
+            f"{run_dir}: cannot resume, checkpoint/last is missing, and starting over would delete "
+            f"{' and '.join(kept)}; train it again with --config {run_dir / 'config.yaml'} --out {run_dir} "
+            "--overwrite if that is meant"
+        )
 
 
 def train_command(
