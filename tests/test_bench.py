@@ -165,7 +165,7 @@ def test_the_recorded_command_spells_out_every_setting(argv, default):
         (["inference", "--methods", "mitp"], "unrecognized arguments: --methods mitp"),
         (["profile", "--target", "mitp/pmf:train_step_ms<=1"], "unrecognized arguments: --target"),
         (["serve", "--load", "3", "--requests", "5"], "argument --requests: not allowed with argument --load"),
-        (["serve", "--load", "0"], "argument --load: must be a number of seconds > 0, got 0"),
+        (["serve", "--load", "0"], "argument --load: must be a number > 0, got 0"),
     ],
 )
 def test_each_benchmark_refuses_the_options_of_the_others(capsys, argv, message):

@@ -40,42 +40,22 @@ TINY_VIT = dict(
     hidden_size=48, intermediate_size=96, num_hidden_layers=8, num_attention_heads=4, image_size=32, patch_size=8
 )
 
+
+def _clip(text: tuple[int, int, int], vision: tuple[int, int, int, int], projection: int) -> dict:
+    """A CLIP config from (width, layers, heads) of the text tower and (width, layers, heads, patch) of the vision
+    tower: MLPs four times as wide, 77 text positions, 224 px images, as every published CLIP has."""
+    (t_width, t_layers, t_heads), (v_width, v_layers, v_heads, patch) = text, vision
+    return {
+        "text_config": dict(hidden_size=t_width, intermediate_size=4 * t_width, num_hidden_layers=t_layers,
+                            num_attention_heads=t_heads, max_position_embeddings=77),
+        "vision_config": dict(hidden_size=v_width, intermediate_size=4 * v_width, num_hidden_layers=v_layers,
+                              num_attention_heads=v_heads, image_size=224, patch_size=patch),
+        "projection_dim": projection,
+    }  # fmt: skip
+
+
 # Published shapes of OpenAI CLIP checkpoints (weights are random when built from these).
 SHAPE_CLIP = {
-    "clip-vit-base-patch16": {
-        "text_config": dict(
-            hidden_size=512,
-            intermediate_size=2048,
-            num_hidden_layers=12,
-            num_attention_heads=8,
-            max_position_embeddings=77,
-        ),
-        "vision_config": dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=224,
-            patch_size=16,
-        ),
-        "projection_dim": 512,
-    },
-    "clip-vit-large-patch14": {
-        "text_config": dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-        ),
-        "vision_config": dict(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=14,
-        ),
-        "projection_dim": 768,
-    },
+    "clip-vit-base-patch16": _clip((512, 12, 8), (768, 12, 12, 16), 512),
+    "clip-vit-large-patch14": _clip((768, 12, 12), (1024, 24, 16, 14), 768),
 }

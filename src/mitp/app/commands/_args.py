@@ -13,6 +13,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A number > 0 (a width, a number of seconds)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -38,4 +46,33 @@ def port_number(text: str) -> int:
     return value
 
 
-__all__ = ["non_negative_int", "port_number", "positive_int", "positive_int_list"]
+def add_overrides(p: argparse.ArgumentParser, help: str = "override a config key (repeatable)") -> None:
+    """``--set KEY=VALUE`` (repeatable), into ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_methods(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--runtime torch|onnx`` and ``--quantized``: how a model folder is loaded."""
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)",
+    )
+    p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
+
+
+__all__ = [
+    "add_methods",
+    "add_overrides",
+    "add_runtime",
+    "non_negative_int",
+    "port_number",
+    "positive_float",
+    "positive_int",
+    "positive_int_list",
+]

@@ -18,7 +18,7 @@ from mitp.atomic import write_json_atomic, write_text_atomic
 
 from ..outputs import check_outputs
 from ..threads import available_cores
-from ._args import non_negative_int, positive_int, positive_int_list
+from ._args import non_negative_int, positive_float, positive_int, positive_int_list
 
 # Options several benchmarks share; each benchmark adds the ones it honours (and may say them its own way).
 SHARED = {
@@ -37,13 +37,6 @@ SHARED = {
     "--num-classes": {"type": positive_int, "default": 101, "help": "classes of the head (default: %(default)s)"},
     "--threads": {"type": positive_int},
 }
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -145,7 +138,7 @@ def add_parser(subparsers) -> None:
     mode.add_argument("--requests", type=positive_int, default=200, help="requests per mode (default: 200)")
     mode.add_argument(
         "--load",
-        type=positive_seconds,
+        type=positive_float,
         metavar="SECONDS",
         help="instead: requests/s, latency, status codes and server memory of a server process under load",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UserError
-from ._args import positive_int
+from ._args import add_methods, add_overrides, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -21,16 +21,9 @@ def add_parser(subparsers) -> None:
         "when any run failed.",
     )
     p.add_argument("--config", required=True, help="YAML run config shared by every method")
-    p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
+    add_methods(p)
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key for every run (repeatable)",
-    )
+    add_overrides(p, "override a config key for every run (repeatable)")
     p.add_argument(
         "--grid",
         action="append",

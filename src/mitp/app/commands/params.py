@@ -6,7 +6,7 @@ import json
 
 from mitp.configuration import parse_overrides
 
-from ._args import positive_int
+from ._args import add_overrides, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -14,14 +14,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")
     p.add_argument("--num-classes", type=positive_int, default=2, help="number of classes of the head")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a method config key, e.g. --set prompt_length=16 (repeatable)",
-    )
+    add_overrides(p, "override a method config key, e.g. --set prompt_length=16 (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 

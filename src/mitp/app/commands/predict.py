@@ -16,7 +16,7 @@ from mitp.data.manifest import check_text, parse_line, read_lines
 
 from ..errors import UserError
 from ..outputs import check_outputs
-from ._args import positive_int
+from ._args import add_runtime, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -32,13 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", help="write JSON lines here instead of stdout")
     p.add_argument("--top-k", type=positive_int, default=1, help="labels to report per sample (single-label)")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument(
-        "--runtime",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)",
-    )
-    p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
+    add_runtime(p)
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 from ..errors import UserError
 from ..extras import require
-from ._args import port_number, positive_int
+from ._args import add_runtime, port_number, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -56,13 +56,7 @@ def add_parser(subparsers) -> None:
         "so an uploading client gets the 503 and not a reset connection; 0: answer and close at "
         "once (more throughput under overload, uploads may see resets) (default: 5)",
     )
-    p.add_argument(
-        "--runtime",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="PyTorch, or onnxruntime on a folder written by `mitp export --onnx` (no torch needed)",
-    )
-    p.add_argument("--quantized", action="store_true", help="with --runtime onnx: the int8 graph")
+    add_runtime(p)
     p.set_defaults(func=run)
 
 

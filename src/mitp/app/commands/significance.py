@@ -15,7 +15,7 @@ import json
 import sys
 
 from ..errors import UserError
-from ._args import positive_int
+from ._args import positive_float, positive_int
 
 DESCRIPTION = """\
 Does method A beat method B? Both sides' runs (one per seed) are scored on one split; each side is
@@ -33,13 +33,6 @@ does not beat B:
 
 Every run is scored with its own eval.missing unless --missing names one condition for all runs,
 scored as `mitp robustness` scores that rate (same drop pattern for every run)."""
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
 
 
 def add_parser(subparsers) -> None:

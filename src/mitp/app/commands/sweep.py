@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..extras import require
-from ._args import positive_int
+from ._args import add_methods, add_overrides, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -20,15 +20,8 @@ def add_parser(subparsers) -> None:
         "same command (and a shared --storage) share the trials; a killed sweep resumes.",
     )
     p.add_argument("--config", help="YAML run config shared by every trial")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key for every trial (repeatable)",
-    )
-    p.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
+    add_overrides(p, "override a config key for every trial (repeatable)")
+    add_methods(p)
     p.add_argument(
         "--space",
         action="append",

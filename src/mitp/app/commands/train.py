@@ -6,18 +6,13 @@ import shlex
 
 from rich.console import Console
 
+from ._args import add_overrides
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a method (YAML config; resumable)")
     p.add_argument("--config", help="YAML run config (data, backbone, method, model:, train:, eval:)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set train.lr=1e-4 (repeatable)",
-    )
+    add_overrides(p, "override any config key, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
     p.add_argument(
         "--resume",
