@@ -29,6 +29,9 @@ Raw input: the four standard idx files (``train-images-idx3-ubyte[.gz]``,
 (:data:`DEFAULT_RAW`). Fashion-MNIST's train photos feed our train and val splits (disjoint),
 its t10k photos feed test. Output: the manifest plus ``images/<split>/<id>.png`` and
 ``fashion_ve_meta.jsonl`` (per sample: template, sides, garments, source photo).
+
+Over 400 lines because the construction and the checks that keep it label-independent (the sentence
+and image multisets per label) only make sense read together.
 """
 
 from __future__ import annotations
