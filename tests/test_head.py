@@ -106,7 +106,7 @@ def test_head_round_trips_through_the_method_json():
     assert config_from_dict(data) == config
 
 
-def test_round_one_head_keys_point_to_the_head_section():
+def test_head_keys_given_as_model_keys_point_to_the_head_section():
     with pytest.raises(ConfigError, match=r"under `head:` \(head.hidden_dim\)") as err:
         make_config("late_fusion", num_classes=3, hidden_dim=512)
     assert err.value.key == "hidden_dim"
