@@ -143,3 +143,43 @@ def test_an_export_interrupted_leaves_nothing_behind(tiny_run, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda s: s["preprocessing"]["text"].update(bos_token_id=10**30), "bos_token_id: input should be less than"),
+        (lambda s: s["preprocessing"].update(pad_token_id=10**30), "pad_token_id: input should be less than"),
+        (lambda s: s["preprocessing"]["text"].update(max_length=1), "leaves no room for a word"),
+        (lambda s: s["preprocessing"]["text"].update(bos_token_id=5000), "must be below vocab_size"),
+        (lambda s: s["preprocessing"]["image"].update(crop=[64, 64]), "images must come out at a fixed size"),
+        (lambda s: s["preprocessing"].update(empty_text=[]), "empty_text: list should have at least 1 item"),
+        (lambda s: s["preprocessing"]["image"].update(mean=[float("inf"), 0, 0]), "input should be a finite number"),
+        (lambda s: s["preprocessing"]["image"].update(rescale_factor=float("nan")), "input should be a finite number"),
+        (lambda s: s["preprocessing"]["text"].update(vocab_size=100000), "does not run on the preprocessing"),
+    ],
+    ids=[
+        "bos-huge",
+        "pad-huge",
+        "max-length",
+        "bos-outside-vocab",
+        "crop",
+        "empty-text",
+        "mean-inf",
+        "rescale-nan",
+        "vocab-larger-than-graph",
+    ],  # fmt: skip
+)
+def test_preprocessing_that_disagrees_with_itself_or_the_graph_is_refused_at_load(export, change, match, capsys):
+    edit_json(export / "onnx.json", change)
+    refused(export, match, capsys)
+
+
+def test_config_json_cannot_be_read_from_outside_the_folder(export, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes((export / "config.json").read_bytes())
+    (export / "config.json").unlink()
+    (export / "config.json").symlink_to(outside)
+    refused(export, "'config.json' lies outside the model folder", capsys)
+    with pytest.raises(CheckpointError, match="lies outside the model folder"):
+        Classifier.from_pretrained(export)

@@ -63,7 +63,21 @@ def test_tensor_with_wrong_shape_is_named(tmp_path, tiny_clip):
     tensors = load_file(str(path))
     tensors["text_prompt"] = torch.zeros(5, 32)
     save_file(tensors, str(path))
-    with pytest.raises(CheckpointError, match=r"'text_prompt' has shape \(5, 32\) in the file but \(8, 32\)"):
+    with pytest.raises(CheckpointError, match=r"'text_prompt' is \(5, 32\) torch.float32 in the file but \(8, 32\)"):
+        load_model(tmp_path / "ckpt", tiny_clip)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.float64, torch.float16])
+def test_a_tensor_of_another_dtype_is_named_not_cast(tmp_path, tiny_clip, dtype):
+    """Float64 weights of 1e300 are finite in the file and infinite once cast; ints and bools are not weights."""
+    save(trained_model(tiny_clip), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / WEIGHTS_FILE
+    tensors = load_file(str(path))
+    tensors["text_prompt"] = (tensors["text_prompt"] * (1e300 if dtype == torch.float64 else 1)).to(dtype)
+    save_file(tensors, str(path))
+    with pytest.raises(
+        CheckpointError, match=rf"'text_prompt' is \(8, 32\) {dtype} in the file but \(8, 32\) torch.float32"
+    ):
         load_model(tmp_path / "ckpt", tiny_clip)
 
 

@@ -122,10 +122,9 @@ def test_the_server_runs_on_the_onnx_graph(exported, toy_dataset):
         )
         assert reply.status_code == 200
         assert reply.json()["predictions"] == onnx.predict([image], ["apple amber"], top_k=2)[0]
-        assert (
-            httpx.post(f"{url}/explain", files={"image": ("x.png", image, "image/png")}, data={"text": "a"}).status_code
-            == 404
-        )
+        explained = httpx.post(f"{url}/explain", files={"image": ("x.png", image, "image/png")}, data={"text": "a"})
+        assert explained.status_code == 404
+        assert explained.json()["detail"] == "the onnx runtime cannot explain (explain runs on PyTorch)"
 
 
 def test_a_folder_without_a_graph_or_an_int8_graph_is_named(tiny_run, tmp_path, capsys):

@@ -17,8 +17,14 @@ from PIL import Image
 
 from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .data.manifest import LabelSpace
+from .errors import MitpError
 from .inputs import InputError, Prediction, Prepared, check_request, check_text, load_image, to_predictions
 from .records import ModelConfig
+
+
+class NonFiniteOutput(MitpError):
+    """Logits that are NaN or infinite: answered with this error, never with a NaN score."""
+
 
 RUNTIMES = {"torch": "mitp.torch_runtime:TorchClassifier", "onnx": "mitp.onnx_runtime:OnnxClassifier"}
 
@@ -91,6 +97,14 @@ class Classifier:
         return Prepared(pixels, tokens, (image is not None, text is not None))
 
     def to_predictions(self, logits, top_k: int = 5, modalities: list | None = None) -> list[Prediction]:
+        """Predictions from (N, K) logits; logits that are not finite are a NonFiniteOutput, never a NaN score."""
+        logits = np.asarray(logits, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=-1)) if logits.size else []
+        if len(bad):
+            raise NonFiniteOutput(
+                f"the model gave NaN or infinite logits for sample(s) {', '.join(map(str, bad[:5]))}: its files "
+                "are damaged (a preprocessing value in onnx.json, a weight) or it diverged"
+            )
         return to_predictions(logits, self.labels.labels, self.labels.task, top_k, self.threshold, modalities)
 
     def pixels(self, image: Image.Image | None):
@@ -110,4 +124,4 @@ def labels_of(config: ModelConfig) -> LabelSpace:
     return LabelSpace(config.labels.task, tuple(config.labels.labels))
 
 
-__all__ = ["Classifier", "labels_of"]
+__all__ = ["Classifier", "NonFiniteOutput", "labels_of"]

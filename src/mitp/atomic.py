@@ -14,6 +14,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+def usual_mode(path: str | Path) -> None:
+    """Give a file or folder the mode a plain ``open``/``mkdir`` would (0666 or 0777 less the umask): temporary
+    files and folders are private (0600, 0700), and what they become must be readable as any output is."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+
+
+def staging_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh folder in ``parent`` to build an output in before it is renamed into place (the usual mode)."""
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    usual_mode(staging)
+    return staging
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp)`` on a fresh temporary next to ``path``, then rename it onto ``path``."""
     path = Path(path)
@@ -21,6 +36,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,4 +72,12 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-__all__ = ["atomic_write", "write_bytes_atomic", "write_lines_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_write",
+    "staging_dir",
+    "usual_mode",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_lines_atomic",
+    "write_text_atomic",
+]

@@ -52,16 +52,17 @@ def read_json_file(path: str | os.PathLike):
         raise CheckpointError(f"{path}: {err}") from err
 
 
-def file_in(folder: str | os.PathLike, name: str, named_by: str) -> Path:
+def file_in(folder: str | os.PathLike, name: str, named_by: str, must_exist: bool = True) -> Path:
     """``folder/name`` for a file that ``named_by`` (a file and key) names: it must be a file inside the folder,
-    symlinks resolved, so a model folder cannot make us read files elsewhere."""
+    symlinks resolved, so a model folder cannot make us read files elsewhere (``must_exist=False``: a missing
+    one is left to the reader to name)."""
     root = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root:
         raise CheckpointError(f"{named_by}: {name!r} lies outside the model folder {folder}")
-    if not os.path.isfile(path):
+    if must_exist and not os.path.isfile(path):
         raise CheckpointError(f"{named_by}: {name!r} is not a file in {folder}")
-    return Path(path)
+    return Path(folder) / name
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_write, write_text_atomic
 from .backbones import Backbone, build_backbone
 from .data.manifest import LabelSpace
-from .files import CONFIG_FILE, FORMAT, WEIGHTS_FILE, CheckpointError
+from .files import CONFIG_FILE, FORMAT, WEIGHTS_FILE, CheckpointError, file_in
 from .methods import ConfigError, MultimodalClassifier, build_model, config_from_dict
 from .records import ModelConfig, read_model_config
 
@@ -110,7 +110,7 @@ def load_model(
             f"({method.task}, {method.num_classes} outputs)"
         )
     model = build_model(method, backbone)
-    load_trainable(model, folder / WEIGHTS_FILE)
+    load_trainable(model, file_in(folder, WEIGHTS_FILE, str(folder), must_exist=False))
     return model.eval(), config
 
 
@@ -119,6 +119,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from None
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (a crash while it was written?)")
     try:
@@ -136,10 +141,10 @@ def load_trainable(model: MultimodalClassifier, path: str | os.PathLike) -> None
     if missing or unexpected:
         raise CheckpointError(f"{path}: tensors do not match the model: missing {missing}, unexpected {unexpected}")
     for name, param in expected.items():
-        if tensors[name].shape != param.shape:
+        if tensors[name].shape != param.shape or tensors[name].dtype != param.dtype:
             raise CheckpointError(
-                f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)} in the file but "
-                f"{tuple(param.shape)} in the model"
+                f"{path}: tensor {name!r} is {tuple(tensors[name].shape)} {tensors[name].dtype} in the file but "
+                f"{tuple(param.shape)} {param.dtype} in the model"
             )
     bad = list(non_finite_counts(tensors))
     if bad:

@@ -88,6 +88,7 @@ class OnnxClassifier(Classifier):
         named_by = f"{folder / RUNTIME_FILE}: int8" if quantized else f"{folder}: {ONNX_FILE}"
         graph = file_in(folder, spec.int8 if quantized else ONNX_FILE, named_by)
         options = ort.SessionOptions()
+        options.log_severity_level = 4  # its errors reach the user as one named line, not as its own log
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
@@ -95,7 +96,23 @@ class OnnxClassifier(Classifier):
         except Exception as err:  # onnxruntime raises its own exception types for any graph it cannot load
             raise CheckpointError(f"{graph}: not a loadable ONNX graph ({str(err)[:200]})") from None
         check_graph(session, graph, spec, len(config.labels.labels))
-        return cls(session, config, spec, folder, graph)
+        classifier = cls(session, config, spec, folder, graph)
+        classifier.check_runs(folder)
+        return classifier
+
+    def check_runs(self, folder: Path) -> None:
+        """One prediction on the folder's own preprocessing (an image and a text, and each missing), so a model
+        whose files disagree (a token id the graph has no embedding for, an image size it does not take, a
+        preprocessing value that gives NaN) is refused when it loads, not at every request."""
+        image = Image.new("RGB", (40, 30), (120, 60, 200))
+        try:
+            samples = [self.prepare(image, "a photo"), self.prepare(None, "a photo"), self.prepare(image, None)]
+            self.to_predictions(self.logits(samples))
+        except Exception as err:  # numpy, PIL, tokenizers and onnxruntime each raise their own kinds
+            raise CheckpointError(
+                f"{folder}: the graph does not run on the preprocessing onnx.json describes ({type(err).__name__}: "
+                f"{str(err)[:200]})"
+            ) from None
 
     def pixels(self, image):
         return self.transform(image) if image is not None else self.blank
@@ -111,7 +128,10 @@ class OnnxClassifier(Classifier):
             "attention_mask": mask,
             "modality_mask": np.array([s.present for s in samples], dtype=bool),
         }
-        logits = self.session.run(None, {name: feed[name] for name in self.spec.inputs})[0]
+        try:
+            logits = self.session.run(None, {name: feed[name] for name in self.spec.inputs})[0]
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{self.graph}: failed on a batch ({str(err)[:200]})") from None
         if logits.shape != (len(samples), len(self.labels.labels)):
             raise CheckpointError(
                 f"{self.graph}: gave logits of shape {logits.shape} for {len(samples)} samples and "

@@ -6,13 +6,12 @@ onnx.json (:mod:`mitp.files` has the layout), and the training loop's saved posi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .data.manifest import TASKS
-from .files import CONFIG_FILE, FORMAT, RUNTIME_FILE, RUNTIME_FORMAT, CheckpointError, read_json_file
+from .files import CONFIG_FILE, FORMAT, RUNTIME_FILE, RUNTIME_FORMAT, CheckpointError, file_in, read_json_file
 
 
 def validated(path: str | os.PathLike, schema: type[BaseModel], data: Any, where: str = "") -> BaseModel:
@@ -36,11 +35,13 @@ def describe_error(err: ValidationError, where: str = "") -> str:
 class Schema(BaseModel):
     """A file's record: unknown keys are errors, and no silent coercion (1 is no bool, "1" no int)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+PixelSize = Annotated[int, Field(ge=1, le=4096)]  # a side; larger would take minutes and gigabytes an image
 
 
 class BackboneInfo(BaseModel):
@@ -63,8 +64,8 @@ class LabelsInfo(Schema):
 
 
 class PreprocessingInfo(Schema):
-    max_text_length: PositiveInt | None = None
-    image_size: PositiveInt | None = None
+    max_text_length: Annotated[int, Field(ge=2, le=65536)] | None = None
+    image_size: Annotated[int, Field(ge=1, le=4096)] | None = None
 
 
 class ModelConfig(Schema):
@@ -80,13 +81,20 @@ class ModelConfig(Schema):
     source: str | None = None
     results: dict | None = None
 
+    @field_validator("method")
+    @classmethod
+    def _names_a_method(cls, method: dict) -> dict:
+        if not isinstance(method.get("method"), str):
+            raise ValueError(f'must name its method ("method": "mitp", ...), got {str(method)[:60]}')
+        return method
+
 
 class ImageSpec(Schema):
     """What :class:`mitp.data.images.ImageTransform` takes, in JSON."""
 
-    shortest_edge: PositiveInt | None = None
-    resize_to: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
-    crop: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    shortest_edge: PixelSize | None = None
+    resize_to: Annotated[list[PixelSize], Field(min_length=2, max_length=2)] | None = None
+    crop: Annotated[list[PixelSize], Field(min_length=2, max_length=2)] | None = None
     resample: Literal[0, 1, 2, 3, 4, 5]  # PIL's Image.Resampling codes
     rescale_factor: float | None
     mean: Annotated[list[float], Field(min_length=3, max_length=3)] | None
@@ -95,11 +103,20 @@ class ImageSpec(Schema):
 
 class HashText(Schema):
     kind: Literal["hash"]
-    vocab_size: Annotated[int, Field(ge=9)]
+    vocab_size: Annotated[int, Field(ge=9, lt=2**31)]
     max_length: PositiveInt
-    bos_token_id: int | None
-    eos_token_id: int | None
-    pad_token_id: int = 0
+    bos_token_id: TokenId | None
+    eos_token_id: TokenId | None
+    pad_token_id: TokenId = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> HashText:
+        specials = [t for t in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if t is not None]
+        if any(t >= self.vocab_size for t in specials):
+            raise ValueError(f"special token ids {specials} must be below vocab_size {self.vocab_size}")
+        if self.max_length < 1 + (self.bos_token_id is not None) + (self.eos_token_id is not None):
+            raise ValueError(f"max_length {self.max_length} leaves no room for a word beside the special tokens")
+        return self
 
 
 class TokenizersText(Schema):
@@ -110,10 +127,23 @@ class TokenizersText(Schema):
 
 class InputSpec(Schema):
     image: ImageSpec
-    blank_image_shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    blank_image_shape: Annotated[list[PixelSize], Field(min_length=3, max_length=3)]
     text: HashText | TokenizersText = Field(discriminator="kind")
-    pad_token_id: int
-    empty_text: list[int]
+    pad_token_id: TokenId
+    empty_text: list[TokenId] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        image, (channels, *size) = self.image, self.blank_image_shape
+        fixed = image.crop or image.resize_to
+        if channels != 3 or fixed is None or list(fixed) != size:
+            raise ValueError(
+                f"images must come out at a fixed size, the blank image's {size} with 3 channels (crop "
+                f"{image.crop}, resize_to {image.resize_to}, blank_image_shape {self.blank_image_shape})"
+            )
+        if len(self.empty_text) > self.text.max_length:
+            raise ValueError(f"empty_text has {len(self.empty_text)} ids, over max_length {self.text.max_length}")
+        return self
 
 
 GRAPH_INPUTS = ("pixel_values", "input_ids", "attention_mask", "modality_mask")
@@ -139,12 +169,12 @@ class RuntimeSpec(Schema):
 
 
 def read_model_config(folder: str | os.PathLike) -> ModelConfig:
-    path = Path(folder) / CONFIG_FILE
+    path = file_in(folder, CONFIG_FILE, str(folder), must_exist=False)
     return validated(path, ModelConfig, read_json_file(path))
 
 
 def read_runtime_spec(folder: str | os.PathLike) -> RuntimeSpec:
-    path = Path(folder) / RUNTIME_FILE
+    path = file_in(folder, RUNTIME_FILE, str(folder), must_exist=False)
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {RUNTIME_FILE}; export the model with `mitp export RUN --out DIR --onnx`")
     return validated(path, RuntimeSpec, read_json_file(path))

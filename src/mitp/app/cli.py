@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, MitpError) as err:  # config keys, manifest lines, checkpoints, backbone specs
         print(f"mitp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError) as err:
+        # a path the user gave that the system refuses (no permission, a file where a folder must be): one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"mitp {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C: the processes a command started are stopped on the way out (app/launch.py)
         print(f"mitp {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from mitp.atomic import usual_mode
 from mitp.data.errors import CorruptImage, EmptyText, ManifestError, MissingImage
 from mitp.data.manifest import check_text, parse_line, read_lines
 
@@ -138,6 +139,7 @@ def run(args) -> int:
             raise
     if out is not sys.stdout:
         out.close()
+        usual_mode(tmp_path)
         os.replace(tmp_path, out_path)
     if args.manifest:
         seconds = time.perf_counter() - started

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from mitp.api import NonFiniteOutput
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from mitp.inputs import ImageTooLarge, InputError
 from mitp.jsonio import JSONError, parse_json
@@ -63,7 +64,17 @@ def create_app(
     batcher = Batcher(classifier.logits, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_pending)
     limit = int(max_upload_mb * 2**20)
     max_body = int((max_body_mb if max_body_mb is not None else max(32.0, 2 * max_upload_mb)) * 2**20)
-    explains = classifier.can_explain and not missing("plots")  # the figure needs matplotlib
+    if classifier.runtime != "torch":
+        cannot_explain = f"the {classifier.runtime} runtime cannot explain (explain runs on PyTorch)"
+    elif not classifier.can_explain:
+        cannot_explain = f"method {classifier.method!r} inserts no prompts"
+    else:
+        cannot_explain = (
+            "explain draws a figure: this server lacks matplotlib (pip install 'mitp[plots]')"
+            if missing("plots")
+            else None
+        )
+    explains = cannot_explain is None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -100,7 +111,10 @@ def create_app(
             logits = await batcher.logits(samples)
         except Overloaded as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
-        predictions = classifier.to_predictions(logits, top_k, [s.modalities for s in samples])
+        try:
+            predictions = classifier.to_predictions(logits, top_k, [s.modalities for s in samples])
+        except NonFiniteOutput as err:
+            raise HTTPException(500, str(err)) from None
         return [{"predictions": p, "modalities": list(p.modalities)} for p in predictions]
 
     def decode(data: str | None, field: str) -> bytes | None:
@@ -166,7 +180,7 @@ def create_app(
     async def explain(image: Annotated[UploadFile, File()], text: Annotated[str, Form()]) -> Response:
         """The hub's similarity per step and the attention on prompts for one pair, as a PNG."""
         if not explains:
-            raise HTTPException(404, f"method {classifier.method!r} inserts no prompts")
+            raise HTTPException(404, cannot_explain)
         data = await image.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"image: over the {limit:,}-byte limit")

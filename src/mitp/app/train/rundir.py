@@ -12,12 +12,11 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mitp.atomic import write_text_atomic
+from mitp.atomic import staging_dir, write_text_atomic
 from mitp.errors import MitpError
 from mitp.files import CheckpointError
 from mitp.jsonio import JSONError, parse_json
@@ -84,7 +83,7 @@ def save_checkpoint_dir(run_dir: Path, name: str, model, folder: dict, training_
     target, old = parent / name, parent / f"{name}.old"
     for stale in parent.glob(f".{name}.*"):  # a save killed half-way; the run's lock says no one else writes here
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+    staging = staging_dir(parent, prefix=f".{name}.")
     try:
         save_model_folder(model, staging, **folder)
         if training_state is not None:
