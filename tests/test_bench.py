@@ -175,7 +175,7 @@ def test_each_benchmark_refuses_the_options_of_the_others(capsys, argv, message)
 
 def test_an_output_path_is_checked_before_the_work(tmp_path, capsys):
     assert main(["bench", "step", *FAST, "--methods", "mitp", "--markdown", str(tmp_path)]) == 2
-    assert f"--markdown: refusing to write {tmp_path}: it is a directory" in capsys.readouterr().err
+    assert f"--json/--markdown: refusing to write {tmp_path}: it is a directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow

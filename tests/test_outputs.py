@@ -9,6 +9,7 @@ import pytest
 from mitp.app.analysis.explain import figure_path
 from mitp.app.cli import main
 from mitp.app.outputs import OutputError, check_outputs, owner_of
+from mitp.runs import MARKER
 
 
 def model_folder(path):
@@ -32,6 +33,8 @@ def test_a_dataset_owns_its_manifests_and_images_and_prepare_replaces_it_only_wh
     (data / "train.jsonl").write_text("")
     assert owner_of(data / "images" / "a.png") == ("dataset", data)
     with pytest.raises(OutputError, match="it holds a dataset \\(--overwrite replaces it\\)"):
+        check_outputs(files=[data / "labels.json"], folders=[data], creates="dataset", replace=False)
+    with pytest.raises(OutputError, match="it holds a dataset; choose"):  # no --overwrite to advise
         check_outputs(files=[data / "labels.json"], folders=[data], creates="dataset")
     check_outputs(files=[data / "labels.json"], folders=[data], creates="dataset", replace=True)
     with pytest.raises(OutputError, match="it holds a dataset"):  # --overwrite replaces its own kind only
@@ -44,6 +47,31 @@ def test_a_plain_file_is_never_a_folder_nor_a_folder_a_file(tmp_path):
         check_outputs(folders=[tmp_path / "file"])
     with pytest.raises(OutputError, match="it is a directory; give a file path"):
         check_outputs(files=[tmp_path])
+
+
+def test_a_path_named_twice_or_under_a_file_is_refused(tmp_path):
+    with pytest.raises(OutputError, match="it is named twice"):
+        check_outputs(files=[tmp_path / "a.md", tmp_path / "." / "a.md"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="file is a file, not a folder"):
+        check_outputs(files=[tmp_path / "file" / "out.json"])
+
+
+def test_a_command_making_a_dataset_leaves_a_users_own_file_alone(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="a file of yours"):
+        check_outputs(files=[tmp_path / "data" / "notes.txt"], creates="dataset", replace=True)
+    check_outputs(files=[tmp_path / "data" / "train.jsonl"], creates="dataset")  # a new file: fine
+
+
+def test_files_go_into_a_run_only_when_the_command_analyses_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / MARKER).write_text("{}")
+    with pytest.raises(OutputError, match="inside the run .*which this command does not analyse"):
+        check_outputs(files=[run / "robustness.md"])
+    check_outputs(files=[run / "robustness.md"], own_runs=[run])
 
 
 def test_inputs_and_everything_inside_an_input_folder_are_refused(tmp_path):

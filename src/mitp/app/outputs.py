@@ -64,34 +64,50 @@ def check_outputs(
     inputs: Iterable = (),
     flag: str = "--out",
     creates: str | None = None,
-    replace: bool = False,
+    replace: bool | None = None,
+    own_runs: Iterable = (),
 ) -> None:
     """Refuse (an :class:`OutputError` naming ``flag``) to write ``files`` or fill ``folders`` where the module's
-    docstring says; ``creates``: the kind of folder the command makes of ``folders``; ``replace``: it may replace
-    one of that kind (``--overwrite``)."""
-    taken = {}
-    for given in inputs:
-        if given and os.path.exists(given):
-            taken[os.path.realpath(given)] = f"it is an input of this command ({given})"
+    docstring says. ``creates``: the kind of folder the command makes of ``folders``; ``replace``: whether it
+    may replace one of that kind (``--overwrite`` given: True; not given: False; the command has no such option:
+    None). ``own_runs``: the runs the command analyses, the only runs it may add its own files to."""
+    taken = {os.path.realpath(given): f"it is an input of this command ({given})" for given in inputs
+             if given and os.path.exists(given)}  # fmt: skip
+    runs = {os.path.realpath(run) for run in own_runs}
+    seen = set()
 
     def refuse(path, why: str):
         raise OutputError(f"{flag}: refusing to write {path}: {why}; choose another output path")
 
     def check(path, is_folder: bool) -> None:
         real = os.path.realpath(path)
+        if real in seen:
+            refuse(path, "it is named twice")
+        seen.add(real)
         for source, why in taken.items():
             if real == source or real.startswith(source.rstrip(os.sep) + os.sep):
                 refuse(path, why)
+        file_above = next((p for p in Path(real).parents if p.exists() and not p.is_dir()), None)
+        if file_above is not None:
+            refuse(path, f"{file_above} is a file, not a folder")
         if is_folder and os.path.exists(real) and not os.path.isdir(real):
             refuse(path, "it exists and is not a directory")
-        kind = folder_kind(Path(real)) if is_folder and creates else None
-        if kind and (kind != creates or not replace):
-            refuse(path, f"it holds a {kind}" + (" (--overwrite replaces it)" if kind == creates else ""))
         if not is_folder and os.path.isdir(real):
             refuse(path, "it is a directory; give a file path")
+        kind = folder_kind(Path(real)) if is_folder and creates else None
+        if kind and (kind != creates or not replace):
+            refuse(
+                path,
+                f"it holds a {kind}" + (" (--overwrite replaces it)" if kind == creates and replace is False else ""),
+            )
         owner = owner_of(real)
         if owner is not None and not (replace and owner[0] == creates):
             refuse(path, f"it belongs to the {owner[0]} {owner[1]}")
+        if creates in OWNED and not is_folder and owner is None and os.path.exists(real):
+            refuse(path, f"it exists and is not part of a {creates}: a file of yours")
+        run = next((p for p in [Path(real), *Path(real).parents] if folder_kind(p) == "run"), None)
+        if run is not None and str(run) not in runs and not (creates == "run" and str(run) == real):
+            refuse(path, f"it is inside the run {run}, which this command does not analyse")
 
     for folder in folders:
         check(folder, is_folder=True)

@@ -77,7 +77,7 @@ def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | No
     """Explain one pair with a run's best checkpoint; write the figure (default RUN_DIR/explain.png) and its
     JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
     figure = figure_path(out) if out else Path(run_dir) / "explain.png"
-    check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image])
+    check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image], own_runs=[run_dir])
     require("plots", "mitp explain")
     classifier = TorchClassifier.from_pretrained(run_dir)
     if not classifier.model.inserts_prompts:

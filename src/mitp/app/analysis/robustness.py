@@ -107,7 +107,9 @@ def write_report(
 ) -> str:
     """Evaluate every run at every rate; write robustness.json, .png and .md into ``out``; return the table.
     Never over a run's own files (OutputError, before any evaluation)."""
-    check_outputs(files=[out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], folders=[out])
+    check_outputs(
+        files=[out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], folders=[out], own_runs=runs
+    )
     out.mkdir(parents=True, exist_ok=True)
     curves, keys = zip(*(robustness(r, modality, rates, split, batch_size, progress) for r in runs))
     report = {

@@ -117,6 +117,9 @@ def sweep_command(
     check_outputs(
         folders=[out], files=[out / name for name in REPORT_FILES], inputs=[sweep.config_path], creates="sweep"
     )
+    url = sweep.storage_url()
+    if url.startswith("sqlite:///"):  # a database file is written too: never over a run's or a dataset's files
+        check_outputs(files=[url.removeprefix("sqlite:///")], flag="--storage", own_runs=[])
     prepare(sweep)
     if worker_only:
         work(sweep, console)

@@ -184,9 +184,7 @@ def run(args) -> int:
     from .. import bench  # torch: loaded when the command runs (`mitp --help` stays fast)
 
     started = time.perf_counter()
-    for flag in ("--json", "--markdown"):
-        if getattr(args, flag[2:]):
-            check_outputs(files=[getattr(args, flag[2:])], flag=flag)
+    check_outputs(files=[path for path in (args.json, args.markdown) if path], flag="--json/--markdown")
     if "methods" in vars(args):  # checked, and spelled out in the recorded command (none named: every method)
         args.methods = ",".join(bench.settings.method_names(args.methods))
     result, markdown = args.measure(args, bench)

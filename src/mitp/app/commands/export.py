@@ -39,7 +39,9 @@ def run(args) -> int:
     from mitp.torch_runtime import TorchClassifier, model_folder_of
 
     out = Path(args.out)
-    check_outputs(files=[out / name for name in MODEL_FILES], folders=[out], creates="model folder")
+    check_outputs(
+        files=[out / name for name in MODEL_FILES], folders=[out], inputs=[args.run_dir], creates="model folder"
+    )
     if out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out {out}: exists and is not an empty directory")
     if args.quantize and not args.onnx:

@@ -68,7 +68,7 @@ def _output_path(args):
         return None
 
     out = os.path.realpath(args.out)
-    check_outputs(files=[args.out], inputs=[args.manifest, args.image])
+    check_outputs(files=[args.out], inputs=[args.manifest, args.image], own_runs=[args.run_dir])
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     return out
 

@@ -57,6 +57,7 @@ def run(args) -> int:
     # never onto the files it reads (--input, --labels, ...) nor into a run directory
     inputs = [str(v) for v in options.values() if isinstance(v, str) and os.path.isfile(v)]
     inputs += [os.path.join(args.raw, str(v)) for v in options.values() if args.raw and isinstance(v, str)]
+    inputs += [args.raw] if args.raw else []  # nothing is written into the raw data or the source
     out = Path(args.out)
     # the images/ folder of a dataset being replaced goes with it; anywhere else an images/ folder is not ours
     replacing = args.overwrite and folder_kind(out) == "dataset"
