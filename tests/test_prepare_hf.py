@@ -2,6 +2,7 @@
 JSONL input gives; columns, labels, splits and bad rows are named. Every dataset is generated here."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -276,17 +277,22 @@ def test_generated_parquet_files_convert_with_carved_splits(tmp_path):
 # --- data as users have it: odd columns, hostile images, tiny sources; --out whole or as it was ----------
 
 
-def parquet_source(folder: Path, labels, texts=None, images=None, rows_per_group=None) -> Path:
-    """``folder/train.parquet``: embedded PNGs (distinct), texts and ``labels`` as given (their Arrow types)."""
+def parquet_source(
+    folder: Path, labels, texts=None, images=None, rows_per_group=None, name="train.parquet", ids=None, seed=0
+) -> Path:
+    """``folder/name``: embedded PNGs (distinct, from ``seed``), texts, ``labels`` and ``ids`` (an ``id`` column)
+    as given (their Arrow types)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
     n = len(labels)
-    images = images or [{"bytes": write_image(folder / "pngs" / f"{i}.png", seed=i).read_bytes()} for i in range(n)]
-    texts = texts if texts is not None else [f"text number {i}" for i in range(n)]
-    table = pa.table({"image": images, "text": texts, "label": labels})
-    pq.write_table(table, folder / "train.parquet", row_group_size=rows_per_group)
+    images = images or [
+        {"bytes": write_image(folder / "pngs" / f"{seed + i}.png", seed=seed + i).read_bytes()} for i in range(n)
+    ]
+    texts = texts if texts is not None else [f"text number {seed + i}" for i in range(n)]
+    columns = {"image": images, "text": texts, "label": labels} | ({"id": ids} if ids is not None else {})
+    pq.write_table(pa.table(columns), folder / name, row_group_size=rows_per_group)
     return folder
 
 
@@ -461,3 +467,242 @@ def test_a_pass_closes_its_stream_however_it_ends():
     with _rows(stream(), no_progress, "reading") as rows:
         next(rows)  # left half-read
     assert closed == ["stream", "stream"]  # closed now, not when the interpreter shuts down
+
+
+# --- splits named as datasets names them, below the source only -----------------------------------
+
+
+def manifest_texts(out: Path) -> dict[str, set[str]]:
+    return {split: {s.text for s in read_split(out, split)[0]} for split in SPLITS}
+
+
+def test_folders_above_the_source_never_name_a_split(tmp_path):
+    """A source stored under a folder named train keeps its own validation and test: nothing re-carved."""
+    source = tmp_path / "x" / "train" / "src"
+    for name, n, seed in (("train.parquet", 20, 0), ("validation.parquet", 4, 100), ("test.parquet", 4, 200)):
+        parquet_source(source, ["cat", "dog"] * (n // 2), name=name, seed=seed)
+    conv = prepare("hf", source, tmp_path / "out")
+    assert conv.counts == {"train": 20, "val": 4, "test": 4} and not any("carved" in n for n in conv.notes)
+    texts = manifest_texts(tmp_path / "out")
+    assert texts["test"] == {f"text number {200 + i}" for i in range(4)}  # the test file's rows, none of train's
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"training.parquet": "train", "testing.parquet": "test", "dev.parquet": "val"},
+        {"train_0.parquet": "train", "test_0.parquet": "test", "valid-00000-of-00001.parquet": "val"},
+        {"train-00000-of-00002.parquet": "train", "train-00001-of-00002.parquet": "train", "eval.parquet": "test"},
+        {"data/train/part-0.parquet": "train", "data/validation/part-0.parquet": "val", "data/test/x.parquet": "test"},
+    ],
+    ids=["words", "underscores", "shards", "folders"],
+)
+def test_parquet_files_get_the_splits_datasets_gives_them(tmp_path, layout):
+    for k, name in enumerate(layout):
+        parquet_source(tmp_path / "src", ["cat", "dog"] * 3, name=name, seed=10 * k)
+    prepare("hf", tmp_path / "src", tmp_path / "out")
+    texts = manifest_texts(tmp_path / "out")
+    for k, (name, split) in enumerate(layout.items()):
+        rows = {f"text number {10 * k + i}" for i in range(6)}
+        if split == "train":  # val or test may be carved from train: each row is still in train, val or test
+            assert rows <= texts["train"] | texts["val"] | texts["test"] and not rows & texts["test"] & texts["val"]
+        else:
+            assert rows == texts[split], name
+    carved = {"val", "test"} - set(layout.values())
+    assert all(texts[split] for split in carved)
+
+
+def test_a_file_whose_folder_and_name_say_different_splits_is_refused(tmp_path):
+    from mitp.data.prepare.hf_source import HFError
+
+    parquet_source(tmp_path / "src", ["cat", "dog"] * 3, name="train/test.parquet")
+    with pytest.raises(HFError, match=r"test\.parquet: which split is this file\? its folders say train and its "):
+        prepare("hf", tmp_path / "src", tmp_path / "out")
+
+
+def test_a_file_that_names_no_split_beside_ones_that_do_is_left_out_with_a_warning(tmp_path):
+    for k, name in enumerate(("train.parquet", "test.parquet", "extra.parquet")):
+        parquet_source(tmp_path / "src", ["cat", "dog"] * 3, name=name, seed=10 * k)
+    conv = prepare("hf", tmp_path / "src", tmp_path / "out")
+    assert sum(conv.counts.values()) == 12
+    assert any("name no split" in w and "extra.parquet" in w for w in conv.warnings)
+
+
+# --- column types that differ between files --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names", [("train-00000-of-00002.parquet", "train-00001-of-00002.parquet"), ("train.parquet", "test.parquet")]
+)
+def test_a_column_whose_type_differs_between_files_is_one_line_naming_both(tmp_path, capfd, names):
+    parquet_source(tmp_path / "src", ["a", "b"] * 4, name=names[0])
+    parquet_source(tmp_path / "src", [0, 1] * 4, name=names[1], seed=50)
+    splits = [("test" if "test" in name else "train") for name in names]
+    message = (
+        rf"column 'label' holds string in \S+{names[0]} \({splits[0]}\) but int64 in \S+{names[1]} \({splits[1]}\)"
+    )
+    with pytest.raises(BadRecord, match=message):
+        prepare("hf", tmp_path / "src", tmp_path / "out")
+    assert main(["prepare", "hf", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and names[0] in err and names[1] in err and "int64" in err, err
+
+
+# --- classes and carving count the rows kept ----------------------------------------------------------
+
+
+def test_classes_are_those_of_the_rows_kept(tmp_path):
+    labels = ["cat", "dog", "eel"] * 8
+    texts = [None if label == "eel" else f"text {i}" for i, label in enumerate(labels)]  # no eel row is kept
+    conv = prepare("hf", parquet_source(tmp_path / "src", labels, texts=texts), tmp_path / "out")
+    assert read_labels(tmp_path / "out").labels == ("cat", "dog") and conv.dropped["empty text"] == 8
+    assert sum(conv.counts.values()) == 16 and conv.counts["val"] and conv.counts["test"]
+    no_text = [None if i % 2 == 0 else f"text {i}" for i in range(16)]  # no cat row is kept
+    with pytest.raises(BadLabels, match=r"at least 2 classes, found \['dog'\] in the rows kept"):
+        prepare("hf", parquet_source(tmp_path / "one", ["cat", "dog"] * 8, texts=no_text), tmp_path / "out2")
+
+
+def test_splits_are_carved_from_the_rows_kept(tmp_path):
+    """Bad images skipped: the carving sees only the rows written, so every split holds every class."""
+    labels = ["cat", "dog"] * 6
+    images = [{"bytes": write_image(tmp_path / "p" / f"{i}.png", seed=i).read_bytes()} for i in range(12)]
+    for i in range(6, 12):
+        images[i] = {"bytes": b"not an image"}  # 3 cats and 3 dogs kept: one of each per split
+    source = parquet_source(tmp_path / "src", labels, images=images)
+    conv = prepare("hf", source, tmp_path / "out", on_bad_sample="skip")
+    assert conv.dropped["bad image (corrupt_image)"] == 6
+    assert {split: dict(conv.label_counts(split)) for split in SPLITS} == {
+        split: {"cat": 1, "dog": 1} for split in SPLITS
+    }
+
+
+# --- ids: refused before --out changes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [None, "", "   "])
+def test_a_null_or_blank_id_is_refused_before_out_changes(tmp_path, capfd, bad):
+    good = parquet_source(tmp_path / "good", ["cat", "dog"] * 10)
+    assert main(["prepare", "hf", str(good), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    before = all_files(tmp_path / "out")
+    ids = [f"x{i}" for i in range(20)]
+    ids[3] = bad
+    source = parquet_source(tmp_path / "bad", ["cat", "dog"] * 10, ids=ids, seed=40)
+    with pytest.raises(BadRecord, match=rf"train row 3: no id \(column 'id' holds {re.escape(repr(bad))}\)"):
+        prepare("hf", source, tmp_path / "new", id_column="id")
+    capfd.readouterr()
+    argv = ["prepare", "hf", str(source), "--out", str(tmp_path / "out"), "--id-column", "id", "--overwrite"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert "train row 3: no id" in capfd.readouterr().err
+    assert all_files(tmp_path / "out") == before and not (tmp_path / "new").exists()
+
+
+def test_a_manifest_that_does_not_read_back_never_replaces_out(tmp_path, monkeypatch):
+    """The staged manifest is read back before it replaces --out: a converter bug cannot leave a dataset that
+    runs refuse."""
+    from mitp.data.prepare import hf
+    from mitp.data.prepare.hf_source import HFError
+
+    good = parquet_source(tmp_path / "good", ["cat", "dog"] * 10)
+    prepare("hf", good, tmp_path / "out")
+    before = all_files(tmp_path / "out")
+    monkeypatch.setattr(hf, "_sample_id", lambda value, *args: "" if value == "x3" else str(value))
+    source = parquet_source(tmp_path / "bad", ["cat", "dog"] * 10, ids=[f"x{i}" for i in range(20)], seed=40)
+    with pytest.raises(HFError, match=r"does not read back \(\w+\.jsonl line 1: 'id' must be a non-empty string"):
+        prepare("hf", source, tmp_path / "out", id_column="id")
+    assert all_files(tmp_path / "out") == before
+
+
+def test_an_id_column_of_floats_is_refused_before_any_row_is_read(tmp_path):
+    source = parquet_source(tmp_path / "src", ["cat", "dog"] * 4, ids=[1.0 + i * 1e-17 for i in range(8)])
+    with pytest.raises(BadRecord, match=r"id column 'id' holds float64 values; ids are strings or integers"):
+        prepare("hf", source, tmp_path / "out", id_column="id")
+
+
+# --- what the libraries refuse: one line naming the file -----------------------------------------------------
+
+
+def damaged_sources(tmp_path: Path) -> dict[str, tuple[Path, str, str]]:
+    """name -> (source, the file the error must name, its kind)."""
+    out = {}
+    folder = tmp_path / "imagefolder"
+    for i in range(4):
+        write_image(folder / f"{i}.png", seed=i)
+    lines = [{"file_name": f"{i}.png", "text": f"t {i}", "label": "ab"[i % 2]} for i in range(4)]
+    lines[2]["file_name"] = "../../../etc/x.png"
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out["imagefolder escape"] = (folder, f"{folder / 'metadata.jsonl'}:3", "missing_image")
+    for name in ("missing arrow", "corrupt json"):
+        saved = tmp_path / name.replace(" ", "_")
+        dataset_dict(rows(tmp_path)).save_to_disk(str(saved))
+        if name == "missing arrow":
+            arrow = next((saved / "test").glob("*.arrow"))
+            arrow.unlink()
+            out[name] = (saved, str(arrow), "missing_file")
+        else:
+            (saved / "dataset_dict.json").write_text('{"splits": ["train"\n  "test"]}')
+            out[name] = (saved, f"{saved / 'dataset_dict.json'}:2", "bad_json")
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "train.parquet").write_bytes(b"PAR1 this is not parquet")
+    out["not parquet"] = (tmp_path / "garbage", str(tmp_path / "garbage" / "train.parquet"), "bad_record")
+    return out
+
+
+def test_a_file_the_libraries_cannot_read_is_one_line_naming_it(tmp_path, capfd):
+    for name, (source, named, kind) in damaged_sources(tmp_path).items():
+        capfd.readouterr()
+        assert main(["prepare", "hf", str(source), "--out", str(tmp_path / "out"), "--no-progress"]) == 2, name
+        err = capfd.readouterr().err
+        assert f"[{kind}] {named}:" in err and "Traceback" not in err, (name, err)
+        assert len([line for line in err.splitlines() if "error" in line]) == 1, (name, err)
+        assert not (tmp_path / "out").exists()
+
+
+# --- image columns -----------------------------------------------------------------------------------------
+
+
+def test_a_binary_column_of_encoded_images_is_an_image_column(tmp_path):
+    pngs = [write_image(tmp_path / "p" / f"{i}.png", seed=i).read_bytes() for i in range(12)]
+    prepare("hf", parquet_source(tmp_path / "src", ["cat", "dog"] * 6, images=pngs), tmp_path / "out")
+    written = {
+        s.id: Path(s.image_path()).read_bytes() for split in SPLITS for s in read_split(tmp_path / "out", split)[0]
+    }
+    assert written == {f"train-{i}": png for i, png in enumerate(pngs)}
+
+
+def test_an_image_column_of_numbers_says_what_it_holds_before_any_row_is_read(tmp_path):
+    source = parquet_source(tmp_path / "src", ["cat", "dog"] * 6, images=list(range(12)))
+    with pytest.raises(BadRecord, match=r"image column 'image' holds int64 values, not images; an image column"):
+        prepare("hf", source, tmp_path / "out")
+
+
+# --- a source without train rows ------------------------------------------------------------------------
+
+
+def test_a_source_without_train_rows_names_the_source(tmp_path):
+    parquet_source(tmp_path / "src", ["cat", "dog"] * 4, name="validation.parquet")
+    parquet_source(tmp_path / "src", ["cat", "dog"] * 4, name="test.parquet", seed=20)
+    with pytest.raises(EmptySplit, match=r"no train rows \(train 0, val 8, test 8 rows kept\)") as caught:
+        prepare("hf", tmp_path / "src", tmp_path / "out")
+    assert caught.value.path == str(tmp_path / "src")
+
+
+# --- docs/data.md's worked example, as written ----------------------------------------------------------------
+
+
+def test_the_documented_worked_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    text = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    example = text[text.index("Worked example, a `DatasetDict` saved by `datasets`") :]
+    code = re.search(r"```python\n(.*?)```", example, re.S).group(1)
+    commands = re.search(r"```\n(mitp prepare hf .*?)```", example, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/data.md", "exec"), {})
+    for command in commands.splitlines():
+        argv = shlex.split(command.split("#")[0])
+        assert argv[0] == "mitp" and main(argv[1:]) == 0, command
+    assert {split: len(read_split(tmp_path / "data" / "mine", split)[0]) for split in SPLITS} == {
+        "train": 4,
+        "val": 2,
+        "test": 2,
+    }

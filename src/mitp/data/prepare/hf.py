@@ -1,38 +1,41 @@
 """Hugging Face ``datasets`` -> manifest: a ``save_to_disk`` folder, Parquet files, an imagefolder, or a Hub id.
 
-Rows are streamed twice: a first pass reads the labels (to know the label names and to carve the
-splits a dataset lacks, stratified and seeded as for CSV), the second writes each image once under
-``OUT/images/`` (named by a hash of its bytes, so a repeated image is stored once) and the manifest
-lines. Rows wait in a scratch database beside the output (:mod:`.rowstore`), so memory stays flat in
-the number of rows as well as in the images.
+The source is opened and checked by :mod:`.hf_source` (layout, splits, column types). Its rows are streamed
+once: each kept row's image is written under ``OUT/images/`` (named by a hash of its bytes, so a repeated
+image is stored once) and the row waits in a scratch database beside the output (:mod:`.rowstore`), so
+memory stays flat in the number of rows as well as in the images. The label names, the two-classes rule
+and the carving of missing splits then work on the rows that are kept.
 
 - Columns by name (``--image-column image --text-column text --label-column label``, ``--id-column``:
   default ``<split>-<row>``); a missing one is an error that lists the dataset's columns.
 - Labels: a ``ClassLabel`` gives its names in their order; a string column the sorted set of its values; an
   integer (or bool) column its values as class names, in numeric order; a list of any of these means
   multi-label. A row without a label (``-1`` of a ClassLabel, None, empty) is dropped and counted. A float
-  column, or one of anything else, is refused before a row is read, and so is a text column that is not text.
-- Splits: the dataset's own (``validation``/``valid``/``dev``/``val`` -> val); a missing val or test is
+  column, or one of anything else, is refused before a row is read, and so are a text column that is not
+  text, an id column that holds neither strings nor integers, and an image column that holds no images.
+- Ids: a null or blank id is an error naming its row, before anything reaches ``--out``.
+- Splits: the dataset's own (``validation``/``valid``/``dev``/``val`` -> val); a split without kept rows is
   carved from train (``--val-fraction``, ``--test-fraction``, ``--seed``).
-- Images: embedded bytes are written out; a path is resolved against the source folder and must lie
-  inside it. A bad image (undecodable, or over PIL's decompression-bomb limit) names its split, row and id;
-  ``--on-bad-sample skip`` drops and counts it.
-- Every split needs a sample: a source without rows, or too small to carve val and test, is an EmptySplit.
-- Each pass closes its stream of rows when it ends, however it ends: a half-read Parquet scan left for the
+- Images: embedded bytes (an Image feature, a ``{bytes, path}`` struct, or a plain binary column) are written
+  out; a path is resolved against the source folder and must lie inside it. A bad image (missing,
+  undecodable, or over PIL's decompression-bomb limit) names its split, row and id; ``--on-bad-sample skip``
+  drops and counts it.
+- Every split needs a sample: a source without rows, without train rows, or too small to carve val and test,
+  is an EmptySplit naming the source.
+- The written manifest is read back by the manifest's own parser before the conversion returns, so nothing
+  that reading can refuse replaces ``--out``.
+- Each split's stream of rows is closed when its pass ends, however it ends: a half-read Parquet scan left for the
   interpreter's shutdown aborts the process (apache/arrow#45214).
 
-``datasets`` is an optional dependency (``pip install 'mitp[hf]'``), imported only here. Over 400 lines: a
-source this converter does not control is checked column by column and row by row, in one place.
+``datasets`` is an optional dependency (``pip install 'mitp[hf]'``), imported by :mod:`.hf_source` only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -43,143 +46,18 @@ from ..errors import (
     BadRecord,
     CorruptImage,
     EmptySplit,
+    ManifestError,
     MissingColumn,
-    MissingFile,
     MissingImage,
     UnknownLabel,
 )
-from ..manifest import IMAGES_DIR, SPLIT_ALIASES, SPLITS, LabelSpace, Record, duplicate_id, split_named
+from ..manifest import IMAGES_DIR, SPLITS, LabelSpace, duplicate_id, iter_split, read_labels, split_named
 from .common import Conversion, destination, no_progress, row_text
+from .hf_source import HFError, LabelColumn, check_column_types, check_columns, datasets_library, open_source
 from .registry import option, register_converter
 from .rowstore import RowStore, WrittenSplit
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
-
-
-class HFError(BadRecord):
-    """A Hugging Face source that cannot be read as asked."""
-
-
-def _datasets():
-    try:
-        import datasets  # optional: only this converter needs it
-    except ImportError as err:
-        raise HFError(
-            None, None, "mitp prepare hf needs the `datasets` package: pip install 'mitp[hf]' (or pip install datasets)"
-        ) from err
-    return datasets
-
-
-def open_source(source: str | Path) -> tuple[dict, Path | None]:
-    """``({source split: dataset}, folder the source's relative image paths are under)``."""
-    ds_lib = _datasets()
-    path = Path(source)
-    if path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
-        loaded = ds_lib.load_from_disk(str(path))
-        root = path
-    elif path.is_dir() and (list(path.rglob("metadata.jsonl")) or list(path.rglob("metadata.csv"))):
-        loaded = ds_lib.load_dataset("imagefolder", data_dir=str(path))
-        root = path
-    else:
-        files = (
-            sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True))
-            if path.is_dir()
-            else sorted(glob.glob(str(source), recursive=True))
-        )
-        if files:
-            root = path if path.is_dir() else Path(files[0]).parent
-            files = _parquet_with_rows(files)
-            if not files:
-                raise EmptySplit(source, None, "no rows: every .parquet file of the source is empty")
-            loaded = ds_lib.load_dataset("parquet", data_files=_parquet_splits(files), streaming=True)
-        elif path.exists():
-            raise MissingFile(
-                path,
-                None,
-                "not a dataset: no save_to_disk files (dataset_dict.json / state.json), "
-                "no metadata.jsonl or metadata.csv, no .parquet files",
-            )
-        else:  # a Hub id: needs a network connection
-            try:
-                loaded = ds_lib.load_dataset(str(source), streaming=True)
-            except Exception as err:  # the Hub's own errors (offline, unknown id) vary by version
-                raise MissingFile(
-                    source, None, f"no such folder or files, and not a loadable Hub dataset ({err})"
-                ) from err
-            root = None
-    if isinstance(loaded, (ds_lib.Dataset, ds_lib.IterableDataset)):
-        loaded = {"train": loaded}
-    return dict(loaded), root
-
-
-def _parquet_with_rows(files: list[str]) -> list[str]:
-    """The files that hold a row (``datasets`` cannot stream an empty one), read from their footers."""
-    import pyarrow.parquet as pq  # comes with datasets, the optional dependency imported here only
-
-    return [file for file in files if pq.read_metadata(file).num_rows > 0]
-
-
-def _parquet_splits(files: list[str]) -> dict[str, list[str]]:
-    """Parquet files by split, from names like ``train-00000-of-00002.parquet`` or ``test.parquet``."""
-    by_split: dict[str, list[str]] = {}
-    for file in files:
-        stem = Path(file).stem.lower()
-        split = next(
-            (
-                name
-                for name in SPLIT_ALIASES
-                if stem == name or stem.startswith(name + "-") or f"/{name}/" in file.replace(os.sep, "/")
-            ),
-            "train",
-        )
-        by_split.setdefault(split, []).append(file)
-    return by_split
-
-
-@dataclass(frozen=True)
-class LabelColumn:
-    """What a label column holds: a ClassLabel's ``names`` (rows hold indices), integer class values
-    (``values``), or class names (strings); ``multi``: a list of them per row."""
-
-    multi: bool
-    names: tuple[str, ...] | None = None
-    values: bool = False
-
-    def expected(self) -> str:
-        what = "a class index" if self.names else "an integer class value" if self.values else "a class name"
-        return f"a list of {what}s" if self.multi else what
-
-
-def _feature_kind(feature, ds_lib) -> str:
-    """A feature's type as a message names it: its dtype (``int64``, ``string``), else its class name."""
-    return feature.dtype if isinstance(feature, ds_lib.Value) else type(feature).__name__
-
-
-def _label_column(feature, ds_lib, raw, column: str) -> LabelColumn:
-    """How to read the label column, from its type; a column that holds no classes is refused here."""
-    inner = getattr(feature, "feature", None) if isinstance(feature, (ds_lib.Sequence, ds_lib.List)) else None
-    target = feature if inner is None else inner
-    if isinstance(target, ds_lib.ClassLabel):
-        return LabelColumn(inner is not None, names=tuple(target.names))
-    kind = _feature_kind(target, ds_lib)
-    if kind in ("string", "large_string"):
-        return LabelColumn(inner is not None)
-    if kind == "bool" or kind.startswith(("int", "uint")):
-        return LabelColumn(inner is not None, values=True)
-    raise BadRecord(
-        raw,
-        None,
-        f"label column {column!r} holds {kind} values, not classes; a label column holds class names (strings), "
-        "integer class values or a ClassLabel, or a list of them (choose it with --label-column)",
-    )
-
-
-def _check_text_column(feature, ds_lib, raw, column: str) -> None:
-    kind = _feature_kind(feature, ds_lib)
-    if kind not in ("string", "large_string"):
-        raise BadRecord(
-            raw, None, f"text column {column!r} holds {kind} values, not text (choose it with --text-column)"
-        )
 
 
 @contextlib.contextmanager
@@ -230,55 +108,62 @@ def convert_hf(
     seed: int = 0,
     track=no_progress,
 ) -> Conversion:
-    ds_lib = _datasets()
+    ds_lib = datasets_library()
     out = Path(out)
-    sources, root = open_source(raw)
-    first = next(iter(sources.values()))
-    columns = list(first.features) if first.features is not None else []
-    for role, column in (("image", image_column), ("text", text_column), ("label", label_column), ("id", id_column)):
-        if column is not None and column not in columns:
-            raise MissingColumn(
-                raw,
-                None,
-                f"no {role} column {column!r}; the dataset's columns are "
-                f"{', '.join(map(repr, columns))} (choose with --{role}-column)",
-            )
-    label_column_kind = _label_column(first.features[label_column], ds_lib, raw, label_column)
-    _check_text_column(first.features[text_column], ds_lib, raw, text_column)
-    multi = label_column_kind.multi
-    decode_off = isinstance(first.features[image_column], ds_lib.Image)
+    source = open_source(raw)
+    columns = {"image": image_column, "text": text_column, "label": label_column}
+    check_columns(source, raw, columns | ({"id": id_column} if id_column else {}))
+    features = next(iter(source.splits.values())).features
+    if features is None:
+        raise MissingColumn(raw, None, "the dataset does not say its columns (a Hub stream without features)")
+    label_kind = check_column_types(features, raw, columns | ({"id": id_column} if id_column else {}))
+    used = list(dict.fromkeys(c for c in (image_column, text_column, label_column, id_column) if c))
+    decode_off = isinstance(features[image_column], ds_lib.Image)
     streams = {
-        split: (ds.cast_column(image_column, ds_lib.Image(decode=False)) if decode_off else ds)
-        for split, ds in sources.items()
+        split: ds.select_columns(used).cast_column(image_column, ds_lib.Image(decode=False))
+        if decode_off
+        else ds.select_columns(used)
+        for split, ds in source.splits.items()
     }
-    conv = Conversion("hf")
+    conv = Conversion("hf", warnings=list(source.warnings))
     store = RowStore(out)
-
+    images = out / IMAGES_DIR
+    images.mkdir(parents=True, exist_ok=True)
     try:
-        # pass 1: labels and ids, to fix the label names and carve missing splits
-        found: dict[str, object] = {}  # label name -> its sort key
-        read: list[str] = []
+        found: dict[str, object] = {}  # label name of a kept row -> its sort key
         for split, ds in streams.items():
             target = split_named(split)
             if target is None:
                 conv.warnings.append(f"split {split!r} is neither train, validation nor test: left out")
                 continue
-            read.append(split)
-            labels_and_ids = ds.select_columns([c for c in (label_column, id_column) if c])
-            with _rows(labels_and_ids, track, f"reading {split} labels") as rows:
+            with _rows(ds, track, f"reading {split}") as rows:
                 for index, row in rows:
-                    labels = _labels(row[label_column], label_column_kind, raw, split, index)
+                    labels = _labels(row[label_column], label_kind, raw, split, index)
                     if labels is None:
-                        conv.drop("no label", f"{split} row {index}")
+                        conv.drop("no label", f"{raw} {split} row {index}")
                         continue
-                    found.update(labels)
-                    sample_id = str(row[id_column]) if id_column else f"{split}-{index}"
-                    holder = store.add(split, index, sample_id, list(labels), target)
+                    if id_column:
+                        sample_id = _sample_id(row[id_column], raw, split, index, id_column)
+                    else:
+                        sample_id = f"{split}-{index}"
+                    where = f"{raw} {split} row {index} (id {sample_id!r})"
+                    text = row_text(row[text_column], conv, where, text_column, where)
+                    if text is None:
+                        continue
+                    try:
+                        image = _write_image(row[image_column], source.root, images, where)
+                    except (MissingImage, CorruptImage) as err:
+                        if on_bad_sample == "error":
+                            raise
+                        conv.drop(f"bad image ({err.kind})", where)
+                        continue
+                    holder = store.add(split, index, sample_id, list(labels), target, image, " ".join(text.split()))
                     if holder is not None:
                         raise duplicate_id(sample_id, f"{holder[0]} row {holder[1]}", f"{raw} {split} row {index}")
-        names = label_column_kind.names or tuple(sorted(found, key=found.__getitem__))
-        space = LabelSpace("multi_label" if multi else "single_label", names)
-        _check_rows(store, space, conv, raw)
+                    found.update(labels)
+        names = label_kind.names or tuple(sorted(found, key=found.__getitem__))
+        space = LabelSpace("multi_label" if label_kind.multi else "single_label", names)
+        _check_rows(store, space, found, conv, raw)
         conv.space = space
         missing = [
             (name, fraction)
@@ -286,59 +171,59 @@ def convert_hf(
             if not store.rows(name)
         ]
         if missing:
-            store.carve(missing, seed, multi)
+            store.carve(missing, seed, label_kind.multi)
             _check_carved(store, missing, raw)
             conv.notes.append(
                 ", ".join(f"{name} {fraction:g}" for name, fraction in missing)
                 + f" carved from train per label, seed {seed}"
             )
-
-        # pass 2: images and lines, the stream read in step with the stored rows (both in row order)
-        images = out / IMAGES_DIR
-        images.mkdir(parents=True, exist_ok=True)
-        for split in read:
-            stored = store.assigned(split)
-            pending = next(stored, None)
-            with _rows(streams[split], track, f"writing {split}") as rows:
-                for index, row in rows:
-                    if pending is None:
-                        break
-                    if index != pending[0]:
-                        continue
-                    _, sample_id, labels, target = pending
-                    pending = next(stored, None)
-                    where = f"{raw} {split} row {index} (id {sample_id!r})"
-                    text = row_text(row[text_column], conv, where, text_column, where)
-                    if text is None:
-                        continue
-                    try:
-                        image = _write_image(row[image_column], root, images, where)
-                    except (MissingImage, CorruptImage) as err:
-                        if on_bad_sample == "error":
-                            raise
-                        conv.drop(f"bad image ({err.kind})", where)
-                        continue
-                    # multi-label: each name once, in the label space's order (as the other converters write them)
-                    label = tuple(sorted(set(labels), key=space.index.__getitem__)) if multi else labels[0]
-                    store.record(target, Record(sample_id, image, " ".join(text.split()), label))
-        conv.splits = {name: store.split(name) for name in SPLITS}
+        conv.splits = {name: store.split(name, space) for name in SPLITS}
         conv.notes.append(
             f"images written once each under {destination(out) / IMAGES_DIR} (named by a hash of their bytes)"
         )
         conv.write(out)
+        _check_written(out, space, raw)
         conv.splits = {name: WrittenSplit(destination(out), name, space) for name in SPLITS}
     finally:
         store.close()  # the scratch database goes now, not at exit
     return conv
 
 
-def _check_rows(store: RowStore, space: LabelSpace, conv: Conversion, raw) -> None:
-    """Refuse a source with no labelled row, or a single-label one with fewer than two classes."""
-    if not sum(store.rows(name) for name in SPLITS):
-        unlabelled = f" ({conv.dropped['no label']:,} rows, none with a label)" if conv.dropped else ""
-        raise EmptySplit(raw, None, f"no labelled rows{unlabelled}: nothing to train or evaluate on")
-    if not space.multi_label and len(space.labels) < 2:
-        raise BadLabels(raw, None, f"a single-label dataset needs at least 2 classes, found {list(space.labels)}")
+def _sample_id(value, raw, split: str, index: int, column: str) -> str:
+    """A row's id from ``column``: a string or an integer; null or blank is an error naming the row."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadRecord(
+            raw,
+            None,
+            f"{split} row {index}: no id (column {column!r} holds {value!r}); every row needs one "
+            "(leave out --id-column for <split>-<row>)",
+        )
+    return str(value)
+
+
+def _check_rows(store: RowStore, space: LabelSpace, found: dict, conv: Conversion, raw) -> None:
+    """Refuse a source without kept rows or without train rows, or a single-label one whose kept rows hold
+    fewer than two classes."""
+    kept = {name: store.rows(name) for name in SPLITS}
+    if not sum(kept.values()):
+        if set(conv.dropped) == {"no label"}:
+            why = f" ({conv.dropped['no label']:,} rows, none with a label)"
+        else:
+            why = f" ({sum(conv.dropped.values()):,} rows dropped)" if conv.dropped else ""
+        raise EmptySplit(raw, None, f"no labelled rows{why}: nothing to train or evaluate on")
+    if not kept["train"]:
+        sizes = ", ".join(f"{name} {n:,}" for name, n in kept.items())
+        dropped = f"; {sum(conv.dropped.values()):,} rows dropped" if conv.dropped else ""
+        raise EmptySplit(
+            raw,
+            None,
+            f"no train rows ({sizes} rows kept{dropped}): a dataset needs a train split (a file or folder named "
+            "train, or a save_to_disk split 'train') to train on and to carve missing splits from",
+        )
+    if not space.multi_label and len(found) < 2:
+        raise BadLabels(
+            raw, None, f"a single-label dataset needs at least 2 classes, found {sorted(found)} in the rows kept"
+        )
 
 
 def _check_carved(store: RowStore, carved: list[tuple[str, float]], raw) -> None:
@@ -353,6 +238,26 @@ def _check_carved(store: RowStore, carved: list[tuple[str, float]], raw) -> None
             f"from ({asked}; every label keeps at least one row in train): give more rows, larger fractions, "
             "or the source's own splits",
         )
+
+
+def _check_written(out: Path, space: LabelSpace, raw) -> None:
+    """Read the staged manifest back as runs will; a refusal here is a converter bug, caught before --out."""
+    try:
+        if read_labels(out) != space:
+            raise BadLabels(out, None, "labels.json does not read back as written")
+        for name in SPLITS:
+            for item in iter_split(out, name, space, allow_external_paths=True, allow_missing=True):
+                if isinstance(item, ManifestError):
+                    raise item
+    except ManifestError as err:
+        where = Path(err.path).name if err.path else "the manifest"
+        line = f" line {err.line}" if err.line else ""
+        raise HFError(
+            raw,
+            None,
+            f"the manifest written from this source does not read back ({where}{line}: {err.message}); "
+            f"nothing was written to {destination(out)}",
+        ) from err
 
 
 def _labels(value, column: LabelColumn, raw, split: str, index: int) -> dict[str, object] | None:
@@ -395,14 +300,16 @@ def _bad(raw, split, index, value, column: LabelColumn):
 
 def _write_image(value, root: Path | None, images: Path, where: str) -> str:
     """The image written once under ``images`` (by content hash); its path relative to the output."""
-    data = None
+    data = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
-        if data is None and path:
+        if data is None and not path:
+            raise MissingImage(where, None, "no image: the image's bytes and path are both null")
+        if data is None:
             value = path
     if data is None:
         if not isinstance(value, str) or not value:
-            raise MissingImage(where, None, "no image bytes or path")
+            raise MissingImage(where, None, f"no image: the image column holds {value!r}")
         path = Path(value) if Path(value).is_absolute() or root is None else root / value
         real = os.path.realpath(path)
         if root is not None and os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):

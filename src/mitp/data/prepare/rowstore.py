@@ -1,9 +1,9 @@
 """A conversion's rows kept on disk (SQLite), so a streamed source converts in memory flat in its rows.
 
-A converter that streams its source twice adds one row per labelled sample on the first pass (source
-split, row number, id, labels), assigns every row a manifest split (its own, or carved from train), and
-on the second pass records each sample's image and text. Ids are unique across the whole store. The
-manifest splits are read back as :class:`StoredSplit` views, in id order, so nothing holds all records.
+A converter that streams its source adds one row per kept sample (source split, row number, id, label
+names, image, text) with the manifest split its source gives it; missing splits are then carved from
+train, on the rows kept. Ids are unique across the whole store. The manifest splits are read back as
+:class:`StoredSplit` views, in id order, so nothing holds all records.
 
 The database is a hidden temporary file in the output folder (on the same disk as the output, never in
 a RAM-backed /tmp); it is removed when the store is closed (after the manifest is written, the
@@ -27,14 +27,13 @@ from ..splits import carve_groups, check_fractions, rarest_label_key
 
 SCHEMA = """
 CREATE TABLE rows (source TEXT NOT NULL, idx INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, labels TEXT NOT NULL,
-                   target TEXT NOT NULL, PRIMARY KEY (source, idx));
-CREATE TABLE records (id TEXT PRIMARY KEY, target TEXT NOT NULL, image TEXT, text TEXT, label TEXT NOT NULL);
-CREATE INDEX records_by_target ON records (target, id);
+                   target TEXT NOT NULL, image TEXT, text TEXT, PRIMARY KEY (source, idx));
+CREATE INDEX rows_by_target ON rows (target, id);
 """
 
 
 class RowStore:
-    """Rows on disk: ``add`` them, ``carve`` the missing splits, ``assigned`` them back, ``record`` each."""
+    """Rows on disk: ``add`` them, ``carve`` the missing splits, read each manifest split back (``split``)."""
 
     def __init__(self, folder: str | os.PathLike):
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -48,11 +47,21 @@ class RowStore:
     def close(self) -> None:
         self._closer()
 
-    def add(self, source: str, index: int, sample_id: str, labels: Sequence[str], target: str) -> tuple | None:
+    def add(
+        self,
+        source: str,
+        index: int,
+        sample_id: str,
+        labels: Sequence[str],
+        target: str,
+        image: str | None,
+        text: str | None,
+    ) -> tuple | None:
         """Store a row; if its id is taken, store nothing and return the ``(source, index)`` that holds it."""
         try:
             self.db.execute(
-                "INSERT INTO rows VALUES (?, ?, ?, ?, ?)", (source, index, sample_id, json.dumps(list(labels)), target)
+                "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source, index, sample_id, json.dumps(list(labels)), target, image, text),
             )
         except sqlite3.IntegrityError:
             holder = self.db.execute("SELECT source, idx FROM rows WHERE id = ?", (sample_id,)).fetchone()
@@ -84,43 +93,32 @@ class RowStore:
         for (labels,) in self.db.execute("SELECT labels FROM rows WHERE target = 'train'"):
             yield json.loads(labels)
 
-    def assigned(self, source: str) -> Iterator[tuple[int, str, list[str], str]]:
-        """``(index, id, labels, manifest split)`` of a source split's stored rows, in row order."""
-        for index, sample_id, labels, target in self.db.execute(
-            "SELECT idx, id, labels, target FROM rows WHERE source = ? ORDER BY idx", (source,)
-        ):
-            yield index, sample_id, json.loads(labels), target
-
-    def record(self, target: str, record: Record) -> None:
-        label = json.dumps(list(record.label) if isinstance(record.label, tuple) else record.label)
-        self.db.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?)", (record.id, target, record.image, record.text, label)
-        )
-
-    def split(self, target: str) -> StoredSplit:
-        return StoredSplit(self, target)
+    def split(self, target: str, space: LabelSpace) -> StoredSplit:
+        return StoredSplit(self, target, space)
 
 
 class StoredSplit:
-    """A manifest split's records read from a :class:`RowStore`, in id order, ids unique across splits."""
+    """A manifest split's records read from a :class:`RowStore`, in id order, ids unique across splits; a
+    multi-label record's names each once, in the label space's order (as the other converters write them)."""
 
     presorted = True  # write_manifest neither sorts these nor checks their ids again
 
-    def __init__(self, store: RowStore, target: str):
-        self.store, self.target = store, target
+    def __init__(self, store: RowStore, target: str, space: LabelSpace):
+        self.store, self.target, self.space = store, target, space
 
     def __len__(self) -> int:
-        return self.store.db.execute("SELECT COUNT(*) FROM records WHERE target = ?", (self.target,)).fetchone()[0]
+        return self.store.rows(self.target)
 
     def __bool__(self) -> bool:
         return len(self) > 0
 
     def __iter__(self) -> Iterator[Record]:
-        for sample_id, image, text, label in self.store.db.execute(
-            "SELECT id, image, text, label FROM records WHERE target = ? ORDER BY id", (self.target,)
+        for sample_id, image, text, labels in self.store.db.execute(
+            "SELECT id, image, text, labels FROM rows WHERE target = ? ORDER BY id", (self.target,)
         ):
-            label = json.loads(label)
-            yield Record(sample_id, image, text, tuple(label) if isinstance(label, list) else label)
+            names = json.loads(labels)
+            label = tuple(sorted(set(names), key=self.space.index.__getitem__)) if self.space.multi_label else names[0]
+            yield Record(sample_id, image, text, label)
 
 
 class WrittenSplit:
