@@ -216,7 +216,8 @@ def test_a_label_outside_the_class_label_is_named(tmp_path):
 
 def test_without_datasets_the_command_says_which_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "datasets", None)
-    assert main(["prepare", "hf", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    (tmp_path / "src").mkdir()
+    assert main(["prepare", "hf", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "pip install 'mitp[hf]'" in capsys.readouterr().err
 
 
