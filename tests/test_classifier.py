@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from mitp import Classifier
 from mitp.app.cli import main
 from mitp.files import CheckpointError
 from mitp.inputs import InputError
+from mitp.runs import Run
 
 CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
@@ -106,3 +108,16 @@ def test_save_pretrained_writes_no_pickle(tiny_run, tmp_path):
     assert (out / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle stream
     buffer = io.BytesIO((out / "model.safetensors").read_bytes())
     assert json.loads(buffer.read(8 + int.from_bytes((out / "model.safetensors").read_bytes()[:8], "little"))[8:])
+
+
+def test_the_card_of_a_run_exported_before_it_finished_says_so(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    best = Run(run).checkpoint("best") / "config.json"
+    config = json.loads(best.read_text())
+    config["results"] = None
+    config["preprocessing"]["max_text_length"] = None
+    best.write_text(json.dumps(config))
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "not recorded (the run had not finished: its best checkpoint so far)" in card
+    assert "text up to the text tower's limit" in card and "best epoch -" not in card

@@ -2,10 +2,12 @@
 single-modality prediction from the CLI and the API, compare --missing."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mitp import Classifier
 from mitp.app.cli import main
@@ -201,3 +203,20 @@ def test_compare_missing_sets_train_and_eval_alike():
     ]
     assert missing_overrides(None) == []
     assert main(["compare", "--config", str(CONFIG), "--missing", "colour=0.3", "--out", "/nonexistent/x"]) == 2
+
+
+def test_robustness_refuses_runs_of_two_datasets_or_one_run_twice(tiny_run, toy_dataset, tmp_path, capsys):
+    other_data = shutil.copytree(toy_dataset, tmp_path / "other-data")
+    other_run = shutil.copytree(tiny_run, tmp_path / "other-run")
+    config = yaml.safe_load((other_run / "config.yaml").read_text())
+    config["data"] = (
+        {**config["data"], "path": str(other_data)} if isinstance(config["data"], dict) else str(other_data)
+    )
+    (other_run / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["robustness", str(tiny_run), str(other_run), "--rates", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other_run} evaluates {other_data}" in err and "give runs of one dataset" in err
+    assert main(["robustness", str(tiny_run), f"{tiny_run}/.", "--rates", "0", "--out", str(out)]) == 2
+    assert "is given twice" in capsys.readouterr().err
+    assert not out.exists()  # refused before any evaluation

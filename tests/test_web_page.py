@@ -75,3 +75,24 @@ def test_upload_submit_and_read_the_labels(browser, tiny_run, toy_dataset, tmp_p
         WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "explain").is_displayed())
         screenshot = Path(os.environ.get("MITP_SCREENSHOT", tmp_path / "page.png"))  # the README's is made so
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+
+
+def test_a_server_error_without_json_is_shown_by_status_not_swallowed(browser, tiny_run, toy_dataset, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    classifier = Classifier.from_pretrained(tiny_run)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the model")
+
+    monkeypatch.setattr(classifier, "to_predictions", broken)
+    with running(create_app(classifier)) as url:
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda d: "mitp on tiny-clip" in d.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "image").send_keys(str(toy_dataset / "images" / "test-0004.png"))
+        browser.find_element(By.ID, "text").send_keys("apple amber")
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "error").text)
+        assert browser.find_element(By.ID, "error").text.startswith("500 Internal Server Error")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#results .prediction")

@@ -19,18 +19,23 @@ def model_card(config: ModelConfig, model) -> str:
     trainable = results.get("trainable_params") or model.num_parameters(trainable_only=True)
     total = results.get("total_params") or model.num_parameters()
     shown = ", ".join(labels.labels[:20]) + (", ..." if len(labels.labels) > 20 else "")
-    text_length = config.preprocessing.max_text_length or "the tower limit"
-    image_size = config.preprocessing.image_size or "the processor's"
-    best = f"best epoch {results.get('best_epoch', '-')} of {results.get('epochs', '-')}"
+    text_length, image_size = config.preprocessing.max_text_length, config.preprocessing.image_size
+    text = f"text up to {text_length} tokens" if text_length else "text up to the text tower's limit"
+    images = f"images at {image_size} px" if image_size else "images at the image processor's size"
+    if results.get("best_epoch") is None:  # exported before its training finished
+        validation = f"{_metrics(results, 'val')} (the run had not finished: its best checkpoint so far)"
+    else:
+        best = f"best epoch {results['best_epoch']} of {results.get('epochs', '-')}"
+        validation = f"{_metrics(results, 'val')} ({best}, by {results.get('selection_metric', '-')})"
     facts = table(
         ["", ""],
         [
             ["task", f"{labels.task} ({len(labels.labels)} labels)"],
             ["training data", f"`{config.data}`"],
-            ["validation", f"{_metrics(results, 'val')} ({best}, by {results.get('selection_metric', '-')})"],
+            ["validation", validation],
             ["test", _metrics(results, "test")],
             ["parameters", f"{trainable:,} trained of {total:,} ({100 * trainable / max(total, 1):.3f}%)"],
-            ["preprocessing", f"text up to {text_length} tokens, images at {image_size} px"],
+            ["preprocessing", f"{text}, {images}"],
             ["trained with", f"`{results.get('command', 'unknown')}` (seed {results.get('seed', '-')})"],
         ],
         align="ll",

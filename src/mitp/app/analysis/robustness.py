@@ -4,15 +4,19 @@ rate, one curve per run and one band per group of runs that differ only in the s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 from mitp.markdown import table
+from mitp.runs import Run
 
+from ..errors import UserError
 from ..figures import draw_if_possible
 from ..figures import robustness as robustness_figure
 from ..outputs import check_outputs
+from ..train.config import load_run_config
 from ..train.finished import evaluate_dataset, load_run, split_dataset
 from .compare_report import mean_std
 
@@ -102,6 +106,29 @@ def markdown_table(report: dict) -> str:
     return table(header, rows)
 
 
+def check_one_dataset(runs: list[Path]) -> None:
+    """A plot and its seed bands compare runs on one split of one dataset, each run once: refuse otherwise, before
+    any evaluation."""
+    seen: dict[str, Path] = {}
+    data: dict[str, tuple[str, Path]] = {}
+    for run in runs:
+        real = os.path.realpath(run)
+        if real in seen:
+            raise UserError(
+                f"{run} is given twice (as {seen[real]} too): each run is one curve, each seed counted once"
+            )
+        seen[real] = run
+        if Run(run).is_run():  # not a run: load_run names it
+            path = load_run_config(Run(run).config_path).data
+            data.setdefault(os.path.realpath(path), (path, run))
+    if len(data) > 1:
+        (path_a, run_a), (path_b, run_b) = list(data.values())[:2]
+        raise UserError(
+            f"{run_a} evaluates {path_a} but {run_b} evaluates {path_b}: give runs of one dataset "
+            "(one plot, one split, the same samples missing)"
+        )
+
+
 def write_report(
     runs: list[Path], modality: str, rates: list[float], split: str, batch_size: int | None, out: Path, progress=print
 ) -> str:
@@ -110,6 +137,7 @@ def write_report(
     check_outputs(
         files=[out / f"robustness.{suffix}" for suffix in ("json", "png", "md")], folders=[out], own_runs=runs
     )
+    check_one_dataset(runs)
     out.mkdir(parents=True, exist_ok=True)
     curves, keys = zip(*(robustness(r, modality, rates, split, batch_size, progress) for r in runs))
     report = {
@@ -126,4 +154,12 @@ def write_report(
     return table
 
 
-__all__ = ["curve_label", "markdown_table", "missing_at", "robustness", "seed_groups", "write_report"]
+__all__ = [
+    "check_one_dataset",
+    "curve_label",
+    "markdown_table",
+    "missing_at",
+    "robustness",
+    "seed_groups",
+    "write_report",
+]

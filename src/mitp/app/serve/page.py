@@ -56,6 +56,16 @@ $("drop").addEventListener("drop", (e) => {
   if (e.dataTransfer.files.length) { $("image").files = e.dataTransfer.files; show(); }
 });
 $("image").addEventListener("change", show);
+// why a request failed: the server's JSON detail, else its status and the start of its text
+async function failure(reply) {
+  const text = await reply.text();
+  try {
+    const detail = JSON.parse(text).detail;
+    return typeof detail === "string" ? detail : JSON.stringify(detail);
+  } catch {
+    return reply.status + " " + reply.statusText + (text ? ": " + text.slice(0, 200) : "");
+  }
+}
 function show() {
   const file = $("image").files[0];
   if (file) { $("preview").src = URL.createObjectURL(file); $("preview").style.display = "block"; }
@@ -65,9 +75,11 @@ $("form").addEventListener("submit", async (e) => {
   $("error").textContent = ""; $("results").innerHTML = ""; $("explain").style.display = "none";
   if (!$("image").files.length) { $("error").textContent = "image: choose an image first"; return; }
   const body = new FormData($("form"));
-  const reply = await fetch("/predict", { method: "POST", body });
+  let reply;
+  try { reply = await fetch("/predict", { method: "POST", body }); }
+  catch (err) { $("error").textContent = "the server did not answer (" + err.message + ")"; return; }
+  if (!reply.ok) { $("error").textContent = await failure(reply); return; }
   const data = await reply.json();
-  if (!reply.ok) { $("error").textContent = data.detail; return; }
   for (const p of data.predictions) {
     const row = document.createElement("div"); row.className = "row prediction";
     row.innerHTML = '<span class="name"></span><span class="bar"></span><span class="score"></span>';
@@ -81,6 +93,8 @@ $("form").addEventListener("submit", async (e) => {
     const figure = await fetch("/explain", { method: "POST", body: form });
     if (figure.ok) {
       $("explain").src = URL.createObjectURL(await figure.blob()); $("explain").style.display = "block";
+    } else {
+      $("error").textContent = "no explanation: " + await failure(figure);
     }
   }
 });

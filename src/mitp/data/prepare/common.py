@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...atomic import staging_dir
 from ...jsonio import JSONError, parse_json
 from ..errors import BadJson, BadRecord, EmptySplit, ManifestError
 from ..manifest import (
@@ -191,7 +192,7 @@ def staging(out: str | os.PathLike) -> Iterator[Path]:
     it fails or is interrupted, the folder goes and ``out`` stays as it was."""
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-")
+    stage = str(staging_dir(out.parent, f".{out.name}.prepare-"))
     token = _STAGED.set((stage, out))
     try:
         yield Path(stage)
