@@ -1,15 +1,19 @@
 """mitp sweep: the space syntax and its check against the config before any trial, named storage errors,
-workers sharing one storage that search (distinct settings) without running a trial twice, a study of
-another sweep refused, pruning, and a killed sweep resuming its trial where it stopped."""
+workers creating one storage at the same moment, workers sharing one storage that search (distinct settings)
+without running a trial twice, a study of another sweep refused, pruning, and a killed sweep resuming its
+trial where it stopped."""
 
 import json
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
+from mitp.app.analysis import sweep_study
 from mitp.app.analysis.sweep import report, work
 from mitp.app.analysis.sweep_space import Param, check_space, parse_space
 from mitp.app.analysis.sweep_study import StorageError, Sweep, SweepConflict, counts, open_storage, prepare
@@ -97,6 +101,57 @@ def test_a_storage_that_cannot_be_opened_is_named_with_the_reason(url, reason, t
     assert main([*args, "--storage", url]) == 2
     captured = capsys.readouterr()
     assert reason in captured.err and "Traceback" not in captured.err
+
+
+def test_a_storage_another_worker_creates_at_the_same_moment_is_opened(tmp_path, monkeypatch):
+    """Two workers on one fresh SQLite file both create its tables: the one that loses the race is refused by
+    SQLite ("table ... already exists", "UNIQUE constraint failed") and opens the storage again; any other
+    error is named at once, and a race that never ends is named after the last try."""
+    real, tries = sweep_study.RDBStorage, []
+    races = [
+        sqlalchemy.exc.OperationalError(
+            "CREATE TABLE studies", {}, sqlite3.OperationalError("table studies already exists")
+        ),
+        sqlalchemy.exc.IntegrityError(
+            "INSERT INTO alembic_version",
+            {},
+            sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num"),
+        ),
+    ]
+
+    def racing(*args, **kwargs):  # the other worker makes the tables while this one tries
+        tries.append(args[0])
+        storage = real(*args, **kwargs)
+        if races:
+            raise races.pop(0)
+        return storage
+
+    monkeypatch.setattr(sweep_study, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    assert isinstance(open_storage(url), real) and len(tries) == 3
+
+    def refused(error):
+        def make(*args, **kwargs):
+            tries.append(args[0])
+            raise error
+
+        return make
+
+    tries.clear()
+    other = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+    monkeypatch.setattr(sweep_study, "RDBStorage", refused(other))
+    with pytest.raises(StorageError, match=r"cannot open it \(disk I/O error\)"):
+        open_storage(url)
+    assert len(tries) == 1, "not the race: not tried again"
+    tries.clear()
+    monkeypatch.setattr(sweep_study, "RACE_WAIT_S", 0)
+    always = sqlalchemy.exc.OperationalError(
+        "CREATE TABLE", {}, sqlite3.OperationalError("table trials already exists")
+    )
+    monkeypatch.setattr(sweep_study, "RDBStorage", refused(always))
+    with pytest.raises(StorageError, match=r"cannot open it \(table trials already exists\)"):
+        open_storage(url)
+    assert len(tries) == sweep_study.RACE_TRIES
 
 
 def test_workers_and_a_restarted_worker_draw_settings_of_their_own(tmp_path, toy_dataset):
