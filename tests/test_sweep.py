@@ -1,9 +1,11 @@
 """mitp sweep: the space syntax and its check against the config before any trial, named storage errors,
 workers creating one storage at the same moment, workers sharing one storage that search (distinct settings)
-without running a trial twice, a study of another sweep refused, pruning, and a killed sweep resuming its
-trial where it stopped."""
+without running a trial twice, a study of another sweep refused, pruning, a failed trial named in one line,
+and a killed sweep resuming its trial where it stopped."""
 
+import io
 import json
+import logging
 import shutil
 import sqlite3
 import time
@@ -12,7 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from rich.console import Console
 
+from mitp.app.analysis import sweep as sweep_module
 from mitp.app.analysis import sweep_study
 from mitp.app.analysis.sweep import report, work
 from mitp.app.analysis.sweep_space import Param, check_space, parse_space
@@ -306,6 +310,40 @@ def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
     assert last.params == {"train.lr": 1e-7} and last.state == optuna.trial.TrialState.PRUNED
     record = json.loads((tmp_path / "sweep" / "late_fusion" / f"trial-{last.number}" / "trial.json").read_text())
     assert record["state"] == "pruned" and record["epochs_trained"] < 4
+
+
+def test_a_failed_trial_is_one_line_with_its_reason_and_the_sweep_goes_on(toy_dataset, tmp_path, monkeypatch):
+    """A trial whose training raises is failed (the sweep goes on with the next one) and named in one line with
+    the reason; neither the sweep nor Optuna prints its traceback, which is in OUT/logs/failed-trials.log."""
+    sweep = Sweep(
+        str(CONFIG), base(toy_dataset), ["late_fusion"], parse_space(["train.lr=uniform:0.01:0.1"]), 2, tmp_path / "s"
+    )
+    trained = []
+
+    def train_run(config, run_dir, **kwargs):  # the first trial's training fails, the others finish
+        trained.append(run_dir)
+        if len(trained) == 1:
+            raise RuntimeError("the loss is not finite at step 3\nits second line of detail")
+        run_dir.mkdir(parents=True)
+        return {"val": {"accuracy": 0.5}, "selection_metric": "accuracy", "epochs": 1}
+
+    monkeypatch.setattr(sweep_module, "train_run", train_run)
+    printed, logged = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(logged)  # what Optuna would print
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        work(sweep, Console(file=printed, soft_wrap=True))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    study = sweep.open_study("late_fusion")
+    State = optuna.trial.TrialState
+    assert [t.state for t in study.get_trials()] == [State.FAIL, State.COMPLETE, State.COMPLETE]
+    log = tmp_path / "s" / "logs" / "failed-trials.log"
+    (line,) = [x for x in printed.getvalue().splitlines() if " failed: " in x]
+    assert line == f"late_fusion trial 0 failed: RuntimeError: the loss is not finite at step 3 (traceback in {log})"
+    assert "Traceback" not in printed.getvalue() and "Traceback" not in logged.getvalue(), logged.getvalue()
+    text = log.read_text()
+    assert text.startswith("late_fusion trial 0:\nTraceback") and "its second line of detail" in text
 
 
 @pytest.mark.slow

@@ -123,7 +123,8 @@ class Sweep:
         return f"{self.study}-{method}"
 
     def open_study(self, method: str) -> optuna.Study:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
+        # not a line per study opened, nor a failed trial's traceback: the sweep names each in one line
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
             if self.prune
