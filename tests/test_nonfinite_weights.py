@@ -28,14 +28,17 @@ def diverged(tiny_run, tmp_path_factory):
         ["predict", "{run}", "--text", "apple"],
         ["serve", "{run}", "--port", "1"],  # refused while loading, before it would bind
         ["export", "{run}", "--out", "{tmp}/export"],
-        ["significance", "--a", "{run}", "{run}", "--b", "{run}", "{run}"],
+        ["significance", "--a", "{run}", "--b", "{finite}", "--samples-only"],
         ["robustness", "{run}", "--rates", "0", "--out", "{tmp}/robustness"],
         ["explain", "{run}", "--text", "apple", "--image", "{image}", "--out", "{tmp}/explain.png"],
     ],
     ids=lambda command: command[0],
 )
-def test_a_command_that_loads_non_finite_weights_refuses_them_by_name(diverged, toy_dataset, tmp_path, command, capsys):
-    values = {"run": str(diverged), "tmp": str(tmp_path), "image": str(toy_dataset / "images" / "test-0000.png")}
+def test_a_command_that_loads_non_finite_weights_refuses_them_by_name(
+    diverged, tiny_run, toy_dataset, tmp_path, command, capsys
+):
+    values = {"run": str(diverged), "finite": str(tiny_run), "tmp": str(tmp_path)}
+    values["image"] = str(toy_dataset / "images" / "test-0000.png")
     assert main([part.format(**values) for part in command]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors: 1 weight tensor(s) hold NaN or infinity" in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,6 @@
 """mitp significance: resampled metrics match a direct computation on the resampled samples, both
 bootstrap intervals (seeds + samples, samples only) match loops written out by hand, one missing
-condition scores as `mitp robustness` does, and runs of different data are refused."""
+condition scores as `mitp robustness` does, and runs of different data or a run given twice are refused."""
 
 import json
 import math
@@ -235,10 +235,15 @@ def test_the_command_scores_each_run_as_evaluate_does(tiny_run, late_fusion_run,
     assert "| accuracy |" in out and "seeds + samples" not in out and "Seed variance is not counted" in out
 
 
-def test_the_command_resamples_seeds_and_says_how_many(tiny_run, late_fusion_run, capsys):
-    """Two runs a side (the same run twice: seeds that agree, so both intervals are equal)."""
-    two_each = ["significance", "--a", str(tiny_run), str(tiny_run), "--b", str(late_fusion_run)]
-    two_each += [str(late_fusion_run), "--split", "val", "--resamples", "200"]
+def copies(tmp_path, *runs):
+    """Each run and a copy of it (another run directory, the same predictions: seeds that agree)."""
+    return [[str(run), str(shutil.copytree(run, tmp_path / f"{Path(run).name}-copy"))] for run in runs]
+
+
+def test_the_command_resamples_seeds_and_says_how_many(tiny_run, late_fusion_run, tmp_path, capsys):
+    """Two runs a side (a run and its copy: seeds that agree, so both intervals are equal)."""
+    a, b = copies(tmp_path, tiny_run, late_fusion_run)
+    two_each = ["significance", "--a", *a, "--b", *b, "--split", "val", "--resamples", "200"]
     capsys.readouterr()
     assert main(two_each + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -254,14 +259,39 @@ def test_the_command_resamples_seeds_and_says_how_many(tiny_run, late_fusion_run
     assert "seeds a side for width 0.1 |" in capsys.readouterr().out
 
 
-def test_the_command_refuses_one_run_a_side_before_scoring(tiny_run, late_fusion_run, capsys):
+def test_the_command_refuses_one_run_a_side_before_scoring(tiny_run, late_fusion_run, tmp_path, capsys):
     capsys.readouterr()
-    args = ["significance", "--a", str(tiny_run), "--b", str(late_fusion_run), str(late_fusion_run)]
+    never_scored = tmp_path / "not-a-run"  # scoring first would refuse it instead
+    args = ["significance", "--a", str(tiny_run), "--b", str(late_fusion_run), str(never_scored)]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"A has one run ({tiny_run})" in err and "--samples-only" in err and "scored" not in err
     assert main(args + ["--samples-only", "--target-width", "0.1"]) == 2
     assert "drop --samples-only" in capsys.readouterr().err
+
+
+def test_a_run_given_twice_is_refused_by_name_before_scoring(tiny_run, tmp_path, monkeypatch, capsys):
+    """On one side or on both, however its path is spelled: a run given twice would count its seed twice in
+    the bootstrap. The other runs do not exist: scoring any run first would be another error."""
+    run, (o1, o2, o3) = str(tiny_run), [str(tmp_path / f"other-{i}") for i in range(3)]
+    monkeypatch.chdir(tiny_run.parent.parent)
+    relative = f"{tiny_run.parent.name}/{tiny_run.name}"
+    spelled = f"{tiny_run.parent.name}/./{tiny_run.name}/"
+    for a, b, named in (
+        ([run, o1, run], [o2, o3], f"{run} is given twice in --a"),
+        ([run, o1], [o2, o2], f"{o2} is given twice in --b"),
+        ([run, o1], [o2, run], f"{run} is given in --a and in --b"),
+        ([relative, o1], [o2, spelled], f"{relative} (and as {spelled}) is given in --a and in --b"),
+        ([o1, spelled], [run, o2], f"{spelled} (and as {run}) is given in --a and in --b"),
+        ([run], [run], f"{run} is given in --a and in --b"),
+    ):
+        for samples_only in ([], ["--samples-only"]):
+            args = ["significance", "--a", *a, "--b", *b, "--split", "val", "--resamples", "50", *samples_only]
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert err == f"mitp significance: error: {named}: each run is one seed and counts once in the " + (
+                "bootstrap; give each run once\n"
+            ), err
 
 
 def test_runs_of_another_dataset_are_refused_by_name(tiny_run, tmp_path, capsys):
@@ -344,9 +374,9 @@ def test_runs_with_other_drop_seeds_are_refused_unless_a_seed_is_given(tiny_run,
         (["--missing-seed", "2"], "--missing-seed chooses the drop pattern of --missing"),
     ],
 )
-def test_bad_missing_options_are_refused_by_name(tiny_run, args, message, capsys):
+def test_bad_missing_options_are_refused_by_name(tiny_run, late_fusion_run, args, message, capsys):
     capsys.readouterr()
-    assert main(["significance", "--a", str(tiny_run), "--b", str(tiny_run), "--samples-only", *args]) == 2
+    assert main(["significance", "--a", str(tiny_run), "--b", str(late_fusion_run), "--samples-only", *args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -407,8 +437,8 @@ def test_the_command_line_for_a_report_parses_back_to_its_runs():
         significance_command([], b)
 
 
-def test_a_rendered_command_line_runs(tiny_run, late_fusion_run, capsys):
-    line = significance_command([tiny_run, tiny_run], [late_fusion_run, late_fusion_run], "val")
+def test_a_rendered_command_line_runs(tiny_run, late_fusion_run, tmp_path, capsys):
+    line = significance_command(*copies(tmp_path, tiny_run, late_fusion_run), "val")
     capsys.readouterr()
     assert main(shlex.split(line)[1:] + ["--resamples", "50"]) == 0
     assert "| accuracy |" in capsys.readouterr().out

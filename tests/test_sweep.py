@@ -1,15 +1,23 @@
 """mitp sweep: the space syntax and its check against the config before any trial, named storage errors,
-workers sharing one storage that search (distinct settings) without running a trial twice, a study of
-another sweep refused, pruning, and a killed sweep resuming its trial where it stopped."""
+workers creating one storage at the same moment, workers sharing one storage that search (distinct settings)
+without running a trial twice, a study of another sweep refused, pruning, a failed trial named in one line,
+and a killed sweep resuming its trial where it stopped."""
 
+import io
 import json
+import logging
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+from rich.console import Console
 
+from mitp.app.analysis import sweep as sweep_module
+from mitp.app.analysis import sweep_study
 from mitp.app.analysis.sweep import report, work
 from mitp.app.analysis.sweep_space import Param, check_space, parse_space
 from mitp.app.analysis.sweep_study import StorageError, Sweep, SweepConflict, counts, open_storage, prepare
@@ -97,6 +105,57 @@ def test_a_storage_that_cannot_be_opened_is_named_with_the_reason(url, reason, t
     assert main([*args, "--storage", url]) == 2
     captured = capsys.readouterr()
     assert reason in captured.err and "Traceback" not in captured.err
+
+
+def test_a_storage_another_worker_creates_at_the_same_moment_is_opened(tmp_path, monkeypatch):
+    """Two workers on one fresh SQLite file both create its tables: the one that loses the race is refused by
+    SQLite ("table ... already exists", "UNIQUE constraint failed") and opens the storage again; any other
+    error is named at once, and a race that never ends is named after the last try."""
+    real, tries = sweep_study.RDBStorage, []
+    races = [
+        sqlalchemy.exc.OperationalError(
+            "CREATE TABLE studies", {}, sqlite3.OperationalError("table studies already exists")
+        ),
+        sqlalchemy.exc.IntegrityError(
+            "INSERT INTO alembic_version",
+            {},
+            sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num"),
+        ),
+    ]
+
+    def racing(*args, **kwargs):  # the other worker makes the tables while this one tries
+        tries.append(args[0])
+        storage = real(*args, **kwargs)
+        if races:
+            raise races.pop(0)
+        return storage
+
+    monkeypatch.setattr(sweep_study, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    assert isinstance(open_storage(url), real) and len(tries) == 3
+
+    def refused(error):
+        def make(*args, **kwargs):
+            tries.append(args[0])
+            raise error
+
+        return make
+
+    tries.clear()
+    other = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+    monkeypatch.setattr(sweep_study, "RDBStorage", refused(other))
+    with pytest.raises(StorageError, match=r"cannot open it \(disk I/O error\)"):
+        open_storage(url)
+    assert len(tries) == 1, "not the race: not tried again"
+    tries.clear()
+    monkeypatch.setattr(sweep_study, "RACE_WAIT_S", 0)
+    always = sqlalchemy.exc.OperationalError(
+        "CREATE TABLE", {}, sqlite3.OperationalError("table trials already exists")
+    )
+    monkeypatch.setattr(sweep_study, "RDBStorage", refused(always))
+    with pytest.raises(StorageError, match=r"cannot open it \(table trials already exists\)"):
+        open_storage(url)
+    assert len(tries) == sweep_study.RACE_TRIES
 
 
 def test_workers_and_a_restarted_worker_draw_settings_of_their_own(tmp_path, toy_dataset):
@@ -251,6 +310,40 @@ def test_a_trial_below_the_median_is_pruned_and_marked(toy_dataset, tmp_path):
     assert last.params == {"train.lr": 1e-7} and last.state == optuna.trial.TrialState.PRUNED
     record = json.loads((tmp_path / "sweep" / "late_fusion" / f"trial-{last.number}" / "trial.json").read_text())
     assert record["state"] == "pruned" and record["epochs_trained"] < 4
+
+
+def test_a_failed_trial_is_one_line_with_its_reason_and_the_sweep_goes_on(toy_dataset, tmp_path, monkeypatch):
+    """A trial whose training raises is failed (the sweep goes on with the next one) and named in one line with
+    the reason; neither the sweep nor Optuna prints its traceback, which is in OUT/logs/failed-trials.log."""
+    sweep = Sweep(
+        str(CONFIG), base(toy_dataset), ["late_fusion"], parse_space(["train.lr=uniform:0.01:0.1"]), 2, tmp_path / "s"
+    )
+    trained = []
+
+    def train_run(config, run_dir, **kwargs):  # the first trial's training fails, the others finish
+        trained.append(run_dir)
+        if len(trained) == 1:
+            raise RuntimeError("the loss is not finite at step 3\nits second line of detail")
+        run_dir.mkdir(parents=True)
+        return {"val": {"accuracy": 0.5}, "selection_metric": "accuracy", "epochs": 1}
+
+    monkeypatch.setattr(sweep_module, "train_run", train_run)
+    printed, logged = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(logged)  # what Optuna would print
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        work(sweep, Console(file=printed, soft_wrap=True))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    study = sweep.open_study("late_fusion")
+    State = optuna.trial.TrialState
+    assert [t.state for t in study.get_trials()] == [State.FAIL, State.COMPLETE, State.COMPLETE]
+    log = tmp_path / "s" / "logs" / "failed-trials.log"
+    (line,) = [x for x in printed.getvalue().splitlines() if " failed: " in x]
+    assert line == f"late_fusion trial 0 failed: RuntimeError: the loss is not finite at step 3 (traceback in {log})"
+    assert "Traceback" not in printed.getvalue() and "Traceback" not in logged.getvalue(), logged.getvalue()
+    text = log.read_text()
+    assert text.startswith("late_fusion trial 0:\nTraceback") and "its second line of detail" in text
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Paired bootstrap: is method A's metric above method B's by more than seeds and the split's size resolve?
 
 Every run is scored on the same samples of one split; each side's score is the mean over its runs
-(seeds). Two intervals of A - B, both percentile intervals over the same resamples of the split:
+(seeds), each given once. Two intervals of A - B, both percentile intervals over the same resamples of
+the split:
 
 - seeds and samples (the default): each draw also resamples each side's runs with replacement, then
   the split's samples, shared by both sides. It asks whether A beats B by more than other seeds and
@@ -22,6 +23,7 @@ is scored under that one condition, with one drop pattern (``mitp robustness``'s
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,6 +131,24 @@ def check_paired(runs: list[ScoredRun]) -> None:
         if not torch.equal(other.target, first.target):
             raise UserError(
                 f"{other.run} and {first.run} disagree on the labels of the same sample ids: give runs of one dataset"
+            )
+
+
+def check_distinct_runs(a: Sequence[str | PathLike], b: Sequence[str | PathLike]) -> None:
+    """Each run once: a run given twice (on one side or on both, however its path is spelled) would count its
+    seed twice in the bootstrap over seeds."""
+    seen: dict[str, tuple[str, str]] = {}
+    for side, runs in (("--a", a), ("--b", b)):
+        for run in map(str, runs):
+            real = os.path.realpath(run)
+            if real not in seen:
+                seen[real] = (side, run)
+                continue
+            first_side, first = seen[real]
+            named = run if run == first else f"{first} (and as {run})"
+            where = f"twice in {side}" if side == first_side else f"in {first_side} and in {side}"
+            raise UserError(
+                f"{named} is given {where}: each run is one seed and counts once in the bootstrap; give each run once"
             )
 
 
@@ -348,7 +368,8 @@ def compare_runs(
 ) -> dict:
     """Score every run, then :func:`paired_bootstrap`. ``missing``: every run under that condition, with the
     drop seed ``drop_seed`` or the runs' common ``eval.missing.seed``; None: each run's own ``eval.missing``."""
-    if resample_runs:  # before any run is scored
+    check_distinct_runs(a_dirs, b_dirs)  # before any run is scored
+    if resample_runs:
         check_seeds_resampled(a_dirs, b_dirs)
     condition = None
     if missing is not None:

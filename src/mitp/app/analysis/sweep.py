@@ -8,12 +8,15 @@ once, for each method's best trial, chosen on validation. The command checks eve
 its workers (the same command with ``--worker``) through the launcher, ``app/launch.py``. A killed worker's
 trial is tried again with the same parameters in the same run directory, resumed from its last checkpoint,
 so no trial is trained twice and none is lost; an interrupted (Ctrl-C) trial is tried again the same way.
+A trial that fails (an error in its training) is recorded as failed and the sweep goes on: it is named in one
+line with the reason, its traceback goes to ``OUT/logs/failed-trials.log``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import optuna
@@ -21,6 +24,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from mitp.atomic import write_json_atomic, write_text_atomic
+from mitp.errors import MitpError
 from mitp.markdown import table
 from mitp.runs import Run
 
@@ -38,6 +42,7 @@ from .sweep_study import MAX_RETRY, Sweep, counts, failures, frozen, prepare, ru
 
 REPORT_FILES = ("sweep.json", "sweep.md", "sweep.png")
 METRIC = "selection_metric"  # a complete trial's user attribute: the metric its value is
+FAILURES_LOG = Path("logs") / "failed-trials.log"  # under OUT: the traceback of every failed trial
 
 
 def objective(sweep: Sweep, method: str, console=None):
@@ -71,12 +76,39 @@ def objective(sweep: Sweep, method: str, console=None):
         except KeyboardInterrupt:  # failed by Optuna on the way out; the next worker tries it again, resumed
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(trial.study, frozen(trial))
             raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # failed by Optuna, which goes on with the next trial (and logs nothing of it)
+            _report_failure(sweep, method, trial.number, err, console)
+            raise
         score = results["val"][results["selection_metric"]]
         trial.set_user_attr(METRIC, results["selection_metric"])  # for a report on a machine without the run
         _record(run_dir, trial.number, params, "complete", results["epochs"], score)
         return score
 
     return run_trial
+
+
+def _report_failure(sweep: Sweep, method: str, number: int, err: Exception, console=None) -> None:
+    """One line naming a failed trial and the reason; its traceback appended to ``OUT/logs/failed-trials.log``."""
+    log = Path(sweep.out) / FAILURES_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    text = f"{method} trial {number}:\n" + "".join(traceback.format_exception(err)) + "\n"
+    with open(log, "ab", buffering=0) as file:  # one write: workers append to the same log
+        file.write(text.encode())
+    line = f"{method} trial {number} failed: {failure_reason(err)} (traceback in {log})"
+    if console is None:
+        print(line)
+    else:
+        console.print(line, markup=False, highlight=False)
+
+
+def failure_reason(err: Exception) -> str:
+    """An error's message in one line (its first), after its kind unless it is one of mitp's own errors."""
+    message = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    if isinstance(err, (UserError, MitpError)) and message:
+        return message
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def _record(run_dir: Path, number: int, params: dict, state: str, epochs: int, value: float | None = None) -> None:
@@ -98,7 +130,9 @@ def work(sweep: Sweep, console=None) -> None:
             if failures(study) >= sweep.trials:  # every setting fails: stop instead of trying forever
                 if console is not None:
                     console.print(
-                        f"{method}: {failures(study)} trials failed; stopping (see the run directories)", markup=False
+                        f"{method}: {failures(study)} trials failed; stopping (their tracebacks in "
+                        f"{Path(sweep.out) / FAILURES_LOG})",
+                        markup=False,
                     )
                 break
             if not n["waiting"] and n["complete"] + n["pruned"] + n["running"] >= sweep.trials:
@@ -230,4 +264,13 @@ def markdown(rows: list[dict], sweep: Sweep) -> str:
     )
 
 
-__all__ = ["REPORT_FILES", "markdown", "objective", "report", "sweep_command", "work"]
+__all__ = [
+    "FAILURES_LOG",
+    "REPORT_FILES",
+    "failure_reason",
+    "markdown",
+    "objective",
+    "report",
+    "sweep_command",
+    "work",
+]

@@ -7,14 +7,19 @@ and the trial's number, so workers never propose the same trial and a worker sta
 does not repeat its trial. A study records what it searches (space and resolved config); a sweep with
 another space, config or data is refused rather than reported with the old study's trials. Heartbeats:
 the trial of a killed worker is failed after a grace period and enqueued again with the same parameters.
+Workers started at the same moment on a fresh storage all create its tables: the ones that lose that race
+open it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import optuna
@@ -35,6 +40,11 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning)
 HEARTBEAT_S, GRACE_S = 10, 30  # a killed worker's trial is failed (and retried) this long after its last beat
 MAX_RETRY = 3
 DEFINITION = "mitp_sweep"  # the study's user attribute that records what it searches
+# What the database says to a worker that creates a fresh storage's tables (and their first rows) while another
+# worker does: the other one has made them, so opening the storage again succeeds.
+RACE_MESSAGES = ("already exists", "UNIQUE constraint failed")
+RACE_TRIES, RACE_WAIT_S = 5, 0.1  # waits 0.1, 0.2, 0.4 and 0.8 s between the tries
+T = TypeVar("T")
 
 
 class SweepConflict(UserError):
@@ -113,7 +123,8 @@ class Sweep:
         return f"{self.study}-{method}"
 
     def open_study(self, method: str) -> optuna.Study:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
+        # not a line per study opened, nor a failed trial's traceback: the sweep names each in one line
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
             if self.prune
@@ -148,13 +159,15 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
             f"--storage {url!r}: not a database URL (e.g. sqlite:///path/sweep.db or postgresql://user@host/db)"
         ) from None
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_s,
-            grace_period=grace_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            # several local workers wait for the SQLite file's lock
-            engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None,
+        return retry_creation_race(
+            lambda: RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                # several local workers wait for the SQLite file's lock
+                engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None,
+            )
         )
     except sqlalchemy.exc.NoSuchModuleError:
         reason = f"unknown kind of database {url.partition(':')[0]!r}"
@@ -164,6 +177,28 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         cause = str(getattr(err, "orig", None) or err).splitlines()[0]
         reason = f"cannot open it ({cause})"
     raise StorageError(f"--storage {shown}: {reason}")
+
+
+def lost_creation_race(err: Exception) -> bool:
+    """Whether ``err`` is the database refusing to create a table or row that another worker has just created."""
+    if not isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)):
+        return False
+    message = str(getattr(err, "orig", None) or err)
+    return any(text in message for text in RACE_MESSAGES)
+
+
+def retry_creation_race(make: Callable[[], T]) -> T:
+    """``make()``, tried again after a short wait while it fails because another worker is creating the same
+    tables at the same moment (:func:`lost_creation_race`), at most ``RACE_TRIES`` times; any other error is
+    raised at once."""
+    for attempt in range(RACE_TRIES - 1):
+        try:
+            return make()
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as err:
+            if not lost_creation_race(err):
+                raise
+        time.sleep(RACE_WAIT_S * 2**attempt)
+    return make()  # the last try: its error is the storage's
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -242,7 +277,9 @@ __all__ = [
     "counts",
     "failures",
     "frozen",
+    "lost_creation_race",
     "open_storage",
     "prepare",
+    "retry_creation_race",
     "run_dir_of",
 ]

@@ -42,8 +42,8 @@ def add_parser(subparsers) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--a", nargs="+", required=True, metavar="RUN_DIR", help="method A's runs (one per seed)")
-    p.add_argument("--b", nargs="+", required=True, metavar="RUN_DIR", help="method B's runs (one per seed)")
+    p.add_argument("--a", nargs="+", required=True, metavar="RUN_DIR", help="method A's runs (one per seed, each once)")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN_DIR", help="method B's runs (one per seed, each once)")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument(
         "--samples-only",
