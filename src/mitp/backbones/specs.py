@@ -8,24 +8,6 @@ from __future__ import annotations
 
 # Tiny towers have different widths and depths on purpose, so code that mixes up
 # the text and vision dimensions fails loudly in tests.
-TINY_CLIP = {
-    "text_config": dict(
-        vocab_size=1000,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        max_position_embeddings=32,
-        bos_token_id=998,
-        eos_token_id=999,
-        pad_token_id=0,
-    ),
-    "vision_config": dict(
-        hidden_size=48, intermediate_size=96, num_hidden_layers=8, num_attention_heads=4, image_size=32, patch_size=8
-    ),
-    "projection_dim": 24,
-}
-
 TINY_BERT = dict(
     vocab_size=1000,
     hidden_size=32,
@@ -39,6 +21,10 @@ TINY_BERT = dict(
 TINY_VIT = dict(
     hidden_size=48, intermediate_size=96, num_hidden_layers=8, num_attention_heads=4, image_size=32, patch_size=8
 )
+
+# CLIP's text tower also needs its begin and end tokens
+TINY_CLIP = {"text_config": {**TINY_BERT, "bos_token_id": 998, "eos_token_id": 999}, "vision_config": TINY_VIT,
+             "projection_dim": 24}  # fmt: skip
 
 
 def _clip(text: tuple[int, int, int], vision: tuple[int, int, int, int], projection: int) -> dict:
