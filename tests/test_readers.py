@@ -60,6 +60,38 @@ def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
         load_run_config(path)
 
 
+def alias_bomb(levels: int = 6) -> str:
+    """A YAML flow list of nested aliases: a line per level, 9**levels strings once expanded."""
+    names = "abcdefghij"
+    nodes = ["&a [" + ", ".join(["lol"] * 9) + "]"]
+    nodes += [f"&{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(nodes) + "]"
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("train: {epochs: %s}", "train.epochs"),
+        ("train: {scheduler: %s}", "train.scheduler"),
+        ("train: {missing: %s}", "train.missing"),
+        ("eval: {threshold: %s}", "eval.threshold"),
+        ("seed: %s", "seed"),
+        ("methods: {mitp: %s}", "methods.mitp"),
+        ("methods: {mitp: {train: %s}}", "methods.mitp.train"),
+        ("data: {path: d, allow_missing: %s}", "data.allow_missing"),
+    ],
+)
+def test_an_alias_bomb_in_a_config_is_quoted_short(tmp_path, section, key):
+    """Half a million strings from six lines: the error names the key and quotes a bounded piece of the value."""
+    path = tmp_path / "c.yaml"
+    data = "" if section.startswith("data") else "data: d\n"
+    path.write_text(f"{data}backbone: b\nmethod: mitp\n" + section % alias_bomb() + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.key == key and "'lol', 'lol'" in str(err.value)
+    assert len(str(err.value)) < 600
+
+
 def test_a_set_value_that_is_not_yaml_names_its_key():
     with pytest.raises(ConfigError) as err:
         parse_overrides(["train.lr=[1, 2"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import reprlib
 import types
 import typing
 from typing import Any, ClassVar
@@ -38,6 +39,19 @@ class ConfigError(MitpError):
     def located(self, source: str) -> ConfigError:
         """The same error, naming the file the key was read from."""
         return ConfigError(self.key, self.message, source)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdict = 6
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlong = 30
+
+
+def quote(value: Any) -> str:
+    """``repr(value)`` cut short (two levels, six items, 40 characters each) for an error message: a value
+    read from YAML can be huge (a few lines of nested aliases expand to millions of items)."""
+    return _SHORT.repr(value)
 
 
 # YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.
@@ -98,7 +112,7 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
     if dataclasses.is_dataclass(annotation):  # a section, validated on its own construction
         if isinstance(value, annotation):
             return value
-        raise ConfigError(key, f"expected {_type_name(annotation)}, got {value!r}")
+        raise ConfigError(key, f"expected {_type_name(annotation)}, got {quote(value)}")
     if isinstance(value, tuple):
         value = list(value)
     try:
@@ -108,12 +122,12 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
             return check_type(key, float(value), annotation)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads text)
         kinds = {e["type"] for e in err.errors()}
         if "finite_number" in kinds:
-            raise ConfigError(key, f"must be a finite number, got {value!r}") from None
+            raise ConfigError(key, f"must be a finite number, got {quote(value)}") from None
         if typing.get_origin(annotation) is typing.Literal:
             raise ConfigError(
-                key, f"{value!r} is not one of {', '.join(map(repr, typing.get_args(annotation)))}"
+                key, f"{quote(value)} is not one of {', '.join(map(repr, typing.get_args(annotation)))}"
             ) from None
-        raise ConfigError(key, f"expected {describe(annotation)}, got {value!r}") from None
+        raise ConfigError(key, f"expected {describe(annotation)}, got {quote(value)}") from None
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING):
@@ -183,14 +197,14 @@ class ValidatedConfig:
         if value is None and allow_null:
             return
         null = " or null" if allow_null else ""
-        self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {value}")
+        self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {quote(value)}")
 
     def require_positive(self, name: str, allow_null: bool = False) -> None:
         value = getattr(self, name)
         if value is None and allow_null:
             return
         null = " or null" if allow_null else ""
-        self.require(value > 0, name, f"must be > 0{null}, got {value}")
+        self.require(value > 0, name, f"must be > 0{null}, got {quote(value)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

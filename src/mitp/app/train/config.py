@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 
 import yaml
 
-from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, setting
+from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, quote, setting
 from mitp.data.errors import ManifestError
 from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
@@ -41,7 +41,9 @@ def _missing_section(config, kind: type[MissingConfig]) -> None:
     elif config.missing is None:
         config.missing = kind()
     elif not isinstance(config.missing, MissingConfig):
-        raise ConfigError(kind.key_prefix[:-1], f"must be a mapping (image, text, both, seed), got {config.missing!r}")
+        raise ConfigError(
+            kind.key_prefix[:-1], f"must be a mapping (image, text, both, seed), got {quote(config.missing)}"
+        )
 
 
 @dataclass
@@ -191,12 +193,13 @@ class RunConfig(ValidatedConfig):
         super().__post_init__()
 
     def check(self) -> None:
-        self.require(0 <= self.seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {self.seed}")  # numpy, torch
+        seed = self.seed  # numpy and torch take 32 bits
+        self.require(0 <= seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {quote(seed)}")
         for name, keys in self.methods.items():
             self.require(
                 keys is None or isinstance(keys, dict),
                 f"methods.{name}",
-                f"must be a mapping of model keys, got {keys!r}",
+                f"must be a mapping of model keys, got {quote(keys)}",
             )
         self.methods = {name: dict(keys or {}) for name, keys in self.methods.items()}
         self.check_model_keys()
@@ -221,7 +224,7 @@ class RunConfig(ValidatedConfig):
                 raise ConfigError("data.path", "is required")
             for flag in cls.DATA_FLAGS:
                 if not isinstance(data.get(flag, False), bool):
-                    raise ConfigError(f"data.{flag}", f"expected true or false, got {data[flag]!r}")
+                    raise ConfigError(f"data.{flag}", f"expected true or false, got {quote(data[flag])}")
             raw.update({flag: data[flag] for flag in cls.DATA_FLAGS if flag in data}, data=data["path"])
         for key in cls.REQUIRED:
             if raw.get(key) in (None, ""):
@@ -258,7 +261,7 @@ class RunConfig(ValidatedConfig):
         if not own:
             return self.train
         if not isinstance(own, dict):
-            raise ConfigError(f"methods.{method}.train", f"must be a mapping of train keys, got {own!r}")
+            raise ConfigError(f"methods.{method}.train", f"must be a mapping of train keys, got {quote(own)}")
         try:
             return TrainConfig.from_dict({**self.train.to_dict(), **own})
         except ConfigError as err:
@@ -356,7 +359,7 @@ def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     model = config.model_keys()
     for key, value in (("num_classes", num_classes), ("task", task)):
         if key in model and model[key] != value:
-            raise ConfigError(f"model.{key}", f"is {model[key]!r} but the dataset has {value!r}")
+            raise ConfigError(f"model.{key}", f"is {quote(model[key])} but the dataset has {value!r}")
         model[key] = value
     fields = get_method(config.method).config_class.field_names()
     if "missing_aware" in fields and model.get("missing_aware") is None:
