@@ -51,6 +51,8 @@ def run(tiny_run, tmp_path):
         (b"x: " + b"[" * 5000 + b"\n", "not valid YAML"),
         (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {lr: .inf}\n", "train.lr: must be a finite number"),
         (b"data: d\nbackbone: b\nmethod: mitp\nseed: -1\n", "seed: must be >= 0"),
+        (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {1: 2}\n", "train.1: unknown key"),
+        (b"data: d\nbackbone: b\nmethod: mitp\n1: 2\n", "1: unknown top-level key"),
     ],
 )
 def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
@@ -90,6 +92,13 @@ def test_an_alias_bomb_in_a_config_is_quoted_short(tmp_path, section, key):
         load_run_config(path)
     assert err.value.key == key and "'lol', 'lol'" in str(err.value)
     assert len(str(err.value)) < 600
+
+
+def test_a_number_as_a_key_is_named_beside_set_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: d\nbackbone: b\nmethod: mitp\n1: 2\n")
+    with pytest.raises(ConfigError, match="1: unknown top-level key") as err:
+        load_run_config(tmp_path / "c.yaml", ["train.lr=0.1"])
+    assert err.value.key == "1" and str(tmp_path / "c.yaml") in str(err.value)
 
 
 def test_a_set_value_that_is_not_yaml_names_its_key():

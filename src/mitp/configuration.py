@@ -27,6 +27,7 @@ class ConfigError(MitpError):
     """A config key that is unknown or holds an invalid value."""
 
     def __init__(self, key: str, message: str, source: str | None = None):
+        key = str(key)  # YAML keys may be numbers (`1: x`)
         super().__init__(f"{source}: {key}: {message}" if source else f"{key}: {message}")
         self.key = key
         self.message = message
@@ -219,5 +220,5 @@ class ValidatedConfig:
         known = cls.field_names()
         for key in data:
             if key not in known:
-                raise ConfigError(cls.key_prefix + key, f"unknown key; known keys: {', '.join(sorted(known))}")
+                raise ConfigError(f"{cls.key_prefix}{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
         return cls(**data)
