@@ -120,13 +120,21 @@ def test_a_set_value_that_is_not_yaml_names_its_key():
     ],
 )
 def test_a_bad_run_config_yaml_is_named_by_what_reads_it(run, content, capsys):
-    """predict reads the model folder alone (everything it needs is there); evaluate reads config.yaml too."""
+    """predict reads the model folder alone (everything it needs is there); evaluate and resume read config.yaml
+    too, and name it: the user passed no --config."""
     (run / "config.yaml").write_bytes(content)
     assert main(["predict", str(run), "--text", "apple"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert str(run / "config.yaml") in err and len(err.splitlines()) == 1
+    for command in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mitp {command[0]}: error: {run / 'config.yaml'}: ") and len(err.splitlines()) == 1
+        assert "--config" not in err
+
+
+def test_a_config_file_that_is_not_there_is_named(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err == f"mitp train: error: {tmp_path / 'nope.yaml'}: no such file\n"
 
 
 @pytest.fixture

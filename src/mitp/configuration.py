@@ -24,11 +24,12 @@ from .errors import MitpError
 
 
 class ConfigError(MitpError):
-    """A config key that is unknown or holds an invalid value."""
+    """A config key that is unknown or holds an invalid value; with no key (""), the file ``source`` as a whole
+    (missing, not YAML, not a mapping)."""
 
     def __init__(self, key: str, message: str, source: str | None = None):
         key = str(key)  # YAML keys may be numbers (`1: x`)
-        super().__init__(f"{source}: {key}: {message}" if source else f"{key}: {message}")
+        super().__init__(": ".join(part for part in (source, key, message) if part))
         self.key = key
         self.message = message
         self.source = source

@@ -332,15 +332,15 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError("--config", f"{path}: no such file")
+            raise ConfigError("", "no such file", str(path))
         try:
             raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
         except UnicodeDecodeError as err:
-            raise ConfigError("--config", f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
+            raise ConfigError("", f"not valid UTF-8 ({err.reason} at byte {err.start})", str(path)) from err
         except (yaml.YAMLError, RecursionError) as err:
-            raise ConfigError("--config", f"{path}: not valid YAML ({str(err)[:300]})") from err
+            raise ConfigError("", f"not valid YAML ({str(err)[:300]})", str(path)) from err
         if not isinstance(raw, dict):
-            raise ConfigError("--config", f"{path}: top level must be a mapping")
+            raise ConfigError("", "top level must be a mapping", str(path))
     overrides = parse_overrides(list(overrides))
     if any(key.startswith("data.") for key in overrides):  # `data: DIR` and --set data.allow_external_paths=...
         if isinstance(raw.get("data"), str):
