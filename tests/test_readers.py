@@ -101,10 +101,36 @@ def test_a_number_as_a_key_is_named_beside_set_values(tmp_path):
     assert err.value.key == "1" and str(tmp_path / "c.yaml") in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "content, where, reason",
+    [
+        (b"data: d\nbackbone: b\nmethod: mitp\n  seed: 1\n", ":4:7", "mapping values are not allowed here"),
+        (
+            b"data: [unclosed\n",
+            ":2:1",
+            "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at 1:7)",
+        ),
+        (b"data: d\nbackbone: \x00\n", ":2:11", "unacceptable character #x0000: special characters are not allowed"),
+        (b"x: !!python/object/apply:os.system [ls]\n", ":1:4", "could not determine a constructor for the tag"),
+        (b"x: " + b"[" * 5000 + b"\n", "", "nested too deeply"),
+        (b"seed: 2020-13-01\n", "", "month must be in 1..12"),
+    ],
+)
+def test_a_config_file_that_is_not_yaml_is_one_line_with_file_line_and_column(tmp_path, content, where, reason, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mitp train: error: {path}{where}: not valid YAML: {reason}") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_set_value_that_is_not_yaml_names_its_key():
     with pytest.raises(ConfigError) as err:
         parse_overrides(["train.lr=[1, 2"])
-    assert err.value.key == "train.lr" and "not a valid value" in str(err.value)
+    assert err.value.key == "train.lr" and "not a valid value" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="seed: .* is not a valid value .*4300 digits"):
+        parse_overrides(["seed=" + "9" * 4400])
 
 
 # --- a run's config.yaml and its model folders ----------------------------------------------------

@@ -56,6 +56,29 @@ def quote(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def yaml_error(err: BaseException, text: str = "") -> tuple[str | None, str]:
+    """Where YAML ``text`` stopped parsing (``"line:column"``, from 1; None when unknown) and why, in one line:
+    PyYAML's own message spans several lines with the text quoted and a caret."""
+    if isinstance(err, RecursionError):
+        return None, "nested too deeply"
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        reason = err.problem or err.context or "cannot parse"
+        if err.problem and err.context:
+            at = f" at {err.context_mark.line + 1}:{err.context_mark.column + 1}" if err.context_mark else ""
+            reason += f" ({err.context}{at})"
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark else None
+    elif isinstance(err, yaml.reader.ReaderError):
+        character = f"#x{err.character:04x}" if isinstance(err.character, int) else repr(err.character)
+        reason = f"unacceptable character {character}: {err.reason}"
+        line, start = text.count("\n", 0, err.position) + 1, text.rfind("\n", 0, err.position) + 1
+        where = f"{line}:{err.position - start + 1}" if text else None
+    else:  # a value YAML's own constructors refuse: a date like 2020-13-01, an int of over 4300 digits
+        reason, where = str(err).split(";")[0], None
+    reason = " ".join(reason.split())
+    return where, reason if len(reason) <= 200 else reason[:197] + "..."
+
+
 # YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -76,8 +99,10 @@ def parse_overrides(pairs: list[str]) -> dict:
             raise ConfigError(pair, "expected key=value")
         try:
             overrides[key.strip()] = parse_value(value)
-        except (yaml.YAMLError, RecursionError) as err:
-            raise ConfigError(key.strip(), f"{value[:60]!r} is not a valid value (YAML: {str(err)[:120]})") from err
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            raise ConfigError(
+                key.strip(), f"{quote(value)} is not a valid value (YAML: {yaml_error(err)[1]})"
+            ) from None
     return overrides
 
 

@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 
 import yaml
 
-from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, quote, setting
+from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, quote, setting, yaml_error
 from mitp.data.errors import ManifestError
 from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
@@ -334,11 +334,14 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
         if not path.is_file():
             raise ConfigError("", "no such file", str(path))
         try:
-            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError("", f"not valid UTF-8 ({err.reason} at byte {err.start})", str(path)) from err
-        except (yaml.YAMLError, RecursionError) as err:
-            raise ConfigError("", f"not valid YAML ({str(err)[:300]})", str(path)) from err
+        try:
+            raw = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            where, why = yaml_error(err, text)
+            raise ConfigError("", f"not valid YAML: {why}", f"{path}:{where}" if where else str(path)) from None
         if not isinstance(raw, dict):
             raise ConfigError("", "top level must be a mapping", str(path))
     overrides = parse_overrides(list(overrides))
