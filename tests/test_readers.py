@@ -158,6 +158,24 @@ def test_a_bad_run_config_yaml_is_named_by_what_reads_it(run, content, capsys):
         assert "--config" not in err
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("prompt_length: 4", "prompt_length: -1"), "model.prompt_length: must be >= 1, got -1"),
+        (("prompt_length: 4", "prompt_lenght: 4"), "model.prompt_lenght: unknown key for method 'mitp'"),
+        (("hub: similarity", "hub: attention"), "model.hub: 'attention' is not one of"),
+    ],
+)
+def test_a_bad_method_key_in_a_run_config_yaml_names_the_file(run, change, message, capsys):
+    """A run's config.yaml holds its method's keys resolved: they are checked when it is read, not first on
+    resume, after the run directory was taken."""
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace(*change))
+    for command in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.startswith(f"mitp {command[0]}: error: {config}: {message}")
+
+
 def test_a_config_file_that_is_not_there_is_named(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert capsys.readouterr().err == f"mitp train: error: {tmp_path / 'nope.yaml'}: no such file\n"

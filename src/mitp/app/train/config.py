@@ -351,7 +351,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
         if isinstance(overrides.get("data"), str):
             overrides["data.path"] = overrides.pop("data")
     try:
-        return RunConfig.from_dict(apply_overrides(raw, overrides))
+        config = RunConfig.from_dict(apply_overrides(raw, overrides))
+        model = config.model_keys()
+        if "num_classes" in model and "task" in model:  # resolved (a run's config.yaml): its method keys now
+            resolve_method_config(config, model["num_classes"], model["task"])
+        return config
     except ConfigError as err:  # a key of the file, not of --set: name the file
         given = any(err.key == key or err.key.startswith(key + ".") for key in overrides)
         raise (err if path is None or given else err.located(str(path))) from None
