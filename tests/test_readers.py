@@ -192,6 +192,13 @@ CONFIG_CHANGES = [
     (lambda c: c.update(labels="cat"), "labels: input should be a valid dictionary"),
     (lambda c: c.update(surprise=1), "surprise: extra inputs are not permitted"),
     (lambda c: c["preprocessing"].update(image_size="big"), "preprocessing.image_size: input should be a valid int"),
+    (lambda c: c["preprocessing"].update(image_size=10**6), "preprocessing.image_size: input should be less than or"),
+    (lambda c: c["preprocessing"].update(image_size=4), "preprocessing.image_size: input should be greater than"),
+    (lambda c: c["preprocessing"].update(max_text_length=0), "preprocessing.max_text_length: input should be greater"),
+    (
+        lambda c: c["preprocessing"].update(max_text_length=64),
+        "preprocessing.max_text_length: 64 exceeds the text tower's limit of 32",
+    ),
     (lambda c: c.pop("backbone"), "backbone: missing"),
     (lambda c: c["backbone"].update(spec=7), "backbone.spec: input should be a valid string"),
     (lambda c: c["labels"].update(labels=[]), "labels.labels: list should have at least 1 item"),

@@ -56,6 +56,22 @@ def quote(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+# The bounds of a text length (tokens) and an image size (pixels a side) wherever one is taken: the train
+# section, the Preprocessor, a model folder's config.json.
+TEXT_LENGTH_RANGE = (2, 65536)  # a start and an end token at least; no text tower has more positions
+IMAGE_SIZE_RANGE = (14, 4096)  # one ViT patch at least; a larger side takes minutes and gigabytes an image
+
+
+def check_range(key: str, value: Any, low: int, high: int, allow_null: bool = False) -> None:
+    """``value`` is an integer in [low, high] (or None where ``allow_null``); a ConfigError naming ``key``
+    and the range otherwise."""
+    if value is None and allow_null:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        null = " or null" if allow_null else ""
+        raise ConfigError(key, f"must be an integer in [{low}, {high}]{null}, got {quote(value)}")
+
+
 def yaml_error(err: BaseException, text: str = "") -> tuple[str | None, str]:
     """Where YAML ``text`` stopped parsing (``"line:column"``, from 1; None when unknown) and why, in one line:
     PyYAML's own message spans several lines with the text quoted and a caret."""
@@ -225,6 +241,9 @@ class ValidatedConfig:
             return
         null = " or null" if allow_null else ""
         self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {quote(value)}")
+
+    def require_in_range(self, name: str, low: int, high: int, allow_null: bool = False) -> None:
+        check_range(self.key_prefix + name, getattr(self, name), low, high, allow_null)
 
     def require_positive(self, name: str, allow_null: bool = False) -> None:
         value = getattr(self, name)

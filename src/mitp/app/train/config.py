@@ -26,7 +26,16 @@ from typing import ClassVar, Literal
 
 import yaml
 
-from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, quote, setting, yaml_error
+from mitp.configuration import (
+    IMAGE_SIZE_RANGE,
+    TEXT_LENGTH_RANGE,
+    ConfigError,
+    ValidatedConfig,
+    parse_overrides,
+    quote,
+    setting,
+    yaml_error,
+)
 from mitp.data.errors import ManifestError
 from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
@@ -71,9 +80,13 @@ class TrainConfig(ValidatedConfig):
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "bf16, or fp16 (CUDA only)")
     num_workers: int = setting(0, "DataLoader worker processes")
-    max_text_length: int | None = setting(None, "token limit; null: the text tower's own")
+    max_text_length: int | None = setting(
+        None, f"token limit, {TEXT_LENGTH_RANGE[0]} to the text tower's own; null: the text tower's own"
+    )
     image_size: int | None = setting(
-        None, "override the image processor's size (the towers interpolate position embeddings), e.g. smaller on a CPU"
+        None,
+        f"override the image processor's size, {IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]} pixels a side "
+        "(the towers interpolate position embeddings), e.g. smaller on a CPU",
     )
     on_bad_sample: Literal["error", "skip"] = setting(
         "error", "a bad image or manifest line stops the run, or is skipped, counted and reported"
@@ -126,6 +139,8 @@ class TrainConfig(ValidatedConfig):
         self.require_positive("max_grad_norm", allow_null=True)
         self.require_at_least("num_workers", 0)
         self.require_at_least("checkpoint_every_steps", 0)
+        self.require_in_range("max_text_length", *TEXT_LENGTH_RANGE, allow_null=True)
+        self.require_in_range("image_size", *IMAGE_SIZE_RANGE, allow_null=True)
 
 
 @dataclass
