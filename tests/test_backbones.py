@@ -1,5 +1,7 @@
 """Towers run layer by layer reproduce the Hugging Face models' own outputs."""
 
+import re
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
@@ -163,6 +165,43 @@ def test_local_clip_checkpoint_loads_through_from_pretrained(tmp_path):
         ref = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         ref = getattr(ref, "pooler_output", ref)
         assert max_diff(backbone.text(**batch), ref) <= ATOL
+
+
+def save_pickled(model, folder):
+    """A model folder with its weights only as a pickle, as ``save_pretrained(safe_serialization=False)`` wrote
+    it before transformers 5 (which writes safetensors whatever that flag says)."""
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def no_unpickling(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called on a pickle")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_a_checkpoint_folder_with_only_pickled_weights_is_refused(tmp_path, monkeypatch):
+    """Weights are read only from model.safetensors: a pytorch_model.bin (a pickle, which can run code when
+    loaded) is refused by name, never unpickled; the same model saved as safetensors loads."""
+    model = tiny_clip_model("sdpa")
+    pickled = save_pickled(model, tmp_path / "pickled")
+    no_unpickling(monkeypatch)
+    with pytest.raises(BackboneError) as err:
+        build_backbone(str(pickled))
+    assert str(err.value).startswith(f"{pickled}: the CLIP checkpoint needs model.safetensors")
+    assert "pytorch_model.bin" in str(err.value)
+    model.save_pretrained(tmp_path / "safe")
+    assert build_backbone(str(tmp_path / "safe")).text_source == str(tmp_path / "safe")
+
+
+def test_a_pair_with_a_pickled_encoder_is_refused(tmp_path, monkeypatch):
+    text = save_pickled(tiny_bert("sdpa"), tmp_path / "text")
+    tiny_vit("sdpa").save_pretrained(tmp_path / "vision")
+    no_unpickling(monkeypatch)
+    with pytest.raises(BackboneError, match=f"^{re.escape(str(text))}: the text encoder needs model.safetensors"):
+        build_backbone(f"pair:{text}+{tmp_path / 'vision'}")
 
 
 def test_local_pair_checkpoint_loads(tmp_path):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from data_fixtures import get_line, make_manifest, set_line, truncate, write_image
 from mitp.backbones import build_backbone
+from mitp.configuration import ConfigError
 from mitp.data.dataset import (
     ManifestDataset,
     SeededSampler,
@@ -113,6 +114,36 @@ def test_preprocessor_for_tiny_backbones(tiny_clip, tiny_pair):
         Preprocessor.for_backbone(tiny_clip, max_length=33)
     with pytest.raises(ValueError, match="max_length"):
         Preprocessor.for_backbone(tiny_clip, max_length=1)
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("max_length", 0, "[2, 65536]"),
+        ("max_length", -1, "[2, 65536]"),
+        ("max_length", 10**9, "[2, 65536]"),
+        ("max_length", True, "[2, 65536]"),
+        ("max_length", 8.0, "[2, 65536]"),
+        ("image_size", 0, "[14, 4096] or null"),
+        ("image_size", -32, "[14, 4096] or null"),
+        ("image_size", 13, "[14, 4096] or null"),
+        ("image_size", 10**6, "[14, 4096] or null"),
+        ("image_size", "big", "[14, 4096] or null"),
+    ],
+)
+def test_preprocessor_sizes_out_of_range_are_a_config_error(tiny_clip, key, value, allowed):
+    """The ranges of the train section and config.json: a zero, negative, fractional or absurd size is named
+    with the range when the preprocessor is made, not when the first batch is."""
+    with pytest.raises(ConfigError) as err:
+        Preprocessor.for_backbone(tiny_clip, **{key: value})
+    assert err.value.key == key and f"must be an integer in {allowed}, got {value!r}" in str(err.value)
+    if key == "max_length":  # the dataclass itself, made directly
+        fine = Preprocessor.for_backbone(tiny_clip)
+        with pytest.raises(ConfigError, match=r"max_length: must be an integer in \[2, 65536\]"):
+            Preprocessor(fine.tokenize, fine.image_transform, fine.pad_token_id, value)
+    else:
+        assert Preprocessor.for_backbone(tiny_clip, image_size=14).image_transform.resize_to == (14, 14)
+        assert Preprocessor.for_backbone(tiny_clip, image_size=4096).image_transform.resize_to == (4096, 4096)
 
 
 # --- dataset items and batches -----------------------------------------------------------------------------

@@ -151,6 +151,10 @@ def test_an_export_interrupted_leaves_nothing_behind(tiny_run, tmp_path, monkeyp
         (lambda s: s["preprocessing"]["text"].update(bos_token_id=10**30), "bos_token_id: input should be less than"),
         (lambda s: s["preprocessing"].update(pad_token_id=10**30), "pad_token_id: input should be less than"),
         (lambda s: s["preprocessing"]["text"].update(max_length=1), "leaves no room for a word"),
+        (
+            lambda s: s["preprocessing"]["text"].update(max_length=10**9),
+            "max_length: input should be less than or equal to 65536",
+        ),
         (lambda s: s["preprocessing"]["text"].update(bos_token_id=5000), "must be below vocab_size"),
         (lambda s: s["preprocessing"]["image"].update(crop=[64, 64]), "images must come out at a fixed size"),
         (lambda s: s["preprocessing"].update(empty_text=[]), "empty_text: list should have at least 1 item"),
@@ -162,6 +166,7 @@ def test_an_export_interrupted_leaves_nothing_behind(tiny_run, tmp_path, monkeyp
         "bos-huge",
         "pad-huge",
         "max-length",
+        "max-length-huge",
         "bos-outside-vocab",
         "crop",
         "empty-text",

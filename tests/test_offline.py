@@ -10,6 +10,7 @@ biases named after their layer, position embeddings constant-folded and resized)
 import importlib.util
 import json
 import os
+import re
 import shutil
 import warnings
 
@@ -379,6 +380,27 @@ def test_build_offline_backbone_wraps_the_cached_towers(tiny_graph, tiny_text_di
     with torch.no_grad():
         ours = backbone.vision(pixel_values=pixels).numpy()
     assert np.abs(ours - ort_last_hidden(tiny_graph[0], pixels.numpy())[:, 0]).max() <= 1e-4
+
+
+def test_pickled_offline_weights_are_refused(tmp_path, tiny_graph, monkeypatch):
+    """A text encoder or a converted image encoder whose weights are a pickle is refused, never unpickled."""
+    text = tmp_path / "pickled-text"
+    model = BertModel(BertConfig(**TINY_BERT))
+    model.config.save_pretrained(text)
+    torch.save(model.state_dict(), text / "pytorch_model.bin")
+    monkeypatch.setattr(offline_cache, "onnx_path_of", lambda spec: tiny_graph[0])
+    monkeypatch.setattr(offline_cache, "minilm_dir", lambda name=NAME: text)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called on a pickle"))
+    with pytest.raises(BackboneError, match=f"^{re.escape(str(text))}: the text encoder needs model.safetensors"):
+        build_offline_backbone(SPEC)
+    vision = tmp_path / "vision"
+    convert_dinov2_onnx(tiny_graph[0], vision)
+    (vision / "model.safetensors").unlink()
+    (vision / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(
+        BackboneError, match=f"^{re.escape(str(vision))}: the converted image encoder needs model.safetensors"
+    ):
+        verify_against_onnx(tiny_graph[0], vision)
 
 
 def test_missing_wheels_say_how_to_install(monkeypatch):

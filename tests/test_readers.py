@@ -51,6 +51,8 @@ def run(tiny_run, tmp_path):
         (b"x: " + b"[" * 5000 + b"\n", "not valid YAML"),
         (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {lr: .inf}\n", "train.lr: must be a finite number"),
         (b"data: d\nbackbone: b\nmethod: mitp\nseed: -1\n", "seed: must be >= 0"),
+        (b"data: d\nbackbone: b\nmethod: mitp\ntrain: {1: 2}\n", "train.1: unknown key"),
+        (b"data: d\nbackbone: b\nmethod: mitp\n1: 2\n", "1: unknown top-level key"),
     ],
 )
 def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
@@ -60,10 +62,75 @@ def test_a_bad_config_file_is_a_config_error(tmp_path, content, message):
         load_run_config(path)
 
 
+def alias_bomb(levels: int = 6) -> str:
+    """A YAML flow list of nested aliases: a line per level, 9**levels strings once expanded."""
+    names = "abcdefghij"
+    nodes = ["&a [" + ", ".join(["lol"] * 9) + "]"]
+    nodes += [f"&{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(nodes) + "]"
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("train: {epochs: %s}", "train.epochs"),
+        ("train: {scheduler: %s}", "train.scheduler"),
+        ("train: {missing: %s}", "train.missing"),
+        ("eval: {threshold: %s}", "eval.threshold"),
+        ("seed: %s", "seed"),
+        ("methods: {mitp: %s}", "methods.mitp"),
+        ("methods: {mitp: {train: %s}}", "methods.mitp.train"),
+        ("data: {path: d, allow_missing: %s}", "data.allow_missing"),
+    ],
+)
+def test_an_alias_bomb_in_a_config_is_quoted_short(tmp_path, section, key):
+    """Half a million strings from six lines: the error names the key and quotes a bounded piece of the value."""
+    path = tmp_path / "c.yaml"
+    data = "" if section.startswith("data") else "data: d\n"
+    path.write_text(f"{data}backbone: b\nmethod: mitp\n" + section % alias_bomb() + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.key == key and "'lol', 'lol'" in str(err.value)
+    assert len(str(err.value)) < 600
+
+
+def test_a_number_as_a_key_is_named_beside_set_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: d\nbackbone: b\nmethod: mitp\n1: 2\n")
+    with pytest.raises(ConfigError, match="1: unknown top-level key") as err:
+        load_run_config(tmp_path / "c.yaml", ["train.lr=0.1"])
+    assert err.value.key == "1" and str(tmp_path / "c.yaml") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content, where, reason",
+    [
+        (b"data: d\nbackbone: b\nmethod: mitp\n  seed: 1\n", ":4:7", "mapping values are not allowed here"),
+        (
+            b"data: [unclosed\n",
+            ":2:1",
+            "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at 1:7)",
+        ),
+        (b"data: d\nbackbone: \x00\n", ":2:11", "unacceptable character #x0000: special characters are not allowed"),
+        (b"x: !!python/object/apply:os.system [ls]\n", ":1:4", "could not determine a constructor for the tag"),
+        (b"x: " + b"[" * 5000 + b"\n", "", "nested too deeply"),
+        (b"seed: 2020-13-01\n", "", "month must be in 1..12"),
+    ],
+)
+def test_a_config_file_that_is_not_yaml_is_one_line_with_file_line_and_column(tmp_path, content, where, reason, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mitp train: error: {path}{where}: not valid YAML: {reason}") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_set_value_that_is_not_yaml_names_its_key():
     with pytest.raises(ConfigError) as err:
         parse_overrides(["train.lr=[1, 2"])
-    assert err.value.key == "train.lr" and "not a valid value" in str(err.value)
+    assert err.value.key == "train.lr" and "not a valid value" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="seed: .* is not a valid value .*4300 digits"):
+        parse_overrides(["seed=" + "9" * 4400])
 
 
 # --- a run's config.yaml and its model folders ----------------------------------------------------
@@ -79,13 +146,39 @@ def test_a_set_value_that_is_not_yaml_names_its_key():
     ],
 )
 def test_a_bad_run_config_yaml_is_named_by_what_reads_it(run, content, capsys):
-    """predict reads the model folder alone (everything it needs is there); evaluate reads config.yaml too."""
+    """predict reads the model folder alone (everything it needs is there); evaluate and resume read config.yaml
+    too, and name it: the user passed no --config."""
     (run / "config.yaml").write_bytes(content)
     assert main(["predict", str(run), "--text", "apple"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert str(run / "config.yaml") in err and len(err.splitlines()) == 1
+    for command in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mitp {command[0]}: error: {run / 'config.yaml'}: ") and len(err.splitlines()) == 1
+        assert "--config" not in err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("prompt_length: 4", "prompt_length: -1"), "model.prompt_length: must be >= 1, got -1"),
+        (("prompt_length: 4", "prompt_lenght: 4"), "model.prompt_lenght: unknown key for method 'mitp'"),
+        (("hub: similarity", "hub: attention"), "model.hub: 'attention' is not one of"),
+    ],
+)
+def test_a_bad_method_key_in_a_run_config_yaml_names_the_file(run, change, message, capsys):
+    """A run's config.yaml holds its method's keys resolved: they are checked when it is read, not first on
+    resume, after the run directory was taken."""
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace(*change))
+    for command in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.startswith(f"mitp {command[0]}: error: {config}: {message}")
+
+
+def test_a_config_file_that_is_not_there_is_named(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err == f"mitp train: error: {tmp_path / 'nope.yaml'}: no such file\n"
 
 
 @pytest.fixture
@@ -99,6 +192,13 @@ CONFIG_CHANGES = [
     (lambda c: c.update(labels="cat"), "labels: input should be a valid dictionary"),
     (lambda c: c.update(surprise=1), "surprise: extra inputs are not permitted"),
     (lambda c: c["preprocessing"].update(image_size="big"), "preprocessing.image_size: input should be a valid int"),
+    (lambda c: c["preprocessing"].update(image_size=10**6), "preprocessing.image_size: input should be less than or"),
+    (lambda c: c["preprocessing"].update(image_size=4), "preprocessing.image_size: input should be greater than"),
+    (lambda c: c["preprocessing"].update(max_text_length=0), "preprocessing.max_text_length: input should be greater"),
+    (
+        lambda c: c["preprocessing"].update(max_text_length=64),
+        "preprocessing.max_text_length: 64 exceeds the text tower's limit of 32",
+    ),
     (lambda c: c.pop("backbone"), "backbone: missing"),
     (lambda c: c["backbone"].update(spec=7), "backbone.spec: input should be a valid string"),
     (lambda c: c["labels"].update(labels=[]), "labels.labels: list should have at least 1 item"),

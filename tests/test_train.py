@@ -73,6 +73,32 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         load_run_config(minimal)
 
 
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("max_text_length", 0, "[2, 65536]"),
+        ("max_text_length", -3, "[2, 65536]"),
+        ("max_text_length", 1, "[2, 65536]"),
+        ("max_text_length", 10**9, "[2, 65536]"),
+        ("image_size", 0, "[14, 4096]"),
+        ("image_size", -224, "[14, 4096]"),
+        ("image_size", 13, "[14, 4096]"),
+        ("image_size", 10**6, "[14, 4096]"),
+    ],
+)
+def test_text_length_and_image_size_out_of_range_are_named_when_the_config_is_read(key, value, allowed):
+    """The same ranges as the Preprocessor's and a model folder's config.json, checked before any run starts,
+    for the train section and a method's own train keys."""
+    for override, named in ((f"train.{key}={value}", f"train.{key}"), (f"methods.mitp.train.{key}={value}", None)):
+        with pytest.raises(ConfigError) as err:
+            load_run_config(CONFIG, [override])
+        assert err.value.key == (named or f"methods.mitp.train.{key}")
+        assert f"must be an integer in {allowed} or null, got {value}" in str(err.value)
+    low, high = (int(n) for n in allowed.strip("[]").split(", "))
+    for fine in (low, high, None):
+        assert getattr(load_run_config(CONFIG, [f"train.{key}={'null' if fine is None else fine}"]).train, key) == fine
+
+
 # --- end to end ---------------------------------------------------------------------------------
 
 
@@ -340,7 +366,10 @@ def test_image_size_override_trains_and_predicts(toy, tmp_path, capsys):
     assert main(["predict", str(run), "--image", str(toy / "images" / "test-0000.png"), "--text", "apple"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"]
     assert main(train_args(toy, tmp_path / "bad", "--set", "train.image_size=4")) == 2
-    assert "image_size must be >= 14" in capsys.readouterr().err
+    assert "train.image_size: must be an integer in [14, 4096] or null, got 4" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(train_args(toy, tmp_path / "long", "--set", "train.max_text_length=64")) == 2  # tiny-clip: 32
+    assert "train.max_text_length: 64 exceeds the text tower's limit of 32" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import reprlib
 import types
 import typing
 from typing import Any, ClassVar
@@ -23,10 +24,12 @@ from .errors import MitpError
 
 
 class ConfigError(MitpError):
-    """A config key that is unknown or holds an invalid value."""
+    """A config key that is unknown or holds an invalid value; with no key (""), the file ``source`` as a whole
+    (missing, not YAML, not a mapping)."""
 
     def __init__(self, key: str, message: str, source: str | None = None):
-        super().__init__(f"{source}: {key}: {message}" if source else f"{key}: {message}")
+        key = str(key)  # YAML keys may be numbers (`1: x`)
+        super().__init__(": ".join(part for part in (source, key, message) if part))
         self.key = key
         self.message = message
         self.source = source
@@ -38,6 +41,58 @@ class ConfigError(MitpError):
     def located(self, source: str) -> ConfigError:
         """The same error, naming the file the key was read from."""
         return ConfigError(self.key, self.message, source)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdict = 6
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlong = 30
+
+
+def quote(value: Any) -> str:
+    """``repr(value)`` cut short (two levels, six items, 40 characters each) for an error message: a value
+    read from YAML can be huge (a few lines of nested aliases expand to millions of items)."""
+    return _SHORT.repr(value)
+
+
+# The bounds of a text length (tokens) and an image size (pixels a side) wherever one is taken: the train
+# section, the Preprocessor, a model folder's config.json.
+TEXT_LENGTH_RANGE = (2, 65536)  # a start and an end token at least; no text tower has more positions
+IMAGE_SIZE_RANGE = (14, 4096)  # one ViT patch at least; a larger side takes minutes and gigabytes an image
+
+
+def check_range(key: str, value: Any, low: int, high: int, allow_null: bool = False) -> None:
+    """``value`` is an integer in [low, high] (or None where ``allow_null``); a ConfigError naming ``key``
+    and the range otherwise."""
+    if value is None and allow_null:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        null = " or null" if allow_null else ""
+        raise ConfigError(key, f"must be an integer in [{low}, {high}]{null}, got {quote(value)}")
+
+
+def yaml_error(err: BaseException, text: str = "") -> tuple[str | None, str]:
+    """Where YAML ``text`` stopped parsing (``"line:column"``, from 1; None when unknown) and why, in one line:
+    PyYAML's own message spans several lines with the text quoted and a caret."""
+    if isinstance(err, RecursionError):
+        return None, "nested too deeply"
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        reason = err.problem or err.context or "cannot parse"
+        if err.problem and err.context:
+            at = f" at {err.context_mark.line + 1}:{err.context_mark.column + 1}" if err.context_mark else ""
+            reason += f" ({err.context}{at})"
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark else None
+    elif isinstance(err, yaml.reader.ReaderError):
+        character = f"#x{err.character:04x}" if isinstance(err.character, int) else repr(err.character)
+        reason = f"unacceptable character {character}: {err.reason}"
+        line, start = text.count("\n", 0, err.position) + 1, text.rfind("\n", 0, err.position) + 1
+        where = f"{line}:{err.position - start + 1}" if text else None
+    else:  # a value YAML's own constructors refuse: a date like 2020-13-01, an int of over 4300 digits
+        reason, where = str(err).split(";")[0], None
+    reason = " ".join(reason.split())
+    return where, reason if len(reason) <= 200 else reason[:197] + "..."
 
 
 # YAML 1.1 reads 1e-4 (no dot) as a string; on a command line it is always meant as a number.
@@ -60,8 +115,10 @@ def parse_overrides(pairs: list[str]) -> dict:
             raise ConfigError(pair, "expected key=value")
         try:
             overrides[key.strip()] = parse_value(value)
-        except (yaml.YAMLError, RecursionError) as err:
-            raise ConfigError(key.strip(), f"{value[:60]!r} is not a valid value (YAML: {str(err)[:120]})") from err
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            raise ConfigError(
+                key.strip(), f"{quote(value)} is not a valid value (YAML: {yaml_error(err)[1]})"
+            ) from None
     return overrides
 
 
@@ -98,7 +155,7 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
     if dataclasses.is_dataclass(annotation):  # a section, validated on its own construction
         if isinstance(value, annotation):
             return value
-        raise ConfigError(key, f"expected {_type_name(annotation)}, got {value!r}")
+        raise ConfigError(key, f"expected {_type_name(annotation)}, got {quote(value)}")
     if isinstance(value, tuple):
         value = list(value)
     try:
@@ -108,12 +165,12 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
             return check_type(key, float(value), annotation)  # `lr: 1e-4` in a YAML file (YAML 1.1 reads text)
         kinds = {e["type"] for e in err.errors()}
         if "finite_number" in kinds:
-            raise ConfigError(key, f"must be a finite number, got {value!r}") from None
+            raise ConfigError(key, f"must be a finite number, got {quote(value)}") from None
         if typing.get_origin(annotation) is typing.Literal:
             raise ConfigError(
-                key, f"{value!r} is not one of {', '.join(map(repr, typing.get_args(annotation)))}"
+                key, f"{quote(value)} is not one of {', '.join(map(repr, typing.get_args(annotation)))}"
             ) from None
-        raise ConfigError(key, f"expected {describe(annotation)}, got {value!r}") from None
+        raise ConfigError(key, f"expected {describe(annotation)}, got {quote(value)}") from None
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING):
@@ -183,14 +240,17 @@ class ValidatedConfig:
         if value is None and allow_null:
             return
         null = " or null" if allow_null else ""
-        self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {value}")
+        self.require(value >= minimum, name, f"must be >= {minimum}{null}, got {quote(value)}")
+
+    def require_in_range(self, name: str, low: int, high: int, allow_null: bool = False) -> None:
+        check_range(self.key_prefix + name, getattr(self, name), low, high, allow_null)
 
     def require_positive(self, name: str, allow_null: bool = False) -> None:
         value = getattr(self, name)
         if value is None and allow_null:
             return
         null = " or null" if allow_null else ""
-        self.require(value > 0, name, f"must be > 0{null}, got {value}")
+        self.require(value > 0, name, f"must be > 0{null}, got {quote(value)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -205,5 +265,5 @@ class ValidatedConfig:
         known = cls.field_names()
         for key in data:
             if key not in known:
-                raise ConfigError(cls.key_prefix + key, f"unknown key; known keys: {', '.join(sorted(known))}")
+                raise ConfigError(f"{cls.key_prefix}{key}", f"unknown key; known keys: {', '.join(sorted(known))}")
         return cls(**data)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .configuration import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 from .data.manifest import TASKS
 from .files import CONFIG_FILE, FORMAT, RUNTIME_FILE, RUNTIME_FORMAT, CheckpointError, file_in, read_json_file
 
@@ -41,7 +42,8 @@ class Schema(BaseModel):
 PositiveInt = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
 TokenId = Annotated[int, Field(ge=0, lt=2**31)]
-PixelSize = Annotated[int, Field(ge=1, le=4096)]  # a side; larger would take minutes and gigabytes an image
+PixelSize = Annotated[int, Field(ge=1, le=IMAGE_SIZE_RANGE[1])]  # a side; larger takes minutes and gigabytes an image
+TokenCount = Annotated[int, Field(ge=1, le=TEXT_LENGTH_RANGE[1])]  # no text tower has more positions
 
 
 class BackboneInfo(BaseModel):
@@ -64,8 +66,8 @@ class LabelsInfo(Schema):
 
 
 class PreprocessingInfo(Schema):
-    max_text_length: Annotated[int, Field(ge=2, le=65536)] | None = None
-    image_size: Annotated[int, Field(ge=1, le=4096)] | None = None
+    max_text_length: Annotated[int, Field(ge=TEXT_LENGTH_RANGE[0], le=TEXT_LENGTH_RANGE[1])] | None = None
+    image_size: Annotated[int, Field(ge=IMAGE_SIZE_RANGE[0], le=IMAGE_SIZE_RANGE[1])] | None = None
 
 
 class ModelConfig(Schema):
@@ -104,7 +106,7 @@ class ImageSpec(Schema):
 class HashText(Schema):
     kind: Literal["hash"]
     vocab_size: Annotated[int, Field(ge=9, lt=2**31)]
-    max_length: PositiveInt
+    max_length: TokenCount
     bos_token_id: TokenId | None
     eos_token_id: TokenId | None
     pad_token_id: TokenId = 0
@@ -122,7 +124,7 @@ class HashText(Schema):
 class TokenizersText(Schema):
     kind: Literal["tokenizers"]
     file: Name
-    max_length: PositiveInt
+    max_length: TokenCount
 
 
 class InputSpec(Schema):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .api import Classifier, labels_of
+from .configuration import ConfigError
 from .data.dataset import pad_token_ids
 from .data.manifest import LabelSpace
 from .data.preprocess import Preprocessor
@@ -58,7 +59,11 @@ class TorchClassifier(Classifier):
                 "when training finishes, and this run has not finished"
             )
         pre = config.preprocessing
-        preprocessor = Preprocessor.for_backbone(model.backbone, pre.max_text_length, pre.image_size)
+        try:
+            preprocessor = Preprocessor.for_backbone(model.backbone, pre.max_text_length, pre.image_size)
+        except ConfigError as err:  # in range, but beyond this backbone's text tower
+            key = {"max_length": "max_text_length"}.get(err.key, err.key)
+            raise CheckpointError(f"{folder / CONFIG_FILE}: preprocessing.{key}: {err.message}") from None
         if device is not None:
             model.to(device)
         return cls(model, config, preprocessor)

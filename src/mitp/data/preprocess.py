@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from ..configuration import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE, ConfigError, check_range
 from .images import ImageTransform
 from .text import HashTokenizer, HFTokenizer
 
@@ -32,6 +33,9 @@ class Preprocessor:
     pad_token_id: int
     max_length: int
     description: str = ""
+
+    def __post_init__(self):
+        check_range("max_length", self.max_length, *TEXT_LENGTH_RANGE)
 
     def text(self, text: str) -> list[int]:
         return self.tokenize(text)
@@ -57,17 +61,19 @@ class Preprocessor:
         ``max_length`` defaults to the text tower's limit and may not exceed it. ``image_size``
         replaces the processor's resize and crop by a square ``image_size`` (mean, std and
         resampling kept): smaller images for speed; the towers interpolate position embeddings.
+        Either outside its range (``TEXT_LENGTH_RANGE``, ``IMAGE_SIZE_RANGE``) is a ConfigError naming it.
         """
         fmt = backbone.text_format
         if max_length is None:
             max_length = fmt.max_length
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        check_range("max_length", max_length, *TEXT_LENGTH_RANGE)
         if max_length > fmt.max_length:
-            raise ValueError(
-                f"max_length {max_length} exceeds the text tower's limit of {fmt.max_length} "
-                f"positions for backbone {backbone.spec!r}"
+            raise ConfigError(
+                "max_length",
+                f"{max_length} exceeds the text tower's limit of {fmt.max_length} positions for backbone "
+                f"{backbone.spec!r}",
             )
+        check_range("image_size", image_size, *IMAGE_SIZE_RANGE, allow_null=True)
         if backbone.text_source is None:
             tokenize = HashTokenizer(fmt.vocab_size, max_length, fmt.bos_token_id, fmt.eos_token_id, fmt.pad_token_id)
             pad, text_desc = fmt.pad_token_id, "hash tokenizer (tiny/random backbones only)"
@@ -81,8 +87,6 @@ class Preprocessor:
             transform = image_transform_from_pretrained(backbone.vision_source)
             image_desc = f"image processor of {backbone.vision_source}"
         if image_size is not None:
-            if image_size < 14:
-                raise ValueError(f"image_size must be >= 14 pixels, got {image_size}")
             transform = replace(transform, shortest_edge=None, resize_to=(image_size, image_size), crop=None)
             image_desc += f", resized to {image_size}x{image_size}"
         return cls(tokenize, transform, int(pad), max_length, f"{text_desc}; {image_desc}")

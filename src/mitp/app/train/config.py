@@ -26,7 +26,16 @@ from typing import ClassVar, Literal
 
 import yaml
 
-from mitp.configuration import ConfigError, ValidatedConfig, parse_overrides, setting
+from mitp.configuration import (
+    IMAGE_SIZE_RANGE,
+    TEXT_LENGTH_RANGE,
+    ConfigError,
+    ValidatedConfig,
+    parse_overrides,
+    quote,
+    setting,
+    yaml_error,
+)
 from mitp.data.errors import ManifestError
 from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
@@ -41,7 +50,9 @@ def _missing_section(config, kind: type[MissingConfig]) -> None:
     elif config.missing is None:
         config.missing = kind()
     elif not isinstance(config.missing, MissingConfig):
-        raise ConfigError(kind.key_prefix[:-1], f"must be a mapping (image, text, both, seed), got {config.missing!r}")
+        raise ConfigError(
+            kind.key_prefix[:-1], f"must be a mapping (image, text, both, seed), got {quote(config.missing)}"
+        )
 
 
 @dataclass
@@ -69,9 +80,13 @@ class TrainConfig(ValidatedConfig):
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "bf16, or fp16 (CUDA only)")
     num_workers: int = setting(0, "DataLoader worker processes")
-    max_text_length: int | None = setting(None, "token limit; null: the text tower's own")
+    max_text_length: int | None = setting(
+        None, f"token limit, {TEXT_LENGTH_RANGE[0]} to the text tower's own; null: the text tower's own"
+    )
     image_size: int | None = setting(
-        None, "override the image processor's size (the towers interpolate position embeddings), e.g. smaller on a CPU"
+        None,
+        f"override the image processor's size, {IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]} pixels a side "
+        "(the towers interpolate position embeddings), e.g. smaller on a CPU",
     )
     on_bad_sample: Literal["error", "skip"] = setting(
         "error", "a bad image or manifest line stops the run, or is skipped, counted and reported"
@@ -124,6 +139,8 @@ class TrainConfig(ValidatedConfig):
         self.require_positive("max_grad_norm", allow_null=True)
         self.require_at_least("num_workers", 0)
         self.require_at_least("checkpoint_every_steps", 0)
+        self.require_in_range("max_text_length", *TEXT_LENGTH_RANGE, allow_null=True)
+        self.require_in_range("image_size", *IMAGE_SIZE_RANGE, allow_null=True)
 
 
 @dataclass
@@ -191,12 +208,13 @@ class RunConfig(ValidatedConfig):
         super().__post_init__()
 
     def check(self) -> None:
-        self.require(0 <= self.seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {self.seed}")  # numpy, torch
+        seed = self.seed  # numpy and torch take 32 bits
+        self.require(0 <= seed < 2**32, "seed", f"must be >= 0 and < 2**32, got {quote(seed)}")
         for name, keys in self.methods.items():
             self.require(
                 keys is None or isinstance(keys, dict),
                 f"methods.{name}",
-                f"must be a mapping of model keys, got {keys!r}",
+                f"must be a mapping of model keys, got {quote(keys)}",
             )
         self.methods = {name: dict(keys or {}) for name, keys in self.methods.items()}
         self.check_model_keys()
@@ -221,7 +239,7 @@ class RunConfig(ValidatedConfig):
                 raise ConfigError("data.path", "is required")
             for flag in cls.DATA_FLAGS:
                 if not isinstance(data.get(flag, False), bool):
-                    raise ConfigError(f"data.{flag}", f"expected true or false, got {data[flag]!r}")
+                    raise ConfigError(f"data.{flag}", f"expected true or false, got {quote(data[flag])}")
             raw.update({flag: data[flag] for flag in cls.DATA_FLAGS if flag in data}, data=data["path"])
         for key in cls.REQUIRED:
             if raw.get(key) in (None, ""):
@@ -258,7 +276,7 @@ class RunConfig(ValidatedConfig):
         if not own:
             return self.train
         if not isinstance(own, dict):
-            raise ConfigError(f"methods.{method}.train", f"must be a mapping of train keys, got {own!r}")
+            raise ConfigError(f"methods.{method}.train", f"must be a mapping of train keys, got {quote(own)}")
         try:
             return TrainConfig.from_dict({**self.train.to_dict(), **own})
         except ConfigError as err:
@@ -329,15 +347,18 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError("--config", f"{path}: no such file")
+            raise ConfigError("", "no such file", str(path))
         try:
-            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError("--config", f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
-        except (yaml.YAMLError, RecursionError) as err:
-            raise ConfigError("--config", f"{path}: not valid YAML ({str(err)[:300]})") from err
+            raise ConfigError("", f"not valid UTF-8 ({err.reason} at byte {err.start})", str(path)) from err
+        try:
+            raw = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            where, why = yaml_error(err, text)
+            raise ConfigError("", f"not valid YAML: {why}", f"{path}:{where}" if where else str(path)) from None
         if not isinstance(raw, dict):
-            raise ConfigError("--config", f"{path}: top level must be a mapping")
+            raise ConfigError("", "top level must be a mapping", str(path))
     overrides = parse_overrides(list(overrides))
     if any(key.startswith("data.") for key in overrides):  # `data: DIR` and --set data.allow_external_paths=...
         if isinstance(raw.get("data"), str):
@@ -345,7 +366,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
         if isinstance(overrides.get("data"), str):
             overrides["data.path"] = overrides.pop("data")
     try:
-        return RunConfig.from_dict(apply_overrides(raw, overrides))
+        config = RunConfig.from_dict(apply_overrides(raw, overrides))
+        model = config.model_keys()
+        if "num_classes" in model and "task" in model:  # resolved (a run's config.yaml): its method keys now
+            resolve_method_config(config, model["num_classes"], model["task"])
+        return config
     except ConfigError as err:  # a key of the file, not of --set: name the file
         given = any(err.key == key or err.key.startswith(key + ".") for key in overrides)
         raise (err if path is None or given else err.located(str(path))) from None
@@ -356,7 +381,7 @@ def resolve_method_config(config: RunConfig, num_classes: int, task: str):
     model = config.model_keys()
     for key, value in (("num_classes", num_classes), ("task", task)):
         if key in model and model[key] != value:
-            raise ConfigError(f"model.{key}", f"is {model[key]!r} but the dataset has {value!r}")
+            raise ConfigError(f"model.{key}", f"is {quote(model[key])} but the dataset has {value!r}")
         model[key] = value
     fields = get_method(config.method).config_class.field_names()
     if "missing_aware" in fields and model.get("missing_aware") is None:

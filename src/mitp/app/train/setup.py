@@ -111,6 +111,8 @@ def run_preprocessor(config: RunConfig, backbone) -> Preprocessor:
     """The run's preprocessing: the backbone's own, with the text length and image size of ``train``."""
     try:
         return Preprocessor.for_backbone(backbone, config.train.max_text_length, config.train.image_size)
+    except ConfigError as err:  # the text length beyond this backbone's tower
+        raise err.rekeyed({"max_length": "train.max_text_length"}.get(err.key, f"train.{err.key}")) from None
     except ValueError as err:
         raise ConfigError("train", str(err)) from err
 

@@ -45,7 +45,7 @@ import json
 from pathlib import Path
 
 from ...base import BERT_LIKE
-from ...registry import register_backbone
+from ...registry import from_pretrained_safe, register_backbone
 from ..encoders import from_encoders
 from .cache import ensure_offline_backbone, offline_status
 from .convert import convert_dinov2_onnx, quiet_transformers, verify_against_onnx
@@ -78,12 +78,12 @@ def build_offline_backbone(spec: str, device=None):
     offline = spec_of(spec)
     text_dir, vision_dir = ensure_offline_backbone(offline.name)
     with quiet_transformers():
-        text_model = AutoModel.from_pretrained(str(text_dir))
+        text_model = from_pretrained_safe(AutoModel, str(text_dir), "text encoder")
         if text_model.config.model_type not in BERT_LIKE:
             raise OfflineBackboneError(
                 f"{text_dir} holds a {text_model.config.model_type!r} model, not a BERT-family one"
             )
-        vision_model = Dinov2Model.from_pretrained(str(vision_dir))
+        vision_model = from_pretrained_safe(Dinov2Model, str(vision_dir), "image encoder")
     backbone = from_encoders(
         offline.spec, text_model, vision_model, text_source=str(text_dir), vision_source=str(vision_dir)
     )

@@ -6,6 +6,7 @@ import contextlib
 import json
 from pathlib import Path
 
+from ...registry import from_pretrained_safe
 from .graph import Graph, Mapping, load_onnx, model_key
 from .graph import numpy_module as _np
 from .specs import DEFAULT_ATOL, DINOV2_PREPROCESSOR, OfflineBackboneError
@@ -114,7 +115,7 @@ def verify_against_onnx(onnx_path, hf_dir, atol: float = DEFAULT_ATOL, seed: int
     image = graph.graph_inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
     with quiet_transformers():
-        model = Dinov2Model.from_pretrained(str(hf_dir)).eval()
+        model = from_pretrained_safe(Dinov2Model, str(hf_dir), "converted image encoder").eval()
     size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
     default = [batch_size, model.config.num_channels, size, size]
     shape = [d if d else default[i] for i, d in enumerate(dims)]
