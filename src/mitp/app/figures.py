@@ -108,7 +108,7 @@ def comparison(rows: list[dict], path: Path) -> Path:
     plt = pyplot()
     ok = [r for r in rows if r["status"] != "failed"]
     metric = ok[0]["selection_metric"] if ok else "metric"
-    fig, (ax_methods, ax_params) = plt.subplots(1, 2, figsize=(12, 0.9 + 0.55 * max(len(ok), 3)))
+    fig, (ax_methods, ax_params) = plt.subplots(1, 2, figsize=(12.5, 1.3 + 0.6 * max(len(ok), 3)))
     lows, highs, what = [], [], set()
     for i, row in enumerate(ok):
         for split, offset, marker, color in (("val", -0.12, "o", "tab:gray"), ("test", 0.12, "D", "tab:blue")):
@@ -131,7 +131,7 @@ def comparison(rows: list[dict], path: Path) -> Path:
     if ok:
         _fitted(ax_methods, lows, highs)
     ax_methods.grid(axis="x", alpha=0.3)
-    ax_methods.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13 - 0.3 / max(len(ok), 3)), ncol=2, fontsize=8)
+    ax_methods.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # beside: never on a label
 
     params = [r["trainable_params"] for r in ok]
     for row in ok:
