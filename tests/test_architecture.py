@@ -217,3 +217,14 @@ def test_the_lint_check_sees_an_undefined_name(tmp_path):
     found = ruff("check", "--no-cache", "--select", "F", "bad.py", cwd=tmp_path)
     assert found.returncode == 1
     assert "Undefined name `_renamed_helper`" in found.stdout
+
+
+def test_a_file_over_400_lines_says_why_in_its_docstring():
+    long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().count("\n")
+        if lines > 400:
+            docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+            if "400 lines" not in docstring:
+                long[str(path.relative_to(PACKAGE))] = lines
+    assert not long, f"over 400 lines with no reason in the module docstring: {long}"
