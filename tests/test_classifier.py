@@ -121,3 +121,17 @@ def test_the_card_of_a_run_exported_before_it_finished_says_so(tiny_run, tmp_pat
     card = (tmp_path / "export" / "README.md").read_text()
     assert "not recorded (the run had not finished: its best checkpoint so far)" in card
     assert "text up to the text tower's limit" in card and "best epoch -" not in card
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        ({"texts": "berry"}, "texts: expected a list with one entry per sample, got one str"),
+        ({"images": "x.png"}, "images: expected a list with one entry per sample, got one str"),
+        ({"images": Image.new("RGB", (8, 8))}, "images: expected a list with one entry per sample, got one Image"),
+        ({"texts": ["berry"], "batch_size": 0}, "batch_size: must be >= 1, got 0"),
+    ],
+)
+def test_one_sample_given_bare_or_a_batch_size_of_zero_is_a_named_input_error(tiny_run, call, match):
+    with pytest.raises(InputError, match=match):
+        Classifier.from_pretrained(tiny_run).predict(**call)

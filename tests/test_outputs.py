@@ -101,6 +101,19 @@ def test_explain_checks_the_file_it_writes_not_the_name_given(toy_dataset, tiny_
     assert "it belongs to the run" in capsys.readouterr().err and (tiny_run / "curves.png").read_bytes() == curves
 
 
+def test_explain_never_replaces_a_users_file_beside_the_figure(tiny_run, toy_dataset, tmp_path, capsys):
+    (tmp_path / "keep.json").write_text('{"my": "notes"}')
+    image = str(toy_dataset / "images" / "test-0000.png")
+    args = ["explain", str(tiny_run), "--image", image, "--text", "berry", "--out", str(tmp_path / "keep.png")]
+    assert main(args) == 2
+    assert "keep.json (the report beside the figure): it exists and is not an earlier explain report" in (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "keep.json").read_text() == '{"my": "notes"}' and not (tmp_path / "keep.png").exists()
+    (tmp_path / "keep.json").unlink()
+    assert main(args) == 0 and main(args) == 0  # its own earlier report it replaces
+
+
 def test_robustness_and_prepare_refuse_a_plain_file_as_out_before_any_work(toy_dataset, tiny_run, tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.write_text("mine")

@@ -105,6 +105,7 @@ def test_a_storage_that_cannot_be_opened_is_named_with_the_reason(url, reason, t
     assert main([*args, "--storage", url]) == 2
     captured = capsys.readouterr()
     assert reason in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "sweep").exists()  # a refused sweep leaves no --out behind
 
 
 def test_a_storage_another_worker_creates_at_the_same_moment_is_opened(tmp_path, monkeypatch):

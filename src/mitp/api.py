@@ -76,7 +76,7 @@ class Classifier:
         Images may be PIL images, paths or bytes. A missing modality is ``None`` (per sample, or the
         whole list: ``predict(texts=[...])`` classifies texts alone). Bad inputs raise
         :class:`InputError` naming them."""
-        images, texts = check_request(images, texts, top_k)
+        images, texts = check_request(images, texts, top_k, batch_size)
         samples = [
             self.prepare(image, text, f"images[{i}]", f"texts[{i}]")
             for i, (image, text) in enumerate(zip(images, texts))

@@ -106,10 +106,14 @@ def check_text(text, field: str) -> str:
         raise InputError(field, err.message) from None
 
 
-def check_request(images, texts, top_k: int) -> tuple[list, list]:
+def check_request(images, texts, top_k: int, batch_size: int = 1) -> tuple[list, list]:
     """The (images, texts) lists of a predict call, one entry per sample (None: that modality is absent)."""
     if images is None and texts is None:
         raise InputError("images", "give images, texts or both")
+    for field, given in (("images", images), ("texts", texts)):
+        # one sample given bare would be read as a sequence of characters, bytes or pixels
+        if isinstance(given, (str, bytes, os.PathLike, Image.Image)):
+            raise InputError(field, f"expected a list with one entry per sample, got one {type(given).__name__}")
     images = [None] * len(texts) if images is None else list(images)
     texts = [None] * len(images) if texts is None else list(texts)
     if len(images) != len(texts):
@@ -119,6 +123,8 @@ def check_request(images, texts, top_k: int) -> tuple[list, list]:
         )
     if top_k < 1:
         raise InputError("top_k", f"must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise InputError("batch_size", f"must be >= 1, got {batch_size}")
     return images, texts
 
 

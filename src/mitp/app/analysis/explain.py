@@ -18,7 +18,7 @@ from mitp.torch_runtime import TorchClassifier
 from ..errors import UserError
 from ..extras import require
 from ..figures import explanation
-from ..outputs import check_outputs
+from ..outputs import OutputError, check_outputs
 
 
 def explain(classifier, image, text: str) -> dict:
@@ -73,11 +73,31 @@ def figure_path(out: str | Path) -> Path:
     return out if out.suffix.lower() in FIGURE_FORMATS else out.with_name(out.name + ".png")
 
 
+REPORT_KEYS = {"method", "predictions", "cosine_to_frozen", "prompt_attention_share", "hub_similarity"}
+
+
+def check_companion(path: Path) -> None:
+    """The report's JSON is written beside the figure without being named: it may replace only an earlier
+    report, never a file of the user's that happens to have that name."""
+    if not path.exists():
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        earlier = None
+    if not (isinstance(earlier, dict) and REPORT_KEYS <= earlier.keys()):
+        raise OutputError(
+            f"--out: refusing to write {path} (the report beside the figure): it exists and is not an earlier "
+            "explain report; choose another output path"
+        )
+
+
 def explain_run(run_dir: str | Path, image: str, text: str, out: str | Path | None = None) -> tuple[dict, Path]:
     """Explain one pair with a run's best checkpoint; write the figure (default RUN_DIR/explain.png) and its
     JSON next to it, never over the command's inputs or the run's files. Returns (report, figure)."""
     figure = figure_path(out) if out else Path(run_dir) / "explain.png"
     check_outputs(files=[figure, figure.with_suffix(".json")], inputs=[image], own_runs=[run_dir])
+    check_companion(figure.with_suffix(".json"))
     require("plots", "mitp explain")
     classifier = TorchClassifier.from_pretrained(run_dir)
     if not classifier.model.inserts_prompts:

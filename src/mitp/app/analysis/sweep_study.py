@@ -115,8 +115,10 @@ class Sweep:
     def open_storage(self) -> RDBStorage:
         """The studies' storage (opened once); a URL that cannot be opened is a StorageError naming it."""
         if self._storage is None:
-            Path(self.out).mkdir(parents=True, exist_ok=True)
+            if self.storage is None:  # the default storage is a file in --out
+                Path(self.out).mkdir(parents=True, exist_ok=True)
             self._storage = open_storage(self.storage_url(), self.heartbeat_s, self.grace_s)
+            Path(self.out).mkdir(parents=True, exist_ok=True)  # only once the storage opened: a refusal leaves none
         return self._storage
 
     def study_name(self, method: str) -> str:
