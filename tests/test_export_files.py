@@ -105,10 +105,19 @@ def test_a_tokenizer_file_that_is_missing_or_garbage_is_named(export, content, m
 def test_a_graph_whose_outputs_do_not_fit_the_labels_is_refused(export, capsys):
     """A 5-output graph in a 4-label export would silently drop a class: refused at load."""
     labels = json.loads((export / "config.json").read_text())["labels"]["labels"]
-    edit_json(export / "config.json", lambda c: c["labels"].update(labels=labels[:-1]))
+    edit_json(
+        export / "config.json",
+        lambda c: (c["labels"].update(labels=labels[:-1]), c["method"].update(num_classes=len(labels) - 1)),
+    )
     refused(
         export, rf"gives outputs of shapes \[\['batch', {len(labels)}\]\], not one \(batch, {len(labels) - 1}\)", capsys
     )
+
+
+@pytest.mark.parametrize("outputs", [5, "4", 10**30, True])
+def test_a_config_json_whose_method_does_not_fit_its_labels_is_refused_on_the_onnx_runtime_too(export, outputs, capsys):
+    edit_json(export / "config.json", lambda c: c["method"].update(num_classes=outputs))
+    refused(export, r"config.json: the labels \(single_label, 4\) do not fit the model", capsys)
 
 
 def test_a_graph_that_takes_other_inputs_than_onnx_json_lists_is_refused(export, capsys):

@@ -28,9 +28,12 @@ def describe_error(err: ValidationError, where: str = "") -> str:
     """Pydantic's first error as ``key.sub: what is wrong (got ...)``."""
     first = err.errors(include_url=False)[0]
     key = where + ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    message = "missing" if first["type"] == "missing" else message[0].lower() + message[1:]
+    if not key.strip("."):  # a check across keys: its message says what it saw, the whole record would not help
+        return message
     got = "" if first["type"] == "missing" else f" (got {str(first.get('input'))[:60]!r})"
-    message = "missing" if first["type"] == "missing" else first["msg"][0].lower() + first["msg"][1:]
-    return f"{key}: {message}{got}" if key.strip(".") else f"{message}{got}"
+    return f"{key}: {message}{got}"
 
 
 class Schema(BaseModel):
@@ -89,6 +92,17 @@ class ModelConfig(Schema):
         if not isinstance(method.get("method"), str):
             raise ValueError(f'must name its method ("method": "mitp", ...), got {str(method)[:60]}')
         return method
+
+    @model_validator(mode="after")
+    def _method_fits_the_labels(self) -> ModelConfig:
+        # read here, so that a runtime that never builds the method (ONNX) refuses what PyTorch refuses
+        outputs, task = self.method.get("num_classes"), self.method.get("task")
+        if type(outputs) is not int or (outputs, task) != (len(self.labels.labels), self.labels.task):
+            raise ValueError(
+                f"the labels ({self.labels.task}, {len(self.labels.labels)}) do not fit the model "
+                f"(method.task {task!r}, method.num_classes {str(outputs)[:40]})"
+            )
+        return self
 
 
 class ImageSpec(Schema):
