@@ -87,6 +87,13 @@ def test_every_key_of_onnx_json_is_checked_and_named(export, change, match, caps
     refused(export, match, capsys)
 
 
+def test_a_text_length_or_vocabulary_the_graph_cannot_take_is_refused_at_load(export, capsys):
+    """A request's text can reach max_length tokens at the tokenizer's largest id: the graph must take that."""
+    longer = json.loads((export / "onnx.json").read_text())["preprocessing"]["text"]["max_length"] * 2
+    edit_json(export / "onnx.json", lambda s: s["preprocessing"]["text"].update(max_length=longer))
+    refused(export, rf"onnx.json: the graph does not take the texts its preprocessing gives \({longer} tokens", capsys)
+
+
 def test_onnx_json_that_is_not_json_is_named(export, capsys):
     (export / "onnx.json").write_bytes(b"{\xff")
     refused(export, "onnx.json: not valid UTF-8", capsys)

@@ -58,8 +58,6 @@ def quote(value: Any) -> str:
 
 # The bounds of a text length (tokens) and an image size (pixels a side) wherever one is taken: the train
 # section, the Preprocessor, a model folder's config.json.
-TEXT_LENGTH_RANGE = (2, 65536)  # a start and an end token at least; no text tower has more positions
-IMAGE_SIZE_RANGE = (14, 4096)  # one ViT patch at least; a larger side takes minutes and gigabytes an image
 
 
 def check_range(key: str, value: Any, low: int, high: int, allow_null: bool = False) -> None:

@@ -51,6 +51,11 @@ class TokenizersTokenizer:
     def __call__(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
 
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id it gives (ids need not be dense)."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=0) + 1
+
 
 class OnnxClassifier(Classifier):
     """A trained model as an ONNX graph, with its preprocessing and label names."""
@@ -112,6 +117,17 @@ class OnnxClassifier(Classifier):
             raise CheckpointError(
                 f"{folder}: the graph does not run on the preprocessing onnx.json describes ({type(err).__name__}: "
                 f"{str(err)[:200]})"
+            ) from None
+        # the longest text the tokenizer gives, its words at the tokenizer's largest id: what a request can send
+        longest = self.tokens("word " * 100_000)
+        widest = longest[:1] + [self.tokenize.vocab_size - 1] * (len(longest) - 2) + longest[-1:]
+        try:
+            self.to_predictions(self.logits([Prepared(self.blank, widest, (False, True))]))
+        except Exception as err:
+            raise CheckpointError(
+                f"{folder / RUNTIME_FILE}: the graph does not take the texts its preprocessing gives "
+                f"({len(widest)} tokens, text.max_length {self.spec.preprocessing.text.max_length}, ids up to "
+                f"{self.tokenize.vocab_size - 1}): {type(err).__name__}: {str(err)[:160]}"
             ) from None
 
     def pixels(self, image):

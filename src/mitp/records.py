@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .configuration import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 from .data.manifest import TASKS
 from .files import CONFIG_FILE, FORMAT, RUNTIME_FILE, RUNTIME_FORMAT, CheckpointError, file_in, read_json_file
+from .limits import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 
 
 def validated(path: str | os.PathLike, schema: type[BaseModel], data: Any, where: str = "") -> BaseModel:

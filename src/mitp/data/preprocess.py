@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from ..configuration import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE, ConfigError, check_range
+from ..configuration import ConfigError, check_range
+from ..limits import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 from .images import ImageTransform
 from .text import HashTokenizer, HFTokenizer
 

@@ -28,8 +28,6 @@ from typing import ClassVar, Literal
 import yaml
 
 from mitp.configuration import (
-    IMAGE_SIZE_RANGE,
-    TEXT_LENGTH_RANGE,
     ConfigError,
     ValidatedConfig,
     parse_overrides,
@@ -40,6 +38,7 @@ from mitp.configuration import (
 from mitp.data.errors import ManifestError
 from mitp.data.manifest import read_labels
 from mitp.data.missing import EvalMissingConfig, MissingConfig, TrainMissingConfig
+from mitp.limits import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 from mitp.methods import get_method
 from mitp.methods.head import HeadConfig
 
