@@ -14,7 +14,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from mitp import Classifier  # noqa: E402
 from mitp.app.cli import main  # noqa: E402
-from mitp.files import CheckpointError  # noqa: E402
+from mitp.files import CheckpointError, sha256_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,16 @@ def test_a_text_length_or_vocabulary_the_graph_cannot_take_is_refused_at_load(ex
     refused(export, rf"onnx.json: the graph does not take the texts its preprocessing gives \({longer} tokens", capsys)
 
 
+def test_a_graph_moved_in_from_another_export_is_refused(export, tmp_path, capsys):
+    """Two exports of one method and shape give graphs that load alike: only the recorded hash tells them apart."""
+    other = tmp_path / "other.onnx"
+    graph = onnx.load(str(export / "model.onnx"))
+    graph.doc_string = "another export"  # a different file that still loads and fits
+    onnx.save(graph, str(other))
+    shutil.copy(other, export / "model.onnx")
+    refused(export, "model.onnx: not the graph this folder's onnx.json was exported with", capsys)
+
+
 def test_onnx_json_that_is_not_json_is_named(export, capsys):
     (export / "onnx.json").write_bytes(b"{\xff")
     refused(export, "onnx.json: not valid UTF-8", capsys)
@@ -132,6 +142,7 @@ def test_a_graph_that_takes_other_inputs_than_onnx_json_lists_is_refused(export,
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])
     graph = helper.make_graph([helper.make_node("Add", ["pixel_values", "other"], ["logits"])], "g", inputs, [output])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), export / "model.onnx")
+    edit_json(export / "onnx.json", lambda s: s["sha256"].update({"model.onnx": sha256_of(export / "model.onnx")}))
     refused(export, "takes inputs \\['other', 'pixel_values'\\], but onnx.json lists", capsys)
 
 

@@ -14,6 +14,7 @@ and what ``Classifier.from_pretrained`` reads::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -39,6 +40,15 @@ class CheckpointError(MitpError):
 
 class NoCheckpoint(CheckpointError):
     """A run that has not written the checkpoint asked for yet."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's SHA-256, read in 1 MiB pieces (a graph can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as reader:
+        for piece in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def read_json_file(path: str | os.PathLike):

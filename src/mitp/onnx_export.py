@@ -29,7 +29,7 @@ import torch
 from .atomic import write_json_atomic
 from .data.text import HashTokenizer, HFTokenizer
 from .errors import MitpError
-from .files import INT8_FILE, ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT, TOKENIZER_FILE
+from .files import INT8_FILE, ONNX_FILE, RUNTIME_FILE, RUNTIME_FORMAT, TOKENIZER_FILE, sha256_of
 
 
 class ExportError(MitpError):
@@ -169,6 +169,8 @@ def export_onnx(
         )
         parity(ort, folder / INT8_FILE, wrapper, batches, names)  # int8 differs more, but must give finite logits
         spec["int8"] = INT8_FILE
+    graphs = [ONNX_FILE] + ([INT8_FILE] if spec["int8"] else [])
+    spec["sha256"] = {name: sha256_of(folder / name) for name in graphs}  # ties onnx.json to its graphs
     write_json_atomic(folder / RUNTIME_FILE, spec)
     return spec
 

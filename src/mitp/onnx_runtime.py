@@ -21,7 +21,7 @@ from PIL import Image
 from .api import Classifier, labels_of
 from .data.images import ImageTransform
 from .data.text import HashTokenizer
-from .files import ONNX_FILE, RUNTIME_FILE, CheckpointError, file_in
+from .files import ONNX_FILE, RUNTIME_FILE, CheckpointError, file_in, sha256_of
 from .inputs import Prepared, pad_ids
 from .records import ModelConfig, RuntimeSpec, read_model_config, read_runtime_spec
 
@@ -100,6 +100,12 @@ class OnnxClassifier(Classifier):
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for any graph it cannot load
             raise CheckpointError(f"{graph}: not a loadable ONNX graph ({str(err)[:200]})") from None
+        expected = spec.sha256.get(spec.int8 if quantized else ONNX_FILE)
+        if sha256_of(graph) != expected:
+            raise CheckpointError(
+                f"{graph}: not the graph this folder's {RUNTIME_FILE} was exported with (its SHA-256 is not the one "
+                f"{RUNTIME_FILE} records); export the model again rather than moving graphs between folders"
+            )
         check_graph(session, graph, spec, len(config.labels.labels))
         classifier = cls(session, config, spec, folder, graph)
         classifier.check_runs(folder)

@@ -11,7 +11,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .data.manifest import TASKS
-from .files import CONFIG_FILE, FORMAT, RUNTIME_FILE, RUNTIME_FORMAT, CheckpointError, file_in, read_json_file
+from .files import (
+    CONFIG_FILE,
+    FORMAT,
+    RUNTIME_FILE,
+    RUNTIME_FORMAT,
+    CheckpointError,
+    file_in,
+    read_json_file,
+)
 from .limits import IMAGE_SIZE_RANGE, TEXT_LENGTH_RANGE
 
 
@@ -174,6 +182,7 @@ class RuntimeSpec(Schema):
     opset: PositiveInt
     parity_max_abs: float
     int8: Name | None = None
+    sha256: dict[Name, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]]  # each graph's, checked when it loads
     preprocessing: InputSpec
 
     @field_validator("inputs")
