@@ -217,3 +217,19 @@ def test_an_undecodable_image_is_named_without_a_memory_address(server, monkeypa
         reply.json()["detail"]
         == "image: cannot be decoded as an image (broken data stream when reading image file the image)"
     )
+
+
+def test_a_batch_the_models_files_fail_on_is_a_500_naming_the_file_and_the_server_stays_up(tiny_run, toy_dataset):
+    from mitp.files import CheckpointError
+
+    classifier = Classifier.from_pretrained(tiny_run)
+
+    def failing(samples):
+        raise CheckpointError("EXPORT/model.onnx: failed on a batch (an index out of range)")
+
+    classifier.logits = failing
+    with running(create_app(classifier, max_wait_ms=1)) as url:
+        reply = httpx.post(f"{url}/predict", json={"text": "berry"})
+        assert reply.status_code == 500
+        assert reply.json()["detail"] == "EXPORT/model.onnx: failed on a batch (an index out of range)"
+        assert httpx.get(f"{url}/health").status_code == 200

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from mitp.api import NonFiniteOutput
 from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from mitp.files import CheckpointError
 from mitp.inputs import ImageTooLarge, InputError
 from mitp.jsonio import JSONError, parse_json
 
@@ -111,6 +112,8 @@ def create_app(
             logits = await batcher.logits(samples)
         except Overloaded as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
+        except CheckpointError as err:  # the model's own files failed on this batch: say so, not a traceback
+            raise HTTPException(500, str(err)) from None
         try:
             predictions = classifier.to_predictions(logits, top_k, [s.modalities for s in samples])
         except NonFiniteOutput as err:
