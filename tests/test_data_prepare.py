@@ -587,3 +587,11 @@ def test_images_outside_the_recorded_root_still_need_the_flag(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "1 images lie outside" in out and "allow_external_paths: true" in out
+
+
+def test_a_csv_byte_that_is_not_utf8_is_named_at_its_own_line(tmp_path, capsys):
+    rows = ["image,text,label"] + [f"images/{i}.png,text {i},{'a' if i % 2 else 'b'}" for i in range(12)]
+    raw = "\n".join(rows).encode().replace(b"text 9", b"caf\xe9 9")  # line 11
+    (tmp_path / "data.csv").write_bytes(raw)
+    assert main(["prepare", "csv", "--input", str(tmp_path / "data.csv"), "--out", str(tmp_path / "out")]) == 2
+    assert "data.csv:11: not valid UTF-8: byte 0xe9 at column 17" in capsys.readouterr().err

@@ -253,6 +253,19 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
             yield line, obj
 
 
+def _first_bad_utf8(path: Path) -> tuple[int, str]:
+    """(line, message) of the first byte of ``path`` that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        return data.count(b"\n", 0, err.start) + 1, (
+            f"not valid UTF-8: byte 0x{data[err.start]:02x} at column {err.start - line_start + 1}"
+        )
+    return 1, "not valid UTF-8"
+
+
 def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank CSV row; line numbers are physical, 1-based."""
 
@@ -265,8 +278,8 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 if any(cell.strip() for cell in row):
                     yield start, row
                 start = reader.line_num + 1
-        except UnicodeDecodeError as err:
-            raise BadRecord(path, start, f"not valid UTF-8: {err}") from err
+        except UnicodeDecodeError as err:  # the decoder reads ahead of the rows: find the byte's own line
+            raise BadRecord(path, *_first_bad_utf8(path)) from err
         except csv.Error as err:
             raise BadRecord(path, start, f"malformed CSV: {err}") from err
 
