@@ -96,7 +96,20 @@ class Run:
         return results
 
 
+def first_repeat(named: list[tuple[str, str]]) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """In ``(label, path)`` pairs, the first path that names the same directory as an earlier one (however it is
+    spelled: ``runs/x``, ``runs/./x/``, a link), as ``(earlier pair, this pair)``; None when every path is new."""
+    seen: dict[str, tuple[str, str]] = {}
+    for label, path in named:
+        real = os.path.realpath(path)
+        if real in seen:
+            return seen[real], (label, path)
+        seen[real] = (label, path)
+    return None
+
+
 __all__ = [
+    "first_repeat",
     "CHECKPOINTS",
     "CONFIG",
     "CURVES",

@@ -10,7 +10,7 @@ from pathlib import Path
 from mitp.atomic import write_json_atomic, write_text_atomic
 from mitp.data.missing import EvalMissingConfig
 from mitp.markdown import table
-from mitp.runs import Run
+from mitp.runs import Run, first_repeat
 
 from ..errors import UserError
 from ..figures import draw_if_possible
@@ -109,15 +109,12 @@ def markdown_table(report: dict) -> str:
 def check_one_dataset(runs: list[Path]) -> None:
     """A plot and its seed bands compare runs on one split of one dataset, each run once: refuse otherwise, before
     any evaluation."""
-    seen: dict[str, Path] = {}
+    repeat = first_repeat([("", str(run)) for run in runs])
+    if repeat is not None:
+        (_, first), (_, run) = repeat
+        raise UserError(f"{run} is given twice (as {first} too): each run is one curve, each seed counted once")
     data: dict[str, tuple[str, Path]] = {}
     for run in runs:
-        real = os.path.realpath(run)
-        if real in seen:
-            raise UserError(
-                f"{run} is given twice (as {seen[real]} too): each run is one curve, each seed counted once"
-            )
-        seen[real] = run
         if Run(run).is_run():  # not a run: load_run names it
             path = load_run_config(Run(run).config_path).data
             data.setdefault(os.path.realpath(path), (path, run))

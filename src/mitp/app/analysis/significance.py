@@ -23,7 +23,6 @@ is scored under that one condition, with one drop pattern (``mitp robustness``'s
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import torch
 from mitp.data.missing import EvalMissingConfig
 from mitp.markdown import table
 from mitp.metrics import METRICS, decisions, resampled_metrics
-from mitp.runs import Run
+from mitp.runs import Run, first_repeat
 
 from ..errors import UserError
 from ..train.config import load_run_config
@@ -137,19 +136,14 @@ def check_paired(runs: list[ScoredRun]) -> None:
 def check_distinct_runs(a: Sequence[str | PathLike], b: Sequence[str | PathLike]) -> None:
     """Each run once: a run given twice (on one side or on both, however its path is spelled) would count its
     seed twice in the bootstrap over seeds."""
-    seen: dict[str, tuple[str, str]] = {}
-    for side, runs in (("--a", a), ("--b", b)):
-        for run in map(str, runs):
-            real = os.path.realpath(run)
-            if real not in seen:
-                seen[real] = (side, run)
-                continue
-            first_side, first = seen[real]
-            named = run if run == first else f"{first} (and as {run})"
-            where = f"twice in {side}" if side == first_side else f"in {first_side} and in {side}"
-            raise UserError(
-                f"{named} is given {where}: each run is one seed and counts once in the bootstrap; give each run once"
-            )
+    repeat = first_repeat([(side, str(run)) for side, runs in (("--a", a), ("--b", b)) for run in runs])
+    if repeat is not None:
+        (first_side, first), (side, run) = repeat
+        named = run if run == first else f"{first} (and as {run})"
+        where = f"twice in {side}" if side == first_side else f"in {first_side} and in {side}"
+        raise UserError(
+            f"{named} is given {where}: each run is one seed and counts once in the bootstrap; give each run once"
+        )
 
 
 def check_seeds_resampled(a: Sequence[str | PathLike], b: Sequence[str | PathLike]) -> None:
