@@ -14,6 +14,7 @@ from .errors import BadRecord, MissingFile, UnknownLabel
 
 DEFAULT_RAW = "/usr/share/datasets/fashion-mnist"  # Debian/Ubuntu package dataset-fashion-mnist
 # Fashion-MNIST's class names, in the order of its label values 0..9.
+DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 600}  # samples per split the converters draw
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -108,4 +109,12 @@ def load_fashion_mnist(raw: str | os.PathLike | None = None) -> dict[str, tuple[
     return out
 
 
-__all__ = ["DEFAULT_RAW", "FASHION_MNIST_CLASSES", "IDX_FILES", "find_idx", "load_fashion_mnist", "read_idx"]
+__all__ = [
+    "DEFAULT_RAW",
+    "DEFAULT_SIZES",
+    "FASHION_MNIST_CLASSES",
+    "IDX_FILES",
+    "find_idx",
+    "load_fashion_mnist",
+    "read_idx",
+]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fashion_mnist import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
+from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
-from .registry import option, register_converter
+from .registry import option, register_converter, size_options
 
 # Coarse group of each Fashion-MNIST class (index = class value) and how captions name it.
 GROUP_OF_CLASS = (0, 1, 0, 1, 0, 2, 0, 2, 3, 2)
@@ -48,7 +48,6 @@ TEMPLATES = (
     "This item belongs to {g}.",
     "Shelved among {g}.",
 )
-DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 600}
 DEFAULT_IMAGE_SIZE = 112
 DEFAULT_PIXELATE = 7
 DEFAULT_NOISE = 60.0
@@ -96,9 +95,7 @@ def _check(sizes: dict[str, int], image_size: int, pixelate: int, noise: float) 
     raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
     raw_default=DEFAULT_RAW,
     options=(
-        option("--train-size", type=int, default=None, metavar="N", help="training samples; default 1500"),
-        option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
-        option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
+        *size_options(DEFAULT_SIZES),
         option(
             "--image-size",
             type=int,
@@ -137,9 +134,7 @@ def convert_fashion_cues(
 ) -> Conversion:
     """Build Fashion-Cues from the Fashion-MNIST idx files in ``raw`` into ``out``; deterministic in its
     arguments. Raises MissingFile / BadRecord / UnknownLabel for the raw files, ValueError for bad sizes."""
-    sizes = {
-        split: DEFAULT_SIZES[split] if n is None else n for split, n in zip(SPLITS, (train_size, val_size, test_size))
-    }
+    sizes = {s: DEFAULT_SIZES[s] if n is None else n for s, n in zip(SPLITS, (train_size, val_size, test_size))}
     _check(sizes, image_size, pixelate, noise)
     out = Path(out)
     source = load_fashion_mnist(raw)

@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import write_text_atomic
-from ..fashion_mnist import DEFAULT_RAW, FASHION_MNIST_CLASSES, load_fashion_mnist
+from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
-from .registry import option, register_converter
+from .registry import option, register_converter, size_options
 
 FASHION_VE_LABELS = ("entailment", "neutral", "contradiction")
 # Noun phrases (with article) a hypothesis may use for each class; every one occurs in every split.
@@ -88,7 +88,6 @@ TEMPLATES = (
 # Fixed (not seed-dependent) so every build holds out the same phrasings: only in test.
 HELD_OUT_TEMPLATES = (3, 8, 14, 16)
 SEEN_TEMPLATES = tuple(i for i in range(len(TEMPLATES)) if i not in HELD_OUT_TEMPLATES)
-DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 600}
 DEFAULT_IMAGE_SIZE = 224
 META_FILE = "fashion_ve_meta.jsonl"
 
@@ -243,15 +242,7 @@ def _check_sizes(sizes: dict[str, int], image_size: int) -> None:
     raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
     raw_default=DEFAULT_RAW,
     options=(
-        option(
-            "--train-size",
-            type=int,
-            default=None,
-            metavar="N",
-            help="training samples, a multiple of 3 (6 for exact balance); default 1500",
-        ),
-        option("--val-size", type=int, default=None, metavar="N", help="validation samples; default 300"),
-        option("--test-size", type=int, default=None, metavar="N", help="test samples; default 600"),
+        *size_options(DEFAULT_SIZES, ", a multiple of 3 (6 for exact balance)"),
         option(
             "--image-size",
             type=int,
@@ -278,11 +269,7 @@ def convert_fashion_ve(
     images and metadata. Raises MissingFile (with how to get the files), BadRecord or
     UnknownLabel for the raw files, ValueError for bad sizes or too few photos.
     """
-    sizes = {
-        "train": DEFAULT_SIZES["train"] if train_size is None else train_size,
-        "val": DEFAULT_SIZES["val"] if val_size is None else val_size,
-        "test": DEFAULT_SIZES["test"] if test_size is None else test_size,
-    }
+    sizes = {s: DEFAULT_SIZES[s] if n is None else n for s, n in zip(SPLITS, (train_size, val_size, test_size))}
     _check_sizes(sizes, image_size)
     out = Path(out)
     source = load_fashion_mnist(raw)

@@ -31,6 +31,16 @@ def option(*flags: str, **kwargs) -> Option:
     return Option(tuple(flags), kwargs)
 
 
+def size_options(defaults: dict[str, int], train_note: str = "") -> tuple[Option, ...]:
+    """``--train-size``, ``--val-size`` and ``--test-size`` of a converter that draws its splits (None: the
+    default); ``train_note`` follows the training help."""
+    what = {"train": "training samples" + train_note, "val": "validation samples", "test": "test samples"}
+    return tuple(
+        option(f"--{split}-size", type=int, default=None, metavar="N", help=f"{what[split]}; default {n}")
+        for split, n in defaults.items()
+    )
+
+
 @dataclass(frozen=True)
 class Converter:
     kind: str

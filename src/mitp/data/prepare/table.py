@@ -221,23 +221,11 @@ TABLE_OPTIONS = (
 RAW_HELP = "where image paths are relative to (default: the --input file's directory)"
 
 
-@register_converter(
-    "jsonl",
-    help="your own data as JSON lines (image, text, label per line)",
-    raw_help=RAW_HELP,
-    raw_default="",
-    options=TABLE_OPTIONS,
-)
-def convert_jsonl(raw, out, *, input, track=no_progress, **options) -> Conversion:
-    return convert_table("jsonl", input, out, raw or None, track=track, **options)
+def _table_converter(kind: str, help: str) -> None:
+    @register_converter(kind, help=help, raw_help=RAW_HELP, raw_default="", options=TABLE_OPTIONS)
+    def convert(raw, out, *, input, track=no_progress, **options) -> Conversion:
+        return convert_table(kind, input, out, raw or None, track=track, **options)
 
 
-@register_converter(
-    "csv",
-    help="your own data as a CSV file with a header row",
-    raw_help=RAW_HELP,
-    raw_default="",
-    options=TABLE_OPTIONS,
-)
-def convert_csv(raw, out, *, input, track=no_progress, **options) -> Conversion:
-    return convert_table("csv", input, out, raw or None, track=track, **options)
+_table_converter("jsonl", "your own data as JSON lines (image, text, label per line)")
+_table_converter("csv", "your own data as a CSV file with a header row")
