@@ -10,6 +10,7 @@ import torch
 from mitp.app.prefix_cache import cache_key
 from mitp.app.train.config import load_run_config
 from mitp.app.train.loop import Trainer
+from mitp.backbones import TowerState
 from mitp.data.dataset import ManifestDataset, build_datasets, make_dataloader, model_inputs
 from mitp.methods import build_model, make_config
 from prefix_stores import open_store
@@ -83,6 +84,33 @@ def test_partially_filled_store_recomputes_missing_rows(toy_dataset, tiny_clip, 
     reopened = open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix())
     assert reopened.has(batch["ids"]) and not reopened.complete
     assert json.loads((reopened.directory / "meta.json").read_text())["samples"] == 16
+
+
+def test_a_row_another_run_filled_is_never_rewritten(toy_dataset, tiny_clip, tmp_path):
+    """Two runs filling one store at once (two opens of it, as two processes have): the run that computed
+    a batch before seeing another run's rows stores only its new rows, so a reader of a filled row never
+    sees it zeroed or rewritten."""
+    model = build_model(make_config("mitp", num_classes=4, num_steps=2), tiny_clip).eval()
+    dataset = build_datasets(toy_dataset, tiny_clip, splits=("val",))["val"]
+    first, second = (open_store(tmp_path, dataset, tiny_clip, model.frozen_prefix()) for _ in range(2))
+    batch = first_batch(dataset, 6)
+    inputs = {k: v for k, v in model_inputs(batch).items() if k != "labels"}
+    with torch.no_grad():
+        text, vision = model.encode_prefix(**inputs)
+    first.put(batch["ids"][:4], *(TowerState(s.hidden[:4], s.valid[:4], s.pool_index[:4]) for s in (text, vision)))
+    stored = first.get(batch["ids"][:4])
+
+    def shifted(state):  # what a run with other numbers would write: every value moved
+        return TowerState(state.hidden + 1, state.valid, state.pool_index)
+
+    second.put(batch["ids"], shifted(text), shifted(vision))
+    again = first.get(batch["ids"][:4])
+    for old, new in zip(stored, again):
+        assert torch.equal(old.hidden, new.hidden) and torch.equal(old.valid, new.valid)
+    # the two rows that were new are the second run's
+    fresh = first.get(batch["ids"][4:])
+    assert torch.allclose(fresh[1].hidden, (vision.hidden[4:] + 1).half().float())
+    assert first.complete is False and first.has(batch["ids"])
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ class PrefixStore:
         with FileLock(str(self.directory / ".create.lock")):
             if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
                 for old in self.directory.glob("*.*"):  # same key, other layout: an older format; rebuild
-                    if old.name != ".create.lock":
+                    if old.name not in (".create.lock", ".put.lock"):
                         old.unlink()
             for name, (shape, dtype) in shapes.items():
                 path = self.directory / f"{name}.npy"
@@ -110,16 +110,22 @@ class PrefixStore:
         return bool(self.arrays["filled"][self.rows(ids)].all())
 
     def put(self, ids: list[str], text: TowerState, vision: TowerState) -> None:
-        rows = self.rows(ids)
-        length = text.hidden.shape[1]
-        a = self.arrays
-        a["text_hidden"][rows] = 0
-        a["text_hidden"][rows, :length] = text.hidden.detach().to(torch.float16).cpu().numpy()
-        a["text_valid"][rows] = False
-        a["text_valid"][rows, :length] = text.valid.cpu().numpy()
-        a["text_pool"][rows] = text.pool_index.cpu().numpy()
-        a["vision_hidden"][rows] = vision.hidden.detach().to(torch.float16).cpu().numpy()
-        a["filled"][rows] = True  # last: a row is valid only once its data are in
+        """Store the rows of ``ids`` that are not filled yet. Runs sharing the store fill it at once: under
+        the lock a row another run filled meanwhile is left alone, so no reader sees it rewritten."""
+        with FileLock(str(self.directory / ".put.lock")):
+            a = self.arrays
+            rows = self.rows(ids)
+            new = torch.from_numpy(~a["filled"][rows])
+            if not new.any():
+                return
+            rows, length = rows[new.numpy()], text.hidden.shape[1]
+            a["text_hidden"][rows] = 0
+            a["text_hidden"][rows, :length] = text.hidden[new].detach().to(torch.float16).cpu().numpy()
+            a["text_valid"][rows] = False
+            a["text_valid"][rows, :length] = text.valid[new].cpu().numpy()
+            a["text_pool"][rows] = text.pool_index[new].cpu().numpy()
+            a["vision_hidden"][rows] = vision.hidden[new].detach().to(torch.float16).cpu().numpy()
+            a["filled"][rows] = True  # last: a row is valid only once its data are in
 
     def get(self, ids: list[str], dtype=torch.float32, device="cpu") -> tuple[TowerState, TowerState]:
         rows = self.rows(ids)
