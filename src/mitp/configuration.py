@@ -56,10 +56,6 @@ def quote(value: Any) -> str:
     return _SHORT.repr(value)
 
 
-# The bounds of a text length (tokens) and an image size (pixels a side) wherever one is taken: the train
-# section, the Preprocessor, a model folder's config.json.
-
-
 def check_range(key: str, value: Any, low: int, high: int, allow_null: bool = False) -> None:
     """``value`` is an integer in [low, high] (or None where ``allow_null``); a ConfigError naming ``key``
     and the range otherwise."""

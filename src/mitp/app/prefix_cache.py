@@ -115,10 +115,10 @@ class PrefixStore:
         with FileLock(str(self.directory / ".put.lock")):
             a = self.arrays
             rows = self.rows(ids)
-            new = torch.from_numpy(~a["filled"][rows])
-            if not new.any():
+            fresh = ~a["filled"][rows]
+            if not fresh.any():
                 return
-            rows, length = rows[new.numpy()], text.hidden.shape[1]
+            rows, new, length = rows[fresh], torch.from_numpy(fresh), text.hidden.shape[1]
             a["text_hidden"][rows] = 0
             a["text_hidden"][rows, :length] = text.hidden[new].detach().to(torch.float16).cpu().numpy()
             a["text_valid"][rows] = False

@@ -13,8 +13,8 @@ import numpy as np
 from .errors import BadRecord, MissingFile, UnknownLabel
 
 DEFAULT_RAW = "/usr/share/datasets/fashion-mnist"  # Debian/Ubuntu package dataset-fashion-mnist
-# Fashion-MNIST's class names, in the order of its label values 0..9.
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 600}  # samples per split the converters draw
+# Fashion-MNIST's class names, in the order of its label values 0..9.
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -79,6 +79,11 @@ def find_idx(raw: Path, stem: str) -> Path:
     raise MissingFile(raw / f"{stem}.gz", None, f"Fashion-MNIST file {stem}[.gz] not found in {raw}; {INSTALL_HINT}")
 
 
+def split_sizes(train: int | None, val: int | None, test: int | None) -> dict[str, int]:
+    """Samples per split a converter draws: the ones given, :data:`DEFAULT_SIZES` for the ones left None."""
+    return {split: DEFAULT_SIZES[split] if n is None else n for split, n in zip(DEFAULT_SIZES, (train, val, test))}
+
+
 def load_fashion_mnist(raw: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (images (N,H,W) uint8, labels (N,) uint8), "test": (...)}`` from the idx files."""
     raw = Path(raw if raw is not None else DEFAULT_RAW)
@@ -117,4 +122,5 @@ __all__ = [
     "find_idx",
     "load_fashion_mnist",
     "read_idx",
+    "split_sizes",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist
+from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist, split_sizes
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
 from .registry import option, register_converter, size_options
@@ -134,7 +134,7 @@ def convert_fashion_cues(
 ) -> Conversion:
     """Build Fashion-Cues from the Fashion-MNIST idx files in ``raw`` into ``out``; deterministic in its
     arguments. Raises MissingFile / BadRecord / UnknownLabel for the raw files, ValueError for bad sizes."""
-    sizes = {s: DEFAULT_SIZES[s] if n is None else n for s, n in zip(SPLITS, (train_size, val_size, test_size))}
+    sizes = split_sizes(train_size, val_size, test_size)
     _check(sizes, image_size, pixelate, noise)
     out = Path(out)
     source = load_fashion_mnist(raw)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import write_text_atomic
-from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist
+from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist, split_sizes
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
 from .registry import option, register_converter, size_options
@@ -269,7 +269,7 @@ def convert_fashion_ve(
     images and metadata. Raises MissingFile (with how to get the files), BadRecord or
     UnknownLabel for the raw files, ValueError for bad sizes or too few photos.
     """
-    sizes = {s: DEFAULT_SIZES[s] if n is None else n for s, n in zip(SPLITS, (train_size, val_size, test_size))}
+    sizes = split_sizes(train_size, val_size, test_size)
     _check_sizes(sizes, image_size)
     out = Path(out)
     source = load_fashion_mnist(raw)
