@@ -28,7 +28,7 @@ import numpy as np
 from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist, split_sizes
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
-from .registry import option, register_converter, size_options
+from .registry import drawing_options, option, register_converter
 
 # Coarse group of each Fashion-MNIST class (index = class value) and how captions name it.
 GROUP_OF_CLASS = (0, 1, 0, 1, 0, 2, 0, 2, 3, 2)
@@ -95,14 +95,7 @@ def _check(sizes: dict[str, int], image_size: int, pixelate: int, noise: float) 
     raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
     raw_default=DEFAULT_RAW,
     options=(
-        *size_options(DEFAULT_SIZES),
-        option(
-            "--image-size",
-            type=int,
-            default=DEFAULT_IMAGE_SIZE,
-            metavar="PX",
-            help=f"side of the square images in pixels; default {DEFAULT_IMAGE_SIZE}",
-        ),
+        *drawing_options(DEFAULT_SIZES, DEFAULT_IMAGE_SIZE),
         option(
             "--pixelate",
             type=int,
@@ -117,7 +110,6 @@ def _check(sizes: dict[str, int], image_size: int, pixelate: int, noise: float) 
             metavar="STD",
             help=f"std of the Gaussian noise on the 0-255 scale; default {DEFAULT_NOISE:g}",
         ),
-        option("--seed", type=int, default=0, help="seed of everything sampled (default 0)"),
     ),
 )
 def convert_fashion_cues(

@@ -47,7 +47,7 @@ from ...atomic import write_text_atomic
 from ..fashion_mnist import DEFAULT_RAW, DEFAULT_SIZES, FASHION_MNIST_CLASSES, load_fashion_mnist, split_sizes
 from ..manifest import SPLITS, LabelSpace, Record
 from .common import Conversion, no_progress
-from .registry import option, register_converter, size_options
+from .registry import drawing_options, register_converter
 
 FASHION_VE_LABELS = ("entailment", "neutral", "contradiction")
 # Noun phrases (with article) a hypothesis may use for each class; every one occurs in every split.
@@ -242,15 +242,9 @@ def _check_sizes(sizes: dict[str, int], image_size: int) -> None:
     raw_help=f"the Fashion-MNIST idx files (default {DEFAULT_RAW})",
     raw_default=DEFAULT_RAW,
     options=(
-        *size_options(DEFAULT_SIZES, ", a multiple of 3 (6 for exact balance)"),
-        option(
-            "--image-size",
-            type=int,
-            default=DEFAULT_IMAGE_SIZE,
-            metavar="PX",
-            help=f"side of the square composite images in pixels; default {DEFAULT_IMAGE_SIZE}",
+        *drawing_options(
+            DEFAULT_SIZES, DEFAULT_IMAGE_SIZE, "composite images", ", a multiple of 3 (6 for exact balance)"
         ),
-        option("--seed", type=int, default=0, help="seed of everything sampled (default 0)"),
     ),
 )
 def convert_fashion_ve(

@@ -20,17 +20,14 @@ from ..errors import BadRecord, MissingColumn, MissingFile, MissingSplitFile
 from ..manifest import IdOwners, LabelSpace, Record
 from ..splits import stratified_split
 from .common import Conversion, image_ref, no_progress, read_csv_rows, row_text
-from .registry import option, register_converter
+from .registry import carving_options, register_converter
 
 
 @register_converter(
     "food101",
     help="UPMC-Food101: 101 food classes, web images with page titles",
     raw_help="RAW/images/{train,test}/<class>/*.jpg and RAW/texts/{train,test}_titles.csv",
-    options=(
-        option("--val-fraction", type=float, default=0.1, help="fraction of train carved for val (default 0.1)"),
-        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
-    ),
+    options=carving_options(("val",), " from train"),
 )
 def convert_food101(
     raw: str | Path, out: str | Path, val_fraction: float = 0.1, seed: int = 0, track=no_progress

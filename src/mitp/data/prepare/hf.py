@@ -54,7 +54,7 @@ from ..errors import (
 from ..manifest import IMAGES_DIR, SPLITS, LabelSpace, duplicate_id, iter_split, read_labels, split_named
 from .common import Conversion, destination, no_progress, row_text
 from .hf_source import HFError, LabelColumn, check_column_types, check_columns, datasets_library, open_source
-from .registry import option, register_converter
+from .registry import carving_options, column_options, option, register_converter
 from .rowstore import RowStore, WrittenSplit
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
@@ -79,19 +79,14 @@ def _rows(ds, track, description: str):
     raw_help="SOURCE: a folder written by save_to_disk, a folder or glob of .parquet files, an imagefolder "
     "(with metadata.jsonl/.csv), or a Hub dataset id (online only)",
     options=(
-        option("--image-column", default="image", help="the image column (default image)"),
-        option("--text-column", default="text", help="the text column (default text)"),
-        option("--label-column", default="label", help="the label column (default label)"),
-        option("--id-column", default=None, help="a column of unique ids (default: <split>-<row>)"),
+        *column_options("<split>-<row>"),
         option(
             "--on-bad-sample",
             choices=("error", "skip"),
             default="error",
             help="a bad image stops the conversion, or is dropped and counted (default error)",
         ),
-        option("--val-fraction", type=float, default=0.1, help="fraction carved for val if missing (0.1)"),
-        option("--test-fraction", type=float, default=0.1, help="fraction carved for test if missing (0.1)"),
-        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+        *carving_options(when=" if missing"),
     ),
     raw_positional=True,
 )

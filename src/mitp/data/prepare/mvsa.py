@@ -29,7 +29,7 @@ from ..errors import BadRecord, MissingColumn, MissingFile, UnknownLabel
 from ..manifest import IdOwners, LabelSpace, Record
 from ..splits import stratified_split
 from .common import Conversion, image_ref, no_progress, read_csv_rows, row_text
-from .registry import option, register_converter
+from .registry import carving_options, option, register_converter
 
 MVSA_LABELS = ("negative", "neutral", "positive")
 TEXT_ENCODINGS = ("utf-8", "gb18030", "latin-1")  # tried in order; Latin-1 decodes any bytes
@@ -149,9 +149,7 @@ def read_subset_labels(path: Path, conv: Conversion) -> list[tuple[str, str, int
             metavar="FILE",
             help="guid,tag rows of a labelled subset instead of RAW/labelResultAll.txt (a path, or relative to RAW)",
         ),
-        option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
-        option("--test-fraction", type=float, default=0.1, help="fraction carved for test (default 0.1)"),
-        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+        *carving_options(),
     ),
 )
 def convert_mvsa(

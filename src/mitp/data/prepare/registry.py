@@ -31,13 +31,56 @@ def option(*flags: str, **kwargs) -> Option:
     return Option(tuple(flags), kwargs)
 
 
-def size_options(defaults: dict[str, int], train_note: str = "") -> tuple[Option, ...]:
-    """``--train-size``, ``--val-size`` and ``--test-size`` of a converter that draws its splits (None: the
-    default); ``train_note`` follows the training help."""
+def drawing_options(
+    sizes: dict[str, int], image_size: int, images: str = "images", train_note: str = ""
+) -> tuple[Option, ...]:
+    """The options of a converter that draws its samples: ``--train-size``, ``--val-size`` and ``--test-size``
+    (None: the default in ``sizes``; ``train_note`` follows the training help), ``--image-size`` (the side of
+    its square ``images``) and ``--seed``."""
     what = {"train": "training samples" + train_note, "val": "validation samples", "test": "test samples"}
-    return tuple(
-        option(f"--{split}-size", type=int, default=None, metavar="N", help=f"{what[split]}; default {n}")
-        for split, n in defaults.items()
+    return (
+        *(
+            option(f"--{split}-size", type=int, default=None, metavar="N", help=f"{what[split]}; default {n}")
+            for split, n in sizes.items()
+        ),
+        option(
+            "--image-size",
+            type=int,
+            default=image_size,
+            metavar="PX",
+            help=f"side of the square {images} in pixels; default {image_size}",
+        ),
+        option("--seed", type=int, default=0, help="seed of everything sampled (default 0)"),
+    )
+
+
+def carving_options(splits: tuple[str, ...] = ("val", "test"), when: str | dict[str, str] = "") -> tuple[Option, ...]:
+    """``--val-fraction`` and ``--test-fraction`` of a converter that carves those ``splits`` (``when`` says when
+    it does, for all or per split), and ``--seed``."""
+    when = when if isinstance(when, dict) else dict.fromkeys(splits, when)
+    return (
+        *(
+            option(
+                f"--{split}-fraction",
+                type=float,
+                default=0.1,
+                help=f"fraction carved for {split}{when[split]} (default 0.1)",
+            )
+            for split in splits
+        ),
+        option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
+    )
+
+
+def column_options(ids: str) -> tuple[Option, ...]:
+    """``--image-column``, ``--text-column``, ``--label-column`` and ``--id-column`` of a converter that reads a
+    table; ``ids`` says what stands in for ids when there is no id column."""
+    return (
+        *(
+            option(f"--{name}-column", default=name, help=f"the {name} column (default: {name})")
+            for name in ("image", "text", "label")
+        ),
+        option("--id-column", default=None, help=f"a column of unique ids (default: {ids})"),
     )
 
 

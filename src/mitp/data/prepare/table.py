@@ -18,7 +18,7 @@ from ..errors import BadLabels, BadRecord, MissingColumn, MissingFile, UnknownLa
 from ..manifest import SPLIT_ALIASES, IdOwners, LabelSpace, Record, split_named
 from ..splits import rarest_label_key, stratified_split
 from .common import Conversion, image_ref, no_progress, read_csv_rows, read_jsonl_objects, row_text
-from .registry import option, register_converter
+from .registry import carving_options, column_options, option, register_converter
 
 
 def _csv_rows(path: Path, needed: list[str]):
@@ -192,10 +192,7 @@ def _names(text: str) -> list[str]:
 
 TABLE_OPTIONS = (
     option("--input", required=True, metavar="FILE", help="the JSONL or CSV file (CSV needs a header row)"),
-    option("--image-column", default="image", help="column with the image path (default: image)"),
-    option("--text-column", default="text", help="column with the text (default: text)"),
-    option("--label-column", default="label", help="column with the label(s) (default: label)"),
-    option("--id-column", default=None, help="column with unique ids (default: 'id' if present, else line numbers)"),
+    *column_options("'id' if present, else line numbers"),
     option(
         "--split-column",
         default=None,
@@ -209,14 +206,9 @@ TABLE_OPTIONS = (
         default=None,
         help="comma-separated label names in fixed order (default: sorted names found); others are errors",
     ),
-    option("--val-fraction", type=float, default=0.1, help="fraction carved for val (default 0.1)"),
-    option(
-        "--test-fraction",
-        type=float,
-        default=0.1,
-        help="fraction carved for test when there is no split column (default 0.1)",
+    *carving_options(
+        when={"val": " when there is no split column or no val row", "test": " when there is no split column"}
     ),
-    option("--seed", type=int, default=0, help="seed of the carved splits (default 0)"),
 )
 RAW_HELP = "where image paths are relative to (default: the --input file's directory)"
 
