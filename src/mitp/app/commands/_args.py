@@ -46,6 +46,11 @@ def port_number(text: str) -> int:
     return value
 
 
+def picked(args: argparse.Namespace, names: str) -> dict:
+    """The options ``names`` (space-separated) of a parsed command line, as keyword arguments."""
+    return {name: getattr(args, name) for name in names.split()}
+
+
 def add_overrides(p: argparse.ArgumentParser, help: str = "override a config key (repeatable)") -> None:
     """``--set KEY=VALUE`` (repeatable), into ``args.overrides``."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
@@ -71,6 +76,7 @@ __all__ = [
     "add_overrides",
     "add_runtime",
     "non_negative_int",
+    "picked",
     "port_number",
     "positive_float",
     "positive_int",

@@ -18,7 +18,7 @@ from mitp.atomic import write_json_atomic, write_text_atomic
 
 from ..outputs import check_outputs
 from ..threads import available_cores
-from ._args import non_negative_int, positive_float, positive_int, positive_int_list
+from ._args import non_negative_int, picked, positive_float, positive_int, positive_int_list
 
 # Options several benchmarks share; each benchmark adds the ones it honours (and may say them its own way).
 SHARED = {
@@ -205,11 +205,10 @@ def _say(message: str) -> None:
 
 
 def measure_step(args, bench) -> tuple[list[dict], str]:
-    same = ("backbone", "batch_size", "steps", "rounds", "warmup", "seq_len", "device", "threads", "num_classes")
     settings = bench.settings.BenchSettings(
         methods=tuple(args.methods.split(",")),
         targets=tuple(bench.settings.Target.parse(text) for text in args.target),
-        **{name: getattr(args, name) for name in same},
+        **picked(args, "backbone batch_size steps rounds warmup seq_len device threads num_classes"),
     )
     result = bench.measure.run_benchmark(settings, progress=_say)
     # Wide enough for the table when the output goes to a file or pipe (rich assumes 80 columns there).
@@ -224,14 +223,7 @@ def measure_step(args, bench) -> tuple[list[dict], str]:
 def measure_profile(args, bench) -> tuple[list[dict], str]:
     profiles = [
         bench.profile.profile_step(
-            args.backbone,
-            method,
-            batch_size=args.batch_size,
-            seq_len=args.seq_len,
-            steps=args.steps,
-            warmup=args.warmup,
-            num_classes=args.num_classes,
-            threads=args.threads,
+            args.backbone, method, **picked(args, "batch_size seq_len steps warmup num_classes threads")
         )
         for method in args.methods.split(",")
     ]
@@ -242,12 +234,7 @@ def measure_epochs(args, bench) -> tuple[list[dict], str]:
     rows = bench.epochs.epoch_benchmark(
         args.backbone,
         tuple(args.methods.split(",")),
-        samples=args.samples,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        rounds=args.rounds,
-        threads=args.threads,
-        compile=args.compile,
+        **picked(args, "samples batch_size epochs rounds threads compile"),
         progress=_say,
     )
     return _printed(rows, bench.epochs.render(rows))
@@ -257,14 +244,8 @@ def measure_inference(args, bench) -> tuple[dict, str]:
     result = bench.inference.inference_benchmark(
         args.backbone,
         args.method,
-        batch_sizes=args.batch_sizes,
-        rounds=args.rounds,
-        steps=args.steps,
-        warmup=args.warmup,
+        **picked(args, "batch_sizes rounds steps warmup seq_len image_size num_classes"),
         threads=args.threads or available_cores(),
-        seq_len=args.seq_len,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
         progress=_say,
     )
     return _printed(result, bench.inference.render(result))

@@ -8,7 +8,7 @@ from mitp.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 from ..errors import UserError
 from ..extras import require
-from ._args import add_runtime, port_number, positive_int
+from ._args import add_runtime, picked, port_number, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -77,16 +77,8 @@ def run(args) -> int:
     ):
         raise UserError("--max-wait-ms and --drain-refused-s must be >= 0, --max-upload-mb and --max-body-mb > 0")
     classifier = Classifier.from_pretrained(args.path, runtime=args.runtime, quantized=args.quantized)
-    app = create_app(
-        classifier,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_upload_mb=args.max_upload_mb,
-        max_body_mb=args.max_body_mb,
-        max_pending=args.max_pending,
-        drain_refused_s=args.drain_refused_s,
-        max_image_pixels=args.max_image_pixels,
-    )
+    limits = "max_batch max_wait_ms max_upload_mb max_body_mb max_pending drain_refused_s max_image_pixels"
+    app = create_app(classifier, **picked(args, limits))
     listening = listen(args.host, args.port)  # before saying "serving": a busy port is one line, exit 2
     port = listening.getsockname()[1]
     print(
