@@ -1,10 +1,29 @@
-"""The mitp command line: params and demo."""
+"""The mitp command line: every command module, params and demo."""
 
+import importlib
 import json
+import pkgutil
 
 import pytest
 
+from mitp.app import commands
 from mitp.app.cli import main
+
+COMMANDS = sorted(info.name for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_module_is_one_help_line_its_arguments_and_run(name, capsys):
+    command = importlib.import_module(f"mitp.app.commands.{name}")
+    assert isinstance(command.HELP, str) and command.HELP.strip() and "\n" not in command.HELP
+    assert callable(command.add_arguments) and callable(command.run)
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith(f"usage: mitp {name}")
+    assert getattr(command, "DESCRIPTION", command.HELP).split()[0] in usage
+    assert main([name, "--no-such-option"]) == 2  # a usage error is exit 2, never a traceback
 
 
 def params_json(capsys, *args):

@@ -1,8 +1,8 @@
 """The ``mitp`` command line.
 
-Each sub-command is a module in ``mitp/app/commands/`` exposing ``add_parser(subparsers)``,
-which registers its parser and sets ``func(args) -> int``; modules are discovered, so
-a new command touches one file.
+Each sub-command is a module in ``mitp/app/commands/`` named as the command, with ``HELP`` (and
+optionally ``DESCRIPTION``), ``add_arguments(parser)`` and ``run(args) -> int``; modules are
+discovered, so a new command touches one file.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
-            importlib.import_module(f"{commands.__name__}.{info.name}").add_parser(subparsers)
+            command = importlib.import_module(f"{commands.__name__}.{info.name}")
+            p = subparsers.add_parser(
+                info.name, help=command.HELP, description=getattr(command, "DESCRIPTION", command.HELP)
+            )
+            command.add_arguments(p)
+            p.set_defaults(func=command.run)
     return parser
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
+HELP = "list backbone specs and whether each is ready offline"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("backbones", help="list backbone specs and whether each is ready offline")
+
+def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
         "--prepare",
         metavar="SPEC",
         help="convert and cache an offline backbone now, e.g. --prepare offline:dinov2s-minilm",
     )
-    p.set_defaults(func=run)
 
 
 def _rows() -> list[dict]:

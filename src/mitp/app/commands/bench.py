@@ -39,15 +39,15 @@ SHARED = {
 }
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="what the methods cost: training step, profile, epoch, inference runtimes, serving",
-        description="What the methods cost, side by side on one backbone with random weights (speed and memory "
-        "do not depend on the weights): one benchmark per subcommand, each with its own --help.",
-    )
-    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+HELP = "what the methods cost: training step, profile, epoch, inference runtimes, serving"
+DESCRIPTION = (
+    "What the methods cost, side by side on one backbone with random weights (speed and memory "
+    "do not depend on the weights): one benchmark per subcommand, each with its own --help."
+)
 
+
+def add_arguments(parser) -> None:
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     step = _benchmark(
         benchmarks,
         measure_step,
@@ -72,7 +72,6 @@ def add_parser(subparsers) -> None:
         help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
         "(repeatable; printed as met or NOT met)",
     )
-
     profile = _benchmark(
         benchmarks,
         measure_profile,
@@ -86,7 +85,6 @@ def add_parser(subparsers) -> None:
         warmup="untimed training steps per method first (default: 2)",
         threads="torch threads (default: as torch sets them)",
     )
-
     epochs = _benchmark(
         benchmarks,
         measure_epochs,
@@ -103,7 +101,6 @@ def add_parser(subparsers) -> None:
     epochs.add_argument("--epochs", type=positive_int, default=2, help="epochs per run, >= 2 (default: 2)")
     epochs.add_argument("--samples", type=positive_int, default=16, help="generated training samples (default: 16)")
     epochs.add_argument("--compile", action="store_true", help="train.compile (torch.compile) the methods")
-
     inference = _benchmark(
         benchmarks,
         measure_inference,
@@ -123,7 +120,6 @@ def add_parser(subparsers) -> None:
         "--batch-sizes", type=positive_int_list, default=(1, 16), metavar="N,N", help="batch sizes (default: 1,16)"
     )
     inference.add_argument("--image-size", type=positive_int, metavar="PX", help="square images (default: backbone's)")
-
     serve = _benchmark(
         benchmarks,
         measure_serve,
@@ -142,7 +138,6 @@ def add_parser(subparsers) -> None:
         metavar="SECONDS",
         help="instead: requests/s, latency, status codes and server memory of a server process under load",
     )
-
     for benchmark in (step, profile, epochs, inference, serve):
         benchmark.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
         benchmark.add_argument("--markdown", metavar="FILE", help="write a report with its command to FILE")
@@ -150,7 +145,7 @@ def add_parser(subparsers) -> None:
 
 def _benchmark(benchmarks, measure, help: str, description: str) -> argparse.ArgumentParser:
     parser = benchmarks.add_parser(measure.__name__.removeprefix("measure_"), help=help, description=description)
-    parser.set_defaults(func=run, measure=measure)
+    parser.set_defaults(measure=measure)
     return parser
 
 

@@ -8,14 +8,13 @@ from mitp.data.progress import rich_tracker
 from ..errors import UserError
 from ._args import non_negative_int, positive_int
 
+HELP = "validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines"
+DESCRIPTION = (
+    "Validate a prepared dataset. Prints one line per problem (file:line), a summary, and exits 1 if anything is wrong."
+)
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "check",
-        help="validate a prepared dataset: images decode, texts, labels, unique ids, JSON lines",
-        description="Validate a prepared dataset. Prints one line per problem (file:line), a summary, and "
-        "exits 1 if anything is wrong.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR", help="directory with train/val/test.jsonl and labels.json")
     p.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
     p.add_argument("--workers", type=positive_int, default=4, help="threads decoding images (default 4)")
@@ -38,7 +37,6 @@ def add_parser(subparsers) -> None:
         help='accept samples without an image or a text ("image": null / "text": null), as a run '
         "with data.allow_missing: true reads them",
     )
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -10,16 +10,16 @@ from rich.console import Console
 from ..errors import UserError
 from ._args import add_methods, add_overrides, positive_int
 
+HELP = "train methods side by side, settings chosen on val (compare.md/.json/.png)"
+DESCRIPTION = (
+    "Train every method (and seed, and grid point) under one config. `model:` keys go to every "
+    "method; keys for one method go under `methods: {NAME: {...}}`. With --grid, each method's "
+    "setting is chosen on validation and test is reported for that setting only. Exit status 1 "
+    "when any run failed."
+)
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="train methods side by side, settings chosen on val (compare.md/.json/.png)",
-        description="Train every method (and seed, and grid point) under one config. `model:` keys go to every "
-        "method; keys for one method go under `methods: {NAME: {...}}`. With --grid, each method's "
-        "setting is chosen on validation and test is reported for that setting only. Exit status 1 "
-        "when any run failed.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="YAML run config shared by every method")
     add_methods(p)
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
@@ -53,7 +53,6 @@ def add_parser(subparsers) -> None:
         "--force", action="store_true", help="train again runs under --out whose config differs from the one asked for"
     )
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
-    p.set_defaults(func=run)
 
 
 def _list(text: str, kind, flag: str) -> list:

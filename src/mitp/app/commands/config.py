@@ -9,16 +9,15 @@ import yaml
 TOP_LEVEL = ("data", "backbone", "method", "seed")  # the rest of RunConfig's keys are the sections below
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "config",
-        help="print every run-config key with its default and help",
-        description="Print a run config for METHOD with every key at its default, each "
-        "with what it does (commented YAML), or --json.",
-    )
+HELP = "print every run-config key with its default and help"
+DESCRIPTION = (
+    "Print a run config for METHOD with every key at its default, each with what it does (commented YAML), or --json."
+)
+
+
+def add_arguments(p) -> None:
     p.add_argument("--method", default="mitp", help="a registered method (default: mitp)")
     p.add_argument("--json", action="store_true", help="one JSON object: sections of {key, type, default, help}")
-    p.set_defaults(func=run)
 
 
 def sections(method: str) -> dict[str, list[dict]]:

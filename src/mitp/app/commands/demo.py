@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from ._args import non_negative_int, positive_int
 
+HELP = "build MITP on tiny-clip and train it on generated image-text batches"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="build MITP on tiny-clip and train it on generated image-text batches")
+
+def add_arguments(p) -> None:
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--steps", type=positive_int, default=60, help="optimizer steps (default: 60)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

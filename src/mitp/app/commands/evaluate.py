@@ -6,15 +6,15 @@ import json
 
 from ._args import positive_int
 
+HELP = "evaluate a run's best checkpoint"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a run's best checkpoint")
+
+def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data", help="prepared dataset to evaluate on (default: the run's own)")
     p.add_argument("--batch-size", type=positive_int, help="default: the run's eval batch size")
     p.add_argument("--json", action="store_true", help="print only the metrics object as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

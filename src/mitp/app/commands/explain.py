@@ -8,9 +8,10 @@ import json
 from ..errors import UserError
 from ._args import positive_int
 
+HELP = "hub similarity and attention on prompts for one pair (figure + JSON)"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("explain", help="hub similarity and attention on prompts for one pair (figure + JSON)")
+
+def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--image", help="image file")
     p.add_argument("--text", help="text")
@@ -24,7 +25,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="with --exchange (default val)")
     p.add_argument("--samples", type=positive_int, default=256, help="with --exchange (default 256)")
     p.add_argument("--out", help="figure path (default: RUN_DIR/explain.png; the JSON goes next to it)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -11,14 +11,14 @@ from mitp.files import CONFIG_FILE, MODEL_CARD, MODEL_FILES, WEIGHTS_FILE
 from ..errors import UserError
 from ..outputs import check_outputs
 
+HELP = "write a run's best model as config.json + model.safetensors + README.md"
+DESCRIPTION = (
+    "Copy a run's best checkpoint, a model folder that Classifier.from_pretrained and `mitp serve` "
+    "load (config.json, model.safetensors: trainable tensors only, no pickle), and add a model card README.md."
+)
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export",
-        help="write a run's best model as config.json + model.safetensors + README.md",
-        description="Copy a run's best checkpoint, a model folder that Classifier.from_pretrained and `mitp serve` "
-        "load (config.json, model.safetensors: trainable tensors only, no pickle), and add a model card README.md.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a model folder")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created; must be empty)")
     p.add_argument(
@@ -29,7 +29,6 @@ def add_parser(subparsers) -> None:
         "without PyTorch",
     )
     p.add_argument("--quantize", choices=("int8",), help="with --onnx: also model.int8.onnx (dynamic int8)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

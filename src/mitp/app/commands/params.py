@@ -8,15 +8,15 @@ from mitp.configuration import parse_overrides
 
 from ._args import add_overrides, positive_int
 
+HELP = "count trainable and total parameters, by component"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("params", help="count trainable and total parameters, by component")
+
+def add_arguments(p) -> None:
     p.add_argument("--backbone", default="tiny-clip", help="backbone spec (default: tiny-clip)")
     p.add_argument("--method", default="mitp", help="registered method name (default: mitp)")
     p.add_argument("--num-classes", type=positive_int, default=2, help="number of classes of the head")
     add_overrides(p, "override a method config key, e.g. --set prompt_length=16 (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -19,11 +19,10 @@ from ..errors import UserError
 from ..outputs import check_outputs
 from ._args import add_runtime, positive_int
 
+HELP = "predict labels with a run's best checkpoint or an exported model (JSON lines)"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "predict", help="predict labels with a run's best checkpoint or an exported model (JSON lines)"
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="RUN_OR_DIR", help="a run directory, or a folder written by `mitp export`")
     p.add_argument("--image", help="image file (alone, or with --text)")
     p.add_argument("--text", help="text (alone, or with --image)")
@@ -34,7 +33,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=positive_int, default=1, help="labels to report per sample (single-label)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     add_runtime(p)
-    p.set_defaults(func=run)
 
 
 def _pairs(args):

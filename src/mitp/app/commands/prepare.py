@@ -13,18 +13,17 @@ from mitp.data.progress import rich_tracker
 from ..errors import UserError
 from ..outputs import check_outputs, folder_kind
 
+HELP = f"convert a raw dataset ({', '.join(sorted(converters()))}) into a manifest directory"
+DESCRIPTION = (
+    "Convert a raw dataset into train/val/test.jsonl + labels.json. One sub-command per "
+    "registered converter; `mitp prepare KIND --help` shows its options, docs/data.md the raw "
+    "layouts."
+)
 
-def add_parser(subparsers) -> None:
-    kinds = sorted(converters())
-    p = subparsers.add_parser(
-        "prepare",
-        help=f"convert a raw dataset ({', '.join(kinds)}) into a manifest directory",
-        description="Convert a raw dataset into train/val/test.jsonl + labels.json. One sub-command per "
-        "registered converter; `mitp prepare KIND --help` shows its options, docs/data.md the raw "
-        "layouts.",
-    )
+
+def add_arguments(p) -> None:
     kinds_parsers = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind in kinds:
+    for kind in sorted(converters()):
         converter = converters()[kind]
         q = kinds_parsers.add_parser(kind, help=converter.help, description=converter.help)
         if converter.raw_positional:
@@ -42,7 +41,6 @@ def add_parser(subparsers) -> None:
         for opt in converter.options:
             q.add_argument(*opt.flags, **opt.kwargs)
         q.add_argument("--no-progress", action="store_true", help="no progress bars")
-        q.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -15,11 +15,10 @@ from pathlib import Path
 from ..errors import UserError
 from ._args import positive_int
 
+HELP = "a run's metric as the image or the text goes missing, on one plot for several runs"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "robustness", help="a run's metric as the image or the text goes missing, on one plot for several runs"
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument(
         "--modality",
@@ -35,7 +34,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--batch-size", type=positive_int, help="default: each run's eval batch size")
     p.add_argument("--out", help="where robustness.json and .png go (default: the run directory, for one run)")
-    p.set_defaults(func=run)
 
 
 def parse_rates(text: str) -> list[float]:

@@ -10,15 +10,15 @@ from ..errors import UserError
 from ..extras import require
 from ._args import add_runtime, picked, port_number, positive_int
 
+HELP = "serve a run or an exported model over HTTP (API + web page)"
+DESCRIPTION = (
+    "Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
+    "GET /health, GET /labels, POST /explain, the OpenAPI docs at /docs "
+    "and a web page at /. Concurrent requests are grouped into batches."
+)
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="serve a run or an exported model over HTTP (API + web page)",
-        description="Serve RUN_OR_DIR over HTTP: POST /predict, POST /predict/batch, "
-        "GET /health, GET /labels, POST /explain, the OpenAPI docs at /docs "
-        "and a web page at /. Concurrent requests are grouped into batches.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("path", metavar="RUN_OR_DIR", help="a run directory or a folder written by `mitp export`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
@@ -57,7 +57,6 @@ def add_parser(subparsers) -> None:
         "once (more throughput under overload, uploads may see resets) (default: 5)",
     )
     add_runtime(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

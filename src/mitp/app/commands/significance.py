@@ -35,13 +35,11 @@ Every run is scored with its own eval.missing unless --missing names one conditi
 scored as `mitp robustness` scores that rate (same drop pattern for every run)."""
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "significance",
-        help="paired bootstrap: does method A beat method B by more than seeds and the split's size resolve?",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "paired bootstrap: does method A beat method B by more than seeds and the split's size resolve?"
+
+
+def add_arguments(p) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # DESCRIPTION's layout is kept
     p.add_argument("--a", nargs="+", required=True, metavar="RUN_DIR", help="method A's runs (one per seed, each once)")
     p.add_argument("--b", nargs="+", required=True, metavar="RUN_DIR", help="method B's runs (one per seed, each once)")
     p.add_argument("--split", default="test", choices=("val", "test"))
@@ -74,7 +72,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="the resampling seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, help="default: each run's eval batch size")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

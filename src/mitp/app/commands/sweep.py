@@ -10,15 +10,15 @@ from rich.console import Console
 from ..extras import require
 from ._args import add_methods, add_overrides, positive_int
 
+HELP = "search config keys with Optuna (TPE, median pruning), the same budget for every method"
+DESCRIPTION = (
+    "One study per method; every trial is a run directory under OUT/<method>/; each method's "
+    "best trial is chosen on validation and only its test split is read. Workers started with the "
+    "same command (and a shared --storage) share the trials; a killed sweep resumes."
+)
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sweep",
-        help="search config keys with Optuna (TPE, median pruning), the same budget for every method",
-        description="One study per method; every trial is a run directory under OUT/<method>/; each method's "
-        "best trial is chosen on validation and only its test split is read. Workers started with the "
-        "same command (and a shared --storage) share the trials; a killed sweep resumes.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML run config shared by every trial")
     add_overrides(p, "override a config key for every trial (repeatable)")
     add_methods(p)
@@ -52,7 +52,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-prune", action="store_true", help="train every trial to the end")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process of --jobs: no report
     p.add_argument("--out", default="runs/sweep", help="output directory (default: runs/sweep)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

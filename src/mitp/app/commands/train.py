@@ -8,9 +8,10 @@ from rich.console import Console
 
 from ._args import add_overrides
 
+HELP = "train a method (YAML config; resumable)"
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a method (YAML config; resumable)")
+
+def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML run config (data, backbone, method, model:, train:, eval:)")
     add_overrides(p, "override any config key, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
@@ -24,7 +25,6 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="--out holds an earlier run: delete its results and train again from the beginning",
     )
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
