@@ -23,18 +23,9 @@ from .reports import summary_table
 from .rundir import MetricsLog, RunDirError, clear_outputs, run_lock, write_marker
 
 
-def _train(
-    config: RunConfig,
-    run_dir: Path,
-    resume: bool = False,
-    console=None,
-    command: str | None = None,
-    on_validation=None,
-    test: bool = True,
-) -> dict:
+def _train(config: RunConfig, run_dir: Path, resume: bool, console, command: str | None, on_validation, test) -> dict:
     """Train (or resume) into ``run_dir`` and write config.yaml, results.json and curves.png; ``on_validation``
     and ``test`` as for the Trainer."""
-    run_dir = Path(run_dir)
     threads = use_threads(config.for_method(config.method).train.num_threads)  # before any torch work
     crowded = oversubscribed(threads)
     if crowded and console is not None and int(os.environ.get("RANK", "0")) == 0:
@@ -100,15 +91,7 @@ def train_run(
                             highlight=False,
                         )
                     clear_outputs(run_dir)
-            return _train(
-                config,
-                run_dir,
-                resume=resuming,
-                console=console,
-                command=command,
-                on_validation=on_validation,
-                test=test,
-            )
+            return _train(config, run_dir, resuming, console, command, on_validation, test)
     except (RunDirError, TrainingDiverged) as err:
         raise UserError(str(err)) from err
 

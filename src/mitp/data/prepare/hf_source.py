@@ -301,37 +301,37 @@ def _label_column(feature, ds_lib, raw, column: str) -> LabelColumn:
     )
 
 
-def _check_text_column(feature, ds_lib, raw, column: str) -> None:
-    kind = _feature_kind(feature, ds_lib)
-    if kind not in ("string", "large_string"):
-        raise BadRecord(
-            raw, None, f"text column {column!r} holds {kind} values, not text (choose it with --text-column)"
-        )
+# What a text, image or id column may hold (dtype prefixes) and what its error adds after "holds X values".
+COLUMN_KINDS = {
+    "text": (("string", "large_string"), ", not text", ""),
+    "image": (
+        ("string", "large_string", "binary", "large_binary"),
+        ", not images; an image column holds an Image feature, {bytes, path} structs, encoded image bytes (PNG, "
+        "JPEG, ...) or image paths",
+        "",
+    ),
+    "id": (
+        ("string", "large_string", "int", "uint"),
+        "; ids are strings or integers",
+        ", or leave it out for <split>-<row>",
+    ),
+}
 
 
-def _check_id_column(feature, ds_lib, raw, column: str) -> None:
-    kind = _feature_kind(feature, ds_lib)
-    if kind not in ("string", "large_string") and not kind.startswith(("int", "uint")):
-        raise BadRecord(
-            raw,
-            None,
-            f"id column {column!r} holds {kind} values; ids are strings or integers (choose it with --id-column, "
-            "or leave it out for <split>-<row>)",
-        )
-
-
-def _check_image_column(feature, ds_lib, raw, column: str) -> None:
-    """An Image feature, a struct with ``bytes`` or ``path``, a binary column (encoded images) or paths."""
-    if isinstance(feature, ds_lib.Image) or (isinstance(feature, dict) and {"bytes", "path"} & set(feature)):
+def _check_column(role: str, feature, ds_lib, raw, column: str) -> None:
+    """Refuse a text, image or id column whose type cannot hold its role; an image column may also be an Image
+    feature or a struct with ``bytes`` or ``path``."""
+    if role == "image" and (
+        isinstance(feature, ds_lib.Image) or (isinstance(feature, dict) and {"bytes", "path"} & set(feature))
+    ):
         return
+    kinds, what, alternative = COLUMN_KINDS[role]
     kind = _feature_kind(feature, ds_lib)
-    if kind not in ("string", "large_string", "binary", "large_binary"):
+    if not kind.startswith(kinds):
         raise BadRecord(
             raw,
             None,
-            f"image column {column!r} holds {kind} values, not images; an image column holds an Image feature, "
-            "{bytes, path} structs, encoded image bytes (PNG, JPEG, ...) or image paths (choose it with "
-            "--image-column)",
+            f"{role} column {column!r} holds {kind} values{what} (choose it with --{role}-column{alternative})",
         )
 
 
@@ -339,10 +339,9 @@ def check_column_types(features, raw, columns: dict[str, str]) -> LabelColumn:
     """Refuse a column (``{role: name}``) whose type cannot hold its role, before any row is read; how to read
     the label column."""
     ds_lib = datasets_library()
-    _check_text_column(features[columns["text"]], ds_lib, raw, columns["text"])
-    _check_image_column(features[columns["image"]], ds_lib, raw, columns["image"])
-    if "id" in columns:
-        _check_id_column(features[columns["id"]], ds_lib, raw, columns["id"])
+    for role in ("text", "image", "id"):
+        if role in columns:
+            _check_column(role, features[columns[role]], ds_lib, raw, columns[role])
     return _label_column(features[columns["label"]], ds_lib, raw, columns["label"])
 
 
