@@ -21,19 +21,12 @@ from mitp.markdown import table
 from mitp.onnx_export import export_onnx
 
 from ..runtime_worker import time_logits
+from ..workers import WorkerHandle
 from .model import random_classifier
 from .settings import BenchError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 WEIGHT_FILES = {"torch": "model.safetensors", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
-
-
-def _receive(conn, process, runtime: str) -> dict:
-    try:
-        return conn.recv()
-    except EOFError:
-        process.join(timeout=10)
-        raise BenchError(f"the {runtime} worker died (exit code {process.exitcode}); its traceback is above") from None
 
 
 def inference_benchmark(
@@ -64,21 +57,14 @@ def inference_benchmark(
         workers, loaded = {}, {}
         try:
             for runtime in RUNTIMES:  # one after another, so load times and memory are not shared
-                parent, child = context.Pipe()
-                process = context.Process(
-                    target=time_logits, daemon=True, args=(child, str(folder), runtime, threads, batch_sizes, seq_len)
-                )
-                process.start()
-                child.close()  # the worker's end: a worker that dies is then an EOFError here, not a hang
-                workers[runtime] = (process, parent)
-                loaded[runtime] = _receive(parent, process, runtime)
+                args = (str(folder), runtime, threads, batch_sizes, seq_len)
+                workers[runtime] = WorkerHandle(context, time_logits, args, f"the {runtime} runtime", BenchError)
+                loaded[runtime] = workers[runtime].receive()
                 say(f"loaded {runtime} in {loaded[runtime]['load_seconds']:.1f} s")
             for round_index in range(0 if warmup else 1, rounds + 1):  # round 0: the warm-up, not timed
                 for size in batch_sizes:
                     for runtime in RUNTIMES:
-                        process, conn = workers[runtime]
-                        conn.send((size, steps if round_index else warmup))
-                        reply = _receive(conn, process, runtime)
+                        reply = workers[runtime].ask((size, steps if round_index else warmup))
                         peaks[runtime] = max(peaks[runtime], reply["peak_rss_mb"])
                         if round_index:
                             times[runtime, size] += reply["times"]
@@ -90,15 +76,8 @@ def inference_benchmark(
                     )
                     say(f"round {round_index}/{rounds}: " + ", ".join(medians))
         finally:
-            for process, conn in workers.values():
-                if process.is_alive():
-                    try:
-                        conn.send(None)
-                    except OSError:
-                        pass
-                process.join(timeout=30)
-                if process.is_alive():
-                    process.kill()
+            for handle in workers.values():
+                handle.close()
     rows = []
     for size in batch_sizes:
         eager = statistics.median(times["torch", size])

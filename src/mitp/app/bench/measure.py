@@ -38,7 +38,8 @@ from mitp.markdown import table
 from mitp.methods import get_method
 
 from ..launch import process_context
-from .protocol import WorkerHandle
+from ..workers import WorkerHandle
+from .protocol import start_worker
 from .settings import MEMORY_KINDS, REFERENCE, BenchResult, BenchSettings, parse_method_spec
 
 
@@ -152,7 +153,7 @@ def run_benchmark(settings: BenchSettings, progress=None) -> BenchResult:
         # Built one after another: every worker holds a whole backbone, so peaks never add up.
         for method in settings.methods:
             say(f"building {method} on {settings.backbone} ({settings.device}, {settings.threads} threads)")
-            workers[method] = WorkerHandle(context, settings, method)
+            workers[method] = start_worker(context, settings, method)
             infos[method] = workers[method].receive()
         for round_index in range(0 if settings.warmup else 1, settings.rounds + 1):  # round 0: the warm-up
             steps = settings.steps if round_index else settings.warmup

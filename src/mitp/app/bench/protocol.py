@@ -16,10 +16,10 @@ from mitp.backbones import BackboneError, build_backbone
 from mitp.configuration import ConfigError
 from mitp.methods import build_model, make_config
 
-from ..errors import UserError
 from ..procmem import peak_rss_mb, reset_peak_rss, rss_mb
 from ..train.setup import make_optimizer
 from ..train.step import train_step
+from ..workers import WorkerHandle, serve_requests
 from .settings import BenchError, BenchSettings, parse_method_spec
 
 
@@ -114,62 +114,14 @@ class _Worker:
 
 def _worker_main(conn, settings: BenchSettings, method: str) -> None:
     """Entry point of a worker process: build, report, then serve requests until ``close``."""
-    try:
+
+    def start():
         worker = _Worker(settings, method)
-        conn.send(("ok", worker.info()))
-    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises it there
-        conn.send(("error", f"{type(err).__name__}: {err}", isinstance(err, (BackboneError, ConfigError))))
-        conn.close()
-        return
-    while True:
-        try:
-            command, payload = conn.recv()
-        except EOFError:  # the parent went away
-            break
-        if command == "close":
-            break
-        try:
-            conn.send(("ok", worker.run(payload)))
-        except Exception as err:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", f"{type(err).__name__}: {err}", False))
-    conn.close()
+        return worker.info(), worker.run
+
+    serve_requests(conn, start, user_errors=(BackboneError, ConfigError))
 
 
-class WorkerHandle:
-    """The parent's end of one worker: start it, ask it for timed steps, close it."""
-
-    def __init__(self, context, settings: BenchSettings, method: str):
-        self.method = method
-        self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_worker_main, args=(child, settings, method), name=f"mitp-bench-{method}", daemon=True
-        )
-        self.process.start()
-        child.close()
-
-    def receive(self):
-        try:
-            reply = self.conn.recv()
-        except (EOFError, ConnectionError):
-            self.process.join(timeout=5)
-            code = self.process.exitcode
-            hint = " (killed: out of memory?)" if code in (-9, 137) else ""
-            raise BenchError(f"the worker for method {self.method!r} died with exit code {code}{hint}") from None
-        if reply[0] == "error":  # a UserError when the input was wrong (unknown spec, bad config)
-            raise (UserError if reply[2] else BenchError)(f"method {self.method!r}: {reply[1]}")
-        return reply[1]
-
-    def ask(self, payload: dict):
-        self.conn.send(("run", payload))
-        return self.receive()
-
-    def close(self) -> None:
-        try:
-            self.conn.send(("close", None))
-        except (OSError, ValueError):
-            pass
-        self.process.join(timeout=30)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout=5)
-        self.conn.close()
+def start_worker(context, settings: BenchSettings, method: str) -> WorkerHandle:
+    """A fresh process building ``method``; the handle asks it for timed steps."""
+    return WorkerHandle(context, _worker_main, (settings, method), f"method {method!r}", BenchError)
