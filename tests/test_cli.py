@@ -22,7 +22,8 @@ def test_every_command_module_is_one_help_line_its_arguments_and_run(name, capsy
     assert exit_.value.code == 0
     usage = capsys.readouterr().out
     assert usage.startswith(f"usage: mitp {name}")
-    assert getattr(command, "DESCRIPTION", command.HELP).split()[0] in usage
+    description = getattr(command, "DESCRIPTION", command.HELP)
+    assert " ".join(description.split()) in " ".join(usage.split())  # the whole text, as argparse wraps it
     assert main([name, "--no-such-option"]) == 2  # a usage error is exit 2, never a traceback
 
 
@@ -74,3 +75,11 @@ def test_demo_trains_and_reports(capsys):
     out = capsys.readouterr().out
     assert "step    1  loss" in out and "step    4  loss" in out
     assert "held-out accuracy" in out and "backbone stayed frozen" in out
+
+
+def test_a_description_laid_out_by_hand_keeps_its_lines(capsys):
+    from mitp.app.commands import significance
+
+    with pytest.raises(SystemExit):
+        main(["significance", "--help"])
+    assert significance.DESCRIPTION.strip() in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 from mitp.app.errors import UserError
 from mitp.app.workers import WorkerHandle, serve_requests
 
-CONTEXT = multiprocessing.get_context("fork")  # the targets below are this module's functions
+CONTEXT = multiprocessing.get_context("spawn")  # as `mitp bench inference`: the targets travel by name
 
 
 class MeasureError(RuntimeError):
@@ -34,6 +34,13 @@ def dying(conn) -> None:
     serve_requests(conn, lambda: ({}, lambda payload: os._exit(3)))
 
 
+def deaf(conn) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve_requests(conn, lambda: ({}, lambda payload: None))
+
+
 def handle(target, *args) -> WorkerHandle:
     return WorkerHandle(CONTEXT, target, args, "the test worker", MeasureError)
 
@@ -56,7 +63,7 @@ def test_an_error_while_starting_is_raised_in_the_parent_naming_the_worker(user,
     worker.close()
 
 
-def test_an_error_in_a_request_is_raised_in_the_parent_and_the_worker_goes_on():
+def test_an_error_in_a_request_is_raised_in_the_parent_and_the_worker_goes_on(capfd):
     worker = handle(failing_answer)
     try:
         worker.receive()
@@ -65,6 +72,7 @@ def test_an_error_in_a_request_is_raised_in_the_parent_and_the_worker_goes_on():
         assert worker.ask(4) == 0.25
     finally:
         worker.close()
+    assert "Traceback" in capfd.readouterr().err  # the worker printed where it failed
 
 
 def test_a_worker_that_dies_is_an_error_with_its_exit_code_not_a_hang():
@@ -73,3 +81,11 @@ def test_a_worker_that_dies_is_an_error_with_its_exit_code_not_a_hang():
     with pytest.raises(MeasureError, match="the worker for the test worker died with exit code 3"):
         worker.ask(None)
     worker.close()
+
+
+def test_a_worker_deaf_to_close_and_sigterm_is_killed_never_left_running():
+    worker = handle(deaf)
+    worker.receive()
+    worker.conn.send = lambda message: None  # the close request never arrives
+    worker.close(wait=0.5)
+    assert not worker.process.is_alive() and worker.process.exitcode == -9

@@ -8,6 +8,8 @@ of `mitp bench inference` import this module and must not load torch.
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable
 
 from .errors import UserError
@@ -16,12 +18,16 @@ from .errors import UserError
 def serve_requests(conn, start: Callable[[], tuple], user_errors: tuple[type[Exception], ...] = ()) -> None:
     """Worker side: ``start()`` builds the worker and returns ``(info, answer)``; ``info`` goes to the parent
     first, then ``answer(payload)`` for each request. An error of ``user_errors`` while starting is the
-    user's input (an unknown spec, a bad config): the parent raises it as a UserError."""
+    user's input (an unknown spec, a bad config): the parent raises it as a UserError. Any other error's
+    traceback is printed here first (the worker's stderr is the parent's)."""
     try:
         info, answer = start()
         conn.send(("ok", info))
     except Exception as err:  # noqa: BLE001 - reported to the parent, which raises it there
-        conn.send(("error", f"{type(err).__name__}: {err}", isinstance(err, user_errors)))
+        user = isinstance(err, user_errors)
+        if not user:
+            traceback.print_exc(file=sys.stderr)
+        conn.send(("error", f"{type(err).__name__}: {err}", user))
         conn.close()
         return
     while True:
@@ -34,6 +40,7 @@ def serve_requests(conn, start: Callable[[], tuple], user_errors: tuple[type[Exc
         try:
             conn.send(("ok", answer(payload)))
         except Exception as err:  # noqa: BLE001 - reported to the parent
+            traceback.print_exc(file=sys.stderr)
             conn.send(("error", f"{type(err).__name__}: {err}", False))
     conn.close()
 
@@ -65,15 +72,19 @@ class WorkerHandle:
         self.conn.send(("run", payload))
         return self.receive()
 
-    def close(self) -> None:
+    def close(self, wait: float = 30) -> None:
+        """Ask the worker to stop, give it ``wait`` seconds, then SIGTERM, then SIGKILL."""
         try:
             self.conn.send(("close", None))
         except (OSError, ValueError):
             pass
-        self.process.join(timeout=30)
+        self.process.join(timeout=wait)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout=5)
+        if self.process.is_alive():  # deaf to SIGTERM: never left running
+            self.process.kill()
+            self.process.join()
         self.conn.close()
 
 

@@ -301,17 +301,20 @@ def _label_column(feature, ds_lib, raw, column: str) -> LabelColumn:
     )
 
 
-# What a text, image or id column may hold (dtype prefixes) and what its error adds after "holds X values".
+# What a text, image or id column may hold (dtypes, and dtype prefixes) and what its error adds after
+# "holds X values".
 COLUMN_KINDS = {
-    "text": (("string", "large_string"), ", not text", ""),
+    "text": (("string", "large_string"), (), ", not text", ""),
     "image": (
         ("string", "large_string", "binary", "large_binary"),
+        (),
         ", not images; an image column holds an Image feature, {bytes, path} structs, encoded image bytes (PNG, "
         "JPEG, ...) or image paths",
         "",
     ),
     "id": (
-        ("string", "large_string", "int", "uint"),
+        ("string", "large_string"),
+        ("int", "uint"),
         "; ids are strings or integers",
         ", or leave it out for <split>-<row>",
     ),
@@ -325,9 +328,9 @@ def _check_column(role: str, feature, ds_lib, raw, column: str) -> None:
         isinstance(feature, ds_lib.Image) or (isinstance(feature, dict) and {"bytes", "path"} & set(feature))
     ):
         return
-    kinds, what, alternative = COLUMN_KINDS[role]
+    kinds, prefixes, what, alternative = COLUMN_KINDS[role]
     kind = _feature_kind(feature, ds_lib)
-    if not kind.startswith(kinds):
+    if kind not in kinds and not kind.startswith(prefixes):
         raise BadRecord(
             raw,
             None,
