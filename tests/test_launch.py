@@ -2,7 +2,9 @@
 environment; at most N at a time; stopped when the caller is interrupted or dies; the reason a command failed."""
 
 import json
+import multiprocessing
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -26,6 +28,31 @@ def test_a_command_runs_elsewhere_with_its_exit_code_and_its_output_appended_to_
     text = log.read_text()
     assert text.startswith(f"mitp {__version__}\n") and "invalid choice: 'no-such-command'" in text
     assert "invalid choice" in process.tail()[-1]
+
+
+def test_a_new_interpreter_when_asked_with_the_same_exit_code_and_log(tmp_path):
+    log = tmp_path / "out.log"
+    process = CliProcess(["--version"], log, new_interpreter=True)
+    assert type(process.process).__name__ == "SpawnProcess"  # not forked: its memory is all its own
+    assert process.wait() == 0 and log.read_text() == f"mitp {__version__}\n"
+
+
+def _deaf_to_sigterm(ready) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)
+
+
+def test_stop_kills_a_process_deaf_to_sigterm(tmp_path):
+    process = CliProcess(["--version"], tmp_path / "out.log")
+    process.wait()
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    process.process = context.Process(target=_deaf_to_sigterm, args=(ready,))
+    process.process.start()
+    assert ready.wait(30)  # its handler is in place
+    process.stop(wait=0.5)
+    assert process.process.exitcode == -signal.SIGKILL
 
 
 @pytest.mark.slow

@@ -96,15 +96,17 @@ _TRACEBACK = "Traceback (most recent call last):"
 
 class CliProcess:
     """``mitp ARGV`` in a fresh process (see the module's docstring), its output appended to ``log``;
-    ``env`` is added to this process's environment."""
+    ``env`` is added to this process's environment. ``new_interpreter``: "spawn" even where the fork server
+    runs, for a process whose memory figures must count every page it loads (`mitp bench serve --load`)."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None, new_interpreter: bool = False):
         self.argv = list(argv)
         self.log = Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         self._start = self._offset = self.log.stat().st_size  # what this process writes comes after
-        self.process = process_context().Process(
+        context = multiprocessing.get_context("spawn") if new_interpreter else process_context()
+        self.process = context.Process(
             target=_cli_child, name=f"mitp-{argv[0]}", args=(self.argv, {**os.environ, **(env or {})}, str(self.log))
         )
         self.process.start()
@@ -123,10 +125,13 @@ class CliProcess:
         (code,) = run_at_most(1, [lambda slot: self], follow=follow, poll_s=poll_s)
         return code
 
-    def stop(self) -> None:
-        """End the process (SIGTERM) if it still runs, and wait for it."""
+    def stop(self, wait: float = 30) -> None:
+        """End the process (SIGTERM, then SIGKILL after ``wait`` seconds) if it still runs, and wait for it."""
         if self.process.is_alive():
             self.process.terminate()
+            self.process.join(wait)
+        if self.process.is_alive():
+            self.process.kill()
         self.process.join()
 
     def output(self) -> str:

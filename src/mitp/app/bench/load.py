@@ -18,8 +18,6 @@ import os
 import random
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from mitp.markdown import table
 
+from ..launch import CliProcess
 from ..procmem import memory_mb
 from ..serve.local import free_port
 from .model import noise_png, random_classifier
@@ -101,15 +100,13 @@ def load_benchmark(
         port = free_port()
         # The server's log goes to a file, not a pipe nobody reads while it runs (a full pipe would stall it);
         # its tracebacks are counted at the end. A new interpreter, as a deployment starts it, so its memory
-        # figures count every page it loads (not one forked from app/launch.py's server).
-        log_path = Path(tmp) / "server.log"
-        with open(log_path, "wb") as log:  # the server writes through its own copy of the descriptor
-            server = subprocess.Popen(
-                [sys.executable, "-m", "mitp", "serve", str(Path(tmp) / "model"), "--port", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-            )
+        # figures count every page it loads (not one forked from the fork server).
+        server = CliProcess(
+            ["serve", str(Path(tmp) / "model"), "--port", str(port)],
+            Path(tmp) / "server.log",
+            env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+            new_interpreter=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -119,18 +116,15 @@ def load_benchmark(
                         break
                 except httpx.TransportError:
                     pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mitp serve did not start: {log_path.read_text(errors='replace')[-2000:]}")
+                if not server.process.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"mitp serve did not start: {server.output()[-2000:]}")
                 time.sleep(0.2)
-            progress(f"server up (pid {server.pid}); {clients} clients for {seconds:.0f} s")
-            result = asyncio.run(_drive(url, _requests(image, 32 * 2**20), seconds, clients, seed, server.pid))
+            pid = server.process.pid
+            progress(f"server up (pid {pid}); {clients} clients for {seconds:.0f} s")
+            result = asyncio.run(_drive(url, _requests(image, 32 * 2**20), seconds, clients, seed, pid))
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        tracebacks = log_path.read_text(errors="replace").count("Traceback (most recent call last)")
+            server.stop()
+        tracebacks = server.output().count("Traceback (most recent call last)")
     return {
         "backbone": backbone,
         "method": method,
