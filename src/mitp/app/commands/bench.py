@@ -72,6 +72,7 @@ def add_arguments(parser) -> None:
         help="check a ratio of two measured rows, e.g. mitp/full_finetune:train_step_ms<=0.45 "
         "(repeatable; printed as met or NOT met)",
     )
+
     profile = _benchmark(
         benchmarks,
         measure_profile,
@@ -85,6 +86,7 @@ def add_arguments(parser) -> None:
         warmup="untimed training steps per method first (default: 2)",
         threads="torch threads (default: as torch sets them)",
     )
+
     epochs = _benchmark(
         benchmarks,
         measure_epochs,
@@ -101,6 +103,7 @@ def add_arguments(parser) -> None:
     epochs.add_argument("--epochs", type=positive_int, default=2, help="epochs per run, >= 2 (default: 2)")
     epochs.add_argument("--samples", type=positive_int, default=16, help="generated training samples (default: 16)")
     epochs.add_argument("--compile", action="store_true", help="train.compile (torch.compile) the methods")
+
     inference = _benchmark(
         benchmarks,
         measure_inference,
@@ -120,6 +123,7 @@ def add_arguments(parser) -> None:
         "--batch-sizes", type=positive_int_list, default=(1, 16), metavar="N,N", help="batch sizes (default: 1,16)"
     )
     inference.add_argument("--image-size", type=positive_int, metavar="PX", help="square images (default: backbone's)")
+
     serve = _benchmark(
         benchmarks,
         measure_serve,
@@ -138,6 +142,7 @@ def add_arguments(parser) -> None:
         metavar="SECONDS",
         help="instead: requests/s, latency, status codes and server memory of a server process under load",
     )
+
     for benchmark in (step, profile, epochs, inference, serve):
         benchmark.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
         benchmark.add_argument("--markdown", metavar="FILE", help="write a report with its command to FILE")

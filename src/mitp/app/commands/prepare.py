@@ -23,8 +23,7 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
     kinds_parsers = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind in sorted(converters()):
-        converter = converters()[kind]
+    for kind, converter in sorted(converters().items()):
         q = kinds_parsers.add_parser(kind, help=converter.help, description=converter.help)
         if converter.raw_positional:
             q.add_argument("raw", metavar="SOURCE", help=converter.raw_help)
